@@ -1,0 +1,61 @@
+# visio-permanence — `make run` to try it, `make test` to check it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+export PERMANENCE_BASE_URL ?= http://$(HOST):$(PORT)
+
+.PHONY: setup run serve test lint typecheck pytest bench messages compile-messages chromium clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+compile-messages: $(BIN)/.installed
+	$(BIN)/pybabel compile --use-fuzzy -d server/locale -D messages --statistics 2>/dev/null || true
+
+setup: $(BIN)/.installed web/node_modules/.installed compile-messages
+
+run: setup ## migrate, load the demo and serve on http://127.0.0.1:8080
+	$(BIN)/permanence migrate
+	$(BIN)/permanence demo
+	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
+
+serve: setup
+	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
+
+chromium: ## Debian's Chromium for the browser tests (Playwright drives it; no download)
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check server signaling tests bench
+	$(BIN)/ruff format --check server signaling tests bench
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: setup chromium
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: setup chromium
+	$(BIN)/python -m bench.run
+
+messages: $(BIN)/.installed ## extract French messages into the catalogue template
+	$(BIN)/pybabel extract -F babel.cfg -o server/locale/messages.pot --no-location --sort-output .
+	test -f server/locale/fr/LC_MESSAGES/messages.po || $(BIN)/pybabel init -i server/locale/messages.pot -d server/locale -l fr
+	$(BIN)/pybabel update -i server/locale/messages.pot -d server/locale --no-fuzzy-matching
+
+clean:
+	rm -rf $(VENV) web/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache

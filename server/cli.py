@@ -1,0 +1,159 @@
+"""The `permanence` command: migrate, create-user, serve, demo. It loads settings and runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from alembic import command
+from alembic.config import Config
+
+from server import accounts
+from server.app import create_app
+from server.db import make_engine, make_sessionmaker
+from server.models import Role
+from server.settings import Settings, SettingsError, load_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEMO_ASSOCIATION = "Association démo — Permanence numérique"
+DEMO_ACCOUNTS = (
+    ("benevole@demo.invalid", "Camille (bénévole démo)", Role.VOLUNTEER, "demo-benevole-2026"),
+    ("observateur@demo.invalid", "Sami (bénévole démo)", Role.VOLUNTEER, "demo-observateur-2026"),
+    (
+        "coordination@demo.invalid",
+        "Nadia (coordinatrice démo)",
+        Role.COORDINATOR,
+        "demo-coord-2026",
+    ),
+)
+
+
+def alembic_config(settings: Settings) -> Config:
+    """Alembic configuration pointing at our migrations and the configured database."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    return config
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database schema up to date."""
+    command.upgrade(alembic_config(settings), "head")
+    print("Base de données à jour.")
+
+
+async def _create_user(
+    settings: Settings, email: str, name: str, role: Role, password: str, association: str
+) -> None:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as db:
+            assoc = await accounts.get_or_create_association(db, association)
+            await accounts.create_user(
+                db, association=assoc, email=email, name=name, role=role, password=password
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _demo(settings: Settings) -> list[tuple[str, str, Role, str]]:
+    engine = make_engine(settings.database_url)
+    created = []
+    try:
+        async with make_sessionmaker(engine).begin() as db:
+            assoc = await accounts.get_or_create_association(db, DEMO_ASSOCIATION)
+            for email, name, role, password in DEMO_ACCOUNTS:
+                try:
+                    async with db.begin_nested():
+                        await accounts.create_user(
+                            db,
+                            association=assoc,
+                            email=email,
+                            name=name,
+                            role=role,
+                            password=password,
+                        )
+                except accounts.AccountError:
+                    pass  # already there from an earlier `permanence demo`
+                created.append((email, name, role, password))
+    finally:
+        await engine.dispose()
+    return created
+
+
+def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> None:
+    """The URLs and demo logins, for `make run`."""
+    print()
+    print(f"  Site :                {settings.url('/')}")
+    print(f"  Connexion bénévole :  {settings.url('/login')}")
+    print(f"  Code bénéficiaire :   {settings.url('/code')}")
+    for email, name, role, password in logins:
+        print(f"  {name:<28} {email:<28} mot de passe : {password}  ({role.value})")
+    print()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Mot de passe : ")
+    if getpass.getpass("Mot de passe (encore) : ") != first:
+        raise SystemExit("Les deux mots de passe ne sont pas identiques.")
+    return first
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Sub-commands and their options."""
+    parser = argparse.ArgumentParser(prog="permanence", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the database migrations")
+    create = sub.add_parser("create-user", help="create a volunteer or coordinator account")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--association", default="Mon association")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of prompting",
+    )
+    serve = sub.add_parser("serve", help="run the web server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    sub.add_parser("demo", help="create the demo association and accounts, print the logins")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `permanence` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"Configuration error: {exc}") from exc
+    if args.command == "migrate":
+        migrate(settings)
+    elif args.command == "create-user":
+        password = _read_password(args)
+        try:
+            asyncio.run(
+                _create_user(
+                    settings, args.email, args.name, Role(args.role), password, args.association
+                )
+            )
+        except accounts.AccountError as exc:
+            raise SystemExit(str(exc)) from exc
+        print(f"Compte créé : {args.email} ({args.role}).")
+    elif args.command == "demo":
+        print_demo(settings, asyncio.run(_demo(settings)))
+    elif args.command == "serve":
+        app = create_app(settings)
+        print(f"visio-permanence sur http://{args.host}:{args.port} (public : {settings.base_url})")
+        web.run_app(app, host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Database engine and sessionmaker, opened and closed with the application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from server.typedefs import ENGINE_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+
+
+def make_engine(database_url: str) -> AsyncEngine:
+    """Create the async engine; on SQLite, make sure the folder exists and set sane pragmas."""
+    url = make_url(database_url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"timeout": 30}}
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded attributes after commit, so views can render them."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the engine for the life of the app, dispose it on shutdown."""
+    engine = make_engine(app[SETTINGS_KEY].database_url)
+    app[ENGINE_KEY] = engine
+    app[SESSIONMAKER_KEY] = make_sessionmaker(engine)
+    yield
+    await engine.dispose()

@@ -1,0 +1,71 @@
+"""Rate limits (login, code guessing, socket floods) on the `limits` library.
+
+In memory by default; shared between server processes through Redis when REDIS_URL is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from server.typedefs import RATELIMIT_KEY, SETTINGS_KEY
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named limit such as ``5/minute``, applied per identifier tuple."""
+
+    name: str
+    item: RateLimitItem
+
+
+LOGIN_PER_IP = Rule("login-ip", parse("20/minute"))
+LOGIN_PER_ACCOUNT = Rule("login-account", parse("5/minute"))
+CODE_PER_IP = Rule("code-ip", parse("10/minute"))
+CODE_PER_IP_HOURLY = Rule("code-ip-hour", parse("60/hour"))
+CODE_PER_CODE = Rule("code-code", parse("5/15 minutes"))
+CONTINUE_PER_SESSION = Rule("continue-session", parse("10/hour"))
+SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"))
+SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"))
+
+
+class RateLimiter:
+    """Counts hits per rule and identifier; ``hit`` answers False once the limit is passed."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
+
+    async def hit(self, rule: Rule, *identifiers: str) -> bool:
+        """Record one attempt; True while under the limit."""
+        return await self._strategy.hit(rule.item, rule.name, *identifiers)
+
+    async def allowed(self, rule: Rule, *identifiers: str) -> bool:
+        """Whether one more attempt would pass, without counting it."""
+        return await self._strategy.test(rule.item, rule.name, *identifiers)
+
+    async def reset(self) -> None:
+        """Forget every counter (tests, and `permanence` admin use)."""
+        await self._storage.reset()
+
+
+def make_storage(redis_url: str) -> Storage:
+    """Memory storage, or Redis when a URL is configured."""
+    uri = "async+memory://"
+    if redis_url:
+        uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    storage = storage_from_string(uri)
+    assert isinstance(storage, Storage)
+    return storage
+
+
+async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: create the limiter inside the running loop."""
+    app[RATELIMIT_KEY] = RateLimiter(make_storage(app[SETTINGS_KEY].redis_url))
+    yield

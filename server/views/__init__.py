@@ -1,0 +1,1 @@
+"""One module per page family; views stay thin and call the domain modules."""

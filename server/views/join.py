@@ -1,0 +1,125 @@
+"""Beneficiary pages: join by link or code, then the one-page room. No account, no install."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server import assistance as domain
+from server import ratelimit
+from server.http import (
+    BENEFICIARY_COOKIE,
+    beneficiary_serializer,
+    beneficiary_session_id,
+    check_csrf,
+    client_ip,
+    render,
+    set_cookie,
+)
+from server.i18n import N_, _
+from server.models import AssistanceSession
+from server.qr import qr_svg
+from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+
+INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
+INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez un nouveau code.")
+
+
+def _enter(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
+    """Give the browser a pass for this session and send it to the room (token out of the URL)."""
+    response = web.HTTPSeeOther(location="/b")
+    settings = request.app[SETTINGS_KEY]
+    value = beneficiary_serializer(request).dumps(session.id)
+    set_cookie(request, response, BENEFICIARY_COOKIE, value, settings.session_ttl_hours * 3600)
+    return response
+
+
+async def join_link(request: web.Request) -> web.StreamResponse:
+    """`/j/<token>`: a valid link enters the room; anything else gets the same neutral page."""
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await domain.find_by_token(db, request.match_info["token"])
+    if session is None:
+        return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+    raise _enter(request, session)
+
+
+async def code_page(request: web.Request) -> web.StreamResponse:
+    """The page where the beneficiary types the 6-digit code."""
+    prefill = request.query.get("c", "")
+    prefill = prefill if prefill.isdigit() and len(prefill) == 6 else ""
+    return render(request, "beneficiary/code.html", {"code": prefill})
+
+
+async def submit_code(request: web.Request) -> web.StreamResponse:
+    """Check a code, limited per IP and per code; the answer never says if a session exists."""
+    form = await check_csrf(request)
+    code = "".join(ch for ch in str(form.get("code", ""))[:40] if ch.isdigit())
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    allowed = (
+        await limiter.hit(ratelimit.CODE_PER_IP, ip)
+        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
+        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
+    )
+    if not allowed:
+        context = {
+            "error": _("Trop d'essais. Attendez quelques minutes puis réessayez."),
+            "code": "",
+        }
+        response = render(request, "beneficiary/code.html", context, status=429)
+        response.headers["Retry-After"] = "300"
+        return response
+    session = None
+    if len(code) == 6:
+        async with request.app[SESSIONMAKER_KEY]() as db:
+            session = await domain.find_by_code(db, request.app[SETTINGS_KEY], code)
+    if session is None:
+        return render(request, "beneficiary/code.html", {"error": _(INVALID_CODE), "code": ""}, 400)
+    raise _enter(request, session)
+
+
+async def _pass_session(request: web.Request) -> AssistanceSession | None:
+    session_id = beneficiary_session_id(request)
+    if session_id is None:
+        return None
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        return await domain.get_live(db, session_id)
+
+
+async def room(request: web.Request) -> web.StreamResponse:
+    """The beneficiary's single page: consent, then share screen/camera/photo, talk, chat."""
+    session = await _pass_session(request)
+    if session is None:
+        return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+    config = {
+        "role": "beneficiary",
+        "session_id": session.id,
+        "ice_servers_url": "/api/ice-servers",
+    }
+    context = {"config": config, "beneficiary_name": session.beneficiary_name}
+    return render(request, "beneficiary/room.html", context)
+
+
+async def continue_on_pc(request: web.Request) -> web.StreamResponse:
+    """From a phone: a fresh code and the short URL to continue the same session on a PC."""
+    await check_csrf(request)
+    session = await _pass_session(request)
+    if session is None:
+        raise web.HTTPForbidden(text=_(INVALID_LINK), content_type="text/plain")
+    if not await request.app[RATELIMIT_KEY].hit(ratelimit.CONTINUE_PER_SESSION, session.id):
+        raise web.HTTPTooManyRequests(
+            text=_("Trop d'essais. Attendez quelques minutes puis réessayez."),
+            content_type="text/plain",
+        )
+    settings = request.app[SETTINGS_KEY]
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        session = await db.merge(session)
+        code = await domain.assign_new_code(db, settings, session)
+    url = settings.url("/code")
+    return web.json_response(
+        {
+            "code": code,
+            "url": url,
+            "qr_svg": str(qr_svg(f"{url}?c={code}", title=_("QR code pour continuer"))),
+            "expires_in_minutes": settings.code_ttl_minutes,
+        }
+    )

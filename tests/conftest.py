@@ -1,0 +1,242 @@
+"""Shared fixtures: a real app on an ephemeral port, a fresh database per test (SQLite, and
+PostgreSQL when reachable), logged-in HTTP clients. Nothing of our own is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from server import accounts
+from server.app import create_app
+from server.db import make_engine, make_sessionmaker
+from server.models import Base, Role, User
+from server.settings import Settings, load_settings
+
+POSTGRES_URL = os.environ.get(
+    "PERMANENCE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+ARTIFACTS = Path(__file__).parent / "artifacts"
+PASSWORD = "correct horse battery staple"
+
+
+def _postgres_reachable() -> str | None:
+    """None if PostgreSQL answers, else the reason it does not."""
+    url = make_url(POSTGRES_URL)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1):
+            return None
+    except OSError as exc:
+        return f"PostgreSQL not reachable at {url.host}:{url.port}: {exc}"
+
+
+PG_UNREACHABLE = _postgres_reachable()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run, schema created once."""
+    if PG_UNREACHABLE:
+        pytest.skip(PG_UNREACHABLE)
+    name = f"vp_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin_url = make_url(POSTGRES_URL)
+
+    async def create() -> None:
+        admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await admin.dispose()
+        engine = make_engine(admin_url.set(database=name).render_as_string(hide_password=False))
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await engine.dispose()
+
+    async def drop() -> None:
+        admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    asyncio.run(create())
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on SQLite and on PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A fresh, empty database with the current schema."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+        engine = make_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await engine.dispose()
+        yield url
+        return
+    url = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+    yield url
+
+
+def free_port() -> int:
+    """An ephemeral port (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings of the app under test: its own data dir, database and port."""
+    port = free_port()
+    return load_settings(
+        {
+            "PERMANENCE_DATA_DIR": str(tmp_path / "var"),
+            "PERMANENCE_DATABASE_URL": database_url,
+            "PERMANENCE_SECRET_KEY": "test-secret-key-" + "x" * 32,
+            "PERMANENCE_BASE_URL": f"http://127.0.0.1:{port}",
+            "PERMANENCE_TURN_URLS": "turn:127.0.0.1:3478?transport=udp",
+            "PERMANENCE_TURN_SECRET": "turn-test-secret",
+            "PERMANENCE_LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+@dataclass
+class Running:
+    """The app running on a real port, and a sessionmaker on its database."""
+
+    app: web.Application
+    server: TestServer
+    base_url: str
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+
+    def url(self, path: str) -> str:
+        """Absolute URL on the running server."""
+        return self.base_url + path
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """The real application factory, served on 127.0.0.1 at the settings' port."""
+    app = create_app(settings)
+    port = int(settings.base_url.rsplit(":", 1)[1])
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    engine = make_engine(settings.database_url)
+    try:
+        yield Running(app, server, settings.base_url, make_sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+        await server.close()
+
+
+@dataclass
+class Account:
+    """A created account and its password."""
+
+    user: User
+    email: str
+    password: str
+
+
+async def make_account(
+    running: Running, email: str, role: Role = Role.VOLUNTEER, association: str = "Asso A"
+) -> Account:
+    """Create an account directly through the domain module."""
+    async with running.sessionmaker.begin() as db:
+        assoc = await accounts.get_or_create_association(db, association)
+        user = await accounts.create_user(
+            db,
+            association=assoc,
+            email=email,
+            name=email.split("@")[0],
+            role=role,
+            password=PASSWORD,
+        )
+    return Account(user, email, PASSWORD)
+
+
+@pytest.fixture
+async def volunteer(running: Running) -> Account:
+    """A volunteer of association A."""
+    return await make_account(running, "camille@example.org")
+
+
+@pytest.fixture
+async def coordinator(running: Running) -> Account:
+    """A coordinator of association A."""
+    return await make_account(running, "nadia@example.org", Role.COORDINATOR)
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token of the first form of a page."""
+    match = CSRF_RE.search(html)
+    assert match, "no csrf_token field in page"
+    return match.group(1)
+
+
+async def browser_session() -> aiohttp.ClientSession:
+    """A client session that keeps cookies for 127.0.0.1 (unsafe=True allows IP hosts)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def login(http: aiohttp.ClientSession, running: Running, account: Account) -> None:
+    """Log in through the real form, CSRF token included."""
+    async with http.get(running.url("/login")) as resp:
+        token = csrf_from(await resp.text())
+    async with http.post(
+        running.url("/login"),
+        data={"csrf_token": token, "email": account.email, "password": account.password},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303, await resp.text()
+
+
+async def create_assistance(http: aiohttp.ClientSession, running: Running) -> str:
+    """Click "Nouvelle assistance" and return the new session id."""
+    async with http.get(running.url("/tableau")) as resp:
+        token = csrf_from(await resp.text())
+    async with http.post(
+        running.url("/assistance"), data={"csrf_token": token}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303
+        location = resp.headers["Location"]
+    return location.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client with its own cookie jar (one browser)."""
+    session = await browser_session()
+    yield session
+    await session.close()
