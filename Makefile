@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 export PERMANENCE_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: setup run serve test lint typecheck pytest bench messages compile-messages chromium clean
+.PHONY: setup run serve test lint typecheck pytest bench messages compile-messages system-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,11 @@ run: setup ## migrate, load the demo and serve on http://127.0.0.1:8080
 serve: setup
 	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
 
-chromium: ## Debian's Chromium for the browser tests (Playwright drives it; no download)
-	@command -v chromium >/dev/null || { \
+system-deps: ## Debian's Chromium (browser tests, driven by Playwright) and coturn (TURN tests)
+	@command -v chromium >/dev/null && command -v turnserver >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn >/dev/null; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check server signaling tests bench
@@ -44,12 +45,12 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: setup chromium
+pytest: setup system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-bench: setup chromium
+bench: setup system-deps
 	$(BIN)/python -m bench.run
 
 messages: $(BIN)/.installed ## extract French messages into the catalogue template

@@ -1,0 +1,1 @@
+"""Signalling for the `/assist` namespace: typed wire messages and TURN credentials."""
