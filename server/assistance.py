@@ -286,8 +286,9 @@ async def media_state(
             await record(db, EventKind.MEDIA_SHARED, session, media=media)
         session.status = SessionStatus.CONNECTED
     elif state == "paused":
-        session.pause_count += 1
+        if session.status != SessionStatus.PAUSED:  # state is re-sent on every (re)join
+            session.pause_count += 1
+            await record(db, EventKind.PAUSED, session, media=media)
         session.status = SessionStatus.PAUSED
-        await record(db, EventKind.PAUSED, session, media=media)
     elif state in ("stopped", "waiting") and session.beneficiary_sid:
         session.status = SessionStatus.CONNECTED

@@ -49,7 +49,16 @@ def _is_api(request: web.Request) -> bool:
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Strict CSP, no framing, no referrer (join URLs carry a secret), nosniff, HSTS on https."""
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects are raised; they need the headers too
+        _set_security_headers(request, exc)
+        raise
+    _set_security_headers(request, response)
+    return response
+
+
+def _set_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Frame-Options", "DENY")
@@ -64,7 +73,6 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 @web.middleware

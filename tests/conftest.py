@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +71,12 @@ def postgres_database() -> Iterator[str]:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
 
-    asyncio.run(create())
+    # Session fixtures may first be requested from inside a test's running loop: use a thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, create()).result()
     yield admin_url.set(database=name).render_as_string(hide_password=False)
-    asyncio.run(drop())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, drop()).result()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -342,3 +342,20 @@ async def test_unknown_page_is_a_french_404(running: Running, http: aiohttp.Clie
     async with http.get(running.url("/nulle-part")) as resp:
         assert resp.status == 404
         assert "Cette page n'existe pas." in html.unescape(await resp.text())
+
+
+async def test_inviting_an_unknown_observer_shows_a_french_error(
+    running: Running, http: aiohttp.ClientSession, volunteer: Account
+) -> None:
+    await login(http, running, volunteer)
+    session_id = await create_assistance(http, running)
+    async with http.get(running.url(f"/assistance/{session_id}")) as resp:
+        token = csrf_from(await resp.text())
+    async with http.post(
+        running.url(f"/assistance/{session_id}/observer"),
+        data={"csrf_token": token, "email": "personne@example.org"},
+    ) as resp:
+        assert resp.status == 400
+        assert "Aucun bénévole actif de votre association" in html.unescape(await resp.text())
+    async with running.sessionmaker() as db:
+        assert (await db.get_one(AssistanceSession, session_id)).observer_id is None

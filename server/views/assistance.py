@@ -121,8 +121,9 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
             session = await db.merge(session)
             await domain.invite_observer(db, session, _user(request), str(form.get("email", "")))
     except AccountError as exc:
-        settings = request.app[SETTINGS_KEY]
-        context = room_context(settings, session, role) | {"observer_error": str(exc)}
+        session, role = await _load(request)  # the failed transaction expired the old object
+        context = room_context(request.app[SETTINGS_KEY], session, role)
+        context["observer_error"] = str(exc)
         return render(request, "assistance/room.html", context, status=400)
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 

@@ -1,0 +1,705 @@
+// The beneficiary's page: consent, then share screen / camera / photo, talk and chat.
+// The beneficiary is always the offerer: one RTCPeerConnection per volunteer or observer.
+import {
+  $, on, show, el, t, uid, config, setStatus, announce, addChatLine, toLayer, isUnit,
+  parseMessage, fetchIceServers, candidatePayload, addCandidate, serial,
+} from "./common.js";
+import { connectSignaling } from "./signaling.js";
+
+const CHUNK_BYTES = 16 * 1024;
+const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
+const MAX_PHOTO_SIDE = 1600;
+const HELPER_ROLES = ["volunteer", "observer"];
+
+const ui = {
+  consent: $("step-consent"),
+  room: $("step-room"),
+  endStep: $("step-ended"),
+  title: $("room-title"),
+  notice: $("notice"),
+  connError: $("conn-error"),
+  shareScreen: $("share-screen"),
+  shareCamera: $("share-camera"),
+  sendPhoto: $("send-photo"),
+  photoInput: $("photo-input"),
+  controls: $("share-controls"),
+  sharingInfo: $("sharing-info"),
+  pause: $("pause"),
+  resume: $("resume"),
+  stop: $("stop"),
+  mic: $("mic-toggle"),
+  previewWrap: $("preview-wrap"),
+  preview: $("local-preview"),
+  layer: $("pointer-layer"),
+  localPaused: $("local-paused"),
+  pip: $("pip-button"),
+  chatForm: $("chat-form"),
+  chatLog: $("chat-log"),
+  chatInput: $("chat-input"),
+  remoteAudio: $("remote-audio"),
+  continueBox: $("continue"),
+  continueButton: $("continue-pc"),
+  continueResult: $("continue-result"),
+};
+
+const peers = new Map(); // peer_id -> {id, role, pc, video, audio, channel, pending, timer, attempt}
+const run = serial();
+let signaling = null;
+let iceServers = [];
+let mic = null;
+let micRequest = null;
+let track = null;
+let media = null; // "screen" | "camera" while a live track is shared
+let paused = false;
+let everShared = false;
+let ended = false;
+let socketUp = false;
+let helperLost = false;
+let wakeLock = null;
+let pipWindow = null;
+let moveDot = null;
+let moveTimer = 0;
+
+// Real phones have no screen sharing, but desktop Chromium emulating a phone still exposes
+// getDisplayMedia: trust the platform signals as well as the feature test.
+function isMobile() {
+  const ua = navigator.userAgent;
+  return navigator.userAgentData?.mobile === true
+    || /Android|iPhone|iPad|iPod|Mobile/i.test(ua)
+    || (/Macintosh/.test(ua) && navigator.maxTouchPoints > 1)
+    || (matchMedia("(pointer: coarse)").matches && !matchMedia("(pointer: fine)").matches);
+}
+
+const mobile = isMobile();
+const canScreen = Boolean(navigator.mediaDevices && "getDisplayMedia" in navigator.mediaDevices) && !mobile;
+const canCamera = Boolean(navigator.mediaDevices?.getUserMedia);
+const canPip = "documentPictureInPicture" in window;
+
+function notify(text) {
+  ui.notice.textContent = text;
+}
+
+// --- Consent and start --------------------------------------------------------------------
+
+async function start(event) {
+  event.preventDefault();
+  const name = $("first-name").value.trim().slice(0, 40);
+  show(ui.consent, false);
+  show(ui.room, true);
+  ui.title.focus();
+  setStatus("waiting");
+  updateSharingUi();
+  keepAwake();
+  enableMic(false);
+  iceServers = await fetchIceServers();
+  setInterval(async () => {
+    iceServers = await fetchIceServers();
+  }, 10 * 60 * 1000);
+  signaling = connectSignaling(name ? { name } : {});
+  signaling
+    .on("connect", () => show(ui.connError, false))
+    .on("welcome", onWelcome)
+    .on("peer-joined", onPeerJoined)
+    .on("peer-left", onPeerLeft)
+    .on("answer", (msg) => run(() => onAnswer(msg)))
+    .on("candidate", onCandidate)
+    .on("ended", (msg) => finish(msg.reason))
+    .on("disconnect", () => {
+      socketUp = false;
+      refresh();
+    })
+    .on("connect_error", onConnectError);
+}
+
+function onConnectError({ code, message, fatal }) {
+  if (fatal && code === "session_ended") {
+    finish("expired");
+    return;
+  }
+  ui.connError.textContent = message;
+  show(ui.connError, true);
+  if (fatal) {
+    for (const id of [...peers.keys()]) closePeer(id);
+    setStatus("ended");
+  } else {
+    refresh();
+  }
+}
+
+// --- Peers ------------------------------------------------------------------------------------
+
+function onWelcome(msg) {
+  socketUp = true;
+  if (msg.session?.status === "ended") {
+    finish("expired");
+    return;
+  }
+  const present = new Set();
+  for (const peer of Array.isArray(msg.peers) ? msg.peers : []) {
+    if (!HELPER_ROLES.includes(peer.role)) continue;
+    present.add(peer.peer_id);
+    const known = peers.get(peer.peer_id);
+    // Our own socket reconnected: the media path may still be fine, but our peer id changed
+    // and answers in flight are lost, so restart ICE on a fresh offer.
+    if (known && known.pc.signalingState !== "closed") run(() => restart(known, true));
+    else addPeer(peer.peer_id, peer.role);
+  }
+  for (const id of [...peers.keys()]) if (!present.has(id)) closePeer(id);
+  if (present.size) helperLost = false;
+  sendState();
+  refresh();
+}
+
+function onPeerJoined(msg) {
+  if (!HELPER_ROLES.includes(msg.role)) return;
+  helperLost = false;
+  addPeer(msg.peer_id, msg.role);
+  sendState();
+  refresh();
+}
+
+function onPeerLeft(msg) {
+  if (!peers.has(msg.peer_id)) return;
+  closePeer(msg.peer_id);
+  if (msg.reason === "disconnected" && !peers.size) helperLost = true;
+  refresh();
+}
+
+function addPeer(id, role, attempt = 0) {
+  closePeer(id);
+  const pc = new RTCPeerConnection({ iceServers });
+  const peer = { id, role, pc, channel: null, pending: [], timer: 0, attempt, restarts: 0 };
+  peers.set(id, peer);
+  // Fixed transceivers, so sharing, pausing and the microphone never renegotiate.
+  peer.video = pc.addTransceiver("video", { direction: "sendonly" });
+  peer.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
+  if (track && !paused) peer.video.sender.replaceTrack(track).catch(console.warn);
+  if (mic) peer.audio.sender.replaceTrack(mic).catch(console.warn);
+  setupChannel(peer, pc.createDataChannel("assist", { ordered: true }));
+  pc.onicecandidate = ({ candidate }) => signaling.emit("candidate", candidatePayload(peer.id, candidate));
+  pc.ontrack = ({ track: remote }) => {
+    if (remote.kind !== "audio" || role !== "volunteer") return;
+    ui.remoteAudio.srcObject = new MediaStream([remote]);
+    ui.remoteAudio.play().catch(() => {});
+  };
+  pc.oniceconnectionstatechange = () => onIceState(peer);
+  pc.onconnectionstatechange = () => onConnectionState(peer);
+  run(() => sendOffer(peer, false));
+}
+
+function closePeer(id) {
+  const peer = peers.get(id);
+  if (!peer) return;
+  peers.delete(id);
+  clearTimeout(peer.timer);
+  peer.channel?.close();
+  peer.pc.close();
+}
+
+async function sendOffer(peer, restart) {
+  const { pc } = peer;
+  if (peers.get(peer.id) !== peer || pc.signalingState === "closed") return;
+  if (restart) pc.restartIce();
+  await pc.setLocalDescription(await pc.createOffer());
+  signaling.emit("offer", { to: peer.id, sdp: pc.localDescription.sdp, restart });
+}
+
+async function restart(peer, afterReconnect) {
+  if (peers.get(peer.id) !== peer || !signaling?.connected) return;
+  if (peer.pc.signalingState === "have-local-offer") {
+    // An answer is on its way: restart once it has arrived. After a reconnection it never
+    // will (it was addressed to our old peer id), so take the offer back instead.
+    if (!afterReconnect) {
+      peer.restartWanted = true;
+      return;
+    }
+    await peer.pc.setLocalDescription({ type: "rollback" });
+  }
+  peer.restarts += 1;
+  try {
+    peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
+  } catch (err) {
+    console.debug("ICE servers unchanged", err);
+  }
+  await sendOffer(peer, true);
+}
+
+async function onAnswer(msg) {
+  const peer = peers.get(msg.from);
+  if (!peer || peer.pc.signalingState !== "have-local-offer" || typeof msg.sdp !== "string") return;
+  try {
+    await peer.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  } catch (err) {
+    // The other side answered with something this connection cannot take (for instance a
+    // fresh connection after its own reload): start over with a new one.
+    console.warn("answer refused, new connection", err);
+    if (peer.attempt < 3) addPeer(peer.id, peer.role, peer.attempt + 1);
+    return;
+  }
+  for (const candidate of peer.pending.splice(0)) addCandidate(peer.pc, candidate);
+  if (peer.restartWanted) {
+    peer.restartWanted = false;
+    await restart(peer, false);
+  }
+}
+
+function onCandidate(msg) {
+  const peer = peers.get(msg.from);
+  if (!peer) return;
+  run(async () => {
+    if (peer.pc.remoteDescription) addCandidate(peer.pc, msg);
+    else peer.pending.push(msg);
+  });
+}
+
+function onIceState(peer) {
+  const state = peer.pc.iceConnectionState;
+  clearTimeout(peer.timer);
+  if (state === "failed") {
+    run(() => restart(peer, false));
+  } else if (state === "disconnected") {
+    // Brief drops (Wi-Fi to 4G) often heal by themselves: give them 2 s.
+    peer.timer = setTimeout(() => {
+      if (["disconnected", "failed"].includes(peer.pc.iceConnectionState)) run(() => restart(peer, false));
+    }, 2000);
+  }
+  refresh();
+}
+
+// A restart that still fails (the other side had to start from a new connection, so the
+// secure transport cannot resume): build a new connection instead of restarting forever.
+function onConnectionState(peer) {
+  const state = peer.pc.connectionState;
+  if (state === "connected") {
+    peer.restarts = 0;
+    peer.attempt = 0;
+  } else if (state === "failed" && peer.restarts > 0 && peers.get(peer.id) === peer) {
+    addPeer(peer.id, peer.role, peer.attempt + 1);
+  }
+  refresh();
+}
+
+function refresh() {
+  if (ended) return;
+  const states = [...peers.values()].map((peer) => peer.pc.connectionState);
+  let key = "waiting";
+  if (states.includes("connected")) key = paused ? "paused" : "connected";
+  else if (!socketUp && signaling) key = "reconnecting";
+  else if (helperLost || states.includes("disconnected") || states.includes("failed")) key = "reconnecting";
+  setStatus(key);
+}
+
+// --- Data channel -----------------------------------------------------------------------------
+
+function setupChannel(peer, channel) {
+  peer.channel = channel;
+  channel.onmessage = (event) => {
+    const msg = parseMessage(event.data);
+    if (!msg) return;
+    if (msg.t === "chat" && typeof msg.text === "string") {
+      addChatLine(ui.chatLog, t(peer.role === "observer" ? "observer" : "volunteer"), msg.text.slice(0, 1000), false);
+    } else if (peer.role === "volunteer" && msg.t === "pointer") {
+      drawPointer(msg);
+    } else if (peer.role === "volunteer" && msg.t === "highlight") {
+      drawHighlight(msg);
+    }
+  };
+}
+
+function openChannels() {
+  return [...peers.values()].map((peer) => peer.channel).filter((channel) => channel?.readyState === "open");
+}
+
+function sendChat(event) {
+  event.preventDefault();
+  const text = ui.chatInput.value.trim().slice(0, 1000);
+  if (!text) return;
+  const channels = openChannels();
+  if (!channels.length) {
+    notify(t("not_connected"));
+    return;
+  }
+  const data = JSON.stringify({ t: "chat", id: uid(), text });
+  for (const channel of channels) channel.send(data);
+  addChatLine(ui.chatLog, t("you"), text, true);
+  ui.chatInput.value = "";
+}
+
+// --- Pointer and highlight drawn over the preview ------------------------------------------
+
+function drawPointer(msg) {
+  if (!track || !isUnit(msg.x) || !isUnit(msg.y)) return;
+  const [left, top] = toLayer(ui.preview, ui.layer, msg.x, msg.y);
+  if (msg.kind === "move") {
+    moveDot ??= el("div", { className: "vp-pointer vp-move" });
+    place(moveDot, left, top);
+    if (!moveDot.isConnected) ui.layer.append(moveDot);
+    clearTimeout(moveTimer);
+    moveTimer = setTimeout(() => moveDot.remove(), 2000);
+    return;
+  }
+  const ring = el("div", { className: "vp-pointer vp-click" });
+  place(ring, left, top);
+  ui.layer.append(ring);
+  setTimeout(() => ring.remove(), 4000);
+  announce(t("pointer_announce"));
+  navigator.vibrate?.(80);
+}
+
+function drawHighlight(msg) {
+  if (!track || ![msg.x0, msg.y0, msg.x1, msg.y1].every(isUnit)) return;
+  const [x0, y0] = toLayer(ui.preview, ui.layer, Math.min(msg.x0, msg.x1), Math.min(msg.y0, msg.y1));
+  const [x1, y1] = toLayer(ui.preview, ui.layer, Math.max(msg.x0, msg.x1), Math.max(msg.y0, msg.y1));
+  const box = el("div", { className: "vp-highlight" });
+  place(box, x0, y0);
+  box.style.width = `${x1 - x0}px`;
+  box.style.height = `${y1 - y0}px`;
+  ui.layer.append(box);
+  setTimeout(() => box.remove(), 3000);
+  announce(t("highlight_announce"));
+}
+
+function place(node, left, top) {
+  node.style.left = `${left}px`;
+  node.style.top = `${top}px`;
+}
+
+// --- Sharing ----------------------------------------------------------------------------------
+
+async function share(kind) {
+  let stream;
+  try {
+    stream = kind === "screen"
+      ? await navigator.mediaDevices.getDisplayMedia({
+        video: { frameRate: { ideal: 15, max: 30 } },
+        audio: false,
+        selfBrowserSurface: "exclude",
+        surfaceSwitching: "include",
+      })
+      : await navigator.mediaDevices.getUserMedia({
+        video: { facingMode: { ideal: "environment" }, width: { ideal: 1280 }, height: { ideal: 720 } },
+        audio: false,
+      });
+  } catch (err) {
+    console.warn(`${kind} sharing refused`, err);
+    notify(t(kind === "screen" ? "err_screen" : "err_camera"));
+    return;
+  }
+  const next = stream.getVideoTracks()[0];
+  if (!next) return;
+  releaseTrack();
+  track = next;
+  media = kind;
+  paused = false;
+  everShared = true;
+  track.contentHint = "detail"; // favour sharp text over smooth motion
+  // The browser's own "Stop sharing" bar ends the track: same as our Arrêter button.
+  next.addEventListener("ended", () => {
+    if (track === next) stopSharing();
+  });
+  ui.preview.srcObject = new MediaStream([track]);
+  ui.preview.play().catch(() => {});
+  setVideoTrack(track);
+  notify("");
+  afterSharingChange(ui.pause);
+}
+
+function pauseSharing() {
+  if (!track || paused) return;
+  paused = true;
+  setVideoTrack(null); // nothing more leaves the device from now on
+  afterSharingChange(ui.resume);
+}
+
+function resumeSharing() {
+  if (!track || !paused) return;
+  paused = false;
+  setVideoTrack(track);
+  afterSharingChange(ui.pause);
+}
+
+function stopSharing() {
+  if (!track) return;
+  releaseTrack();
+  setVideoTrack(null);
+  afterSharingChange(canScreen ? ui.shareScreen : ui.shareCamera);
+}
+
+function releaseTrack() {
+  if (track) track.stop();
+  track = null;
+  media = null;
+  paused = false;
+  ui.preview.srcObject = null;
+  for (const node of ui.layer.querySelectorAll(".vp-pointer, .vp-highlight")) node.remove();
+  pipWindow?.close();
+}
+
+function setVideoTrack(value) {
+  for (const peer of peers.values()) peer.video.sender.replaceTrack(value).catch((err) => console.debug(err));
+}
+
+function afterSharingChange(focusTarget) {
+  updateSharingUi();
+  sendState();
+  refresh();
+  if (focusTarget && !focusTarget.hidden) focusTarget.focus();
+}
+
+function updateSharingUi() {
+  const sharing = Boolean(track);
+  show(ui.controls, sharing);
+  show(ui.pause, sharing && !paused);
+  show(ui.resume, sharing && paused);
+  show(ui.shareScreen, canScreen && !sharing);
+  show(ui.shareCamera, canCamera && !sharing);
+  show(ui.previewWrap, sharing);
+  show(ui.localPaused, paused);
+  show(ui.pip, canPip && sharing);
+  let info = "";
+  if (sharing) info = t(paused ? "info_paused" : media === "screen" ? "info_screen" : "info_camera");
+  ui.sharingInfo.textContent = info;
+}
+
+function sendState(photo = false) {
+  let state = everShared ? "stopped" : "waiting";
+  if (media) state = paused ? "paused" : "sharing";
+  else if (photo) state = "sharing";
+  signaling?.emit("state", { state, media: media ?? (photo ? "photo" : null) });
+}
+
+// --- Microphone ------------------------------------------------------------------------------
+
+function enableMic(asked) {
+  if (!navigator.mediaDevices?.getUserMedia) return Promise.resolve();
+  micRequest ??= navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  }).then((stream) => {
+    mic = stream.getAudioTracks()[0] ?? null;
+    for (const peer of peers.values()) peer.audio.sender.replaceTrack(mic).catch(console.debug);
+  }).catch((err) => {
+    console.warn("microphone unavailable", err);
+    if (asked) notify(t("err_mic"));
+  }).finally(() => {
+    micRequest = null;
+    updateMic();
+  });
+  return micRequest;
+}
+
+function toggleMic() {
+  if (!mic || mic.readyState === "ended") {
+    mic = null;
+    enableMic(true);
+    return;
+  }
+  mic.enabled = !mic.enabled;
+  updateMic();
+}
+
+function updateMic() {
+  const live = Boolean(mic?.enabled);
+  ui.mic.textContent = t(live ? "mic_on" : "mic_off");
+  ui.mic.classList.toggle("is-off", !live);
+}
+
+// --- Photos (peer to peer only, never uploaded) ----------------------------------------------
+
+async function downscale(file) {
+  const url = URL.createObjectURL(file);
+  try {
+    const image = new Image();
+    image.src = url;
+    await image.decode();
+    const scale = Math.min(1, MAX_PHOTO_SIDE / Math.max(image.naturalWidth, image.naturalHeight));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(image.naturalWidth * scale));
+    canvas.height = Math.max(1, Math.round(image.naturalHeight * scale));
+    canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
+    return await new Promise((resolve, reject) => {
+      canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("JPEG encoding failed"))), "image/jpeg", 0.8);
+    });
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+function toBase64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 4096) text += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  return btoa(text);
+}
+
+// Wait while the channel's send buffer is full, so a big photo does not flood memory.
+async function drain(channel) {
+  if (channel.readyState !== "open") throw new Error("data channel closed");
+  if (channel.bufferedAmount < 256 * 1024) return;
+  channel.bufferedAmountLowThreshold = 64 * 1024;
+  await new Promise((resolve, reject) => {
+    channel.addEventListener("bufferedamountlow", resolve, { once: true });
+    channel.addEventListener("close", () => reject(new Error("data channel closed")), { once: true });
+  });
+}
+
+async function sendPhoto() {
+  const file = ui.photoInput.files?.[0];
+  ui.photoInput.value = "";
+  if (!file) return;
+  const channels = openChannels();
+  if (!channels.length) {
+    notify(t("not_connected"));
+    return;
+  }
+  notify(t("photo_sending"));
+  ui.sendPhoto.disabled = true;
+  try {
+    const blob = await downscale(file);
+    if (blob.size > MAX_PHOTO_BYTES) throw new Error("photo too large");
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    const id = uid();
+    const chunks = Math.ceil(bytes.length / CHUNK_BYTES);
+    if (!media) sendState(true);
+    for (const channel of channels) {
+      channel.send(JSON.stringify({ t: "photo-start", id, mime: "image/jpeg", size: bytes.length, chunks }));
+      for (let seq = 0; seq < chunks; seq += 1) {
+        await drain(channel);
+        const data = toBase64(bytes.subarray(seq * CHUNK_BYTES, (seq + 1) * CHUNK_BYTES));
+        channel.send(JSON.stringify({ t: "photo-chunk", id, seq, data }));
+      }
+      channel.send(JSON.stringify({ t: "photo-end", id }));
+    }
+    notify(t("photo_sent"));
+  } catch (err) {
+    console.warn("photo not sent", err);
+    notify(t("photo_error"));
+  } finally {
+    ui.sendPhoto.disabled = false;
+  }
+}
+
+// --- Continue on a computer ---------------------------------------------------------------
+
+// Only the drawing elements of the QR code are kept: no script, link or event attribute.
+function cleanSvg(svg) {
+  for (const node of svg.querySelectorAll("script, foreignObject, a, iframe, use, image")) node.remove();
+  for (const node of [svg, ...svg.querySelectorAll("*")]) {
+    for (const attr of [...node.attributes]) {
+      if (/^on/i.test(attr.name) || /href$/i.test(attr.name)) node.removeAttribute(attr.name);
+    }
+  }
+  return svg;
+}
+
+async function continueOnPc() {
+  ui.continueButton.disabled = true;
+  try {
+    const response = await fetch("/b/continue", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": config.csrf_token ?? "", Accept: "application/json" },
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const data = await response.json();
+    $("continue-url").textContent = String(data.url ?? "");
+    $("continue-code").textContent = String(data.code ?? "");
+    const qr = $("continue-qr");
+    qr.replaceChildren();
+    if (typeof data.qr_svg === "string") {
+      const parsed = new DOMParser().parseFromString(data.qr_svg, "image/svg+xml").documentElement;
+      if (parsed.localName === "svg") qr.append(document.importNode(cleanSvg(parsed), true));
+    }
+    show(ui.continueResult, true);
+    $("continue-url").focus();
+  } catch (err) {
+    console.warn("continue on PC failed", err);
+    notify(t("continue_error"));
+  } finally {
+    ui.continueButton.disabled = false;
+  }
+}
+
+// --- Preview above every window (Document Picture-in-Picture) -----------------------------
+
+async function togglePip() {
+  if (pipWindow) {
+    pipWindow.close();
+    return;
+  }
+  let win;
+  try {
+    win = await documentPictureInPicture.requestWindow({ width: 420, height: 280 });
+  } catch (err) {
+    console.warn("picture-in-picture refused", err);
+    return;
+  }
+  pipWindow = win;
+  const doc = win.document;
+  doc.documentElement.lang = document.documentElement.lang;
+  doc.title = document.title;
+  for (const link of document.querySelectorAll('link[rel="stylesheet"]')) {
+    const copy = doc.createElement("link");
+    copy.rel = "stylesheet";
+    copy.href = link.href;
+    doc.head.append(copy);
+  }
+  doc.body.className = "beneficiary pip";
+  const placeholder = document.createComment("preview");
+  ui.previewWrap.before(placeholder);
+  doc.body.append(ui.previewWrap);
+  ui.preview.play().catch(() => {});
+  ui.pip.textContent = t("pip_close");
+  win.addEventListener("pagehide", () => {
+    placeholder.replaceWith(ui.previewWrap);
+    ui.preview.play().catch(() => {});
+    pipWindow = null;
+    ui.pip.textContent = t("pip_open");
+  }, { once: true });
+}
+
+// --- End ----------------------------------------------------------------------------------
+
+async function keepAwake() {
+  try {
+    if (!ended && document.visibilityState === "visible") wakeLock = await navigator.wakeLock?.request("screen");
+  } catch (err) {
+    console.debug("no wake lock", err);
+  }
+}
+
+function finish(reason) {
+  if (ended) return;
+  ended = true;
+  releaseTrack();
+  mic?.stop();
+  mic = null;
+  for (const id of [...peers.keys()]) closePeer(id);
+  signaling?.close();
+  wakeLock?.release().catch(() => {});
+  $("end-message").textContent = t(reason === "replaced" ? "ended_replaced" : "ended");
+  show(ui.room, false);
+  show(ui.endStep, true);
+  setStatus("ended");
+  $("end-title").focus();
+}
+
+// --- Wiring -------------------------------------------------------------------------------
+
+show(ui.shareScreen, canScreen);
+show(ui.shareCamera, canCamera);
+show(ui.continueBox, mobile);
+on($("consent-form"), "submit", start);
+on(ui.shareScreen, "click", () => share("screen"));
+on(ui.shareCamera, "click", () => share("camera"));
+on(ui.sendPhoto, "click", () => ui.photoInput.click());
+on(ui.photoInput, "change", sendPhoto);
+on(ui.pause, "click", pauseSharing);
+on(ui.resume, "click", resumeSharing);
+on(ui.stop, "click", stopSharing);
+on(ui.mic, "click", toggleMic);
+on(ui.chatForm, "submit", sendChat);
+on(ui.continueButton, "click", continueOnPc);
+on(ui.pip, "click", togglePip);
+on(document, "visibilitychange", () => {
+  if (signaling) keepAwake();
+});
+document.body.dataset.vpStatus = "waiting";

@@ -1,0 +1,172 @@
+// Small helpers shared by the beneficiary and volunteer pages.
+
+export const config = readConfig();
+
+function readConfig() {
+  const node = document.getElementById("vp-config");
+  try {
+    return node ? JSON.parse(node.textContent) : {};
+  } catch (err) {
+    console.error("vp-config is not valid JSON", err);
+    return {};
+  }
+}
+
+// Translated text rendered by the template; {name} placeholders are filled from vars.
+export function t(key, vars = {}) {
+  const text = config.i18n?.[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
+}
+
+export const $ = (id) => document.getElementById(id);
+
+export function on(node, type, handler, options) {
+  if (node) node.addEventListener(type, handler, options);
+}
+
+export function show(node, visible = true) {
+  if (node) node.hidden = !visible;
+}
+
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children);
+  return node;
+}
+
+// Ids travel on the data channel, where they must match [A-Za-z0-9_-]{1,64}.
+export function uid() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  return Date.now().toString(36) + Math.random().toString(36).slice(2);
+}
+
+export const clamp01 = (value) => Math.min(1, Math.max(0, value));
+
+export const isUnit = (value) => typeof value === "number" && value >= 0 && value <= 1;
+
+export function announce(text) {
+  const live = $("vp-live");
+  if (live) live.textContent = text;
+}
+
+// One place sets the status: visible badge, screen-reader announcement, and a data
+// attribute that browser tests read.
+export function setStatus(key) {
+  if (document.body.dataset.vpStatus === key) return;
+  document.body.dataset.vpStatus = key;
+  const text = t(`status_${key}`);
+  const badge = $("status");
+  if (badge) {
+    badge.textContent = text;
+    badge.dataset.state = key;
+  }
+  announce(text);
+}
+
+export async function copyText(text, source) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // No clipboard API (plain http, old browser): select the text so Ctrl+C works.
+    selectContents(source);
+    try {
+      return document.execCommand("copy");
+    } catch {
+      return false;
+    }
+  }
+}
+
+function selectContents(node) {
+  if (!node) return;
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const selection = getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+}
+
+export function addChatLine(log, who, text, mine) {
+  const item = el("li", { className: mine ? "mine" : "theirs" }, el("strong", { textContent: `${who} : ` }), text);
+  log.append(item);
+  log.scrollTop = log.scrollHeight;
+}
+
+// The rectangle, in client coordinates, where the video frame is actually painted inside the
+// element: object-fit letterboxes it (bands above/below or left/right).
+export function frameRect(video) {
+  const box = video.getBoundingClientRect();
+  const vw = video.videoWidth;
+  const vh = video.videoHeight;
+  let { left, top, width, height } = box;
+  if (!vw || !vh) return { left, top, width, height };
+  const fit = getComputedStyle(video).objectFit;
+  if (fit === "fill") return { left, top, width, height };
+  let scale = Math.min(width / vw, height / vh);
+  if (fit === "cover") scale = Math.max(width / vw, height / vh);
+  else if (fit === "none") scale = 1;
+  else if (fit === "scale-down") scale = Math.min(1, scale);
+  const w = vw * scale;
+  const h = vh * scale;
+  left += (width - w) / 2;
+  top += (height - h) / 2;
+  return { left, top, width: w, height: h };
+}
+
+// Pixel position inside `layer` (an overlay covering the video) of a point given relative to
+// the video frame.
+export function toLayer(video, layer, x, y) {
+  const frame = frameRect(video);
+  const box = layer.getBoundingClientRect();
+  return [frame.left - box.left + clamp01(x) * frame.width, frame.top - box.top + clamp01(y) * frame.height];
+}
+
+export function parseMessage(data) {
+  if (typeof data !== "string" || data.length > 32768) return null;
+  try {
+    const msg = JSON.parse(data);
+    return msg && typeof msg === "object" && typeof msg.t === "string" ? msg : null;
+  } catch {
+    return null;
+  }
+}
+
+// ICE servers come from our own API (STUN/TURN of the association, never a public default).
+export async function fetchIceServers() {
+  try {
+    const response = await fetch(config.ice_servers_url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const data = await response.json();
+    return Array.isArray(data.iceServers) ? data.iceServers : [];
+  } catch (err) {
+    console.warn("ICE servers unavailable, trying direct connection only", err);
+    return [];
+  }
+}
+
+export function candidatePayload(to, candidate) {
+  return {
+    to,
+    candidate: candidate?.candidate ?? "",
+    sdpMid: candidate?.sdpMid ?? null,
+    sdpMLineIndex: candidate?.sdpMLineIndex ?? null,
+  };
+}
+
+export function addCandidate(pc, msg) {
+  if (typeof msg.candidate !== "string") return;
+  pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid ?? null, sdpMLineIndex: msg.sdpMLineIndex ?? null })
+    .catch((err) => console.debug("ICE candidate ignored", err));
+}
+
+// Runs async handlers one after another: offers, answers and candidates must be applied in
+// the order they arrived, and each handler awaits several WebRTC steps.
+export function serial() {
+  let tail = Promise.resolve();
+  return (task) => {
+    tail = tail.then(task).catch((err) => console.warn("visio-permanence:", err));
+    return tail;
+  };
+}
