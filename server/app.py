@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from babel.dates import format_datetime
 
 from server.db import database_ctx
-from server.i18n import translations
+from server.i18n import DEFAULT_LOCALE, translations
 from server.middlewares import authentication, compression, error_pages, security_headers
 from server.ratelimit import ratelimit_ctx
 from server.routes import STATIC_DIR, WEB_DIR, setup_routes
@@ -27,6 +31,18 @@ def static_url(path: str) -> str:
     return f"/static/{path}?v={version}"
 
 
+def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], str]:
+    """Jinja filter: an aware UTC datetime shown in the configured time zone, French format."""
+    zone = ZoneInfo(settings.timezone)
+
+    def local_time(value: datetime | None, pattern: str = "HH:mm") -> str:
+        if value is None:
+            return ""
+        return format_datetime(value, pattern, tzinfo=zone, locale=DEFAULT_LOCALE)
+
+    return local_time
+
+
 def setup_templates(app: web.Application) -> None:
     """Jinja2 with autoescape, gettext (Babel catalogue) and the static_url helper."""
     env = aiohttp_jinja2.setup(
@@ -40,6 +56,7 @@ def setup_templates(app: web.Application) -> None:
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["static_url"] = static_url
+    env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PREFIX = "PERMANENCE_"
 
@@ -127,6 +128,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _bool,
     ),
     SettingSpec(
+        "TIMEZONE",
+        "Europe/Paris",
+        "Time zone in which pages show times (IANA name, e.g. America/Cayenne, Indian/Reunion).",
+    ),
+    SettingSpec(
         "LOG_LEVEL",
         "INFO",
         "Python logging level.",
@@ -151,6 +157,7 @@ class Settings:
     session_ttl_hours: int = 4
     login_ttl_hours: int = 12
     trust_proxy: bool = False
+    timezone: str = "Europe/Paris"
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -223,6 +230,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for name in ("code_ttl_minutes", "session_ttl_hours", "login_ttl_hours", "turn_ttl_seconds"):
         if values[name] <= 0:
             raise SettingsError(f"{PREFIX}{name.upper()} must be a positive number")
+    try:
+        ZoneInfo(values["timezone"])
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(
+            f"{PREFIX}TIMEZONE={values['timezone']!r} is not a known IANA time zone"
+        ) from exc
     for url in values["stun_urls"]:
         if not url.startswith("stun:") and not url.startswith("stuns:"):
             raise SettingsError(f"{PREFIX}STUN_URLS entry {url!r} must start with stun: or stuns:")

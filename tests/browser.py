@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    async_playwright,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -26,19 +36,67 @@ CHROMIUM_ARGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--auto-select-desktop-capture-source=Entire screen",
 ]
+# Descriptor keys that choose a browser engine rather than configure a context: every
+# descriptor runs on Chromium here (the iPhone ones name WebKit).
+_NOT_CONTEXT_OPTIONS = {"default_browser_type"}
+
+
+async def launch(playwright: Playwright) -> Browser:
+    """Debian's Chromium with the WebRTC/headless flags; each launch gets a fresh profile."""
+    if shutil.which(CHROMIUM) is None:
+        raise RuntimeError("Debian's chromium is not installed: run `make system-deps`")
+    return await playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    )
 
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
     """Launch Chromium; Playwright gives every launch a fresh temporary user-data-dir."""
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError("Debian's chromium is not installed: run `make chromium`")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+        browser = await launch(playwright)
         try:
             yield browser
+        finally:
+            await browser.close()
+
+
+@dataclass
+class Chromium:
+    """A launched Chromium plus Playwright's device descriptors (for phone emulation)."""
+
+    playwright: Playwright
+    browser: Browser
+
+    def device(self, name: str) -> dict[str, Any]:
+        """Context options of a Playwright device descriptor, e.g. "Pixel 7" or "iPhone 15"."""
+        devices = self.playwright.devices
+        if name not in devices:
+            raise LookupError(f"Playwright has no device descriptor {name!r}")
+        return {k: v for k, v in devices[name].items() if k not in _NOT_CONTEXT_OPTIONS}
+
+    async def page(
+        self, device: str | None = None, errors: list[str] | None = None, **options: Any
+    ) -> Page:
+        """A page in a fresh context (own cookies), emulating `device` if given; its console
+        errors go to `errors`."""
+        context_options = {**(self.device(device) if device else {}), **options}
+        context: BrowserContext = await self.browser.new_context(
+            locale="fr-FR", **context_options
+        )
+        page = await context.new_page()
+        if errors is not None:
+            collect_console_errors(page, errors)
+        return page
+
+
+@asynccontextmanager
+async def chromium_with_devices() -> AsyncIterator[Chromium]:
+    """Like `chromium()`, with device descriptors at hand."""
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        try:
+            yield Chromium(playwright, browser)
         finally:
             await browser.close()
 
@@ -51,7 +109,27 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def collect_console_errors(page: Page, sink: list[str]) -> None:
-    """Keep the page's console errors and CSP violations so tests can assert there are none."""
-    page.on("console", lambda msg: sink.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: sink.append(str(exc)))
+# The console line Chromium writes for any HTTP error response, including a page we opened on
+# purpose to check that it answers 404.
+_HTTP_ERROR_LINE = re.compile(r"^Failed to load resource: the server responded with a status of")
+
+
+def collect_console_errors(
+    page: Page, sink: list[str], expected_http_error: Callable[[str], bool] | None = None
+) -> None:
+    """Keep the page's console errors and CSP violations so tests can assert there are none.
+
+    `expected_http_error(url)` may excuse the console line of an HTTP error response that the
+    test asked for (e.g. the 404 page itself); every other error is kept, with its URL.
+    """
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type != "error":
+            return
+        url = msg.location.get("url", "")
+        if expected_http_error and _HTTP_ERROR_LINE.match(msg.text) and expected_http_error(url):
+            return
+        sink.append(f"{page.url}: {msg.text} ({url})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: sink.append(f"{page.url}: uncaught {exc}"))
