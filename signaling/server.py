@@ -1,0 +1,53 @@
+"""Attach the Socket.IO server to the aiohttp application and shut it down cleanly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import socketio
+from aiohttp import web
+
+from server.settings import Settings
+from server.typedefs import SETTINGS_KEY, SIO_KEY
+from signaling.namespace import AssistNamespace
+
+MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
+
+
+def origin_checker(settings: Settings) -> Any:
+    """Browsers may connect from BASE_URL's origin or from the host they loaded the page from."""
+
+    def allowed(origin: str, environ: dict[str, Any]) -> bool:
+        if origin == settings.origin:
+            return True
+        host = environ.get("HTTP_HOST", "")
+        parts = urlsplit(origin)
+        return bool(host) and parts.netloc == host and parts.scheme in ("http", "https")
+
+    return allowed
+
+
+def create_sio(app: web.Application) -> socketio.AsyncServer:
+    """The Socket.IO server with the `/assist` namespace, attached at /socket.io/."""
+    settings = app[SETTINGS_KEY]
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=origin_checker(settings),
+        max_http_buffer_size=MAX_PACKET_BYTES,
+        ping_interval=10,
+        ping_timeout=10,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.register_namespace(AssistNamespace(app))
+    sio.attach(app)
+    app[SIO_KEY] = sio
+    return sio
+
+
+async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: disconnect every client before the web server stops."""
+    yield
+    await app[SIO_KEY].shutdown()
