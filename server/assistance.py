@@ -292,3 +292,23 @@ async def media_state(
         session.status = SessionStatus.PAUSED
     elif state in ("stopped", "waiting") and session.beneficiary_sid:
         session.status = SessionStatus.CONNECTED
+
+
+async def forget_presence(db: AsyncSession) -> int:
+    """At start-up, drop the sids left by a previous run of this server: nobody is connected yet.
+
+    This assumes one server node (the embedded and documented deployment); with several nodes
+    presence would move to Redis instead.
+    """
+    result = await db.execute(
+        update(AssistanceSession)
+        .where(
+            or_(
+                AssistanceSession.beneficiary_sid.is_not(None),
+                AssistanceSession.volunteer_sid.is_not(None),
+                AssistanceSession.observer_sid.is_not(None),
+            )
+        )
+        .values(beneficiary_sid=None, volunteer_sid=None, observer_sid=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,5 +52,16 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = make_engine(app[SETTINGS_KEY].database_url)
     app[ENGINE_KEY] = engine
     app[SESSIONMAKER_KEY] = make_sessionmaker(engine)
+    from server.assistance import forget_presence
+
+    try:
+        async with app[SESSIONMAKER_KEY].begin() as db:
+            await forget_presence(db)
+    except DBAPIError as exc:
+        await engine.dispose()
+        raise RuntimeError(
+            "the database schema is missing or outdated: run `permanence migrate` "
+            f"({type(exc.orig).__name__})"
+        ) from exc
     yield
     await engine.dispose()

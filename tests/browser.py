@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.async_api import (
     Browser,
@@ -81,9 +82,7 @@ class Chromium:
         """A page in a fresh context (own cookies), emulating `device` if given; its console
         errors go to `errors`."""
         context_options = {**(self.device(device) if device else {}), **options}
-        context: BrowserContext = await self.browser.new_context(
-            locale="fr-FR", **context_options
-        )
+        context: BrowserContext = await self.browser.new_context(locale="fr-FR", **context_options)
         page = await context.new_page()
         if errors is not None:
             collect_console_errors(page, errors)
@@ -101,11 +100,15 @@ async def chromium_with_devices() -> AsyncIterator[Chromium]:
             await browser.close()
 
 
-async def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot under tests/artifacts/ (git-ignored)."""
+async def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
+    """Save a screenshot under tests/artifacts/ (git-ignored).
+
+    Use `full_page=False` on emulated phones: a full-page capture there paints playing videos
+    at their pre-scroll place, over other content.
+    """
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -127,8 +130,13 @@ def collect_console_errors(
         if msg.type != "error":
             return
         url = msg.location.get("url", "")
-        if expected_http_error and _HTTP_ERROR_LINE.match(msg.text) and expected_http_error(url):
-            return
+        if _HTTP_ERROR_LINE.match(msg.text):
+            # Chromium itself asks every origin for /favicon.ico; our pages never reference it
+            # and the app serves none, so that 404 says nothing about the page under test.
+            if urlsplit(url).path == "/favicon.ico":
+                return
+            if expected_http_error and expected_http_error(url):
+                return
         sink.append(f"{page.url}: {msg.text} ({url})")
 
     page.on("console", on_console)

@@ -73,7 +73,8 @@ function isMobile() {
 const mobile = isMobile();
 const canScreen = Boolean(navigator.mediaDevices && "getDisplayMedia" in navigator.mediaDevices) && !mobile;
 const canCamera = Boolean(navigator.mediaDevices?.getUserMedia);
-const canPip = "documentPictureInPicture" in window;
+// Document Picture-in-Picture only exists on desktop browsers; phone emulators still expose it.
+const canPip = "documentPictureInPicture" in window && !mobile;
 
 function notify(text) {
   ui.notice.textContent = text;
