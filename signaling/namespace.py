@@ -207,9 +207,10 @@ class AssistNamespace(socketio.AsyncNamespace):
             },
             to=sid,
         )
-        await self.emit(
-            "peer-joined", {"peer_id": sid, "role": role.value}, room=session_id, skip_sid=sid
-        )
+        joined: dict[str, str] = {"peer_id": sid, "role": role.value}
+        if role is domain.PeerRole.BENEFICIARY and beneficiary_name:
+            joined["name"] = beneficiary_name  # the volunteer greets the person by first name
+        await self.emit("peer-joined", joined, room=session_id, skip_sid=sid)
 
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
         """A peer went away: if it still held its role, the others see "reconnexion…"."""

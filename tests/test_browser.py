@@ -208,7 +208,7 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     await send_chat(vol, "Bonjour Marie, cliquez sur le cercle.")
     await expect(ben.locator("#chat-log")).to_contain_text("Bonjour Marie, cliquez sur le cercle.")
     await send_chat(ben, "C'est fait, merci !")
-    await expect(vol.locator("#chat-log li.theirs")).to_contain_text("C'est fait, merci !")
+    await expect(vol.locator("#chat-log li.theirs")).to_contain_text("Marie : C'est fait, merci !")
 
     await vol.get_by_role("button", name="Terminer l'assistance").click()
     await wait_status(ben, "ended")

@@ -14,6 +14,7 @@ from server.models import AssistanceSession, SessionStatus, User
 from server.qr import qr_svg
 from server.settings import Settings
 from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from signaling.namespace import end_session_room
 
 
 def _user(request: web.Request) -> User:
@@ -102,7 +103,7 @@ async def new_code(request: web.Request) -> web.StreamResponse:
             text=_("Seul le bénévole de l'assistance peut faire cela."), content_type="text/plain"
         )
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        session = await db.merge(session)
+        session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
         await domain.assign_new_code(db, request.app[SETTINGS_KEY], session)
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
@@ -118,7 +119,7 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
         )
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            session = await db.merge(session)
+            session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
             await domain.invite_observer(db, session, _user(request), str(form.get("email", "")))
     except AccountError as exc:
         session, role = await _load(request)  # the failed transaction expired the old object
@@ -138,10 +139,8 @@ async def end(request: web.Request) -> web.StreamResponse:
             text=_("Seul le bénévole de l'assistance peut la terminer."), content_type="text/plain"
         )
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        session = await db.merge(session)
+        session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
         ended = await domain.end_session(db, session, "volunteer")
     if ended:
-        await request.app[SIO_KEY].emit(
-            "ended", {"reason": "volunteer"}, room=session.id, namespace="/assist"
-        )
+        await end_session_room(request.app[SIO_KEY], session.id, "volunteer")
     raise web.HTTPSeeOther(location="/tableau")

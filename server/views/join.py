@@ -112,7 +112,7 @@ async def continue_on_pc(request: web.Request) -> web.StreamResponse:
         )
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        session = await db.merge(session)
+        session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
         code = await domain.assign_new_code(db, settings, session)
     url = settings.url("/code")
     return web.json_response(
