@@ -77,15 +77,21 @@ class Chromium:
         return {k: v for k, v in devices[name].items() if k not in _NOT_CONTEXT_OPTIONS}
 
     async def page(
-        self, device: str | None = None, errors: list[str] | None = None, **options: Any
+        self,
+        device: str | None = None,
+        errors: list[str] | None = None,
+        requests: list[str] | None = None,
+        **options: Any,
     ) -> Page:
         """A page in a fresh context (own cookies), emulating `device` if given; its console
-        errors go to `errors`."""
+        errors go to `errors`, the URL of every request it makes to `requests`."""
         context_options = {**(self.device(device) if device else {}), **options}
         context: BrowserContext = await self.browser.new_context(locale="fr-FR", **context_options)
         page = await context.new_page()
         if errors is not None:
             collect_console_errors(page, errors)
+        if requests is not None:
+            context.on("request", lambda request: requests.append(request.url))
         return page
 
 

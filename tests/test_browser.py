@@ -161,13 +161,18 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     """Code, consent, screen share, pause/resume, pointer, chat both ways and end, end to end."""
     vol_errors: list[str] = []
     ben_errors: list[str] = []
-    vol = await chrome.page(errors=vol_errors, viewport={"width": 1400, "height": 1000})
+    requests: list[str] = []
+    vol = await chrome.page(
+        errors=vol_errors, requests=requests, viewport={"width": 1400, "height": 1000}
+    )
     await log_in(vol, running, volunteer)
     await open_assistance(vol)
     code = (await vol.locator("#join-code").inner_text()).strip()
     assert re.fullmatch(r"\d{6}", code), code
 
-    ben = await chrome.page(errors=ben_errors, viewport={"width": 1280, "height": 900})
+    ben = await chrome.page(
+        errors=ben_errors, requests=requests, viewport={"width": 1280, "height": 900}
+    )
     await enter_code(ben, running, code)
     await consent(ben, "Marie")
     await wait_status(ben, "connected")
@@ -218,6 +223,15 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
 
     assert vol_errors == []
     assert ben_errors == []
+    # No page contacts anyone but our server (no CDN, font, analytics or public STUN).
+    web_requests = [url for url in requests if url.startswith(("http:", "https:", "ws:", "wss:"))]
+    assert web_requests, "no request recorded"
+    outside = [
+        url
+        for url in web_requests
+        if not url.split("://", 1)[1].startswith(running.base_url.split("://", 1)[1] + "/")
+    ]
+    assert outside == []
 
 
 # --- b. Phones: camera instead of the screen, and continue on a computer -------------------
