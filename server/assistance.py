@@ -65,9 +65,10 @@ async def _release_expired_codes(db: AsyncSession) -> None:
 async def assign_new_code(db: AsyncSession, settings: Settings, session: AssistanceSession) -> str:
     """Give the session a fresh 6-digit code valid CODE_TTL_MINUTES, unique among live codes."""
     await _release_expired_codes(db)
+    session_id = session.id  # read once: a rolled-back savepoint expires the object
     for _attempt in range(CODE_ATTEMPTS):
         salt = new_salt()
-        code = join_code(settings.secret_key, session.id, salt)
+        code = join_code(settings.secret_key, session_id, salt)
         digest = code_hash(settings.secret_key, code)
         try:
             async with db.begin_nested():
@@ -76,7 +77,8 @@ async def assign_new_code(db: AsyncSession, settings: Settings, session: Assista
                 session.code_expires_at = utcnow() + timedelta(minutes=settings.code_ttl_minutes)
                 await db.flush()
         except IntegrityError:
-            continue  # the code is held by another live session: draw again
+            await db.refresh(session)  # the code is held by another live session: draw again
+            continue
         return code
     raise RuntimeError("could not find a free 6-digit code; too many live sessions?")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -79,7 +80,10 @@ def _set_security_headers(request: web.Request, response: web.StreamResponse) ->
 async def compression(request: web.Request, handler: Handler) -> web.StreamResponse:
     """gzip text responses: the beneficiary is often on a slow mobile network."""
     response = await handler(request)
-    content_type = response.headers.get("Content-Type", response.content_type or "")
+    content_type = response.headers.get("Content-Type", "")
+    if not content_type and isinstance(response, web.FileResponse):
+        # FileResponse sets its Content-Type only when it is sent, after this middleware.
+        content_type = mimetypes.guess_type(request.path)[0] or ""
     if (
         "gzip" in request.headers.get("Accept-Encoding", "")
         and content_type.startswith(COMPRESSIBLE)

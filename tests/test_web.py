@@ -359,3 +359,14 @@ async def test_inviting_an_unknown_observer_shows_a_french_error(
         assert "Aucun bénévole actif de votre association" in html.unescape(await resp.text())
     async with running.sessionmaker() as db:
         assert (await db.get_one(AssistanceSession, session_id)).observer_id is None
+
+
+async def test_static_scripts_and_styles_are_served_gzipped(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/static/js/beneficiary.js", "/static/css/base.css"):
+        async with http.get(
+            running.url(path), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers.get("Content-Encoding") == "gzip", path

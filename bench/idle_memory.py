@@ -1,0 +1,143 @@
+"""Server memory per idle connected client: RSS of the server process before and after N idle
+WebSocket clients (authenticated `/assist` beneficiaries on ours, one per session; plain
+connections on the raw aiohttp relay baseline), once every client has answered a keep-alive
+ping (Engine.IO ``2``/``3`` on ours, WebSocket PING/PONG from aiohttp's heartbeat on the raw
+relay; both every 10 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.context import BenchEnv, Row
+from bench.fixtures import SessionFixture
+from bench.procs import ServerProcess, rss_kib
+from bench.wsclient import Peer, client_session, connect_assist, connect_raw
+
+CLIENTS = 2000
+QUICK_CLIENTS = 300
+WARMUP_CLIENTS = 50
+CONNECT_CONCURRENCY = 50
+PING_TIMEOUT_S = 30.0  # one ping interval is 10 s
+SETTLE_S = 1.0
+
+Connector = Callable[[int], Awaitable[Peer]]
+
+
+async def _connect_all(count: int, connect: Connector) -> list[Peer]:
+    semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(index: int) -> Peer:
+        async with semaphore:
+            return await connect(index)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _close_all(peers: list[Peer]) -> None:
+    semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
+
+    async def one(peer: Peer) -> None:
+        async with semaphore:
+            await peer.close()
+
+    await asyncio.gather(*(one(p) for p in peers))
+
+
+async def _ping_round(peers: list[Peer]) -> float:
+    """Seconds until every client has answered at least one server ping since it connected."""
+    started = time.perf_counter()
+    async with asyncio.timeout(PING_TIMEOUT_S):
+        pending = [p for p in peers if p.pings == 0]
+        while pending:
+            await asyncio.sleep(0.25)
+            pending = [p for p in pending if p.pings == 0]
+    return time.perf_counter() - started
+
+
+async def measure(server: ServerProcess, count: int, connect: Connector) -> dict[str, Any]:
+    """Warm up, RSS before, connect ``count`` idle clients, one ping round, RSS after."""
+    warm = await _connect_all(WARMUP_CLIENTS, lambda i: connect(count + i))
+    await _close_all(warm)
+    await asyncio.sleep(SETTLE_S)
+    before = rss_kib(server.pid)
+    started = time.perf_counter()
+    peers = await _connect_all(count, connect)
+    connect_s = time.perf_counter() - started
+    try:
+        ping_wait_s = await _ping_round(peers)
+        await asyncio.sleep(SETTLE_S)
+        after = rss_kib(server.pid)
+        server.check_alive()
+        alive = sum(1 for p in peers if not p.ws.closed)
+    finally:
+        await _close_all(peers)
+    await asyncio.sleep(SETTLE_S)
+    return {
+        "clients": count,
+        "alive_at_measure": alive,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_after_close_kib": rss_kib(server.pid),
+        "kib_per_client": (after - before) / count,
+        "connect_s": connect_s,
+        "connects_per_s": count / connect_s,
+        "ping_round_s": ping_wait_s,
+    }
+
+
+async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
+    """The raw relay first, then ours, with the same number of clients."""
+    count = QUICK_CLIENTS if env.quick else CLIENTS
+    sessions: list[SessionFixture] = await env.new_sessions(count + WARMUP_CLIENTS)
+    async with client_session() as http:
+
+        async def ours(index: int) -> Peer:
+            token = sessions[index].join_token
+            peer, _welcome = await connect_assist(http, server_url, {"join_token": token})
+            return peer
+
+        async def raw(index: int) -> Peer:
+            return await connect_raw(http, env.raw.url, f"idle{index}", "a")
+
+        results = {
+            "raw": await measure(env.raw, count, raw),
+            "ours": await measure(env.server, count, ours),
+        }
+    o, r = results["ours"], results["raw"]
+    rows = [
+        Row(
+            f"server RSS per idle client ({count} clients)",
+            "KiB",
+            o["kib_per_client"],
+            r["kib_per_client"],
+            "raw aiohttp WS server",
+            note=f"RSS {o['rss_before_kib'] / 1024:.0f} → {o['rss_after_kib'] / 1024:.0f} MiB"
+            f" (raw {r['rss_before_kib'] / 1024:.0f} → {r['rss_after_kib'] / 1024:.0f} MiB)",
+        ),
+        Row(
+            f"time to connect {count} clients ({CONNECT_CONCURRENCY} at a time)",
+            "s",
+            o["connect_s"],
+            r["connect_s"],
+            "raw aiohttp WS server",
+            note="ours: auth + DB write per connection",
+        ),
+    ]
+    return {
+        "title": "Server memory per idle connected client",
+        "params": {
+            "clients": count,
+            "warmup_clients": WARMUP_CLIENTS,
+            "connect_concurrency": CONNECT_CONCURRENCY,
+            "ours_client": "beneficiary, join_token auth, waits for welcome",
+        },
+        "runs": results,
+        "details": [
+            {"server": name, **{k: v for k, v in r.items() if k != "connects_per_s"}}
+            for name, r in results.items()
+        ],
+        "rows": [row.as_dict() for row in rows],
+    }

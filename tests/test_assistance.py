@@ -1,0 +1,60 @@
+"""The assistance domain module on a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from server import assistance
+from server.models import AssistanceSession, User
+from server.tokens import code_hash, join_code
+from tests.conftest import Account, Running
+
+
+async def test_a_code_collision_with_a_live_session_draws_a_new_code(
+    running: Running, volunteer: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = running.settings
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        first = await assistance.create_session(db, settings, user)
+        second = await assistance.create_session(db, settings, user)
+        first_id, second_id = first.id, second.id
+
+    # Control the randomness: the next salts drawn are "clash" then "free". Make the first
+    # session hold the very code that "clash" gives the second one.
+    salts: Iterator[str] = iter(["clash", "free"])
+    monkeypatch.setattr(assistance, "new_salt", lambda: next(salts))
+    clashing = join_code(settings.secret_key, second_id, "clash")
+    async with running.sessionmaker.begin() as db:
+        holder = await db.get_one(AssistanceSession, first_id)
+        holder.code_hash = code_hash(settings.secret_key, clashing)
+
+    async with running.sessionmaker.begin() as db:
+        session = await db.get_one(AssistanceSession, second_id)
+        code = await assistance.assign_new_code(db, settings, session)
+
+    assert code == join_code(settings.secret_key, second_id, "free") != clashing
+    async with running.sessionmaker() as db:
+        found = await assistance.find_by_code(db, settings, code)
+        assert found is not None and found.id == second_id
+        holder_found = await assistance.find_by_code(db, settings, clashing)
+        assert holder_found is not None and holder_found.id == first_id
+
+
+async def test_ending_a_session_frees_its_code_and_link(
+    running: Running, volunteer: Account
+) -> None:
+    settings = running.settings
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        session = await assistance.create_session(db, settings, user)
+        code = assistance.current_code(settings, session)
+        token = assistance.link_for(settings, session).rsplit("/", 1)[1]
+        assert await assistance.end_session(db, session, "volunteer") is True
+        assert await assistance.end_session(db, session, "volunteer") is False
+    assert code is not None
+    async with running.sessionmaker() as db:
+        assert await assistance.find_by_code(db, settings, code) is None
+        assert await assistance.find_by_token(db, token) is None
