@@ -78,17 +78,18 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+def _invitation_gone(request: web.Request) -> web.Response:
+    """The same page for an unknown, used or expired invitation."""
+    message = _("Ce lien d'invitation n'est plus valable.")
+    return render(request, "errors/error.html", {"status": 404, "message": message}, status=404)
+
+
 async def invitation_page(request: web.Request) -> web.StreamResponse:
     """An invited volunteer chooses a password."""
     async with request.app[SESSIONMAKER_KEY]() as db:
         found = await accounts.pending_invitation(db, request.match_info["token"])
     if found is None:
-        return render(
-            request,
-            "errors/error.html",
-            {"status": 404, "message": _("Ce lien d'invitation n'est plus valable.")},
-            status=404,
-        )
+        return _invitation_gone(request)
     return render(request, "auth/invitation.html", {"invited": found[1]})
 
 
@@ -101,12 +102,7 @@ async def accept_invitation(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY]() as db:
         found = await accounts.pending_invitation(db, token)
     if found is None:
-        return render(
-            request,
-            "errors/error.html",
-            {"status": 404, "message": _("Ce lien d'invitation n'est plus valable.")},
-            status=404,
-        )
+        return _invitation_gone(request)
     error = None
     if password != confirm:
         error = _("Les deux mots de passe ne sont pas identiques.")
