@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -16,7 +17,10 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
+    Time,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -73,6 +77,7 @@ class Role(enum.StrEnum):
 
     VOLUNTEER = "volunteer"
     COORDINATOR = "coordinator"
+    REFERRER = "referrer"
 
 
 class SessionStatus(enum.StrEnum):
@@ -95,6 +100,19 @@ class Association(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Partner(Base):
+    """A partner structure whose social workers (referrers) book on behalf of beneficiaries."""
+
+    __tablename__ = "partners"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("association_id", "name"),)
+
+
 class User(Base):
     """A volunteer or a coordinator. Beneficiaries never have an account."""
 
@@ -111,6 +129,8 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Referrers belong to a partner structure (CCAS, CAF, France Services, association…).
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), default=None)
 
     association: Mapped[Association] = relationship(lazy="raise_on_sql")
 
@@ -211,3 +231,192 @@ class StatEvent(Base):
     channel: Mapped[str | None] = mapped_column(String(20), default=None)
     media: Mapped[str | None] = mapped_column(String(20), default=None)
     duration_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+# -- Booking ------------------------------------------------------------------------------------
+
+
+class AppointmentStatus(enum.StrEnum):
+    """Life of an appointment."""
+
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    DONE = "done"
+    NO_SHOW = "no_show"
+
+
+class VisitKind(enum.StrEnum):
+    """First visit (longer) or follow-up."""
+
+    FIRST = "first"
+    FOLLOW_UP = "follow_up"
+
+
+class Motif(Base):
+    """Why people book (CAF, ameli, impôts…), managed by the coordinator, with slot lengths."""
+
+    __tablename__ = "motifs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    description: Mapped[str | None] = mapped_column(String(300), default=None)
+    first_visit_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    follow_up_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("association_id", "name"),)
+
+
+class Availability(Base):
+    """A recurring weekly permanence of a volunteer, in the volunteer's own time zone."""
+
+    __tablename__ = "availabilities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    volunteer_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday … 6 = Sunday
+    start_time: Mapped[time] = mapped_column(Time)
+    end_time: Mapped[time] = mapped_column(Time)
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    valid_from: Mapped[date | None] = mapped_column(Date, default=None)
+    valid_until: Mapped[date | None] = mapped_column(Date, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AvailabilityException(Base):
+    """An absence (holiday, sick day) during which a volunteer takes no appointment."""
+
+    __tablename__ = "availability_exceptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    volunteer_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(120), default=None)
+
+
+class Appointment(Base):
+    """A booked visio appointment. Personal data here is purged after the retention period."""
+
+    __tablename__ = "appointments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    motif_id: Mapped[int] = mapped_column(ForeignKey("motifs.id"))
+    kind: Mapped[VisitKind] = mapped_column(
+        Enum(
+            VisitKind, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]
+        )
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[AppointmentStatus] = mapped_column(
+        Enum(
+            AppointmentStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=AppointmentStatus.BOOKED,
+    )
+    first_name: Mapped[str] = mapped_column(String(40))
+    phone: Mapped[str | None] = mapped_column(String(20), default=None)  # E.164
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
+    postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    needs: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    display_timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    booked_via: Mapped[str] = mapped_column(String(20), default="public")  # public|referrer|api
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    manage_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    assistance_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("assistance_sessions.id"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (Index("ix_appointments_volunteer_starts", "volunteer_id", "starts_at"),)
+
+
+class AppointmentUnit(Base):
+    """Capacity units: one row per volunteer per grid step an appointment (plus its buffer)
+    occupies. The primary key makes double booking impossible on every database."""
+
+    __tablename__ = "appointment_units"
+
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    unit_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE"), index=True
+    )
+
+
+class OutboxStatus(enum.StrEnum):
+    """Delivery state of a notification."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class OutboxMessage(Base):
+    """A notification to send (e-mail or SMS), written in the same transaction as its cause."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # email | sms
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str | None] = mapped_column(String(200), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    attachments: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[OutboxStatus] = mapped_column(
+        Enum(
+            OutboxStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=OutboxStatus.PENDING,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    appointment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="SET NULL"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (Index("ix_outbox_status_send_after", "status", "send_after"),)
+
+
+class WaitlistEntry(Base):
+    """Someone who wants to be told when an earlier slot frees up."""
+
+    __tablename__ = "waitlist"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    motif_id: Mapped[int] = mapped_column(ForeignKey("motifs.id"))
+    appointment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE"), default=None
+    )
+    first_name: Mapped[str] = mapped_column(String(40))
+    phone: Mapped[str | None] = mapped_column(String(20), default=None)
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
+    earlier_than: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

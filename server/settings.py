@@ -42,6 +42,10 @@ def _int(value: str) -> int:
     return int(value.strip())
 
 
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in value.split(",") if part.strip())
+
+
 def _urls(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -133,6 +137,60 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Time zone in which pages show times (IANA name, e.g. America/Cayenne, Indian/Reunion).",
     ),
     SettingSpec(
+        "BOOKING_BUFFER_MINUTES",
+        "10",
+        "Free minutes kept after every appointment before the volunteer's next one.",
+        _int,
+    ),
+    SettingSpec(
+        "BOOKING_HORIZON_DAYS",
+        "90",
+        "How far ahead appointments can be booked.",
+        _int,
+    ),
+    SettingSpec(
+        "BOOKING_MIN_NOTICE_MINUTES",
+        "60",
+        "Minimum delay between booking and the appointment.",
+        _int,
+    ),
+    SettingSpec(
+        "REMINDER_MINUTES",
+        "1440,60",
+        "When reminders are sent, in minutes before the appointment (comma-separated).",
+        _ints,
+    ),
+    SettingSpec(
+        "EMAIL_BACKEND",
+        "file",
+        "`file` (e-mails written as .eml files under DATA_DIR/mail, and logged), `console` (logged "
+        "only) or `smtp` (sent through SMTP_HOST).",
+    ),
+    SettingSpec("EMAIL_FROM", "permanence@localhost", "Sender address of notification e-mails."),
+    SettingSpec("SMTP_HOST", "", "SMTP server for EMAIL_BACKEND=smtp."),
+    SettingSpec("SMTP_PORT", "587", "SMTP port (587 with STARTTLS, 465 with implicit TLS).", _int),
+    SettingSpec("SMTP_USERNAME", "", "SMTP login, if the server requires one."),
+    SettingSpec("SMTP_PASSWORD", "", "SMTP password."),
+    SettingSpec(
+        "SMTP_TLS",
+        "starttls",
+        "`starttls`, `tls` (implicit, port 465) or `none` (only for a local relay).",
+    ),
+    SettingSpec(
+        "SMS_BACKEND",
+        "file",
+        "`file` (SMS written under DATA_DIR/sms, and logged), `console` (logged only) or `brevo` "
+        "(Brevo transactional SMS API, needs SMS_API_KEY).",
+    ),
+    SettingSpec("SMS_API_KEY", "", "API key of the SMS provider (SMS_BACKEND=brevo)."),
+    SettingSpec("SMS_SENDER", "Permanence", "Sender name shown on SMS (11 characters at most)."),
+    SettingSpec(
+        "OUTBOX_POLL_SECONDS",
+        "5",
+        "How often the notification worker looks for messages to send.",
+        _int,
+    ),
+    SettingSpec(
         "LOG_LEVEL",
         "INFO",
         "Python logging level.",
@@ -158,6 +216,21 @@ class Settings:
     login_ttl_hours: int = 12
     trust_proxy: bool = False
     timezone: str = "Europe/Paris"
+    booking_buffer_minutes: int = 10
+    booking_horizon_days: int = 90
+    booking_min_notice_minutes: int = 60
+    reminder_minutes: tuple[int, ...] = (1440, 60)
+    email_backend: str = "file"
+    email_from: str = "permanence@localhost"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_tls: str = "starttls"
+    sms_backend: str = "file"
+    sms_api_key: str = ""
+    sms_sender: str = "Permanence"
+    outbox_poll_seconds: int = 5
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -227,7 +300,32 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
     if values["turn_urls"] and not values["turn_secret"]:
         raise SettingsError(f"{PREFIX}TURN_SECRET is required when {PREFIX}TURN_URLS is set")
-    for name in ("code_ttl_minutes", "session_ttl_hours", "login_ttl_hours", "turn_ttl_seconds"):
+    choices = {
+        "email_backend": ("file", "console", "smtp"),
+        "sms_backend": ("file", "console", "brevo"),
+        "smtp_tls": ("starttls", "tls", "none"),
+    }
+    for name, allowed in choices.items():
+        if values[name] not in allowed:
+            raise SettingsError(f"{PREFIX}{name.upper()} must be one of {', '.join(allowed)}")
+    if values["email_backend"] == "smtp" and not values["smtp_host"]:
+        raise SettingsError(f"{PREFIX}SMTP_HOST is required when {PREFIX}EMAIL_BACKEND=smtp")
+    if values["sms_backend"] == "brevo" and not values["sms_api_key"]:
+        raise SettingsError(f"{PREFIX}SMS_API_KEY is required when {PREFIX}SMS_BACKEND=brevo")
+    if len(values["sms_sender"]) > 11:
+        raise SettingsError(f"{PREFIX}SMS_SENDER must be 11 characters at most")
+    if any(m <= 0 for m in values["reminder_minutes"]):
+        raise SettingsError(f"{PREFIX}REMINDER_MINUTES must be positive numbers of minutes")
+    if values["booking_buffer_minutes"] < 0:
+        raise SettingsError(f"{PREFIX}BOOKING_BUFFER_MINUTES cannot be negative")
+    for name in (
+        "code_ttl_minutes",
+        "session_ttl_hours",
+        "login_ttl_hours",
+        "turn_ttl_seconds",
+        "booking_horizon_days",
+        "outbox_poll_seconds",
+    ):
         if values[name] <= 0:
             raise SettingsError(f"{PREFIX}{name.upper()} must be a positive number")
     try:
