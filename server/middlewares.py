@@ -72,7 +72,11 @@ def _set_security_headers(request: web.Request, response: web.StreamResponse) ->
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.app[SETTINGS_KEY].secure_cookies:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if not request.path.startswith("/static/"):
+    if request.path.startswith("/static/"):
+        # Revalidate (a cheap 304) every time: ES modules import each other by unversioned
+        # URLs, and a page must never mix a new script with an old cached module.
+        headers["Cache-Control"] = "no-cache"
+    else:
         headers.setdefault("Cache-Control", "no-store")
 
 
@@ -81,9 +85,14 @@ async def compression(request: web.Request, handler: Handler) -> web.StreamRespo
     """gzip text responses: the beneficiary is often on a slow mobile network."""
     response = await handler(request)
     content_type = response.headers.get("Content-Type", "")
-    if not content_type and isinstance(response, web.FileResponse):
-        # FileResponse sets its Content-Type only when it is sent, after this middleware.
-        content_type = mimetypes.guess_type(request.path)[0] or ""
+    if isinstance(response, web.FileResponse):
+        if request.if_none_match or request.if_modified_since:
+            # It may turn into a body-less 304 when sent; gzip would then write a stray
+            # gzip trailer after the headers and break the connection's framing.
+            return response
+        if not content_type:
+            # FileResponse sets its Content-Type only when it is sent, after this middleware.
+            content_type = mimetypes.guess_type(request.path)[0] or ""
     if (
         "gzip" in request.headers.get("Accept-Encoding", "")
         and content_type.startswith(COMPRESSIBLE)

@@ -22,7 +22,6 @@ async def socketio_client(request: web.Request) -> web.StreamResponse:
         )
     response = web.FileResponse(SOCKETIO_CLIENT)
     response.content_type = "text/javascript"
-    response.headers["Cache-Control"] = "public, max-age=86400"
     return response
 
 

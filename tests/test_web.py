@@ -370,3 +370,15 @@ async def test_static_scripts_and_styles_are_served_gzipped(
         ) as resp:
             assert resp.status == 200
             assert resp.headers.get("Content-Encoding") == "gzip", path
+
+
+async def test_static_modules_are_revalidated_so_versions_never_mix(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(running.url("/static/js/common.js")) as resp:
+        assert resp.headers["Cache-Control"] == "no-cache"
+        etag_or_date = resp.headers.get("ETag") or resp.headers["Last-Modified"]
+    header = "If-None-Match" if etag_or_date.startswith(('"', "W/")) else "If-Modified-Since"
+    conditional = {header: etag_or_date}
+    async with http.get(running.url("/static/js/common.js"), headers=conditional) as resp:
+        assert resp.status == 304

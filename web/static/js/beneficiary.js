@@ -1,10 +1,12 @@
 // The beneficiary's page: consent, then share screen / camera / photo, talk and chat.
 // The beneficiary is always the offerer: one RTCPeerConnection per volunteer or observer.
-import {
-  $, on, show, el, t, uid, config, setStatus, announce, addChatLine, toLayer, isUnit,
-  parseMessage, fetchIceServers, candidatePayload, addCandidate, serial,
-} from "./common.js";
+import { $, on, show, el, t, uid, config, setStatus, announce, toLayer, isUnit } from "./common.js";
 import { connectSignaling } from "./signaling.js";
+import {
+  watchIceServers, createPeer, closeConnection, receiveCandidate, flushCandidates, useChannel, serial,
+} from "./rtc.js";
+import { isChat, showChat, setupChatForm } from "./chat.js";
+import { createMic } from "./mic.js";
 
 const CHUNK_BYTES = 16 * 1024;
 const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
@@ -46,8 +48,6 @@ const peers = new Map(); // peer_id -> {id, role, pc, video, audio, channel, pen
 const run = serial();
 let signaling = null;
 let iceServers = [];
-let mic = null;
-let micRequest = null;
 let track = null;
 let media = null; // "screen" | "camera" while a live track is shared
 let paused = false;
@@ -80,6 +80,14 @@ function notify(text) {
   ui.notice.textContent = text;
 }
 
+const mic = createMic({
+  button: ui.mic,
+  notify,
+  attach(value) {
+    for (const peer of peers.values()) peer.audio.sender.replaceTrack(value).catch(console.debug);
+  },
+});
+
 // --- Consent and start --------------------------------------------------------------------
 
 async function start(event) {
@@ -91,11 +99,10 @@ async function start(event) {
   setStatus("waiting");
   updateSharingUi();
   keepAwake();
-  enableMic(false);
-  iceServers = await fetchIceServers();
-  setInterval(async () => {
-    iceServers = await fetchIceServers();
-  }, 10 * 60 * 1000);
+  mic.enable(false);
+  await watchIceServers((servers) => {
+    iceServers = servers;
+  });
   signaling = connectSignaling(name ? { name } : {});
   signaling
     .on("connect", () => show(ui.connError, false))
@@ -168,16 +175,15 @@ function onPeerLeft(msg) {
 
 function addPeer(id, role, attempt = 0) {
   closePeer(id);
-  const pc = new RTCPeerConnection({ iceServers });
-  const peer = { id, role, pc, channel: null, pending: [], timer: 0, attempt, restarts: 0 };
+  const peer = Object.assign(createPeer(id, iceServers, signaling), { role, timer: 0, attempt, restarts: 0 });
+  const { pc } = peer;
   peers.set(id, peer);
   // Fixed transceivers, so sharing, pausing and the microphone never renegotiate.
   peer.video = pc.addTransceiver("video", { direction: "sendonly" });
   peer.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
   if (track && !paused) peer.video.sender.replaceTrack(track).catch(console.warn);
-  if (mic) peer.audio.sender.replaceTrack(mic).catch(console.warn);
+  if (mic.track) peer.audio.sender.replaceTrack(mic.track).catch(console.warn);
   setupChannel(peer, pc.createDataChannel("assist", { ordered: true }));
-  pc.onicecandidate = ({ candidate }) => signaling.emit("candidate", candidatePayload(peer.id, candidate));
   pc.ontrack = ({ track: remote }) => {
     if (remote.kind !== "audio" || role !== "volunteer") return;
     ui.remoteAudio.srcObject = new MediaStream([remote]);
@@ -193,8 +199,7 @@ function closePeer(id) {
   if (!peer) return;
   peers.delete(id);
   clearTimeout(peer.timer);
-  peer.channel?.close();
-  peer.pc.close();
+  closeConnection(peer);
 }
 
 async function sendOffer(peer, restart) {
@@ -237,7 +242,7 @@ async function onAnswer(msg) {
     if (peer.attempt < 3) addPeer(peer.id, peer.role, peer.attempt + 1);
     return;
   }
-  for (const candidate of peer.pending.splice(0)) addCandidate(peer.pc, candidate);
+  flushCandidates(peer);
   if (peer.restartWanted) {
     peer.restartWanted = false;
     await restart(peer, false);
@@ -247,10 +252,7 @@ async function onAnswer(msg) {
 function onCandidate(msg) {
   const peer = peers.get(msg.from);
   if (!peer) return;
-  run(async () => {
-    if (peer.pc.remoteDescription) addCandidate(peer.pc, msg);
-    else peer.pending.push(msg);
-  });
+  run(async () => receiveCandidate(peer, msg));
 }
 
 function onIceState(peer) {
@@ -293,37 +295,27 @@ function refresh() {
 // --- Data channel -----------------------------------------------------------------------------
 
 function setupChannel(peer, channel) {
-  peer.channel = channel;
-  channel.onmessage = (event) => {
-    const msg = parseMessage(event.data);
-    if (!msg) return;
-    if (msg.t === "chat" && typeof msg.text === "string") {
-      addChatLine(ui.chatLog, t(peer.role === "observer" ? "observer" : "volunteer"), msg.text.slice(0, 1000), false);
+  useChannel(peer, channel, (msg) => {
+    if (isChat(msg)) {
+      showChat(ui.chatLog, t(peer.role === "observer" ? "observer" : "volunteer"), msg);
     } else if (peer.role === "volunteer" && msg.t === "pointer") {
       drawPointer(msg);
     } else if (peer.role === "volunteer" && msg.t === "highlight") {
       drawHighlight(msg);
     }
-  };
+  });
 }
 
 function openChannels() {
   return [...peers.values()].map((peer) => peer.channel).filter((channel) => channel?.readyState === "open");
 }
 
-function sendChat(event) {
-  event.preventDefault();
-  const text = ui.chatInput.value.trim().slice(0, 1000);
-  if (!text) return;
+// To every helper at once; false when none is connected.
+function sendAll(message) {
   const channels = openChannels();
-  if (!channels.length) {
-    notify(t("not_connected"));
-    return;
-  }
-  const data = JSON.stringify({ t: "chat", id: uid(), text });
+  const data = JSON.stringify(message);
   for (const channel of channels) channel.send(data);
-  addChatLine(ui.chatLog, t("you"), text, true);
-  ui.chatInput.value = "";
+  return channels.length > 0;
 }
 
 // --- Pointer and highlight drawn over the preview ------------------------------------------
@@ -467,41 +459,6 @@ function sendState(photo = false) {
   if (media) state = paused ? "paused" : "sharing";
   else if (photo) state = "sharing";
   signaling?.emit("state", { state, media: media ?? (photo ? "photo" : null) });
-}
-
-// --- Microphone ------------------------------------------------------------------------------
-
-function enableMic(asked) {
-  if (!navigator.mediaDevices?.getUserMedia) return Promise.resolve();
-  micRequest ??= navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-  }).then((stream) => {
-    mic = stream.getAudioTracks()[0] ?? null;
-    for (const peer of peers.values()) peer.audio.sender.replaceTrack(mic).catch(console.debug);
-  }).catch((err) => {
-    console.warn("microphone unavailable", err);
-    if (asked) notify(t("err_mic"));
-  }).finally(() => {
-    micRequest = null;
-    updateMic();
-  });
-  return micRequest;
-}
-
-function toggleMic() {
-  if (!mic || mic.readyState === "ended") {
-    mic = null;
-    enableMic(true);
-    return;
-  }
-  mic.enabled = !mic.enabled;
-  updateMic();
-}
-
-function updateMic() {
-  const live = Boolean(mic?.enabled);
-  ui.mic.textContent = t(live ? "mic_on" : "mic_off");
-  ui.mic.classList.toggle("is-off", !live);
 }
 
 // --- Photos (peer to peer only, never uploaded) ----------------------------------------------
@@ -671,8 +628,7 @@ function finish(reason) {
   if (ended) return;
   ended = true;
   releaseTrack();
-  mic?.stop();
-  mic = null;
+  mic.stop();
   for (const id of [...peers.keys()]) closePeer(id);
   signaling?.close();
   wakeLock?.release().catch(() => {});
@@ -696,8 +652,8 @@ on(ui.photoInput, "change", sendPhoto);
 on(ui.pause, "click", pauseSharing);
 on(ui.resume, "click", resumeSharing);
 on(ui.stop, "click", stopSharing);
-on(ui.mic, "click", toggleMic);
-on(ui.chatForm, "submit", sendChat);
+on(ui.mic, "click", mic.toggle);
+setupChatForm({ form: ui.chatForm, input: ui.chatInput, log: ui.chatLog, send: sendAll, notify });
 on(ui.continueButton, "click", continueOnPc);
 on(ui.pip, "click", togglePip);
 on(document, "visibilitychange", () => {

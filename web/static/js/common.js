@@ -64,36 +64,6 @@ export function setStatus(key) {
   announce(text);
 }
 
-export async function copyText(text, source) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    // No clipboard API (plain http, old browser): select the text so Ctrl+C works.
-    selectContents(source);
-    try {
-      return document.execCommand("copy");
-    } catch {
-      return false;
-    }
-  }
-}
-
-function selectContents(node) {
-  if (!node) return;
-  const range = document.createRange();
-  range.selectNodeContents(node);
-  const selection = getSelection();
-  selection.removeAllRanges();
-  selection.addRange(range);
-}
-
-export function addChatLine(log, who, text, mine) {
-  const item = el("li", { className: mine ? "mine" : "theirs" }, el("strong", { textContent: `${who} : ` }), text);
-  log.append(item);
-  log.scrollTop = log.scrollHeight;
-}
-
 // The rectangle, in client coordinates, where the video frame is actually painted inside the
 // element: object-fit letterboxes it (bands above/below or left/right).
 export function frameRect(video) {
@@ -121,52 +91,4 @@ export function toLayer(video, layer, x, y) {
   const frame = frameRect(video);
   const box = layer.getBoundingClientRect();
   return [frame.left - box.left + clamp01(x) * frame.width, frame.top - box.top + clamp01(y) * frame.height];
-}
-
-export function parseMessage(data) {
-  if (typeof data !== "string" || data.length > 32768) return null;
-  try {
-    const msg = JSON.parse(data);
-    return msg && typeof msg === "object" && typeof msg.t === "string" ? msg : null;
-  } catch {
-    return null;
-  }
-}
-
-// ICE servers come from our own API (STUN/TURN of the association, never a public default).
-export async function fetchIceServers() {
-  try {
-    const response = await fetch(config.ice_servers_url, { credentials: "same-origin" });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const data = await response.json();
-    return Array.isArray(data.iceServers) ? data.iceServers : [];
-  } catch (err) {
-    console.warn("ICE servers unavailable, trying direct connection only", err);
-    return [];
-  }
-}
-
-export function candidatePayload(to, candidate) {
-  return {
-    to,
-    candidate: candidate?.candidate ?? "",
-    sdpMid: candidate?.sdpMid ?? null,
-    sdpMLineIndex: candidate?.sdpMLineIndex ?? null,
-  };
-}
-
-export function addCandidate(pc, msg) {
-  if (typeof msg.candidate !== "string") return;
-  pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid ?? null, sdpMLineIndex: msg.sdpMLineIndex ?? null })
-    .catch((err) => console.debug("ICE candidate ignored", err));
-}
-
-// Runs async handlers one after another: offers, answers and candidates must be applied in
-// the order they arrived, and each handler awaits several WebRTC steps.
-export function serial() {
-  let tail = Promise.resolve();
-  return (task) => {
-    tail = tail.then(task).catch((err) => console.warn("visio-permanence:", err));
-    return tail;
-  };
 }

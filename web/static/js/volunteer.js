@@ -1,10 +1,12 @@
 // The volunteer's room: answers the beneficiary's offers, shows the shared screen, points,
 // talks, chats and receives photos. An invited observer only watches.
-import {
-  $, on, show, el, t, uid, config, setStatus, announce, addChatLine, copyText, frameRect, toLayer,
-  clamp01, parseMessage, fetchIceServers, candidatePayload, addCandidate, serial,
-} from "./common.js";
+import { $, on, show, el, t, config, setStatus, announce, frameRect, toLayer, clamp01 } from "./common.js";
 import { connectSignaling } from "./signaling.js";
+import {
+  watchIceServers, createPeer, closeConnection, receiveCandidate, flushCandidates, useChannel, serial,
+} from "./rtc.js";
+import { isChat, showChat, setupChatForm } from "./chat.js";
+import { createMic } from "./mic.js";
 
 const CHUNK_BYTES = 16 * 1024;
 const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
@@ -45,8 +47,6 @@ let beneLost = false;
 let beneName = "";
 let remoteState = null;
 let ended = false;
-let mic = null;
-let micRequest = null;
 let pointing = false;
 let drag = null;
 let lastMove = 0;
@@ -58,13 +58,22 @@ function notify(text) {
   if (ui.notice) ui.notice.textContent = text;
 }
 
+const mic = createMic({
+  button: ui.mic,
+  notify,
+  disabled: observer,
+  async attach(track) {
+    const audio = bene && audioTransceiver(bene.pc);
+    if (audio && track) await audio.sender.replaceTrack(track);
+  },
+});
+
 // --- Signalling -----------------------------------------------------------------------------
 
 async function connect() {
-  iceServers = await fetchIceServers();
-  setInterval(async () => {
-    iceServers = await fetchIceServers();
-  }, 10 * 60 * 1000);
+  await watchIceServers((servers) => {
+    iceServers = servers;
+  });
   signaling = connectSignaling({ session_id: config.session_id });
   signaling
     .on("welcome", onWelcome)
@@ -115,9 +124,8 @@ function onPeerLeft(msg) {
 }
 
 function createConnection(id) {
-  const pc = new RTCPeerConnection({ iceServers });
-  const peer = { id, pc, channel: null, pending: [] };
-  pc.onicecandidate = ({ candidate }) => signaling.emit("candidate", candidatePayload(peer.id, candidate));
+  const peer = createPeer(id, iceServers, signaling);
+  const { pc } = peer;
   pc.ontrack = ({ track }) => {
     if (track.kind === "video") {
       ui.video.srcObject = new MediaStream([track]);
@@ -137,8 +145,7 @@ function createConnection(id) {
 
 function closeBene() {
   if (!bene) return;
-  bene.channel?.close();
-  bene.pc.close();
+  closeConnection(bene);
   bene = null;
   ui.video.srcObject = null;
   ui.audio.srcObject = null;
@@ -163,13 +170,13 @@ async function onOffer(msg) {
   beneLost = false;
   const { pc } = peer;
   await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-  for (const candidate of peer.pending.splice(0)) addCandidate(pc, candidate);
+  flushCandidates(peer);
   const audio = audioTransceiver(pc);
   if (audio) {
     // Always answer sendrecv: the microphone can then be switched on later with
     // replaceTrack alone, since only the beneficiary may renegotiate.
     audio.direction = observer ? "recvonly" : "sendrecv";
-    if (mic && !observer) await audio.sender.replaceTrack(mic);
+    if (mic.track && !observer) await audio.sender.replaceTrack(mic.track);
   }
   await pc.setLocalDescription(await pc.createAnswer());
   if (bene === peer) signaling.emit("answer", { to: peer.id, sdp: pc.localDescription.sdp });
@@ -177,9 +184,7 @@ async function onOffer(msg) {
 }
 
 function onCandidate(msg) {
-  if (!bene || bene.id !== msg.from) return;
-  if (bene.pc.remoteDescription) addCandidate(bene.pc, msg);
-  else bene.pending.push(msg);
+  if (bene && bene.id === msg.from) receiveCandidate(bene, msg);
 }
 
 function onState(msg) {
@@ -211,16 +216,10 @@ function refresh() {
 // --- Data channel: chat, photos, pointer ---------------------------------------------------
 
 function setupChannel(peer, channel) {
-  peer.channel = channel;
-  channel.onmessage = (event) => {
-    const msg = parseMessage(event.data);
-    if (!msg) return;
-    if (msg.t === "chat" && typeof msg.text === "string") {
-      addChatLine(ui.chatLog, beneName || t("beneficiary"), msg.text.slice(0, 1000), false);
-    } else if (msg.t.startsWith("photo-")) {
-      onPhotoMessage(msg);
-    }
-  };
+  useChannel(peer, channel, (msg) => {
+    if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
+    else if (msg.t.startsWith("photo-")) onPhotoMessage(msg);
+  });
 }
 
 function send(message) {
@@ -228,19 +227,6 @@ function send(message) {
   if (channel?.readyState !== "open") return false;
   channel.send(JSON.stringify(message));
   return true;
-}
-
-function sendChat(event) {
-  event.preventDefault();
-  const text = ui.chatInput.value.trim().slice(0, 1000);
-  if (!text) return;
-  if (!send({ t: "chat", id: uid(), text })) {
-    notify(t("not_connected"));
-    return;
-  }
-  notify("");
-  addChatLine(ui.chatLog, t("you"), text, true);
-  ui.chatInput.value = "";
 }
 
 function onPhotoMessage(msg) {
@@ -378,40 +364,6 @@ function togglePointer() {
 
 // --- Microphone, sound, view ---------------------------------------------------------------
 
-function enableMic(asked) {
-  if (observer || !navigator.mediaDevices?.getUserMedia) return;
-  micRequest ??= navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-  }).then(async (stream) => {
-    mic = stream.getAudioTracks()[0] ?? null;
-    const audio = bene && audioTransceiver(bene.pc);
-    if (audio && mic) await audio.sender.replaceTrack(mic);
-  }).catch((err) => {
-    console.warn("microphone unavailable", err);
-    if (asked) notify(t("err_mic"));
-  }).finally(() => {
-    micRequest = null;
-    updateMic();
-  });
-}
-
-function toggleMic() {
-  if (!mic || mic.readyState === "ended") {
-    mic = null;
-    enableMic(true);
-    return;
-  }
-  mic.enabled = !mic.enabled;
-  updateMic();
-}
-
-function updateMic() {
-  if (!ui.mic) return;
-  const live = Boolean(mic?.enabled);
-  ui.mic.textContent = t(live ? "mic_on" : "mic_off");
-  ui.mic.classList.toggle("is-off", !live);
-}
-
 // Browsers may refuse to play sound before the user has clicked in the page.
 function playAudio() {
   ui.audio.play().then(() => show(ui.sound, false)).catch(() => show(ui.sound, true));
@@ -423,6 +375,31 @@ function toggleFit() {
 }
 
 // --- Invitation panel ----------------------------------------------------------------------
+
+// True when the text was copied.
+async function copyText(text, source) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // No clipboard API (plain http, old browser): select the text so Ctrl+C works.
+    selectContents(source);
+    try {
+      return document.execCommand("copy");
+    } catch {
+      return false;
+    }
+  }
+}
+
+function selectContents(node) {
+  if (!node) return;
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const selection = getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+}
 
 function setupInvite() {
   for (const [buttonId, sourceId] of [["copy-link", "join-link"], ["copy-code", "join-code"]]) {
@@ -459,8 +436,7 @@ function finish() {
   if (ended) return;
   ended = true;
   closeBene();
-  mic?.stop();
-  mic = null;
+  mic.stop();
   signaling?.close();
   setStatus("ended");
   show(ui.endForm, false);
@@ -483,9 +459,9 @@ on(ui.layer, "pointercancel", () => {
   drag?.box?.remove();
   drag = null;
 });
-on(ui.mic, "click", toggleMic);
+on(ui.mic, "click", mic.toggle);
 on(ui.sound, "click", playAudio);
-on(ui.chatForm, "submit", sendChat);
+setupChatForm({ form: ui.chatForm, input: ui.chatInput, log: ui.chatLog, send, notify, clearNotice: true });
 on(ui.video, "resize", refresh);
 on($("photo-close"), "click", () => ui.dialog.close());
 on(ui.photoFull, "click", () => ui.dialog.classList.toggle("zoomed"));
@@ -493,8 +469,8 @@ on(ui.endForm, "submit", () => signaling?.emit("end", {}));
 on($("leave"), "click", () => signaling?.emit("bye", { reason: "left" }));
 if (!observer) {
   navigator.permissions?.query({ name: "microphone" })
-    .then((status) => status.state === "granted" && enableMic(false))
+    .then((status) => status.state === "granted" && mic.enable(false))
     .catch(() => {});
 }
-updateMic();
+mic.update();
 connect();
