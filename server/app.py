@@ -19,6 +19,7 @@ from server.ratelimit import ratelimit_ctx
 from server.routes import STATIC_DIR, WEB_DIR, setup_routes
 from server.settings import Settings
 from server.typedefs import SETTINGS_KEY
+from server.worker import worker_ctx
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024
@@ -60,7 +61,8 @@ def setup_templates(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the application: templates, database, rate limits, Socket.IO, routes."""
+    """Build the application: templates, database, rate limits, outbox worker, Socket.IO,
+    routes."""
     logging.basicConfig(level=settings.log_level.upper())
     app = web.Application(
         middlewares=[security_headers, compression, error_pages, authentication],
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_templates(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
+    app.cleanup_ctx.append(worker_ctx)
     create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)
     setup_routes(app)

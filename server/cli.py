@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     sub.add_parser("demo", help="create the demo association and accounts, print the logins")
+    sub.add_parser(
+        "worker",
+        help="run the notification worker alone (`serve` already runs one inside the server)",
+    )
     return parser
 
 
@@ -149,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Compte créé : {args.email} ({args.role}).")
     elif args.command == "demo":
         print_demo(settings, asyncio.run(_demo(settings)))
+    elif args.command == "worker":
+        from server import worker
+
+        worker.main([])
     elif args.command == "serve":
         app = create_app(settings)
         print(f"visio-permanence sur http://{args.host}:{args.port} (public : {settings.base_url})")

@@ -20,6 +20,13 @@ class EventKind(enum.StrEnum):
     OBSERVER_INVITED = "observer_invited"
     SESSION_ENDED = "session_ended"
     SESSION_ABANDONED = "session_abandoned"
+    # Booking. `channel` holds how it was booked (public, referrer, api) for APPOINTMENT_BOOKED.
+    APPOINTMENT_BOOKED = "appointment_booked"
+    APPOINTMENT_CANCELLED = "appointment_cancelled"
+    APPOINTMENT_RESCHEDULED = "appointment_rescheduled"
+    NO_SLOT_FOUND = "no_slot_found"
+    WAITLIST_JOINED = "waitlist_joined"
+    NO_SHOW = "no_show"
 
 
 async def record(

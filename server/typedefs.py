@@ -12,9 +12,11 @@ if TYPE_CHECKING:
 
     from server.ratelimit import RateLimiter
     from server.settings import Settings
+    from server.worker import Worker
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings")
 ENGINE_KEY: web.AppKey[AsyncEngine] = web.AppKey("engine")
 SESSIONMAKER_KEY: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessionmaker")
 SIO_KEY: web.AppKey[socketio.AsyncServer] = web.AppKey("sio")
 RATELIMIT_KEY: web.AppKey[RateLimiter] = web.AppKey("ratelimit")
+WORKER_KEY: web.AppKey[Worker] = web.AppKey("worker")

@@ -1,0 +1,856 @@
+"""Appointments: booking without account, manage link, cancel, reschedule, agenda, waitlist.
+
+No double booking: an appointment holds one AppointmentUnit row per UNIT_MINUTES of its visit
+plus buffer, and the (volunteer_id, unit_start) primary key refuses a second holder on every
+database. `book()` tries the free volunteers one after the other, each in a SAVEPOINT, and moves
+on when the insert of the units hits that key.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assistance
+from server.availability import (
+    UNIT,
+    AvailabilityError,
+    booking_window,
+    local_midnight,
+    occupied_span,
+    search,
+    zone,
+)
+from server.availability import UNIT_MINUTES as UNIT_MINUTES
+from server.i18n import _
+from server.models import (
+    Appointment,
+    AppointmentStatus,
+    AppointmentUnit,
+    AssistanceSession,
+    Role,
+    SessionStatus,
+    User,
+    VisitKind,
+    WaitlistEntry,
+)
+from server.motifs import duration_for, get_motif
+from server.settings import Settings
+from server.stats import EventKind, record
+from server.tokens import join_code, sha256_hex
+
+VIA = ("public", "referrer", "api")
+JOIN_OPENS_BEFORE = timedelta(minutes=15)
+SESSION_GRACE_AFTER_END = timedelta(minutes=30)
+FIRST_NAME_MAX = 40
+DESCRIPTION_MAX = 1000
+LANGUAGE_MAX = 40
+MANAGE_TOKEN_MAX = 128
+WAITLIST_BATCH = 5
+
+
+class BookingError(ValueError):
+    """A user-facing refusal: `code` for programs, the message in French for people."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+    @property
+    def message(self) -> str:
+        """The French text to show."""
+        return str(self)
+
+
+def _slot_taken() -> BookingError:
+    return BookingError(
+        "slot_taken", _("Ce créneau vient d'être pris. Choisissez un autre horaire.")
+    )
+
+
+# -- Contact details --------------------------------------------------------------------------
+
+# Phones are written with digits, spaces, dots, dashes, slashes, brackets and one leading +.
+# Letters are refused before phonenumbers sees them: it would read "06 12 AB CD" as a keypad.
+_PHONE_CHARS = re.compile(r"[0-9 .()/+-]{6,30}")
+_SMS_OR_VOICE = {
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    phonenumbers.PhoneNumberType.VOIP,
+}
+# Where a national number (0690…, 0262…, 75 12 34) may come from, tried in this order.
+OVERSEAS_REGIONS = ("GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "NC", "PF", "WF")
+ZONE_REGIONS = {
+    "Europe/Paris": "FR",
+    "America/Guadeloupe": "GP",
+    "America/Martinique": "MQ",
+    "America/Cayenne": "GF",
+    "Indian/Reunion": "RE",
+    "Indian/Mayotte": "YT",
+    "America/Miquelon": "PM",
+    "America/St_Barthelemy": "BL",
+    "America/Marigot": "MF",
+    "Pacific/Noumea": "NC",
+    "Pacific/Tahiti": "PF",
+    "Pacific/Marquesas": "PF",
+    "Pacific/Gambier": "PF",
+    "Pacific/Wallis": "WF",
+}
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_EMAIL_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NAME_PUNCTUATION = frozenset(" '’.-")
+
+
+def _invalid_phone() -> BookingError:
+    return BookingError(
+        "invalid_phone",
+        _("Ce numéro de téléphone n'est pas valide. Exemple : 06 12 34 56 78."),
+        "phone",
+    )
+
+
+def _valid(number: phonenumbers.PhoneNumber) -> bool:
+    return (
+        phonenumbers.is_valid_number(number) and phonenumbers.number_type(number) in _SMS_OR_VOICE
+    )
+
+
+def _parse(digits: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if _valid(number) else None
+
+
+def normalize_phone(raw: str, zone_name: str | None = None) -> str:
+    """A phone number in E.164 (+33612345678), guessing overseas regions from national forms."""
+    value = " ".join(raw.split())  # also turns the no-break spaces of copied numbers into spaces
+    if not _PHONE_CHARS.fullmatch(value):
+        raise _invalid_phone()
+    digits = re.sub(r"[^0-9+]", "", value)
+    if "+" in digits[1:]:
+        raise _invalid_phone()
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if digits.startswith("+33"):
+        # Read +33 numbers in the national plan, where 0690…, 0262… or 0639… are overseas
+        # numbers (+590, +262…) even though phonenumbers accepts some of them under +33.
+        # "+33 (0)6…" keeps its stray 0 once the brackets are gone: drop it.
+        rest = digits[3:]
+        digits = "0" + (rest[1:] if rest.startswith("0") else rest)
+    if digits.startswith("+"):
+        number = _parse(digits, None)
+    else:
+        # Overseas regions before the mainland: their national prefixes are theirs alone.
+        hint = ZONE_REGIONS.get(zone_name or "")
+        regions = dict.fromkeys([r for r in (hint, *OVERSEAS_REGIONS, "FR") if r is not None])
+        number = next((n for r in regions if (n := _parse(digits, r)) is not None), None)
+    if number is None:
+        raise _invalid_phone()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def can_receive_sms(e164: str) -> bool:
+    """True if an E.164 number is a mobile (landlines take no SMS)."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(number) in {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    }
+
+
+def normalize_email(raw: str) -> str:
+    """An e-mail address with a plain local part and a real-looking domain (lower-cased)."""
+    invalid = BookingError(
+        "invalid_email",
+        _("Cette adresse e-mail n'est pas valide. Exemple : prenom@exemple.fr."),
+        "email",
+    )
+    value = raw.strip()
+    if len(value) > 254 or value.count("@") != 1:
+        raise invalid
+    local, domain = value.split("@")
+    if len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local):
+        raise invalid
+    try:
+        domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise invalid from exc
+    labels = domain.split(".")
+    if len(labels) < 2 or labels[-1].isdigit() or len(labels[-1]) < 2:
+        raise invalid
+    if not all(_EMAIL_LABEL.fullmatch(label) for label in labels):
+        raise invalid
+    return f"{local}@{domain}"
+
+
+def _first_name(raw: str) -> str:
+    value = " ".join(raw.split())
+    # Letters and name punctuation only: the name is repeated in the messages we send to
+    # whatever address was typed, so it must not carry a link or a phone number.
+    if (
+        not value
+        or len(value) > FIRST_NAME_MAX
+        or not any(char.isalpha() for char in value)
+        or not all(char.isalpha() or char in _NAME_PUNCTUATION for char in value)
+    ):
+        raise BookingError(
+            "invalid_first_name",
+            _("Écrivez votre prénom en lettres (%(n)d caractères au plus).")
+            % {"n": FIRST_NAME_MAX},
+            "first_name",
+        )
+    return value
+
+
+def _description(raw: str | None) -> str | None:
+    value = (raw or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if len(value) > DESCRIPTION_MAX:
+        raise BookingError(
+            "description_too_long",
+            _("Votre message est trop long (%(n)d caractères au plus).") % {"n": DESCRIPTION_MAX},
+            "description",
+        )
+    if not all(char.isprintable() or char in "\n\t" for char in value):
+        raise BookingError(
+            "invalid_description",
+            _("Votre message contient des caractères non autorisés."),
+            "description",
+        )
+    return value or None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What helps the beneficiary: an interpreter, hearing support, a first time on a computer."""
+
+    interpreter_language: str | None = None
+    hearing: bool = False
+    first_time_computer: bool = False
+
+    def validated(self) -> Needs:
+        """A clean copy, or BookingError."""
+        language = " ".join((self.interpreter_language or "").split())
+        if len(language) > LANGUAGE_MAX or not language.isprintable():
+            raise BookingError(
+                "invalid_needs",
+                _("La langue est trop longue (%(n)d caractères au plus).") % {"n": LANGUAGE_MAX},
+                "interpreter_language",
+            )
+        if not isinstance(self.hearing, bool) or not isinstance(self.first_time_computer, bool):
+            raise BookingError("invalid_needs", _("Réponse invalide."), "needs")
+        return replace(self, interpreter_language=language or None)
+
+    def as_json(self) -> dict[str, object]:
+        """The form stored in Appointment.needs."""
+        return {
+            "interpreter_language": self.interpreter_language,
+            "hearing": self.hearing,
+            "first_time_computer": self.first_time_computer,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Needs:
+        """Read back Appointment.needs."""
+        language = data.get("interpreter_language")
+        return cls(
+            interpreter_language=language if isinstance(language, str) else None,
+            hearing=data.get("hearing") is True,
+            first_time_computer=data.get("first_time_computer") is True,
+        )
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    """What the beneficiary (or their referrer) types; `validated()` checks and normalises it."""
+
+    first_name: str
+    phone: str | None = None
+    email: str | None = None
+    postal_code: str | None = None
+    description: str | None = None
+    needs: Needs = field(default_factory=Needs)
+    timezone: str | None = None  # the beneficiary's zone: display, and guessing the phone region
+
+    def validated(self, default_timezone: str = "Europe/Paris") -> ContactInfo:
+        """A normalised copy (E.164 phone, clean text), or BookingError naming the field."""
+        first_name = _first_name(self.first_name)  # checked in the order of the form
+        timezone = self.timezone or default_timezone
+        try:
+            zone(timezone)
+        except AvailabilityError as exc:
+            raise BookingError("invalid_timezone", str(exc), "timezone") from exc
+        phone = (self.phone or "").strip()
+        email = (self.email or "").strip()
+        if not phone and not email:
+            raise BookingError(
+                "missing_contact",
+                _("Donnez un numéro de téléphone ou une adresse e-mail pour recevoir le rappel."),
+                "phone",
+            )
+        clean_phone = normalize_phone(phone, timezone) if phone else None
+        clean_email = normalize_email(email) if email else None
+        postal_code = (self.postal_code or "").strip()
+        if postal_code and (
+            len(postal_code) != 5 or not postal_code.isascii() or not postal_code.isdigit()
+        ):
+            raise BookingError(
+                "invalid_postal_code",
+                _("Le code postal a 5 chiffres, par exemple 75011."),
+                "postal_code",
+            )
+        return ContactInfo(
+            first_name=first_name,
+            phone=clean_phone,
+            email=clean_email,
+            postal_code=postal_code or None,
+            description=_description(self.description),
+            needs=self.needs.validated(),
+            timezone=timezone,
+        )
+
+    @classmethod
+    def of(cls, appointment: Appointment) -> ContactInfo:
+        """The contact details stored on an appointment."""
+        return cls(
+            first_name=appointment.first_name,
+            phone=appointment.phone,
+            email=appointment.email,
+            postal_code=appointment.postal_code,
+            description=appointment.description,
+            needs=Needs.from_json(appointment.needs),
+            timezone=appointment.display_timezone,
+        )
+
+
+# -- Units and the join window ----------------------------------------------------------------
+
+
+def units_for(start: datetime, end: datetime, buffer: timedelta) -> list[datetime]:
+    """The unit starts an appointment holds: its visit plus buffer, on the UNIT_MINUTES grid."""
+    first, last = occupied_span(start, end, buffer)
+    count = (last - first) // UNIT
+    return [first + index * UNIT for index in range(count)]
+
+
+def join_opens_at(appointment: Appointment) -> datetime:
+    """From when the join link and code let the beneficiary in."""
+    return appointment.starts_at - JOIN_OPENS_BEFORE
+
+
+def can_join(appointment: Appointment, session: AssistanceSession, now: datetime) -> bool:
+    """The beneficiary may enter: 15 min before the start, or earlier once the volunteer is in."""
+    if appointment.status != AppointmentStatus.BOOKED or session.status == SessionStatus.ENDED:
+        return False
+    if now >= session.expires_at:
+        return False
+    return now >= join_opens_at(appointment) or session.volunteer_sid is not None
+
+
+async def appointment_for_session(db: AsyncSession, session_id: str) -> Appointment | None:
+    """The appointment an assistance session was created for, if any (join pages check times)."""
+    return await db.scalar(
+        select(Appointment).where(Appointment.assistance_session_id == session_id)
+    )
+
+
+def _fit_session_to_appointment(
+    settings: Settings, session: AssistanceSession, appointment: Appointment
+) -> None:
+    """Move the session's lifetime and code validity from "now" to the appointment's time."""
+    # create_session() sizes a session for an assistance starting now (SESSION_TTL_HOURS, code
+    # CODE_TTL_MINUTES): both would be dead by the appointment. The session lives
+    # SESSION_TTL_HOURS from the start (at least until 30 min after the end) and the code until
+    # the planned end, so the code printed on the confirmation stays reserved for it.
+    session.expires_at = max(
+        appointment.starts_at + timedelta(hours=settings.session_ttl_hours),
+        appointment.ends_at + SESSION_GRACE_AFTER_END,
+    )
+    session.code_expires_at = appointment.ends_at
+
+
+# -- Booking ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A confirmed appointment and what the confirmation shows (the raw manage token once)."""
+
+    appointment: Appointment
+    session: AssistanceSession
+    manage_token: str
+    join_url: str
+    code: str
+
+
+async def _begin_write(db: AsyncSession) -> None:
+    """On SQLite, take the write lock now (BEGIN IMMEDIATE) unless a transaction is open."""
+    # Two reasons. pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
+    # issued first starts one of its own and its RELEASE commits: the caller's transaction would
+    # no longer be one. And concurrent bookings queue on busy_timeout (30 s, server.db) instead
+    # of failing at once with "database is locked" when a reader tries to become a writer.
+    conn = await db.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    driver = (await conn.get_raw_connection()).driver_connection  # an aiosqlite.Connection
+    if driver is not None and not driver.in_transaction:
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _least_loaded_first(
+    db: AsyncSession, settings: Settings, volunteer_ids: Iterable[int], starts_at: datetime
+) -> list[int]:
+    """Volunteers by number of appointments that local day, ties in random order."""
+    ids = list(volunteer_ids)
+    tz = ZoneInfo(settings.timezone)
+    day = starts_at.astimezone(tz).date()
+    rows = await db.execute(
+        select(Appointment.volunteer_id, func.count())
+        .where(
+            Appointment.volunteer_id.in_(ids),
+            Appointment.status == AppointmentStatus.BOOKED,
+            Appointment.starts_at >= local_midnight(day, tz),
+            Appointment.starts_at < local_midnight(day + timedelta(days=1), tz),
+        )
+        .group_by(Appointment.volunteer_id)
+    )
+    counts = {volunteer_id: number for volunteer_id, number in rows}
+    random.shuffle(ids)  # spreads equal loads, and concurrent bookings start on different people
+    return sorted(ids, key=lambda volunteer_id: counts.get(volunteer_id, 0))
+
+
+class _UnitsTaken(Exception):
+    """The chosen volunteer's units were taken in the meantime."""
+
+
+async def book(
+    db: AsyncSession,
+    settings: Settings,
+    *,
+    association_id: int,
+    motif_id: int,
+    kind: VisitKind | str,
+    starts_at: datetime,
+    contact: ContactInfo,
+    via: str,
+    referrer: User | None = None,
+    now: datetime,
+) -> Booked:
+    """Book a visit at `starts_at` with a free volunteer, in the caller's transaction."""
+    if referrer is not None and (
+        referrer.role not in (Role.REFERRER, Role.COORDINATOR)
+        or referrer.association_id != association_id
+        or not referrer.is_active
+    ):
+        raise ValueError("referrer must be an active referrer or coordinator of the association")
+    if via == "referrer" and referrer is None:
+        raise ValueError('via="referrer" needs the referrer account')
+    return await _book(
+        db,
+        settings,
+        association_id=association_id,
+        motif_id=motif_id,
+        kind=kind,
+        starts_at=starts_at,
+        contact=contact,
+        via=via,
+        referrer_id=referrer.id if referrer is not None else None,
+        now=now,
+        manage_token=secrets.token_urlsafe(32),
+        event=EventKind.APPOINTMENT_BOOKED,
+    )
+
+
+async def _book(
+    db: AsyncSession,
+    settings: Settings,
+    *,
+    association_id: int,
+    motif_id: int,
+    kind: VisitKind | str,
+    starts_at: datetime,
+    contact: ContactInfo,
+    via: str,
+    referrer_id: int | None,
+    now: datetime,
+    manage_token: str,
+    event: EventKind,
+) -> Booked:
+    if starts_at.tzinfo is None or now.tzinfo is None:
+        raise ValueError("starts_at and now must be timezone-aware")
+    if via not in VIA:
+        raise ValueError(f"via must be one of {VIA}, got {via!r}")
+    try:
+        kind = VisitKind(kind)
+    except ValueError as exc:
+        raise BookingError("invalid_kind", _("Type de rendez-vous inconnu."), "kind") from exc
+    contact = contact.validated(settings.timezone)
+    earliest, latest = booking_window(settings, now)
+    if starts_at <= now:
+        raise BookingError("past", _("Ce créneau est déjà passé. Choisissez un autre horaire."))
+    if starts_at < earliest:
+        raise BookingError(
+            "too_soon", _("Ce créneau commence trop tôt. Choisissez un horaire plus tard.")
+        )
+    if starts_at > latest:
+        raise BookingError(
+            "too_far",
+            _("Ce créneau est trop loin. On peut réserver jusqu'à %(n)d jours à l'avance.")
+            % {"n": settings.booking_horizon_days},
+        )
+    motif = await get_motif(db, association_id, motif_id)
+    if motif is None or not motif.is_active:
+        raise BookingError(
+            "motif_unavailable", _("Ce motif n'est plus proposé. Choisissez un autre motif.")
+        )
+    duration = duration_for(motif, kind)
+    ends_at = starts_at + duration
+    buffer = timedelta(minutes=settings.booking_buffer_minutes)
+
+    await _begin_write(db)
+    # Everything below is undone together if anything fails, even if the caller catches the
+    # error and commits: a refused booking leaves nothing behind.
+    async with db.begin_nested():
+        offers = await search(db, settings, association_id, duration, starts_at, starts_at + UNIT)
+        if not offers.offered_at(starts_at):
+            raise BookingError(
+                "outside_availability",
+                _("Personne n'est disponible à cet horaire. Choisissez un créneau de la liste."),
+            )
+        free = offers.free_at(starts_at)
+        if not free:
+            raise _slot_taken()
+        units = units_for(starts_at, ends_at, buffer)
+        for volunteer_id in await _least_loaded_first(db, settings, free, starts_at):
+            appointment = Appointment(
+                association_id=association_id,
+                volunteer_id=volunteer_id,
+                motif_id=motif.id,
+                kind=kind,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                status=AppointmentStatus.BOOKED,
+                first_name=contact.first_name,
+                phone=contact.phone,
+                email=contact.email,
+                postal_code=contact.postal_code,
+                description=contact.description,
+                needs=contact.needs.as_json(),
+                display_timezone=contact.timezone,
+                booked_via=via,
+                referrer_id=referrer_id,
+                manage_token_hash=sha256_hex(manage_token),
+                created_at=now,
+            )
+            try:
+                async with db.begin_nested():
+                    db.add(appointment)
+                    await db.flush()
+                    try:
+                        await db.execute(
+                            insert(AppointmentUnit),
+                            [
+                                {
+                                    "volunteer_id": volunteer_id,
+                                    "unit_start": unit,
+                                    "appointment_id": appointment.id,
+                                }
+                                for unit in units
+                            ],
+                        )
+                    except IntegrityError as exc:
+                        raise _UnitsTaken from exc
+            except _UnitsTaken:
+                continue
+            break
+        else:
+            raise _slot_taken()
+
+        volunteer = await db.get_one(User, volunteer_id)
+        session = await assistance.create_session(db, settings, volunteer, channel="appointment")
+        _fit_session_to_appointment(settings, session, appointment)
+        appointment.assistance_session_id = session.id
+        await db.flush()
+        stat = await record(db, event, session)
+        if event is EventKind.APPOINTMENT_BOOKED:
+            stat.channel = via
+    assert session.code_salt is not None  # create_session always assigns a code
+    return Booked(
+        appointment=appointment,
+        session=session,
+        manage_token=manage_token,
+        join_url=assistance.link_for(settings, session),
+        code=join_code(settings.secret_key, session.id, session.code_salt),
+    )
+
+
+async def find_by_manage_token(db: AsyncSession, manage_token: str) -> Appointment | None:
+    """The appointment behind a manage link, whatever its status, or None."""
+    if not manage_token or len(manage_token) > MANAGE_TOKEN_MAX:
+        return None
+    return await db.scalar(
+        select(Appointment).where(Appointment.manage_token_hash == sha256_hex(manage_token))
+    )
+
+
+async def _managed(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:
+    """The booked, future appointment behind a manage link, or the reason it cannot be changed."""
+    appointment = await find_by_manage_token(db, manage_token)
+    if appointment is None:
+        raise BookingError(
+            "not_found",
+            _("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
+        )
+    if appointment.status == AppointmentStatus.CANCELLED:
+        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+    if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
+        raise BookingError("too_late", _("Ce rendez-vous est passé : il ne peut plus être changé."))
+    return appointment
+
+
+async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> None:
+    """Mark a booked appointment cancelled, free its units and close its assistance session."""
+    cancelled = await db.execute(
+        update(Appointment)
+        .where(Appointment.id == appointment.id, Appointment.status == AppointmentStatus.BOOKED)
+        .values(status=AppointmentStatus.CANCELLED, cancelled_at=now)
+        .returning(Appointment.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    if cancelled.scalar_one_or_none() is None:  # a concurrent cancel got there first
+        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+    await db.execute(
+        delete(AppointmentUnit).where(AppointmentUnit.appointment_id == appointment.id)
+    )
+    if appointment.assistance_session_id is not None:
+        session = await db.get(AssistanceSession, appointment.assistance_session_id)
+        if session is not None and session.status != SessionStatus.ENDED:
+            # Not assistance.end_session(): that would count an abandoned assistance.
+            session.status = SessionStatus.ENDED
+            session.ended_at = now
+            session.end_reason = "cancelled"
+            session.code_hash = None  # frees the 6-digit code for others
+
+
+async def cancel(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:
+    """Cancel through the manage link; the slot is bookable again as soon as this commits."""
+    appointment = await _managed(db, manage_token, now)
+    await _begin_write(db)
+    async with db.begin_nested():
+        await _close(db, appointment, now)
+        stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
+        stat.association_id = appointment.association_id
+        stat.session_id = appointment.assistance_session_id
+    return appointment
+
+
+async def reschedule(
+    db: AsyncSession, settings: Settings, manage_token: str, new_start: datetime, now: datetime
+) -> Booked:
+    """Move an appointment: book the new time, then cancel the old one, all or nothing."""
+    # The manage link keeps working: its hash moves to the new appointment. The join link and
+    # code change (the new time may be with another volunteer); the new confirmation gives them.
+    old = await _managed(db, manage_token, now)
+    if new_start == old.starts_at:
+        raise BookingError("same_slot", _("Votre rendez-vous est déjà à cet horaire."))
+    await _begin_write(db)
+    async with db.begin_nested():
+        # Free the old units first so that a move within the volunteer's own time can succeed;
+        # if the new booking fails, the savepoint puts them back.
+        await db.execute(delete(AppointmentUnit).where(AppointmentUnit.appointment_id == old.id))
+        booked = await _book(
+            db,
+            settings,
+            association_id=old.association_id,
+            motif_id=old.motif_id,
+            kind=old.kind,
+            starts_at=new_start,
+            contact=ContactInfo.of(old),
+            via=old.booked_via,
+            referrer_id=old.referrer_id,
+            now=now,
+            manage_token=secrets.token_urlsafe(32),
+            event=EventKind.APPOINTMENT_RESCHEDULED,
+        )
+        await _close(db, old, now)
+        # Hand the manage link over: the old row gets an unguessable, unused hash.
+        old.manage_token_hash = sha256_hex(f"moved:{old.id}:{secrets.token_hex(16)}")
+        await db.flush()
+        booked.appointment.manage_token_hash = sha256_hex(manage_token)
+        await db.flush()
+    return replace(booked, manage_token=manage_token)
+
+
+# -- Agenda, referrers, no-shows --------------------------------------------------------------
+
+
+async def appointments_for_volunteer(
+    db: AsyncSession,
+    volunteer_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    include_cancelled: bool = False,
+) -> list[Appointment]:
+    """A volunteer's appointments starting in [start, end), for the day and week agenda."""
+    query = select(Appointment).where(
+        Appointment.volunteer_id == volunteer_id,
+        Appointment.starts_at >= start,
+        Appointment.starts_at < end,
+    )
+    if not include_cancelled:
+        query = query.where(Appointment.status != AppointmentStatus.CANCELLED)
+    rows = await db.scalars(query.order_by(Appointment.starts_at))
+    return list(rows)
+
+
+async def appointments_for_referrer(db: AsyncSession, referrer_id: int) -> list[Appointment]:
+    """The appointments this referrer booked (only theirs), newest first, every status."""
+    rows = await db.scalars(
+        select(Appointment)
+        .where(Appointment.referrer_id == referrer_id)
+        .order_by(Appointment.starts_at.desc())
+    )
+    return list(rows)
+
+
+async def mark_no_show(
+    db: AsyncSession, appointment_id: str, by: User, now: datetime
+) -> Appointment:
+    """The beneficiary did not come: their volunteer (or a coordinator) says so after the start."""
+    appointment = await db.get(Appointment, appointment_id) if len(appointment_id) <= 36 else None
+    if appointment is None or appointment.association_id != by.association_id:
+        raise BookingError("not_found", _("Rendez-vous introuvable."))
+    if appointment.volunteer_id != by.id and by.role != Role.COORDINATOR:
+        raise BookingError("forbidden", _("Ce rendez-vous est celui d'un autre bénévole."))
+    if appointment.status != AppointmentStatus.BOOKED:
+        raise BookingError("not_booked", _("Ce rendez-vous n'est plus prévu."))
+    if now < appointment.starts_at:
+        raise BookingError("too_early", _("Le rendez-vous n'a pas encore commencé."))
+    appointment.status = AppointmentStatus.NO_SHOW
+    stat = await record(db, EventKind.NO_SHOW)
+    stat.association_id = appointment.association_id
+    stat.session_id = appointment.assistance_session_id
+    return appointment
+
+
+# -- Waitlist ---------------------------------------------------------------------------------
+
+
+async def join_waitlist(
+    db: AsyncSession,
+    settings: Settings,
+    *,
+    association_id: int,
+    motif_id: int,
+    contact: ContactInfo,
+    earlier_than: datetime | None = None,
+    manage_token: str | None = None,
+    now: datetime,
+) -> WaitlistEntry:
+    """Ask to be told when a slot frees up (before `earlier_than`, or before one's booking)."""
+    motif = await get_motif(db, association_id, motif_id)
+    if motif is None or not motif.is_active:
+        raise BookingError(
+            "motif_unavailable", _("Ce motif n'est plus proposé. Choisissez un autre motif.")
+        )
+    appointment_id = None
+    if manage_token is not None:
+        appointment = await _managed(db, manage_token, now)
+        if appointment.association_id != association_id or appointment.motif_id != motif_id:
+            raise ValueError("the manage token belongs to another association or motif")
+        appointment_id = appointment.id
+        earlier_than = appointment.starts_at
+        existing = await db.scalar(
+            select(WaitlistEntry).where(
+                WaitlistEntry.appointment_id == appointment_id, WaitlistEntry.notified_at.is_(None)
+            )
+        )
+        if existing is not None:
+            return existing
+        contact = ContactInfo.of(appointment)
+    contact = contact.validated(settings.timezone)
+    entry = WaitlistEntry(
+        association_id=association_id,
+        motif_id=motif_id,
+        appointment_id=appointment_id,
+        first_name=contact.first_name,
+        phone=contact.phone,
+        email=contact.email,
+        earlier_than=earlier_than,
+        created_at=now,
+    )
+    db.add(entry)
+    await db.flush()
+    stat = await record(db, EventKind.WAITLIST_JOINED)
+    stat.association_id = association_id
+    return entry
+
+
+async def waitlist_candidates_for_freed_slot(
+    db: AsyncSession,
+    appointment: Appointment,
+    *,
+    now: datetime | None = None,
+    limit: int = WAITLIST_BATCH,
+) -> list[WaitlistEntry]:
+    """Who to tell that this appointment's slot is free: first come, first told, same motif."""
+    if now is not None and appointment.starts_at <= now:
+        return []
+    own = Appointment.__table__.alias("own")
+    rows = await db.scalars(
+        select(WaitlistEntry)
+        .outerjoin(own, own.c.id == WaitlistEntry.appointment_id)
+        .where(
+            WaitlistEntry.association_id == appointment.association_id,
+            WaitlistEntry.motif_id == appointment.motif_id,
+            WaitlistEntry.notified_at.is_(None),
+            or_(
+                WaitlistEntry.earlier_than.is_(None),
+                WaitlistEntry.earlier_than > appointment.starts_at,
+            ),
+            or_(
+                WaitlistEntry.appointment_id.is_(None),
+                and_(
+                    own.c.status == AppointmentStatus.BOOKED,
+                    own.c.id != appointment.id,
+                ),
+            ),
+        )
+        .order_by(WaitlistEntry.created_at, WaitlistEntry.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def mark_waitlist_notified(
+    db: AsyncSession, entry_ids: Iterable[int], now: datetime
+) -> list[int]:
+    """Mark entries as told; returns those this call marked (a concurrent call gets the rest)."""
+    ids = list(entry_ids)
+    if not ids:
+        return []
+    result = await db.execute(
+        update(WaitlistEntry)
+        .where(WaitlistEntry.id.in_(ids), WaitlistEntry.notified_at.is_(None))
+        .values(notified_at=now)
+        .returning(WaitlistEntry.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    return sorted(result.scalars().all())
