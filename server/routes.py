@@ -6,7 +6,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.views import api, assistance, auth, coordinator, health, home, join
+from server.views import (
+    agenda,
+    api,
+    api_v1,
+    assistance,
+    auth,
+    booking,
+    coordinator,
+    health,
+    home,
+    join,
+)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_DIR = WEB_DIR / "static"
@@ -58,5 +69,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/b", join.room, name="beneficiary-room")
     r.add_post("/b/continue", join.continue_on_pc, name="beneficiary-handover")
     r.add_get("/api/ice-servers", api.ice_servers_view, name="ice-servers")
+    booking.add_routes(r)
+    agenda.add_routes(r)
+    api_v1.add_routes(r)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
