@@ -854,3 +854,27 @@ async def mark_waitlist_notified(
         .execution_options(synchronize_session="fetch")
     )
     return sorted(result.scalars().all())
+
+
+async def cancel_for_referrer(
+    db: AsyncSession, appointment_id: str, referrer: User, now: datetime
+) -> Appointment:
+    """Cancel an appointment the referrer booked (the partner API has no manage link)."""
+    appointment = await db.scalar(
+        select(Appointment).where(
+            Appointment.id == appointment_id, Appointment.referrer_id == referrer.id
+        )
+    )
+    if appointment is None:
+        raise BookingError("not_found", _("Ce rendez-vous n'existe pas ou ne vous concerne pas."))
+    if appointment.status == AppointmentStatus.CANCELLED:
+        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+    if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
+        raise BookingError("too_late", _("Ce rendez-vous est passé : il ne peut plus être changé."))
+    await _begin_write(db)
+    async with db.begin_nested():
+        await _close(db, appointment, now)
+        stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
+        stat.association_id = appointment.association_id
+        stat.session_id = appointment.assistance_session_id
+    return appointment

@@ -133,7 +133,8 @@ ERROR_TEXT = {
 def _error_page(request: web.Request, status: int, detail: str | None) -> web.StreamResponse:
     message = detail or _(ERROR_TEXT.get(status, ERROR_TEXT[500]))
     if _is_api(request):
-        return web.json_response({"error": message, "status": status}, status=status)
+        error = {"code": f"http_{status}", "message": message}
+        return web.json_response({"error": error}, status=status)
     context = {
         "status": status,
         "message": message,
@@ -153,6 +154,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise
+        if exc.content_type == "application/json":
+            raise  # already a structured API error
         detail = exc.text if exc.content_type == "text/plain" and exc.text else None
         if detail and detail.startswith(f"{exc.status}:"):
             detail = None  # aiohttp's default English reason, not one of ours

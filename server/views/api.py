@@ -34,10 +34,8 @@ async def ice_servers_view(request: web.Request) -> web.Response:
     """STUN/TURN servers for one session; TURN credentials expire after TURN_TTL_SECONDS."""
     session = await _authorised_session(request)
     if session is None:
-        return web.json_response(
-            {"error": _("Accès refusé : cette assistance n'existe pas ou ne vous concerne pas.")},
-            status=403,
-        )
+        message = _("Accès refusé : cette assistance n'existe pas ou ne vous concerne pas.")
+        return web.json_response({"error": {"code": "forbidden", "message": message}}, status=403)
     settings = request.app[SETTINGS_KEY]
     credentials = (
         turn_credentials(settings.turn_secret, session.id, settings.turn_ttl_seconds)

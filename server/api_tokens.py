@@ -1,0 +1,92 @@
+"""API tokens for partner software: a referrer creates named tokens with scopes; only a hash
+of each token is stored and the raw value is shown once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.i18n import N_
+from server.models import ApiToken, Role, User, utcnow
+from server.tokens import sha256_hex
+
+TOKEN_PREFIX = "vp_"  # noqa: S105 - a public prefix that makes leaked tokens recognisable
+SCOPES: dict[str, str] = {
+    "motifs:read": N_("Lire les motifs"),
+    "slots:read": N_("Lire les créneaux libres"),
+    "bookings:read": N_("Lire ses propres réservations"),
+    "bookings:write": N_("Réserver et annuler"),
+}
+
+
+class ApiTokenError(ValueError):
+    """A refused token operation (French text for the page)."""
+
+
+async def create_token(
+    db: AsyncSession, user: User, name: str, scopes: Iterable[str]
+) -> tuple[ApiToken, str]:
+    """A new token for a referrer; returns the row and the raw token (shown once)."""
+    from server.i18n import _
+
+    if user.role != Role.REFERRER:
+        raise ApiTokenError(_("Seuls les référents peuvent créer des jetons d'accès."))
+    wanted = sorted(set(scopes))
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown or not wanted:
+        raise ApiTokenError(_("Choisissez au moins une autorisation valable."))
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ApiTokenError(_("Donnez un nom au jeton (100 caractères au plus)."))
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name, token_hash=sha256_hex(raw), scopes=wanted)
+    db.add(token)
+    await db.flush()
+    return token, raw
+
+
+async def authenticate(db: AsyncSession, raw: str) -> tuple[ApiToken, User] | None:
+    """The live token and its active referrer account, or None."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
+        return None
+    row = (
+        await db.execute(
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(
+                ApiToken.token_hash == sha256_hex(raw),
+                ApiToken.revoked_at.is_(None),
+                User.is_active.is_(True),
+                User.role == Role.REFERRER,
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    token, user = row
+    token.last_used_at = utcnow()
+    return token, user
+
+
+async def list_tokens(db: AsyncSession, user: User) -> list[ApiToken]:
+    """A user's tokens, newest first."""
+    rows = await db.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at.desc())
+    )
+    return list(rows)
+
+
+async def revoke(db: AsyncSession, user: User, token_id: int) -> bool:
+    """Revoke one of the user's own tokens; False if there is no such live token."""
+    result = await db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id, ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
+        )
+        .values(revoked_at=utcnow())
+        .returning(ApiToken.id)
+    )
+    return result.scalar_one_or_none() is not None
