@@ -72,6 +72,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("page", "bench.page_weight", "Beneficiary first load bytes, gzip vs identity"),
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
+    Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
 )
 
 

@@ -1,0 +1,285 @@
+"""Booking benchmarks through the real server's partner API (/api/v1), SQLite default:
+
+1. slot search over 3 months (three 31-day `/api/v1/slots` requests in a row) with 50 volunteers
+   holding two 3-hour permanences each weekday and ~1,000 existing appointments, p50/p99;
+   baseline: the same number of authenticated `/api/v1/motifs` requests (the API's floor);
+2. booking throughput and p99 with 200 concurrent clients booking 200 different slots;
+   baseline: 200 concurrent authenticated reads (`/api/v1/motifs`);
+3. contention: 200 concurrent clients booking ONE slot whose capacity is the number of
+   volunteers free then → exactly that many bookings, the rest `409 slot_taken`.
+
+Each client has its own API token (the API limits each token to 120 requests a minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time as clock
+from datetime import time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bench.context import BenchEnv, Row, percentile
+from server import accounts, api_tokens, availability, booking, motifs
+from server.models import Association, Role, VisitKind, utcnow
+
+VOLUNTEERS = 50
+CLIENTS = 200
+SEARCH_RUNS = 30
+EXISTING_BOOKINGS = 1000
+PARIS = ZoneInfo("Europe/Paris")
+PERMANENCES = ((time(9, 30), time(12, 30)), (time(14, 0), time(17, 0)))
+
+
+async def _prepare(env: BenchEnv, volunteers: int, clients: int, existing: int) -> dict[str, Any]:
+    """Volunteers with weekly permanences, motifs, existing bookings, a referrer with tokens."""
+    settings = env.fixtures.settings
+    maker = env.fixtures.sessionmaker
+    assert env.fixtures.volunteer is not None
+    association_id = env.fixtures.volunteer.association_id
+    async with maker.begin() as db:
+        association = await db.get_one(Association, association_id)
+        motif = (await motifs.ensure_default_motifs(db, association_id))[0]
+        for index in range(volunteers):
+            user = await accounts.create_user(
+                db,
+                association=association,
+                email=f"permanence{index}@bench.invalid",
+                name=f"Bénévole {index}",
+                role=Role.VOLUNTEER,
+                password=None,
+            )
+            for weekday in range(5):
+                for start, end in PERMANENCES:
+                    await availability.add_availability(
+                        db, user, weekday=weekday, start_time=start, end_time=end
+                    )
+        referrer = await accounts.create_user(
+            db,
+            association=association,
+            email="referent@bench.invalid",
+            name="Référent du banc d'essai",
+            role=Role.REFERRER,
+            password=None,
+        )
+        tokens = [
+            (await api_tokens.create_token(db, referrer, f"client {i}", list(api_tokens.SCOPES)))[1]
+            for i in range(clients)
+        ]
+    # Existing appointments spread over the three months, booked through the domain.
+    async with maker() as db:
+        slots = await availability.find_slots(
+            db, settings, association_id, motif, VisitKind.FOLLOW_UP, utcnow().date(), 92, utcnow()
+        )
+    rng = random.Random(2026)
+    taken = 0
+    for slot in rng.sample(slots, min(existing, len(slots))):
+        try:
+            async with maker.begin() as db:
+                await booking.book(
+                    db,
+                    settings,
+                    association_id=association_id,
+                    motif_id=motif.id,
+                    kind=VisitKind.FOLLOW_UP,
+                    starts_at=slot.starts_at,
+                    contact=booking.ContactInfo(first_name="Banc", email="banc@bench.invalid"),
+                    via="public",
+                    now=utcnow(),
+                )
+            taken += 1
+        except booking.BookingError:
+            continue
+    return {
+        "association_id": association_id,
+        "motif_id": motif.id,
+        "tokens": tokens,
+        "existing": taken,
+    }
+
+
+async def _timed(coro: Any) -> tuple[float, int]:
+    start = clock.perf_counter()
+    status = await coro
+    return (clock.perf_counter() - start) * 1000, status
+
+
+async def _get(http: aiohttp.ClientSession, url: str, token: str) -> int:
+    async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def _search_3_months(
+    http: aiohttp.ClientSession, base: str, motif_id: int, token: str
+) -> int:
+    today = utcnow().astimezone(PARIS).date()
+    status = 200
+    for month in range(3):
+        start = today + timedelta(days=31 * month)
+        status = max(
+            status,
+            await _get(
+                http,
+                f"{base}/api/v1/slots?motif_id={motif_id}&kind=first&from={start}&days=31",
+                token,
+            ),
+        )
+    return status
+
+
+async def _floor_3(http: aiohttp.ClientSession, base: str, token: str) -> int:
+    status = 200
+    for _ in range(3):
+        status = max(status, await _get(http, f"{base}/api/v1/motifs", token))
+    return status
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return percentile(ordered, 50), percentile(ordered, 99)
+
+
+async def _book(
+    http: aiohttp.ClientSession, base: str, token: str, motif_id: int, starts_at: str, n: int
+) -> int:
+    body = {
+        "motif_id": motif_id,
+        "kind": "first",
+        "starts_at": starts_at,
+        "first_name": "Client",
+        "email": f"client{n}@bench.invalid",
+    }
+    async with http.post(
+        f"{base}/api/v1/bookings", json=body, headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
+    """Prepare the data, then measure search, throughput and contention."""
+    volunteers = 10 if env.quick else VOLUNTEERS
+    clients = 50 if env.quick else CLIENTS
+    runs = 10 if env.quick else SEARCH_RUNS
+    existing = 200 if env.quick else EXISTING_BOOKINGS
+    data = await _prepare(env, volunteers, clients, existing)
+    tokens: list[str] = data["tokens"]
+    motif_id: int = data["motif_id"]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        # 1. Slot search over three months, sequential, against the API floor.
+        search, floor = [], []
+        for i in range(runs):
+            ms, status = await _timed(_search_3_months(http, server_url, motif_id, tokens[i]))
+            assert status == 200, status
+            search.append(ms)
+            ms, status = await _timed(_floor_3(http, server_url, tokens[i]))
+            floor.append(ms)
+
+        # Free slots for the next two phases, read once.
+        tomorrow = (utcnow() + timedelta(days=1)).astimezone(PARIS).date()
+        association_id = data["association_id"]
+        async with env.fixtures.sessionmaker() as db:
+            motif = await motifs.get_motif(db, association_id, motif_id)
+            assert motif is not None
+            slots = await availability.find_slots(
+                db,
+                env.fixtures.settings,
+                motif.association_id,
+                motif,
+                VisitKind.FIRST,
+                tomorrow,
+                60,
+                utcnow(),
+            )
+        # Slots that don't overlap each other for any volunteer: one per permanence and day.
+        distinct, seen = [], set()
+        for slot in slots:
+            key = (
+                slot.starts_at.astimezone(PARIS).date(),
+                slot.starts_at.astimezone(PARIS).hour < 13,
+            )
+            if key not in seen:
+                seen.add(key)
+                distinct.append(slot)
+        contended = max(distinct, key=lambda slot: (slot.capacity, slot.starts_at))
+        distinct.remove(contended)
+
+        # 2. Throughput: `clients` concurrent bookings of different slots (capacity permitting),
+        # against the same number of concurrent authenticated reads.
+        targets = [distinct[i % len(distinct)].starts_at.isoformat() for i in range(clients)]
+        start = clock.perf_counter()
+        results = await asyncio.gather(
+            *(
+                _timed(_book(http, server_url, tokens[i], motif_id, targets[i], i))
+                for i in range(clients)
+            )
+        )
+        book_wall = clock.perf_counter() - start
+        start = clock.perf_counter()
+        reads = await asyncio.gather(
+            *(_timed(_get(http, f"{server_url}/api/v1/motifs", tokens[i])) for i in range(clients))
+        )
+        read_wall = clock.perf_counter() - start
+        booked = sum(1 for _ms, status in results if status == 201)
+
+        # 3. Contention: everyone on one slot.
+        outcomes = await asyncio.gather(
+            *(
+                _book(
+                    http,
+                    server_url,
+                    tokens[i],
+                    motif_id,
+                    contended.starts_at.isoformat(),
+                    10_000 + i,
+                )
+                for i in range(clients)
+            )
+        )
+    won = outcomes.count(201)
+    lost = outcomes.count(409)
+    s50, s99 = _stats(search)
+    f50, f99 = _stats(floor)
+    b50, b99 = _stats([ms for ms, _status in results])
+    r50, r99 = _stats([ms for ms, _status in reads])
+    rows = [
+        Row("3-month slot search, p50", "ms", s50, f50, "3 authenticated API reads"),
+        Row("3-month slot search, p99", "ms", s99, f99, "3 authenticated API reads"),
+        Row(
+            f"bookings/s, {clients} concurrent clients",
+            "req/s",
+            clients / book_wall,
+            clients / read_wall,
+            f"{clients} concurrent API reads",
+            note=f"{booked} booked over {len(distinct)} slots, the rest refused as taken",
+        ),
+        Row(f"booking latency p99, {clients} concurrent", "ms", b99, r99, "API read p99"),
+        Row(f"booking latency p50, {clients} concurrent", "ms", b50, r50, "API read p50"),
+        Row(
+            f"contention: {clients} clients on one slot, bookings made",
+            "bookings",
+            won,
+            contended.capacity,
+            "slot capacity",
+            target=f"= {contended.capacity}",
+            met=won == contended.capacity and won + lost == clients,
+            note=f"{lost} × 409 slot_taken, {clients - won - lost} other",
+        ),
+    ]
+    return {
+        "title": "Booking: slot search, throughput, contention (partner API, SQLite)",
+        "status": "ok",
+        "params": {
+            "volunteers": volunteers,
+            "clients": clients,
+            "search_runs": runs,
+            "existing_appointments": data["existing"],
+            "permanences": "Mon–Fri 09:30–12:30 and 14:00–17:00 Europe/Paris",
+        },
+        "rows": [row.as_dict() for row in rows],
+    }
