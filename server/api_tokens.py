@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,7 @@ from server.models import ApiToken, Role, User, utcnow
 from server.tokens import sha256_hex
 
 TOKEN_PREFIX = "vp_"  # noqa: S105 - a public prefix that makes leaked tokens recognisable
+LAST_USED_PRECISION = timedelta(minutes=1)
 SCOPES: dict[str, str] = {
     "motifs:read": N_("Lire les motifs"),
     "slots:read": N_("Lire les créneaux libres"),
@@ -67,7 +69,11 @@ async def authenticate(db: AsyncSession, raw: str) -> tuple[ApiToken, User] | No
     if row is None:
         return None
     token, user = row
-    token.last_used_at = utcnow()
+    now = utcnow()
+    # Record use at most once a minute: a write on every request would serialise all API
+    # reads on SQLite's single writer.
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+        token.last_used_at = now
     return token, user
 
 
