@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.models import Association, Invitation, LoginSession, Role, User, utcnow
+from server.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
 from server.tokens import sha256_hex
 
 _hasher = PasswordHasher()
@@ -19,6 +19,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 MIN_PASSWORD_LENGTH = 10
 INVITATION_TTL = timedelta(days=7)
+PARTNER_NAME_MAX = 200
 
 
 class AccountError(ValueError):
@@ -164,6 +165,53 @@ async def invite_volunteer(
     return await _new_invitation(db, user)
 
 
+async def get_or_create_partner(db: AsyncSession, association_id: int, name: str) -> Partner:
+    """The association's partner structure of this name (spaces tidied), created if missing."""
+    from server.i18n import _
+
+    clean = " ".join(name.split())
+    if not clean or len(clean) > PARTNER_NAME_MAX or not clean.isprintable():
+        raise AccountError(
+            _("Le nom de la structure est obligatoire (%(n)d caractères au plus).")
+            % {"n": PARTNER_NAME_MAX}
+        )
+    query = select(Partner).where(Partner.association_id == association_id)
+    for partner in await db.scalars(query):
+        if partner.name.casefold() == clean.casefold():  # "CCAS Lyon" and "ccas lyon" are one
+            return partner
+    partner = Partner(association_id=association_id, name=clean)
+    db.add(partner)
+    await db.flush()
+    return partner
+
+
+async def invite_referrer(
+    db: AsyncSession, coordinator: User, *, email: str, name: str, partner_name: str
+) -> InvitationLink:
+    """Create a referrer account (social worker of a partner structure) and its invitation."""
+    association = await db.get_one(Association, coordinator.association_id)
+    partner = await get_or_create_partner(db, association.id, partner_name)
+    user = await create_user(
+        db, association=association, email=email, name=name, role=Role.REFERRER, password=None
+    )
+    user.partner_id = partner.id
+    await db.flush()
+    return await _new_invitation(db, user)
+
+
+async def list_referrers(
+    db: AsyncSession, association_id: int
+) -> list[tuple[User, Partner | None]]:
+    """The association's referrers with their partner structure, active first, by name."""
+    rows = await db.execute(
+        select(User, Partner)
+        .outerjoin(Partner, Partner.id == User.partner_id)
+        .where(User.association_id == association_id, User.role == Role.REFERRER)
+        .order_by(User.is_active.desc(), User.name)
+    )
+    return [(user, partner) for user, partner in rows]
+
+
 async def _new_invitation(db: AsyncSession, user: User) -> InvitationLink:
     token = secrets.token_urlsafe(32)
     expires_at = utcnow() + INVITATION_TTL
@@ -201,10 +249,10 @@ async def accept_invitation(db: AsyncSession, token: str, password: str) -> User
 
 
 async def list_members(db: AsyncSession, association_id: int) -> list[User]:
-    """Accounts of an association, active first, by name."""
+    """Volunteers and coordinators of an association (referrers have their own page)."""
     rows = await db.scalars(
         select(User)
-        .where(User.association_id == association_id)
+        .where(User.association_id == association_id, User.role != Role.REFERRER)
         .order_by(User.is_active.desc(), User.name)
     )
     return list(rows)

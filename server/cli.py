@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import getpass
 import sys
+from datetime import time
 from pathlib import Path
 
 from aiohttp import web
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import accounts
+from server import accounts, availability, motifs
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker
-from server.models import Role
+from server.models import Role, User
 from server.settings import Settings, SettingsError, load_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -29,7 +32,21 @@ DEMO_ACCOUNTS = (
         Role.COORDINATOR,
         "demo-coord-2026",
     ),
+    ("referent@demo.invalid", "Julie (référente démo)", Role.REFERRER, "demo-referent-2026"),
 )
+DEMO_PARTNER = "CCAS démo"
+MORNING, AFTERNOON = (time(9, 30), time(12)), (time(14), time(17, 30))
+# Weekly permanences of the demo volunteers: (weekday, start, end, zone), Monday = 0.
+DEMO_PERMANENCES: dict[str, tuple[tuple[int, time, time, str], ...]] = {
+    "benevole@demo.invalid": tuple(
+        (day, *hours, "Europe/Paris") for day in range(5) for hours in (MORNING, AFTERNOON)
+    ),
+    "observateur@demo.invalid": (
+        *((day, *AFTERNOON, "Europe/Paris") for day in range(5)),
+        # Saturday morning in La Réunion (05:00–08:00 in Paris in winter): shows overseas hours.
+        (5, time(9), time(12), "Indian/Reunion"),
+    ),
+}
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -80,9 +97,32 @@ async def _demo(settings: Settings) -> list[tuple[str, str, Role, str]]:
                 except accounts.AccountError:
                     pass  # already there from an earlier `permanence demo`
                 created.append((email, name, role, password))
+            await _demo_booking_setup(db, assoc.id)
     finally:
         await engine.dispose()
     return created
+
+
+async def _demo_booking_setup(db: AsyncSession, association_id: int) -> None:
+    """Motifs, the volunteers' permanences and the referrer's partner; nothing twice."""
+    await motifs.ensure_default_motifs(db, association_id)
+    partner = await accounts.get_or_create_partner(db, association_id, DEMO_PARTNER)
+    everyone = await db.scalars(select(User).where(User.association_id == association_id))
+    for user in everyone:
+        if user.role == Role.REFERRER and user.partner_id is None:
+            user.partner_id = partner.id
+        if user.email in DEMO_PERMANENCES:
+            await _demo_permanences(db, user)
+
+
+async def _demo_permanences(db: AsyncSession, volunteer: User) -> None:
+    """The demo week of a volunteer, unless they already have permanences (kept as edited)."""
+    if await availability.list_availabilities(db, volunteer.id):
+        return
+    for weekday, start, end, zone in DEMO_PERMANENCES[volunteer.email]:
+        await availability.add_availability(
+            db, volunteer, weekday=weekday, start_time=start, end_time=end, timezone=zone
+        )
 
 
 def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> None:

@@ -101,10 +101,9 @@ def render(
     return aiohttp_jinja2.render_template(template, request, base, status=status)
 
 
-def login_required(
-    role: Role | None = None,
-) -> Callable[[Handler], Handler]:
-    """Views for logged-in accounts; anonymous visitors go to the login page."""
+def login_required(*roles: Role) -> Callable[[Handler], Handler]:
+    """Views for logged-in accounts (of one of ``roles`` if given); anonymous visitors go to
+    the login page, other roles get a French 403."""
 
     def decorator(handler: Handler) -> Handler:
         @wraps(handler)
@@ -112,9 +111,9 @@ def login_required(
             user = current_user(request)
             if user is None:
                 raise web.HTTPSeeOther(location="/login?next=" + request.path)
-            if role is not None and user.role != role:
+            if roles and user.role not in roles:
                 raise web.HTTPForbidden(
-                    text=_("Cette page est réservée aux coordinateurs."),
+                    text=_("Cette page n'est pas accessible avec votre compte."),
                     content_type="text/plain",
                 )
             return await handler(request)
@@ -146,8 +145,8 @@ def beneficiary_session_id(
     return value if isinstance(value, str) else None
 
 
-def safe_next(value: str | None) -> str:
-    """Only local paths are accepted as a post-login redirect."""
+def safe_next(value: str | None, role: Role | None = None) -> str:
+    """Only local paths are accepted as a post-login redirect; else the role's home page."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
-    return "/tableau"
+    return "/mes-reservations" if role is Role.REFERRER else "/tableau"

@@ -10,7 +10,7 @@ from server import assistance as domain
 from server.accounts import AccountError
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import _
-from server.models import AssistanceSession, SessionStatus, User
+from server.models import AssistanceSession, Role, SessionStatus, User
 from server.qr import qr_svg
 from server.settings import Settings
 from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
@@ -23,7 +23,7 @@ def _user(request: web.Request) -> User:
     return user
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def dashboard(request: web.Request) -> web.StreamResponse:
     """The volunteer's live assistances and the "Nouvelle assistance" button."""
     user = _user(request)
@@ -32,7 +32,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     return render(request, "assistance/dashboard.html", {"sessions": sessions})
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def create(request: web.Request) -> web.StreamResponse:
     """Open a new assistance and go to its room."""
     await check_csrf(request)
@@ -78,7 +78,7 @@ def room_context(
     }
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def room(request: web.Request) -> web.StreamResponse:
     """The room where the volunteer sees the beneficiary's screen and guides them."""
     session, role = await _load(request)
@@ -93,7 +93,7 @@ async def room(request: web.Request) -> web.StreamResponse:
     return render(request, "assistance/room.html", context)
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def new_code(request: web.Request) -> web.StreamResponse:
     """Give the session a fresh 6-digit code (the previous one stops working)."""
     await check_csrf(request)
@@ -108,7 +108,7 @@ async def new_code(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def invite_observer(request: web.Request) -> web.StreamResponse:
     """Invite another volunteer of the association to watch (trainee shadowing)."""
     form = await check_csrf(request)
@@ -129,7 +129,7 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
 
-@login_required()
+@login_required(Role.VOLUNTEER, Role.COORDINATOR)
 async def end(request: web.Request) -> web.StreamResponse:
     """End the assistance for everyone (also reachable without JavaScript)."""
     await check_csrf(request)

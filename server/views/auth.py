@@ -23,9 +23,13 @@ from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     """The login form (already logged in: straight to the dashboard)."""
-    if current_user(request) is not None:
-        raise web.HTTPSeeOther(location=safe_next(request.query.get("next")))
-    return render(request, "auth/login.html", {"next": safe_next(request.query.get("next"))})
+    user = current_user(request)
+    if user is not None:
+        raise web.HTTPSeeOther(location=safe_next(request.query.get("next"), user.role))
+    wanted = request.query.get("next", "")
+    return render(
+        request, "auth/login.html", {"next": wanted if safe_next(wanted) == wanted else ""}
+    )
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -33,7 +37,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
-    next_url = safe_next(str(form.get("next", "")))
+    wanted = str(form.get("next", ""))[:500]
+    next_url = wanted if safe_next(wanted) == wanted else ""
     limiter = request.app[RATELIMIT_KEY]
     ip = client_ip(request)
     if not await limiter.hit(ratelimit.LOGIN_PER_IP, ip) or not await limiter.hit(
@@ -61,7 +66,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             "next": next_url,
         }
         return render(request, "auth/login.html", context, status=401)
-    response = web.HTTPSeeOther(location=next_url)
+    assert user is not None
+    response = web.HTTPSeeOther(location=safe_next(next_url, user.role))
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=settings.login_ttl_hours * 3600)
     raise response
 
