@@ -89,9 +89,7 @@ async def revoke(db: AsyncSession, user: User, token_id: int) -> bool:
     """Revoke one of the user's own tokens; False if there is no such live token."""
     result = await db.execute(
         update(ApiToken)
-        .where(
-            ApiToken.id == token_id, ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
-        )
+        .where(ApiToken.id == token_id, ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
         .returning(ApiToken.id)
     )

@@ -8,9 +8,10 @@ from typing import Any
 import aiohttp
 import pytest
 from openapi_spec_validator import validate
+from sqlalchemy import select
 
 from server import api_tokens, availability, motifs
-from server.models import Role, User, utcnow
+from server.models import OutboxMessage, Role, User, utcnow
 from server.views.api_v1 import openapi_document
 from tests.conftest import Account, Running, make_account
 
@@ -124,6 +125,15 @@ async def test_book_list_and_cancel_through_the_api(
         created = await resp.json()
     assert created["status"] == "booked" and len(created["code"]) == 6
     assert created["join_url"].startswith(running.settings.base_url + "/j/")
+    async with running.sessionmaker() as db:
+        keys = (
+            await db.scalars(
+                select(OutboxMessage.idempotency_key).where(
+                    OutboxMessage.appointment_id == created["id"]
+                )
+            )
+        ).all()
+    assert any(":confirmation:" in key for key in keys), keys  # the beneficiary is told
 
     # The slot is gone for everyone: booking it again is a 409 slot_taken.
     async with http.post(

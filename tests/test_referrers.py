@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
-import pytest
 from sqlalchemy import select
 
 from server.models import Partner, Role, User

@@ -16,12 +16,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 from limits import parse
 
-from server import api_tokens, availability, booking, motifs
+from server import api_tokens, availability, booking, motifs, notifications
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import _
 from server.models import Appointment, Motif, Role, User, VisitKind, utcnow
 from server.ratelimit import Rule
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.worker import wake
 
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
 MAX_DAYS = 31
@@ -238,6 +239,7 @@ async def create_booking(request: web.Request) -> web.Response:
         timezone=_text(body, "timezone"),
     )
     user = request[USER_KEY]
+    now = utcnow()
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             referrer = await db.get_one(User, user.id)
@@ -251,11 +253,13 @@ async def create_booking(request: web.Request) -> web.Response:
                 contact=contact,
                 via="api",
                 referrer=referrer,
-                now=utcnow(),
+                now=now,
             )
+            await notifications.appointment_booked(db, settings, booked, now)
     except booking.BookingError as exc:
         status = 409 if exc.code == "slot_taken" else 422
         raise ApiError(status, exc.code, str(exc)) from None
+    wake(request.app)
     payload = _appointment_json(booked.appointment)
     payload.update(
         {
@@ -274,12 +278,17 @@ async def cancel_booking(request: web.Request) -> web.Response:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             referrer = await db.get_one(User, user.id)
+            now = utcnow()
             appointment = await booking.cancel_for_referrer(
-                db, request.match_info["booking_id"][:36], referrer, utcnow()
+                db, request.match_info["booking_id"][:36], referrer, now
+            )
+            await notifications.appointment_cancelled(
+                db, request.app[SETTINGS_KEY], appointment, now
             )
     except booking.BookingError as exc:
         status = {"not_found": 404, "already_cancelled": 409}.get(exc.code, 422)
         raise ApiError(status, exc.code, str(exc)) from None
+    wake(request.app)
     return web.json_response(_appointment_json(appointment))
 
 

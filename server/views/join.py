@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assistance as domain
-from server import ratelimit
+from server import booking, ratelimit
 from server.http import (
     BENEFICIARY_COOKIE,
     beneficiary_serializer,
@@ -16,8 +18,10 @@ from server.http import (
     set_cookie,
 )
 from server.i18n import N_, _
-from server.models import AssistanceSession
+from server.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
+from server.notifications import When
 from server.qr import qr_svg
+from server.tokens import sha256_hex
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
@@ -33,12 +37,61 @@ def _enter(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther
     return response
 
 
+def _not_yet(request: web.Request, appointment: Appointment, *, refresh: bool) -> web.Response:
+    """The friendly "come back at …" page of an appointment not yet open (no pass cookie)."""
+    tz = appointment.display_timezone
+    context = {
+        "cancelled": False,
+        "when": When.of(appointment.starts_at, tz),
+        "opens": When.of(booking.join_opens_at(appointment), tz),
+        "refresh": refresh,
+    }
+    return render(request, "booking/waiting.html", context)
+
+
+def _cancelled(request: web.Request) -> web.Response:
+    return render(request, "booking/waiting.html", {"cancelled": True, "refresh": False}, 410)
+
+
+async def _gate(
+    request: web.Request, db: AsyncSession, session: AssistanceSession, *, refresh: bool
+) -> web.Response | None:
+    """None if the session may be entered now; else the page to show instead."""
+    appointment = await booking.appointment_for_session(db, session.id)
+    if appointment is None or booking.can_join(appointment, session, utcnow()):
+        return None  # a plain assistance, or an appointment that is open
+    if appointment.status == AppointmentStatus.CANCELLED:
+        return _cancelled(request)
+    if utcnow() < booking.join_opens_at(appointment):
+        return _not_yet(request, appointment, refresh=refresh)
+    return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+
+
+async def _cancelled_appointment_link(db: AsyncSession, token: str) -> bool:
+    """Whether a dead link belonged to an appointment that was cancelled (to say so plainly)."""
+    if not token or len(token) > 128:
+        return False
+    status = await db.scalar(
+        select(Appointment.status)
+        .join(AssistanceSession, AssistanceSession.id == Appointment.assistance_session_id)
+        .where(AssistanceSession.join_token_hash == sha256_hex(token))
+    )
+    return status == AppointmentStatus.CANCELLED
+
+
 async def join_link(request: web.Request) -> web.StreamResponse:
-    """`/j/<token>`: a valid link enters the room; anything else gets the same neutral page."""
+    """`/j/<token>`: a valid link enters the room (an appointment's only from 15 min before);
+    anything else gets the same neutral page."""
+    token = request.match_info["token"]
     async with request.app[SESSIONMAKER_KEY]() as db:
-        session = await domain.find_by_token(db, request.match_info["token"])
-    if session is None:
-        return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+        session = await domain.find_by_token(db, token)
+        if session is None:
+            if await _cancelled_appointment_link(db, token):
+                return _cancelled(request)
+            return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+        refused = await _gate(request, db, session, refresh=True)
+    if refused is not None:
+        return refused
     raise _enter(request, session)
 
 
@@ -69,11 +122,16 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "300"
         return response
     session = None
+    refused = None
     if len(code) == 6:
         async with request.app[SESSIONMAKER_KEY]() as db:
             session = await domain.find_by_code(db, request.app[SETTINGS_KEY], code)
+            if session is not None:
+                refused = await _gate(request, db, session, refresh=False)
     if session is None:
         return render(request, "beneficiary/code.html", {"error": _(INVALID_CODE), "code": ""}, 400)
+    if refused is not None:
+        return refused
     raise _enter(request, session)
 
 
