@@ -26,7 +26,7 @@ from server.settings import Settings
 # Zones a beneficiary can pick to read the times in: metropolitan France and the overseas
 # territories (IANA names).
 ZONES: tuple[tuple[str, str], ...] = (
-    ("Europe/Paris", N_("France métropolitaine (heure de Paris)")),
+    ("Europe/Paris", N_("France métropolitaine, heure de Paris")),
     ("America/Guadeloupe", N_("Guadeloupe")),
     ("America/Martinique", N_("Martinique")),
     ("America/Cayenne", N_("Guyane")),
@@ -36,9 +36,9 @@ ZONES: tuple[tuple[str, str], ...] = (
     ("America/St_Barthelemy", N_("Saint-Barthélemy")),
     ("America/Marigot", N_("Saint-Martin")),
     ("Pacific/Noumea", N_("Nouvelle-Calédonie")),
-    ("Pacific/Tahiti", N_("Polynésie française (Tahiti)")),
-    ("Pacific/Marquesas", N_("Polynésie française (Marquises)")),
-    ("Pacific/Gambier", N_("Polynésie française (Gambier)")),
+    ("Pacific/Tahiti", N_("Polynésie française, Tahiti")),
+    ("Pacific/Marquesas", N_("Polynésie française, Marquises")),
+    ("Pacific/Gambier", N_("Polynésie française, Gambier")),
     ("Pacific/Wallis", N_("Wallis-et-Futuna")),
 )
 ZONE_NAMES = frozenset(name for name, _label in ZONES)
