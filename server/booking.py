@@ -878,3 +878,32 @@ async def cancel_for_referrer(
         stat.association_id = appointment.association_id
         stat.session_id = appointment.assistance_session_id
     return appointment
+
+
+async def recover_manage_link(
+    db: AsyncSession, settings: Settings, code: str, phone: str, now: datetime
+) -> tuple[Appointment, str] | None:
+    """For someone who lost the manage link: the appointment's 6-digit code plus the phone it
+    was booked with give a NEW manage token (the old link stops working). None if no match."""
+    from server import assistance
+
+    try:
+        wanted_phone = normalize_phone(phone)
+    except BookingError:
+        return None
+    session = await assistance.find_by_code(db, settings, code)
+    if session is None:
+        return None
+    appointment = await appointment_for_session(db, session.id)
+    if (
+        appointment is None
+        or appointment.status != AppointmentStatus.BOOKED
+        or appointment.ends_at <= now
+        or appointment.phone is None
+        or not secrets.compare_digest(appointment.phone, wanted_phone)
+    ):
+        return None
+    token = secrets.token_urlsafe(32)
+    appointment.manage_token_hash = sha256_hex(token)
+    await db.flush()
+    return appointment, token

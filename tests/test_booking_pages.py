@@ -445,3 +445,42 @@ async def test_join_link_and_code_open_only_from_15_minutes_before(
         assert resp.status == 410
         assert "Ce rendez-vous a été annulé" in text_of(await resp.text())
         assert "vp_benef" not in resp.headers.get("Set-Cookie", "")
+
+
+async def test_code_and_phone_recover_a_lost_manage_link_and_retire_the_old_one(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    t = (await slot_times(http, running, place))[0]
+    status, page, url = await book(http, running, place, t, phone="06 12 34 56 78")
+    assert status == 200
+    old_manage = url.split("?")[0]
+    code = re.search(r'id="join-code">(\d{6})<', page)
+    assert code is not None
+    six = code.group(1)
+
+    async with http.get(running.url("/rendez-vous/retrouver")) as resp:
+        token = csrf_from(await resp.text())
+    # A wrong phone gets the same neutral answer as a wrong code.
+    for wrong in (
+        {"code": six, "phone": "06 99 99 99 99"},
+        {"code": "000000", "phone": "0612345678"},
+    ):
+        async with http.post(
+            running.url("/rendez-vous/retrouver"), data={"csrf_token": token, **wrong}
+        ) as resp:
+            assert resp.status == 400
+            assert "Nous ne trouvons pas de rendez-vous" in text_of(await resp.text())
+    async with http.post(
+        running.url("/rendez-vous/retrouver"),
+        data={"csrf_token": token, "code": six, "phone": "+33 6 12 34 56 78"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        new_manage = running.url(resp.headers["Location"].split("?")[0])
+    assert new_manage != old_manage
+    async with http.get(new_manage + "?retrouve=1") as resp:
+        assert resp.status == 200
+        assert "l'ancien ne marche plus" in text_of(await resp.text())
+    async with http.get(old_manage) as resp:
+        assert resp.status == 404

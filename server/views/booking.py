@@ -14,7 +14,7 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import availability, booking, notifications
+from server import availability, booking, notifications, ratelimit
 from server.assistance import link_for
 from server.booking import BookingError, ContactInfo, Needs
 from server.http import check_csrf, client_ip, current_user, render
@@ -65,6 +65,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post(
         "/rendez-vous/gerer/{token}/attente", manage_waitlist, name="booking-manage-waitlist"
     )
+    router.add_get("/rendez-vous/retrouver", recover_page, name="booking-recover")
+    router.add_post("/rendez-vous/retrouver", recover, name="booking-recover-submit")
 
 
 # -- Helpers ----------------------------------------------------------------------------------
@@ -475,6 +477,7 @@ def _manage(
         "changeable": booked and appointment.starts_at > utcnow(),
         "cancelled": appointment.status == AppointmentStatus.CANCELLED,
         "confirmed": request.query.get("confirme") == "1",
+        "recovered": request.query.get("retrouve") == "1",
         "just_cancelled": request.query.get("annule") == "1",
         "on_waitlist": request.query.get("attente") == "1",
         "join_url": join_url if booked else None,
@@ -630,3 +633,40 @@ async def manage_waitlist(request: web.Request) -> web.StreamResponse:
     except BookingError as exc:
         return await _refuse(request, exc)
     raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?attente=1")
+
+
+# -- Lost manage link: code + phone -----------------------------------------------------------
+
+RECOVER_FAILED = N_(
+    "Nous ne trouvons pas de rendez-vous avec ce code et ce numéro. Vérifiez-les, ou appelez "
+    "l'association."
+)
+
+
+async def recover_page(request: web.Request) -> web.StreamResponse:
+    """The form for someone who lost the link: the 6-digit code and the phone number."""
+    return render(request, "booking/recover.html", {"error": None, "code": "", "phone": ""})
+
+
+async def recover(request: web.Request) -> web.StreamResponse:
+    """Code + phone → a new manage link (the old one stops working), limited like codes."""
+    form = await check_csrf(request)
+    code = "".join(ch for ch in str(form.get("code", ""))[:20] if ch.isdigit())
+    phone = str(form.get("phone", ""))[:40]
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    if not (
+        await limiter.hit(ratelimit.CODE_PER_IP, ip)
+        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
+        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
+    ):
+        context = {"error": _(TOO_MANY), "code": code, "phone": phone}
+        return render(request, "booking/recover.html", context, status=429)
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        found = await booking.recover_manage_link(
+            db, request.app[SETTINGS_KEY], code, phone, utcnow()
+        )
+    if found is None:
+        context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
+        return render(request, "booking/recover.html", context, status=400)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{found[1]}?retrouve=1")
