@@ -30,7 +30,7 @@ from server.motifs import ensure_default_motifs
 from server.stats import EventKind
 from server.typedefs import RATELIMIT_KEY
 from server.views.booking import BOOKINGS_PER_IP
-from tests.conftest import Running, browser_session, csrf_from, login, make_account
+from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
 
 PARIS = ZoneInfo("Europe/Paris")
 TAKEN = "Ce créneau vient d'être pris"
@@ -484,3 +484,18 @@ async def test_code_and_phone_recover_a_lost_manage_link_and_retire_the_old_one(
         assert "l'ancien ne marche plus" in text_of(await resp.text())
     async with http.get(old_manage) as resp:
         assert resp.status == 404
+
+
+async def test_a_search_without_slots_is_counted_once_as_unmet_demand(
+    running: Running, http: aiohttp.ClientSession, volunteer: Account
+) -> None:
+    async with running.sessionmaker.begin() as db:
+        motif = (await ensure_default_motifs(db, volunteer.user.association_id))[0]
+    later = (utcnow().astimezone(PARIS) + timedelta(days=30)).date().isoformat()
+    url = running.url(f"/rendez-vous/motif/{motif.id}")
+    for params in ({}, {"depuis": later}):
+        async with http.get(url, params=params) as resp:
+            assert resp.status == 200
+    async with running.sessionmaker() as db:
+        kinds = (await db.scalars(select(StatEvent.kind))).all()
+    assert kinds.count(EventKind.NO_SLOT_FOUND.value) == 1

@@ -212,7 +212,10 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
         association = await _association(request, db, request.query.get("a"))
         motif = await _motif(db, association, int(request.match_info["motif_id"]))
         first, slots = await _find(request, db, association, motif, kind, tz, now)
-    if not slots:
+    today = now.astimezone(availability.zone(tz)).date()
+    if not slots and first == today:
+        # Unmet demand is counted once per search, on its first page: "voir plus tard" pages
+        # past the last permanence are browsing, not a new person without a slot.
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await availability.note_no_slot_found(db, association.id)
     last_bookable = now + timedelta(days=settings.booking_horizon_days)
