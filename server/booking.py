@@ -651,13 +651,18 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
 async def cancel(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:
     """Cancel through the manage link; the slot is bookable again as soon as this commits."""
     appointment = await _managed(db, manage_token, now)
+    await _cancel_booked(db, appointment, now)
+    return appointment
+
+
+async def _cancel_booked(db: AsyncSession, appointment: Appointment, now: datetime) -> None:
+    """Cancel a checked appointment and count it, all or nothing."""
     await _begin_write(db)
     async with db.begin_nested():
         await _close(db, appointment, now)
         stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
         stat.association_id = appointment.association_id
         stat.session_id = appointment.assistance_session_id
-    return appointment
 
 
 async def reschedule(
@@ -871,12 +876,7 @@ async def cancel_for_referrer(
         raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
     if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
         raise BookingError("too_late", _("Ce rendez-vous est passé : il ne peut plus être changé."))
-    await _begin_write(db)
-    async with db.begin_nested():
-        await _close(db, appointment, now)
-        stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
-        stat.association_id = appointment.association_id
-        stat.session_id = appointment.assistance_session_id
+    await _cancel_booked(db, appointment, now)
     return appointment
 
 
