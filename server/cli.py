@@ -131,6 +131,9 @@ def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> 
     print(f"  Site :                {settings.url('/')}")
     print(f"  Connexion bénévole :  {settings.url('/login')}")
     print(f"  Code bénéficiaire :   {settings.url('/code')}")
+    print(f"  Prendre rendez-vous : {settings.url('/rendez-vous')}")
+    mail = settings.data_dir / "mail"
+    print(f"  E-mails envoyés :     {mail} (EMAIL_BACKEND={settings.email_backend})")
     for email, name, role, password in logins:
         print(f"  {name:<28} {email:<28} mot de passe : {password}  ({role.value})")
     print()
