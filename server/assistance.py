@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.accounts import AccountError, normalize_email
-from server.models import AssistanceSession, SessionStatus, User, new_id, utcnow
+from server.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
 from server.settings import Settings
 from server.stats import EventKind, record
 from server.tokens import code_hash, join_code, join_token, new_salt, sha256_hex
@@ -145,7 +145,9 @@ async def get_live(db: AsyncSession, session_id: str) -> AssistanceSession | Non
 
 
 def role_of(session: AssistanceSession, user: User) -> PeerRole | None:
-    """The volunteer-side role this account has in the session, if any."""
+    """The volunteer-side role this account has in the session, if any (never a referrer's)."""
+    if user.role not in (Role.VOLUNTEER, Role.COORDINATOR):
+        return None
     if session.volunteer_id == user.id:
         return PeerRole.VOLUNTEER
     if session.observer_id is not None and session.observer_id == user.id:
@@ -192,6 +194,7 @@ async def invite_observer(
             User.email == normalize_email(email),
             User.association_id == owner.association_id,
             User.is_active.is_(True),
+            User.role.in_((Role.VOLUNTEER, Role.COORDINATOR)),
         )
     )
     if target is None:
@@ -314,3 +317,29 @@ async def forget_presence(db: AsyncSession) -> int:
         .values(beneficiary_sid=None, volunteer_sid=None, observer_sid=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def withdraw_user(db: AsyncSession, user_id: int) -> tuple[list[str], list[str]]:
+    """A deactivated account leaves every live session: the sessions it ran end, its observer
+    seats are freed. Returns (ended session ids, observer sids to disconnect)."""
+    rows = await db.scalars(
+        select(AssistanceSession)
+        .where(
+            or_(
+                AssistanceSession.volunteer_id == user_id, AssistanceSession.observer_id == user_id
+            ),
+            *_live_clause(),
+        )
+        .with_for_update()
+    )
+    ended, observers = [], []
+    for session in rows:
+        if session.volunteer_id == user_id:
+            await end_session(db, session, "deactivated")
+            ended.append(session.id)
+        else:
+            if session.observer_sid:
+                observers.append(session.observer_sid)
+            session.observer_id = None
+            session.observer_sid = None
+    return ended, observers

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import accounts, availability, motifs
+from server.accesslog import RedactingAccessLogger
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker
 from server.models import Role, User
@@ -203,7 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve":
         app = create_app(settings)
         print(f"visio-permanence sur http://{args.host}:{args.port} (public : {settings.base_url})")
-        web.run_app(app, host=args.host, port=args.port, print=None)
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            print=None,
+            access_log_class=RedactingAccessLogger,
+        )
 
 
 if __name__ == "__main__":

@@ -146,7 +146,15 @@ def beneficiary_session_id(
 
 
 def safe_next(value: str | None, role: Role | None = None) -> str:
-    """Only local paths are accepted as a post-login redirect; else the role's home page."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    """Only plain local paths are accepted as a post-login redirect; else the role's home."""
+    if (
+        value
+        and value.startswith("/")
+        and value[1:2] not in ("/", "\\")
+        and "\\" not in value
+        and value.isprintable()
+        and not any(ch.isspace() for ch in value)
+        and "%" not in value[:3]
+    ):
         return value
     return "/mes-reservations" if role is Role.REFERRER else "/tableau"

@@ -62,11 +62,37 @@ def clean_name(value: object) -> str | None:
     return text[:MAX_NAME_LENGTH] or None
 
 
-async def end_session_room(sio: socketio.AsyncServer, session_id: str, reason: str) -> None:
-    """For HTTP views: send ``ended`` to a session's peers and disconnect them."""
+def _namespace(sio: socketio.AsyncServer) -> AssistNamespace:
     namespace = sio.namespace_handlers[NAMESPACE]
     assert isinstance(namespace, AssistNamespace)
-    await namespace.end_room(session_id, reason)
+    return namespace
+
+
+async def end_session_room(sio: socketio.AsyncServer, session_id: str, reason: str) -> None:
+    """For HTTP views: send ``ended`` to a session's peers and disconnect them."""
+    await _namespace(sio).end_room(session_id, reason)
+
+
+async def kick_peer(sio: socketio.AsyncServer, sid: str, reason: str) -> None:
+    """For HTTP views: send ``ended`` to one peer whose access was withdrawn and disconnect it
+    (a replaced observer, a deactivated account)."""
+    await _namespace(sio).kick(sid, reason)
+
+
+def _may_signal(
+    sender: domain.PeerRole, target: domain.PeerRole | None, message: ClientMessage
+) -> bool:
+    """Only beneficiary ↔ volunteer/observer pairs negotiate; offers come from the beneficiary
+    and answers from the volunteer side (PROTOCOL.md), so an observer can never pose as the
+    beneficiary to the volunteer."""
+    beneficiary = domain.PeerRole.BENEFICIARY
+    if target is None or (sender is beneficiary) == (target is beneficiary):
+        return False
+    if isinstance(message, Offer):
+        return sender is beneficiary
+    if isinstance(message, Answer):
+        return sender is not beneficiary
+    return True
 
 
 class AssistNamespace(socketio.AsyncNamespace):
@@ -277,6 +303,13 @@ class AssistNamespace(socketio.AsyncNamespace):
             log.warning("disconnecting %s: too many invalid events", sid)
             await self.disconnect(sid)
 
+    async def _role_of_peer(self, sid: str) -> domain.PeerRole | None:
+        try:
+            info = await self.get_session(sid)
+        except KeyError:
+            return None
+        return domain.PeerRole(info["role"]) if info and "role" in info else None
+
     def _in_room(self, target: str, session_id: str) -> bool:
         return any(
             participant == target
@@ -289,6 +322,16 @@ class AssistNamespace(socketio.AsyncNamespace):
         if isinstance(message, Offer | Answer | Candidate):
             if message.to == sid or not self._in_room(message.to, session_id):
                 await self._error(sid, message.event, "not_in_room", "no such peer in this session")
+                return
+            target_role = await self._role_of_peer(message.to)
+            if not _may_signal(role, target_role, message):
+                await self._error(
+                    sid,
+                    message.event,
+                    "forbidden",
+                    "media flows between the beneficiary and the volunteers only; the beneficiary "
+                    "offers, the volunteers answer",
+                )
                 return
             await self.emit(message.event, encode_relay(message, sid), to=message.to)
         elif isinstance(message, StateUpdate):
@@ -326,6 +369,26 @@ class AssistNamespace(socketio.AsyncNamespace):
                     return
                 await domain.end_session(db, session, "volunteer")
             await self.end_room(session_id, "volunteer")
+
+    async def kick(self, sid: str, reason: str) -> None:
+        """Retire one peer: it is told why, leaves for good and its seat is freed."""
+        info = await self._info(sid)
+        if not info:
+            return
+        await self.emit("ended", {"reason": reason}, to=sid)
+        role = domain.PeerRole(info["role"])
+        async with self._writing(info["session_id"]) as (db, session):
+            if session is not None:
+                await domain.peer_left(db, session, role, sid)
+        await self.emit(
+            "peer-left",
+            {"peer_id": sid, "role": role.value, "reason": "left"},
+            room=info["session_id"],
+            skip_sid=sid,
+        )
+        info["left"] = True
+        await self.save_session(sid, info)
+        await self.disconnect(sid)
 
     async def end_room(self, session_id: str, reason: str) -> None:
         """Tell everyone in the room the session is over and disconnect them."""

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from server.models import AssistanceSession, SessionStatus, StatEvent, utcnow
+from server.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
 from tests.conftest import (
     Account,
     Running,
@@ -630,3 +630,100 @@ async def test_http_end_also_disconnects_the_peers(
         assert resp.status == 303
     await beneficiary.expect("ended")
     await beneficiary.expect_disconnected(seconds=1.0)
+
+
+async def _observer(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet, email: str
+) -> tuple[SignalPeer, Any]:
+    """Invite `email` as observer through the form and connect it; (peer, account)."""
+    trainee = await make_account(running, email)
+    await invite_observer(http, running, session_id, trainee.email)
+    trainee_http = await browser_session()
+    try:
+        await login(trainee_http, running, trainee)
+        observer = peers.add(await connect_volunteer(running, trainee_http, session_id))
+    finally:
+        await trainee_http.close()
+    assert observer.role == "observer"
+    return observer, trainee
+
+
+async def test_an_observer_cannot_pose_as_the_beneficiary_to_the_volunteer(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    observer, _account = await _observer(running, http, session_id, peers, "obs@example.org")
+    await volunteer.expect("peer-joined")
+    await observer.emit("offer", {"to": volunteer.peer_id, "sdp": SDP})
+    await expect_error(observer, "forbidden", "offer")
+    # Offers come from the beneficiary only, answers from the volunteer side only.
+    await observer.emit("offer", {"to": beneficiary.peer_id, "sdp": SDP})
+    await expect_error(observer, "forbidden", "offer")
+    await beneficiary.emit("answer", {"to": volunteer.peer_id, "sdp": SDP})
+    await expect_error(beneficiary, "forbidden", "answer")
+    await volunteer.expect_nothing("offer")
+
+
+async def test_replacing_the_observer_disconnects_the_old_one_at_once(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    await pair(running, http, session_id, peers)
+    first, _account = await _observer(running, http, session_id, peers, "obs1@example.org")
+    second_account = await make_account(running, "obs2@example.org")
+    await invite_observer(http, running, session_id, second_account.email)
+    assert await first.expect("ended") == {"reason": "revoked"}
+    await first.expect_disconnected()
+    session = await load(running, session_id)
+    assert session.observer_id == second_account.user.id and session.observer_sid is None
+
+
+async def test_deactivating_an_account_cuts_its_open_sockets(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    observer, account = await _observer(running, http, session_id, peers, "obs@example.org")
+    coordinator = await make_account(running, "coord@example.org", Role.COORDINATOR)
+    coord_http = await browser_session()
+    try:
+        await login(coord_http, running, coordinator)
+        async with coord_http.get(running.url("/benevoles")) as resp:
+            token = csrf_from(await resp.text())
+        async with coord_http.post(
+            running.url(f"/benevoles/{account.user.id}/desactiver"),
+            data={"csrf_token": token},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+        assert await observer.expect("ended") == {"reason": "revoked"}
+        await observer.expect_disconnected()
+        # Deactivating the volunteer who runs the session ends it for everyone.
+        async with coord_http.post(
+            running.url(f"/benevoles/{volunteer_id(await load(running, session_id))}/desactiver"),
+            data={"csrf_token": token},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+    finally:
+        await coord_http.close()
+    assert await beneficiary.expect("ended") == {"reason": "volunteer"}
+    await volunteer.expect_disconnected()
+    assert (await load(running, session_id)).status is SessionStatus.ENDED
+
+
+def volunteer_id(session: AssistanceSession) -> int:
+    """The id of the volunteer running a session."""
+    return session.volunteer_id
+
+
+async def test_a_referrer_cannot_be_invited_as_observer(
+    running: Running, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    referrer = await make_account(running, "ref@ccas.example.org", Role.REFERRER)
+    async with http.get(running.url(f"/assistance/{session_id}")) as resp:
+        token = csrf_from(await resp.text())
+    async with http.post(
+        running.url(f"/assistance/{session_id}/observer"),
+        data={"csrf_token": token, "email": referrer.email},
+    ) as resp:
+        assert resp.status == 400
+    assert (await load(running, session_id)).observer_id is None

@@ -14,7 +14,7 @@ from server.models import AssistanceSession, Role, SessionStatus, User
 from server.qr import qr_svg
 from server.settings import Settings
 from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
-from signaling.namespace import end_session_room
+from signaling.namespace import end_session_room, kick_peer
 
 
 def _user(request: web.Request) -> User:
@@ -120,12 +120,18 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
-            await domain.invite_observer(db, session, _user(request), str(form.get("email", "")))
+            previous_observer, previous_sid = session.observer_id, session.observer_sid
+            invited = await domain.invite_observer(
+                db, session, _user(request), str(form.get("email", ""))
+            )
     except AccountError as exc:
         session, role = await _load(request)  # the failed transaction expired the old object
         context = room_context(request.app[SETTINGS_KEY], session, role)
         context["observer_error"] = str(exc)
         return render(request, "assistance/room.html", context, status=400)
+    if previous_sid and previous_observer != invited.id:
+        # The replaced observer must stop watching at once, not when the new one connects.
+        await kick_peer(request.app[SIO_KEY], previous_sid, "revoked")
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server import accounts
+from server import accounts, assistance
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import _
 from server.models import Role, User
-from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from signaling.namespace import end_session_room, kick_peer
 
 
 def _coordinator(request: web.Request) -> User:
@@ -60,10 +61,19 @@ async def _set_active(request: web.Request, active: bool) -> web.StreamResponse:
             changed = await accounts.reactivate(db, coordinator, user_id)
         else:
             changed = await accounts.deactivate(db, coordinator, user_id)
+            if changed is not None:
+                ended, observer_sids = await assistance.withdraw_user(db, changed.id)
     if changed is None:
         raise web.HTTPNotFound(
             text=_("Ce compte n'existe pas dans votre association."), content_type="text/plain"
         )
+    if not active:
+        # An open socket outlives the login session: cut the account's live access now.
+        sio = request.app[SIO_KEY]
+        for session_id in ended:
+            await end_session_room(sio, session_id, "volunteer")
+        for sid in observer_sids:
+            await kick_peer(sio, sid, "revoked")
     raise web.HTTPSeeOther(location="/benevoles")
 
 
