@@ -84,9 +84,17 @@ async def assign_new_code(db: AsyncSession, settings: Settings, session: Assista
 
 
 async def create_session(
-    db: AsyncSession, settings: Settings, volunteer: User, channel: str = "link"
+    db: AsyncSession,
+    settings: Settings,
+    volunteer: User,
+    channel: str = "link",
+    *,
+    record_created: bool = True,
 ) -> AssistanceSession:
-    """Open a new assistance for this volunteer with a join link and a 6-digit code."""
+    """Open a new assistance for this volunteer with a join link and a 6-digit code.
+
+    Appointments pass ``record_created=False``: their booking is counted by the booking events,
+    and a booking that is moved or cancelled is not an assistance."""
     session_id, salt = new_id(), new_salt()
     session = AssistanceSession(
         id=session_id,
@@ -101,7 +109,8 @@ async def create_session(
     db.add(session)
     await db.flush()
     await assign_new_code(db, settings, session)
-    await record(db, EventKind.SESSION_CREATED, session)
+    if record_created:
+        await record(db, EventKind.SESSION_CREATED, session)
     return session
 
 

@@ -306,6 +306,16 @@ class ContactInfo:
             )
         clean_phone = normalize_phone(phone, timezone) if phone else None
         clean_email = normalize_email(email) if email else None
+        if clean_email is None and clean_phone is not None and not can_receive_sms(clean_phone):
+            # A landline gets no SMS: without an e-mail the person would never be told.
+            raise BookingError(
+                "no_reachable_contact",
+                _(
+                    "Ce numéro est un fixe : il ne reçoit pas de SMS. "
+                    "Donnez un portable ou un e-mail."
+                ),
+                "phone",
+            )
         postal_code = (self.postal_code or "").strip()
         if postal_code and (
             len(postal_code) != 5 or not postal_code.isascii() or not postal_code.isdigit()
@@ -583,7 +593,9 @@ async def _book(
             raise _slot_taken()
 
         volunteer = await db.get_one(User, volunteer_id)
-        session = await assistance.create_session(db, settings, volunteer, channel="appointment")
+        session = await assistance.create_session(
+            db, settings, volunteer, channel="appointment", record_created=False
+        )
         _fit_session_to_appointment(settings, session, appointment)
         appointment.assistance_session_id = session.id
         await db.flush()

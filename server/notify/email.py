@@ -98,8 +98,16 @@ def build_email(
     return message
 
 
+def masked_address(address: str) -> str:
+    """An e-mail address fit for logs: the first letter and the domain (no personal data)."""
+    local, _sep, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
 def _summary(message: EmailMessage) -> str:
-    return f"to={message['To']} subject={message['Subject']!r} id={message['Message-ID']}"
+    # The subject carries only the date; the recipient is masked: logs hold no contact data.
+    to = masked_address(str(message["To"]))
+    return f"to={to} subject={message['Subject']!r} id={message['Message-ID']}"
 
 
 class FileEmailBackend:

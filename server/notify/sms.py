@@ -94,7 +94,12 @@ class FileSmsBackend:
             await asyncio.to_thread(write_atomically, path, data)
         except OSError as exc:
             raise SendError(f"cannot write {path}: {exc}") from exc
-        log.info("SMS written to %s: to=%s, %d characters", path, sms.recipient, len(sms.content))
+        log.info(
+            "SMS written to %s: to=%s, %d characters",
+            path,
+            _masked(sms.recipient),
+            len(sms.content),
+        )
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -105,7 +110,7 @@ class ConsoleSmsBackend:
 
     async def send(self, sms: Sms) -> None:
         """Log the SMS."""
-        log.info("SMS (not sent, console backend): to=%s\n%s", sms.recipient, sms.content)
+        log.info("SMS (not sent, console backend): to=%s\n%s", _masked(sms.recipient), sms.content)
 
     async def close(self) -> None:
         """Nothing to release."""

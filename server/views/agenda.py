@@ -116,6 +116,9 @@ def zone_label(name: str) -> str:
     return next((_(label) for zone, label in ZONES if zone == name), name)
 
 
+MAX_DAYS_AWAY = 5 * 366
+
+
 def parse_day(raw: str | None) -> date | None:
     """A YYYY-MM-DD form value, None when empty, FormError when malformed."""
     value = (raw or "").strip()
@@ -124,9 +127,13 @@ def parse_day(raw: str | None) -> date | None:
     try:
         if not _DAY.fullmatch(value):
             raise ValueError(value)
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise FormError(_("Date invalide : choisissez-la dans le calendrier.")) from None
+    if abs((day - date.today()).days) > MAX_DAYS_AWAY:
+        # Far dates overflow time-zone arithmetic and mean nothing for a permanence.
+        raise FormError(_("Choisissez une date dans les cinq ans qui viennent."))
+    return day
 
 
 def parse_hour(raw: str | None) -> time:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from limits import parse
@@ -26,6 +26,7 @@ from server.worker import wake
 
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
 MAX_DAYS = 31
+MAX_START_DAYS = 366  # slots are never offered further ahead than a year
 MAX_BODY = 16 * 1024
 USER_KEY: web.RequestKey[User] = web.RequestKey("api_user", User)
 
@@ -106,16 +107,20 @@ def _kind(value: object) -> VisitKind:
 
 def _zone(value: str | None, default: str) -> ZoneInfo:
     try:
-        return ZoneInfo(value or default)
-    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        return availability.zone(value or default)
+    except availability.AvailabilityError:
         raise ApiError(422, "invalid_timezone", _("Fuseau horaire inconnu.")) from None
 
 
 async def _motif(request: web.Request, motif_id: object) -> Motif:
+    if isinstance(motif_id, bool) or not isinstance(motif_id, int | str):
+        raise ApiError(422, "invalid_motif", _("Motif inconnu."))
     try:
         wanted = int(str(motif_id))
     except ValueError:
         raise ApiError(422, "invalid_motif", _("Motif inconnu.")) from None
+    if not 0 < wanted < 2**31:
+        raise ApiError(422, "invalid_motif", _("Motif inconnu."))
     association_id = request[USER_KEY].association_id
     async with request.app[SESSIONMAKER_KEY]() as db:
         found = await motifs.get_motif(db, association_id, wanted)
@@ -148,7 +153,8 @@ async def list_slots(request: web.Request) -> web.Response:
         raise ApiError(
             422, "invalid_range", _("Période invalide (from=AAAA-MM-JJ, days=1 à 31).")
         ) from None
-    if not 1 <= days <= MAX_DAYS:
+    today = utcnow().astimezone(zone).date()
+    if not 1 <= days <= MAX_DAYS or not -1 <= (start - today).days <= MAX_START_DAYS:
         raise ApiError(422, "invalid_range", _("Période invalide (from=AAAA-MM-JJ, days=1 à 31)."))
     async with request.app[SESSIONMAKER_KEY]() as db:
         slots = await availability.find_slots(
@@ -225,6 +231,9 @@ async def create_booking(request: web.Request) -> web.Response:
     needs_raw = body.get("needs") or {}
     if not isinstance(needs_raw, dict):
         raise ApiError(422, "invalid_needs", _("needs doit être un objet."))
+    language = needs_raw.get("interpreter_language")
+    if language is not None and not isinstance(language, str):
+        raise ApiError(422, "invalid_needs", _("interpreter_language doit être un texte."))
     contact = booking.ContactInfo(
         first_name=_text(body, "first_name") or "",
         phone=_text(body, "phone"),

@@ -32,7 +32,7 @@ from server.models import (
 )
 from server.motifs import get_motif, list_motifs
 from server.ratelimit import Rule
-from server.tokens import join_code
+from server.tokens import join_code, sha256_hex
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.worker import wake
 
@@ -43,6 +43,8 @@ from server.worker import wake
 # from 127.0.0.1) is not refused by the limiter but by the database.
 BOOKING_ATTEMPTS_PER_IP = Rule("booking-attempts-ip", parse("300/10 minutes"))
 BOOKINGS_PER_IP = Rule("bookings-ip", parse("20/hour"))
+# Each move sends a new confirmation (SMS/e-mail): never a way to flood someone's phone.
+MOVES_PER_APPOINTMENT = Rule("moves-appointment", parse("3/day"))
 WAITLIST_PER_IP = Rule("waitlist-ip", parse("20/hour"))
 DAYS_SHOWN = 14
 MAX_DATE_OFFSET_DAYS = 400
@@ -78,7 +80,15 @@ def _referrer(request: web.Request) -> User | None:
     return user if user is not None and user.role == Role.REFERRER and user.is_active else None
 
 
-def _int(value: object, limit: int = 10**12) -> int | None:
+def _motif_id(request: web.Request) -> int:
+    """The motif id of the URL, or a 404 for one no database could hold."""
+    motif_id = _int(request.match_info["motif_id"])
+    if motif_id is None:
+        raise web.HTTPNotFound(text=_("Ce motif n'existe pas."), content_type="text/plain")
+    return motif_id
+
+
+def _int(value: object, limit: int = 2**31 - 1) -> int | None:
     text = str(value or "")
     if not text.isdigit() or len(text) > 13:
         return None
@@ -210,7 +220,7 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await _association(request, db, request.query.get("a"))
-        motif = await _motif(db, association, int(request.match_info["motif_id"]))
+        motif = await _motif(db, association, _motif_id(request))
         first, slots = await _find(request, db, association, motif, kind, tz, now)
     today = now.astimezone(availability.zone(tz)).date()
     if not slots and first == today:
@@ -256,7 +266,7 @@ async def form_page(request: web.Request) -> web.StreamResponse:
         )
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await _association(request, db, request.query.get("a"))
-        motif = await _motif(db, association, int(request.match_info["motif_id"]))
+        motif = await _motif(db, association, _motif_id(request))
     return _form(request, association, motif, kind, tz, starts_at, {}, None)
 
 
@@ -594,6 +604,12 @@ async def move(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(
             text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
         )
+    limiter = request.app[RATELIMIT_KEY]
+    if not (
+        await limiter.hit(BOOKING_ATTEMPTS_PER_IP, client_ip(request))
+        and await limiter.hit(MOVES_PER_APPOINTMENT, sha256_hex(token))
+    ):
+        raise web.HTTPTooManyRequests(text=_(TOO_MANY), content_type="text/plain")
     now = utcnow()
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
