@@ -232,3 +232,20 @@ async def test_only_referrers_get_tokens(running: Running, volunteer: Account) -
         user = await db.get_one(User, volunteer.user.id)
         with pytest.raises(api_tokens.ApiTokenError):
             await api_tokens.create_token(db, user, "x", ["motifs:read"])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "motif_id=99999999999999999999",
+        "motif_id={motif}&from=9999-12-31",
+        "motif_id={motif}&from=0001-01-01",
+        "motif_id={motif}&tz=posixrules",
+    ],
+)
+async def test_impossible_slot_queries_get_422_not_500(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any], query: str
+) -> None:
+    url = running.url("/api/v1/slots?" + query.format(motif=world["motif_id"]))
+    async with http.get(url, headers=_auth(world["token"])) as resp:
+        assert resp.status == 422, await resp.text()

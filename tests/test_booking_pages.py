@@ -499,3 +499,48 @@ async def test_a_search_without_slots_is_counted_once_as_unmet_demand(
     async with running.sessionmaker() as db:
         kinds = (await db.scalars(select(StatEvent.kind))).all()
     assert kinds.count(EventKind.NO_SLOT_FOUND.value) == 1
+
+
+async def test_moves_are_limited_so_nobody_can_flood_a_phone_with_confirmations(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    times = await slot_times(http, running, place)
+    _status, page, url = await book(http, running, place, times[0])
+    manage = url.split("?")[0]
+    statuses = []
+    for target in (times[1], times[0], times[1], times[0]):
+        async with http.post(
+            manage + "/deplacer", data={"csrf_token": csrf_from(page), "t": str(target)}
+        ) as resp:
+            statuses.append(resp.status)
+    assert statuses == [200, 200, 200, 429]
+    async with running.sessionmaker() as db:
+        booked = await db.scalar(
+            select(func.count())
+            .select_from(Appointment)
+            .where(Appointment.status == AppointmentStatus.BOOKED)
+        )
+    assert booked == 1
+
+
+async def test_a_landline_alone_is_refused_because_it_gets_no_reminder(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    t = (await slot_times(http, running, place))[0]
+    status, page, _url = await book(http, running, place, t, phone="01 45 67 89 12", email="")
+    assert status == 400
+    assert "Ce numéro est un fixe" in page
+    assert await count(running, Appointment) == 0
+
+
+async def test_impossible_ids_and_dates_get_a_page_not_a_crash(
+    running: Running, http: aiohttp.ClientSession, volunteer: Account
+) -> None:
+    async with http.get(running.url("/rendez-vous/motif/99999999999999999999")) as resp:
+        assert resp.status == 404
+    await login(http, running, volunteer)
+    for query in ("jour=9999-12-31", "jour=0001-01-01&vue=semaine"):
+        async with http.get(running.url(f"/agenda?{query}")) as resp:
+            assert resp.status == 200
