@@ -919,3 +919,12 @@ async def recover_manage_link(
     appointment.manage_token_hash = sha256_hex(token)
     await db.flush()
     return appointment, token
+
+
+async def beneficiary_may_enter(
+    db: AsyncSession, session: AssistanceSession, now: datetime
+) -> bool:
+    """Whether a beneficiary may enter this session now: always for a plain assistance, from
+    15 minutes before (or once the volunteer is in) for an appointment's session."""
+    appointment = await appointment_for_session(db, session.id)
+    return appointment is None or can_join(appointment, session, now)

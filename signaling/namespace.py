@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assistance as domain
 from server.accounts import user_for_login_token
+from server.booking import beneficiary_may_enter
 from server.http import BENEFICIARY_COOKIE, LOGIN_COOKIE, beneficiary_session_id
-from server.models import AssistanceSession, SessionStatus
+from server.models import AssistanceSession, SessionStatus, utcnow
 from server.ratelimit import SOCKET_ERRORS_PER_PEER, SOCKET_EVENTS_PER_PEER
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY
 from signaling.messages import (
@@ -143,6 +144,8 @@ class AssistNamespace(socketio.AsyncNamespace):
                 session = await domain.find_by_token(db, join_token)
                 if session is None:
                     raise refuse("unauthorized", "invalid or expired join token")
+                if not await beneficiary_may_enter(db, session, utcnow()):
+                    raise refuse("forbidden", "this appointment has not opened yet")
                 return session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name"))
             requested = auth.get("session_id")
             login_token = cookies.get(LOGIN_COOKIE)

@@ -31,6 +31,7 @@ from server.stats import EventKind
 from server.typedefs import RATELIMIT_KEY
 from server.views.booking import BOOKINGS_PER_IP
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
+from tests.peers import refusal
 
 PARIS = ZoneInfo("Europe/Paris")
 TAKEN = "Ce créneau vient d'être pris"
@@ -544,3 +545,22 @@ async def test_impossible_ids_and_dates_get_a_page_not_a_crash(
     for query in ("jour=9999-12-31", "jour=0001-01-01&vue=semaine"):
         async with http.get(running.url(f"/agenda?{query}")) as resp:
             assert resp.status == 200
+
+
+async def test_a_non_browser_client_cannot_enter_an_appointment_early_either(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    t = (await slot_times(http, running, place))[0]
+    _status, page, _url = await book(http, running, place, t)
+    join = re.search(r'id="join-link" href="[^"]+/j/([^"]+)"', page)
+    assert join
+    token = join.group(1)
+    await _shift(running, 16)
+    assert (await refusal(running, auth={"join_token": token}))["code"] == "forbidden"
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with http.get(running.url("/api/ice-servers"), headers=bearer) as resp:
+        assert resp.status == 403
+    await _shift(running, 14)
+    async with http.get(running.url("/api/ice-servers"), headers=bearer) as resp:
+        assert resp.status == 200

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from server.assistance import current_code, link_for
 from server.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
 from tests.conftest import (
     Account,
@@ -727,3 +728,22 @@ async def test_a_referrer_cannot_be_invited_as_observer(
     ) as resp:
         assert resp.status == 400
     assert (await load(running, session_id)).observer_id is None
+
+
+async def test_an_observer_is_not_shown_the_join_link_or_code(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    trainee = await make_account(running, "obs@example.org")
+    await invite_observer(http, running, session_id, trainee.email)
+    session = await load(running, session_id)
+    link = link_for(running.settings, session)
+    code = current_code(running.settings, session)
+    trainee_http = await browser_session()
+    try:
+        await login(trainee_http, running, trainee)
+        async with trainee_http.get(running.url(f"/assistance/{session_id}")) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+    finally:
+        await trainee_http.close()
+    assert code is not None and link.rsplit("/", 1)[1] not in page and code not in page

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from server import assistance as domain
+from server.booking import beneficiary_may_enter
 from server.http import beneficiary_session_id, current_user
 from server.i18n import _
-from server.models import AssistanceSession
+from server.models import AssistanceSession, utcnow
 from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY
 from signaling.turn import ice_servers, turn_credentials
 
@@ -23,7 +24,10 @@ async def _authorised_session(request: web.Request) -> AssistanceSession | None:
             return found[0] if found and found[0].is_live else None
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
-            return await domain.find_by_token(db, auth.removeprefix("Bearer ").strip())
+            session = await domain.find_by_token(db, auth.removeprefix("Bearer ").strip())
+            if session is not None and not await beneficiary_may_enter(db, session, utcnow()):
+                return None  # an appointment's link opens 15 minutes before
+            return session
         session_id = beneficiary_session_id(request)
         if session_id is not None:
             return await domain.get_live(db, session_id)

@@ -58,8 +58,11 @@ def room_context(
     settings: Settings, session: AssistanceSession, role: domain.PeerRole
 ) -> dict[str, Any]:
     """Template context of the volunteer room."""
-    link = domain.link_for(settings, session)
-    code = domain.current_code(settings, session)
+    owner = role is domain.PeerRole.VOLUNTEER
+    # Only the session's volunteer hands out the link and code: an observer holding them could
+    # join as the beneficiary and push them out.
+    link = domain.link_for(settings, session) if owner else ""
+    code = domain.current_code(settings, session) if owner else None
     return {
         "assistance": session,
         "is_owner": role is domain.PeerRole.VOLUNTEER,
@@ -67,7 +70,9 @@ def room_context(
         "code": code,
         "code_expires_at": session.code_expires_at if code else None,
         "code_url": settings.url("/code"),
-        "qr_svg": qr_svg(link, title=_("QR code du lien pour rejoindre l'assistance")),
+        "qr_svg": qr_svg(link, title=_("QR code du lien pour rejoindre l'assistance"))
+        if owner
+        else "",
         "observer_name": None,
         "observer_error": None,
         "config": {
