@@ -37,6 +37,7 @@ CODE_PER_IP = Rule("code-ip", parse("10/minute"))
 CODE_PER_IP_HOURLY = Rule("code-ip-hour", parse("60/hour"))
 CODE_PER_CODE = Rule("code-code", parse("5/15 minutes"))
 CONTINUE_PER_SESSION = Rule("continue-session", parse("10/hour"))
+SOCKET_CONNECTS_PER_SESSION = Rule("socket-connect-session", parse("30/minute"), exact=False)
 SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False)
 SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False)
 

@@ -20,7 +20,11 @@ from server.accounts import user_for_login_token
 from server.booking import beneficiary_may_enter
 from server.http import BENEFICIARY_COOKIE, LOGIN_COOKIE, beneficiary_session_id
 from server.models import AssistanceSession, SessionStatus, utcnow
-from server.ratelimit import SOCKET_ERRORS_PER_PEER, SOCKET_EVENTS_PER_PEER
+from server.ratelimit import (
+    SOCKET_CONNECTS_PER_SESSION,
+    SOCKET_ERRORS_PER_PEER,
+    SOCKET_EVENTS_PER_PEER,
+)
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY
 from signaling.messages import (
     Answer,
@@ -170,6 +174,9 @@ class AssistNamespace(socketio.AsyncNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Authenticate, register the peer in the database, join the session room."""
         found, role, name = await self._identify(environ, auth)
+        if not await self.app[RATELIMIT_KEY].hit(SOCKET_CONNECTS_PER_SESSION, found.id):
+            # Each reconnection is written and counted: a loop must not flood the statistics.
+            raise refuse("rate_limited", "too many connections to this session")
         try:
             # Not merge() the copy read by _identify: merge would write that stale copy back
             # (an `ended` status, a sid set in between...).

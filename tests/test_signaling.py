@@ -25,6 +25,7 @@ from tests.conftest import (
 )
 from tests.peers import (
     PeerSet,
+    Refused,
     SignalPeer,
     connect_beneficiary,
     connect_volunteer,
@@ -747,3 +748,21 @@ async def test_an_observer_is_not_shown_the_join_link_or_code(
     finally:
         await trainee_http.close()
     assert code is not None and link.rsplit("/", 1)[1] not in page and code not in page
+
+
+async def test_a_reconnection_loop_is_cut_before_it_floods_the_statistics(
+    running: Running, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    token = await join_token(running, session_id)
+    codes = []
+    for _ in range(32):
+        try:
+            peer = await connect_beneficiary(running, session_id)
+        except Refused:
+            codes.append((await refusal(running, auth={"join_token": token}))["code"])
+            break
+        await peer.close()
+    assert codes == ["rate_limited"]
+    async with running.sessionmaker() as db:
+        joins = (await db.scalars(select(StatEvent.kind))).all()
+    assert joins.count("reconnected") < 30
