@@ -3,9 +3,13 @@ import { el, on, t, uid } from "./common.js";
 
 const MAX_CHARS = 1000; // PROTOCOL.md: chat text ≤ 1000 chars
 
+// The log keeps the last lines only, so that a flood of messages cannot exhaust memory.
+const MAX_LINES = 300;
+
 function addChatLine(log, who, text, mine) {
   const item = el("li", { className: mine ? "mine" : "theirs" }, el("strong", { textContent: `${who} : ` }), text);
   log.append(item);
+  while (log.children.length > MAX_LINES) log.firstElementChild.remove();
   log.scrollTop = log.scrollHeight;
 }
 

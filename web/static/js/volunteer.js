@@ -10,6 +10,7 @@ import { createMic } from "./mic.js";
 
 const CHUNK_BYTES = 16 * 1024;
 const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
+const MAX_PHOTOS_KEPT = 12;
 const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
 const observer = config.role === "observer";
 
@@ -276,7 +277,15 @@ function showPhoto(blob) {
     ui.dialog.classList.remove("zoomed");
     ui.dialog.showModal();
   });
-  ui.photos.prepend(el("li", {}, button));
+  const item = el("li", {}, button);
+  item.dataset.url = url;
+  ui.photos.prepend(item);
+  // Keep the last photos only: a peer sending photos in a loop must not exhaust memory.
+  while (ui.photos.children.length > MAX_PHOTOS_KEPT) {
+    const oldest = ui.photos.lastElementChild;
+    URL.revokeObjectURL(oldest.dataset.url);
+    oldest.remove();
+  }
   show(ui.photosEmpty, false);
   announce(t("photo_received"));
 }
