@@ -706,6 +706,13 @@ async def reschedule(
             event=EventKind.APPOINTMENT_RESCHEDULED,
         )
         await _close(db, old, now)
+        old.moved_to_id = booked.appointment.id
+        # A wish for an earlier slot follows the booking to its new time.
+        await db.execute(
+            update(WaitlistEntry)
+            .where(WaitlistEntry.appointment_id == old.id, WaitlistEntry.notified_at.is_(None))
+            .values(appointment_id=booked.appointment.id, earlier_than=booked.appointment.starts_at)
+        )
         # Hand the manage link over: the old row gets an unguessable, unused hash.
         old.manage_token_hash = sha256_hex(f"moved:{old.id}:{secrets.token_hex(16)}")
         await db.flush()
@@ -738,10 +745,11 @@ async def appointments_for_volunteer(
 
 
 async def appointments_for_referrer(db: AsyncSession, referrer_id: int) -> list[Appointment]:
-    """The appointments this referrer booked (only theirs), newest first, every status."""
+    """The appointments this referrer booked (only theirs), newest first, every status; a moved
+    appointment appears once, at its new time."""
     rows = await db.scalars(
         select(Appointment)
-        .where(Appointment.referrer_id == referrer_id)
+        .where(Appointment.referrer_id == referrer_id, Appointment.moved_to_id.is_(None))
         .order_by(Appointment.starts_at.desc())
     )
     return list(rows)
@@ -811,6 +819,7 @@ async def join_waitlist(
         phone=contact.phone,
         email=contact.email,
         earlier_than=earlier_than,
+        timezone=contact.timezone or settings.timezone,
         created_at=now,
     )
     db.add(entry)

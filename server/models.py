@@ -342,6 +342,10 @@ class Appointment(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set when the appointment was moved: this row is closed, the booking lives on there.
+    moved_to_id: Mapped[str | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="SET NULL"), default=None
+    )
 
     __table_args__ = (Index("ix_appointments_volunteer_starts", "volunteer_id", "starts_at"),)
 
@@ -418,6 +422,7 @@ class WaitlistEntry(Base):
     phone: Mapped[str | None] = mapped_column(String(20), default=None)
     email: Mapped[str | None] = mapped_column(String(254), default=None)
     earlier_than: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 

@@ -176,19 +176,34 @@ def _details(
 
 
 async def appointment_booked(
-    db: AsyncSession, settings: Settings, booked: booking.Booked, now: datetime
+    db: AsyncSession,
+    settings: Settings,
+    booked: booking.Booked,
+    now: datetime,
+    replaces: Appointment | None = None,
 ) -> None:
     """The confirmation (with the .ics) and the reminders still ahead, in the booking's
-    transaction."""
+    transaction. After a move (`replaces`), a second .ics removes the old time from the
+    person's calendar."""
     appointment = booked.appointment
     motif_name, association_name = await _names(db, appointment)
     when, details = _details(settings, booked, motif_name, association_name)
     hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
-    calendar = Attachment(
-        ICS_FILENAME,
-        "text/calendar; method=PUBLISH",
-        ics_for(settings, appointment, motif_name, booked.join_url),
-    )
+    calendars = [
+        Attachment(
+            ICS_FILENAME,
+            "text/calendar; method=PUBLISH",
+            ics_for(settings, appointment, motif_name, booked.join_url),
+        )
+    ]
+    if replaces is not None:
+        calendars.append(
+            Attachment(
+                "ancien-rendez-vous.ics",
+                "text/calendar; method=CANCEL",
+                ics_for(settings, replaces, motif_name, booked.join_url, cancelled=True),
+            )
+        )
     await _send(
         db,
         appointment_id=appointment.id,
@@ -210,7 +225,7 @@ async def appointment_booked(
             "manage": manage_url(settings, booked.manage_token),
         },
         send_after=now,
-        attachments=(calendar,),
+        attachments=tuple(calendars),
     )
     stamp = appointment.starts_at.strftime("%Y%m%dT%H%MZ")
     for minutes in sorted(set(settings.reminder_minutes), reverse=True):
@@ -300,7 +315,7 @@ async def slot_freed(
     for entry in entries:
         if entry.id not in marked:
             continue  # a concurrent cancellation told this person already
-        when = When.of(appointment.starts_at, appointment.display_timezone)
+        when = When.of(appointment.starts_at, entry.timezone)  # in the reader's own zone
         text = _(
             "Une place s'est libérée (%(motif)s) le %(day)s à %(time)s (%(zone)s).\n"
             "Elle est à la première personne qui la prend :\n%(url)s"
@@ -314,8 +329,11 @@ async def slot_freed(
             phone=entry.phone,
             subject=_("Une place s'est libérée le %(day)s") % {"day": when.day},
             body=_("Bonjour %(name)s,") % {"name": entry.first_name} + f"\n\n{text}\n",
-            sms=_("Une place de rendez-vous visio s'est libérée le %(day)s à %(time)s : %(url)s")
-            % {"day": when.day, "time": when.time, "url": url},
+            sms=_(
+                "Une place de rendez-vous visio s'est libérée le %(day)s à %(time)s "
+                "(%(zone)s) : %(url)s"
+            )
+            % {"day": when.day, "time": when.time, "zone": when.zone, "url": url},
             send_after=now,
         )
     return sorted(marked)
@@ -330,4 +348,4 @@ async def appointment_moved(
 ) -> None:
     """After a reschedule: the old reminders go, a new confirmation and reminders come."""
     await appointment_cancelled(db, settings, old, now, notify_person=False)
-    await appointment_booked(db, settings, booked, now)
+    await appointment_booked(db, settings, booked, now, replaces=old)

@@ -564,3 +564,40 @@ async def test_a_non_browser_client_cannot_enter_an_appointment_early_either(
     await _shift(running, 14)
     async with http.get(running.url("/api/ice-servers"), headers=bearer) as resp:
         assert resp.status == 200
+
+
+async def test_a_moved_booking_keeps_its_waitlist_wish_and_says_moved_on_the_old_link(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    times = await slot_times(http, running, place)
+    _status, page, url = await book(http, running, place, times[1])
+    old_join = re.search(r'id="join-link" href="([^"]+)"', page)
+    assert old_join
+    manage = url.split("?")[0]
+    async with http.post(manage + "/attente", data={"csrf_token": csrf_from(page)}) as resp:
+        assert resp.status == 200
+    async with http.post(
+        manage + "/deplacer", data={"csrf_token": csrf_from(page), "t": str(times[2])}
+    ) as resp:
+        assert resp.status == 200
+    async with running.sessionmaker() as db:
+        old, new = (await db.scalars(select(Appointment).order_by(Appointment.created_at))).all()
+        entry = (await db.scalars(select(WaitlistEntry))).one()
+        confirmation = (
+            await db.scalars(
+                select(OutboxMessage).where(
+                    OutboxMessage.appointment_id == new.id,
+                    OutboxMessage.idempotency_key.contains(":confirmation:"),
+                    OutboxMessage.channel == "email",
+                )
+            )
+        ).one()
+    assert old.moved_to_id == new.id
+    assert entry.appointment_id == new.id and entry.earlier_than == new.starts_at
+    # The new confirmation also removes the old time from the person's calendar.
+    methods = sorted(a["content_type"] for a in confirmation.attachments)
+    assert methods == ["text/calendar; method=CANCEL", "text/calendar; method=PUBLISH"]
+    async with http.get(old_join.group(1)) as resp:
+        assert resp.status == 410
+        assert "Ce rendez-vous a été déplacé" in text_of(await resp.text())

@@ -93,6 +93,7 @@ def _appointment_json(appointment: Appointment) -> dict[str, Any]:
         "status": appointment.status.value,
         "first_name": appointment.first_name,
         "created_at": appointment.created_at.isoformat(),
+        "moved_to": appointment.moved_to_id,
     }
 
 
@@ -612,6 +613,10 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         },
                         "first_name": {"type": "string"},
                         "created_at": {"type": "string", "format": "date-time"},
+                        "moved_to": {
+                            "type": ["string", "null"],
+                            "description": "Set when the booking was moved: its new id",
+                        },
                     },
                 },
                 "BookingCreated": {

@@ -49,8 +49,9 @@ def _not_yet(request: web.Request, appointment: Appointment, *, refresh: bool) -
     return render(request, "booking/waiting.html", context)
 
 
-def _cancelled(request: web.Request) -> web.Response:
-    return render(request, "booking/waiting.html", {"cancelled": True, "refresh": False}, 410)
+def _cancelled(request: web.Request, moved: bool = False) -> web.Response:
+    context = {"cancelled": True, "moved": moved, "refresh": False}
+    return render(request, "booking/waiting.html", context, 410)
 
 
 async def _gate(
@@ -67,16 +68,21 @@ async def _gate(
     return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
 
 
-async def _cancelled_appointment_link(db: AsyncSession, token: str) -> bool:
-    """Whether a dead link belonged to an appointment that was cancelled (to say so plainly)."""
+async def _cancelled_appointment_link(db: AsyncSession, token: str) -> str | None:
+    """ "cancelled" or "moved" when a dead link belonged to such an appointment (to say so
+    plainly), else None."""
     if not token or len(token) > 128:
-        return False
-    status = await db.scalar(
-        select(Appointment.status)
-        .join(AssistanceSession, AssistanceSession.id == Appointment.assistance_session_id)
-        .where(AssistanceSession.join_token_hash == sha256_hex(token))
-    )
-    return status == AppointmentStatus.CANCELLED
+        return None
+    row = (
+        await db.execute(
+            select(Appointment.status, Appointment.moved_to_id)
+            .join(AssistanceSession, AssistanceSession.id == Appointment.assistance_session_id)
+            .where(AssistanceSession.join_token_hash == sha256_hex(token))
+        )
+    ).one_or_none()
+    if row is None or row[0] != AppointmentStatus.CANCELLED:
+        return None
+    return "moved" if row[1] else "cancelled"
 
 
 async def join_link(request: web.Request) -> web.StreamResponse:
@@ -86,8 +92,9 @@ async def join_link(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY]() as db:
         session = await domain.find_by_token(db, token)
         if session is None:
-            if await _cancelled_appointment_link(db, token):
-                return _cancelled(request)
+            closed = await _cancelled_appointment_link(db, token)
+            if closed is not None:
+                return _cancelled(request, moved=closed == "moved")
             return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
         refused = await _gate(request, db, session, refresh=True)
     if refused is not None:
