@@ -768,7 +768,16 @@ async def mark_no_show(
         raise BookingError("not_booked", _("Ce rendez-vous n'est plus prévu."))
     if now < appointment.starts_at:
         raise BookingError("too_early", _("Le rendez-vous n'a pas encore commencé."))
-    appointment.status = AppointmentStatus.NO_SHOW
+    # Conditional update: a double click counts one no-show, not two.
+    changed = await db.execute(
+        update(Appointment)
+        .where(Appointment.id == appointment.id, Appointment.status == AppointmentStatus.BOOKED)
+        .values(status=AppointmentStatus.NO_SHOW)
+        .returning(Appointment.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    if changed.scalar_one_or_none() is None:
+        raise BookingError("not_booked", _("Ce rendez-vous n'est plus prévu."))
     stat = await record(db, EventKind.NO_SHOW)
     stat.association_id = appointment.association_id
     stat.session_id = appointment.assistance_session_id
