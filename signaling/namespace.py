@@ -186,7 +186,14 @@ class AssistNamespace(socketio.AsyncNamespace):
                 # Enter the room before committing: a peer that reads our sid after the commit
                 # then always reaches us with its peer-joined, so two peers joining together
                 # never miss each other.
-                await self.save_session(sid, {"session_id": session.id, "role": role.value})
+                await self.save_session(
+                    sid,
+                    {
+                        "session_id": session.id,
+                        "role": role.value,
+                        "expires_at": session.expires_at.timestamp(),
+                    },
+                )
                 await self.enter_room(sid, session.id)
                 previous = await domain.peer_joined(db, session, role, sid, name)
                 peers = self._peers_of(session, exclude=sid)
@@ -301,6 +308,9 @@ class AssistNamespace(socketio.AsyncNamespace):
         if not info:
             await self._error(sid, event, "forbidden", "not joined to a session")
             return None
+        if utcnow().timestamp() >= info.get("expires_at", float("inf")):
+            await self._expire(info["session_id"])
+            return None
         await self._handle(sid, info, message)
         return None
 
@@ -399,6 +409,13 @@ class AssistNamespace(socketio.AsyncNamespace):
         info["left"] = True
         await self.save_session(sid, info)
         await self.disconnect(sid)
+
+    async def _expire(self, session_id: str) -> None:
+        """A session past its lifetime ends at its next event: nothing is relayed any more."""
+        async with self._writing(session_id) as (db, session):
+            if session is not None and session.status != SessionStatus.ENDED:
+                await domain.end_session(db, session, "expired")
+        await self.end_room(session_id, "expired")
 
     async def end_room(self, session_id: str, reason: str) -> None:
         """Tell everyone in the room the session is over and disconnect them."""

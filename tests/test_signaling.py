@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from server.assistance import current_code, link_for
 from server.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
+from server.typedefs import SIO_KEY
 from tests.conftest import (
     Account,
     Running,
@@ -766,3 +767,24 @@ async def test_a_reconnection_loop_is_cut_before_it_floods_the_statistics(
     async with running.sessionmaker() as db:
         joins = (await db.scalars(select(StatEvent.kind))).all()
     assert joins.count("reconnected") < 30
+
+
+async def test_an_expired_session_relays_nothing_more_and_ends(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    async with running.sessionmaker.begin() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+        session.expires_at = utcnow() - timedelta(seconds=1)
+    # The peers' socket sessions still hold the old expiry: push it into the past as well,
+    # as time itself would.
+    namespace = running.app[SIO_KEY].namespace_handlers["/assist"]
+    for peer in (volunteer, beneficiary):
+        info = await namespace.get_session(peer.peer_id)
+        info["expires_at"] = utcnow().timestamp() - 1
+        await namespace.save_session(peer.peer_id, info)
+    await beneficiary.emit("offer", {"to": volunteer.peer_id, "sdp": SDP})
+    assert await volunteer.expect("ended") == {"reason": "expired"}
+    assert await beneficiary.expect("ended") == {"reason": "expired"}
+    await volunteer.expect_nothing("offer")
+    assert (await load(running, session_id)).status is SessionStatus.ENDED
