@@ -28,6 +28,7 @@ from server.models import (
     User,
     VisitKind,
 )
+from server.notifications import ZONES, zone_label
 from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY
 
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
@@ -42,21 +43,6 @@ WEEKDAYS = (
     N_("Vendredi"),
     N_("Samedi"),
     N_("Dimanche"),
-)
-# The zones a French association's volunteers live in, mainland first, then overseas.
-ZONES = (
-    ("Europe/Paris", N_("Métropole (heure de Paris)")),
-    ("America/Guadeloupe", N_("Guadeloupe")),
-    ("America/Martinique", N_("Martinique")),
-    ("America/Cayenne", N_("Guyane")),
-    ("Indian/Reunion", N_("La Réunion")),
-    ("Indian/Mayotte", N_("Mayotte")),
-    ("America/Miquelon", N_("Saint-Pierre-et-Miquelon")),
-    ("America/St_Barthelemy", N_("Saint-Barthélemy")),
-    ("America/Marigot", N_("Saint-Martin")),
-    ("Pacific/Noumea", N_("Nouvelle-Calédonie")),
-    ("Pacific/Tahiti", N_("Polynésie française (Tahiti)")),
-    ("Pacific/Wallis", N_("Wallis-et-Futuna")),
 )
 STATUS_LABELS = {
     AppointmentStatus.BOOKED: N_("Prévu"),
@@ -109,11 +95,6 @@ def day_label(day: date) -> str:
 def hour_label(moment: datetime, tz: ZoneInfo) -> str:
     """An instant as local hours and minutes, e.g. "14:30"."""
     return format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE)
-
-
-def zone_label(name: str) -> str:
-    """A time zone's French name (the IANA name if it is not one of ours)."""
-    return next((_(label) for zone, label in ZONES if zone == name), name)
 
 
 MAX_DAYS_AWAY = 5 * 366
