@@ -583,3 +583,103 @@ async def delete_exception(db: AsyncSession, volunteer_id: int, exception_id: in
         .returning(AvailabilityException.id)
     )
     return result.scalar_one_or_none() is not None
+
+
+# -- Opening hours of the drop-in queue ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opening:
+    """Whether the association's permanences are open now, and when they next open or close."""
+
+    is_open: bool
+    next_change: datetime | None  # closing time if open, next opening if closed; None: never
+
+
+def _wall_to_utc(day: date, at: time, tz: tzinfo) -> datetime:
+    """A permanence boundary on the local clock as an instant (skipped times move forward)."""
+    return window_end_utc(datetime.combine(day, at), tz)
+
+
+async def opening_windows(
+    db: AsyncSession, association_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """When at least one active volunteer holds a permanence (and is not absent) in
+    [start, end), as merged UTC intervals. The drop-in queue is open exactly then."""
+    rows = (
+        await db.execute(
+            select(
+                Availability.volunteer_id,
+                Availability.weekday,
+                Availability.start_time,
+                Availability.end_time,
+                Availability.timezone,
+                Availability.valid_from,
+                Availability.valid_until,
+            )
+            .join(User, User.id == Availability.volunteer_id)
+            .where(
+                User.association_id == association_id,
+                User.is_active.is_(True),
+                User.role.in_(_AVAILABILITY_ROLES),
+                *_validity_meets(
+                    (start - timedelta(days=1)).date(), (end + timedelta(days=1)).date()
+                ),
+            )
+        )
+    ).all()
+    if not rows:
+        return []
+    absences = await _absences(db, sorted({row.volunteer_id for row in rows}), start, end)
+    low, high = _seconds(start), _seconds(end)
+    intervals: list[tuple[int, int]] = []
+    for row in rows:
+        tz = ZoneInfo(row.timezone)
+        first = (start.astimezone(tz) - timedelta(days=1)).date()
+        last = end.astimezone(tz).date()
+        day = first + timedelta(days=(row.weekday - first.weekday()) % 7)
+        absent = absences.get(row.volunteer_id)
+        while day <= last:
+            valid = (row.valid_from is None or row.valid_from <= day) and (
+                row.valid_until is None or day <= row.valid_until
+            )
+            if valid:
+                opens = max(_seconds(_wall_to_utc(day, row.start_time, tz)), low)
+                closes = min(_seconds(_wall_to_utc(day, row.end_time, tz)), high)
+                pieces = [(opens, closes)] if opens < closes else []
+                if absent is not None:
+                    pieces = _subtract(pieces, absent)
+                intervals.extend(pieces)
+            day += timedelta(days=7)
+    merged = _Busy(intervals)
+    return [
+        (datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC))
+        for a, b in zip(merged.starts, merged.ends, strict=True)
+    ]
+
+
+def _subtract(pieces: list[tuple[int, int]], busy: _Busy) -> list[tuple[int, int]]:
+    """The parts of the intervals outside the busy ones."""
+    result = []
+    for start, end in pieces:
+        cursor = start
+        for busy_start, busy_end in zip(busy.starts, busy.ends, strict=True):
+            if busy_end <= cursor or busy_start >= end:
+                continue
+            if busy_start > cursor:
+                result.append((cursor, busy_start))
+            cursor = max(cursor, busy_end)
+        if cursor < end:
+            result.append((cursor, end))
+    return result
+
+
+async def opening(db: AsyncSession, association_id: int, now: datetime) -> Opening:
+    """Open or closed now, from the permanences of the next 8 days."""
+    windows = await opening_windows(db, association_id, now, now + timedelta(days=8))
+    for start, end in windows:
+        if start <= now < end:
+            return Opening(True, end)
+        if start > now:
+            return Opening(False, start)
+    return Opening(False, None)

@@ -231,6 +231,9 @@ class StatEvent(Base):
     channel: Mapped[str | None] = mapped_column(String(20), default=None)
     media: Mapped[str | None] = mapped_column(String(20), default=None)
     duration_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    motif_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A short code from a fixed list (why someone left, a call-back's outcome), never free text.
+    reason: Mapped[str | None] = mapped_column(String(20), default=None)
 
 
 # -- Booking ------------------------------------------------------------------------------------
@@ -440,3 +443,131 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+# -- Drop-in queue and call-backs ------------------------------------------------------------
+
+
+class QueueStatus(enum.StrEnum):
+    """Life of a place in the drop-in queue."""
+
+    WAITING = "waiting"
+    TAKEN = "taken"  # a volunteer took the person: an assistance session exists
+    LEFT = "left"  # the person left, or their grace time after a disconnection ran out
+    GONE = "gone"  # a volunteer marked them gone (not there when called)
+
+
+class QueueEntry(Base):
+    """Someone waiting for the next free volunteer. The browser holds a random token (cookie);
+    only its SHA-256 is stored. First name and postal code are purged after the retention time."""
+
+    __tablename__ = "queue_entries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"))
+    motif_id: Mapped[int | None] = mapped_column(ForeignKey("motifs.id"), default=None)
+    first_name: Mapped[str | None] = mapped_column(String(40), default=None)
+    postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[QueueStatus] = mapped_column(
+        Enum(
+            QueueStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=QueueStatus.WAITING,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Order in the queue: the join time, kept when a volunteer puts the person back.
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Presence: the waiting page's socket, else the last time the browser was seen (grace time).
+    waiting_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A transfer reserves the person for one volunteer until they take them.
+    reserved_for_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    taken_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    assistance_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("assistance_sessions.id"), default=None
+    )
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(20), default=None)
+
+    __table_args__ = (
+        Index(
+            "ix_queue_entries_association_status_queued", "association_id", "status", "queued_at"
+        ),
+    )
+
+
+class CallbackStatus(enum.StrEnum):
+    """Life of a call-back request."""
+
+    OPEN = "open"  # in the list, nobody on it
+    CLAIMED = "claimed"  # a volunteer is calling
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"  # by the person, from the link in their acknowledgement
+    EXPIRED = "expired"
+
+
+class CallbackRequest(Base):
+    """ "Rappelez-moi": left at any hour. Phone, e-mail, first name and message are personal data,
+    purged after the retention time; the statistics events keep only what happened."""
+
+    __tablename__ = "callback_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"))
+    motif_id: Mapped[int | None] = mapped_column(ForeignKey("motifs.id"), default=None)
+    first_name: Mapped[str | None] = mapped_column(String(40), default=None)
+    phone: Mapped[str] = mapped_column(String(20))  # E.164
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
+    postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
+    # Preferred times, codes from a fixed list (callbacks.WINDOWS).
+    windows: Mapped[list[str]] = mapped_column(JSON, default=list)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    display_timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    cancel_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[CallbackStatus] = mapped_column(
+        Enum(
+            CallbackStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=CallbackStatus.OPEN,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # helped, appointment, visio_link, wrong_number, unreachable, too_old, cancelled…
+    outcome: Mapped[str | None] = mapped_column(String(20), default=None)
+    assistance_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("assistance_sessions.id"), default=None
+    )
+
+    __table_args__ = (
+        Index(
+            "ix_callback_requests_association_status_created",
+            "association_id",
+            "status",
+            "created_at",
+        ),
+    )
+
+
+class CallbackAttempt(Base):
+    """One try at calling someone back, by whom and with what result (a code, no free text)."""
+
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    callback_id: Mapped[str] = mapped_column(
+        ForeignKey("callback_requests.id", ondelete="CASCADE"), index=True
+    )
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    outcome: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -191,6 +191,52 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _int,
     ),
     SettingSpec(
+        "QUEUE_GRACE_SECONDS",
+        "120",
+        "How long a person keeps their place in the drop-in queue after their page disconnects "
+        "(a reload, a tunnel, a phone call).",
+        _int,
+    ),
+    SettingSpec(
+        "QUEUE_CALLBACK_MINUTES",
+        "30",
+        "When the estimated wait in the drop-in queue passes this, the waiting page offers a "
+        "call-back instead.",
+        _int,
+    ),
+    SettingSpec(
+        "QUEUE_MAX_WAITING",
+        "200",
+        "Most people waiting at once in one association's queue; beyond it the page offers a "
+        "call-back.",
+        _int,
+    ),
+    SettingSpec(
+        "QUEUE_HANDLING_MINUTES",
+        "20",
+        "Handling time per person assumed for the wait estimate until enough drop-in sessions "
+        "have ended to measure it.",
+        _int,
+    ),
+    SettingSpec(
+        "CALLBACK_FLAG_HOURS",
+        "24",
+        "Call-back requests older than this are flagged in the volunteers' list.",
+        _int,
+    ),
+    SettingSpec(
+        "CALLBACK_EXPIRE_DAYS",
+        "7",
+        "Call-back requests still open after this many days expire (reason recorded).",
+        _int,
+    ),
+    SettingSpec(
+        "CALLBACK_MAX_NO_ANSWER",
+        "3",
+        "After this many unanswered calls a call-back request is closed as unreachable.",
+        _int,
+    ),
+    SettingSpec(
         "LOG_LEVEL",
         "INFO",
         "Python logging level.",
@@ -231,6 +277,13 @@ class Settings:
     sms_api_key: str = ""
     sms_sender: str = "Permanence"
     outbox_poll_seconds: int = 5
+    queue_grace_seconds: int = 120
+    queue_callback_minutes: int = 30
+    queue_max_waiting: int = 200
+    queue_handling_minutes: int = 20
+    callback_flag_hours: int = 24
+    callback_expire_days: int = 7
+    callback_max_no_answer: int = 3
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -325,6 +378,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "turn_ttl_seconds",
         "booking_horizon_days",
         "outbox_poll_seconds",
+        "queue_grace_seconds",
+        "queue_callback_minutes",
+        "queue_max_waiting",
+        "queue_handling_minutes",
+        "callback_flag_hours",
+        "callback_expire_days",
+        "callback_max_no_answer",
     ):
         if values[name] <= 0:
             raise SettingsError(f"{PREFIX}{name.upper()} must be a positive number")

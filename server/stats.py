@@ -27,6 +27,19 @@ class EventKind(enum.StrEnum):
     NO_SLOT_FOUND = "no_slot_found"
     WAITLIST_JOINED = "waitlist_joined"
     NO_SHOW = "no_show"
+    # Drop-in queue. `duration_seconds` is the wait; `reason` why someone left (LEFT_REASONS).
+    QUEUE_JOINED = "queue_joined"
+    QUEUE_LEFT = "queue_left"
+    QUEUE_TAKEN = "queue_taken"
+    QUEUE_REQUEUED = "queue_requeued"
+    QUEUE_TRANSFERRED = "queue_transferred"
+    # Call-backs. `reason` holds an attempt's or a closing's outcome code; `duration_seconds` the
+    # age of the request when it was closed.
+    CALLBACK_REQUESTED = "callback_requested"
+    CALLBACK_ATTEMPTED = "callback_attempted"
+    CALLBACK_RESOLVED = "callback_resolved"
+    CALLBACK_CANCELLED = "callback_cancelled"
+    CALLBACK_EXPIRED = "callback_expired"
 
 
 async def record(
@@ -36,16 +49,25 @@ async def record(
     *,
     media: str | None = None,
     duration_seconds: int | None = None,
+    association_id: int | None = None,
+    channel: str | None = None,
+    motif_id: int | None = None,
+    reason: str | None = None,
 ) -> StatEvent:
-    """Add one event in the caller's transaction."""
+    """Add one event in the caller's transaction. Without a session, the caller says which
+    association and channel it belongs to."""
+    if reason is not None and len(reason) > 20:
+        raise ValueError(f"a statistics reason is a short code, got {reason!r}")
     event = StatEvent(
         occurred_at=utcnow(),
         kind=kind.value,
-        association_id=session.association_id if session else None,
+        association_id=session.association_id if session else association_id,
         session_id=session.id if session else None,
-        channel=session.channel if session else None,
+        channel=session.channel if session else channel,
         media=media,
         duration_seconds=duration_seconds,
+        motif_id=motif_id,
+        reason=reason,
     )
     db.add(event)
     return event
