@@ -631,7 +631,7 @@ async def opening_windows(
     if not rows:
         return []
     absences = await _absences(db, sorted({row.volunteer_id for row in rows}), start, end)
-    low, high = _seconds(start), _seconds(end)
+    low, high = math.floor(start.timestamp()), _seconds(end)  # whole seconds around the range
     intervals: list[tuple[int, int]] = []
     for row in rows:
         tz = ZoneInfo(row.timezone)

@@ -32,6 +32,7 @@ from server.availability import (
     zone,
 )
 from server.availability import UNIT_MINUTES as UNIT_MINUTES
+from server.db import begin_write
 from server.i18n import _
 from server.models import (
     Appointment,
@@ -200,7 +201,7 @@ def normalize_email(raw: str) -> str:
     return f"{local}@{domain}"
 
 
-def _first_name(raw: str) -> str:
+def clean_first_name(raw: str) -> str:
     value = " ".join(raw.split())
     # Letters and name punctuation only: the name is repeated in the messages we send to
     # whatever address was typed, so it must not carry a link or a phone number.
@@ -290,7 +291,7 @@ class ContactInfo:
 
     def validated(self, default_timezone: str = "Europe/Paris") -> ContactInfo:
         """A normalised copy (E.164 phone, clean text), or BookingError naming the field."""
-        first_name = _first_name(self.first_name)  # checked in the order of the form
+        first_name = clean_first_name(self.first_name)  # checked in the order of the form
         timezone = self.timezone or default_timezone
         try:
             zone(timezone)
@@ -409,20 +410,6 @@ class Booked:
     code: str
 
 
-async def _begin_write(db: AsyncSession) -> None:
-    """On SQLite, take the write lock now (BEGIN IMMEDIATE) unless a transaction is open."""
-    # Two reasons. pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
-    # issued first starts one of its own and its RELEASE commits: the caller's transaction would
-    # no longer be one. And concurrent bookings queue on busy_timeout (30 s, server.db) instead
-    # of failing at once with "database is locked" when a reader tries to become a writer.
-    conn = await db.connection()
-    if conn.dialect.name != "sqlite":
-        return
-    driver = (await conn.get_raw_connection()).driver_connection  # an aiosqlite.Connection
-    if driver is not None and not driver.in_transaction:
-        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 async def _least_loaded_first(
     db: AsyncSession, settings: Settings, volunteer_ids: Iterable[int], starts_at: datetime
 ) -> list[int]:
@@ -533,7 +520,7 @@ async def _book(
     ends_at = starts_at + duration
     buffer = timedelta(minutes=settings.booking_buffer_minutes)
 
-    await _begin_write(db)
+    await begin_write(db)
     # Everything below is undone together if anything fails, even if the caller catches the
     # error and commits: a refused booking leaves nothing behind.
     async with db.begin_nested():
@@ -669,7 +656,7 @@ async def cancel(db: AsyncSession, manage_token: str, now: datetime) -> Appointm
 
 async def _cancel_booked(db: AsyncSession, appointment: Appointment, now: datetime) -> None:
     """Cancel a checked appointment and count it, all or nothing."""
-    await _begin_write(db)
+    await begin_write(db)
     async with db.begin_nested():
         await _close(db, appointment, now)
         stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
@@ -686,7 +673,7 @@ async def reschedule(
     old = await _managed(db, manage_token, now)
     if new_start == old.starts_at:
         raise BookingError("same_slot", _("Votre rendez-vous est déjà à cet horaire."))
-    await _begin_write(db)
+    await begin_write(db)
     async with db.begin_nested():
         # Free the old units first so that a move within the volunteer's own time can succeed;
         # if the new booking fails, the savepoint puts them back.

@@ -42,6 +42,20 @@ def make_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
+async def begin_write(db: AsyncSession) -> None:
+    """On SQLite, take the write lock now (BEGIN IMMEDIATE) unless a transaction is open."""
+    # Two reasons. pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
+    # issued first starts one of its own and its RELEASE commits: the caller's transaction would
+    # no longer be one. And concurrent writers queue on busy_timeout (30 s) instead of failing at
+    # once with "database is locked" when a reader tries to become a writer.
+    conn = await db.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    driver = (await conn.get_raw_connection()).driver_connection  # an aiosqlite.Connection
+    if driver is not None and not driver.in_transaction:
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded attributes after commit, so views can render them."""
     return async_sessionmaker(engine, expire_on_commit=False)
@@ -53,10 +67,13 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE_KEY] = engine
     app[SESSIONMAKER_KEY] = make_sessionmaker(engine)
     from server.assistance import forget_presence
+    from server.dropin import forget_presence as forget_waiting_pages
+    from server.models import utcnow
 
     try:
         async with app[SESSIONMAKER_KEY].begin() as db:
             await forget_presence(db)
+            await forget_waiting_pages(db, utcnow())
     except DBAPIError as exc:
         await engine.dispose()
         raise RuntimeError(

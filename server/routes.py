@@ -13,7 +13,9 @@ from server.views import (
     assistance,
     auth,
     booking,
+    callbacks,
     coordinator,
+    dropin,
     health,
     home,
     join,
@@ -70,6 +72,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/b/continue", join.continue_on_pc, name="beneficiary-handover")
     r.add_get("/api/ice-servers", api.ice_servers_view, name="ice-servers")
     booking.add_routes(r)
+    dropin.add_routes(r)
+    callbacks.add_routes(r)
     agenda.add_routes(r)
     api_v1.add_routes(r)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")

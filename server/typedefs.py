@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from server.ratelimit import RateLimiter
     from server.settings import Settings
     from server.worker import Worker
+    from signaling.queue import QueueHub
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings")
 ENGINE_KEY: web.AppKey[AsyncEngine] = web.AppKey("engine")
@@ -20,3 +21,4 @@ SESSIONMAKER_KEY: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("ses
 SIO_KEY: web.AppKey[socketio.AsyncServer] = web.AppKey("sio")
 RATELIMIT_KEY: web.AppKey[RateLimiter] = web.AppKey("ratelimit")
 WORKER_KEY: web.AppKey[Worker] = web.AppKey("worker")
+QUEUE_HUB_KEY: web.AppKey[QueueHub] = web.AppKey("queue_hub")

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import callbacks
 from server.db import make_engine, make_sessionmaker
 from server.models import OutboxMessage, utcnow
 from server.notify import Notifier, SendError
@@ -48,6 +49,8 @@ log = logging.getLogger("server.worker")  # not "__main__" under python -m
 
 BATCH_SIZE = 10
 SHUTDOWN_GRACE_SECONDS = 30.0
+# Closing old call-back requests is a minute-grained chore: no need to query at every poll.
+HOUSEKEEPING_INTERVAL = timedelta(minutes=1)
 
 
 class Worker:
@@ -63,7 +66,9 @@ class Worker:
         lease: timedelta = DEFAULT_LEASE,
         max_attempts: int = MAX_ATTEMPTS,
         clock: Callable[[], datetime] = utcnow,
+        settings: Settings | None = None,
     ) -> None:
+        """``settings`` turns on the housekeeping (expiry of old call-back requests)."""
         if poll_seconds <= 0 or batch_size <= 0 or lease <= timedelta(0) or max_attempts <= 0:
             raise ValueError("poll_seconds, batch_size, lease and max_attempts must be positive")
         self.sessionmaker = sessionmaker
@@ -73,6 +78,8 @@ class Worker:
         self.lease = lease
         self.max_attempts = max_attempts
         self.clock = clock
+        self.settings = settings
+        self._housekeeping_due: datetime | None = None
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -99,6 +106,20 @@ class Worker:
                 break
             await self._process(message)
         return len(batch)
+
+    async def housekeeping(self) -> int:
+        """Expire old call-back requests, at most once per HOUSEKEEPING_INTERVAL; how many."""
+        now = self.clock()
+        if self.settings is None or (
+            self._housekeeping_due is not None and now < self._housekeeping_due
+        ):
+            return 0
+        self._housekeeping_due = now + HOUSEKEEPING_INTERVAL
+        async with self.sessionmaker.begin() as db:
+            expired = await callbacks.expire_old(db, self.settings, now)
+        if expired:
+            log.info("%d call-back request(s) expired", expired)
+        return expired
 
     async def _process(self, message: OutboxMessage) -> None:
         """Send one claimed message and record the outcome."""
@@ -157,6 +178,10 @@ class Worker:
             except Exception:
                 log.exception("outbox worker round failed; trying again in %s s", self.poll_seconds)
                 claimed = 0
+            try:
+                await self.housekeeping()
+            except Exception:
+                log.exception("call-back expiry failed; trying again in a minute")
             if self._stopping:
                 break
             if claimed >= self.batch_size:
@@ -190,7 +215,12 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: run the worker as a task for the life of the app; stop it cleanly."""
     settings = app[SETTINGS_KEY]
     notifier = Notifier.from_settings(settings)
-    worker = Worker(app[SESSIONMAKER_KEY], notifier, poll_seconds=settings.outbox_poll_seconds)
+    worker = Worker(
+        app[SESSIONMAKER_KEY],
+        notifier,
+        poll_seconds=settings.outbox_poll_seconds,
+        settings=settings,
+    )
     app[WORKER_KEY] = worker
     task = asyncio.create_task(worker.run(), name="outbox-worker")
     try:
@@ -211,6 +241,7 @@ async def _standalone(settings: Settings, batch_size: int, lease: timedelta) -> 
         poll_seconds=settings.outbox_poll_seconds,
         batch_size=batch_size,
         lease=lease,
+        settings=settings,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,8 +10,9 @@ import socketio
 from aiohttp import web
 
 from server.settings import Settings
-from server.typedefs import SETTINGS_KEY, SIO_KEY
+from server.typedefs import QUEUE_HUB_KEY, SETTINGS_KEY, SIO_KEY
 from signaling.namespace import AssistNamespace
+from signaling.queue import QueueHub, QueueNamespace
 
 MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
 
@@ -30,7 +31,7 @@ def origin_checker(settings: Settings) -> Any:
 
 
 def create_sio(app: web.Application) -> socketio.AsyncServer:
-    """The Socket.IO server with the `/assist` namespace, attached at /socket.io/."""
+    """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/."""
     settings = app[SETTINGS_KEY]
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
@@ -42,12 +43,17 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
         engineio_logger=False,
     )
     sio.register_namespace(AssistNamespace(app))
+    sio.register_namespace(QueueNamespace(app))
+    app[QUEUE_HUB_KEY] = QueueHub(app)
     sio.attach(app)
     app[SIO_KEY] = sio
     return sio
 
 
 async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: disconnect every client before the web server stops."""
+    """cleanup_ctx: run the queue sweep; disconnect every client before the web server stops."""
+    hub = app[QUEUE_HUB_KEY]
+    hub.start()
     yield
+    await hub.stop()
     await app[SIO_KEY].shutdown()

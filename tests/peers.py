@@ -48,18 +48,20 @@ class Refused(Exception):
 
 
 class SignalPeer:
-    """A real python-socketio AsyncClient on `/assist` that queues every event it receives."""
+    """A real python-socketio AsyncClient (on `/assist` unless told) that queues every event it
+    receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
         self.client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         self.received: list[tuple[str, Any]] = []
         self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.disconnected = asyncio.Event()
         self.connect_error: object = None
         self.welcome: dict[str, Any] = {}
-        self.client.on("*", self._record, namespace=NAMESPACE)
-        self.client.on("connect_error", self._refused, namespace=NAMESPACE)
-        self.client.on("disconnect", self._gone, namespace=NAMESPACE)
+        self.client.on("*", self._record, namespace=namespace)
+        self.client.on("connect_error", self._refused, namespace=namespace)
+        self.client.on("disconnect", self._gone, namespace=namespace)
 
     async def _record(self, event: str, *args: Any) -> None:
         data = args[0] if len(args) == 1 else list(args)
@@ -118,7 +120,11 @@ class SignalPeer:
 
     async def emit(self, event: str, data: Any = None) -> None:
         """Send one client event (``data`` may be a tuple for several arguments)."""
-        await self.client.emit(event, data, namespace=NAMESPACE)
+        await self.client.emit(event, data, namespace=self.namespace)
+
+    async def call(self, event: str, data: Any = None) -> Any:
+        """Send one client event and return the server's acknowledgement."""
+        return await self.client.call(event, data, namespace=self.namespace, timeout=EVENT_TIMEOUT)
 
     async def close(self) -> None:
         """Disconnect (idempotent) and let the client's transport close."""
@@ -137,19 +143,19 @@ async def connect_peer(
     auth: Mapping[str, object] | None = None,
     cookie: str | None = None,
     welcome: bool = True,
+    namespace: str = NAMESPACE,
 ) -> SignalPeer:
-    """Connect a real Socket.IO client to `/assist`; raise :class:`Refused` on connect_error.
-
-    With ``welcome`` (the default) it also waits for the server's ``welcome`` event.
+    """Connect a real Socket.IO client to `/assist` (or `namespace`); raise :class:`Refused` on
+    connect_error. With ``welcome`` (the default) it also waits for the server's ``welcome``.
     """
-    peer = SignalPeer()
+    peer = SignalPeer(namespace)
     headers = {"Cookie": cookie} if cookie else {}
     try:
         await peer.client.connect(
             running.base_url,
             headers=headers,
             auth=dict(auth) if auth is not None else None,
-            namespaces=[NAMESPACE],
+            namespaces=[namespace],
             transports=["websocket"],
             wait_timeout=EVENT_TIMEOUT,
         )
@@ -172,10 +178,13 @@ async def refusal(
     *,
     auth: Mapping[str, object] | None = None,
     cookie: str | None = None,
+    namespace: str = NAMESPACE,
 ) -> dict[str, Any]:
     """The ``connect_error`` data of a connection the server must refuse."""
     try:
-        peer = await connect_peer(running, auth=auth, cookie=cookie, welcome=False)
+        peer = await connect_peer(
+            running, auth=auth, cookie=cookie, welcome=False, namespace=namespace
+        )
     except Refused as exc:
         assert isinstance(exc.data, dict), exc.data
         return exc.data

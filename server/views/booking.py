@@ -96,7 +96,7 @@ def _int(value: object, limit: int = 2**31 - 1) -> int | None:
     return number if number <= limit else None
 
 
-async def _association(request: web.Request, db: AsyncSession, raw: object) -> Association:
+async def public_association(request: web.Request, db: AsyncSession, raw: object) -> Association:
     """The association asked for (`a=<id>`), the referrer's own, or the first one."""
     referrer = _referrer(request)
     if referrer is not None:
@@ -174,7 +174,7 @@ async def motifs_page(request: web.Request) -> web.StreamResponse:
     """Step 1: why do you need help? One big button per motif."""
     tz = notifications.safe_zone(request.query.get("tz"))
     async with request.app[SESSIONMAKER_KEY]() as db:
-        association = await _association(request, db, request.query.get("a"))
+        association = await public_association(request, db, request.query.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
     context = {
         "association": association,
@@ -219,7 +219,7 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
     now = utcnow()
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY]() as db:
-        association = await _association(request, db, request.query.get("a"))
+        association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, _motif_id(request))
         first, slots = await _find(request, db, association, motif, kind, tz, now)
     today = now.astimezone(availability.zone(tz)).date()
@@ -265,7 +265,7 @@ async def form_page(request: web.Request) -> web.StreamResponse:
             text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
         )
     async with request.app[SESSIONMAKER_KEY]() as db:
-        association = await _association(request, db, request.query.get("a"))
+        association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, _motif_id(request))
     return _form(request, association, motif, kind, tz, starts_at, {}, None)
 
@@ -339,7 +339,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
         )
     referrer = _referrer(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
-        association = await _association(request, db, form.get("a"))
+        association = await public_association(request, db, form.get("a"))
         motif = await _motif(db, association, motif_id)
     if form.get(HONEYPOT):
         error = BookingError(
@@ -389,7 +389,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     if motif_id is None:
         raise web.HTTPBadRequest(text=_("Choisissez un motif."), content_type="text/plain")
     async with request.app[SESSIONMAKER_KEY]() as db:
-        association = await _association(request, db, form.get("a"))
+        association = await public_association(request, db, form.get("a"))
         motif = await _motif(db, association, motif_id)
     context: dict[str, Any] = {
         "association": association,

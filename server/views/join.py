@@ -28,7 +28,7 @@ INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un
 INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez un nouveau code.")
 
 
-def _enter(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
+def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
     """Give the browser a pass for this session and send it to the room (token out of the URL)."""
     response = web.HTTPSeeOther(location="/b")
     settings = request.app[SETTINGS_KEY]
@@ -99,7 +99,7 @@ async def join_link(request: web.Request) -> web.StreamResponse:
         refused = await _gate(request, db, session, refresh=True)
     if refused is not None:
         return refused
-    raise _enter(request, session)
+    raise enter_session(request, session)
 
 
 async def code_page(request: web.Request) -> web.StreamResponse:
@@ -139,7 +139,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
         return render(request, "beneficiary/code.html", {"error": _(INVALID_CODE), "code": ""}, 400)
     if refused is not None:
         return refused
-    raise _enter(request, session)
+    raise enter_session(request, session)
 
 
 async def _pass_session(request: web.Request) -> AssistanceSession | None:

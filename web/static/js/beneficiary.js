@@ -632,6 +632,11 @@ function finish(reason) {
   for (const id of [...peers.keys()]) closePeer(id);
   signaling?.close();
   wakeLock?.release().catch(() => {});
+  if (reason === "requeued") {
+    // A drop-in volunteer put the person back in the queue: back to their place in line.
+    location.assign("/aide/attente");
+    return;
+  }
   $("end-message").textContent = t(reason === "replaced" ? "ended_replaced" : "ended");
   show(ui.room, false);
   show(ui.endStep, true);

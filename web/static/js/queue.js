@@ -1,0 +1,121 @@
+// The volunteer's live drop-in queue: the list is pushed over /queue; the buttons are forms
+// that this script sends over the socket (acknowledged) instead of reloading the page.
+import { io } from "/static/vendor/socket.io.esm.min.js";
+import { $, config, on, show, t } from "./common.js";
+
+const ui = {
+  rows: $("queue-rows"),
+  template: $("row-template"),
+  status: $("queue-status"),
+  count: $("queue-count"),
+  online: $("queue-online"),
+  error: $("queue-error"),
+  transferred: $("queue-transferred"),
+};
+let latest = null;
+let receivedAt = 0;
+
+function waitedText(seconds) {
+  return seconds < 60 ? t("seconds") : t("minutes", { minutes: Math.floor(seconds / 60) });
+}
+
+function row(person, index) {
+  const node = ui.template.content.firstElementChild.cloneNode(true);
+  node.dataset.entry = person.id;
+  node.querySelector(".pos").textContent = String(index + 1);
+  node.querySelector(".name").textContent = person.first_name || "—";
+  const motif = node.querySelector(".motif");
+  motif.textContent = person.motif || t("unknown");
+  if (person.reserved_for_id) {
+    node.classList.add("is-reserved");
+    const mine = person.reserved_for_id === config.user_id;
+    const label = document.createElement("small");
+    label.textContent = ` (${mine ? t("reserved_me") : t("reserved_other", { name: config.names?.[person.reserved_for_id] ?? "?" })})`;
+    motif.append(label);
+  }
+  const age = node.querySelector(".age");
+  age.dataset.waited = String(person.waited_seconds);
+  age.textContent = waitedText(person.waited_seconds);
+  if (!person.connected) {
+    const off = document.createElement("span");
+    off.className = "offline";
+    off.textContent = ` · ${t("offline")}`;
+    age.after(off);
+  }
+  for (const form of node.querySelectorAll("form")) {
+    form.dataset.entry = person.id;
+    form.action = `/file/${person.id}/${{ take: "prendre", transfer: "transferer", gone: "absent" }[form.dataset.action]}`;
+    const select = form.querySelector("select");
+    if (select) {
+      select.id = `to-${person.id}`;
+      select.previousElementSibling?.setAttribute("for", select.id);
+    }
+  }
+  return node;
+}
+
+function render(queue) {
+  latest = queue;
+  receivedAt = performance.now();
+  ui.status.textContent = queue.open ? t("open") : t("closed");
+  ui.status.className = queue.open ? "ok" : "muted";
+  ui.count.textContent = queue.total ? t("waiting_n", { total: queue.total }) : t("nobody");
+  ui.online.textContent = t("online_n", { names: queue.volunteers.map((v) => v.name).join(", ") || "—" });
+  ui.rows.replaceChildren(...queue.waiting.map(row));
+}
+
+// Wait times tick locally between pushes.
+setInterval(() => {
+  if (!latest) return;
+  const elapsed = Math.floor((performance.now() - receivedAt) / 1000);
+  for (const cell of ui.rows.querySelectorAll(".age")) {
+    cell.textContent = waitedText(Number(cell.dataset.waited) + elapsed);
+  }
+}, 15000);
+
+function showError(message) {
+  ui.error.textContent = message;
+  show(ui.error, Boolean(message));
+}
+
+const socket = io("/queue", { transports: ["websocket", "polling"] });
+socket.on("queue", render);
+socket.on("connect", () => showError(""));
+socket.on("disconnect", () => showError(t("disconnected")));
+socket.on("transferred", (msg) => {
+  ui.transferred.replaceChildren();
+  const text = document.createElement("span");
+  text.textContent = t("transferred", { from: msg.from, name: msg.first_name ? ` (${msg.first_name})` : "" }) + " ";
+  const link = document.createElement("a");
+  link.className = "btn btn-primary";
+  link.href = msg.url;
+  link.textContent = t("open_room");
+  ui.transferred.append(text, link);
+  show(ui.transferred, true);
+  link.focus();
+});
+
+// Every action form goes over the socket when it is up (the page still works without).
+on(document, "submit", async (event) => {
+  const form = event.target.closest("form[data-action]");
+  if (!form || !socket.connected) return;
+  event.preventDefault();
+  const action = form.dataset.action;
+  const payload = action === "take_next" ? {} : { entry_id: form.dataset.entry };
+  if (action === "transfer") payload.volunteer_id = Number(new FormData(form).get("volunteer_id"));
+  for (const button of form.querySelectorAll("button")) button.disabled = true;
+  try {
+    const answer = await socket.timeout(10000).emitWithAck(action, payload);
+    if (!answer?.ok) {
+      showError(answer?.message ?? "");
+      return;
+    }
+    showError("");
+    if (answer.url) location.assign(answer.url);
+    else if (form.closest(".mine-list")) location.reload();
+  } catch {
+    form.submit(); // no answer over the socket: the plain form does it
+  } finally {
+    for (const button of form.querySelectorAll("button")) button.disabled = false;
+  }
+});
