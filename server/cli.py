@@ -133,6 +133,11 @@ def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> 
     print(f"  Connexion bénévole :  {settings.url('/login')}")
     print(f"  Code bénéficiaire :   {settings.url('/code')}")
     print(f"  Prendre rendez-vous : {settings.url('/rendez-vous')}")
+    print(f"  Aide sans rendez-vous : {settings.url('/aide')}  (file ouverte pendant les")
+    print(
+        "      permanences démo : lun.–ven. 9 h 30–12 h et 14 h–17 h 30 ; sinon « Être rappelé »)"
+    )
+    print(f"  File (bénévoles) :    {settings.url('/file')}   Rappels : {settings.url('/rappels')}")
     mail = settings.data_dir / "mail"
     print(f"  E-mails envoyés :     {mail} (EMAIL_BACKEND={settings.email_backend})")
     for email, name, role, password in logins:

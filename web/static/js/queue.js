@@ -33,15 +33,10 @@ function row(person, index) {
     label.textContent = ` (${mine ? t("reserved_me") : t("reserved_other", { name: config.names?.[person.reserved_for_id] ?? "?" })})`;
     motif.append(label);
   }
-  const age = node.querySelector(".age");
-  age.dataset.waited = String(person.waited_seconds);
-  age.textContent = waitedText(person.waited_seconds);
-  if (!person.connected) {
-    const off = document.createElement("span");
-    off.className = "offline";
-    off.textContent = ` · ${t("offline")}`;
-    age.after(off);
-  }
+  const waited = node.querySelector(".waited");
+  waited.dataset.waited = String(person.waited_seconds);
+  waited.textContent = waitedText(person.waited_seconds);
+  show(node.querySelector(".offline"), !person.connected);
   for (const form of node.querySelectorAll("form")) {
     form.dataset.entry = person.id;
     form.action = `/file/${person.id}/${{ take: "prendre", transfer: "transferer", gone: "absent" }[form.dataset.action]}`;
@@ -68,7 +63,7 @@ function render(queue) {
 setInterval(() => {
   if (!latest) return;
   const elapsed = Math.floor((performance.now() - receivedAt) / 1000);
-  for (const cell of ui.rows.querySelectorAll(".age")) {
+  for (const cell of ui.rows.querySelectorAll(".waited")) {
     cell.textContent = waitedText(Number(cell.dataset.waited) + elapsed);
   }
 }, 15000);

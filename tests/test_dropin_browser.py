@@ -1,0 +1,127 @@
+"""The drop-in queue in real headless Chromium: a person on a phone waits on /aide, a volunteer
+sees them appear on /file (pushed), takes them, and both land in the same room with video; the
+waiting page follows its position; outside the permanences the page offers a call-back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Page, expect
+from sqlalchemy import select
+
+from server.models import AssistanceSession, QueueEntry
+from tests.browser import Chromium, chromium_with_devices, screenshot
+from tests.conftest import Account, Running, make_account
+from tests.test_browser import consent, log_in, wait_frames_advance, wait_status
+from tests.test_dropin import add_motif, join_directly, open_all_week
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 15_000
+expect.set_options(timeout=WAIT_MS)
+
+
+@pytest.fixture
+async def chrome() -> AsyncIterator[Chromium]:
+    """A fresh Chromium per test."""
+    async with chromium_with_devices() as launched:
+        yield launched
+
+
+async def wait_in_line(page: Page, running: Running, first_name: str, motif: str) -> None:
+    """The person fills the /aide form and reaches the waiting room."""
+    await page.goto(running.url("/"))
+    await page.get_by_role("link", name="Parler à un bénévole maintenant").click()
+    await page.wait_for_url("**/aide")
+    await page.get_by_label("Pour quelle démarche ?").select_option(label=motif)
+    await page.get_by_label("Votre prénom (si vous voulez)").fill(first_name)
+    await page.get_by_role("button", name="Attendre mon tour").click()
+    await page.wait_for_url("**/aide/attente")
+
+
+async def test_phone_waits_volunteer_takes_them_and_both_share_the_room_with_video(
+    running: Running, volunteer: Account, chrome: Chromium, backend: str
+) -> None:
+    """Position changes live, "Prendre le suivant" opens the room for the volunteer and rings
+    the phone into it; the camera's video reaches the volunteer."""
+    await open_all_week(running, volunteer)
+    await add_motif(running, volunteer, "CAF")
+    [earlier] = await join_directly(running, volunteer.user.association_id, 1)
+    errors: list[str] = []
+    vol = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
+    await log_in(vol, running, volunteer)
+    await vol.get_by_role("link", name="File d'attente").click()
+    await vol.wait_for_url("**/file")
+
+    phone = await chrome.page("Pixel 7", errors=errors)
+    await wait_in_line(phone, running, "Aïcha", "CAF")
+    await expect(phone.locator("#position")).to_have_text("Vous êtes la personne n° 2.")
+    await expect(phone.locator("#estimate")).to_contain_text("Attente : environ")
+    # Pushed to the volunteer, no reload: the newcomer's row with first name and motif.
+    row = vol.locator("#queue-rows tr").nth(1)
+    await expect(row).to_contain_text("Aïcha")
+    await expect(row).to_contain_text("CAF")
+    await expect(vol.locator("#queue-count")).to_have_text("2 personne(s) en attente")
+    await screenshot(vol, "dropin-volunteer-queue")
+    await screenshot(phone, "dropin-phone-waiting", full_page=False)
+
+    # The person ahead leaves: the phone moves up without reloading.
+    await vol.locator(f'form[data-action="gone"][data-entry="{earlier}"] button').click()
+    await expect(phone.locator("#position")).to_have_text("Vous êtes la prochaine personne.")
+    await expect(vol.locator("#queue-rows tr")).to_have_count(1)
+
+    await vol.get_by_role("button", name="Prendre le suivant").click()
+    await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"))
+    session_id = vol.url.rsplit("/", 1)[1]
+    # The phone rings (title, then straight into the room).
+    await phone.wait_for_url("**/b")
+    await consent(phone)
+    await wait_status(phone, "connected")
+    await wait_status(vol, "connected")
+    await phone.get_by_role("button", name="Montrer avec la caméra").click()
+    await vol.wait_for_function(
+        "() => document.getElementById('remote-video').videoWidth > 0", timeout=WAIT_MS
+    )
+    await wait_frames_advance(vol)
+    await screenshot(vol, "dropin-volunteer-sees-camera")
+
+    async with running.sessionmaker() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+        entry = await db.scalar(
+            select(QueueEntry).where(QueueEntry.assistance_session_id == session_id)
+        )
+    assert session.channel == "drop_in" and session.beneficiary_name == "Aïcha"
+    assert entry is not None and entry.first_name == "Aïcha"
+    assert errors == []
+
+
+async def test_turn_changes_the_title_and_a_closed_queue_offers_a_call_back(
+    running: Running, chrome: Chromium, backend: str
+) -> None:
+    """Outside the permanences the page says so and links to the call-back form, which a
+    person fills at night; a waiting page's title announces the turn."""
+    volunteer = await make_account(running, "camille@example.org")
+    errors: list[str] = []
+    page = await chrome.page("iPhone 15", errors=errors)
+    await page.goto(running.url("/aide"))
+    await expect(page.locator("#dropin-closed")).to_be_visible()
+    await page.get_by_role("link", name="Être rappelé").first.click()
+    await page.wait_for_url(re.compile(r"/rappel"))
+    await screenshot(page, "dropin-closed-callback-form", full_page=False)
+
+    await open_all_week(running, volunteer)
+    await page.goto(running.url("/aide"))
+    await page.get_by_role("button", name="Attendre mon tour").click()
+    await page.wait_for_url("**/aide/attente")
+    await expect(page.locator("#position")).to_have_text("Vous êtes la prochaine personne.")
+    vol = await chrome.page(errors=errors)
+    await log_in(vol, running, volunteer)
+    await vol.goto(running.url("/file"))
+    await expect(vol.locator("#queue-rows tr")).to_have_count(1)
+    await vol.get_by_role("button", name="Prendre", exact=True).click()
+    await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"))
+    await expect(page).to_have_title(re.compile("C'est votre tour"))
+    await page.wait_for_url("**/b")
+    assert errors == []
