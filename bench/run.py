@@ -73,6 +73,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
     Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
+    Benchmark(
+        "queue", "bench.queue", "Drop-in queue: fan-out to volunteers, take-next under contention"
+    ),
 )
 
 

@@ -234,6 +234,17 @@ class StatEvent(Base):
     motif_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # A short code from a fixed list (why someone left, a call-back's outcome), never free text.
     reason: Mapped[str | None] = mapped_column(String(20), default=None)
+    # Where demand comes from: the INSEE département of the person's postal code ("99" for a
+    # postal code we could not place), never the postal code itself.
+    departement: Mapped[str | None] = mapped_column(String(3), default=None)
+    # Handoff sheet facts (taxonomy codes), on `sheet_filed` events.
+    theme: Mapped[str | None] = mapped_column(String(30), default=None)
+    themes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    organisations: Mapped[list[str]] = mapped_column(JSON, default=list)
+    outcome: Mapped[str | None] = mapped_column(String(20), default=None)
+    autonomy: Mapped[str | None] = mapped_column(String(20), default=None)
+    # The volunteer who helped (volunteers' load); volunteers are staff, not beneficiaries.
+    volunteer_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 # -- Booking ------------------------------------------------------------------------------------
@@ -269,6 +280,8 @@ class Motif(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A code of taxonomy.THEMES, so that unmet demand on this motif counts under a theme.
+    theme: Mapped[str | None] = mapped_column(String(30), default=None)
 
     __table_args__ = (UniqueConstraint("association_id", "name"),)
 
@@ -571,3 +584,44 @@ class CallbackAttempt(Base):
     volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     outcome: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# -- Handoff sheets (fiche navette) ------------------------------------------------------------
+
+
+class HandoffSheet(Base):
+    """What was done in one session, what is left, where the person was sent. The beneficiary
+    reads it through their own link (only the token's SHA-256 is stored); free text and contact
+    details are purged after the retention time, the coded facts stay (no personal data)."""
+
+    __tablename__ = "handoff_sheets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assistance_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("assistance_sessions.id"), unique=True, default=None
+    )
+    callback_id: Mapped[str | None] = mapped_column(
+        ForeignKey("callback_requests.id", ondelete="SET NULL"), unique=True, default=None
+    )
+    channel: Mapped[str] = mapped_column(String(20))  # link | appointment | drop_in | callback
+    themes: Mapped[list[str]] = mapped_column(JSON, default=list)  # taxonomy.THEMES codes
+    organisations: Mapped[list[str]] = mapped_column(JSON, default=list)  # taxonomy.ORGANISATIONS
+    autonomy: Mapped[str] = mapped_column(String(20))  # taxonomy.AUTONOMY
+    outcome: Mapped[str] = mapped_column(String(20))  # taxonomy.OUTCOMES
+    actions_done: Mapped[str | None] = mapped_column(Text, default=None)
+    orientation_partner: Mapped[str | None] = mapped_column(String(200), default=None)
+    orientation_contact: Mapped[str | None] = mapped_column(String(300), default=None)
+    next_steps: Mapped[str | None] = mapped_column(Text, default=None)
+    follow_up_on: Mapped[date | None] = mapped_column(Date, default=None)
+    postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
+    # The beneficiary agreed that later volunteers read this sheet (they can withdraw it).
+    shared_with_volunteers: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Keyed hash of the person's phone or e-mail: finds their earlier shared sheets without
+    # storing the contact again. Purged with the rest.
+    person_key: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    read_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import _
 from server.models import Motif, VisitKind
+from server.taxonomy import DEFAULT_MOTIF_THEMES
 
 MIN_MINUTES = 15
 MAX_MINUTES = 180
@@ -72,6 +73,7 @@ async def ensure_default_motifs(db: AsyncSession, association_id: int) -> list[M
                 "follow_up_minutes": spec.follow_up_minutes,
                 "position": position,
                 "is_active": True,
+                "theme": DEFAULT_MOTIF_THEMES.get(spec.name),
             }
             for position, spec in enumerate(DEFAULT_MOTIFS)
         ]

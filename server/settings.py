@@ -237,6 +237,20 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _int,
     ),
     SettingSpec(
+        "RETENTION_MONTHS",
+        "12",
+        "Personal data (names, phones, e-mails, postal codes, free text) is purged this many "
+        "months after the person's last contact; statistics events, which hold none, stay.",
+        _int,
+    ),
+    SettingSpec(
+        "STATS_SMALL_COUNT",
+        "5",
+        'Counts below this are shown as "< N" in statistics exports and the API, so that '
+        "nobody can be re-identified.",
+        _int,
+    ),
+    SettingSpec(
         "LOG_LEVEL",
         "INFO",
         "Python logging level.",
@@ -284,6 +298,8 @@ class Settings:
     callback_flag_hours: int = 24
     callback_expire_days: int = 7
     callback_max_no_answer: int = 3
+    retention_months: int = 12
+    stats_small_count: int = 5
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -385,6 +401,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "callback_flag_hours",
         "callback_expire_days",
         "callback_max_no_answer",
+        "retention_months",
+        "stats_small_count",
     ):
         if values[name] <= 0:
             raise SettingsError(f"{PREFIX}{name.upper()} must be a positive number")

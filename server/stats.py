@@ -6,6 +6,7 @@ import enum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.geo import departement_for
 from server.models import AssistanceSession, StatEvent, utcnow
 
 
@@ -40,6 +41,19 @@ class EventKind(enum.StrEnum):
     CALLBACK_RESOLVED = "callback_resolved"
     CALLBACK_CANCELLED = "callback_cancelled"
     CALLBACK_EXPIRED = "callback_expired"
+    # A handoff sheet was filed at the end of a session: its coded facts (themes, organisations,
+    # outcome, autonomy), the helping volunteer, the person's département.
+    SHEET_FILED = "sheet_filed"
+
+
+UNKNOWN_DEPARTEMENT = "99"  # a postal code was given but could not be placed (foreign, invalid)
+
+
+def departement_of(postal_code: str | None) -> str | None:
+    """The département to count a person under: None when no postal code was given."""
+    if not postal_code:
+        return None
+    return departement_for(postal_code) or UNKNOWN_DEPARTEMENT
 
 
 async def record(
@@ -53,6 +67,13 @@ async def record(
     channel: str | None = None,
     motif_id: int | None = None,
     reason: str | None = None,
+    postal_code: str | None = None,
+    theme: str | None = None,
+    themes: list[str] | None = None,
+    organisations: list[str] | None = None,
+    outcome: str | None = None,
+    autonomy: str | None = None,
+    volunteer_id: int | None = None,
 ) -> StatEvent:
     """Add one event in the caller's transaction. Without a session, the caller says which
     association and channel it belongs to."""
@@ -68,6 +89,13 @@ async def record(
         duration_seconds=duration_seconds,
         motif_id=motif_id,
         reason=reason,
+        departement=departement_of(postal_code),
+        theme=theme,
+        themes=list(themes or []),
+        organisations=list(organisations or []),
+        outcome=outcome,
+        autonomy=autonomy,
+        volunteer_id=volunteer_id,
     )
     db.add(event)
     return event
