@@ -26,7 +26,7 @@ from functools import cache
 from itertools import groupby
 from zoneinfo import ZoneInfo, available_timezones
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Row, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import _
@@ -256,28 +256,7 @@ async def search(
     """Every start in [range_start, range_end): three queries, then computed in Python."""
     if range_end <= range_start:
         return Offers()
-    first_day = (range_start - timedelta(days=1)).date()
-    last_day = (range_end + timedelta(days=1)).date()
-    rows = (
-        await db.execute(
-            select(
-                Availability.volunteer_id,
-                Availability.weekday,
-                Availability.start_time,
-                Availability.end_time,
-                Availability.timezone,
-                Availability.valid_from,
-                Availability.valid_until,
-            )
-            .join(User, User.id == Availability.volunteer_id)
-            .where(
-                User.association_id == association_id,
-                User.is_active.is_(True),
-                or_(Availability.valid_from.is_(None), Availability.valid_from <= last_day),
-                or_(Availability.valid_until.is_(None), Availability.valid_until >= first_day),
-            )
-        )
-    ).all()
+    rows = await _permanences(db, association_id, range_start, range_end)
     if not rows:
         return Offers()
     volunteer_ids = sorted({row.volunteer_id for row in rows})
@@ -328,6 +307,34 @@ async def search(
                     free[start].add(row.volunteer_id)
             day += timedelta(days=7)
     return Offers(offered, free)
+
+
+async def _permanences(
+    db: AsyncSession, association_id: int, start: datetime, end: datetime
+) -> Sequence[Row[int, int, time, time, str, date | None, date | None]]:
+    """The weekly permanences of the association's active volunteers valid around [start, end)
+    (a day of margin each side: local days straddle UTC ones)."""
+    first_day = (start - timedelta(days=1)).date()
+    last_day = (end + timedelta(days=1)).date()
+    result = await db.execute(
+        select(
+            Availability.volunteer_id,
+            Availability.weekday,
+            Availability.start_time,
+            Availability.end_time,
+            Availability.timezone,
+            Availability.valid_from,
+            Availability.valid_until,
+        )
+        .join(User, User.id == Availability.volunteer_id)
+        .where(
+            User.association_id == association_id,
+            User.is_active.is_(True),
+            User.role.in_(_AVAILABILITY_ROLES),
+            *_validity_meets(first_day, last_day),
+        )
+    )
+    return result.all()
 
 
 async def _absences(
@@ -418,10 +425,14 @@ def slots_by_day(slots: Iterable[Slot], tz: tzinfo) -> list[tuple[date, list[Slo
     ]
 
 
-async def note_no_slot_found(db: AsyncSession, association_id: int) -> None:
-    """Count a search that found nothing (unmet demand), without any personal data."""
-    event = await record(db, EventKind.NO_SLOT_FOUND)
-    event.association_id = association_id
+async def note_no_slot_found(
+    db: AsyncSession, association_id: int, postal_code: str | None = None
+) -> None:
+    """Count a search that found nothing (unmet demand), without any personal data: only the
+    département of the optional postal code is kept."""
+    await record(
+        db, EventKind.NO_SLOT_FOUND, association_id=association_id, postal_code=postal_code
+    )
 
 
 # -- Permanences and absences -----------------------------------------------------------------
@@ -606,28 +617,7 @@ async def opening_windows(
 ) -> list[tuple[datetime, datetime]]:
     """When at least one active volunteer holds a permanence (and is not absent) in
     [start, end), as merged UTC intervals. The drop-in queue is open exactly then."""
-    rows = (
-        await db.execute(
-            select(
-                Availability.volunteer_id,
-                Availability.weekday,
-                Availability.start_time,
-                Availability.end_time,
-                Availability.timezone,
-                Availability.valid_from,
-                Availability.valid_until,
-            )
-            .join(User, User.id == Availability.volunteer_id)
-            .where(
-                User.association_id == association_id,
-                User.is_active.is_(True),
-                User.role.in_(_AVAILABILITY_ROLES),
-                *_validity_meets(
-                    (start - timedelta(days=1)).date(), (end + timedelta(days=1)).date()
-                ),
-            )
-        )
-    ).all()
+    rows = await _permanences(db, association_id, start, end)
     if not rows:
         return []
     absences = await _absences(db, sorted({row.volunteer_id for row in rows}), start, end)

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy import select
 
-from server.models import AssistanceSession, QueueEntry
+from server.models import AssistanceSession, CallbackRequest, OutboxMessage, QueueEntry
 from tests.browser import Chromium, chromium_with_devices, screenshot
 from tests.conftest import Account, Running, make_account
 from tests.test_browser import consent, log_in, wait_frames_advance, wait_status
@@ -109,7 +109,18 @@ async def test_turn_changes_the_title_and_a_closed_queue_offers_a_call_back(
     await expect(page.locator("#dropin-closed")).to_be_visible()
     await page.get_by_role("link", name="Être rappelé").first.click()
     await page.wait_for_url(re.compile(r"/rappel"))
+    await page.get_by_label("Votre numéro de téléphone").fill("06 12 34 56 78")
+    await page.get_by_label("Votre prénom (si vous voulez)").fill("Rosa")
+    await page.get_by_label("Le matin (9 h – 12 h)").check()
     await screenshot(page, "dropin-closed-callback-form", full_page=False)
+    await page.get_by_role("button", name="Être rappelé").click()
+    await page.wait_for_url(re.compile(r"/rappel/annuler/"))
+    await expect(page.get_by_role("button", name="Annuler ma demande")).to_be_visible()
+    async with running.sessionmaker() as db:
+        [request] = (await db.scalars(select(CallbackRequest))).all()
+        acks = (await db.scalars(select(OutboxMessage))).all()
+    assert request.phone == "+33612345678" and request.first_name == "Rosa"
+    assert any(ack.channel == "sms" and "/rappel/annuler/" in ack.body for ack in acks)
 
     await open_all_week(running, volunteer)
     await page.goto(running.url("/aide"))
