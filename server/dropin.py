@@ -87,11 +87,10 @@ class Waiting:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The queue of one association at one moment."""
+    """The queue of one association at one moment (the first SHOWN_TO_VOLUNTEERS people)."""
 
     waiting: list[Waiting]
     total: int
-    handling_minutes: float
 
 
 def new_token() -> str:
@@ -157,6 +156,7 @@ async def join(
         association_id=association_id,
         channel=CHANNEL,
         motif_id=motif_id,
+        postal_code=entry.postal_code,
     )
     return Joined(entry, token)
 
@@ -209,6 +209,7 @@ async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: d
         motif_id=entry.motif_id,
         reason=reason.value,
         duration_seconds=waited_seconds(entry, now),
+        postal_code=entry.postal_code,
     )
 
 
@@ -308,8 +309,8 @@ def offers_callback(settings: Settings, estimate: int) -> bool:
     return estimate > settings.queue_callback_minutes
 
 
-async def snapshot(db: AsyncSession, settings: Settings, association_id: int) -> Snapshot:
-    """What volunteers see: the first people waiting (with motif), the total, handling time."""
+async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
+    """What volunteers see: the first people waiting (with motif), and how many wait."""
     rows = await db.execute(
         select(QueueEntry, Motif.name)
         .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
@@ -334,7 +335,16 @@ async def snapshot(db: AsyncSession, settings: Settings, association_id: int) ->
     total = len(waiting)
     if total == SHOWN_TO_VOLUNTEERS:
         total = await count_waiting(db, association_id)
-    return Snapshot(waiting, total, await handling_minutes(db, settings, association_id))
+    return Snapshot(waiting, total)
+
+
+async def place_of(db: AsyncSession, association_id: int, entry_id: str) -> tuple[int, int] | None:
+    """(position, total) of one waiting person, or None if they no longer wait."""
+    ids = await waiting_ids(db, association_id)
+    try:
+        return ids.index(entry_id) + 1, len(ids)
+    except ValueError:
+        return None
 
 
 async def state_of(db: AsyncSession, association_id: int, now: datetime) -> Opening:
@@ -412,6 +422,7 @@ async def _open_room(
         session,
         motif_id=entry.motif_id,
         duration_seconds=waited_seconds(entry, now),
+        postal_code=entry.postal_code,
     )
     return entry
 
@@ -509,6 +520,7 @@ async def requeue(db: AsyncSession, volunteer: User, entry_id: str, now: datetim
         association_id=entry.association_id,
         channel=CHANNEL,
         motif_id=entry.motif_id,
+        postal_code=entry.postal_code,
     )
     if session is not None:
         await assistance.end_session(db, session, "requeued")
@@ -559,6 +571,7 @@ async def transfer(
             association_id=entry.association_id,
             channel=CHANNEL,
             motif_id=entry.motif_id,
+            postal_code=entry.postal_code,
         )
         return Transferred(entry, target, None, None)
     if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
@@ -574,7 +587,13 @@ async def transfer(
     if session.observer_id == target.id:
         session.observer_id = None
         session.observer_sid = None
-    await record(db, EventKind.QUEUE_TRANSFERRED, session, motif_id=entry.motif_id)
+    await record(
+        db,
+        EventKind.QUEUE_TRANSFERRED,
+        session,
+        motif_id=entry.motif_id,
+        postal_code=entry.postal_code,
+    )
     return Transferred(entry, target, session.id, previous_sid)
 
 

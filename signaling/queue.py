@@ -14,6 +14,8 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import socketio
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import dropin
 from server.accounts import user_for_login_token
+from server.availability import Opening
 from server.http import LOGIN_COOKIE
 from server.i18n import _
 from server.models import QueueEntry, QueueStatus, Role, User, utcnow
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
 QUEUE_COOKIE = "vp_queue"
 COALESCE_SECONDS = 0.05
+FACTS_SECONDS = 60.0
 ENTER_URL = "/aide/entrer"
 
 
@@ -65,15 +69,34 @@ def _failure(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "message": message}
 
 
+@dataclass
+class _Facts:
+    """Slow-changing facts of an association's queue, cached for a short while: the opening
+    state (until it changes, at most FACTS_SECONDS) and the typical handling time."""
+
+    opening: Opening
+    handling_minutes: float
+    until: float  # event-loop time
+
+
 class QueueHub:
-    """Who is online, and the coalesced pushes of each association's queue."""
+    """Who is online, and the coalesced pushes of each association's queue.
+
+    At most one push per association runs at a time; changes arriving meanwhile make exactly one
+    more push after it (a burst of joins and leaves costs a few pushes, not one per change).
+    Positions go only to the waiting pages that are open (`pages`), never one emit per person.
+    """
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
         # association → volunteer id → their connected sids (one node; see README, scaling).
         self.online: dict[int, dict[int, set[str]]] = defaultdict(dict)
         self.names: dict[int, str] = {}
+        # queue entry id → sids of its open waiting pages.
+        self.pages: dict[str, set[str]] = defaultdict(set)
+        self._dirty: set[int] = set()
         self._pending: dict[int, asyncio.Task[None]] = {}
+        self._facts: dict[int, _Facts] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.pushes = 0  # how many snapshots were sent (tests, benchmarks)
 
@@ -91,35 +114,66 @@ class QueueHub:
 
     def changed(self, association_id: int) -> None:
         """Something in this association's queue changed: push it soon, once per burst."""
+        self._dirty.add(association_id)
         task = self._pending.get(association_id)
-        if task is not None and not task.done():
-            return
-        self._pending[association_id] = asyncio.get_running_loop().create_task(
-            self._push_later(association_id)
-        )
+        if task is None or task.done():
+            self._pending[association_id] = asyncio.get_running_loop().create_task(
+                self._pusher(association_id)
+            )
 
-    async def _push_later(self, association_id: int) -> None:
-        await asyncio.sleep(COALESCE_SECONDS)
-        # A change from now on schedules a new push: this one may already have read the queue.
-        self._pending.pop(association_id, None)
-        try:
-            await self.push(association_id)
-        except Exception:  # a push must never kill the hub; the next change pushes again
-            log.exception("queue push failed for association %s", association_id)
+    async def _pusher(self, association_id: int) -> None:
+        # No await between the last check and the return: a change always finds either this
+        # loop still running (it pushes again) or the task done (a new one starts).
+        while association_id in self._dirty:
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._dirty.discard(association_id)
+            try:
+                await self.push(association_id)
+            except Exception:  # a push must never kill the hub; the next change pushes again
+                log.exception("queue push failed for association %s", association_id)
+
+    async def facts(self, db: AsyncSession, association_id: int) -> _Facts:
+        """Opening state and handling time, read at most every FACTS_SECONDS."""
+        loop_now = asyncio.get_running_loop().time()
+        cached = self._facts.get(association_id)
+        if cached is not None and cached.until > loop_now:
+            return cached
+        now = utcnow()
+        state = await dropin.state_of(db, association_id, now)
+        handling = await dropin.handling_minutes(db, self.settings, association_id)
+        until = loop_now + FACTS_SECONDS
+        if state.next_change is not None:
+            until = min(until, loop_now + max(0.0, (state.next_change - now).total_seconds()))
+        facts = _Facts(state, handling, until)
+        self._facts[association_id] = facts
+        return facts
+
+    def forget_facts(self, association_id: int | None = None) -> None:
+        """Read opening hours and handling time again at the next push (tests, edits)."""
+        if association_id is None:
+            self._facts.clear()
+        else:
+            self._facts.pop(association_id, None)
 
     async def volunteer_payload(self, association_id: int) -> dict[str, Any]:
         """The queue as volunteers see it."""
         now = utcnow()
         async with self.app[SESSIONMAKER_KEY]() as db:
-            snap = await dropin.snapshot(db, self.settings, association_id)
-            state = await dropin.state_of(db, association_id, now)
+            snap = await dropin.snapshot(db, association_id)
+            facts = await self.facts(db, association_id)
+        return self._volunteer_payload(association_id, snap, facts, now)
+
+    def _volunteer_payload(
+        self, association_id: int, snap: dropin.Snapshot, facts: _Facts, now: datetime
+    ) -> dict[str, Any]:
         online = self.online.get(association_id, {})
+        state = facts.opening
         return {
             "server_time": now.isoformat(),
             "open": state.is_open,
             "next_change": state.next_change.isoformat() if state.next_change else None,
             "total": snap.total,
-            "handling_minutes": round(snap.handling_minutes, 1),
+            "handling_minutes": round(facts.handling_minutes, 1),
             "volunteers": [
                 {"id": user_id, "name": self.names.get(user_id, "")} for user_id in sorted(online)
             ],
@@ -138,46 +192,53 @@ class QueueHub:
         }
 
     async def push(self, association_id: int) -> None:
-        """Send the queue to the association's volunteers and each waiting page its position."""
-        payload = await self.volunteer_payload(association_id)
+        """Send the queue to the association's volunteers and each open waiting page its
+        position."""
+        now = utcnow()
+        async with self.app[SESSIONMAKER_KEY]() as db:
+            snap = await dropin.snapshot(db, association_id)
+            facts = await self.facts(db, association_id)
+            ids = await dropin.waiting_ids(db, association_id) if self.pages else []
         self.pushes += 1
         await self.sio.emit(
-            "queue", payload, room=volunteers_room(association_id), namespace=NAMESPACE
+            "queue",
+            self._volunteer_payload(association_id, snap, facts, now),
+            room=volunteers_room(association_id),
+            namespace=NAMESPACE,
         )
-        async with self.app[SESSIONMAKER_KEY]() as db:
-            ids = await dropin.waiting_ids(db, association_id)
         volunteers = self.volunteers_online(association_id)
         for index, entry_id in enumerate(ids):
-            await self.sio.emit(
-                "position",
-                self.position_payload(index + 1, len(ids), volunteers, payload),
-                room=entry_room(entry_id),
-                namespace=NAMESPACE,
-            )
+            if entry_id in self.pages:
+                await self.sio.emit(
+                    "position",
+                    self.position_payload(index + 1, len(ids), volunteers, facts),
+                    room=entry_room(entry_id),
+                    namespace=NAMESPACE,
+                )
 
     def position_payload(
-        self, position: int, total: int, volunteers: int, queue: dict[str, Any]
+        self, position: int, total: int, volunteers: int, facts: _Facts
     ) -> dict[str, Any]:
         """What a waiting page shows: place, estimate, and whether to offer a call-back."""
-        estimate = dropin.estimate_minutes(position, volunteers, float(queue["handling_minutes"]))
+        estimate = dropin.estimate_minutes(position, volunteers, facts.handling_minutes)
+        is_open = facts.opening.is_open
         return {
             "position": position,
             "total": total,
             "estimate_minutes": estimate,
-            "open": queue["open"],
-            "offer_callback": dropin.offers_callback(self.settings, estimate) or not queue["open"],
+            "open": is_open,
+            "offer_callback": dropin.offers_callback(self.settings, estimate) or not is_open,
         }
 
     async def position_for(self, association_id: int, entry_id: str) -> dict[str, Any] | None:
         """One waiting page's current position (on connect and for the page itself)."""
-        queue = await self.volunteer_payload(association_id)
         async with self.app[SESSIONMAKER_KEY]() as db:
-            ids = await dropin.waiting_ids(db, association_id)
-        if entry_id not in ids:
+            facts = await self.facts(db, association_id)
+            place = await dropin.place_of(db, association_id, entry_id)
+        if place is None:
             return None
-        return self.position_payload(
-            ids.index(entry_id) + 1, len(ids), self.volunteers_online(association_id), queue
-        )
+        position, total = place
+        return self.position_payload(position, total, self.volunteers_online(association_id), facts)
 
     async def turn(self, entry_id: str) -> None:
         """Tell a waiting page it is their turn: it rings, then enters the room."""
@@ -303,12 +364,14 @@ class QueueNamespace(socketio.AsyncNamespace):
         if previous and previous != sid:
             await self.emit("removed", {"reason": "replaced"}, to=previous)
             await self.leave_room(previous, entry_room(entry_id))
+            self.hub.pages[entry_id].discard(previous)
         if status == QueueStatus.TAKEN:
             await self.emit("turn", {"url": ENTER_URL}, to=sid)
             return
         if status != QueueStatus.WAITING:
             await self.emit("removed", {"reason": status.value}, to=sid)
             return
+        self.hub.pages[entry_id].add(sid)
         position = await self.hub.position_for(association_id, entry_id)
         if position is not None:
             await self.emit("position", position, to=sid)
@@ -328,6 +391,11 @@ class QueueNamespace(socketio.AsyncNamespace):
                 if not sids:
                     online.pop(int(info["user_id"]), None)
         else:
+            pages = self.hub.pages.get(info["entry_id"])
+            if pages is not None:
+                pages.discard(sid)
+                if not pages:
+                    self.hub.pages.pop(info["entry_id"], None)
             async with self.app[SESSIONMAKER_KEY].begin() as db:
                 await dropin.disconnected(db, info["entry_id"], sid, utcnow())
         self.hub.changed(association_id)

@@ -16,7 +16,7 @@ from babel.dates import format_date, format_datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import accounts, availability, booking, motifs
+from server import accounts, availability, booking, handoff, motifs
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import DEFAULT_LOCALE, N_, _
 from server.models import (
@@ -29,7 +29,7 @@ from server.models import (
     VisitKind,
 )
 from server.notifications import ZONES, zone_label
-from server.typedefs import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.typedefs import QUEUE_HUB_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
 # "Démarrer" opens the room (and so the beneficiary's link) up to this long before the start.
@@ -404,6 +404,15 @@ async def availability_page(request: web.Request) -> web.StreamResponse:
     return await _availability_page(request)
 
 
+def _hours_changed(request: web.Request) -> web.HTTPSeeOther:
+    """The permanences changed: the drop-in queue's opening hours are read again now."""
+    hub = request.app[QUEUE_HUB_KEY]
+    association_id = _user(request).association_id
+    hub.forget_facts(association_id)
+    hub.changed(association_id)
+    return web.HTTPSeeOther(location="/disponibilites")
+
+
 @login_required(*STAFF)
 async def availability_add(request: web.Request) -> web.StreamResponse:
     """Publish a weekly permanence."""
@@ -430,7 +439,7 @@ async def availability_add(request: web.Request) -> web.StreamResponse:
             )
     except (FormError, availability.AvailabilityError) as exc:
         return await _availability_page(request, 400, form=fields, error=str(exc))
-    raise web.HTTPSeeOther(location="/disponibilites")
+    raise _hours_changed(request)
 
 
 @login_required(*STAFF)
@@ -443,7 +452,7 @@ async def availability_delete(request: web.Request) -> web.StreamResponse:
         )
     if not deleted:
         raise _not_found(_("Cette permanence n'existe pas."))
-    raise web.HTTPSeeOther(location="/disponibilites")
+    raise _hours_changed(request)
 
 
 @login_required(*STAFF)
@@ -471,7 +480,7 @@ async def absence_add(request: web.Request) -> web.StreamResponse:
             )
     except (FormError, availability.AvailabilityError) as exc:
         return await _availability_page(request, 400, absence_form=fields, absence_error=str(exc))
-    raise web.HTTPSeeOther(location="/disponibilites")
+    raise _hours_changed(request)
 
 
 @login_required(*STAFF)
@@ -484,7 +493,7 @@ async def absence_delete(request: web.Request) -> web.StreamResponse:
         )
     if not deleted:
         raise _not_found(_("Cette absence n'existe pas."))
-    raise web.HTTPSeeOther(location="/disponibilites")
+    raise _hours_changed(request)
 
 
 # -- Motifs (coordinator) ---------------------------------------------------------------------
@@ -675,6 +684,9 @@ async def my_bookings(request: web.Request) -> web.StreamResponse:
         names: dict[int, str] = {
             m.id: m.name for m in await motifs.list_motifs(db, user.association_id)
         }
+        with_sheet = await handoff.session_ids_with_sheets(
+            db, [a.assistance_session_id for a in appointments if a.assistance_session_id]
+        )
     rows = []
     for appointment in appointments:
         tz = ZoneInfo(appointment.display_timezone)
@@ -688,6 +700,9 @@ async def my_bookings(request: web.Request) -> web.StreamResponse:
                 "kind": _(KIND_LABELS[appointment.kind]),
                 "status": appointment.status.value,
                 "status_label": _(STATUS_LABELS[appointment.status]),
+                "sheet_url": f"/mes-reservations/{appointment.id}/fiche"
+                if appointment.assistance_session_id in with_sheet
+                else None,
             }
         )
     return render(request, "referrers/my_bookings.html", {"rows": rows})
