@@ -586,7 +586,7 @@ async def _book(
         _fit_session_to_appointment(settings, session, appointment)
         appointment.assistance_session_id = session.id
         await db.flush()
-        stat = await record(db, event, session)
+        stat = await record(db, event, session, postal_code=appointment.postal_code)
         if event is EventKind.APPOINTMENT_BOOKED:
             stat.channel = via
     assert session.code_salt is not None  # create_session always assigns a code

@@ -246,6 +246,7 @@ async def submit(
         association_id=association.id,
         channel=CHANNEL,
         motif_id=form.motif_id,
+        postal_code=request.postal_code,
     )
     await _acknowledge(db, settings, request, association, token, now)
     return Submitted(request, token)
@@ -370,6 +371,7 @@ async def cancel(db: AsyncSession, token: str, now: datetime) -> CallbackRequest
         association_id=request.association_id,
         channel=CHANNEL,
         motif_id=request.motif_id,
+        postal_code=request.postal_code,
         duration_seconds=_age_seconds(request, now),
     )
     return request
@@ -540,6 +542,7 @@ async def _log(
         association_id=request.association_id,
         channel=CHANNEL,
         motif_id=request.motif_id,
+        postal_code=request.postal_code,
         reason=outcome,
     )
 
@@ -552,6 +555,7 @@ async def _resolve(db: AsyncSession, request: CallbackRequest, outcome: str, now
         association_id=request.association_id,
         channel=CHANNEL,
         motif_id=request.motif_id,
+        postal_code=request.postal_code,
         reason=outcome,
         duration_seconds=_age_seconds(request, now),
     )
@@ -565,6 +569,7 @@ async def _expire(db: AsyncSession, request: CallbackRequest, reason: str, now: 
         association_id=request.association_id,
         channel=CHANNEL,
         motif_id=request.motif_id,
+        postal_code=request.postal_code,
         reason=reason,
         duration_seconds=_age_seconds(request, now),
     )

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -625,3 +626,27 @@ class HandoffSheet(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+# -- Statistics rollups -------------------------------------------------------------------------
+
+
+class StatRollup(Base):
+    """Daily counts of statistics events, kept up to date in the same transaction as each event
+    (server/statistics.py explains the keys). ``'*'`` in channel or theme means "all"; ``''``
+    means "none given". Rebuilt from stat_events by ``statistics.rebuild_rollups``."""
+
+    __tablename__ = "stat_rollups"
+
+    association_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dim: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(30), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_sum: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    # The primary key is the only index the queries need; on SQLite the table is stored in it.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it once

@@ -16,9 +16,11 @@ from server.views import (
     callbacks,
     coordinator,
     dropin,
+    handoff,
     health,
     home,
     join,
+    stats,
 )
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -75,6 +77,9 @@ def setup_routes(app: web.Application) -> None:
     dropin.add_routes(r)
     callbacks.add_routes(r)
     agenda.add_routes(r)
+    handoff.add_routes(r)
     api_v1.add_routes(r)
+    stats.add_routes(r)
+    stats.configure_sessions(app)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)

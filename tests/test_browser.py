@@ -219,7 +219,7 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     await wait_status(ben, "ended")
     await expect(ben.locator("#step-ended")).to_be_visible()
     await expect(ben.locator("#end-message")).to_have_text("L'assistance est terminée. Merci !")
-    await vol.wait_for_url("**/tableau")
+    await vol.wait_for_url(re.compile(r"/assistance/[^/]+/fiche$"))
 
     assert vol_errors == []
     assert ben_errors == []

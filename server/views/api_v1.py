@@ -16,12 +16,13 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from limits import parse
 
-from server import api_tokens, availability, booking, motifs, notifications
+from server import api_tokens, availability, booking, motifs, notifications, statistics, taxonomy
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import _
 from server.models import Appointment, Motif, Role, User, VisitKind, utcnow
 from server.ratelimit import Rule
 from server.typedefs import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.views import stats as stats_views
 from server.worker import wake
 
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
@@ -302,6 +303,23 @@ async def cancel_booking(request: web.Request) -> web.Response:
     return web.json_response(_appointment_json(appointment))
 
 
+async def stats(request: web.Request) -> web.Response:
+    """The coordinator's statistics as JSON (logged-in coordinator session; API tokens are
+    referrers' and never see statistics). Counts below stats_small_count read "< N"."""
+    user = current_user(request)
+    if user is None:
+        raise ApiError(401, "unauthorized", _("Connectez-vous avec un compte de coordination."))
+    if user.role != Role.COORDINATOR:
+        raise ApiError(403, "forbidden", _("Les statistiques sont réservées à la coordination."))
+    try:
+        filters = stats_views.filters_or_error(request)
+    except statistics.FilterError as exc:
+        raise ApiError(422, "invalid_filters", str(exc)) from None
+    report = await stats_views.load_report(request, filters)
+    small = request.app[SETTINGS_KEY].stats_small_count
+    return web.json_response(statistics.report_json(report, small))
+
+
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of this API."""
     return web.json_response(openapi_document(request.app[SETTINGS_KEY].base_url))
@@ -368,6 +386,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/bookings", list_bookings, name="api-bookings")
     router.add_post("/api/v1/bookings", create_booking, name="api-bookings-create")
     router.add_delete("/api/v1/bookings/{booking_id}", cancel_booking, name="api-bookings-cancel")
+    router.add_get("/api/v1/stats", stats, name="api-stats")
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -559,9 +578,20 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/stats": _stats_path(),
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "coordinatorSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "vp_session",
+                    "description": "The session cookie of a logged-in coordinator "
+                    "(log in on /login). API tokens belong to referrers and cannot read "
+                    "statistics.",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -578,6 +608,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 },
                 "Kind": {"type": "string", "enum": [k.value for k in VisitKind]},
+                "Count": _count_schema(),
                 "Motif": {
                     "type": "object",
                     "required": ["id", "name", "first_visit_minutes", "follow_up_minutes"],
@@ -661,4 +692,154 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _count_schema() -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": "^< [0-9]+$"},
+        ],
+        "description": 'A count; below stats_small_count it reads "< N" (never re-identifying)',
+    }
+
+
+def _stats_path() -> dict[str, Any]:
+    """GET /api/v1/stats: same filters as the /stats page."""
+    count = {"$ref": "#/components/schemas/Count"}
+    rate = {
+        "type": ["number", "null"],
+        "description": "Per 100,000 inhabitants; null when "
+        "the count is suppressed or the population unknown (Mayotte)",
+    }
+    labelled = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["code", "label", "sessions"],
+            "properties": {
+                "code": {"type": ["string", "null"]},
+                "label": {"type": "string"},
+                "sessions": count,
+                "unmet": count,
+            },
+        },
+    }
+    departement = {
+        "type": "object",
+        "required": ["code", "name", "sessions", "unmet"],
+        "properties": {
+            "code": {"type": "string", "description": 'INSEE code, or "inconnu"'},
+            "name": {"type": "string"},
+            "population": {"type": ["integer", "null"]},
+            "sessions": count,
+            "sessions_per_100k": rate,
+            "unmet": count,
+            "unmet_per_100k": rate,
+        },
+    }
+    query = [
+        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {
+            "name": "channel",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(statistics.CHANNELS)},
+        },
+        {
+            "name": "theme",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(taxonomy.THEMES)},
+        },
+        {"name": "step", "in": "query", "schema": {"type": "string", "enum": ["month", "week"]}},
+    ]
+    body = {
+        "type": "object",
+        "required": ["period", "filters", "small_count", "totals", "volumes", "departements"],
+        "properties": {
+            "period": {
+                "type": "object",
+                "properties": {
+                    "from": {"type": "string", "format": "date"},
+                    "to": {"type": "string", "format": "date"},
+                    "step": {"type": "string", "enum": ["month", "week"]},
+                },
+            },
+            "filters": {
+                "type": "object",
+                "properties": {
+                    "channel": {"type": ["string", "null"]},
+                    "theme": {"type": ["string", "null"]},
+                },
+            },
+            "small_count": {"type": "integer"},
+            "totals": {
+                "type": "object",
+                "properties": {
+                    "sessions": count,
+                    "sessions_ended": count,
+                    "demand": count,
+                    "unmet": count,
+                    "mean_duration_minutes": {"type": ["number", "null"]},
+                },
+            },
+            "volumes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "period": {"type": "string", "examples": ["2025-03", "2025-W09"]},
+                        "sessions": count,
+                        "by_channel": {"type": "object", "additionalProperties": count},
+                        "demand": count,
+                        "unmet": count,
+                    },
+                },
+            },
+            "themes": labelled,
+            "organisations": labelled,
+            "outcomes": labelled,
+            "autonomy": labelled,
+            "durations": labelled,
+            "volunteers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": ["integer", "null"]},
+                        "name": {"type": "string"},
+                        "sessions": count,
+                    },
+                },
+            },
+            "departements": {"type": "array", "items": departement},
+            "ranking": {
+                "type": "array",
+                "items": departement,
+                "description": "Where to open a permanence: highest unmet demand per 100k first",
+            },
+        },
+    }
+    return {
+        "get": {
+            "operationId": "getStatistics",
+            "summary": "Coordinator's statistics (logged-in coordinator session)",
+            "description": "Sessions (handoff sheets), demand and unmet demand (left the queue, "
+            "call-backs expired or wrong number, searches without a slot) by period, channel, "
+            "theme, organisation, outcome, autonomy, duration, volunteer and département, with "
+            "rates per 100,000 inhabitants. Default period: the last 12 calendar months; at "
+            "most 5 years.",
+            "security": [{"coordinatorSession": []}],
+            "parameters": query,
+            "responses": {
+                "200": {
+                    "description": "Statistics",
+                    "content": {"application/json": {"schema": body}},
+                },
+                "401": _error_response("Not logged in"),
+                "403": _error_response("Logged in, but not as a coordinator"),
+                "422": _error_response("invalid_filters: bad date, range, channel or theme"),
+            },
+        }
     }

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assistance as domain
+from server import handoff
 from server.accounts import AccountError
 from server.http import check_csrf, current_user, login_required, render
 from server.i18n import _
@@ -29,7 +31,8 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         sessions = await domain.list_for_user(db, user)
-    return render(request, "assistance/dashboard.html", {"sessions": sessions})
+        todos = await handoff.sheets_to_fill(db, user)
+    return render(request, "assistance/dashboard.html", {"sessions": sessions, "todos": todos})
 
 
 @login_required(Role.VOLUNTEER, Role.COORDINATOR)
@@ -75,6 +78,7 @@ def room_context(
         else "",
         "observer_name": None,
         "observer_error": None,
+        "earlier_sheets": [],
         "config": {
             "role": role.value,
             "session_id": session.id,
@@ -89,13 +93,27 @@ async def room(request: web.Request) -> web.StreamResponse:
     session, role = await _load(request)
     settings = request.app[SETTINGS_KEY]
     if session.status == SessionStatus.ENDED:
-        return render(request, "assistance/ended.html", {"assistance": session})
+        context = {"assistance": session, "is_owner": role is domain.PeerRole.VOLUNTEER}
+        return render(request, "assistance/ended.html", context)
     context = room_context(settings, session, role)
     async with request.app[SESSIONMAKER_KEY]() as db:
         if session.observer_id is not None:
             observer = await db.get(User, session.observer_id)
             context["observer_name"] = observer.name if observer else None
+        context["earlier_sheets"] = await _earlier_sheets(db, settings, session)
     return render(request, "assistance/room.html", context)
+
+
+async def _earlier_sheets(
+    db: AsyncSession, settings: Settings, session: AssistanceSession
+) -> list[handoff.SheetView]:
+    """The person's earlier sheets they agreed to share (appointments and call-backs only: a
+    plain link or the drop-in queue does not say who the person is)."""
+    if session.channel not in ("appointment", "callback"):
+        return []
+    subject = await handoff.subject_of_session(db, session)
+    sheets = await handoff.earlier_sheets(db, settings, subject)
+    return [handoff.view(sheet, settings.timezone) for sheet in sheets]
 
 
 @login_required(Role.VOLUNTEER, Role.COORDINATOR)
@@ -154,4 +172,5 @@ async def end(request: web.Request) -> web.StreamResponse:
         ended = await domain.end_session(db, session, "volunteer")
     if ended:
         await end_session_room(request.app[SIO_KEY], session.id, "volunteer")
-    raise web.HTTPSeeOther(location="/tableau")
+    # Straight to the handoff sheet while the session is fresh in mind ("Passer" stays there).
+    raise web.HTTPSeeOther(location=f"/assistance/{session.id}/fiche")

@@ -14,7 +14,7 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import availability, booking, notifications, ratelimit
+from server import availability, booking, handoff, notifications, ratelimit
 from server.assistance import link_for
 from server.booking import BookingError, ContactInfo, Needs
 from server.http import check_csrf, client_ip, current_user, render
@@ -182,8 +182,14 @@ async def motifs_page(request: web.Request) -> web.StreamResponse:
         "tz": tz,
         "referrer": _referrer(request),
         "query": _query,
+        "cp": _postal_code(request),
     }
     return render(request, "booking/motifs.html", context)
+
+
+def _postal_code(request: web.Request) -> str:
+    """The optional postal code typed on the motif page (statistics only: its département)."""
+    return "".join(request.query.get("cp", "").split())[:10]
 
 
 async def _find(
@@ -227,7 +233,9 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
         # Unmet demand is counted once per search, on its first page: "voir plus tard" pages
         # past the last permanence are browsing, not a new person without a slot.
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            await availability.note_no_slot_found(db, association.id)
+            await availability.note_no_slot_found(
+                db, association.id, postal_code=_postal_code(request) or None
+            )
     last_bookable = now + timedelta(days=settings.booking_horizon_days)
     after = first + timedelta(days=DAYS_SHOWN)
     context: dict[str, Any] = {
@@ -463,7 +471,8 @@ async def manage_page(request: web.Request) -> web.StreamResponse:
         motif = await db.get_one(Motif, appointment.motif_id)
         association = await db.get_one(Association, appointment.association_id)
         join_url, code = await _links(request, db, appointment)
-    return _manage(request, appointment, motif, association, join_url, code)
+        has_sheet = await handoff.find_for_appointment(db, appointment) is not None
+    return _manage(request, appointment, motif, association, join_url, code, has_sheet=has_sheet)
 
 
 def _manage(
@@ -475,6 +484,8 @@ def _manage(
     code: str | None,
     error: str | None = None,
     status: int = 200,
+    *,
+    has_sheet: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
     booked = appointment.status == AppointmentStatus.BOOKED
@@ -499,6 +510,7 @@ def _manage(
         "base": f"/rendez-vous/gerer/{token}",
         "for_someone": appointment.booked_via == "referrer",
         "error": error,
+        "sheet_url": f"/rendez-vous/gerer/{token}/fiche" if has_sheet else None,
     }
     return render(request, "booking/manage.html", context, status)
 

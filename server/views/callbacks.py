@@ -15,7 +15,7 @@ from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import callbacks
+from server import callbacks, handoff
 from server.callbacks import CallbackError, CallbackForm, InvalidRequest
 from server.http import check_csrf, client_ip, current_user, login_required, render
 from server.i18n import N_, _
@@ -374,6 +374,7 @@ async def _detail(
         motifs = await callbacks.motif_names(db, user.association_id)
         names = await _names(db, user.association_id)
         tries = await callbacks.attempts(db, callback.id)
+        sheet = await handoff.sheet_for_callback(db, callback.id)
     mine = callback.claimed_by_id == user.id
     holding = mine and callback.status == CallbackStatus.CLAIMED
     row = _row(callback, now, settings.callback_flag_hours, motifs, names)
@@ -412,6 +413,14 @@ async def _detail(
         "max_no_answer": settings.callback_max_no_answer,
         "flag_hours": settings.callback_flag_hours,
         "error": error,
+        # Helped on the phone (or to book for): the claimer files the handoff sheet.
+        "sheet_url": f"/rappels/{callback.id}/fiche"
+        if mine
+        and callback.status == CallbackStatus.RESOLVED
+        and callback.outcome in handoff.CALLBACK_SHEET_OUTCOMES
+        and callback.assistance_session_id is None
+        else None,
+        "sheet_filed": sheet is not None,
     }
     return render(request, "callbacks/detail.html", context, status)
 

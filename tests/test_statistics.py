@@ -1,0 +1,339 @@
+"""The coordinator's statistics on the real app, SQLite and PostgreSQL: rollups kept by record()
+equal a rebuild from the events, aggregates, rates per 100,000, filters, small-count
+suppression in CSV and API, bad input and access rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+from sqlalchemy import insert, select
+
+from server import geo, motifs, statistics
+from server.models import Role, StatEvent, StatRollup, User
+from server.stats import EventKind, record
+from server.views.api_v1 import _count_schema, openapi_document
+from tests.conftest import Account, Running, login, make_account
+
+DAY = datetime(2025, 3, 12, 10, 0, tzinfo=UTC)
+PERIOD = {"from": "2025-01-01", "to": "2025-12-31"}
+
+
+def _event_specs(volunteer_id: int) -> list[dict[str, Any]]:
+    """A hand-built month: 7 sheets in Paris, 1 in Mayotte, 2 unknown, unmet demand."""
+    sheet = {
+        "kind": EventKind.SHEET_FILED,
+        "channel": "drop_in",
+        "themes": ["logement", "social_sante"],
+        "organisations": ["caf"],
+        "outcome": "resolved",
+        "autonomy": "with_help",
+        "volunteer_id": volunteer_id,
+        "duration_seconds": 1200,
+    }
+    specs: list[dict[str, Any]] = []
+    specs += [{**sheet, "postal_code": "75011"} for _ in range(6)]
+    specs.append({**sheet, "postal_code": "75011", "channel": "link", "themes": ["papiers"]})
+    specs.append({**sheet, "postal_code": "97600", "duration_seconds": 4000})  # Mayotte
+    specs.append({**sheet, "postal_code": "ABCDE"})  # invalid: counted as unknown
+    specs.append({**sheet, "postal_code": None, "organisations": ["caf", "cpam"]})
+    specs += [
+        {"kind": EventKind.QUEUE_LEFT, "reason": "left", "postal_code": "13001"},
+        {"kind": EventKind.QUEUE_LEFT, "reason": "gone", "postal_code": "13001"},
+        {"kind": EventKind.CALLBACK_EXPIRED, "reason": "too_old", "postal_code": "13001"},
+        {"kind": EventKind.CALLBACK_RESOLVED, "reason": "wrong_number", "postal_code": "48000"},
+        {"kind": EventKind.CALLBACK_RESOLVED, "reason": "helped", "postal_code": "48000"},
+        {"kind": EventKind.NO_SLOT_FOUND, "postal_code": "99999", "theme": "logement"},
+        {"kind": EventKind.QUEUE_JOINED, "postal_code": "13001"},
+    ]
+    return specs
+
+
+async def _record_all(running: Running, association_id: int, specs: list[dict[str, Any]]) -> None:
+    async with running.sessionmaker.begin() as db:
+        for i, spec in enumerate(specs):
+            spec = dict(spec)
+            kind = spec.pop("kind")
+            event = await record(db, kind, association_id=association_id, **spec)
+            event.occurred_at = DAY + timedelta(hours=i)
+            if i % 5 == 0:
+                await db.flush()
+
+
+async def _bulk_insert(running: Running, association_id: int, specs: list[dict[str, Any]]) -> None:
+    rows = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        postal = spec.pop("postal_code", None)
+        rows.append(
+            {
+                "occurred_at": DAY + timedelta(hours=i),
+                "association_id": association_id,
+                "kind": spec.pop("kind").value,
+                "departement": statistics_departement(postal),
+                "themes": spec.pop("themes", []),
+                "organisations": spec.pop("organisations", []),
+                **spec,
+            }
+        )
+    async with running.sessionmaker.begin() as db:
+        await db.execute(insert(StatEvent), rows)
+        await statistics.rebuild_rollups(db, association_id)
+
+
+def statistics_departement(postal: str | None) -> str | None:
+    from server.stats import departement_of
+
+    return departement_of(postal)
+
+
+async def _rollups(running: Running, association_id: int) -> dict[tuple[Any, ...], tuple[int, int]]:
+    async with running.sessionmaker() as db:
+        rows = await db.execute(
+            select(StatRollup).where(StatRollup.association_id == association_id)
+        )
+        return {
+            (r.dim, r.channel, r.theme, r.day, r.kind, r.value): (r.count, r.duration_sum)
+            for r in rows.scalars()
+            if r.count
+        }
+
+
+async def _setup(running: Running, coordinator: Account) -> int:
+    await _record_all(running, coordinator.user.association_id, _event_specs(coordinator.user.id))
+    return coordinator.user.association_id
+
+
+async def test_record_keeps_rollups_equal_to_a_rebuild_and_to_a_bulk_import(
+    running: Running, coordinator: Account
+) -> None:
+    association_id = await _setup(running, coordinator)
+    incremental = await _rollups(running, association_id)
+    assert incremental
+    async with running.sessionmaker.begin() as db:
+        written = await statistics.rebuild_rollups(db, association_id)
+    assert written == len(incremental)
+    assert await _rollups(running, association_id) == incremental
+    # The same events bulk-inserted for another association, then rebuilt: same figures.
+    other = await make_account(running, "coord-b@example.org", Role.COORDINATOR, "Asso B")
+    await _bulk_insert(running, other.user.association_id, _event_specs(coordinator.user.id))
+    bulk = await _rollups(running, other.user.association_id)
+    assert bulk == incremental
+    # A full rebuild (every association) changes nothing either.
+    async with running.sessionmaker.begin() as db:
+        await statistics.rebuild_rollups(db)
+    assert await _rollups(running, association_id) == incremental
+
+
+async def test_an_event_changed_after_record_moves_its_counts(
+    running: Running, coordinator: Account
+) -> None:
+    async with running.sessionmaker.begin() as db:
+        event = await record(db, EventKind.NO_SHOW)
+        event.occurred_at = DAY
+        await db.flush()
+        event.association_id = coordinator.user.association_id  # as booking.py does
+    rows = await _rollups(running, coordinator.user.association_id)
+    assert rows[("all", "*", "*", date(2025, 3, 12), "no_show", "")] == (1, 0)
+    assert await _rollups(running, 0) == {}
+
+
+async def test_report_aggregates_and_rates_per_100k(running: Running, coordinator: Account) -> None:
+    association_id = await _setup(running, coordinator)
+    filters = statistics.parse_filters(PERIOD, date(2025, 12, 31))
+    async with running.sessionmaker() as db:
+        report = await statistics.build_report(db, association_id, filters)
+    assert report.totals[statistics.SESSIONS] == 10
+    assert report.totals[f"{statistics.SESSIONS}:drop_in"] == 9
+    assert report.totals[f"{statistics.SESSIONS}:link"] == 1
+    assert report.totals[statistics.UNMET] == 5  # left, gone, expired, wrong number, no slot
+    assert report.volumes[date(2025, 3, 1)][statistics.SESSIONS] == 10
+    assert report.themes["logement"][statistics.SESSIONS] == 9
+    assert report.themes["papiers"][statistics.SESSIONS] == 1
+    assert report.themes["logement"][statistics.UNMET] == 1
+    assert report.facets["org"] == {"caf": 10, "cpam": 1}
+    assert report.facets["outcome"] == {"resolved": 10}
+    assert report.facets["dur"] == {"15-30": 9, "60+": 1}
+    assert report.facets["vol"] == {str(coordinator.user.id): 10}
+    assert report.volunteer_names[str(coordinator.user.id)] == "nadia"
+    deps = {d.code: d for d in report.departements}
+    population = {d.code: d.population for d in geo.departements()}
+    paris = population["75"]
+    assert paris is not None
+    assert deps["75"].sessions == 7
+    assert deps["75"].sessions_rate == pytest.approx(7 * 100_000 / paris)
+    assert deps["976"].sessions == 1 and deps["976"].sessions_rate is None  # no population
+    assert deps["13"].unmet == 3 and deps["13"].demand == 1
+    assert deps["48"].unmet == 1
+    assert report.unknown.sessions == 2 and report.unknown.unmet == 1
+    ranking = report.ranking()
+    # Lozère (~76,000 inhabitants) before Bouches-du-Rhône (~2 million) despite fewer cases.
+    assert [d.code for d in ranking] == ["48", "13"]
+
+
+async def test_filters_by_channel_theme_and_period(running: Running, coordinator: Account) -> None:
+    association_id = await _setup(running, coordinator)
+    today = date(2025, 12, 31)
+
+    async def totals(**query: str) -> int:
+        filters = statistics.parse_filters({**PERIOD, **query}, today)
+        async with running.sessionmaker() as db:
+            report = await statistics.build_report(db, association_id, filters)
+        return report.totals[statistics.SESSIONS]
+
+    assert await totals(channel="link") == 1
+    assert await totals(channel="drop_in") == 9
+    assert await totals(theme="papiers") == 1
+    assert await totals(theme="logement") == 9
+    assert await totals(theme="logement", channel="link") == 0
+    assert await totals(**{"from": "2025-03-13", "to": "2025-03-31"}) == 0
+    assert await totals(**{"from": "2025-03-12", "to": "2025-03-12"}) == 10
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"from": "2025-13-45"}, "Date invalide"),
+        ({"from": "2025-06-01", "to": "2025-01-01"}, "date de fin"),
+        ({"from": "2000-01-01", "to": "2030-01-01"}, "trop longue"),
+        ({"from": "1900-01-01"}, "hors limites"),
+        ({"channel": "pigeon"}, "Canal inconnu"),
+        ({"theme": "x"}, "Thème inconnu"),
+    ],
+)
+async def test_bad_filters_get_french_messages_not_crashes(
+    running: Running,
+    coordinator: Account,
+    http: aiohttp.ClientSession,
+    query: dict[str, str],
+    message: str,
+) -> None:
+    await login(http, running, coordinator)
+    async with http.get(running.url("/stats"), params=query) as resp:
+        assert resp.status == 400
+        assert message in await resp.text()
+    async with http.get(running.url("/stats.csv"), params=query) as resp:
+        assert resp.status == 400
+        assert message in await resp.text()
+    async with http.get(running.url("/api/v1/stats"), params=query) as resp:
+        assert resp.status == 422
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_filters" and message in error["message"]
+
+
+async def test_dashboard_shows_the_map_ranking_and_an_empty_period(
+    running: Running, coordinator: Account, http: aiohttp.ClientSession
+) -> None:
+    await _setup(running, coordinator)
+    await login(http, running, coordinator)
+    async with http.get(running.url("/stats"), params={**PERIOD, "carte": "unmet"}) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert 'data-code="2A"' in page and 'data-code="976"' in page  # Corsica path, Mayotte box
+    assert "carte : MapSVG, CC-BY-4.0" in page
+    assert "Lozère (48)" in page and "population inconnue" in page
+    ranking = page[page.index('id="ranking"') :]
+    assert ranking.index("Lozère (48)") < ranking.index("Bouches-du-Rhône (13)")
+    async with http.get(
+        running.url("/stats"), params={"from": "2024-01-01", "to": "2024-01-31"}
+    ) as resp:
+        assert resp.status == 200
+        assert "Aucune donnée sur cette période" in await resp.text()
+    async with http.get(running.url("/stats")) as resp:  # default: the last 12 months
+        assert resp.status == 200
+
+
+async def test_csv_and_api_hide_small_counts(
+    running: Running, coordinator: Account, http: aiohttp.ClientSession
+) -> None:
+    await _setup(running, coordinator)
+    await login(http, running, coordinator)
+    async with http.get(
+        running.url("/stats.csv"), params={**PERIOD, "table": "departements"}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    by_code = {row["departement"]: row for row in rows}
+    assert by_code["75"]["sessions"] == "7"
+    assert by_code["75"]["sessions_per_100k"] != ""
+    assert by_code["13"]["unmet"] == "< 5" and by_code["13"]["unmet_per_100k"] == ""
+    assert by_code["inconnu"]["sessions"] == "< 5"
+    assert by_code["01"]["sessions"] == "0"
+    for table in statistics.TABLES:
+        async with http.get(running.url("/stats.csv"), params={**PERIOD, "table": table}) as resp:
+            assert resp.status == 200, table
+            assert next(csv.reader(io.StringIO(await resp.text())))
+    async with http.get(running.url("/api/v1/stats"), params=PERIOD) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["totals"]["sessions"] == 10 and body["totals"]["unmet"] == 5
+    deps = {d["code"]: d for d in body["departements"]}
+    assert deps["13"]["unmet"] == "< 5" and deps["13"]["unmet_per_100k"] is None
+    assert deps["976"]["sessions"] == "< 5"
+    assert [d["code"] for d in body["ranking"]] == ["48", "13"]
+    assert body["ranking"][0]["unmet"] == "< 5"
+    schema = openapi_document(running.settings.base_url)["paths"]["/api/v1/stats"]["get"]
+    response_schema = schema["responses"]["200"]["content"]["application/json"]["schema"]
+    inlined = json.loads(
+        json.dumps(response_schema).replace(
+            json.dumps({"$ref": "#/components/schemas/Count"}), json.dumps(_count_schema())
+        )
+    )
+    jsonschema.validate(body, inlined)
+
+
+async def test_only_coordinators_reach_the_statistics(
+    running: Running, volunteer: Account, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/stats", "/stats.csv"):
+        async with http.get(running.url(path), allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"].startswith("/login")
+    async with http.get(running.url("/api/v1/stats")) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "unauthorized"
+    referrer = await make_account(running, "ref@ccas.example.org", Role.REFERRER)
+    for account in (volunteer, referrer):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            await login(client, running, account)
+            for path in ("/stats", "/stats.csv"):
+                async with client.get(running.url(path)) as resp:
+                    assert resp.status == 403
+            async with client.get(running.url("/api/v1/stats")) as resp:
+                assert resp.status == 403
+                assert (await resp.json())["error"]["code"] == "forbidden"
+
+
+async def test_a_booking_search_without_slot_counts_under_the_postal_codes_departement(
+    running: Running, coordinator: Account, http: aiohttp.ClientSession
+) -> None:
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, coordinator.user.id)
+        motif_rows = await motifs.ensure_default_motifs(db, user.association_id)
+    motif_id = motif_rows[0].id
+    association_id = coordinator.user.association_id
+    async with http.get(running.url(f"/rendez-vous?a={association_id}&cp=48000")) as resp:
+        assert resp.status == 200
+        assert f"/rendez-vous/motif/{motif_id}?a={association_id}" in await resp.text()
+    for cp in ("48000", "not-a-code", ""):
+        url = running.url(f"/rendez-vous/motif/{motif_id}")
+        async with http.get(url, params={"a": str(association_id), "cp": cp}) as resp:
+            assert resp.status == 200  # no permanence at all: no slot
+    async with running.sessionmaker() as db:
+        deps = (
+            await db.scalars(
+                select(StatEvent.departement)
+                .where(StatEvent.kind == EventKind.NO_SLOT_FOUND.value)
+                .order_by(StatEvent.id)
+            )
+        ).all()
+    assert deps == ["48", "99", None]
+    rollups = await _rollups(running, association_id)
+    today = statistics.local_today(running.settings.timezone)
+    assert rollups[("dep", "*", "*", today, statistics.UNMET, "48")] == (1, 0)

@@ -1,0 +1,82 @@
+"""The statistics dashboard in real Chromium: map, ranking, a CSV download that parses, no
+console error (the page needs no JavaScript)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from server.stats import EventKind, record
+from tests.browser import chromium_with_devices, screenshot
+from tests.conftest import Account, Running
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+async def _events(running: Running, coordinator: Account) -> None:
+    async with running.sessionmaker.begin() as db:
+        for i, postal in enumerate(["75011"] * 8 + ["69001"] * 6 + ["97411"] * 5 + ["ZZ"]):
+            await record(
+                db,
+                EventKind.SHEET_FILED,
+                association_id=coordinator.user.association_id,
+                channel=("drop_in", "link", "appointment", "callback")[i % 4],
+                themes=["logement"] if i % 2 else ["social_sante", "argent_impots"],
+                organisations=["caf"],
+                outcome="resolved",
+                autonomy="alone",
+                volunteer_id=coordinator.user.id,
+                duration_seconds=600 + 60 * i,
+                postal_code=postal,
+            )
+        for postal in ["48000"] * 6 + ["13001"] * 7 + ["97200"] * 5:
+            await record(
+                db,
+                EventKind.QUEUE_LEFT,
+                association_id=coordinator.user.association_id,
+                channel="drop_in",
+                reason="lost",
+                postal_code=postal,
+            )
+
+
+async def test_coordinator_sees_the_map_and_downloads_a_csv(
+    running: Running, coordinator: Account, tmp_path: Path
+) -> None:
+    await _events(running, coordinator)
+    errors: list[str] = []
+    async with chromium_with_devices() as launched:
+        page = await launched.page(errors=errors, accept_downloads=True)
+        await page.goto(running.url("/login"))
+        await page.get_by_label("Adresse e-mail").fill(coordinator.email)
+        await page.get_by_label("Mot de passe").fill(coordinator.password)
+        await page.get_by_role("button", name="Se connecter").click()
+        await page.wait_for_url("**/tableau")
+        await page.get_by_role("link", name="Statistiques").click()
+        await page.wait_for_url("**/stats")
+        assert await page.locator("#total-sessions").inner_text() == "20"
+        assert await page.locator("svg.france-map path.dep").count() == 96
+        assert await page.locator("svg.france-map g.inset").count() == 5
+        title = await page.locator('path[data-code="75"] title').text_content()
+        assert title is not None and "Paris (75)" in title and "pour 100 000" in title
+        await page.locator("#map-unmet-link").click()
+        await page.wait_for_url("**carte=unmet**")
+        first = page.locator("#ranking tbody tr").first
+        assert "Lozère (48)" in await first.inner_text()
+        await screenshot(page, "stats-dashboard")
+        async with page.expect_download() as info:
+            await page.locator('a.csv-link[data-table="departements"]').click()
+        download = await info.value
+        target = tmp_path / "departements.csv"
+        await download.save_as(target)
+        rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"))))
+        by_code = {row["departement"]: row for row in rows}
+        assert by_code["75"]["sessions"] == "8"
+        assert by_code["971"]["sessions"] == "0"
+        assert by_code["974"]["sessions"] == "5"
+        assert by_code["inconnu"]["sessions"] == "< 5"
+        assert by_code["48"]["unmet"] == "6"
+    assert errors == []

@@ -1,0 +1,17 @@
+// Handoff sheet pages: the "Imprimer" button and the character counters of the form's text
+// areas (CSP forbids inline scripts, so both live here).
+
+const printButton = document.getElementById("print-sheet");
+if (printButton) printButton.addEventListener("click", () => window.print());
+
+for (const area of document.querySelectorAll("textarea[data-counter]")) {
+  const counter = document.getElementById(area.dataset.counter);
+  const max = Number(area.getAttribute("maxlength")) || 0;
+  if (!counter || !max) continue;
+  const update = () => {
+    counter.textContent = `${area.value.length} / ${max}`;
+    counter.classList.toggle("error", area.value.length >= max);
+  };
+  area.addEventListener("input", update);
+  update();
+}
