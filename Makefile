@@ -24,9 +24,9 @@ compile-messages: $(BIN)/.installed
 
 setup: $(BIN)/.installed web/node_modules/.installed compile-messages
 
-run: setup ## migrate, load the demo and serve on http://127.0.0.1:8080
+run: setup ## migrate, load the demo (with a year of synthetic statistics) and serve
 	$(BIN)/permanence migrate
-	$(BIN)/permanence demo
+	$(BIN)/permanence demo --sessions 20000
 	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
 
 serve: setup

@@ -1,4 +1,5 @@
-"""The `permanence` command: migrate, create-user, serve, demo. It loads settings and runs."""
+"""The `permanence` command: migrate, create-user, serve, demo, worker, purge. It loads settings
+and runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time as clock
 from datetime import time
 from pathlib import Path
 
@@ -15,11 +17,11 @@ from alembic.config import Config
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import accounts, availability, motifs
+from server import accounts, availability, motifs, retention, synthetic
 from server.accesslog import RedactingAccessLogger
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker
-from server.models import Role, User
+from server.models import Role, User, utcnow
 from server.settings import Settings, SettingsError, load_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -78,7 +80,9 @@ async def _create_user(
         await engine.dispose()
 
 
-async def _demo(settings: Settings) -> list[tuple[str, str, Role, str]]:
+async def _demo(
+    settings: Settings, sessions: int = 0, *, force_history: bool = False
+) -> list[tuple[str, str, Role, str]]:
     engine = make_engine(settings.database_url)
     created = []
     try:
@@ -99,9 +103,47 @@ async def _demo(settings: Settings) -> list[tuple[str, str, Role, str]]:
                     pass  # already there from an earlier `permanence demo`
                 created.append((email, name, role, password))
             await _demo_booking_setup(db, assoc.id)
+        if sessions:
+            async with make_sessionmaker(engine).begin() as db:
+                await _demo_history(db, settings, assoc.id, sessions, force_history)
     finally:
         await engine.dispose()
     return created
+
+
+async def _demo_history(
+    db: AsyncSession, settings: Settings, association_id: int, sessions: int, force: bool
+) -> None:
+    """A year of synthetic statistics, once: a second `demo` does not add another year."""
+    if await synthetic.has_history(db, association_id):
+        if not force:
+            print(
+                "Historique synthétique déjà présent : rien n'est ajouté "
+                "(--force-history pour le remplacer)."
+            )
+            return
+        await synthetic.delete_history(db, association_id)
+    started = clock.perf_counter()
+    events = await synthetic.generate(db, settings, association_id, sessions)
+    elapsed = clock.perf_counter() - started
+    print(
+        f"Historique synthétique : {_number(sessions)} assistances sur un an, "
+        f"{_number(events)} événements statistiques ({elapsed:.1f} s)."
+    )
+
+
+def _number(value: int) -> str:
+    """12 345, French style (narrow no-break space between thousands)."""
+    return f"{value:,}".replace(",", "\u202f")
+
+
+async def _purge(settings: Settings, dry_run: bool) -> retention.PurgeReport:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            return await retention.purge(db, settings, utcnow(), dry_run=dry_run)
+    finally:
+        await engine.dispose()
 
 
 async def _demo_booking_setup(db: AsyncSession, association_id: int) -> None:
@@ -172,11 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the web server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    sub.add_parser("demo", help="create the demo association and accounts, print the logins")
+    demo = sub.add_parser("demo", help="create the demo association and accounts, print the logins")
+    demo.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also generate a year of synthetic statistics history with N sessions (once)",
+    )
+    demo.add_argument(
+        "--force-history",
+        action="store_true",
+        help="replace the synthetic history if there is one already",
+    )
     sub.add_parser(
         "worker",
         help="run the notification worker alone (`serve` already runs one inside the server)",
     )
+    purge = sub.add_parser(
+        "purge",
+        help="purge personal data past PERMANENCE_RETENTION_MONTHS (the worker does it daily)",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count only, change nothing")
     return parser
 
 
@@ -201,7 +260,13 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(str(exc)) from exc
         print(f"Compte créé : {args.email} ({args.role}).")
     elif args.command == "demo":
-        print_demo(settings, asyncio.run(_demo(settings)))
+        if args.sessions < 0:
+            raise SystemExit("--sessions doit être un nombre positif.")
+        logins = asyncio.run(_demo(settings, args.sessions, force_history=args.force_history))
+        print_demo(settings, logins)
+    elif args.command == "purge":
+        report = asyncio.run(_purge(settings, args.dry_run))
+        print("\n".join(retention.describe(report)))
     elif args.command == "worker":
         from server import worker
 

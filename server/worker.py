@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import callbacks
+from server import callbacks, retention
 from server.db import make_engine, make_sessionmaker
 from server.models import OutboxMessage, utcnow
 from server.notify import Notifier, SendError
@@ -51,6 +51,10 @@ BATCH_SIZE = 10
 SHUTDOWN_GRACE_SECONDS = 30.0
 # Closing old call-back requests is a minute-grained chore: no need to query at every poll.
 HOUSEKEEPING_INTERVAL = timedelta(minutes=1)
+# The retention purge (server/retention.py) runs once a day, first a while after start-up so that
+# it never competes with a (re)starting server, and never in short-lived test apps.
+RETENTION_DELAY = timedelta(minutes=10)
+RETENTION_INTERVAL = timedelta(days=1)
 
 
 class Worker:
@@ -67,8 +71,11 @@ class Worker:
         max_attempts: int = MAX_ATTEMPTS,
         clock: Callable[[], datetime] = utcnow,
         settings: Settings | None = None,
+        retention_delay: timedelta = RETENTION_DELAY,
+        retention_interval: timedelta = RETENTION_INTERVAL,
     ) -> None:
-        """``settings`` turns on the housekeeping (expiry of old call-back requests)."""
+        """``settings`` turns on the housekeeping (expiry of old call-back requests) and the
+        daily retention purge, first ``retention_delay`` after ``run`` starts."""
         if poll_seconds <= 0 or batch_size <= 0 or lease <= timedelta(0) or max_attempts <= 0:
             raise ValueError("poll_seconds, batch_size, lease and max_attempts must be positive")
         self.sessionmaker = sessionmaker
@@ -80,7 +87,12 @@ class Worker:
         self.clock = clock
         self.settings = settings
         self._housekeeping_due: datetime | None = None
+        self.retention_delay = retention_delay
+        self.retention_interval = retention_interval
+        self.purged = asyncio.Event()  # set after each retention purge (tests await it)
+        self.last_purge: retention.PurgeReport | None = None
         self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._stopping = False
 
     def wake(self) -> None:
@@ -91,6 +103,7 @@ class Worker:
         """Finish the message being sent, hand the rest of the batch back, then leave ``run``."""
         self._stopping = True
         self._wake.set()
+        self._stop_event.set()
 
     async def run_once(self) -> int:
         """One round: claim a batch and process it; how many messages were claimed."""
@@ -120,6 +133,30 @@ class Worker:
         if expired:
             log.info("%d call-back request(s) expired", expired)
         return expired
+
+    async def purge(self) -> retention.PurgeReport | None:
+        """Purge personal data past the retention period now (None without settings)."""
+        if self.settings is None:
+            return None
+        async with self.sessionmaker() as db:
+            report = await retention.purge(db, self.settings, self.clock())
+        self.last_purge = report
+        self.purged.set()
+        return report
+
+    async def _retention_loop(self) -> None:
+        """The daily purge, in its own task so that a long first purge delays no message."""
+        delay = self.retention_delay
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), delay.total_seconds())
+            if self._stopping:
+                return
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("retention purge failed; trying again in %s", self.retention_interval)
+            delay = self.retention_interval
 
     async def _process(self, message: OutboxMessage) -> None:
         """Send one claimed message and record the outcome."""
@@ -170,7 +207,22 @@ class Worker:
             )
 
     async def run(self) -> None:
-        """Loop until ``stop``: a round, then wait for the poll interval or a wake-up."""
+        """Loop until ``stop``: a round, then wait for the poll interval or a wake-up; the
+        retention purge runs beside it."""
+        purger = None
+        if self.settings is not None:
+            purger = asyncio.create_task(self._retention_loop(), name="retention-purge")
+        try:
+            await self._run_outbox()
+        finally:
+            if purger is not None:
+                # A purge cut short loses only its current chunk's transaction (rolled back);
+                # the next run takes it up again.
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
+
+    async def _run_outbox(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
