@@ -328,7 +328,8 @@ async def test_messages_not_yet_due_or_finished_are_not_claimed(
     now = utcnow()
     async with sessionmaker.begin() as db:
         await add_email(db, "later", send_after=now + timedelta(hours=1))
-        await add_email(db, "due")
+        # Due relative to `now`, not to the clock: a stalled machine must not change it.
+        await add_email(db, "due", send_after=now - timedelta(seconds=1))
     async with sessionmaker.begin() as db:
         (due,) = await outbox.claim_batch(db, now, 10)
         assert due.idempotency_key == "due"
