@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ async def test_migrations_match_models_on_postgresql(tmp_path: Path) -> None:
     if PG_UNREACHABLE:
         pytest.skip(PG_UNREACHABLE)
     admin_url = make_url(POSTGRES_URL)
-    name = "vp_migrations_test"
+    name = f"vp_migrations_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
