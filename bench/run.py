@@ -76,6 +76,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "queue", "bench.queue", "Drop-in queue: fan-out to volunteers, take-next under contention"
     ),
+    Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
 )
 
 

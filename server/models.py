@@ -650,3 +650,22 @@ class StatRollup(Base):
 
     # The primary key is the only index the queries need; on SQLite the table is stored in it.
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it once
+
+
+class StatRollupMonthly(Base):
+    """The same counts as ``StatRollup`` summed by calendar month (``day`` is the month's first
+    local day): long periods read whole months here and only their edge days in the daily table."""
+
+    __tablename__ = "stat_rollups_monthly"
+
+    association_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dim: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(30), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_sum: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it once

@@ -11,9 +11,9 @@ would be as big as the events). The key is::
 
 - ``day``: the local date in the deployment's time zone (``PERMANENCE_TIMEZONE``).
 - ``dim``/``value``: ``all``/"" (every event), ``dep``/département code ("" when no postal code
-  was given, "99" when it could not be placed), ``outcome``, ``autonomy``, ``reason``, ``org``
-  (one row per organisation of a sheet), ``vol`` (volunteer id of a sheet), ``dur`` (duration
-  bucket of a sheet or an ended session).
+  was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``),
+  and, on sheets only, ``outcome``, ``autonomy``, ``org`` (one row per organisation),
+  ``vol`` (volunteer id) and ``dur`` (duration bucket). No key exists that no query reads.
 - ``channel`` and ``theme`` are written twice: the event's own value ("" for none) and ``'*'``
   ("all"). An unfiltered query reads only the ``'*'`` rows, a filtered one only its value: no
   double counting, and the rows read stay few (about kinds × départements per day).
@@ -24,20 +24,24 @@ would be as big as the events). The key is::
   the queue (left/lost/gone), call-backs expired or closed on a wrong number, booking searches
   that found no slot. ``channel`` is normalised to link/appointment/drop_in/callback.
 
+Monthly tier (table ``stat_rollups_monthly``): the same keys with ``day`` = the first local
+day of the month, kept in the same transaction. A period reads its whole months there and
+only its edge days (before the first and after the last whole month) in the daily table, one
+UNION ALL branch per range so that each stays a primary-key seek; weekly volumes read days.
+
 Maintenance: ``server.stats`` installs a Session ``after_flush`` hook that calls
 ``apply_flush``: the StatEvents inserted (or changed, or deleted through the ORM) by a flush are
-turned into counter deltas and applied with one ``INSERT … ON CONFLICT DO UPDATE SET count =
-count + excluded.count`` in the same transaction, keys sorted so that concurrent writers lock
-rows in the same order. A flush hook rather than code in ``record()``: some callers set the
-event's association or channel after ``record()`` returns. Rows written by Core bulk inserts
-are not seen: call ``rebuild_rollups`` afterwards (the demo generator does). Both paths derive
-the keys with the same function (``_deltas``), and a test checks they agree.
+turned into counter deltas and applied to both tiers with ``INSERT … ON CONFLICT DO UPDATE
+SET count = count + excluded.count`` in the same transaction, keys sorted so that concurrent
+writers lock rows in the same order. A flush hook rather than code in ``record()``: some
+callers set the event's association or channel after ``record()`` returns. Rows written by
+Core bulk inserts are not seen: call ``rebuild_rollups`` afterwards (the demo generator does);
+it derives the same keys in SQL (see its docstring), and tests check that both paths agree.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import os
 from collections import Counter
@@ -47,14 +51,33 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Table, Text, case, cast, delete, func, inspect, literal, select
+from sqlalchemy import (
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    insert,
+    inspect,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy import (
+    table as table_clause,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from server import geo, taxonomy
 from server.i18n import N_, _
-from server.models import StatEvent, StatRollup, User
+from server.models import StatEvent, StatRollup, StatRollupMonthly, User
 from server.stats import UNKNOWN_DEPARTEMENT, EventKind
 
 ALL = "*"
@@ -93,18 +116,6 @@ _APPOINTMENT_KINDS = {
 }
 _QUEUE_KINDS = {k for k in EventKind if k.value.startswith("queue_")}
 _CALLBACK_KINDS = {k for k in EventKind if k.value.startswith("callback_")}
-_DEP_KINDS = {
-    EventKind.SHEET_FILED,
-    EventKind.APPOINTMENT_BOOKED,
-    EventKind.QUEUE_JOINED,
-    EventKind.QUEUE_LEFT,
-    EventKind.CALLBACK_REQUESTED,
-    EventKind.CALLBACK_RESOLVED,
-    EventKind.CALLBACK_EXPIRED,
-    EventKind.NO_SLOT_FOUND,
-    UNMET,
-}
-_DURATION_KINDS = {EventKind.SHEET_FILED, EventKind.SESSION_ENDED}
 SESSIONS = EventKind.SHEET_FILED.value  # a helped session is counted by its handoff sheet
 DEMAND_KINDS = (
     EventKind.APPOINTMENT_BOOKED.value,
@@ -112,8 +123,10 @@ DEMAND_KINDS = (
     EventKind.CALLBACK_REQUESTED.value,
 )
 VOLUME_KINDS = (SESSIONS, EventKind.SESSION_ENDED.value, *DEMAND_KINDS, UNMET)
+DEP_KINDS = (SESSIONS, UNMET, *DEMAND_KINDS)  # the kinds counted by département
 FACET_DIMS = ("org", "outcome", "autonomy", "dur", "vol")
 _ROLLUPS: Table = StatRollup.__table__  # type: ignore[assignment]
+_MONTHLY: Table = StatRollupMonthly.__table__  # type: ignore[assignment]
 _PK = ("association_id", "dim", "channel", "theme", "day", "kind", "value")
 
 
@@ -186,34 +199,32 @@ def _strings(values: object) -> tuple[str, ...]:
 
 
 def _deltas(facts: _Facts) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """The rollup keys one event adds to, as (key without day-independent order, dim)."""
+    """The rollup keys one event adds to, as (key, dim). Only the keys some query reads:
+    sheet facets on sheets, départements on the kinds the map and ranking count."""
     themes = list(dict.fromkeys(t[:30] for t in (facts.theme, *facts.themes) if t)) or [NONE]
-    dims: list[tuple[str, str]] = [("all", NONE)]
-    if facts.kind in _DEP_KINDS or facts.departement:
-        dims.append(("dep", facts.departement or NONE))
-    extra: list[tuple[str, str]] = []
-    for dim, value in (
-        ("outcome", facts.outcome),
-        ("autonomy", facts.autonomy),
-        ("reason", facts.reason),
-    ):
-        if value:
-            extra.append((dim, value[:40]))
-    extra.extend(("org", org[:40]) for org in dict.fromkeys(facts.organisations))
-    if facts.volunteer_id is not None:
-        extra.append(("vol", str(facts.volunteer_id)))
-    if facts.bucket is not None and facts.kind in _DURATION_KINDS:
-        extra.append(("dur", facts.bucket))
+    kinds = [facts.kind[:40]]
+    if is_unmet(facts.kind, facts.reason):
+        kinds.append(UNMET)
     channel = channel_of(facts.kind, facts.channel)
     association = facts.association_id or 0
-    kinds = [(facts.kind, dims + extra)]
-    if is_unmet(facts.kind, facts.reason):
-        kinds.append((UNMET, dims + [d for d in extra if d[0] == "reason"]))
-    for kind, kind_dims in kinds:
+    for kind in kinds:
+        dims: list[tuple[str, str]] = [("all", NONE)]
+        if kind in DEP_KINDS:
+            dims.append(("dep", facts.departement or NONE))
+        if kind == SESSIONS:
+            if facts.outcome:
+                dims.append(("outcome", facts.outcome[:40]))
+            if facts.autonomy:
+                dims.append(("autonomy", facts.autonomy[:40]))
+            dims.extend(("org", org) for org in dict.fromkeys(o[:40] for o in facts.organisations))
+            if facts.volunteer_id is not None:
+                dims.append(("vol", str(facts.volunteer_id)))
+            if facts.bucket is not None:
+                dims.append(("dur", facts.bucket))
         for ch in (channel, ALL):
             for th in (*themes, ALL):
-                for dim, value in kind_dims:
-                    yield (association, dim, ch, th, facts.day, kind[:40], value), dim
+                for dim, value in dims:
+                    yield (association, dim, ch, th, facts.day, kind, value), dim
 
 
 def _facts_of(values: Mapping[str, Any], zone: ZoneInfo) -> _Facts:
@@ -265,9 +276,8 @@ def _add(
             cell[1] += duration
 
 
-def _upsert_rows(dialect: str, rows: list[dict[str, Any]]) -> Any:
+def _upsert_rows(dialect: str, rows: list[dict[str, Any]], table: Table = _ROLLUPS) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = _ROLLUPS
     statement = insert(table).values(rows)
     return statement.on_conflict_do_update(
         index_elements=list(_PK),
@@ -316,10 +326,18 @@ def apply_flush(session: Session) -> None:
     totals = {key: cell for key, cell in totals.items() if cell != [0, 0]}
     if not totals:
         return
+    months: dict[tuple[Any, ...], list[int]] = {}
+    for key, (count, duration) in totals.items():
+        month_key = (*key[:4], key[4].replace(day=1), *key[5:])
+        cell = months.setdefault(month_key, [0, 0])
+        cell[0] += count
+        cell[1] += duration
     connection = session.connection()
-    rows = _rows(totals)
-    for start in range(0, len(rows), 500):
-        connection.execute(_upsert_rows(connection.dialect.name, rows[start : start + 500]))
+    for table, changes in ((_ROLLUPS, totals), (_MONTHLY, months)):
+        rows = _rows(changes)
+        for start in range(0, len(rows), 500):
+            statement = _upsert_rows(connection.dialect.name, rows[start : start + 500], table)
+            connection.execute(statement)
 
 
 # -- Rebuild --------------------------------------------------------------------------------------
@@ -370,87 +388,243 @@ def _bucket_sql() -> Any:
     return case((column.is_(None), literal(None)), *whens, else_=literal("60+"))
 
 
-async def rebuild_rollups(db: AsyncSession, association_id: int | None = None) -> int:
-    """Recompute the rollups from stat_events (all associations, or one); returns rows written.
+REBUILD_CACHE_KIB = 256 * 1024  # SQLite page cache while rebuilding
+_FACTS = "_rollup_facts"  # temporary tables of rebuild_rollups
+_FACT_THEMES = "_rollup_fact_themes"
+_FACT_ORGS = "_rollup_fact_orgs"
 
-    For bulk imports (Core inserts bypass the flush hook) and repairs. Identical events are
-    first grouped in SQL, then exploded into keys by the same code as the incremental path."""
-    table = _ROLLUPS
-    wipe = delete(table)
-    events = select(func.min(StatEvent.occurred_at), func.max(StatEvent.occurred_at))
-    if association_id is not None:
-        wipe = wipe.where(table.c.association_id == association_id)
-        events = events.where(StatEvent.association_id == association_id)
-    await db.execute(wipe)
-    first, last = (await db.execute(events)).one()
+
+def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime) -> Any:
+    """stat_events grouped by what the rollups keep, with the derived columns computed in SQL:
+    local day, dashboard channel, unmet flag, duration bucket; facts no key uses are nulled."""
+    e = StatEvent
+    kind = e.kind
+    sheet = kind == SESSIONS
+    channel = case(
+        (kind.in_([k.value for k in _APPOINTMENT_KINDS]), literal("appointment")),
+        (kind.in_([k.value for k in _QUEUE_KINDS]), literal("drop_in")),
+        (kind.in_([k.value for k in _CALLBACK_KINDS]), literal("callback")),
+        else_=func.substr(func.coalesce(e.channel, NONE), 1, 20),
+    )
+    unmet = case(
+        (and_(kind == EventKind.QUEUE_LEFT.value, e.reason.in_(UNMET_QUEUE_REASONS)), 1),
+        (and_(kind == EventKind.CALLBACK_RESOLVED.value, e.reason.in_(UNMET_CALLBACK_REASONS)), 1),
+        (kind.in_([EventKind.CALLBACK_EXPIRED.value, EventKind.NO_SLOT_FOUND.value]), 1),
+        else_=0,
+    )
+    keys = {
+        "association_id": func.coalesce(e.association_id, 0),
+        "day": _local_day_sql(dialect, zone, first, last),
+        "kind": func.substr(kind, 1, 40),
+        "channel": channel,
+        "unmet": unmet,
+        "theme": e.theme,
+        "themes": cast(e.themes, Text),
+        "organisations": case((sheet, cast(e.organisations, Text))),
+        "departement": case((or_(kind.in_(DEP_KINDS), unmet == 1), e.departement)),
+        "outcome": case((sheet, func.substr(e.outcome, 1, 40))),
+        "autonomy": case((sheet, func.substr(e.autonomy, 1, 40))),
+        "volunteer": case((sheet, cast(e.volunteer_id, Text))),
+        "bucket": case((sheet, _bucket_sql())),
+    }
+    columns = [expr.label(name) for name, expr in keys.items()]
+    return select(
+        *columns,
+        func.count().label("n"),
+        func.coalesce(func.sum(e.duration_seconds), 0).label("duration"),
+    ).group_by(*columns)
+
+
+def _json_strings(dialect: str, column: str) -> tuple[str, str]:
+    """FROM fragment and value expression listing the non-empty strings of a JSON list."""
+    if dialect == "postgresql":
+        return (
+            f"CROSS JOIN LATERAL json_array_elements(CASE WHEN json_typeof(f.{column}::json)"
+            f" = 'array' THEN f.{column}::json ELSE '[]'::json END) AS j(v)"
+            " WHERE json_typeof(j.v) = 'string' AND j.v #>> '{}' <> ''",
+            "j.v #>> '{}'",
+        )
+    return (
+        f", json_each(CASE WHEN json_type(f.{column}) = 'array' THEN f.{column} ELSE '[]' END) j"
+        " WHERE j.type = 'text' AND j.value <> ''",
+        "j.value",
+    )
+
+
+_INSERT = (
+    "INSERT INTO {table} (association_id, dim, channel, theme, day, kind, value, count,"
+    " duration_sum) "
+)
+
+
+def _expand_statements(dialect: str) -> list[str]:
+    """The INSERTs turning the grouped facts into the daily rollups (channel by channel)."""
+    facet_values = {
+        "all": ("''", "1 = 1"),
+        "dep": ("COALESCE(f.departement, '')", f"f.kind IN ({_sql_list(DEP_KINDS)})"),
+        "outcome": ("f.outcome", f"f.kind = '{SESSIONS}' AND f.outcome <> ''"),
+        "autonomy": ("f.autonomy", f"f.kind = '{SESSIONS}' AND f.autonomy <> ''"),
+        "vol": ("f.volunteer", f"f.kind = '{SESSIONS}' AND f.volunteer IS NOT NULL"),
+        "dur": ("f.bucket", f"f.kind = '{SESSIONS}' AND f.bucket IS NOT NULL"),
+        "org": ("o.org", f"f.kind = '{SESSIONS}'"),
+    }
+    statements = []
+    for dim, (value, condition) in facet_values.items():
+        joins = f" JOIN {_FACT_ORGS} o ON o.gid = f.gid" if dim == "org" else ""
+        for by_theme in (False, True):
+            theme = "t.th" if by_theme else f"'{ALL}'"
+            theme_join = f" JOIN {_FACT_THEMES} t ON t.gid = f.gid" if by_theme else ""
+            keys = ["f.association_id", "f.channel", theme, "f.day", "f.kind", value]
+            keys = [key for key in keys if not key.startswith("'")]  # no constants (PostgreSQL)
+            statements.append(
+                _INSERT.format(table=_ROLLUPS.name)  # noqa: S608
+                + f"SELECT f.association_id, '{dim}', f.channel, {theme}, f.day, f.kind, {value},"  # noqa: S608
+                f" SUM(f.n), SUM(f.duration) FROM {_FACTS} f{joins}{theme_join}"
+                f" WHERE {condition}"
+                f" GROUP BY {', '.join(keys)}"
+            )
+    return statements
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _month_sql(dialect: str) -> str:
+    if dialect == "postgresql":
+        return "CAST(date_trunc('month', day) AS DATE)"
+    return "date(day, 'start of month')"
+
+
+async def rebuild_rollups(db: AsyncSession, association_id: int | None = None) -> int:
+    """Recompute the daily and monthly rollups from stat_events (all associations, or one);
+    returns the daily rows written. For bulk imports (Core inserts bypass the flush hook) and
+    repairs.
+
+    All in SQL, same keys as ``_deltas``: the events grouped by what the rollups keep go to a
+    temporary table, their themes and organisations are listed with json_each /
+    json_array_elements, one INSERT … SELECT … GROUP BY per dimension writes the per-channel
+    rows, then the ``'*'`` channel rows are summed from them (an event has one channel), and
+    the monthly rows from the daily ones."""
+    where = "" if association_id is None else f" WHERE association_id = {int(association_id)}"
+    also = "" if association_id is None else f" AND association_id = {int(association_id)}"
+    for table in (_ROLLUPS, _MONTHLY):
+        wipe = delete(table)
+        if association_id is not None:
+            wipe = wipe.where(table.c.association_id == association_id)
+        await db.execute(wipe)
+    # The bounds of the day expression, over every association: two index lookups (SQLite
+    # scans the table for min() and max() in one query).
+    first = await db.scalar(select(func.min(StatEvent.occurred_at)))
+    last = await db.scalar(select(func.max(StatEvent.occurred_at)))
     if first is None or last is None:
         return 0
     dialect = db.get_bind().dialect.name
-    zone = rollup_zone(db)
-    day = _local_day_sql(dialect, zone, first, last).label("day")
-    bucket = _bucket_sql().label("bucket")
-    themes = cast(StatEvent.themes, Text).label("themes")
-    organisations = cast(StatEvent.organisations, Text).label("organisations")
-    keys = (
-        day,
-        StatEvent.association_id,
-        StatEvent.kind,
-        StatEvent.channel,
-        StatEvent.theme,
-        themes,
-        organisations,
-        StatEvent.departement,
-        StatEvent.outcome,
-        StatEvent.autonomy,
-        StatEvent.reason,
-        StatEvent.volunteer_id,
-        bucket,
-    )
-    grouped = select(
-        *keys, func.count(), func.coalesce(func.sum(StatEvent.duration_seconds), 0)
-    ).group_by(*keys)
+    if dialect == "sqlite":
+        # Millions of rows sorted and inserted: a 2 MB page cache would thrash (reset below).
+        await db.execute(text(f"PRAGMA cache_size = -{REBUILD_CACHE_KIB}"))
+    facts = _facts_select(dialect, rollup_zone(db), first, last)
     if association_id is not None:
-        grouped = grouped.where(StatEvent.association_id == association_id)
-    lists: dict[str | None, tuple[str, ...]] = {}
-
-    def parsed(raw: str | None) -> tuple[str, ...]:
-        found = lists.get(raw)
-        if found is None:
-            try:
-                found = _strings(json.loads(raw)) if raw else ()
-            except ValueError:
-                found = ()
-            lists[raw] = found
-        return found
-
-    totals: dict[tuple[Any, ...], list[int]] = {}
-    result = await db.stream(grouped.execution_options(yield_per=20_000))
-    async for partition in result.partitions():
-        for row in partition:
-            raw_day = row[0]
-            facts = _Facts(
-                day=raw_day if isinstance(raw_day, date) else date.fromisoformat(raw_day),
-                association_id=row[1],
-                kind=row[2],
-                channel=row[3],
-                theme=row[4],
-                themes=parsed(row[5]),
-                organisations=parsed(row[6]),
-                departement=row[7],
-                outcome=row[8],
-                autonomy=row[9],
-                reason=row[10],
-                volunteer_id=row[11],
-                bucket=row[12],
+        facts = facts.where(StatEvent.association_id == association_id)
+    temporary = "TEMPORARY TABLE" + (" IF NOT EXISTS" if dialect == "sqlite" else "")
+    serial = "SERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY"
+    on_commit = " ON COMMIT DROP" if dialect == "postgresql" else ""
+    for name in (_FACT_ORGS, _FACT_THEMES, _FACTS):
+        await db.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    await db.execute(
+        text(
+            f"CREATE {temporary} {_FACTS} (gid {serial}, association_id INTEGER, day DATE,"
+            " kind VARCHAR(40), channel VARCHAR(20), unmet INTEGER, theme VARCHAR(30),"
+            " themes TEXT, organisations TEXT, departement VARCHAR(3), outcome VARCHAR(40),"
+            " autonomy VARCHAR(40), volunteer VARCHAR(40), bucket VARCHAR(10), n BIGINT,"
+            f" duration BIGINT){on_commit}"
+        )
+    )
+    for name, field_sql in ((_FACT_THEMES, "th VARCHAR(30)"), (_FACT_ORGS, "org VARCHAR(40)")):
+        await db.execute(
+            text(
+                f"CREATE {temporary} {name} (gid INTEGER, {field_sql}, PRIMARY KEY"
+                f" (gid, {field_sql.split()[0]})){on_commit}"
             )
-            _add(totals, facts, int(row[13]), int(row[14]))
-    rows = [
-        {**dict(zip(_PK, key, strict=True)), "count": count, "duration_sum": duration}
-        for key, (count, duration) in totals.items()
-    ]
-    for start in range(0, len(rows), 5_000):
-        await db.execute(table.insert(), rows[start : start + 5_000])
-    return len(rows)
+        )
+    fact_table = table_clause(_FACTS, *(column(c.name) for c in facts.selected_columns))
+    await db.execute(
+        insert(fact_table).from_select([c.name for c in facts.selected_columns], facts)
+    )
+    # Unmet demand is a kind of its own: copies of the unmet events (themes and département kept).
+    await db.execute(
+        text(
+            f"INSERT INTO {_FACTS} (association_id, day, kind, channel, unmet, theme, themes,"  # noqa: S608
+            " departement, n, duration) SELECT association_id, day, :unmet, channel, 0, theme,"
+            f" themes, departement, n, duration FROM {_FACTS} WHERE unmet = 1"
+        ),
+        {"unmet": UNMET},
+    )
+    ignore = "" if dialect == "postgresql" else " OR IGNORE"
+    conflict = " ON CONFLICT DO NOTHING" if dialect == "postgresql" else ""
+    await db.execute(
+        text(
+            f"INSERT{ignore} INTO {_FACT_THEMES} (gid, th) SELECT f.gid, substr(f.theme, 1, 30)"  # noqa: S608
+            f" FROM {_FACTS} f WHERE f.theme <> ''{conflict}"
+        )
+    )
+    source, value = _json_strings(dialect, "themes")
+    await db.execute(
+        text(
+            f"INSERT{ignore} INTO {_FACT_THEMES} (gid, th) SELECT f.gid, substr({value}, 1, 30)"  # noqa: S608
+            f" FROM {_FACTS} f {source}{conflict}"
+        )
+    )
+    await db.execute(
+        text(
+            f"INSERT INTO {_FACT_THEMES} (gid, th) SELECT f.gid, '' FROM {_FACTS} f"  # noqa: S608
+            f" WHERE NOT EXISTS (SELECT 1 FROM {_FACT_THEMES} t WHERE t.gid = f.gid)"
+        )
+    )
+    source, value = _json_strings(dialect, "organisations")
+    await db.execute(
+        text(
+            f"INSERT{ignore} INTO {_FACT_ORGS} (gid, org) SELECT f.gid, substr({value}, 1, 40)"  # noqa: S608
+            f" FROM {_FACTS} f {source} AND f.kind = '{SESSIONS}'{conflict}"
+        )
+    )
+    for statement in _expand_statements(dialect):
+        await db.execute(text(statement))
+    # Per-channel months from per-channel days, then the "*" channel of both tiers: each
+    # summed from the smallest table that has it (an event has one channel).
+    month = _month_sql(dialect)
+    await db.execute(
+        text(
+            _INSERT.format(table=_MONTHLY.name)  # noqa: S608
+            + f"SELECT association_id, dim, channel, theme, {month}, kind, value, SUM(count),"  # noqa: S608
+            f" SUM(duration_sum) FROM {_ROLLUPS.name}{where}"
+            f" GROUP BY association_id, dim, channel, theme, {month}, kind, value"
+        )
+    )
+    for table in (_ROLLUPS, _MONTHLY):
+        await db.execute(
+            text(
+                _INSERT.format(table=table.name)  # noqa: S608
+                + f"SELECT association_id, dim, '{ALL}', theme, day, kind, value, SUM(count),"  # noqa: S608
+                f" SUM(duration_sum) FROM {table.name} WHERE channel <> '{ALL}'{also}"
+                " GROUP BY association_id, dim, theme, day, kind, value"
+            )
+        )
+    for name in (_FACT_ORGS, _FACT_THEMES, _FACTS):
+        await db.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    if dialect == "sqlite":
+        await db.execute(text("PRAGMA cache_size = -2000"))
+    else:
+        # Fresh tables have no planner statistics until autovacuum comes by: seconds-long plans.
+        await db.execute(text(f"ANALYZE {_ROLLUPS.name}, {_MONTHLY.name}"))
+    written = await db.scalar(
+        select(func.count())
+        .select_from(_ROLLUPS)
+        .where(
+            *([_ROLLUPS.c.association_id == association_id] if association_id is not None else [])
+        )
+    )
+    return int(written or 0)
 
 
 # -- Filters --------------------------------------------------------------------------------------
@@ -531,28 +705,51 @@ def parse_filters(query: Mapping[str, str], today: date) -> Filters:
 
 
 def _where(
+    table: Table,
     association_id: int,
     filters: Filters,
     dim: str | Iterable[str],
-    by_channel: bool = False,
     by_theme: bool = False,
 ) -> list[Any]:
-    t = StatRollup
+    """Predicates on everything but the period, equalities first (the primary key's order)."""
+    t = table.c
     clauses: list[Any] = [
         t.association_id == association_id,
         t.dim == dim if isinstance(dim, str) else t.dim.in_(list(dim)),
-        t.day >= filters.start,
-        t.day <= filters.end,
+        t.channel == (filters.channel or ALL),
     ]
-    if by_channel:
-        clauses.append(t.channel == filters.channel if filters.channel else t.channel != ALL)
-    else:
-        clauses.append(t.channel == (filters.channel or ALL))
     if by_theme:
         clauses.append(t.theme == filters.theme if filters.theme else t.theme != ALL)
     else:
         clauses.append(t.theme == (filters.theme or ALL))
     return clauses
+
+
+def _tiers(filters: Filters, days_only: bool = False) -> list[tuple[Table, Any]]:
+    """Where to read the period: whole calendar months in the monthly table, the days before
+    the first and after the last whole month in the daily one."""
+    daily, monthly = _ROLLUPS.c.day, _MONTHLY.c.day
+    first = filters.start if filters.start.day == 1 else _next_month(filters.start)
+    after = _next_month(filters.end)  # first day after the last whole month (exclusive)
+    if filters.end != after - timedelta(days=1):
+        after = filters.end.replace(day=1)
+    if days_only or first >= after:
+        return [(_ROLLUPS, and_(daily >= filters.start, daily <= filters.end))]
+    tiers: list[tuple[Table, Any]] = [(_MONTHLY, and_(monthly >= first, monthly < after))]
+    # One branch per edge: a single range each keeps the primary key seek (an OR would not).
+    if filters.start < first:
+        tiers.append((_ROLLUPS, and_(daily >= filters.start, daily < first)))
+    if after <= filters.end:
+        tiers.append((_ROLLUPS, and_(daily >= after, daily <= filters.end)))
+    return tiers
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _union(statements: list[Any]) -> Any:
+    return statements[0] if len(statements) == 1 else union_all(*statements)
 
 
 def period_of(day: date, granularity: str) -> date:
@@ -633,38 +830,65 @@ class Report:
 
 
 async def build_report(db: AsyncSession, association_id: int, filters: Filters) -> Report:
-    """Read the rollups of one association for these filters (five small indexed queries)."""
-    t = StatRollup
+    """Read the rollups of one association for these filters: four grouped queries, each over
+    the monthly table for whole months and the daily one for the edge days (and for weeks)."""
     report = Report(filters=filters, periods=_periods(filters))
-    volumes = await db.execute(
-        select(t.day, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
-        .where(*_where(association_id, filters, "all", by_channel=True))
-        .where(t.kind.in_(VOLUME_KINDS))
-        .group_by(t.day, t.kind, t.channel)
-    )
-    for day, kind, channel, count, duration in volumes:
+    tiers = _tiers(filters)
+    # Volumes: totals from the "*" rows (or the filtered channel), the split by channel from
+    # the per-channel rows of the known channels.
+    channels = [filters.channel] if filters.channel else [ALL, *CHANNELS]
+    volumes = []
+    for table, period in _tiers(filters, days_only=filters.granularity != "month"):
+        t = table.c
+        volumes.append(
+            select(t.day, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
+            .where(t.association_id == association_id, t.dim == "all")
+            .where(t.channel.in_(channels), t.theme == (filters.theme or ALL), period)
+            .where(t.kind.in_(VOLUME_KINDS))
+            .group_by(t.day, t.kind, t.channel)
+        )
+    for day, kind, channel, count, duration in await db.execute(_union(volumes)):
         bucket = report.volumes.setdefault(period_of(day, filters.granularity), Counter())
-        bucket[kind] += int(count)
-        bucket[f"{kind}:{channel}"] += int(count)
-        report.totals[kind] += int(count)
-        report.totals[f"{kind}:{channel}"] += int(count)
-        if kind == SESSIONS:
-            report.duration_sum += int(duration)
-    themes = await db.execute(
-        select(t.theme, t.kind, func.sum(t.count))
-        .where(*_where(association_id, filters, "all", by_theme=True))
-        .where(t.kind.in_((SESSIONS, UNMET, *DEMAND_KINDS)))
-        .group_by(t.theme, t.kind)
-    )
-    for theme, kind, count in themes:
+        count = int(count)
+        if channel != ALL:
+            bucket[f"{kind}:{channel}"] += count
+            report.totals[f"{kind}:{channel}"] += count
+        if channel == ALL or filters.channel:
+            bucket[kind] += count
+            report.totals[kind] += count
+            if kind == SESSIONS:
+                report.duration_sum += int(duration)
+    themes = []
+    for table, period in tiers:
+        statement = (
+            select(table.c.theme, table.c.kind, func.sum(table.c.count))
+            .where(*_where(table, association_id, filters, "all", by_theme=True), period)
+            .where(table.c.kind.in_(DEP_KINDS))
+            .group_by(table.c.theme, table.c.kind)
+        )
+        if table is _ROLLUPS and not filters.theme:
+            # "theme <> '*'" would scan every day of the key prefix: seek the themes of the
+            # period's months instead (each daily theme is in its month's rows).
+            m = _MONTHLY.c
+            statement = statement.where(
+                table.c.theme.in_(
+                    select(m.theme)
+                    .distinct()
+                    .where(*_where(_MONTHLY, association_id, filters, "all", by_theme=True))
+                    .where(m.day >= filters.start.replace(day=1), m.day <= filters.end)
+                )
+            )
+        themes.append(statement)
+    for theme, kind, count in await db.execute(_union(themes)):
         report.themes.setdefault(theme, Counter())[kind] += int(count)
-    facets = await db.execute(
-        select(t.dim, t.value, func.sum(t.count))
-        .where(*_where(association_id, filters, FACET_DIMS))
-        .where(t.kind == SESSIONS)
-        .group_by(t.dim, t.value)
-    )
-    for dim, value, count in facets:
+    facets = [
+        select(table.c.dim, table.c.value, func.sum(table.c.count))
+        .where(*_where(table, association_id, filters, FACET_DIMS), period)
+        .where(table.c.kind == SESSIONS)
+        .group_by(table.c.dim, table.c.value)
+        for table, period in tiers
+    ]
+    for dim, value, count in await db.execute(_union(facets)):
         report.facets.setdefault(dim, Counter())[value] += int(count)
     volunteer_ids = [int(v) for v in report.facets.get("vol", {}) if v.isdigit()]
     if volunteer_ids:
@@ -674,15 +898,17 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
             )
         )
         report.volunteer_names = {str(uid): name for uid, name in names}
-    deps = await db.execute(
-        select(t.value, t.kind, func.sum(t.count))
-        .where(*_where(association_id, filters, "dep"))
-        .where(t.kind.in_((SESSIONS, UNMET, *DEMAND_KINDS)))
-        .group_by(t.value, t.kind)
-    )
+    deps = [
+        select(table.c.value, table.c.kind, func.sum(table.c.count))
+        .where(*_where(table, association_id, filters, "dep"), period)
+        .where(table.c.kind.in_(DEP_KINDS))
+        .group_by(table.c.value, table.c.kind)
+        for table, period in tiers
+    ]
+    deps_rows = await db.execute(_union(deps))
     by_code = {d.code: Departement(d.code, d.name, d.population) for d in geo.departements()}
     report.unknown = Departement("", _("inconnu"), None)
-    for code, kind, count in deps:
+    for code, kind, count in deps_rows:
         line = by_code.get(code)
         if line is None or code == UNKNOWN_DEPARTEMENT:
             line = report.unknown

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from server import geo, motifs, statistics
-from server.models import Role, StatEvent, StatRollup, User
+from server.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
 from server.stats import EventKind, record
 from server.views.api_v1 import _count_schema, openapi_document
 from tests.conftest import Account, Running, login, make_account
@@ -337,3 +337,115 @@ async def test_a_booking_search_without_slot_counts_under_the_postal_codes_depar
     rollups = await _rollups(running, association_id)
     today = statistics.local_today(running.settings.timezone)
     assert rollups[("dep", "*", "*", today, statistics.UNMET, "48")] == (1, 0)
+
+
+async def _monthly(running: Running, association_id: int) -> dict[tuple[Any, ...], tuple[int, int]]:
+    async with running.sessionmaker() as db:
+        rows = await db.execute(
+            select(StatRollupMonthly).where(StatRollupMonthly.association_id == association_id)
+        )
+        return {
+            (r.dim, r.channel, r.theme, r.day, r.kind, r.value): (r.count, r.duration_sum)
+            for r in rows.scalars()
+            if r.count
+        }
+
+
+def _summed_by_month(
+    daily: dict[tuple[Any, ...], tuple[int, int]],
+) -> dict[tuple[Any, ...], tuple[int, int]]:
+    months: dict[tuple[Any, ...], tuple[int, int]] = {}
+    for (dim, channel, theme, day, kind, value), (count, duration) in daily.items():
+        key = (dim, channel, theme, day.replace(day=1), kind, value)
+        before = months.get(key, (0, 0))
+        months[key] = (before[0] + count, before[1] + duration)
+    return months
+
+
+# Instants near the ends of months: in Paris, 2025-03-31 22:30 UTC is already 1 April.
+BOUNDARIES = (
+    datetime(2025, 2, 28, 22, 59, tzinfo=UTC),  # 23:59 on 28 February in Paris (UTC+1)
+    datetime(2025, 2, 28, 23, 30, tzinfo=UTC),  # 00:30 on 1 March in Paris
+    datetime(2025, 3, 31, 21, 30, tzinfo=UTC),  # 23:30 on 31 March in Paris (UTC+2)
+    datetime(2025, 3, 31, 22, 30, tzinfo=UTC),  # 00:30 on 1 April in Paris
+)
+
+
+async def test_monthly_rollups_follow_local_months_edits_and_deletes(
+    running: Running, coordinator: Account
+) -> None:
+    association_id = coordinator.user.association_id
+    async with running.sessionmaker.begin() as db:
+        events = []
+        for moment in BOUNDARIES:
+            event = await record(
+                db,
+                EventKind.SHEET_FILED,
+                association_id=association_id,
+                channel="link",
+                themes=["papiers"],
+                organisations=["ants"],
+                postal_code="75011",
+                duration_seconds=600,
+                volunteer_id=coordinator.user.id,
+            )
+            event.occurred_at = moment
+            events.append(event)
+    daily = await _rollups(running, association_id)
+    monthly = await _monthly(running, association_id)
+    assert monthly == _summed_by_month(daily)
+    sheets = {k[3]: v[0] for k, v in monthly.items() if k[:3] == ("all", "*", "*")}
+    assert sheets == {date(2025, 2, 1): 1, date(2025, 3, 1): 2, date(2025, 4, 1): 1}
+    # A late edit moves an event to another month; a delete removes it from both tiers.
+    async with running.sessionmaker.begin() as db:
+        moved = await db.get_one(StatEvent, events[0].id)
+        moved.occurred_at = datetime(2025, 5, 15, 10, tzinfo=UTC)
+        moved.channel = "drop_in"
+        await db.delete(await db.get_one(StatEvent, events[3].id))
+    daily = await _rollups(running, association_id)
+    monthly = await _monthly(running, association_id)
+    assert monthly == _summed_by_month(daily)
+    sheets = {k[3]: v[0] for k, v in monthly.items() if k[:3] == ("all", "*", "*")}
+    assert sheets == {date(2025, 3, 1): 2, date(2025, 5, 1): 1}
+    async with running.sessionmaker.begin() as db:
+        await statistics.rebuild_rollups(db, association_id)
+    assert await _rollups(running, association_id) == daily
+    assert await _monthly(running, association_id) == monthly
+
+
+async def test_reports_read_from_months_and_edge_days_equal_reports_from_days(
+    running: Running, coordinator: Account
+) -> None:
+    association_id = await _setup(running, coordinator)
+    async with running.sessionmaker.begin() as db:
+        for moment in BOUNDARIES:
+            event = await record(
+                db, EventKind.SHEET_FILED, association_id=association_id, channel="link"
+            )
+            event.occurred_at = moment
+    today = date(2025, 12, 31)
+
+    async def report(query: dict[str, str]) -> statistics.Report:
+        async with running.sessionmaker() as db:
+            filters = statistics.parse_filters(query, today)
+            return await statistics.build_report(db, association_id, filters)
+
+    for period in (
+        {"from": "2025-01-01", "to": "2025-12-31"},  # whole months only
+        {"from": "2025-02-28", "to": "2025-04-01"},  # edge days around one whole month
+        {"from": "2025-03-12", "to": "2025-03-31"},  # days only
+    ):
+        for extra in ({}, {"channel": "link"}, {"theme": "logement"}):
+            by_month = await report({**period, **extra})
+            by_day = await report({**period, **extra, "step": "week"})  # the daily table
+            assert by_month.totals == by_day.totals
+            assert by_month.duration_sum == by_day.duration_sum
+            assert by_month.themes == by_day.themes
+            assert by_month.facets == by_day.facets
+            assert [(d.code, d.sessions, d.unmet, d.demand) for d in by_month.departements] == [
+                (d.code, d.sessions, d.unmet, d.demand) for d in by_day.departements
+            ]
+    march = await report({"from": "2025-03-01", "to": "2025-03-31"})
+    assert march.totals[statistics.SESSIONS] == 10 + 2  # 1 March 00:30 and 31 March 23:30
+    april_first = await report({"from": "2025-04-01", "to": "2025-04-01"})
+    assert april_first.totals[statistics.SESSIONS] == 1

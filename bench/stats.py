@@ -1,0 +1,410 @@
+"""Statistics dashboard and API over 1,000,000 synthetic sessions (``--quick``: 100,000), on
+SQLite and on PostgreSQL.
+
+Data: ``server.synthetic.generate`` over two years (730 days) for one association with a
+coordinator, then ``statistics.rebuild_rollups`` (inside ``generate``). Preparing 1M sessions
+takes minutes, so the databases are cached, keyed on a hash of server/synthetic.py,
+server/statistics.py and the migrations:
+
+- SQLite: ``var/bench-stats/<hash>-<sessions>.sqlite3`` (``var/`` is git-ignored);
+- PostgreSQL: database ``bench_stats_<hash>_<sessions>`` on the server of
+  ``PERMANENCE_BENCH_POSTGRES_URL`` (default: the tests' ``postgres@127.0.0.1:5432``).
+
+Clear them with ``rm -rf var/bench-stats`` and ``DROP DATABASE bench_stats_…``; stale ones
+(another hash) are dropped when a new one is prepared. Preparation runs in its own process
+(``python -m bench.stats --prepare [--quick]``, also runnable beforehand): if the runner's time
+limit stops this benchmark, that process goes on, and the next run finds the cache.
+
+Measure: a real server (``server.cli serve``) per database, the coordinator logged in, each
+request sequentially ≥ 20 times (after 2 warm-ups): /stats for 12 and 24 months, 24 months
+filtered by channel, theme, both, the map toggle, /stats.csv (départements), /api/v1/stats.
+Baseline, side by side: the same request on the same server over an EMPTY period (2001): the
+fixed cost of auth, filters, the (empty) rollup queries and rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.context import BenchEnv, Row, percentile
+from bench.procs import ROOT, ServerProcess, free_port, run_command
+from server import accounts, statistics, synthetic
+from server.db import make_engine, make_sessionmaker
+from server.http import LOGIN_COOKIE
+from server.models import Role, User
+from server.settings import PREFIX, load_settings
+
+SESSIONS, QUICK_SESSIONS = 1_000_000, 100_000
+DAYS = 730
+REQUESTS = 20
+WARMUP = 2
+TARGET_MS = 300.0
+CACHE_DIR = ROOT / "var" / "bench-stats"
+PG_URL_ENV = "PERMANENCE_BENCH_POSTGRES_URL"
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+COORDINATOR = "coordination@bench.invalid"
+ASSOCIATION = "Association statistiques du banc d'essai"
+EMPTY = {"from": "2001-01-01", "to": "2001-12-31"}
+HASHED = ("server/synthetic.py", "server/statistics.py", "server/stats.py", "server/models.py")
+
+
+def data_hash() -> str:
+    """What the cached databases depend on: the generator, the rollups, the schema."""
+    digest = hashlib.sha256()
+    files = [ROOT / name for name in HASHED]
+    files += sorted((ROOT / "server" / "migrations" / "versions").glob("*.py"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def sqlite_url(sessions: int) -> str:
+    """The cached SQLite database of this code version."""
+    return f"sqlite+aiosqlite:///{CACHE_DIR / f'{data_hash()}-{sessions}.sqlite3'}"
+
+
+def pg_url(sessions: int) -> str:
+    """The cached PostgreSQL database of this code version."""
+    base = make_url(os.environ.get(PG_URL_ENV, DEFAULT_PG_URL))
+    return base.set(database=f"bench_stats_{data_hash()}_{sessions}").render_as_string(
+        hide_password=False
+    )
+
+
+def _settings(url: str, data_dir: Path) -> Any:
+    return load_settings(
+        {
+            f"{PREFIX}DATA_DIR": str(data_dir),
+            f"{PREFIX}DATABASE_URL": url,
+            f"{PREFIX}SECRET_KEY": "b" * 48,
+        }
+    )
+
+
+def _meta_path(url: str) -> Path:
+    return CACHE_DIR / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".json")
+
+
+async def _pg_admin(url: str) -> Any:
+    return create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+async def _pg_prepare_database(url: str, sessions: int) -> bool:
+    """Create the database (dropping stale bench_stats_*); False if it is already there."""
+    name = make_url(url).database
+    admin = await _pg_admin(url)
+    try:
+        async with admin.connect() as conn:
+            existing = set(
+                await conn.scalars(
+                    text("SELECT datname FROM pg_database WHERE datname LIKE 'bench_stats_%'")
+                )
+            )
+            if name in existing and _meta_path(url).exists():
+                return False
+            if name in existing:  # an interrupted preparation
+                await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            for stale in (e for e in existing if e.endswith(f"_{sessions}") and e != name):
+                await conn.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
+    finally:
+        await admin.dispose()
+
+
+def _sqlite_cached(url: str, meta: Path, sessions: int) -> bool:
+    """True if this version's SQLite database is there; else make room for it."""
+    path = Path(make_url(url).database or "")
+    if path.exists() and meta.exists():
+        return True
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE_DIR.glob(f"*-{sessions}.sqlite3*"):
+        stale.unlink()
+    return False
+
+
+async def prepare(url: str, sessions: int) -> dict[str, Any]:
+    """Migrate, create the association and coordinator, generate; timings saved with the cache."""
+    meta = _meta_path(url)
+    if url.startswith("postgresql"):
+        if not await _pg_prepare_database(url, sessions):
+            return dict(json.loads(meta.read_text()))
+    else:
+        if _sqlite_cached(url, meta, sessions):
+            return dict(json.loads(meta.read_text()))
+    with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as data_dir:
+        settings = _settings(url, Path(data_dir))
+        env = {f"{PREFIX}DATA_DIR": data_dir, f"{PREFIX}DATABASE_URL": url}
+        env[f"{PREFIX}SECRET_KEY"] = "b" * 48
+        await run_command([sys.executable, "-m", "server.cli", "migrate"], {**os.environ, **env})
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine).begin() as db:
+                association = await accounts.get_or_create_association(db, ASSOCIATION)
+                for number in range(12):
+                    await accounts.create_user(
+                        db,
+                        association=association,
+                        email=f"benevole{number}@bench.invalid",
+                        name=f"Bénévole {number}",
+                        role=Role.VOLUNTEER,
+                        password=None,
+                    )
+                await accounts.create_user(
+                    db,
+                    association=association,
+                    email=COORDINATOR,
+                    name="Coordination du banc d'essai",
+                    role=Role.COORDINATOR,
+                    password=None,
+                )
+                rebuilds: list[tuple[float, int]] = []
+                rebuild = statistics.rebuild_rollups
+
+                async def timed_rebuild(db: Any, association_id: int | None = None) -> int:
+                    begun = time.perf_counter()
+                    written = await rebuild(db, association_id)
+                    rebuilds.append((time.perf_counter() - begun, written))
+                    return written
+
+                # generate() imports it when called: time the rebuild it runs, not a second one.
+                statistics.rebuild_rollups = timed_rebuild
+                try:
+                    started = time.perf_counter()
+                    events = await synthetic.generate(
+                        db, settings, association.id, sessions, days=DAYS
+                    )
+                    total_s = time.perf_counter() - started
+                finally:
+                    statistics.rebuild_rollups = rebuild
+                rebuild_s, rows = rebuilds[0]
+        finally:
+            await engine.dispose()
+    result = {
+        "sessions": sessions,
+        "events": events,
+        "generate_and_rebuild_s": round(total_s, 1),
+        "rebuild_s": round(rebuild_s, 1),
+        "daily_rollup_rows": rows,
+    }
+    meta.write_text(json.dumps(result))
+    return result
+
+
+async def _prepare_in_process(url: str, sessions: int) -> dict[str, Any]:
+    """Prepare in a child process that outlives a cancelled benchmark (minutes at 1M)."""
+    meta = _meta_path(url)
+    if not meta.exists():
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.stats",
+            "--prepare-url",
+            url,
+            "--sessions",
+            str(sessions),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        if await asyncio.shield(process.wait()) != 0:
+            raise RuntimeError(f"preparing {make_url(url).render_as_string()} failed")
+    return dict(json.loads(meta.read_text()))
+
+
+async def _login_cookie(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine).begin() as db:
+            user = (await db.scalars(select(User).where(User.email == COORDINATOR))).one()
+            token = await accounts.open_login_session(db, user, timedelta(hours=2))
+    finally:
+        await engine.dispose()
+    return f"{LOGIN_COOKIE}={token}"
+
+
+def _scenarios(today_iso: str, two_years_ago: str) -> list[tuple[str, str, dict[str, str]]]:
+    two = {"from": two_years_ago, "to": today_iso}
+    return [
+        ("/stats, 12 months (default)", "/stats", {}),
+        ("/stats, 24 months", "/stats", two),
+        ("/stats, 24 months, channel", "/stats", {**two, "channel": "drop_in"}),
+        ("/stats, 24 months, theme", "/stats", {**two, "theme": "logement"}),
+        (
+            "/stats, 24 months, channel + theme",
+            "/stats",
+            {**two, "channel": "link", "theme": "papiers"},
+        ),
+        ("/stats, 24 months, weekly", "/stats", {**two, "step": "week"}),
+        ("/stats, 12 months, map: unmet", "/stats", {"carte": "unmet"}),
+        ("/stats.csv départements, 12 months", "/stats.csv", {"table": "departements"}),
+        ("/api/v1/stats, 12 months", "/api/v1/stats", {}),
+        ("/api/v1/stats, 24 months", "/api/v1/stats", two),
+    ]
+
+
+async def _time(
+    http: aiohttp.ClientSession, url: str, params: dict[str, str], runs: int
+) -> list[float]:
+    timings = []
+    for index in range(WARMUP + runs):
+        started = time.perf_counter()
+        async with http.get(url, params=params) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{url} {params}: HTTP {resp.status}")
+        if index >= WARMUP:
+            timings.append((time.perf_counter() - started) * 1000)
+    return sorted(timings)
+
+
+async def _measure(label: str, url: str, workdir: Path) -> list[dict[str, Any]]:
+    """Start a server on this database and time every scenario against its empty-period twin."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env.update(
+        {
+            f"{PREFIX}DATA_DIR": str(workdir / label),
+            f"{PREFIX}DATABASE_URL": url,
+            f"{PREFIX}BASE_URL": f"http://127.0.0.1:{port}",
+            f"{PREFIX}LOG_LEVEL": "WARNING",
+            f"{PREFIX}SECRET_KEY": secrets.token_urlsafe(48),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    (workdir / label).mkdir(parents=True, exist_ok=True)
+    server = ServerProcess(
+        f"server on {label}",
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        port,
+        workdir / f"server-{label}.log",
+    )
+    cookie = await _login_cookie(url)
+    today = statistics.local_today("Europe/Paris")
+    start = today.replace(year=today.year - 2) + timedelta(days=1)
+    details = []
+    await server.start("/healthz")
+    try:
+        async with aiohttp.ClientSession(headers={"Cookie": cookie}) as http:
+            for name, path, params in _scenarios(today.isoformat(), start.isoformat()):
+                ours = await _time(http, server.url + path, params, REQUESTS)
+                base = await _time(http, server.url + path, {**params, **EMPTY}, REQUESTS)
+                details.append(
+                    {
+                        "database": label,
+                        "request": name,
+                        "p50 ms": percentile(ours, 50),
+                        "p95 ms": percentile(ours, 95),
+                        "empty period p50 ms": percentile(base, 50),
+                        "empty period p95 ms": percentile(base, 95),
+                        "requests": len(ours),
+                    }
+                )
+    finally:
+        await server.stop()
+    return details
+
+
+async def _pg_reachable(url: str) -> str | None:
+    admin = await _pg_admin(url)
+    try:
+        async with asyncio.timeout(5), admin.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means: skip PostgreSQL
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    finally:
+        await admin.dispose()
+    return None
+
+
+def _rows(details: Iterable[dict[str, Any]]) -> list[Row]:
+    rows = []
+    for d in details:
+        for q in ("p50", "p95"):
+            ours = d[f"{q} ms"]
+            rows.append(
+                Row(
+                    f"{d['database']}: {d['request']}, {q}",
+                    "ms",
+                    ours,
+                    d[f"empty period {q} ms"],
+                    "same request, empty period",
+                    target=f"≤ {TARGET_MS:.0f} ms",
+                    met=ours <= TARGET_MS,
+                )
+            )
+    return rows
+
+
+async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
+    """Prepare (or reuse) both databases, then time the pages on each."""
+    del server_url  # this benchmark starts its own servers, on its own databases
+    sessions = QUICK_SESSIONS if env.quick else SESSIONS
+    databases = [("SQLite", sqlite_url(sessions))]
+    skipped = await _pg_reachable(pg_url(sessions))
+    if skipped is None:
+        databases.append(("PostgreSQL", pg_url(sessions)))
+    details: list[dict[str, Any]] = []
+    prepared: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as workdir:
+        for label, url in databases:
+            meta = await _prepare_in_process(url, sessions)
+            prepared.append({"database": label, **meta})
+            details += await _measure(label, url, Path(workdir))
+    status = "ok" if skipped is None else f"skipped: PostgreSQL unreachable ({skipped})"
+    return {
+        "title": f"Statistics dashboard and API over {sessions:,} sessions (2 years)",
+        "status": status,
+        "params": {
+            "sessions": sessions,
+            "days": DAYS,
+            "requests per figure": REQUESTS,
+            "cache": "var/bench-stats/ and PostgreSQL bench_stats_<hash>_<sessions>",
+            **{
+                f"{p['database']} preparation": (
+                    f"{p.get('events', 0):,} events, generate + rebuild"
+                    f" {p.get('generate_and_rebuild_s')} s, of which rebuild_rollups"
+                    f" {p.get('rebuild_s')} s, {p.get('daily_rollup_rows', 0):,} daily rollup rows"
+                )
+                for p in prepared
+            },
+        },
+        "rows": [row.as_dict() for row in _rows(details)],
+        "details": details,
+    }
+
+
+def main() -> None:
+    """``python -m bench.stats --prepare [--quick]``: build the cached databases beforehand."""
+    parser = argparse.ArgumentParser(prog="python -m bench.stats")
+    parser.add_argument("--prepare", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--prepare-url")
+    parser.add_argument("--sessions", type=int)
+    args = parser.parse_args()
+    sessions = args.sessions or (QUICK_SESSIONS if args.quick else SESSIONS)
+    urls = [args.prepare_url] if args.prepare_url else [sqlite_url(sessions), pg_url(sessions)]
+    for url in urls:
+        print(json.dumps(asyncio.run(prepare(url, sessions))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
