@@ -46,7 +46,7 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 pytest: setup system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 
