@@ -180,6 +180,7 @@ def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> 
         "      permanences démo : lun.–ven. 9 h 30–12 h et 14 h–17 h 30 ; sinon « Être rappelé »)"
     )
     print(f"  File (bénévoles) :    {settings.url('/file')}   Rappels : {settings.url('/rappels')}")
+    print(f"  Statistiques (coordination) : {settings.url('/stats')}")
     mail = settings.data_dir / "mail"
     print(f"  E-mails envoyés :     {mail} (EMAIL_BACKEND={settings.email_backend})")
     for email, name, role, password in logins:
