@@ -16,6 +16,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -240,14 +241,7 @@ async def submit(
     )
     db.add(request)
     await db.flush()
-    await record(
-        db,
-        EventKind.CALLBACK_REQUESTED,
-        association_id=association.id,
-        channel=CHANNEL,
-        motif_id=form.motif_id,
-        postal_code=request.postal_code,
-    )
+    await _count(db, EventKind.CALLBACK_REQUESTED, request)
     await _acknowledge(db, settings, request, association, token, now)
     return Submitted(request, token)
 
@@ -365,14 +359,8 @@ async def cancel(db: AsyncSession, token: str, now: datetime) -> CallbackRequest
     if request.status not in PENDING:
         raise CallbackError("closed", _("Cette demande est déjà terminée."))
     _close(request, CallbackStatus.CANCELLED, "cancelled", now)
-    await record(
-        db,
-        EventKind.CALLBACK_CANCELLED,
-        association_id=request.association_id,
-        channel=CHANNEL,
-        motif_id=request.motif_id,
-        postal_code=request.postal_code,
-        duration_seconds=_age_seconds(request, now),
+    await _count(
+        db, EventKind.CALLBACK_CANCELLED, request, duration_seconds=_age_seconds(request, now)
     )
     return request
 
@@ -536,43 +524,41 @@ async def _log(
             callback_id=request.id, volunteer_id=volunteer.id, outcome=outcome, created_at=now
         )
     )
+    await _count(db, EventKind.CALLBACK_ATTEMPTED, request, reason=outcome)
+
+
+async def _count(db: AsyncSession, kind: EventKind, request: CallbackRequest, **facts: Any) -> None:
+    """One statistics event about a request: motif and département, never who asked."""
     await record(
         db,
-        EventKind.CALLBACK_ATTEMPTED,
+        kind,
         association_id=request.association_id,
         channel=CHANNEL,
         motif_id=request.motif_id,
         postal_code=request.postal_code,
-        reason=outcome,
+        **facts,
     )
+
+
+async def _finish(
+    db: AsyncSession,
+    request: CallbackRequest,
+    status: CallbackStatus,
+    kind: EventKind,
+    outcome: str,
+    now: datetime,
+) -> None:
+    """Close the request with its outcome code and count it with its age."""
+    _close(request, status, outcome, now)
+    await _count(db, kind, request, reason=outcome, duration_seconds=_age_seconds(request, now))
 
 
 async def _resolve(db: AsyncSession, request: CallbackRequest, outcome: str, now: datetime) -> None:
-    _close(request, CallbackStatus.RESOLVED, outcome, now)
-    await record(
-        db,
-        EventKind.CALLBACK_RESOLVED,
-        association_id=request.association_id,
-        channel=CHANNEL,
-        motif_id=request.motif_id,
-        postal_code=request.postal_code,
-        reason=outcome,
-        duration_seconds=_age_seconds(request, now),
-    )
+    await _finish(db, request, CallbackStatus.RESOLVED, EventKind.CALLBACK_RESOLVED, outcome, now)
 
 
 async def _expire(db: AsyncSession, request: CallbackRequest, reason: str, now: datetime) -> None:
-    _close(request, CallbackStatus.EXPIRED, reason, now)
-    await record(
-        db,
-        EventKind.CALLBACK_EXPIRED,
-        association_id=request.association_id,
-        channel=CHANNEL,
-        motif_id=request.motif_id,
-        postal_code=request.postal_code,
-        reason=reason,
-        duration_seconds=_age_seconds(request, now),
-    )
+    await _finish(db, request, CallbackStatus.EXPIRED, EventKind.CALLBACK_EXPIRED, reason, now)
 
 
 async def log_attempt(

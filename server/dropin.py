@@ -15,6 +15,7 @@ import secrets
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,6 +94,19 @@ class Snapshot:
     total: int
 
 
+async def _count(
+    db: AsyncSession,
+    kind: EventKind,
+    entry: QueueEntry,
+    session: AssistanceSession | None = None,
+    **facts: Any,
+) -> None:
+    """One statistics event about a queue place: motif and département, never who it was."""
+    if session is None:
+        facts.update(association_id=entry.association_id, channel=CHANNEL)
+    await record(db, kind, session, motif_id=entry.motif_id, postal_code=entry.postal_code, **facts)
+
+
 def new_token() -> str:
     """A random queue token for the browser (192 bits)."""
     return secrets.token_urlsafe(TOKEN_BYTES)
@@ -150,14 +164,7 @@ async def join(
     )
     db.add(entry)
     await db.flush()
-    await record(
-        db,
-        EventKind.QUEUE_JOINED,
-        association_id=association_id,
-        channel=CHANNEL,
-        motif_id=motif_id,
-        postal_code=entry.postal_code,
-    )
+    await _count(db, EventKind.QUEUE_JOINED, entry)
     return Joined(entry, token)
 
 
@@ -201,15 +208,12 @@ async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: d
     entry.end_reason = reason.value
     entry.waiting_sid = None
     entry.reserved_for_id = None
-    await record(
+    await _count(
         db,
         EventKind.QUEUE_LEFT,
-        association_id=entry.association_id,
-        channel=CHANNEL,
-        motif_id=entry.motif_id,
+        entry,
         reason=reason.value,
         duration_seconds=waited_seconds(entry, now),
-        postal_code=entry.postal_code,
     )
 
 
@@ -416,13 +420,8 @@ async def _open_room(
     if entry.first_name:
         session.beneficiary_name = entry.first_name
     entry.assistance_session_id = session.id
-    await record(
-        db,
-        EventKind.QUEUE_TAKEN,
-        session,
-        motif_id=entry.motif_id,
-        duration_seconds=waited_seconds(entry, now),
-        postal_code=entry.postal_code,
+    await _count(
+        db, EventKind.QUEUE_TAKEN, entry, session, duration_seconds=waited_seconds(entry, now)
     )
     return entry
 
@@ -514,14 +513,7 @@ async def requeue(db: AsyncSession, volunteer: User, entry_id: str, now: datetim
     entry.taken_at = None
     entry.assistance_session_id = None
     entry.last_seen_at = now  # their page comes back to the waiting room: a fresh grace time
-    await record(
-        db,
-        EventKind.QUEUE_REQUEUED,
-        association_id=entry.association_id,
-        channel=CHANNEL,
-        motif_id=entry.motif_id,
-        postal_code=entry.postal_code,
-    )
+    await _count(db, EventKind.QUEUE_REQUEUED, entry)
     if session is not None:
         await assistance.end_session(db, session, "requeued")
         return session.id
@@ -565,14 +557,7 @@ async def transfer(
     target = await _target(db, volunteer, target_id)
     if entry.status == QueueStatus.WAITING:
         entry.reserved_for_id = target.id
-        await record(
-            db,
-            EventKind.QUEUE_TRANSFERRED,
-            association_id=entry.association_id,
-            channel=CHANNEL,
-            motif_id=entry.motif_id,
-            postal_code=entry.postal_code,
-        )
+        await _count(db, EventKind.QUEUE_TRANSFERRED, entry)
         return Transferred(entry, target, None, None)
     if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
         raise QueueError("not_yours", _("Vous ne vous occupez pas de cette personne."))
@@ -587,13 +572,7 @@ async def transfer(
     if session.observer_id == target.id:
         session.observer_id = None
         session.observer_sid = None
-    await record(
-        db,
-        EventKind.QUEUE_TRANSFERRED,
-        session,
-        motif_id=entry.motif_id,
-        postal_code=entry.postal_code,
-    )
+    await _count(db, EventKind.QUEUE_TRANSFERRED, entry, session)
     return Transferred(entry, target, session.id, previous_sid)
 
 
