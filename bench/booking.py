@@ -24,7 +24,7 @@ import aiohttp
 
 from bench.context import BenchEnv, Row, percentile
 from server import accounts, api_tokens, availability, booking, motifs
-from server.models import Association, Role, VisitKind, utcnow
+from server.store.models import Association, Role, VisitKind, utcnow
 
 VOLUNTEERS = 50
 CLIENTS = 200

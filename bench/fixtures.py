@@ -10,11 +10,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import accounts
-from server.assistance import create_session, link_for
-from server.db import make_engine, make_sessionmaker
-from server.http import LOGIN_COOKIE
-from server.models import Role, User
+from server.assist import create_session, link_for
 from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Role, User
+from server.web.request import LOGIN_COOKIE
 
 ASSOCIATION = "Association banc d'essai"
 VOLUNTEER_EMAIL = "benevole@bench.invalid"

@@ -43,9 +43,9 @@ from sqlalchemy import func, select
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import CpuMeter, ServerProcess, free_port
 from bench.wsclient import ENGINEIO_PATH, ws_url
-from server import accounts, dropin, motifs
-from server.http import CSRF_COOKIE, LOGIN_COOKIE
-from server.models import (
+from server import accounts, motifs
+from server.dropin import places as dropin
+from server.store.models import (
     Association,
     Availability,
     QueueEntry,
@@ -55,7 +55,8 @@ from server.models import (
     utcnow,
 )
 from server.tokens import csrf_token
-from signaling.queue import COALESCE_SECONDS, NAMESPACE, QUEUE_COOKIE
+from server.web.request import CSRF_COOKIE, LOGIN_COOKIE
+from signaling.dropin import COALESCE_SECONDS, NAMESPACE, QUEUE_COOKIE
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import ROOT, ServerProcess, free_port, run_command
-from server import accounts, statistics, synthetic
-from server.db import make_engine, make_sessionmaker
-from server.http import LOGIN_COOKIE
-from server.models import Role, User
+from server import accounts, synthetic
 from server.settings import PREFIX, load_settings
+from server.stats import report as statistics
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Role, User
+from server.web.request import LOGIN_COOKIE
 
 SESSIONS, QUICK_SESSIONS = 1_000_000, 100_000
 DAYS = 730
@@ -62,14 +63,15 @@ DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 COORDINATOR = "coordination@bench.invalid"
 ASSOCIATION = "Association statistiques du banc d'essai"
 EMPTY = {"from": "2001-01-01", "to": "2001-12-31"}
-HASHED = ("server/synthetic.py", "server/statistics.py", "server/stats.py", "server/models.py")
+HASHED = ("server/synthetic.py", "server/store/models.py")
 
 
 def data_hash() -> str:
     """What the cached databases depend on: the generator, the rollups, the schema."""
     digest = hashlib.sha256()
     files = [ROOT / name for name in HASHED]
-    files += sorted((ROOT / "server" / "migrations" / "versions").glob("*.py"))
+    files += sorted((ROOT / "server" / "stats").glob("*.py"))
+    files += sorted((ROOT / "server" / "store" / "migrations" / "versions").glob("*.py"))
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())

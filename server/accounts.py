@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
+from server.store.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
 from server.tokens import sha256_hex
 
 _hasher = PasswordHasher()

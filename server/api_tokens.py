@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import N_
-from server.models import ApiToken, Role, User, utcnow
+from server.store.models import ApiToken, Role, User, utcnow
 from server.tokens import sha256_hex
 
 TOKEN_PREFIX = "vp_"  # noqa: S105 - a public prefix that makes leaked tokens recognisable

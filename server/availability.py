@@ -30,7 +30,10 @@ from sqlalchemy import ColumnElement, Row, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import _
-from server.models import (
+from server.motifs import duration_for
+from server.settings import Settings
+from server.stats.events import EventKind, record
+from server.store.models import (
     AppointmentUnit,
     Availability,
     AvailabilityException,
@@ -39,9 +42,6 @@ from server.models import (
     User,
     VisitKind,
 )
-from server.motifs import duration_for
-from server.settings import Settings
-from server.stats import EventKind, record
 
 UNIT_MINUTES = 5
 UNIT = timedelta(minutes=UNIT_MINUTES)

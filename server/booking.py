@@ -21,7 +21,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assistance
+from server import assist
 from server.availability import (
     UNIT,
     AvailabilityError,
@@ -32,9 +32,12 @@ from server.availability import (
     zone,
 )
 from server.availability import UNIT_MINUTES as UNIT_MINUTES
-from server.db import begin_write
 from server.i18n import _
-from server.models import (
+from server.motifs import duration_for, get_motif
+from server.settings import Settings
+from server.stats.events import EventKind, record
+from server.store.engine import begin_write
+from server.store.models import (
     Appointment,
     AppointmentStatus,
     AppointmentUnit,
@@ -45,9 +48,6 @@ from server.models import (
     VisitKind,
     WaitlistEntry,
 )
-from server.motifs import duration_for, get_motif
-from server.settings import Settings
-from server.stats import EventKind, record
 from server.tokens import join_code, sha256_hex
 
 VIA = ("public", "referrer", "api")
@@ -580,7 +580,7 @@ async def _book(
             raise _slot_taken()
 
         volunteer = await db.get_one(User, volunteer_id)
-        session = await assistance.create_session(
+        session = await assist.create_session(
             db, settings, volunteer, channel="appointment", record_created=False
         )
         _fit_session_to_appointment(settings, session, appointment)
@@ -594,7 +594,7 @@ async def _book(
         appointment=appointment,
         session=session,
         manage_token=manage_token,
-        join_url=assistance.link_for(settings, session),
+        join_url=assist.link_for(settings, session),
         code=join_code(settings.secret_key, session.id, session.code_salt),
     )
 
@@ -640,7 +640,7 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
     if appointment.assistance_session_id is not None:
         session = await db.get(AssistanceSession, appointment.assistance_session_id)
         if session is not None and session.status != SessionStatus.ENDED:
-            # Not assistance.end_session(): that would count an abandoned assistance.
+            # Not assist.end_session(): that would count an abandoned assist.
             session.status = SessionStatus.ENDED
             session.ended_at = now
             session.end_reason = "cancelled"
@@ -902,13 +902,13 @@ async def recover_manage_link(
 ) -> tuple[Appointment, str] | None:
     """For someone who lost the manage link: the appointment's 6-digit code plus the phone it
     was booked with give a NEW manage token (the old link stops working). None if no match."""
-    from server import assistance
+    from server import assist
 
     try:
         wanted_phone = normalize_phone(phone)
     except BookingError:
         return None
-    session = await assistance.find_by_code(db, settings, code)
+    session = await assist.find_by_code(db, settings, code)
     if session is None:
         return None
     appointment = await appointment_for_session(db, session.id)

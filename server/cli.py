@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import accounts, availability, motifs, retention, synthetic
-from server.accesslog import RedactingAccessLogger
-from server.app import create_app
-from server.db import make_engine, make_sessionmaker
-from server.models import Role, User, utcnow
 from server.settings import Settings, SettingsError, load_settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Role, User, utcnow
+from server.web.accesslog import RedactingAccessLogger
+from server.web.app import create_app
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent / "store" / "migrations"
 DEMO_ASSOCIATION = "Association démo — Permanence numérique"
 DEMO_ACCOUNTS = (
     ("benevole@demo.invalid", "Camille (bénévole démo)", Role.VOLUNTEER, "demo-benevole-2026"),
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         report = asyncio.run(_purge(settings, args.dry_run))
         print("\n".join(retention.describe(report)))
     elif args.command == "worker":
-        from server import worker
+        from server.notify import worker
 
         worker.main([])
     elif args.command == "serve":

@@ -22,11 +22,16 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import booking, callbacks, dropin, outbox
-from server.db import begin_write
+from server import booking, callback_requests
+from server.dropin import places as dropin
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
-from server.models import (
+from server.notify import outbox
+from server.notify.outbox import Channel
+from server.settings import Settings
+from server.stats.events import EventKind, record
+from server.store.engine import begin_write
+from server.store.models import (
     Appointment,
     AssistanceSession,
     Association,
@@ -39,9 +44,6 @@ from server.models import (
     User,
     utcnow,
 )
-from server.outbox import Channel
-from server.settings import Settings
-from server.stats import EventKind, record
 from server.taxonomy import AUTONOMY, ORGANISATIONS, OUTCOMES, THEMES, clean_codes, label
 from server.tokens import sha256_hex
 
@@ -305,7 +307,7 @@ async def subject_for_callback(db: AsyncSession, callback_id: str, user: User) -
     became a visio has its session's sheet instead (``subject.session`` is then set)."""
     if user.role not in STAFF or not callback_id or len(callback_id) > ID_MAX:
         return None
-    request = await callbacks.get(db, user.association_id, callback_id)
+    request = await callback_requests.get(db, user.association_id, callback_id)
     if request is None or request.status != CallbackStatus.RESOLVED:
         return None
     if request.claimed_by_id != user.id:
@@ -317,7 +319,7 @@ async def subject_for_callback(db: AsyncSession, callback_id: str, user: User) -
     return Subject(
         association_id=request.association_id,
         volunteer_id=user.id,
-        channel=callbacks.CHANNEL,
+        channel=callback_requests.CHANNEL,
         callback=request,
     )
 
@@ -390,7 +392,7 @@ async def save(
 
     The first filing stores only the reading token's hash, records one ``sheet_filed`` event
     (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``);
-    call ``server.worker.wake(app)`` after the commit. Edits do neither."""
+    call ``server.notify.worker.wake(app)`` after the commit. Edits do neither."""
     now = now or utcnow()
     await begin_write(db)
     existing = await db.scalar(
@@ -673,7 +675,12 @@ async def sheets_to_fill(db: AsyncSession, user: User, now: datetime | None = No
         .limit(TODO_LIMIT)
     )
     todos += [
-        Todo(f"/rappels/{r.id}/fiche", r.closed_at or r.created_at, r.first_name, callbacks.CHANNEL)
+        Todo(
+            f"/rappels/{r.id}/fiche",
+            r.closed_at or r.created_at,
+            r.first_name,
+            callback_requests.CHANNEL,
+        )
         for r in requests
     ]
     todos.sort(key=lambda todo: todo.when, reverse=True)

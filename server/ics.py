@@ -6,7 +6,7 @@ from datetime import datetime
 
 from icalendar import Calendar, Event
 
-from server.models import utcnow
+from server.store.models import utcnow
 
 PRODID = "-//visio-permanence//Permanence numerique//FR"
 

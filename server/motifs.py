@@ -11,7 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import _
-from server.models import Motif, VisitKind
+from server.store.models import Motif, VisitKind
 from server.taxonomy import DEFAULT_MOTIF_THEMES
 
 MIN_MINUTES = 15

@@ -14,7 +14,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from server.typedefs import RATELIMIT_KEY, SETTINGS_KEY
+from server.runtime import RATELIMIT_KEY, SETTINGS_KEY
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Retention: personal data is purged RETENTION_MONTHS after the person's last contact.
 
-Run by the worker once a day (``server/worker.py``) and by ``permanence purge [--dry-run]``.
+Run by the worker once a day (``server/notify/worker.py``) and by ``permanence purge [--dry-run]``.
 A record is purged when every date that marks a contact with the person is older than the
 cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by table:
 
@@ -52,8 +52,9 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Delete, Update
 
-from server.db import begin_write
-from server.models import (
+from server.settings import Settings
+from server.store.engine import begin_write
+from server.store.models import (
     Appointment,
     AssistanceSession,
     CallbackRequest,
@@ -63,7 +64,6 @@ from server.models import (
     QueueEntry,
     WaitlistEntry,
 )
-from server.settings import Settings
 
 log = logging.getLogger(__name__)
 

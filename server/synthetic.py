@@ -49,9 +49,9 @@ from sqlalchemy import JSON, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server import geo
-from server.models import Motif, Role, StatEvent, User, utcnow
 from server.settings import Settings
-from server.stats import UNKNOWN_DEPARTEMENT, EventKind
+from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
+from server.store.models import Motif, Role, StatEvent, User, utcnow
 
 MARKER = "synthetic-"
 K = EventKind  # short, for the many events below
@@ -217,7 +217,7 @@ async def generate(
 ) -> int:
     """Insert ``sessions`` synthetic sessions over the ``days`` before ``now`` and the demand
     around them, then rebuild the rollups; how many events were written."""
-    from server.statistics import TIMEZONE_INFO, rebuild_rollups
+    from server.stats.report import TIMEZONE_INFO, rebuild_rollups
 
     if sessions < 0 or days <= 0:
         raise ValueError("sessions must be >= 0 and days > 0")

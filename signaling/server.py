@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 import socketio
 from aiohttp import web
 
+from server.runtime import QUEUE_HUB_KEY, SETTINGS_KEY, SIO_KEY
 from server.settings import Settings
-from server.typedefs import QUEUE_HUB_KEY, SETTINGS_KEY, SIO_KEY
-from signaling.namespace import AssistNamespace
-from signaling.queue import QueueHub, QueueNamespace
+from signaling.assist import AssistNamespace
+from signaling.dropin import QueueHub, QueueNamespace
 
 MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
 

@@ -22,10 +22,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from server import accounts
-from server.app import create_app
-from server.db import make_engine, make_sessionmaker
-from server.models import Base, Role, User
 from server.settings import Settings, load_settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Base, Role, User
+from server.web.app import create_app
 
 POSTGRES_URL = os.environ.get(
     "PERMANENCE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

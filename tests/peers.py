@@ -25,9 +25,9 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack
 from yarl import URL
 
-from server import assistance
-from server.http import LOGIN_COOKIE
-from server.models import AssistanceSession
+from server import assist
+from server.store.models import AssistanceSession
+from server.web.request import LOGIN_COOKIE
 from tests.conftest import Running
 
 NAMESPACE = "/assist"
@@ -202,7 +202,7 @@ async def join_token(running: Running, session_id: str) -> str:
     """The token of the session's `/j/<token>` link, as the volunteer hands it out."""
     async with running.sessionmaker() as db:
         session = await db.get_one(AssistanceSession, session_id)
-    return assistance.link_for(running.settings, session).rsplit("/", 1)[1]
+    return assist.link_for(running.settings, session).rsplit("/", 1)[1]
 
 
 async def connect_volunteer(

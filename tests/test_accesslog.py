@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.accesslog import redact
+from server.web.accesslog import redact
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import aiohttp
 from sqlalchemy import func, select
 
 from server import accounts, availability, booking
-from server.models import Appointment, AppointmentStatus, Availability, Motif, User
 from server.motifs import ensure_default_motifs
+from server.store.models import Appointment, AppointmentStatus, Availability, Motif, User
 from tests.conftest import (
     Account,
     Running,

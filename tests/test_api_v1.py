@@ -11,8 +11,8 @@ from openapi_spec_validator import validate
 from sqlalchemy import select
 
 from server import api_tokens, availability, motifs
-from server.models import OutboxMessage, Role, User, utcnow
-from server.views.api_v1 import openapi_document
+from server.store.models import OutboxMessage, Role, User, utcnow
+from server.web.views.api_v1 import openapi_document
 from tests.conftest import Account, Running, make_account
 
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import assistance
-from server.models import AssistanceSession, User
+from server import assist
+from server.store.models import AssistanceSession, User
 from server.tokens import code_hash, join_code
 from tests.conftest import Account, Running
 
@@ -18,14 +18,14 @@ async def test_a_code_collision_with_a_live_session_draws_a_new_code(
     settings = running.settings
     async with running.sessionmaker.begin() as db:
         user = await db.get_one(User, volunteer.user.id)
-        first = await assistance.create_session(db, settings, user)
-        second = await assistance.create_session(db, settings, user)
+        first = await assist.create_session(db, settings, user)
+        second = await assist.create_session(db, settings, user)
         first_id, second_id = first.id, second.id
 
     # Control the randomness: the next salts drawn are "clash" then "free". Make the first
     # session hold the very code that "clash" gives the second one.
     salts: Iterator[str] = iter(["clash", "free"])
-    monkeypatch.setattr(assistance, "new_salt", lambda: next(salts))
+    monkeypatch.setattr(assist, "new_salt", lambda: next(salts))
     clashing = join_code(settings.secret_key, second_id, "clash")
     async with running.sessionmaker.begin() as db:
         holder = await db.get_one(AssistanceSession, first_id)
@@ -33,13 +33,13 @@ async def test_a_code_collision_with_a_live_session_draws_a_new_code(
 
     async with running.sessionmaker.begin() as db:
         session = await db.get_one(AssistanceSession, second_id)
-        code = await assistance.assign_new_code(db, settings, session)
+        code = await assist.assign_new_code(db, settings, session)
 
     assert code == join_code(settings.secret_key, second_id, "free") != clashing
     async with running.sessionmaker() as db:
-        found = await assistance.find_by_code(db, settings, code)
+        found = await assist.find_by_code(db, settings, code)
         assert found is not None and found.id == second_id
-        holder_found = await assistance.find_by_code(db, settings, clashing)
+        holder_found = await assist.find_by_code(db, settings, clashing)
         assert holder_found is not None and holder_found.id == first_id
 
 
@@ -49,12 +49,12 @@ async def test_ending_a_session_frees_its_code_and_link(
     settings = running.settings
     async with running.sessionmaker.begin() as db:
         user = await db.get_one(User, volunteer.user.id)
-        session = await assistance.create_session(db, settings, user)
-        code = assistance.current_code(settings, session)
-        token = assistance.link_for(settings, session).rsplit("/", 1)[1]
-        assert await assistance.end_session(db, session, "volunteer") is True
-        assert await assistance.end_session(db, session, "volunteer") is False
+        session = await assist.create_session(db, settings, user)
+        code = assist.current_code(settings, session)
+        token = assist.link_for(settings, session).rsplit("/", 1)[1]
+        assert await assist.end_session(db, session, "volunteer") is True
+        assert await assist.end_session(db, session, "volunteer") is False
     assert code is not None
     async with running.sessionmaker() as db:
-        assert await assistance.find_by_code(db, settings, code) is None
-        assert await assistance.find_by_token(db, token) is None
+        assert await assist.find_by_code(db, settings, code) is None
+        assert await assist.find_by_token(db, token) is None

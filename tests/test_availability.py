@@ -27,10 +27,10 @@ from server.availability import (
     slots_by_day,
     window_end_utc,
 )
-from server.db import make_engine, make_sessionmaker
-from server.models import Motif, Role, User, VisitKind
 from server.motifs import ensure_default_motifs
 from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Motif, Role, User, VisitKind
 
 PARIS = ZoneInfo("Europe/Paris")
 NOW = datetime(2027, 3, 1, 7, 0, tzinfo=UTC)  # Monday 1 March 2027, 08:00 in Paris

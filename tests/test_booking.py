@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 
-from server import accounts, assistance, availability, booking
+from server import accounts, assist, availability, booking
 from server.availability import Offers, find_slots
 from server.booking import (
     Booked,
@@ -37,8 +37,18 @@ from server.booking import (
     units_for,
     waitlist_candidates_for_freed_slot,
 )
-from server.db import make_engine, make_sessionmaker
-from server.models import (
+from server.motifs import (
+    DEFAULT_MOTIFS,
+    MotifError,
+    create_motif,
+    deactivate_motif,
+    ensure_default_motifs,
+    list_motifs,
+    update_motif,
+)
+from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import (
     Appointment,
     AppointmentStatus,
     AppointmentUnit,
@@ -51,16 +61,6 @@ from server.models import (
     User,
     VisitKind,
 )
-from server.motifs import (
-    DEFAULT_MOTIFS,
-    MotifError,
-    create_motif,
-    deactivate_motif,
-    ensure_default_motifs,
-    list_motifs,
-    update_motif,
-)
-from server.settings import Settings
 from tests.test_availability import TUESDAY, Maker, Place, make_place, permanence
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -187,8 +187,8 @@ async def test_a_booking_holds_its_units_and_gets_a_session_a_code_and_a_manage_
         assert booked.join_url.startswith(settings.base_url + "/j/")
         assert len(booked.code) == 6 and booked.code.isdigit()
         token = booked.join_url.rsplit("/", 1)[1]
-        by_link = await assistance.find_by_token(db, token)
-        by_code = await assistance.find_by_code(db, settings, booked.code)
+        by_link = await assist.find_by_token(db, token)
+        by_code = await assist.find_by_code(db, settings, booked.code)
         assert by_link is not None and by_code is not None and by_link.id == session.id
         assert by_code.id == session.id
 
@@ -385,7 +385,7 @@ async def test_cancelling_frees_the_slot_at_once_and_a_replayed_link_is_told_so(
         assert again[0].starts_at == at(2, 14) and again[0].capacity == 1
         session = await db.get_one(AssistanceSession, booked.session.id)
         assert session.status == SessionStatus.ENDED and session.code_hash is None
-        assert await assistance.find_by_code(db, settings, booked.code) is None
+        assert await assist.find_by_code(db, settings, booked.code) is None
     rebooked = await reserve(sm, settings, place, at(2, 14))
     assert rebooked.appointment.id != booked.appointment.id
 

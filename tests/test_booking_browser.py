@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from server.models import Appointment, AppointmentStatus
+from server.store.models import Appointment, AppointmentStatus
 from tests.browser import chromium_with_devices, screenshot
 from tests.conftest import Running
 from tests.test_booking_pages import make_place

@@ -14,7 +14,10 @@ import aiohttp
 from sqlalchemy import func, select, update
 
 from server import availability
-from server.models import (
+from server.motifs import ensure_default_motifs
+from server.runtime import RATELIMIT_KEY
+from server.stats.events import EventKind
+from server.store.models import (
     Appointment,
     AppointmentStatus,
     AppointmentUnit,
@@ -26,10 +29,7 @@ from server.models import (
     WaitlistEntry,
     utcnow,
 )
-from server.motifs import ensure_default_motifs
-from server.stats import EventKind
-from server.typedefs import RATELIMIT_KEY
-from server.views.booking import BOOKINGS_PER_IP
+from server.web.views.booking import BOOKINGS_PER_IP
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
 from tests.peers import refusal
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Page, expect
 
-from server import assistance
-from server.models import AssistanceSession
+from server import assist
+from server.store.models import AssistanceSession
 from tests.browser import Chromium, chromium_with_devices, collect_console_errors, screenshot
 from tests.conftest import PG_UNREACHABLE, Account, Running, make_account
 
@@ -110,7 +110,7 @@ async def join_link(running: Running, session_id: str) -> str:
     async with running.sessionmaker() as db:
         session = await db.get(AssistanceSession, session_id)
     assert session is not None
-    return assistance.link_for(running.settings, session)
+    return assist.link_for(running.settings, session)
 
 
 async def enter_code(page: Page, running: Running, code: str) -> None:
@@ -297,9 +297,9 @@ async def test_desktop_offers_screen_sharing_and_no_handover_to_a_computer(
     """A desktop browser sees "Partager mon écran" (and the camera), never "continue on PC"."""
     errors: list[str] = []
     async with running.sessionmaker.begin() as db:
-        session = await assistance.create_session(db, running.settings, volunteer.user)
+        session = await assist.create_session(db, running.settings, volunteer.user)
     page = await chrome.page(errors=errors)
-    await page.goto(assistance.link_for(running.settings, session))
+    await page.goto(assist.link_for(running.settings, session))
     await page.wait_for_url("**/b")
     await consent(page)
     await expect(page.get_by_role("button", name="Partager mon écran")).to_be_visible()
@@ -318,9 +318,9 @@ async def test_wrong_join_link_shows_the_same_neutral_french_page_as_an_ended_on
     """/j/<wrong token> answers 404 with a plain French page, word for word the one of the link
     of an ended session: the page never tells whether a session exists."""
     async with running.sessionmaker.begin() as db:
-        session = await assistance.create_session(db, running.settings, volunteer.user)
-        await assistance.end_session(db, session, "volunteer")
-    ended = assistance.link_for(running.settings, session)
+        session = await assist.create_session(db, running.settings, volunteer.user)
+        await assist.end_session(db, session, "volunteer")
+    ended = assist.link_for(running.settings, session)
     wrong = running.url("/j/" + "A" * 43)
     errors: list[str] = []
     page = await chrome.page()
@@ -351,7 +351,7 @@ async def test_another_volunteer_gets_404_on_a_room_that_is_not_theirs(
 ) -> None:
     """The room of a session is hidden (404 page) from another logged-in volunteer."""
     async with running.sessionmaker.begin() as db:
-        session = await assistance.create_session(db, running.settings, volunteer.user)
+        session = await assist.create_session(db, running.settings, volunteer.user)
     room = running.url(f"/assistance/{session.id}")
     other = await make_account(running, "dominique@example.org")
     errors: list[str] = []

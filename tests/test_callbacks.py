@@ -12,9 +12,13 @@ from datetime import timedelta
 import aiohttp
 from sqlalchemy import func, select, update
 
-from server import callbacks
-from server.callbacks import CallbackError, CallbackForm
-from server.models import (
+from server import callback_requests
+from server.callback_requests import CallbackError, CallbackForm
+from server.motifs import ensure_default_motifs
+from server.notify import Notifier
+from server.notify.worker import Worker
+from server.stats.events import EventKind
+from server.store.models import (
     AssistanceSession,
     Association,
     CallbackAttempt,
@@ -26,10 +30,6 @@ from server.models import (
     User,
     utcnow,
 )
-from server.motifs import ensure_default_motifs
-from server.notify import Notifier
-from server.stats import EventKind
-from server.worker import Worker
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
 
 PHONE = "06 12 34 56 78"
@@ -84,7 +84,7 @@ async def make_request(
     now = utcnow() - (age or timedelta(0))
     async with running.sessionmaker.begin() as db:
         association = await db.get_one(Association, association_id)
-        done = await callbacks.submit(db, running.settings, association, form, now)
+        done = await callback_requests.submit(db, running.settings, association, form, now)
     assert done.created
     return done.request
 
@@ -213,7 +213,7 @@ async def test_concurrent_duplicate_submissions_make_one_request(running: Runnin
     async def submit() -> bool:
         async with running.sessionmaker.begin() as db:
             association = await db.get_one(Association, association_id)
-            done = await callbacks.submit(db, running.settings, association, form, utcnow())
+            done = await callback_requests.submit(db, running.settings, association, form, utcnow())
         return done.created
 
     created = await asyncio.gather(*(submit() for _ in range(10)))
@@ -304,7 +304,7 @@ async def test_two_volunteers_claiming_together_never_both_get_it(running: Runni
     async def claim(volunteer: User, callback_id: str) -> int | None:
         try:
             async with running.sessionmaker.begin() as db:
-                await callbacks.claim(db, volunteer, callback_id, utcnow())
+                await callback_requests.claim(db, volunteer, callback_id, utcnow())
         except CallbackError as exc:
             assert exc.code == "taken" and "Un autre bénévole" in exc.message
             return None
@@ -363,7 +363,7 @@ async def test_take_oldest_race_claims_every_request_exactly_once(running: Runni
         taken: list[str] = []
         while True:
             async with running.sessionmaker.begin() as db:
-                request = await callbacks.claim_oldest(db, volunteer, utcnow())
+                request = await callback_requests.claim_oldest(db, volunteer, utcnow())
             if request is None:
                 return taken
             assert request.claimed_by_id == volunteer.id
@@ -586,7 +586,7 @@ async def test_old_requests_expire_with_their_reason(running: Running) -> None:
     [expired] = await events(running, EventKind.CALLBACK_EXPIRED)
     assert expired.reason == "too_old" and expired.duration_seconds >= 8 * 86400
     async with running.sessionmaker.begin() as db:
-        assert await callbacks.expire_old(db, running.settings, utcnow()) == 0
+        assert await callback_requests.expire_old(db, running.settings, utcnow()) == 0
 
 
 async def test_expiry_at_a_chosen_time(running: Running) -> None:
@@ -594,7 +594,7 @@ async def test_expiry_at_a_chosen_time(running: Running) -> None:
     request = await make_request(running, association_id)
     later = utcnow() + timedelta(days=running.settings.callback_expire_days, minutes=1)
     async with running.sessionmaker.begin() as db:
-        assert await callbacks.expire_old(db, running.settings, later) == 1
+        assert await callback_requests.expire_old(db, running.settings, later) == 1
     assert (await reload(running, request.id)).status == CallbackStatus.EXPIRED
 
 

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select, update
 from yarl import URL
 
-from server import dropin
 from server.availability import opening
-from server.models import (
+from server.dropin import places as dropin
+from server.runtime import QUEUE_HUB_KEY
+from server.store.models import (
     AssistanceSession,
     Availability,
     AvailabilityException,
@@ -31,8 +32,7 @@ from server.models import (
     utcnow,
 )
 from server.tokens import sha256_hex
-from server.typedefs import QUEUE_HUB_KEY
-from signaling.queue import NAMESPACE, QUEUE_COOKIE
+from signaling.dropin import NAMESPACE, QUEUE_COOKIE
 from tests.conftest import (
     Account,
     Running,

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy import select
 
-from server.models import AssistanceSession, CallbackRequest, OutboxMessage, QueueEntry
+from server.store.models import AssistanceSession, CallbackRequest, OutboxMessage, QueueEntry
 from tests.browser import Chromium, chromium_with_devices, screenshot
 from tests.conftest import Account, Running, make_account
 from tests.test_browser import consent, log_in, wait_frames_advance, wait_status

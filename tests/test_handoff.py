@@ -14,9 +14,11 @@ import aiohttp
 from sqlalchemy import func, select, update
 from yarl import URL
 
-from server import assistance, booking, callbacks, handoff
-from server.callbacks import CallbackForm
-from server.models import (
+from server import assist, booking, callback_requests, handoff
+from server.callback_requests import CallbackForm
+from server.motifs import ensure_default_motifs
+from server.stats.events import EventKind
+from server.store.models import (
     Appointment,
     AssistanceSession,
     Association,
@@ -30,10 +32,8 @@ from server.models import (
     User,
     utcnow,
 )
-from server.motifs import ensure_default_motifs
-from server.stats import EventKind
 from server.tokens import sha256_hex
-from signaling.queue import QUEUE_COOKIE
+from signaling.dropin import QUEUE_COOKIE
 from tests.conftest import (
     Account,
     Running,
@@ -127,7 +127,7 @@ async def join_as_beneficiary(
     """Open the session's join link: the browser gets the pass cookie; mark the person came."""
     async with running.sessionmaker.begin() as db:
         session = await db.get_one(AssistanceSession, session_id)
-        link = assistance.link_for(running.settings, session)
+        link = assist.link_for(running.settings, session)
         session.beneficiary_joined_at = utcnow() - timedelta(minutes=20)
         session.first_media_at = utcnow() - timedelta(minutes=19)
     async with http.get(link, allow_redirects=False) as resp:
@@ -529,7 +529,7 @@ async def test_a_call_back_helped_on_the_phone_offers_the_sheet_to_its_volunteer
     ).validated("Europe/Paris", set())
     async with running.sessionmaker.begin() as db:
         association = await db.get_one(Association, volunteer.user.association_id)
-        done = await callbacks.submit(db, running.settings, association, form, utcnow())
+        done = await callback_requests.submit(db, running.settings, association, form, utcnow())
         request_id = done.request.id
     await login(http, running, volunteer)
     _other, other_http = await staff(running, "sami@example.org")

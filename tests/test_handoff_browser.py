@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
-from server.models import HandoffSheet
+from server.store.models import HandoffSheet
 from tests.browser import Chromium, chromium_with_devices, screenshot
 from tests.conftest import PG_UNREACHABLE, Account, Running
 from tests.test_browser import consent, enter_code, log_in, open_assistance, wait_status

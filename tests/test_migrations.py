@@ -17,9 +17,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.cli import alembic_config
-from server.db import make_engine
-from server.models import Base
 from server.settings import load_settings
+from server.store.engine import make_engine
+from server.store.models import Base
 from tests.conftest import PG_UNREACHABLE, POSTGRES_URL
 
 

@@ -14,10 +14,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
 
-from server.app import create_app
-from server.db import make_engine, make_sessionmaker
-from server.models import Appointment, OutboxMessage, OutboxStatus, WaitlistEntry, utcnow
 from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import Appointment, OutboxMessage, OutboxStatus, WaitlistEntry, utcnow
+from server.web.app import create_app
 from tests.conftest import Running, browser_session, csrf_from
 from tests.smtp_server import LocalSmtpServer, RecordingHandler
 from tests.test_booking_pages import book, make_place, slot_times, text_of

@@ -24,9 +24,19 @@ from multidict import CIMultiDict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import outbox
-from server.db import make_engine, make_sessionmaker
-from server.models import (
+from server.notify import Notifier, SendError, outbox
+from server.notify.email import (
+    ConsoleEmailBackend,
+    FileEmailBackend,
+    SmtpEmailBackend,
+    message_id,
+)
+from server.notify.outbox import Attachment, Channel
+from server.notify.sms import BrevoSmsBackend, ConsoleSmsBackend, FileSmsBackend, Sms
+from server.notify.worker import Worker, wake
+from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import (
     Appointment,
     Association,
     Motif,
@@ -37,17 +47,6 @@ from server.models import (
     VisitKind,
     utcnow,
 )
-from server.notify import Notifier, SendError
-from server.notify.email import (
-    ConsoleEmailBackend,
-    FileEmailBackend,
-    SmtpEmailBackend,
-    message_id,
-)
-from server.notify.sms import BrevoSmsBackend, ConsoleSmsBackend, FileSmsBackend, Sms
-from server.outbox import Attachment, Channel
-from server.settings import Settings
-from server.worker import Worker, wake
 from tests.conftest import Running, free_port
 from tests.smtp_server import LocalSmtpServer, RecordingHandler
 
@@ -797,7 +796,7 @@ async def test_stopping_finishes_the_current_message_and_hands_the_rest_back(
 async def start_worker(
     database_url: str, smtp: LocalSmtpServer, tmp_path: Path, name: str
 ) -> asyncio.subprocess.Process:
-    """``python -m server.worker`` as a real process: SMTP to the local server, 2 s leases."""
+    """``python -m server.notify.worker`` as a process: SMTP to the local server, 2 s leases."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERMANENCE_")}
     env.update(
         PERMANENCE_DATA_DIR=str(tmp_path / "worker"),
@@ -816,7 +815,7 @@ async def start_worker(
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.worker",
+            "server.notify.worker",
             "--batch-size=5",
             "--lease-seconds=2",
             cwd=ROOT,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from sqlalchemy import select
 
-from server.models import Partner, Role, User
+from server.store.models import Partner, Role, User
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
 from tests.test_agenda import awake_zone, book, open_all_week, page, post, quarter_before
 

@@ -20,8 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import accounts, motifs, retention
-from server.db import make_engine, make_sessionmaker
-from server.models import (
+from server.notify import Notifier
+from server.notify.worker import Worker
+from server.settings import Settings
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import (
     Appointment,
     AssistanceSession,
     CallbackAttempt,
@@ -38,9 +41,6 @@ from server.models import (
     VisitKind,
     WaitlistEntry,
 )
-from server.notify import Notifier
-from server.settings import Settings
-from server.worker import Worker
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=400)  # past the default 12 months

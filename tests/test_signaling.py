@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from server.assistance import current_code, link_for
-from server.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
-from server.typedefs import SIO_KEY
+from server.assist import current_code, link_for
+from server.runtime import SIO_KEY
+from server.store.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
 from tests.conftest import (
     Account,
     Running,

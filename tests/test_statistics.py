@@ -15,10 +15,11 @@ import jsonschema
 import pytest
 from sqlalchemy import insert, select
 
-from server import geo, motifs, statistics
-from server.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
-from server.stats import EventKind, record
-from server.views.api_v1 import _count_schema, openapi_document
+from server import geo, motifs
+from server.stats import report as statistics
+from server.stats.events import EventKind, record
+from server.store.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
+from server.web.views.api_v1 import _count_schema, openapi_document
 from tests.conftest import Account, Running, login, make_account
 
 DAY = datetime(2025, 3, 12, 10, 0, tzinfo=UTC)
@@ -88,7 +89,7 @@ async def _bulk_insert(running: Running, association_id: int, specs: list[dict[s
 
 
 def statistics_departement(postal: str | None) -> str | None:
-    from server.stats import departement_of
+    from server.stats.events import departement_of
 
     return departement_of(postal)
 

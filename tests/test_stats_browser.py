@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.stats import EventKind, record
+from server.stats.events import EventKind, record
 from tests.browser import chromium_with_devices, screenshot
 from tests.conftest import Account, Running
 

@@ -17,10 +17,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import accounts, callbacks, geo, motifs, synthetic, taxonomy
-from server.db import make_engine, make_sessionmaker
-from server.dropin import LeftReason
-from server.models import (
+from server import accounts, callback_requests, geo, motifs, synthetic, taxonomy
+from server.dropin.places import LeftReason
+from server.settings import Settings
+from server.stats.events import EventKind
+from server.store.engine import make_engine, make_sessionmaker
+from server.store.models import (
     Appointment,
     CallbackRequest,
     HandoffSheet,
@@ -30,8 +32,6 @@ from server.models import (
     StatRollup,
     User,
 )
-from server.settings import Settings
-from server.stats import EventKind
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 SESSIONS = 3000
@@ -222,7 +222,7 @@ async def test_history_holds_no_personal_data_and_fills_the_rollups(
     reasons = {e.reason for e in rows} - {None}
     known_reasons = (
         {r.value for r in LeftReason}
-        | set(callbacks.OUTCOME_LABELS)
+        | set(callback_requests.OUTCOME_LABELS)
         | {"visio_link", "too_old", "unreachable"}
     )
     assert reasons <= known_reasons

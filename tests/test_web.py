@@ -7,8 +7,8 @@ import html
 import aiohttp
 from sqlalchemy import select
 
-from server import assistance
-from server.models import AssistanceSession, LoginSession, StatEvent
+from server import assist
+from server.store.models import AssistanceSession, LoginSession, StatEvent
 from tests.conftest import (
     Account,
     Running,
@@ -127,8 +127,8 @@ async def test_new_assistance_shows_link_code_and_qr(
         page = await resp.text()
     async with running.sessionmaker() as db:
         session = await db.get_one(AssistanceSession, session_id)
-    link = assistance.link_for(running.settings, session)
-    code = assistance.current_code(running.settings, session)
+    link = assist.link_for(running.settings, session)
+    code = assist.current_code(running.settings, session)
     assert code is not None and len(code) == 6 and code.isdigit()
     assert link in page and code in page and "<svg" in page
     token = link.rsplit("/", 1)[1]
@@ -145,9 +145,7 @@ async def test_join_link_enters_room_and_hides_token(
     await login(http, running, volunteer)
     session_id = await create_assistance(http, running)
     async with running.sessionmaker() as db:
-        link = assistance.link_for(
-            running.settings, await db.get_one(AssistanceSession, session_id)
-        )
+        link = assist.link_for(running.settings, await db.get_one(AssistanceSession, session_id))
     beneficiary = await browser_session()
     try:
         path = link.removeprefix(running.settings.base_url)
@@ -184,7 +182,7 @@ async def test_code_enters_room(
     await login(http, running, volunteer)
     session_id = await create_assistance(http, running)
     async with running.sessionmaker() as db:
-        code = assistance.current_code(
+        code = assist.current_code(
             running.settings, await db.get_one(AssistanceSession, session_id)
         )
     beneficiary = await browser_session()
@@ -223,13 +221,13 @@ async def test_expired_code_no_longer_works(
 ) -> None:
     from datetime import timedelta
 
-    from server.models import utcnow
+    from server.store.models import utcnow
 
     await login(http, running, volunteer)
     session_id = await create_assistance(http, running)
     async with running.sessionmaker.begin() as db:
         session = await db.get_one(AssistanceSession, session_id)
-        code = assistance.current_code(running.settings, session)
+        code = assist.current_code(running.settings, session)
         session.code_expires_at = utcnow() - timedelta(seconds=1)
     async with http.get(running.url("/code")) as resp:
         token = csrf_from(await resp.text())
@@ -322,7 +320,7 @@ async def test_coordinator_invites_and_deactivates_a_volunteer(
         # The invitation works once.
         async with invited.get(running.url(path)) as resp:
             assert resp.status == 404
-        from server.models import User
+        from server.store.models import User
 
         async with running.sessionmaker() as db:
             lou_id = await db.scalar(select(User.id).where(User.email == "lou@example.org"))

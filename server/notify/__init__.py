@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.models import OutboxMessage
 from server.notify.base import SendError
 from server.notify.email import EmailBackend, build_email, email_backend
+from server.notify.outbox import Attachment, Channel
 from server.notify.sms import Sms, SmsBackend, sms_backend
-from server.outbox import Attachment, Channel
 from server.settings import Settings
+from server.store.models import OutboxMessage
 
 __all__ = ["EmailBackend", "Notifier", "SendError", "Sms", "SmsBackend"]
 

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from server.models import utcnow
 from server.notify.base import SendError, spool_path, write_atomically
-from server.outbox import Attachment
+from server.notify.outbox import Attachment
 from server.settings import Settings
+from server.store.models import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Protocol
 import aiohttp
 import phonenumbers
 
-from server.models import utcnow
 from server.notify.base import SendError, spool_path, write_atomically
 from server.settings import Settings
+from server.store.models import utcnow
 
 log = logging.getLogger(__name__)
 

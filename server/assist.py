@@ -1,0 +1,354 @@
+"""Assistance sessions: creation, join link and code, access rules, lifecycle state.
+
+All state lives in the database (not in process memory) so that a second server node can be
+added: which Socket.IO sid holds each role is stored on the session row.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.accounts import AccountError, normalize_email
+from server.settings import Settings
+from server.stats.events import EventKind, record
+from server.store.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
+from server.tokens import code_hash, join_code, join_token, new_salt, sha256_hex
+
+CODE_ATTEMPTS = 20
+
+
+class PeerRole(enum.StrEnum):
+    """Who a connected peer is in a session."""
+
+    BENEFICIARY = "beneficiary"
+    VOLUNTEER = "volunteer"
+    OBSERVER = "observer"
+
+
+class MediaKind(enum.StrEnum):
+    """What the beneficiary shows."""
+
+    SCREEN = "screen"
+    CAMERA = "camera"
+    PHOTO = "photo"
+
+
+def link_for(settings: Settings, session: AssistanceSession) -> str:
+    """The absolute `/j/<token>` link of a session."""
+    return settings.url("/j/" + join_token(settings.secret_key, session.id, session.token_salt))
+
+
+def current_code(settings: Settings, session: AssistanceSession) -> str | None:
+    """The session's 6-digit code while it is valid."""
+    if session.code_salt is None or session.code_expires_at is None:
+        return None
+    if session.code_expires_at <= utcnow() or not session.is_live:
+        return None
+    return join_code(settings.secret_key, session.id, session.code_salt)
+
+
+async def _release_expired_codes(db: AsyncSession) -> None:
+    """Free the unique code slots of expired codes so they can be handed out again."""
+    await db.execute(
+        update(AssistanceSession)
+        .where(AssistanceSession.code_expires_at <= utcnow())
+        .where(AssistanceSession.code_hash.is_not(None))
+        .values(code_hash=None)
+    )
+
+
+async def assign_new_code(db: AsyncSession, settings: Settings, session: AssistanceSession) -> str:
+    """Give the session a fresh 6-digit code valid CODE_TTL_MINUTES, unique among live codes."""
+    await _release_expired_codes(db)
+    session_id = session.id  # read once: a rolled-back savepoint expires the object
+    for _attempt in range(CODE_ATTEMPTS):
+        salt = new_salt()
+        code = join_code(settings.secret_key, session_id, salt)
+        digest = code_hash(settings.secret_key, code)
+        try:
+            async with db.begin_nested():
+                session.code_salt = salt
+                session.code_hash = digest
+                session.code_expires_at = utcnow() + timedelta(minutes=settings.code_ttl_minutes)
+                await db.flush()
+        except IntegrityError:
+            await db.refresh(session)  # the code is held by another live session: draw again
+            continue
+        return code
+    raise RuntimeError("could not find a free 6-digit code; too many live sessions?")
+
+
+async def create_session(
+    db: AsyncSession,
+    settings: Settings,
+    volunteer: User,
+    channel: str = "link",
+    *,
+    record_created: bool = True,
+) -> AssistanceSession:
+    """Open a new assistance for this volunteer with a join link and a 6-digit code.
+
+    Appointments pass ``record_created=False``: their booking is counted by the booking events,
+    and a booking that is moved or cancelled is not an assistance."""
+    session_id, salt = new_id(), new_salt()
+    session = AssistanceSession(
+        id=session_id,
+        association_id=volunteer.association_id,
+        volunteer_id=volunteer.id,
+        channel=channel,
+        token_salt=salt,
+        join_token_hash=sha256_hex(join_token(settings.secret_key, session_id, salt)),
+        expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
+        media_kinds=[],
+    )
+    db.add(session)
+    await db.flush()
+    await assign_new_code(db, settings, session)
+    if record_created:
+        await record(db, EventKind.SESSION_CREATED, session)
+    return session
+
+
+def _live_clause() -> list[ColumnElement[bool]]:
+    """Conditions of a session that can still be joined."""
+    return [
+        AssistanceSession.status != SessionStatus.ENDED,
+        AssistanceSession.expires_at > utcnow(),
+    ]
+
+
+async def find_by_token(db: AsyncSession, token: str) -> AssistanceSession | None:
+    """The live session behind a join link token, or None (expired, ended or unknown alike)."""
+    if not token or len(token) > 128:
+        return None
+    return await db.scalar(
+        select(AssistanceSession).where(
+            AssistanceSession.join_token_hash == sha256_hex(token), *_live_clause()
+        )
+    )
+
+
+async def find_by_code(db: AsyncSession, settings: Settings, code: str) -> AssistanceSession | None:
+    """The live session whose valid code this is, or None."""
+    if len(code) != 6 or not code.isdigit():
+        return None
+    return await db.scalar(
+        select(AssistanceSession).where(
+            AssistanceSession.code_hash == code_hash(settings.secret_key, code),
+            AssistanceSession.code_expires_at > utcnow(),
+            *_live_clause(),
+        )
+    )
+
+
+async def get_live(db: AsyncSession, session_id: str) -> AssistanceSession | None:
+    """A session by id if it can still be joined."""
+    return await db.scalar(
+        select(AssistanceSession).where(AssistanceSession.id == session_id, *_live_clause())
+    )
+
+
+def role_of(session: AssistanceSession, user: User) -> PeerRole | None:
+    """The volunteer-side role this account has in the session, if any (never a referrer's)."""
+    if user.role not in (Role.VOLUNTEER, Role.COORDINATOR):
+        return None
+    if session.volunteer_id == user.id:
+        return PeerRole.VOLUNTEER
+    if session.observer_id is not None and session.observer_id == user.id:
+        return PeerRole.OBSERVER
+    return None
+
+
+async def get_for_user(
+    db: AsyncSession, session_id: str, user: User
+) -> tuple[AssistanceSession, PeerRole] | None:
+    """The session if this account is its volunteer or its invited observer."""
+    if len(session_id) > 36:
+        return None
+    session = await db.get(AssistanceSession, session_id)
+    if session is None:
+        return None
+    role = role_of(session, user)
+    return None if role is None else (session, role)
+
+
+async def list_for_user(db: AsyncSession, user: User) -> list[AssistanceSession]:
+    """Live sessions this account runs or observes, newest first."""
+    rows = await db.scalars(
+        select(AssistanceSession)
+        .where(
+            or_(
+                AssistanceSession.volunteer_id == user.id, AssistanceSession.observer_id == user.id
+            ),
+            *_live_clause(),
+        )
+        .order_by(AssistanceSession.created_at.desc())
+    )
+    return list(rows)
+
+
+async def invite_observer(
+    db: AsyncSession, session: AssistanceSession, owner: User, email: str
+) -> User:
+    """Let another active volunteer of the same association watch this session (shadowing)."""
+    from server.i18n import _
+
+    target = await db.scalar(
+        select(User).where(
+            User.email == normalize_email(email),
+            User.association_id == owner.association_id,
+            User.is_active.is_(True),
+            User.role.in_((Role.VOLUNTEER, Role.COORDINATOR)),
+        )
+    )
+    if target is None:
+        raise AccountError(_("Aucun bénévole actif de votre association n'a cette adresse."))
+    if target.id == owner.id:
+        raise AccountError(_("Vous êtes déjà dans cette assistance."))
+    session.observer_id = target.id
+    await record(db, EventKind.OBSERVER_INVITED, session)
+    return target
+
+
+async def end_session(db: AsyncSession, session: AssistanceSession, reason: str) -> bool:
+    """End a session once; True if this call ended it. Records the duration."""
+    if session.status == SessionStatus.ENDED:
+        return False
+    now = utcnow()
+    session.status = SessionStatus.ENDED
+    session.ended_at = now
+    session.end_reason = reason[:20]
+    session.code_hash = None
+    session.beneficiary_sid = session.volunteer_sid = session.observer_sid = None
+    started = session.first_media_at or session.beneficiary_joined_at
+    duration = int((now - started).total_seconds()) if started else None
+    kind = EventKind.SESSION_ENDED if started else EventKind.SESSION_ABANDONED
+    await record(db, kind, session, duration_seconds=duration)
+    return True
+
+
+def sid_of(session: AssistanceSession, role: PeerRole) -> str | None:
+    """The Socket.IO sid currently holding a role."""
+    return {
+        PeerRole.BENEFICIARY: session.beneficiary_sid,
+        PeerRole.VOLUNTEER: session.volunteer_sid,
+        PeerRole.OBSERVER: session.observer_sid,
+    }[role]
+
+
+def set_sid(session: AssistanceSession, role: PeerRole, sid: str | None) -> None:
+    """Record which sid holds a role."""
+    if role is PeerRole.BENEFICIARY:
+        session.beneficiary_sid = sid
+    elif role is PeerRole.VOLUNTEER:
+        session.volunteer_sid = sid
+    else:
+        session.observer_sid = sid
+
+
+async def peer_joined(
+    db: AsyncSession,
+    session: AssistanceSession,
+    role: PeerRole,
+    sid: str,
+    beneficiary_name: str | None = None,
+) -> str | None:
+    """Mark a peer as present; returns the sid it replaces (a reload or another device)."""
+    previous = sid_of(session, role)
+    set_sid(session, role, sid)
+    if role is PeerRole.BENEFICIARY:
+        if beneficiary_name:
+            session.beneficiary_name = beneficiary_name
+        if session.beneficiary_joined_at is None:
+            session.beneficiary_joined_at = utcnow()
+            await record(db, EventKind.BENEFICIARY_JOINED, session)
+        else:
+            session.reconnect_count += 1
+            await record(db, EventKind.RECONNECTED, session)
+    both_present = session.beneficiary_sid and session.volunteer_sid
+    if both_present and session.status in (SessionStatus.WAITING, SessionStatus.RECONNECTING):
+        session.status = SessionStatus.CONNECTED
+    return previous
+
+
+async def peer_left(db: AsyncSession, session: AssistanceSession, role: PeerRole, sid: str) -> bool:
+    """Mark a peer as gone if it still held its role; True if it did (not already replaced)."""
+    if sid_of(session, role) != sid:
+        return False
+    set_sid(session, role, None)
+    if session.status != SessionStatus.ENDED and session.beneficiary_joined_at is not None:
+        session.status = SessionStatus.RECONNECTING
+    return True
+
+
+async def media_state(
+    db: AsyncSession, session: AssistanceSession, state: str, media: str | None
+) -> None:
+    """Record what the beneficiary shares: first media, media kinds used, pauses."""
+    if session.status == SessionStatus.ENDED:
+        return
+    if state == "sharing" and media:
+        if session.first_media_at is None:
+            session.first_media_at = utcnow()
+        if media not in session.media_kinds:
+            session.media_kinds = [*session.media_kinds, media]
+            await record(db, EventKind.MEDIA_SHARED, session, media=media)
+        session.status = SessionStatus.CONNECTED
+    elif state == "paused":
+        if session.status != SessionStatus.PAUSED:  # state is re-sent on every (re)join
+            session.pause_count += 1
+            await record(db, EventKind.PAUSED, session, media=media)
+        session.status = SessionStatus.PAUSED
+    elif state in ("stopped", "waiting") and session.beneficiary_sid:
+        session.status = SessionStatus.CONNECTED
+
+
+async def forget_presence(db: AsyncSession) -> int:
+    """At start-up, drop the sids left by a previous run of this server: nobody is connected yet.
+
+    This assumes one server node (the embedded and documented deployment); with several nodes
+    presence would move to Redis instead.
+    """
+    result = await db.execute(
+        update(AssistanceSession)
+        .where(
+            or_(
+                AssistanceSession.beneficiary_sid.is_not(None),
+                AssistanceSession.volunteer_sid.is_not(None),
+                AssistanceSession.observer_sid.is_not(None),
+            )
+        )
+        .values(beneficiary_sid=None, volunteer_sid=None, observer_sid=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def withdraw_user(db: AsyncSession, user_id: int) -> tuple[list[str], list[str]]:
+    """A deactivated account leaves every live session: the sessions it ran end, its observer
+    seats are freed. Returns (ended session ids, observer sids to disconnect)."""
+    rows = await db.scalars(
+        select(AssistanceSession)
+        .where(
+            or_(
+                AssistanceSession.volunteer_id == user_id, AssistanceSession.observer_id == user_id
+            ),
+            *_live_clause(),
+        )
+        .with_for_update()
+    )
+    ended, observers = [], []
+    for session in rows:
+        if session.volunteer_id == user_id:
+            await end_session(db, session, "deactivated")
+            ended.append(session.id)
+        else:
+            if session.observer_sid:
+                observers.append(session.observer_sid)
+            session.observer_id = None
+            session.observer_sid = None
+    return ended, observers

@@ -1,0 +1,604 @@
+"""The live drop-in queue: people wait for the next free volunteer, volunteers take them.
+
+Taking someone is an atomic claim in the database: a conditional ``UPDATE … WHERE status =
+'waiting' RETURNING`` on the row picked by a subquery (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+the database write lock on SQLite), so two volunteers clicking together never get the same person
+and nobody is skipped. The browser of a waiting person holds a random token (only its SHA-256 is
+stored); their place is kept while their page is connected and for a grace time after it drops.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import secrets
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assist
+from server.availability import Opening, opening
+from server.i18n import _
+from server.settings import Settings
+from server.stats.events import EventKind, record
+from server.store.engine import begin_write
+from server.store.models import (
+    AssistanceSession,
+    Motif,
+    QueueEntry,
+    QueueStatus,
+    Role,
+    SessionStatus,
+    User,
+    utcnow,
+)
+from server.tokens import sha256_hex
+
+CHANNEL = "drop_in"
+TOKEN_BYTES = 24
+MAX_TOKEN_LENGTH = 64
+CLAIM_ATTEMPTS = 5
+# The wait estimate uses the handling times of the last drop-in sessions of the past month.
+HANDLING_SAMPLE = 20
+HANDLING_MIN_SAMPLES = 3
+HANDLING_WINDOW = timedelta(days=30)
+SHOWN_TO_VOLUNTEERS = 50
+
+
+class LeftReason(enum.StrEnum):
+    """Why a waiting person is no longer waiting without being taken (statistics `reason`)."""
+
+    LEFT = "left"  # they clicked "Quitter la file"
+    LOST = "lost"  # their page stayed disconnected past the grace time
+    GONE = "gone"  # a volunteer called them and they were not there
+
+
+class QueueError(ValueError):
+    """A queue action that cannot be done; ``message`` is French for the person who asked."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A new place in the queue and the token the browser keeps."""
+
+    entry: QueueEntry
+    token: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One person as volunteers see them."""
+
+    id: str
+    first_name: str | None
+    motif: str | None
+    queued_at: datetime
+    reserved_for_id: int | None
+    connected: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The queue of one association at one moment (the first SHOWN_TO_VOLUNTEERS people)."""
+
+    waiting: list[Waiting]
+    total: int
+
+
+async def _count(
+    db: AsyncSession,
+    kind: EventKind,
+    entry: QueueEntry,
+    session: AssistanceSession | None = None,
+    **facts: Any,
+) -> None:
+    """One statistics event about a queue place: motif and département, never who it was."""
+    if session is None:
+        facts.update(association_id=entry.association_id, channel=CHANNEL)
+    await record(db, kind, session, motif_id=entry.motif_id, postal_code=entry.postal_code, **facts)
+
+
+def new_token() -> str:
+    """A random queue token for the browser (192 bits)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def waited_seconds(entry: QueueEntry, now: datetime) -> int:
+    """How long the person has waited since they joined (a put-back keeps their join time)."""
+    return max(0, int((now - entry.queued_at).total_seconds()))
+
+
+async def count_waiting(db: AsyncSession, association_id: int) -> int:
+    """How many people wait now."""
+    return int(
+        await db.scalar(
+            select(func.count())
+            .select_from(QueueEntry)
+            .where(
+                QueueEntry.association_id == association_id,
+                QueueEntry.status == QueueStatus.WAITING,
+            )
+        )
+        or 0
+    )
+
+
+async def join(
+    db: AsyncSession,
+    settings: Settings,
+    association_id: int,
+    motif_id: int | None,
+    first_name: str | None,
+    postal_code: str | None,
+    now: datetime,
+) -> Joined:
+    """Add someone at the end of the queue; refused when closed or full (a call-back is offered)."""
+    await begin_write(db)  # the count and the insert see the same queue on SQLite too
+    state = await opening(db, association_id, now)
+    if not state.is_open:
+        raise QueueError("closed", _("La permanence est fermée pour le moment."))
+    if await count_waiting(db, association_id) >= settings.queue_max_waiting:
+        raise QueueError(
+            "full", _("Trop de personnes attendent déjà. Laissez votre numéro : on vous rappelle.")
+        )
+    token = new_token()
+    entry = QueueEntry(
+        association_id=association_id,
+        motif_id=motif_id,
+        first_name=first_name,
+        postal_code=postal_code,
+        token_hash=sha256_hex(token),
+        status=QueueStatus.WAITING,
+        created_at=now,
+        queued_at=now,
+        last_seen_at=now,
+    )
+    db.add(entry)
+    await db.flush()
+    await _count(db, EventKind.QUEUE_JOINED, entry)
+    return Joined(entry, token)
+
+
+async def find_by_token(db: AsyncSession, token: str | None) -> QueueEntry | None:
+    """The place behind a browser token, whatever its status; None for a forged or old token."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return await db.scalar(select(QueueEntry).where(QueueEntry.token_hash == sha256_hex(token)))
+
+
+async def _lock(db: AsyncSession, entry_id: str) -> QueueEntry | None:
+    """The row, locked for this transaction, read fresh."""
+    await begin_write(db)
+    return await db.get(QueueEntry, entry_id, with_for_update=True, populate_existing=True)
+
+
+async def seen(db: AsyncSession, entry_id: str, now: datetime, sid: str | None = None) -> None:
+    """The waiting page (or its socket) is here: the grace time starts again from now."""
+    values: dict[str, object] = {"last_seen_at": now}
+    if sid is not None:
+        values["waiting_sid"] = sid
+    await db.execute(
+        update(QueueEntry)
+        .where(QueueEntry.id == entry_id, QueueEntry.status == QueueStatus.WAITING)
+        .values(**values)
+    )
+
+
+async def disconnected(db: AsyncSession, entry_id: str, sid: str, now: datetime) -> None:
+    """The waiting page's socket dropped: the place is kept for the grace time from now."""
+    await db.execute(
+        update(QueueEntry)
+        .where(QueueEntry.id == entry_id, QueueEntry.waiting_sid == sid)
+        .values(waiting_sid=None, last_seen_at=now)
+    )
+
+
+async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: datetime) -> None:
+    entry.status = QueueStatus.LEFT if reason is not LeftReason.GONE else QueueStatus.GONE
+    entry.ended_at = now
+    entry.end_reason = reason.value
+    entry.waiting_sid = None
+    entry.reserved_for_id = None
+    await _count(
+        db,
+        EventKind.QUEUE_LEFT,
+        entry,
+        reason=reason.value,
+        duration_seconds=waited_seconds(entry, now),
+    )
+
+
+async def leave(db: AsyncSession, entry_id: str, now: datetime) -> bool:
+    """The person gives up their place; True if they were waiting (a second click does nothing)."""
+    entry = await _lock(db, entry_id)
+    if entry is None or entry.status != QueueStatus.WAITING:
+        return False
+    await _leave(db, entry, LeftReason.LEFT, now)
+    return True
+
+
+async def expire_lost(db: AsyncSession, settings: Settings, now: datetime) -> list[QueueEntry]:
+    """Close the places whose page has been away longer than the grace time."""
+    await begin_write(db)
+    limit = now - timedelta(seconds=settings.queue_grace_seconds)
+    lost = list(
+        await db.scalars(
+            select(QueueEntry)
+            .where(
+                QueueEntry.status == QueueStatus.WAITING,
+                QueueEntry.waiting_sid.is_(None),
+                QueueEntry.last_seen_at < limit,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for entry in lost:
+        await _leave(db, entry, LeftReason.LOST, now)
+    return lost
+
+
+async def forget_presence(db: AsyncSession, now: datetime) -> None:
+    """At start-up no page is connected yet: every waiting person gets a fresh grace time."""
+    await db.execute(
+        update(QueueEntry)
+        .where(QueueEntry.status == QueueStatus.WAITING)
+        .values(waiting_sid=None, last_seen_at=now)
+    )
+
+
+# -- Positions and estimates ---------------------------------------------------------------------
+
+
+async def waiting_ids(db: AsyncSession, association_id: int) -> list[str]:
+    """Ids of the people waiting, first in line first."""
+    rows = await db.scalars(
+        select(QueueEntry.id)
+        .where(
+            QueueEntry.association_id == association_id,
+            QueueEntry.status == QueueStatus.WAITING,
+        )
+        .order_by(QueueEntry.queued_at, QueueEntry.id)
+    )
+    return list(rows)
+
+
+async def handling_minutes(db: AsyncSession, settings: Settings, association_id: int) -> float:
+    """Typical minutes a volunteer spends per drop-in person: the median of the recent ones, or
+    the configured assumption until there are enough."""
+    since = utcnow() - HANDLING_WINDOW
+    rows = await db.execute(
+        select(QueueEntry.taken_at, AssistanceSession.ended_at)
+        .join(AssistanceSession, AssistanceSession.id == QueueEntry.assistance_session_id)
+        .where(
+            QueueEntry.association_id == association_id,
+            QueueEntry.status == QueueStatus.TAKEN,
+            QueueEntry.taken_at >= since,
+            AssistanceSession.status == SessionStatus.ENDED,
+            AssistanceSession.ended_at.is_not(None),
+        )
+        .order_by(QueueEntry.taken_at.desc())
+        .limit(HANDLING_SAMPLE)
+    )
+    minutes = [
+        (ended - taken).total_seconds() / 60
+        for taken, ended in rows
+        if taken is not None and ended is not None and ended > taken
+    ]
+    if len(minutes) < HANDLING_MIN_SAMPLES:
+        return float(settings.queue_handling_minutes)
+    return max(1.0, statistics.median(minutes))
+
+
+def estimate_minutes(position: int, volunteers: int, handling: float) -> int:
+    """Expected wait of the person at `position` (1 = next) with this many volunteers taking
+    people: each volunteer clears one person per handling time; rounded up to 5 minutes."""
+    if position <= 0:
+        return 0
+    rounds = math.ceil(position / max(1, volunteers))
+    raw = (rounds - 0.5) * handling  # on average the volunteers are halfway through someone
+    return max(5, 5 * math.ceil(raw / 5))
+
+
+def offers_callback(settings: Settings, estimate: int) -> bool:
+    """Past the threshold, the waiting page offers to be called back instead."""
+    return estimate > settings.queue_callback_minutes
+
+
+async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
+    """What volunteers see: the first people waiting (with motif), and how many wait."""
+    rows = await db.execute(
+        select(QueueEntry, Motif.name)
+        .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
+        .where(
+            QueueEntry.association_id == association_id,
+            QueueEntry.status == QueueStatus.WAITING,
+        )
+        .order_by(QueueEntry.queued_at, QueueEntry.id)
+        .limit(SHOWN_TO_VOLUNTEERS)
+    )
+    waiting = [
+        Waiting(
+            id=entry.id,
+            first_name=entry.first_name,
+            motif=motif,
+            queued_at=entry.queued_at,
+            reserved_for_id=entry.reserved_for_id,
+            connected=entry.waiting_sid is not None,
+        )
+        for entry, motif in rows
+    ]
+    total = len(waiting)
+    if total == SHOWN_TO_VOLUNTEERS:
+        total = await count_waiting(db, association_id)
+    return Snapshot(waiting, total)
+
+
+async def place_of(db: AsyncSession, association_id: int, entry_id: str) -> tuple[int, int] | None:
+    """(position, total) of one waiting person, or None if they no longer wait."""
+    ids = await waiting_ids(db, association_id)
+    try:
+        return ids.index(entry_id) + 1, len(ids)
+    except ValueError:
+        return None
+
+
+async def state_of(db: AsyncSession, association_id: int, now: datetime) -> Opening:
+    """Open or closed now, from the permanences."""
+    return await opening(db, association_id, now)
+
+
+# -- Volunteer actions ---------------------------------------------------------------------------
+
+
+def _check_volunteer(volunteer: User) -> None:
+    if volunteer.role not in (Role.VOLUNTEER, Role.COORDINATOR) or not volunteer.is_active:
+        raise QueueError("forbidden", _("Seuls les bénévoles prennent des personnes de la file."))
+
+
+async def _claim(
+    db: AsyncSession, volunteer: User, now: datetime, entry_id: str | None
+) -> str | None:
+    """Atomically mark one waiting person as taken by this volunteer; their id, or None."""
+    dialect = db.get_bind().dialect.name
+    allowed = or_(QueueEntry.reserved_for_id.is_(None), QueueEntry.reserved_for_id == volunteer.id)
+    if entry_id is not None:
+        target = select(QueueEntry.id).where(QueueEntry.id == entry_id)
+    else:
+        target = (
+            select(QueueEntry.id)
+            .where(
+                QueueEntry.association_id == volunteer.association_id,
+                QueueEntry.status == QueueStatus.WAITING,
+                allowed,
+            )
+            # Someone transferred to this volunteer comes first, then the longest waiting.
+            .order_by(
+                case((QueueEntry.reserved_for_id == volunteer.id, 0), else_=1),
+                QueueEntry.queued_at,
+                QueueEntry.id,
+            )
+            .limit(1)
+        )
+        if dialect == "postgresql":
+            target = target.with_for_update(skip_locked=True)
+    claimed = await db.scalar(
+        update(QueueEntry)
+        .where(
+            QueueEntry.id == target.scalar_subquery(),
+            QueueEntry.association_id == volunteer.association_id,
+            QueueEntry.status == QueueStatus.WAITING,
+            allowed,
+        )
+        .values(
+            status=QueueStatus.TAKEN,
+            taken_by_id=volunteer.id,
+            taken_at=now,
+            waiting_sid=None,
+            reserved_for_id=None,
+        )
+        .returning(QueueEntry.id)
+        .execution_options(synchronize_session=False)
+    )
+    return claimed
+
+
+async def _open_room(
+    db: AsyncSession, settings: Settings, volunteer: User, entry_id: str, now: datetime
+) -> QueueEntry:
+    """The claimed person gets an assistance session with the volunteer who took them."""
+    entry = await db.get_one(QueueEntry, entry_id, populate_existing=True)
+    session = await assist.create_session(db, settings, volunteer, CHANNEL)
+    if entry.first_name:
+        session.beneficiary_name = entry.first_name
+    entry.assistance_session_id = session.id
+    await _count(
+        db, EventKind.QUEUE_TAKEN, entry, session, duration_seconds=waited_seconds(entry, now)
+    )
+    return entry
+
+
+async def take_next(
+    db: AsyncSession, settings: Settings, volunteer: User, now: datetime
+) -> QueueEntry | None:
+    """Take the person waiting longest (or one transferred to this volunteer); None if nobody
+    waits. Never the same person as another volunteer taking at the same moment."""
+    _check_volunteer(volunteer)
+    await begin_write(db)
+    for _attempt in range(CLAIM_ATTEMPTS):
+        claimed = await _claim(db, volunteer, now, None)
+        if claimed is not None:
+            return await _open_room(db, settings, volunteer, claimed, now)
+        # On PostgreSQL the subquery may have picked a row another transaction took in between
+        # (READ COMMITTED re-checks the WHERE): try again while someone still waits.
+        if not await _anyone_for(db, volunteer):
+            return None
+    return None
+
+
+async def _anyone_for(db: AsyncSession, volunteer: User) -> bool:
+    return bool(
+        await db.scalar(
+            select(func.count())
+            .select_from(QueueEntry)
+            .where(
+                QueueEntry.association_id == volunteer.association_id,
+                QueueEntry.status == QueueStatus.WAITING,
+                or_(
+                    QueueEntry.reserved_for_id.is_(None),
+                    QueueEntry.reserved_for_id == volunteer.id,
+                ),
+            )
+        )
+    )
+
+
+async def take(
+    db: AsyncSession, settings: Settings, volunteer: User, entry_id: str, now: datetime
+) -> QueueEntry:
+    """Take one given person; refused if someone else just did (or they left)."""
+    _check_volunteer(volunteer)
+    if len(entry_id) > 36:
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    await begin_write(db)
+    claimed = await _claim(db, volunteer, now, entry_id)
+    if claimed is None:
+        entry = await db.get(QueueEntry, entry_id, populate_existing=True)
+        if entry is None or entry.association_id != volunteer.association_id:
+            raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+        if entry.status == QueueStatus.TAKEN:
+            raise QueueError("taken", _("Un autre bénévole vient de prendre cette personne."))
+        if entry.status == QueueStatus.WAITING:
+            raise QueueError("reserved", _("Cette personne a été transférée à un autre bénévole."))
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    return await _open_room(db, settings, volunteer, claimed, now)
+
+
+async def _mine(db: AsyncSession, volunteer: User, entry_id: str) -> QueueEntry:
+    """A person this volunteer took, locked; QueueError otherwise."""
+    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    if entry is None or entry.association_id != volunteer.association_id:
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
+        raise QueueError("not_yours", _("Vous ne vous occupez pas de cette personne."))
+    return entry
+
+
+async def _session_of(db: AsyncSession, entry: QueueEntry) -> AssistanceSession | None:
+    if entry.assistance_session_id is None:
+        return None
+    return await db.get(
+        AssistanceSession,
+        entry.assistance_session_id,
+        with_for_update=True,
+        populate_existing=True,
+    )
+
+
+async def requeue(db: AsyncSession, volunteer: User, entry_id: str, now: datetime) -> str | None:
+    """Put a person back at their place in the queue (the volunteer has to stop); their
+    assistance session ends. Returns that session's id, for the room to be told."""
+    entry = await _mine(db, volunteer, entry_id)
+    session = await _session_of(db, entry)
+    entry.status = QueueStatus.WAITING
+    entry.taken_by_id = None
+    entry.taken_at = None
+    entry.assistance_session_id = None
+    entry.last_seen_at = now  # their page comes back to the waiting room: a fresh grace time
+    await _count(db, EventKind.QUEUE_REQUEUED, entry)
+    if session is not None:
+        await assist.end_session(db, session, "requeued")
+        return session.id
+    return None
+
+
+async def _target(db: AsyncSession, volunteer: User, target_id: int) -> User:
+    target = await db.get(User, target_id)
+    if (
+        target is None
+        or target.association_id != volunteer.association_id
+        or not target.is_active
+        or target.role not in (Role.VOLUNTEER, Role.COORDINATOR)
+    ):
+        raise QueueError("no_target", _("Ce bénévole n'est pas disponible."))
+    if target.id == volunteer.id:
+        raise QueueError("no_target", _("Choisissez un autre bénévole."))
+    return target
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """A transfer: to whom, and the assistance session that changed hands (if one did)."""
+
+    entry: QueueEntry
+    target: User
+    session_id: str | None
+    previous_sid: str | None
+
+
+async def transfer(
+    db: AsyncSession, volunteer: User, entry_id: str, target_id: int, now: datetime
+) -> Transferred:
+    """Hand a person to another volunteer. Someone waiting is reserved for them (they come first
+    in that volunteer's "Prendre le suivant"); someone this volunteer is helping keeps the same
+    assistance session, now the target's (the beneficiary sees "reconnexion…" until they come)."""
+    _check_volunteer(volunteer)
+    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    if entry is None or entry.association_id != volunteer.association_id:
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    target = await _target(db, volunteer, target_id)
+    if entry.status == QueueStatus.WAITING:
+        entry.reserved_for_id = target.id
+        await _count(db, EventKind.QUEUE_TRANSFERRED, entry)
+        return Transferred(entry, target, None, None)
+    if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
+        raise QueueError("not_yours", _("Vous ne vous occupez pas de cette personne."))
+    session = await _session_of(db, entry)
+    if session is None or not session.is_live:
+        raise QueueError("ended", _("Cette assistance est terminée."))
+    previous_sid = session.volunteer_sid
+    entry.taken_by_id = target.id
+    session.volunteer_id = target.id
+    # The old volunteer's socket keeps its sid until it is kicked: its disconnection then tells
+    # the beneficiary "reconnexion…" like any volunteer leaving.
+    if session.observer_id == target.id:
+        session.observer_id = None
+        session.observer_sid = None
+    await _count(db, EventKind.QUEUE_TRANSFERRED, entry, session)
+    return Transferred(entry, target, session.id, previous_sid)
+
+
+async def mark_gone(
+    db: AsyncSession, volunteer: User, entry_id: str, now: datetime
+) -> tuple[QueueEntry, str | None]:
+    """The person was called and is not there: a waiting person (any volunteer may) or one this
+    volunteer took (their room ends). Returns the entry and the ended session's id."""
+    _check_volunteer(volunteer)
+    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    if entry is None or entry.association_id != volunteer.association_id:
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    ended: str | None = None
+    if entry.status == QueueStatus.TAKEN and entry.taken_by_id == volunteer.id:
+        session = await _session_of(db, entry)
+        if session is not None and session.beneficiary_joined_at is not None:
+            raise QueueError("joined", _("Cette personne est arrivée : terminez l'assistance."))
+        if session is not None:
+            await assist.end_session(db, session, "gone")
+            ended = session.id
+    elif entry.status != QueueStatus.WAITING:
+        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
+    await _leave(db, entry, LeftReason.GONE, now)
+    return entry, ended
+
+
+async def entry_for_session(db: AsyncSession, session_id: str) -> QueueEntry | None:
+    """The queue place an assistance session was opened for, if any."""
+    return await db.scalar(select(QueueEntry).where(QueueEntry.assistance_session_id == session_id))

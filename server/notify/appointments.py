@@ -1,0 +1,352 @@
+"""French appointment notifications (confirmation, reminders, cancellation, waitlist) written
+to the outbox in the caller's transaction; the worker sends them (call worker.wake after commit).
+
+Never the free-text description: a message goes to whatever address was typed, and may sit in a
+shared mailbox or on a shared phone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import booking
+from server.availability import AvailabilityError, zone
+from server.i18n import DEFAULT_LOCALE, N_, _
+from server.ics import appointment_ics
+from server.notify import outbox
+from server.notify.outbox import Attachment, Channel, appointment_key
+from server.settings import Settings
+from server.store.models import Appointment, Association, Motif
+
+# Zones a beneficiary can pick to read the times in: metropolitan France and the overseas
+# territories (IANA names).
+ZONES: tuple[tuple[str, str], ...] = (
+    ("Europe/Paris", N_("France métropolitaine, heure de Paris")),
+    ("America/Guadeloupe", N_("Guadeloupe")),
+    ("America/Martinique", N_("Martinique")),
+    ("America/Cayenne", N_("Guyane")),
+    ("Indian/Reunion", N_("La Réunion")),
+    ("Indian/Mayotte", N_("Mayotte")),
+    ("America/Miquelon", N_("Saint-Pierre-et-Miquelon")),
+    ("America/St_Barthelemy", N_("Saint-Barthélemy")),
+    ("America/Marigot", N_("Saint-Martin")),
+    ("Pacific/Noumea", N_("Nouvelle-Calédonie")),
+    ("Pacific/Tahiti", N_("Polynésie française, Tahiti")),
+    ("Pacific/Marquesas", N_("Polynésie française, Marquises")),
+    ("Pacific/Gambier", N_("Polynésie française, Gambier")),
+    ("Pacific/Wallis", N_("Wallis-et-Futuna")),
+)
+ZONE_NAMES = frozenset(name for name, _label in ZONES)
+ICS_FILENAME = "rendez-vous.ics"
+
+
+def zone_label(name: str) -> str:
+    """The French name of a zone of ZONES (the IANA name for any other)."""
+    return next((_(label) for zone_name, label in ZONES if zone_name == name), name)
+
+
+def safe_zone(name: str | None, default: str = "Europe/Paris") -> str:
+    """`name` if it is one of the offered zones, else `default`."""
+    return name if name in ZONE_NAMES else default
+
+
+@dataclass(frozen=True)
+class When:
+    """A moment as people read it: "mardi 2 mars 2027", "14:00", in a named zone."""
+
+    day: str
+    time: str
+    zone: str
+
+    @classmethod
+    def of(cls, moment: datetime, zone_name: str) -> When:
+        """Format an aware datetime in this zone, in French."""
+        try:
+            tz: ZoneInfo = zone(zone_name)
+        except AvailabilityError:
+            tz, zone_name = ZoneInfo("Europe/Paris"), "Europe/Paris"
+        return cls(
+            day=format_datetime(moment, "EEEE d MMMM y", tzinfo=tz, locale=DEFAULT_LOCALE),
+            time=format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE),
+            zone=zone_label(zone_name),
+        )
+
+
+def manage_url(settings: Settings, manage_token: str) -> str:
+    """The absolute manage link (cancel, move, calendar file)."""
+    return settings.url("/rendez-vous/gerer/" + manage_token)
+
+
+def ics_for(
+    settings: Settings,
+    appointment: Appointment,
+    motif_name: str,
+    join_url: str,
+    *,
+    cancelled: bool = False,
+) -> str:
+    """The appointment as an .ics file (no personal data beyond the times and the motif)."""
+    return appointment_ics(
+        uid=appointment.id,
+        starts_at=appointment.starts_at,
+        ends_at=appointment.ends_at,
+        summary=_("Rendez-vous en visio : %(motif)s") % {"motif": motif_name},
+        description=_("Ouvrez ce lien (utilisable 15 minutes avant) : %(url)s") % {"url": join_url},
+        url=join_url,
+        sequence=1 if cancelled else 0,
+        cancelled=cancelled,
+    )
+
+
+async def _names(db: AsyncSession, appointment: Appointment) -> tuple[str, str]:
+    motif = await db.get_one(Motif, appointment.motif_id)
+    association = await db.get_one(Association, appointment.association_id)
+    return motif.name, association.name
+
+
+async def _send(
+    db: AsyncSession,
+    *,
+    appointment_id: str,
+    kind: str,
+    parts: tuple[str, ...] = (),
+    email: str | None,
+    phone: str | None,
+    subject: str,
+    body: str,
+    sms: str,
+    send_after: datetime,
+    attachments: tuple[Attachment, ...] = (),
+) -> None:
+    """Enqueue the e-mail and/or the SMS of one notification."""
+    if email:
+        await outbox.enqueue(
+            db,
+            key=appointment_key(appointment_id, kind, Channel.EMAIL, *parts),
+            channel=Channel.EMAIL,
+            recipient=email,
+            subject=subject,
+            body=body,
+            send_after=send_after,
+            attachments=attachments,
+            appointment_id=appointment_id,
+        )
+    if phone and booking.can_receive_sms(phone):
+        await outbox.enqueue(
+            db,
+            key=appointment_key(appointment_id, kind, Channel.SMS, *parts),
+            channel=Channel.SMS,
+            recipient=phone,
+            subject=None,
+            body=sms,
+            send_after=send_after,
+            appointment_id=appointment_id,
+        )
+
+
+def _details(
+    settings: Settings, booked: booking.Booked, motif_name: str, association_name: str
+) -> tuple[When, str]:
+    appointment = booked.appointment
+    when = When.of(appointment.starts_at, appointment.display_timezone)
+    text = _(
+        "Motif : %(motif)s\n"
+        "Date : %(day)s à %(time)s (%(zone)s)\n\n"
+        "Le jour venu, ouvrez ce lien (utilisable 15 minutes avant) :\n%(join)s\n\n"
+        "Ou allez sur %(code_url)s et tapez le code : %(code)s\n\n"
+        "Pour annuler ou changer l'heure :\n%(manage)s\n\n"
+        "%(association)s"
+    ) % {
+        "motif": motif_name,
+        "day": when.day,
+        "time": when.time,
+        "zone": when.zone,
+        "join": booked.join_url,
+        "code_url": settings.url("/code"),
+        "code": booked.code,
+        "manage": manage_url(settings, booked.manage_token),
+        "association": association_name,
+    }
+    return when, text
+
+
+async def appointment_booked(
+    db: AsyncSession,
+    settings: Settings,
+    booked: booking.Booked,
+    now: datetime,
+    replaces: Appointment | None = None,
+) -> None:
+    """The confirmation (with the .ics) and the reminders still ahead, in the booking's
+    transaction. After a move (`replaces`), a second .ics removes the old time from the
+    person's calendar."""
+    appointment = booked.appointment
+    motif_name, association_name = await _names(db, appointment)
+    when, details = _details(settings, booked, motif_name, association_name)
+    hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
+    calendars = [
+        Attachment(
+            ICS_FILENAME,
+            "text/calendar; method=PUBLISH",
+            ics_for(settings, appointment, motif_name, booked.join_url),
+        )
+    ]
+    if replaces is not None:
+        calendars.append(
+            Attachment(
+                "ancien-rendez-vous.ics",
+                "text/calendar; method=CANCEL",
+                ics_for(settings, replaces, motif_name, booked.join_url, cancelled=True),
+            )
+        )
+    await _send(
+        db,
+        appointment_id=appointment.id,
+        kind="confirmation",
+        email=appointment.email,
+        phone=appointment.phone,
+        subject=_("Rendez-vous confirmé le %(day)s à %(time)s")
+        % {"day": when.day, "time": when.time},
+        body=f"{hello}\n\n{_('Votre rendez-vous en visio est confirmé.')}\n\n{details}\n",
+        sms=_(
+            "Rendez-vous visio confirmé le %(day)s à %(time)s. "
+            "Lien (15 min avant) : %(join)s Code : %(code)s. Annuler ou changer : %(manage)s"
+        )
+        % {
+            "day": when.day,
+            "time": when.time,
+            "join": booked.join_url,
+            "code": booked.code,
+            "manage": manage_url(settings, booked.manage_token),
+        },
+        send_after=now,
+        attachments=tuple(calendars),
+    )
+    stamp = appointment.starts_at.strftime("%Y%m%dT%H%MZ")
+    for minutes in sorted(set(settings.reminder_minutes), reverse=True):
+        send_after = appointment.starts_at - timedelta(minutes=minutes)
+        if send_after <= now:
+            continue  # the confirmation, just sent, says it all
+        await _send(
+            db,
+            appointment_id=appointment.id,
+            kind="reminder",
+            parts=(str(minutes), stamp),
+            email=appointment.email,
+            phone=appointment.phone,
+            subject=_("Rappel : rendez-vous le %(day)s à %(time)s")
+            % {"day": when.day, "time": when.time},
+            body=f"{hello}\n\n{_('Nous vous rappelons votre rendez-vous en visio.')}\n\n"
+            f"{details}\n",
+            sms=_(
+                "Rappel : rendez-vous visio le %(day)s à %(time)s. "
+                "Lien (15 min avant) : %(join)s Code : %(code)s"
+            )
+            % {"day": when.day, "time": when.time, "join": booked.join_url, "code": booked.code},
+            send_after=send_after,
+        )
+
+
+async def appointment_cancelled(
+    db: AsyncSession,
+    settings: Settings,
+    appointment: Appointment,
+    now: datetime,
+    *,
+    notify_person: bool = True,
+) -> None:
+    """Drop pending reminders, tell the person (unless moved) and the waitlist, in the cancel's
+    transaction."""
+    await outbox.cancel_for_appointment(db, appointment.id, "confirmation", "reminder")
+    motif_name, association_name = await _names(db, appointment)
+    when = When.of(appointment.starts_at, appointment.display_timezone)
+    if notify_person:
+        book_url = settings.url("/rendez-vous?" + urlencode({"a": appointment.association_id}))
+        calendar = Attachment(
+            ICS_FILENAME,
+            "text/calendar; method=CANCEL",
+            ics_for(settings, appointment, motif_name, book_url, cancelled=True),
+        )
+        hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
+        text = _(
+            "Votre rendez-vous du %(day)s à %(time)s (%(zone)s) est annulé.\n\n"
+            "Pour prendre un autre rendez-vous :\n%(url)s\n\n%(association)s"
+        ) % {
+            "day": when.day,
+            "time": when.time,
+            "zone": when.zone,
+            "url": book_url,
+            "association": association_name,
+        }
+        await _send(
+            db,
+            appointment_id=appointment.id,
+            kind="cancellation",
+            email=appointment.email,
+            phone=appointment.phone,
+            subject=_("Rendez-vous annulé : %(day)s à %(time)s")
+            % {"day": when.day, "time": when.time},
+            body=f"{hello}\n\n{text}\n",
+            sms=_(
+                "Votre rendez-vous visio du %(day)s à %(time)s est annulé. "
+                "Autre rendez-vous : %(url)s"
+            )
+            % {"day": when.day, "time": when.time, "url": book_url},
+            send_after=now,
+            attachments=(calendar,),
+        )
+    await slot_freed(db, settings, appointment, motif_name, now)
+
+
+async def slot_freed(
+    db: AsyncSession, settings: Settings, appointment: Appointment, motif_name: str, now: datetime
+) -> list[int]:
+    """Tell the first people on the waitlist that this appointment's time is free again."""
+    entries = await booking.waitlist_candidates_for_freed_slot(db, appointment, now=now)
+    marked = set(await booking.mark_waitlist_notified(db, [e.id for e in entries], now))
+    url = settings.url(
+        f"/rendez-vous/motif/{appointment.motif_id}?" + urlencode({"a": appointment.association_id})
+    )
+    for entry in entries:
+        if entry.id not in marked:
+            continue  # a concurrent cancellation told this person already
+        when = When.of(appointment.starts_at, entry.timezone)  # in the reader's own zone
+        text = _(
+            "Une place s'est libérée (%(motif)s) le %(day)s à %(time)s (%(zone)s).\n"
+            "Elle est à la première personne qui la prend :\n%(url)s"
+        ) % {"motif": motif_name, "day": when.day, "time": when.time, "zone": when.zone, "url": url}
+        await _send(
+            db,
+            appointment_id=appointment.id,
+            kind="waitlist",
+            parts=(str(entry.id),),
+            email=entry.email,
+            phone=entry.phone,
+            subject=_("Une place s'est libérée le %(day)s") % {"day": when.day},
+            body=_("Bonjour %(name)s,") % {"name": entry.first_name} + f"\n\n{text}\n",
+            sms=_(
+                "Une place de rendez-vous visio s'est libérée le %(day)s à %(time)s "
+                "(%(zone)s) : %(url)s"
+            )
+            % {"day": when.day, "time": when.time, "zone": when.zone, "url": url},
+            send_after=now,
+        )
+    return sorted(marked)
+
+
+async def appointment_moved(
+    db: AsyncSession,
+    settings: Settings,
+    old: Appointment,
+    booked: booking.Booked,
+    now: datetime,
+) -> None:
+    """After a reschedule: the old reminders go, a new confirmation and reminders come."""
+    await appointment_cancelled(db, settings, old, now, notify_person=False)
+    await appointment_booked(db, settings, booked, now, replaces=old)

@@ -1,0 +1,79 @@
+"""The application factory: settings in, a ready ``web.Application`` out. No globals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from babel.dates import format_datetime
+
+from server.i18n import DEFAULT_LOCALE, translations
+from server.notify.worker import worker_ctx
+from server.ratelimit import ratelimit_ctx
+from server.runtime import SETTINGS_KEY
+from server.settings import Settings
+from server.store.engine import database_ctx
+from server.web.middlewares import authentication, compression, error_pages, security_headers
+from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
+from signaling.server import create_sio, socketio_ctx
+
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+def static_url(path: str) -> str:
+    """URL of a file under web/static, with a version query from its mtime for caching."""
+    file = STATIC_DIR / path
+    version = int(file.stat().st_mtime) if file.exists() else 0
+    return f"/static/{path}?v={version}"
+
+
+def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], str]:
+    """Jinja filter: an aware UTC datetime shown in the configured time zone, French format."""
+    zone = ZoneInfo(settings.timezone)
+
+    def local_time(value: datetime | None, pattern: str = "HH:mm") -> str:
+        if value is None:
+            return ""
+        return format_datetime(value, pattern, tzinfo=zone, locale=DEFAULT_LOCALE)
+
+    return local_time
+
+
+def setup_templates(app: web.Application) -> None:
+    """Jinja2 with autoescape, gettext (Babel catalogue) and the static_url helper."""
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["static_url"] = static_url
+    env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application: templates, database, rate limits, outbox worker, Socket.IO,
+    routes."""
+    logging.basicConfig(level=settings.log_level.upper())
+    app = web.Application(
+        middlewares=[security_headers, compression, error_pages, authentication],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[SETTINGS_KEY] = settings
+    setup_templates(app)
+    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(ratelimit_ctx)
+    app.cleanup_ctx.append(worker_ctx)
+    create_sio(app)
+    app.cleanup_ctx.append(socketio_ctx)
+    setup_routes(app)
+    return app

@@ -1,0 +1,169 @@
+"""Middlewares: security headers, login from cookie, CSRF cookie, French error pages, gzip."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from server import accounts
+from server.i18n import N_, _
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.web.request import (
+    CSRF_COOKIE,
+    CSRF_SEED_KEY,
+    CSRF_SEED_NEW_KEY,
+    LOGIN_COOKIE,
+    LOGIN_TOKEN_KEY,
+    USER_KEY,
+    Handler,
+    csrf_for,
+    set_cookie,
+)
+
+log = logging.getLogger(__name__)
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Strict CSP, no framing, no referrer (join URLs carry a secret), nosniff, HSTS on https."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects are raised; they need the headers too
+        _set_security_headers(request, exc)
+        raise
+    _set_security_headers(request, response)
+    return response
+
+
+def _set_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault(
+        "Permissions-Policy",
+        "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
+    )
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.app[SETTINGS_KEY].secure_cookies:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.path.startswith("/static/"):
+        # Revalidate (a cheap 304) every time: ES modules import each other by unversioned
+        # URLs, and a page must never mix a new script with an old cached module.
+        headers["Cache-Control"] = "no-cache"
+    else:
+        headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def compression(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """gzip text responses: the beneficiary is often on a slow mobile network."""
+    response = await handler(request)
+    content_type = response.headers.get("Content-Type", "")
+    if isinstance(response, web.FileResponse):
+        if request.if_none_match or request.if_modified_since:
+            # It may turn into a body-less 304 when sent; gzip would then write a stray
+            # gzip trailer after the headers and break the connection's framing.
+            return response
+        if not content_type:
+            # FileResponse sets its Content-Type only when it is sent, after this middleware.
+            content_type = mimetypes.guess_type(request.path)[0] or ""
+    if (
+        "gzip" in request.headers.get("Accept-Encoding", "")
+        and content_type.startswith(COMPRESSIBLE)
+        and not response.prepared
+        and "Content-Encoding" not in response.headers
+    ):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+@web.middleware
+async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Load the logged-in account from the login cookie (pages and API, not static files)."""
+    token = request.cookies.get(LOGIN_COOKIE)
+    if token and not request.path.startswith("/static/") and len(token) <= 128:
+        async with request.app[SESSIONMAKER_KEY]() as db:
+            user = await accounts.user_for_login_token(db, token)
+        if user is not None:
+            request[USER_KEY] = user
+            request[LOGIN_TOKEN_KEY] = token
+    response = await handler(request)
+    if request.get(CSRF_SEED_NEW_KEY) and not response.prepared:
+        set_cookie(request, response, CSRF_COOKIE, request[CSRF_SEED_KEY], max_age=None)
+    return response
+
+
+ERROR_TEXT = {
+    400: N_("La demande n'est pas valide."),
+    403: N_("Vous n'avez pas accès à cette page."),
+    404: N_("Cette page n'existe pas."),
+    405: N_("Cette action n'est pas possible ici."),
+    413: N_("Ce que vous envoyez est trop gros."),
+    429: N_("Trop d'essais. Attendez quelques minutes puis réessayez."),
+    500: N_("Un problème est survenu de notre côté. Réessayez dans un instant."),
+}
+
+
+def _error_page(request: web.Request, status: int, detail: str | None) -> web.StreamResponse:
+    message = detail or _(ERROR_TEXT.get(status, ERROR_TEXT[500]))
+    if _is_api(request):
+        error = {"code": f"http_{status}", "message": message}
+        return web.json_response({"error": error}, status=status)
+    context = {
+        "status": status,
+        "message": message,
+        "user": request.get(USER_KEY),
+        "csrf_token": csrf_for(request),
+    }
+    response = aiohttp_jinja2.render_template("errors/error.html", request, context)
+    response.set_status(status)
+    return response
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes a clear French page (JSON for the API), never a stack trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/socket.io"):
+            raise
+        if exc.content_type == "application/json":
+            raise  # already a structured API error
+        detail = exc.text if exc.content_type == "text/plain" and exc.text else None
+        if detail and detail.startswith(f"{exc.status}:"):
+            detail = None  # aiohttp's default English reason, not one of ours
+        response = _error_page(request, exc.status, detail)
+        for name in ("Retry-After", "Allow"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_page(request, 500, None)

@@ -1,0 +1,160 @@
+"""Request helpers shared by the views: current user, CSRF, client IP, rendering, cookies."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from functools import wraps
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from server.i18n import _
+from server.runtime import SETTINGS_KEY
+from server.store.models import Role, User
+from server.tokens import constant_time_equal, csrf_token
+
+LOGIN_COOKIE = "vp_session"
+CSRF_COOKIE = "vp_csrf"
+BENEFICIARY_COOKIE = "vp_benef"
+USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
+LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
+CSRF_SEED_KEY: web.RequestKey[str] = web.RequestKey("csrf_seed", str)
+CSRF_SEED_NEW_KEY: web.RequestKey[bool] = web.RequestKey("csrf_seed_new", bool)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def client_ip(request: web.Request) -> str:
+    """The client's address; the first X-Forwarded-For hop only when TRUST_PROXY is on."""
+    if request.app[SETTINGS_KEY].trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.remote or "unknown"
+
+
+def current_user(request: web.Request) -> User | None:
+    """The logged-in account, set by the auth middleware."""
+    user: User | None = request.get(USER_KEY)
+    return user
+
+
+def csrf_seed(request: web.Request) -> str:
+    """The per-browser random value the CSRF token is derived from (cookie set if missing)."""
+    seed: str | None = request.get(CSRF_SEED_KEY)
+    if seed is None:
+        seed = request.cookies.get(CSRF_COOKIE, "")
+        if len(seed) < 20 or len(seed) > 64:
+            seed = secrets.token_urlsafe(24)
+            request[CSRF_SEED_NEW_KEY] = True
+        request[CSRF_SEED_KEY] = seed
+    return seed
+
+
+def csrf_for(request: web.Request) -> str:
+    """The CSRF token to put in this page's forms."""
+    return csrf_token(request.app[SETTINGS_KEY].secret_key, csrf_seed(request))
+
+
+async def check_csrf(request: web.Request) -> Mapping[str, Any]:
+    """Read the form and refuse it unless its CSRF token (form field or header) matches."""
+    form: Mapping[str, Any] = await request.post()
+    sent = request.headers.get("X-CSRF-Token") or str(form.get("csrf_token", ""))
+    seed = request.cookies.get(CSRF_COOKIE, "")
+    expected = csrf_token(request.app[SETTINGS_KEY].secret_key, seed) if seed else ""
+    if not seed or not sent or not constant_time_equal(sent, expected):
+        raise web.HTTPForbidden(
+            text=_("Le formulaire a expiré. Revenez en arrière, rechargez la page et réessayez."),
+            content_type="text/plain",
+        )
+    return form
+
+
+def set_cookie(
+    request: web.Request,
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    max_age: int | None,
+) -> None:
+    """HttpOnly, SameSite=Lax, Secure under https."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.app[SETTINGS_KEY].secure_cookies,
+    )
+
+
+def render(
+    request: web.Request, template: str, context: dict[str, Any], status: int = 200
+) -> web.Response:
+    """Render a page with the common context (user, CSRF token)."""
+    base = {"user": current_user(request), "csrf_token": csrf_for(request)}
+    base.update(context)
+    return aiohttp_jinja2.render_template(template, request, base, status=status)
+
+
+def login_required(*roles: Role) -> Callable[[Handler], Handler]:
+    """Views for logged-in accounts (of one of ``roles`` if given); anonymous visitors go to
+    the login page, other roles get a French 403."""
+
+    def decorator(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            user = current_user(request)
+            if user is None:
+                raise web.HTTPSeeOther(location="/login?next=" + request.path)
+            if roles and user.role not in roles:
+                raise web.HTTPForbidden(
+                    text=_("Cette page n'est pas accessible avec votre compte."),
+                    content_type="text/plain",
+                )
+            return await handler(request)
+
+        return wrapper
+
+    return decorator
+
+
+def beneficiary_serializer(request: web.Request) -> URLSafeTimedSerializer:
+    """Signs the beneficiary's pass cookie (session id) after a valid link or code."""
+    return URLSafeTimedSerializer(request.app[SETTINGS_KEY].secret_key, salt="beneficiary-pass")
+
+
+def beneficiary_session_id(
+    request: web.Request, cookies: Mapping[str, str] | None = None
+) -> str | None:
+    """The session id in a valid beneficiary pass cookie, if any."""
+    raw = (cookies if cookies is not None else request.cookies).get(BENEFICIARY_COOKIE)
+    if not raw:
+        return None
+    settings = request.app[SETTINGS_KEY]
+    try:
+        value = beneficiary_serializer(request).loads(
+            raw, max_age=settings.session_ttl_hours * 3600
+        )
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def safe_next(value: str | None, role: Role | None = None) -> str:
+    """Only plain local paths are accepted as a post-login redirect; else the role's home."""
+    if (
+        value
+        and value.startswith("/")
+        and value[1:2] not in ("/", "\\")
+        and "\\" not in value
+        and value.isprintable()
+        and not any(ch.isspace() for ch in value)
+        and "%" not in value[:3]
+    ):
+        return value
+    return "/mes-reservations" if role is Role.REFERRER else "/tableau"

@@ -1,0 +1,125 @@
+"""Login, logout and invitation acceptance for volunteers and coordinators."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from server import accounts, ratelimit
+from server.i18n import _
+from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.web.request import (
+    LOGIN_COOKIE,
+    LOGIN_TOKEN_KEY,
+    check_csrf,
+    client_ip,
+    current_user,
+    render,
+    safe_next,
+    set_cookie,
+)
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """The login form (already logged in: straight to the dashboard)."""
+    user = current_user(request)
+    if user is not None:
+        raise web.HTTPSeeOther(location=safe_next(request.query.get("next"), user.role))
+    wanted = request.query.get("next", "")
+    return render(
+        request, "auth/login.html", {"next": wanted if safe_next(wanted) == wanted else ""}
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check credentials under rate limits, open a login session, set the cookie."""
+    form = await check_csrf(request)
+    email = str(form.get("email", ""))[:254]
+    password = str(form.get("password", ""))[:1024]
+    wanted = str(form.get("next", ""))[:500]
+    next_url = wanted if safe_next(wanted) == wanted else ""
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    if not await limiter.hit(ratelimit.LOGIN_PER_IP, ip) or not await limiter.hit(
+        ratelimit.LOGIN_PER_ACCOUNT, accounts.normalize_email(email)
+    ):
+        context = {
+            "error": _("Trop d'essais. Attendez une minute puis réessayez."),
+            "next": next_url,
+        }
+        response = render(request, "auth/login.html", context, status=429)
+        response.headers["Retry-After"] = "60"
+        return response
+    settings = request.app[SETTINGS_KEY]
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        user = await accounts.authenticate(db, email, password)
+        token = (
+            await accounts.open_login_session(db, user, timedelta(hours=settings.login_ttl_hours))
+            if user is not None
+            else None
+        )
+    if token is None:
+        context = {
+            "error": _("Adresse e-mail ou mot de passe incorrect."),
+            "email": email,
+            "next": next_url,
+        }
+        return render(request, "auth/login.html", context, status=401)
+    assert user is not None
+    response = web.HTTPSeeOther(location=safe_next(next_url, user.role))
+    set_cookie(request, response, LOGIN_COOKIE, token, max_age=settings.login_ttl_hours * 3600)
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Close the login session and clear the cookie."""
+    await check_csrf(request)
+    token = request.get(LOGIN_TOKEN_KEY)
+    if token:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await accounts.close_login_session(db, token)
+    response = web.HTTPSeeOther(location="/login")
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+def _invitation_gone(request: web.Request) -> web.Response:
+    """The same page for an unknown, used or expired invitation."""
+    message = _("Ce lien d'invitation n'est plus valable.")
+    return render(request, "errors/error.html", {"status": 404, "message": message}, status=404)
+
+
+async def invitation_page(request: web.Request) -> web.StreamResponse:
+    """An invited volunteer chooses a password."""
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        found = await accounts.pending_invitation(db, request.match_info["token"])
+    if found is None:
+        return _invitation_gone(request)
+    return render(request, "auth/invitation.html", {"invited": found[1]})
+
+
+async def accept_invitation(request: web.Request) -> web.StreamResponse:
+    """Set the password, then go to the login page."""
+    form = await check_csrf(request)
+    password = str(form.get("password", ""))
+    confirm = str(form.get("password_confirm", ""))
+    token = request.match_info["token"]
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        found = await accounts.pending_invitation(db, token)
+    if found is None:
+        return _invitation_gone(request)
+    error = None
+    if password != confirm:
+        error = _("Les deux mots de passe ne sont pas identiques.")
+    else:
+        try:
+            async with request.app[SESSIONMAKER_KEY].begin() as db:
+                await accounts.accept_invitation(db, token, password)
+        except accounts.AccountError as exc:
+            error = str(exc)
+    if error:
+        return render(
+            request, "auth/invitation.html", {"invited": found[1], "error": error}, status=400
+        )
+    raise web.HTTPSeeOther(location="/login?invitation=ok")

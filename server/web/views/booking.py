@@ -1,0 +1,704 @@
+"""Public booking pages under /rendez-vous: motif → slots → form → confirmation, and the manage
+link (see, cancel, move, calendar file, waitlist). No account; a logged-in referrer books through
+the same pages for the person they accompany. Every page works without JavaScript."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from limits import parse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import availability, booking, handoff, ratelimit
+from server.assist import link_for
+from server.booking import BookingError, ContactInfo, Needs
+from server.i18n import N_, _
+from server.motifs import get_motif, list_motifs
+from server.notify import appointments as notifications
+from server.notify.worker import wake
+from server.ratelimit import Rule
+from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.store.models import (
+    Appointment,
+    AppointmentStatus,
+    AssistanceSession,
+    Association,
+    Motif,
+    Role,
+    User,
+    VisitKind,
+    utcnow,
+)
+from server.tokens import join_code, sha256_hex
+from server.web.request import check_csrf, client_ip, current_user, render
+
+# Two limits on the booking form per IP. Attempts: generous, since a France Services office or
+# a family shares one address and a refused "slot just taken" answer costs nothing; it stops
+# floods. Bookings made: the real protection against someone filling every slot, counted only
+# when a booking succeeds, so a crowd racing for one slot (the contention test: 200 attempts
+# from 127.0.0.1) is not refused by the limiter but by the database.
+BOOKING_ATTEMPTS_PER_IP = Rule("booking-attempts-ip", parse("300/10 minutes"))
+BOOKINGS_PER_IP = Rule("bookings-ip", parse("20/hour"))
+# Each move sends a new confirmation (SMS/e-mail): never a way to flood someone's phone.
+MOVES_PER_APPOINTMENT = Rule("moves-appointment", parse("3/day"))
+WAITLIST_PER_IP = Rule("waitlist-ip", parse("20/hour"))
+DAYS_SHOWN = 14
+MAX_DATE_OFFSET_DAYS = 400
+HONEYPOT = "site_web"
+TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis réessayez.")
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_get("/rendez-vous", motifs_page, name="booking-motifs")
+    router.add_get("/rendez-vous/motif/{motif_id:\\d+}", slots_page, name="booking-slots")
+    router.add_get("/rendez-vous/motif/{motif_id:\\d+}/reserver", form_page, name="booking-form")
+    router.add_post("/rendez-vous/reserver", submit_booking, name="booking-submit")
+    router.add_post("/rendez-vous/attente", submit_waitlist, name="booking-waitlist")
+    router.add_get("/rendez-vous/gerer/{token}", manage_page, name="booking-manage")
+    router.add_get("/rendez-vous/gerer/{token}/rendez-vous.ics", ics_file, name="booking-ics")
+    router.add_post("/rendez-vous/gerer/{token}/annuler", cancel, name="booking-cancel")
+    router.add_get("/rendez-vous/gerer/{token}/deplacer", move_page, name="booking-move")
+    router.add_post("/rendez-vous/gerer/{token}/deplacer", move, name="booking-move-submit")
+    router.add_post(
+        "/rendez-vous/gerer/{token}/attente", manage_waitlist, name="booking-manage-waitlist"
+    )
+    router.add_get("/rendez-vous/retrouver", recover_page, name="booking-recover")
+    router.add_post("/rendez-vous/retrouver", recover, name="booking-recover-submit")
+
+
+# -- Helpers ----------------------------------------------------------------------------------
+
+
+def _referrer(request: web.Request) -> User | None:
+    """The logged-in referrer booking for someone, if any."""
+    user = current_user(request)
+    return user if user is not None and user.role == Role.REFERRER and user.is_active else None
+
+
+def _motif_id(request: web.Request) -> int:
+    """The motif id of the URL, or a 404 for one no database could hold."""
+    motif_id = _int(request.match_info["motif_id"])
+    if motif_id is None:
+        raise web.HTTPNotFound(text=_("Ce motif n'existe pas."), content_type="text/plain")
+    return motif_id
+
+
+def _int(value: object, limit: int = 2**31 - 1) -> int | None:
+    text = str(value or "")
+    if not text.isdigit() or len(text) > 13:
+        return None
+    number = int(text)
+    return number if number <= limit else None
+
+
+async def public_association(request: web.Request, db: AsyncSession, raw: object) -> Association:
+    """The association asked for (`a=<id>`), the referrer's own, or the first one."""
+    referrer = _referrer(request)
+    if referrer is not None:
+        return await db.get_one(Association, referrer.association_id)
+    wanted = _int(raw)
+    association = None
+    if wanted is not None:
+        association = await db.get(Association, wanted)
+    elif raw in (None, ""):
+        association = await db.scalar(select(Association).order_by(Association.id).limit(1))
+    if association is None:
+        raise web.HTTPNotFound(
+            text=_("Cette association est introuvable. Vérifiez le lien."),
+            content_type="text/plain",
+        )
+    return association
+
+
+async def _motif(db: AsyncSession, association: Association, motif_id: int) -> Motif:
+    motif = await get_motif(db, association.id, motif_id)
+    if motif is None or not motif.is_active:
+        raise web.HTTPNotFound(
+            text=_("Ce motif n'est plus proposé. Choisissez un autre motif."),
+            content_type="text/plain",
+        )
+    return motif
+
+
+def _kind(raw: object) -> VisitKind:
+    return VisitKind.FOLLOW_UP if raw == VisitKind.FOLLOW_UP.value else VisitKind.FIRST
+
+
+def _start_day(raw: object, today: date) -> date:
+    """The first day shown: `depuis=YYYY-MM-DD`, never before today nor absurdly far."""
+    try:
+        day = date.fromisoformat(str(raw or ""))
+    except ValueError:
+        return today
+    return min(max(day, today), today + timedelta(days=MAX_DATE_OFFSET_DAYS))
+
+
+def _query(**values: object) -> str:
+    return "?" + urlencode({k: v for k, v in values.items() if v is not None and v != ""})
+
+
+def _moment(raw: object) -> datetime | None:
+    seconds = _int(raw, limit=253402300799)
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _slot_days(
+    slots: list[availability.Slot], tz_name: str
+) -> list[tuple[str, list[tuple[int, str]]]]:
+    """(French day, [(epoch seconds, "14:00")]) for display."""
+    tz = availability.zone(tz_name)
+    return [
+        (
+            notifications.When.of(day_slots[0].starts_at, tz_name).day,
+            [
+                (
+                    int(slot.starts_at.timestamp()),
+                    notifications.When.of(slot.starts_at, tz_name).time,
+                )
+                for slot in day_slots
+            ],
+        )
+        for _day, day_slots in availability.slots_by_day(slots, tz)
+    ]
+
+
+# -- Choose a motif, then a slot --------------------------------------------------------------
+
+
+async def motifs_page(request: web.Request) -> web.StreamResponse:
+    """Step 1: why do you need help? One big button per motif."""
+    tz = notifications.safe_zone(request.query.get("tz"))
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        association = await public_association(request, db, request.query.get("a"))
+        motifs = await list_motifs(db, association.id, active_only=True)
+    context = {
+        "association": association,
+        "motifs": motifs,
+        "tz": tz,
+        "referrer": _referrer(request),
+        "query": _query,
+        "cp": _postal_code(request),
+    }
+    return render(request, "booking/motifs.html", context)
+
+
+def _postal_code(request: web.Request) -> str:
+    """The optional postal code typed on the motif page (statistics only: its département)."""
+    return "".join(request.query.get("cp", "").split())[:10]
+
+
+async def _find(
+    request: web.Request,
+    db: AsyncSession,
+    association: Association,
+    motif: Motif,
+    kind: VisitKind,
+    tz: str,
+    now: datetime,
+) -> tuple[date, list[availability.Slot]]:
+    settings = request.app[SETTINGS_KEY]
+    today = now.astimezone(availability.zone(tz)).date()
+    first = _start_day(request.query.get("depuis"), today)
+    slots = await availability.find_slots(
+        db,
+        settings,
+        association.id,
+        motif,
+        kind,
+        first,
+        DAYS_SHOWN,
+        now,
+        tz=availability.zone(tz),
+    )
+    return first, slots
+
+
+async def slots_page(request: web.Request) -> web.StreamResponse:
+    """Step 2: the next free slots, by day, in the zone the visitor reads times in."""
+    tz = notifications.safe_zone(request.query.get("tz"))
+    kind = _kind(request.query.get("type"))
+    now = utcnow()
+    settings = request.app[SETTINGS_KEY]
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        association = await public_association(request, db, request.query.get("a"))
+        motif = await _motif(db, association, _motif_id(request))
+        first, slots = await _find(request, db, association, motif, kind, tz, now)
+    today = now.astimezone(availability.zone(tz)).date()
+    if not slots and first == today:
+        # Unmet demand is counted once per search, on its first page: "voir plus tard" pages
+        # past the last permanence are browsing, not a new person without a slot.
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await availability.note_no_slot_found(
+                db, association.id, postal_code=_postal_code(request) or None
+            )
+    last_bookable = now + timedelta(days=settings.booking_horizon_days)
+    after = first + timedelta(days=DAYS_SHOWN)
+    context: dict[str, Any] = {
+        "association": association,
+        "motif": motif,
+        "kind": kind.value,
+        "tz": tz,
+        "zones": [(name, _(label)) for name, label in notifications.ZONES],
+        "days": _slot_days(slots, tz),
+        "first": first,
+        "later": after.isoformat()
+        if availability.local_midnight(after, availability.zone(tz)) <= last_bookable
+        else None,
+        "earlier": (first - timedelta(days=DAYS_SHOWN)).isoformat()
+        if first > now.astimezone(availability.zone(tz)).date()
+        else None,
+        "referrer": _referrer(request),
+        "query": _query,
+        "form": {},
+        "error": None,
+    }
+    return render(request, "booking/slots.html", context)
+
+
+# -- The form and the booking -----------------------------------------------------------------
+
+
+async def form_page(request: web.Request) -> web.StreamResponse:
+    """Step 3: who are you and how can we reach you? (the chosen slot in hidden fields)."""
+    tz = notifications.safe_zone(request.query.get("tz"))
+    kind = _kind(request.query.get("type"))
+    starts_at = _moment(request.query.get("t"))
+    if starts_at is None:
+        raise web.HTTPBadRequest(
+            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
+        )
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        association = await public_association(request, db, request.query.get("a"))
+        motif = await _motif(db, association, _motif_id(request))
+    return _form(request, association, motif, kind, tz, starts_at, {}, None)
+
+
+def _form(
+    request: web.Request,
+    association: Association,
+    motif: Motif,
+    kind: VisitKind,
+    tz: str,
+    starts_at: datetime,
+    form: Mapping[str, Any],
+    error: BookingError | None,
+    status: int = 200,
+) -> web.Response:
+    context = {
+        "association": association,
+        "motif": motif,
+        "kind": kind.value,
+        "tz": tz,
+        "t": int(starts_at.timestamp()),
+        "when": notifications.When.of(starts_at, tz),
+        "form": {key: str(form.get(key, "")) for key in _FIELDS},
+        "checked": {key: bool(form.get(key)) for key in ("hearing", "first_time_computer")},
+        "error": error,
+        "referrer": _referrer(request),
+        "honeypot": HONEYPOT,
+        "query": _query,
+    }
+    return render(request, "booking/form.html", context, status)
+
+
+_FIELDS = ("first_name", "phone", "email", "postal_code", "description", "interpreter_language")
+
+
+def _contact(form: Mapping[str, Any], tz: str) -> ContactInfo:
+    def text(name: str, limit: int) -> str:
+        value = str(form.get(name, ""))
+        if len(value) > limit:
+            # Longer than any valid answer: let validation refuse it with its own message.
+            return value[: limit + 1]
+        return value
+
+    return ContactInfo(
+        first_name=text("first_name", booking.FIRST_NAME_MAX * 4),
+        phone=text("phone", 64),
+        email=text("email", 300),
+        postal_code=text("postal_code", 16),
+        description=text("description", booking.DESCRIPTION_MAX * 2),
+        needs=Needs(
+            interpreter_language=text("interpreter_language", booking.LANGUAGE_MAX * 2),
+            hearing=bool(form.get("hearing")),
+            first_time_computer=bool(form.get("first_time_computer")),
+        ),
+        timezone=tz,
+    )
+
+
+async def submit_booking(request: web.Request) -> web.StreamResponse:
+    """Book the slot (all or nothing), enqueue the confirmation and reminders, then show the
+    confirmation through the manage link."""
+    form = await check_csrf(request)
+    settings = request.app[SETTINGS_KEY]
+    tz = notifications.safe_zone(str(form.get("tz", "")))
+    kind = _kind(form.get("type"))
+    starts_at = _moment(form.get("t"))
+    motif_id = _int(form.get("motif"))
+    if starts_at is None or motif_id is None:
+        raise web.HTTPBadRequest(
+            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
+        )
+    referrer = _referrer(request)
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        association = await public_association(request, db, form.get("a"))
+        motif = await _motif(db, association, motif_id)
+    if form.get(HONEYPOT):
+        error = BookingError(
+            "spam",
+            _("Votre demande n'a pas pu être enregistrée. Appelez l'association pour réserver."),
+        )
+        return _form(request, association, motif, kind, tz, starts_at, form, error, 400)
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    if not await limiter.hit(BOOKING_ATTEMPTS_PER_IP, ip) or not await limiter.allowed(
+        BOOKINGS_PER_IP, ip
+    ):
+        error = BookingError("rate_limited", _(TOO_MANY))
+        response = _form(request, association, motif, kind, tz, starts_at, form, error, 429)
+        response.headers["Retry-After"] = "600"
+        return response
+    now = utcnow()
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            booked = await booking.book(
+                db,
+                settings,
+                association_id=association.id,
+                motif_id=motif.id,
+                kind=kind,
+                starts_at=starts_at,
+                contact=_contact(form, tz),
+                via="referrer" if referrer is not None else "public",
+                referrer=referrer,
+                now=now,
+            )
+            await notifications.appointment_booked(db, settings, booked, now)
+    except BookingError as exc:
+        status = 409 if exc.code == "slot_taken" else 400
+        return _form(request, association, motif, kind, tz, starts_at, form, exc, status)
+    await limiter.hit(BOOKINGS_PER_IP, ip)
+    wake(request.app)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{booked.manage_token}?confirme=1")
+
+
+async def submit_waitlist(request: web.Request) -> web.StreamResponse:
+    """No slot suits: leave a first name and a contact to be told when one frees up."""
+    form = await check_csrf(request)
+    settings = request.app[SETTINGS_KEY]
+    tz = notifications.safe_zone(str(form.get("tz", "")))
+    motif_id = _int(form.get("motif"))
+    if motif_id is None:
+        raise web.HTTPBadRequest(text=_("Choisissez un motif."), content_type="text/plain")
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        association = await public_association(request, db, form.get("a"))
+        motif = await _motif(db, association, motif_id)
+    context: dict[str, Any] = {
+        "association": association,
+        "motif": motif,
+        "kind": _kind(form.get("type")).value,
+        "tz": tz,
+        "zones": [(name, _(label)) for name, label in notifications.ZONES],
+        "days": [],
+        "first": None,
+        "later": None,
+        "earlier": None,
+        "referrer": _referrer(request),
+        "query": _query,
+        "form": {key: str(form.get(key, ""))[:300] for key in ("first_name", "phone", "email")},
+        "error": None,
+    }
+    if form.get(HONEYPOT):
+        context["error"] = _("Votre demande n'a pas pu être enregistrée.")
+        return render(request, "booking/slots.html", context, 400)
+    if not await request.app[RATELIMIT_KEY].hit(WAITLIST_PER_IP, client_ip(request)):
+        context["error"] = _(TOO_MANY)
+        return render(request, "booking/slots.html", context, 429)
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await booking.join_waitlist(
+                db,
+                settings,
+                association_id=association.id,
+                motif_id=motif.id,
+                contact=_contact(form, tz),
+                now=utcnow(),
+            )
+    except BookingError as exc:
+        context["error"] = exc.message
+        return render(request, "booking/slots.html", context, 400)
+    return render(request, "booking/waitlist_done.html", {"association": association})
+
+
+# -- The manage link --------------------------------------------------------------------------
+
+
+async def _load(request: web.Request, db: AsyncSession) -> Appointment:
+    appointment = await booking.find_by_manage_token(db, request.match_info["token"])
+    if appointment is None:
+        raise web.HTTPNotFound(
+            text=_("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
+            content_type="text/plain",
+        )
+    return appointment
+
+
+async def _links(
+    request: web.Request, db: AsyncSession, appointment: Appointment
+) -> tuple[str | None, str | None]:
+    """The join link and code of a booked appointment (None once it is over or cancelled)."""
+    if appointment.assistance_session_id is None:
+        return None, None
+    session = await db.get(AssistanceSession, appointment.assistance_session_id)
+    if session is None or session.code_salt is None:
+        return None, None
+    settings = request.app[SETTINGS_KEY]
+    return link_for(settings, session), join_code(
+        settings.secret_key, session.id, session.code_salt
+    )
+
+
+async def manage_page(request: web.Request) -> web.StreamResponse:
+    """The appointment, with its join link and code, and the buttons to cancel or move it."""
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        appointment = await _load(request, db)
+        motif = await db.get_one(Motif, appointment.motif_id)
+        association = await db.get_one(Association, appointment.association_id)
+        join_url, code = await _links(request, db, appointment)
+        has_sheet = await handoff.find_for_appointment(db, appointment) is not None
+    return _manage(request, appointment, motif, association, join_url, code, has_sheet=has_sheet)
+
+
+def _manage(
+    request: web.Request,
+    appointment: Appointment,
+    motif: Motif,
+    association: Association,
+    join_url: str | None,
+    code: str | None,
+    error: str | None = None,
+    status: int = 200,
+    *,
+    has_sheet: bool = False,
+) -> web.Response:
+    token = request.match_info["token"]
+    booked = appointment.status == AppointmentStatus.BOOKED
+    context = {
+        "appointment": appointment,
+        "motif": motif,
+        "association": association,
+        "when": notifications.When.of(appointment.starts_at, appointment.display_timezone),
+        "opens": notifications.When.of(
+            booking.join_opens_at(appointment), appointment.display_timezone
+        ),
+        "booked": booked,
+        "changeable": booked and appointment.starts_at > utcnow(),
+        "cancelled": appointment.status == AppointmentStatus.CANCELLED,
+        "confirmed": request.query.get("confirme") == "1",
+        "recovered": request.query.get("retrouve") == "1",
+        "just_cancelled": request.query.get("annule") == "1",
+        "on_waitlist": request.query.get("attente") == "1",
+        "join_url": join_url if booked else None,
+        "code": code if booked else None,
+        "code_url": request.app[SETTINGS_KEY].url("/code"),
+        "base": f"/rendez-vous/gerer/{token}",
+        "for_someone": appointment.booked_via == "referrer",
+        "error": error,
+        "sheet_url": f"/rendez-vous/gerer/{token}/fiche" if has_sheet else None,
+    }
+    return render(request, "booking/manage.html", context, status)
+
+
+async def ics_file(request: web.Request) -> web.StreamResponse:
+    """The appointment as a calendar file (or its cancellation)."""
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        appointment = await _load(request, db)
+        motif = await db.get_one(Motif, appointment.motif_id)
+        join_url, _code = await _links(request, db, appointment)
+    settings = request.app[SETTINGS_KEY]
+    url = join_url or settings.url(f"/rendez-vous/gerer/{request.match_info['token']}")
+    cancelled = appointment.status == AppointmentStatus.CANCELLED
+    body = notifications.ics_for(settings, appointment, motif.name, url, cancelled=cancelled)
+    return web.Response(
+        text=body,
+        content_type="text/calendar",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{notifications.ICS_FILENAME}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _refuse(request: web.Request, exc: BookingError, status: int = 409) -> web.Response:
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        appointment = await _load(request, db)
+        motif = await db.get_one(Motif, appointment.motif_id)
+        association = await db.get_one(Association, appointment.association_id)
+        join_url, code = await _links(request, db, appointment)
+    return _manage(request, appointment, motif, association, join_url, code, exc.message, status)
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    """Cancel: the slot is free for others as soon as this commits; the waitlist is told."""
+    await check_csrf(request)
+    settings = request.app[SETTINGS_KEY]
+    token = request.match_info["token"]
+    now = utcnow()
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await _load(request, db)
+            appointment = await booking.cancel(db, token, now)
+            await notifications.appointment_cancelled(db, settings, appointment, now)
+    except BookingError as exc:
+        return await _refuse(request, exc)
+    wake(request.app)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?annule=1")
+
+
+async def move_page(request: web.Request) -> web.StreamResponse:
+    """Choose another time for the same motif and visit length."""
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        appointment = await _load(request, db)
+        if appointment.status == AppointmentStatus.BOOKED and appointment.starts_at > utcnow():
+            association = await db.get_one(Association, appointment.association_id)
+            motif = await db.get_one(Motif, appointment.motif_id)
+            tz = notifications.safe_zone(appointment.display_timezone)
+            first, slots = await _find(
+                request, db, association, motif, appointment.kind, tz, utcnow()
+            )
+            return _move(request, appointment, motif, tz, first, slots, None)
+    if appointment.status == AppointmentStatus.CANCELLED:
+        error = BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+    else:
+        error = BookingError(
+            "too_late", _("Ce rendez-vous est passé : il ne peut plus être changé.")
+        )
+    return await _refuse(request, error)
+
+
+def _move(
+    request: web.Request,
+    appointment: Appointment,
+    motif: Motif,
+    tz: str,
+    first: date,
+    slots: list[availability.Slot],
+    error: str | None,
+    status: int = 200,
+) -> web.Response:
+    token = request.match_info["token"]
+    after = first + timedelta(days=DAYS_SHOWN)
+    context = {
+        "motif": motif,
+        "when": notifications.When.of(appointment.starts_at, tz),
+        "days": _slot_days([s for s in slots if s.starts_at != appointment.starts_at], tz),
+        "later": after.isoformat(),
+        "base": f"/rendez-vous/gerer/{token}",
+        "error": error,
+    }
+    return render(request, "booking/move.html", context, status)
+
+
+async def move(request: web.Request) -> web.StreamResponse:
+    """Move to the chosen time: book it and free the old one together, or change nothing."""
+    form = await check_csrf(request)
+    settings = request.app[SETTINGS_KEY]
+    token = request.match_info["token"]
+    new_start = _moment(form.get("t"))
+    if new_start is None:
+        raise web.HTTPBadRequest(
+            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
+        )
+    limiter = request.app[RATELIMIT_KEY]
+    if not (
+        await limiter.hit(BOOKING_ATTEMPTS_PER_IP, client_ip(request))
+        and await limiter.hit(MOVES_PER_APPOINTMENT, sha256_hex(token))
+    ):
+        raise web.HTTPTooManyRequests(text=_(TOO_MANY), content_type="text/plain")
+    now = utcnow()
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            old = await _load(request, db)
+            booked = await booking.reschedule(db, settings, token, new_start, now)
+            await notifications.appointment_moved(db, settings, old, booked, now)
+    except BookingError as exc:
+        if exc.code in ("already_cancelled", "too_late", "not_found"):
+            return await _refuse(request, exc)
+        async with request.app[SESSIONMAKER_KEY]() as db:
+            appointment = await _load(request, db)
+            association = await db.get_one(Association, appointment.association_id)
+            motif = await db.get_one(Motif, appointment.motif_id)
+            tz = notifications.safe_zone(appointment.display_timezone)
+            first, slots = await _find(
+                request, db, association, motif, appointment.kind, tz, utcnow()
+            )
+        return _move(request, appointment, motif, tz, first, slots, exc.message, 409)
+    wake(request.app)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?confirme=1")
+
+
+async def manage_waitlist(request: web.Request) -> web.StreamResponse:
+    """Keep this appointment, and be told if an earlier time frees up."""
+    await check_csrf(request)
+    settings = request.app[SETTINGS_KEY]
+    token = request.match_info["token"]
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            appointment = await _load(request, db)
+            await booking.join_waitlist(
+                db,
+                settings,
+                association_id=appointment.association_id,
+                motif_id=appointment.motif_id,
+                contact=ContactInfo.of(appointment),
+                manage_token=token,
+                now=utcnow(),
+            )
+    except BookingError as exc:
+        return await _refuse(request, exc)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?attente=1")
+
+
+# -- Lost manage link: code + phone -----------------------------------------------------------
+
+RECOVER_FAILED = N_(
+    "Nous ne trouvons pas de rendez-vous avec ce code et ce numéro. Vérifiez-les, ou appelez "
+    "l'association."
+)
+
+
+async def recover_page(request: web.Request) -> web.StreamResponse:
+    """The form for someone who lost the link: the 6-digit code and the phone number."""
+    return render(request, "booking/recover.html", {"error": None, "code": "", "phone": ""})
+
+
+async def recover(request: web.Request) -> web.StreamResponse:
+    """Code + phone → a new manage link (the old one stops working), limited like codes."""
+    form = await check_csrf(request)
+    code = "".join(ch for ch in str(form.get("code", ""))[:20] if ch.isdigit())
+    phone = str(form.get("phone", ""))[:40]
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    if not (
+        await limiter.hit(ratelimit.CODE_PER_IP, ip)
+        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
+        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
+    ):
+        context = {"error": _(TOO_MANY), "code": code, "phone": phone}
+        return render(request, "booking/recover.html", context, status=429)
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        found = await booking.recover_manage_link(
+            db, request.app[SETTINGS_KEY], code, phone, utcnow()
+        )
+    if found is None:
+        context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
+        return render(request, "booking/recover.html", context, status=400)
+    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{found[1]}?retrouve=1")

@@ -1,0 +1,25 @@
+"""Liveness and readiness probes for the process supervisor and the load balancer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import text
+
+from server.runtime import ENGINE_KEY
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and answering."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers a trivial query."""
+    try:
+        async with request.app[ENGINE_KEY].connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means "not ready"
+        return web.json_response(
+            {"status": "unavailable", "database": type(exc).__name__}, status=503
+        )
+    return web.json_response({"status": "ok", "database": "ok"})

@@ -1,0 +1,190 @@
+"""Beneficiary pages: join by link or code, then the one-page room. No account, no install."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assist as domain
+from server import booking, ratelimit
+from server.i18n import N_, _
+from server.notify.appointments import When
+from server.qr import qr_svg
+from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.store.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
+from server.tokens import sha256_hex
+from server.web.request import (
+    BENEFICIARY_COOKIE,
+    beneficiary_serializer,
+    beneficiary_session_id,
+    check_csrf,
+    client_ip,
+    render,
+    set_cookie,
+)
+
+INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
+INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez un nouveau code.")
+
+
+def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
+    """Give the browser a pass for this session and send it to the room (token out of the URL)."""
+    response = web.HTTPSeeOther(location="/b")
+    settings = request.app[SETTINGS_KEY]
+    value = beneficiary_serializer(request).dumps(session.id)
+    set_cookie(request, response, BENEFICIARY_COOKIE, value, settings.session_ttl_hours * 3600)
+    return response
+
+
+def _not_yet(request: web.Request, appointment: Appointment, *, refresh: bool) -> web.Response:
+    """The friendly "come back at …" page of an appointment not yet open (no pass cookie)."""
+    tz = appointment.display_timezone
+    context = {
+        "cancelled": False,
+        "when": When.of(appointment.starts_at, tz),
+        "opens": When.of(booking.join_opens_at(appointment), tz),
+        "refresh": refresh,
+    }
+    return render(request, "booking/waiting.html", context)
+
+
+def _cancelled(request: web.Request, moved: bool = False) -> web.Response:
+    context = {"cancelled": True, "moved": moved, "refresh": False}
+    return render(request, "booking/waiting.html", context, 410)
+
+
+async def _gate(
+    request: web.Request, db: AsyncSession, session: AssistanceSession, *, refresh: bool
+) -> web.Response | None:
+    """None if the session may be entered now; else the page to show instead."""
+    appointment = await booking.appointment_for_session(db, session.id)
+    if appointment is None or booking.can_join(appointment, session, utcnow()):
+        return None  # a plain assistance, or an appointment that is open
+    if appointment.status == AppointmentStatus.CANCELLED:
+        return _cancelled(request)
+    if utcnow() < booking.join_opens_at(appointment):
+        return _not_yet(request, appointment, refresh=refresh)
+    return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+
+
+async def _cancelled_appointment_link(db: AsyncSession, token: str) -> str | None:
+    """ "cancelled" or "moved" when a dead link belonged to such an appointment (to say so
+    plainly), else None."""
+    if not token or len(token) > 128:
+        return None
+    row = (
+        await db.execute(
+            select(Appointment.status, Appointment.moved_to_id)
+            .join(AssistanceSession, AssistanceSession.id == Appointment.assistance_session_id)
+            .where(AssistanceSession.join_token_hash == sha256_hex(token))
+        )
+    ).one_or_none()
+    if row is None or row[0] != AppointmentStatus.CANCELLED:
+        return None
+    return "moved" if row[1] else "cancelled"
+
+
+async def join_link(request: web.Request) -> web.StreamResponse:
+    """`/j/<token>`: a valid link enters the room (an appointment's only from 15 min before);
+    anything else gets the same neutral page."""
+    token = request.match_info["token"]
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await domain.find_by_token(db, token)
+        if session is None:
+            closed = await _cancelled_appointment_link(db, token)
+            if closed is not None:
+                return _cancelled(request, moved=closed == "moved")
+            return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+        refused = await _gate(request, db, session, refresh=True)
+    if refused is not None:
+        return refused
+    raise enter_session(request, session)
+
+
+async def code_page(request: web.Request) -> web.StreamResponse:
+    """The page where the beneficiary types the 6-digit code."""
+    prefill = request.query.get("c", "")
+    prefill = prefill if prefill.isdigit() and len(prefill) == 6 else ""
+    return render(request, "beneficiary/code.html", {"code": prefill})
+
+
+async def submit_code(request: web.Request) -> web.StreamResponse:
+    """Check a code, limited per IP and per code; the answer never says if a session exists."""
+    form = await check_csrf(request)
+    code = "".join(ch for ch in str(form.get("code", ""))[:40] if ch.isdigit())
+    limiter = request.app[RATELIMIT_KEY]
+    ip = client_ip(request)
+    allowed = (
+        await limiter.hit(ratelimit.CODE_PER_IP, ip)
+        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
+        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
+    )
+    if not allowed:
+        context = {
+            "error": _("Trop d'essais. Attendez quelques minutes puis réessayez."),
+            "code": "",
+        }
+        response = render(request, "beneficiary/code.html", context, status=429)
+        response.headers["Retry-After"] = "300"
+        return response
+    session = None
+    refused = None
+    if len(code) == 6:
+        async with request.app[SESSIONMAKER_KEY]() as db:
+            session = await domain.find_by_code(db, request.app[SETTINGS_KEY], code)
+            if session is not None:
+                refused = await _gate(request, db, session, refresh=False)
+    if session is None:
+        return render(request, "beneficiary/code.html", {"error": _(INVALID_CODE), "code": ""}, 400)
+    if refused is not None:
+        return refused
+    raise enter_session(request, session)
+
+
+async def _pass_session(request: web.Request) -> AssistanceSession | None:
+    session_id = beneficiary_session_id(request)
+    if session_id is None:
+        return None
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        return await domain.get_live(db, session_id)
+
+
+async def room(request: web.Request) -> web.StreamResponse:
+    """The beneficiary's single page: consent, then share screen/camera/photo, talk, chat."""
+    session = await _pass_session(request)
+    if session is None:
+        return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+    config = {
+        "role": "beneficiary",
+        "session_id": session.id,
+        "ice_servers_url": "/api/ice-servers",
+    }
+    context = {"config": config, "beneficiary_name": session.beneficiary_name}
+    return render(request, "beneficiary/room.html", context)
+
+
+async def continue_on_pc(request: web.Request) -> web.StreamResponse:
+    """From a phone: a fresh code and the short URL to continue the same session on a PC."""
+    await check_csrf(request)
+    session = await _pass_session(request)
+    if session is None:
+        raise web.HTTPForbidden(text=_(INVALID_LINK), content_type="text/plain")
+    if not await request.app[RATELIMIT_KEY].hit(ratelimit.CONTINUE_PER_SESSION, session.id):
+        raise web.HTTPTooManyRequests(
+            text=_("Trop d'essais. Attendez quelques minutes puis réessayez."),
+            content_type="text/plain",
+        )
+    settings = request.app[SETTINGS_KEY]
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
+        code = await domain.assign_new_code(db, settings, session)
+    url = settings.url("/code")
+    return web.json_response(
+        {
+            "code": code,
+            "url": url,
+            "qr_svg": str(qr_svg(f"{url}?c={code}", title=_("QR code pour continuer"))),
+            "expires_in_minutes": settings.code_ttl_minutes,
+        }
+    )

@@ -1,0 +1,265 @@
+"""The coordinator's statistics: /stats (volumes, themes, map of France, where to open a
+permanence) and /stats.csv. Figures come from the daily rollups (server/stats/report.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from server import geo, taxonomy
+from server.i18n import _
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.stats import report as statistics
+from server.stats.report import Departement, FilterError, Filters, Report
+from server.store.models import Role
+from server.web.request import current_user, login_required, render
+
+MAPS = {"sessions", "unmet"}
+PALETTES = {
+    "sessions": ("#f1f5fb", "#c6dbef", "#6baed6", "#3182bd", "#08519c", "#08306b"),
+    "unmet": ("#fdf3ea", "#fdd0a2", "#fd8d3c", "#e6550d", "#a63603", "#7f2704"),
+}
+NO_DATA = "#d9d9d9"
+OVERSEAS = ("971", "972", "973", "974", "976")
+INSET_TOP = 600  # the overseas boxes go below the metropolitan map
+INSET_WIDTH = 114
+INSET_HEIGHT = 58
+
+
+@dataclass(frozen=True)
+class Area:
+    """One département on the map: outline (or inset box), fill, accessible title."""
+
+    code: str
+    name: str
+    d: str | None
+    fill: str
+    dark: bool
+    title: str
+    x: int = 0
+    y: int = 0
+
+
+def configure_sessions(app: web.Application) -> None:
+    """Count rollup days in the deployment's time zone in every session of this app."""
+
+    async def startup(app: web.Application) -> None:
+        app[SESSIONMAKER_KEY].configure(info={statistics.TIMEZONE_INFO: app[SETTINGS_KEY].timezone})
+
+    app.on_startup.append(startup)
+
+
+def filters_or_error(request: web.Request) -> Filters:
+    """The request's filters; FilterError carries the French message."""
+    today = statistics.local_today(request.app[SETTINGS_KEY].timezone)
+    return statistics.parse_filters(request.query, today)
+
+
+async def load_report(request: web.Request, filters: Filters) -> Report:
+    """The report of the logged-in coordinator's association."""
+    user = current_user(request)
+    assert user is not None
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        return await statistics.build_report(db, user.association_id, filters)
+
+
+def _rate_title(dep: Departement, kind: str) -> str:
+    count = dep.sessions if kind == "sessions" else dep.unmet
+    rate = dep.sessions_rate if kind == "sessions" else dep.unmet_rate
+    what = _("accompagnements") if kind == "sessions" else _("demandes non satisfaites")
+    if rate is None:
+        return _("%(name)s (%(code)s) : %(n)s %(what)s, population inconnue") % {
+            "name": dep.name,
+            "code": dep.code,
+            "n": statistics.french_number(count),
+            "what": what,
+        }
+    return _("%(name)s (%(code)s) : %(rate)s %(what)s pour 100 000 habitants (%(n)s)") % {
+        "name": dep.name,
+        "code": dep.code,
+        "rate": statistics.french_number(rate),
+        "what": what,
+        "n": statistics.french_number(count),
+    }
+
+
+def build_map(report: Report, kind: str) -> dict[str, Any]:
+    """The choropleth: metropolitan paths, overseas insets, quantile legend."""
+    palette = PALETTES[kind]
+    rates = {
+        d.code: (d.sessions_rate if kind == "sessions" else d.unmet_rate)
+        for d in report.departements
+    }
+    bounds = statistics.quantile_classes(r for r in rates.values() if r is not None)
+    by_code = {d.code: d for d in report.departements}
+
+    def area(dep: Departement, d: str | None, x: int = 0, y: int = 0) -> Area:
+        cls = statistics.class_of(rates.get(dep.code), bounds)
+        fill = NO_DATA if cls is None else palette[cls]
+        return Area(
+            dep.code, dep.name, d, fill, cls is not None and cls >= 4, _rate_title(dep, kind), x, y
+        )
+
+    paths = [area(by_code[p.code], p.d) for p in geo.map_paths() if p.code in by_code]
+    insets = [
+        area(by_code[code], None, 4 + i * (INSET_WIDTH + 8), INSET_TOP)
+        for i, code in enumerate(OVERSEAS)
+        if code in by_code
+    ]
+    legend = [(palette[0], "0")]
+    low = 0.0
+    for i, bound in enumerate(bounds, start=1):
+        text = f"{statistics.french_number(low)} – {statistics.french_number(bound)}"
+        legend.append((palette[i], text))
+        low = bound
+    legend.append((NO_DATA, _("population inconnue")))
+    x0, y0, width, _height = (float(v) for v in geo.map_view_box().split())
+    view_box = f"{x0:g} {y0:g} {width:g} {INSET_TOP + INSET_HEIGHT + 6 - y0:g}"
+    return {
+        "kind": kind,
+        "paths": paths,
+        "insets": insets,
+        "legend": legend,
+        "view_box": view_box,
+        "inset_width": INSET_WIDTH,
+        "inset_height": INSET_HEIGHT,
+    }
+
+
+def _bars(rows: list[tuple[str, int]]) -> list[tuple[str, int, float]]:
+    top = max((n for _label, n in rows), default=0)
+    return [(label, n, (100.0 * n / top) if top else 0.0) for label, n in rows]
+
+
+def page_context(report: Report, map_kind: str) -> dict[str, Any]:
+    """What the dashboard template shows, computed once here."""
+    f = report.filters
+    sessions = report.totals[statistics.SESSIONS]
+    volumes = []
+    top = max(
+        (report.volumes.get(p, Counter()).get(statistics.SESSIONS, 0) for p in report.periods),
+        default=0,
+    )
+    top_unmet = max(
+        (report.volumes.get(p, Counter()).get(statistics.UNMET, 0) for p in report.periods),
+        default=0,
+    )
+    for start in report.periods:
+        counts = report.volumes.get(start) or Counter()
+        segments = []
+        offset = 0.0
+        for channel in statistics.CHANNELS:
+            n = counts[f"{statistics.SESSIONS}:{channel}"]
+            width = 100.0 * n / top if top else 0.0
+            segments.append((channel, offset, width, n))
+            offset += width
+        volumes.append(
+            {
+                "label": statistics.period_label(start, f.granularity),
+                "sessions": counts[statistics.SESSIONS],
+                "ended": counts["session_ended"],
+                "demand": sum(counts[k] for k in statistics.DEMAND_KINDS),
+                "unmet": counts[statistics.UNMET],
+                "unmet_width": 100.0 * counts[statistics.UNMET] / top_unmet if top_unmet else 0,
+                "segments": segments,
+            }
+        )
+    durations = dict(report.facets.get("dur", {}))
+    median = statistics.median_bucket(durations)
+    return {
+        "report": report,
+        "filters": f,
+        "sessions": sessions,
+        "mean_minutes": report.duration_sum / sessions / 60 if sessions else None,
+        "median_label": _(statistics.DURATION_BUCKETS[median]) if median else None,
+        "volumes": volumes,
+        "themes": [
+            (label, counts[statistics.SESSIONS], counts[statistics.UNMET])
+            for _code, label, counts in statistics.theme_rows(report)
+        ],
+        "facets": {
+            table: _bars([(label, n) for _code, label, n in statistics.facet_rows(report, table)])
+            for table in ("organisations", "outcomes", "autonomy", "durations")
+        },
+        "volunteers": _bars([(name, n) for _vid, name, n in statistics.volunteer_rows(report)]),
+        "departements": sorted(
+            [d for d in report.departements if d.sessions or d.unmet or d.demand],
+            key=lambda d: (-d.sessions, d.code),
+        ),
+        "unknown": report.unknown,
+        "ranking": report.ranking()[:20],
+        "map": build_map(report, map_kind),
+        "map_kind": map_kind,
+        "channels": statistics.CHANNELS,
+        "theme_choices": taxonomy.THEMES,
+        "tables": statistics.TABLES,
+        "number": statistics.french_number,
+        "query": lambda **changes: "?" + urlencode(f.query(**changes)),
+    }
+
+
+@login_required(Role.COORDINATOR)
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    """The statistics page of the coordinator's association."""
+    map_kind = request.query.get("carte", "sessions")
+    if map_kind not in MAPS:
+        map_kind = "sessions"
+    try:
+        filters = filters_or_error(request)
+    except FilterError as exc:
+        today = statistics.local_today(request.app[SETTINGS_KEY].timezone)
+        context = {
+            "error": str(exc),
+            "form": dict(request.query),
+            "filters": Filters(statistics.default_start(today), today),
+            "channels": statistics.CHANNELS,
+            "theme_choices": taxonomy.THEMES,
+        }
+        return render(request, "stats/dashboard.html", context, status=400)
+    report = await load_report(request, filters)
+    context = page_context(report, map_kind)
+    context.update({"error": None, "form": filters.query()})
+    return render(request, "stats/dashboard.html", context)
+
+
+@login_required(Role.COORDINATOR)
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    """One table of the dashboard as CSV; counts below the threshold read "< N"."""
+    table = request.query.get("table", "departements")
+    if table not in statistics.TABLES:
+        raise web.HTTPBadRequest(
+            text=_("Tableau inconnu : choisissez parmi %(t)s.")
+            % {"t": ", ".join(statistics.TABLES)},
+            content_type="text/plain",
+        )
+    try:
+        filters = filters_or_error(request)
+    except FilterError as exc:
+        raise web.HTTPBadRequest(text=str(exc), content_type="text/plain") from None
+    report = await load_report(request, filters)
+    header, rows = statistics.export_table(
+        report, table, request.app[SETTINGS_KEY].stats_small_count
+    )
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    name = f"statistiques-{table}-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register /stats and /stats.csv."""
+    router.add_get("/stats", dashboard, name="stats")
+    router.add_get("/stats.csv", export_csv, name="stats-csv")

@@ -1,0 +1,429 @@
+"""The `/assist` Socket.IO namespace: authenticates peers, keeps them in their session's room,
+validates every event against its schema and relays signalling to the addressed peer only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import socketio
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assist as domain
+from server.accounts import user_for_login_token
+from server.booking import beneficiary_may_enter
+from server.ratelimit import (
+    SOCKET_CONNECTS_PER_SESSION,
+    SOCKET_ERRORS_PER_PEER,
+    SOCKET_EVENTS_PER_PEER,
+)
+from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY
+from server.store.models import AssistanceSession, SessionStatus, utcnow
+from server.web.request import BENEFICIARY_COOKIE, LOGIN_COOKIE, beneficiary_session_id
+from signaling.messages import (
+    Answer,
+    Bye,
+    Candidate,
+    ClientMessage,
+    End,
+    MessageError,
+    Offer,
+    StateUpdate,
+    decode,
+    encode_relay,
+)
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/assist"
+MAX_NAME_LENGTH = 40
+
+
+def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A connection refusal the client receives as ``connect_error`` data."""
+    refusal = socketio.exceptions.ConnectionRefusedError(message)
+    # error_args is the CONNECT_ERROR packet's data as sent. Given a dict argument, python-socketio
+    # would send {"message": str(dict)}; set it ourselves: code and message at the top level (the
+    # contract, what Python clients get), repeated under "data" because socket.io-client builds
+    # its Error from `message` and only exposes `data` (as err.data) to the page.
+    refusal.error_args = {
+        "code": code,
+        "message": message,
+        "data": {"code": code, "message": message},
+    }
+    return refusal
+
+
+def clean_name(value: object) -> str | None:
+    """An optional first name: printable text, trimmed, at most 40 characters."""
+    if not isinstance(value, str):
+        return None
+    text = "".join(ch for ch in value if unicodedata.category(ch)[0] not in {"C"}).strip()
+    return text[:MAX_NAME_LENGTH] or None
+
+
+def _namespace(sio: socketio.AsyncServer) -> AssistNamespace:
+    namespace = sio.namespace_handlers[NAMESPACE]
+    assert isinstance(namespace, AssistNamespace)
+    return namespace
+
+
+async def end_session_room(sio: socketio.AsyncServer, session_id: str, reason: str) -> None:
+    """For HTTP views: send ``ended`` to a session's peers and disconnect them."""
+    await _namespace(sio).end_room(session_id, reason)
+
+
+async def kick_peer(sio: socketio.AsyncServer, sid: str, reason: str) -> None:
+    """For HTTP views: send ``ended`` to one peer whose access was withdrawn and disconnect it
+    (a replaced observer, a deactivated account)."""
+    await _namespace(sio).kick(sid, reason)
+
+
+def _may_signal(
+    sender: domain.PeerRole, target: domain.PeerRole | None, message: ClientMessage
+) -> bool:
+    """Only beneficiary ↔ volunteer/observer pairs negotiate; offers come from the beneficiary
+    and answers from the volunteer side (PROTOCOL.md), so an observer can never pose as the
+    beneficiary to the volunteer."""
+    beneficiary = domain.PeerRole.BENEFICIARY
+    if target is None or (sender is beneficiary) == (target is beneficiary):
+        return False
+    if isinstance(message, Offer):
+        return sender is beneficiary
+    if isinstance(message, Answer):
+        return sender is not beneficiary
+    return True
+
+
+class AssistNamespace(socketio.AsyncNamespace):
+    """One room per assistance session; at most one peer per role (newer replaces older)."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(NAMESPACE)
+        self.app = app
+        self._writers: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @asynccontextmanager
+    async def _writing(
+        self, session_id: str
+    ) -> AsyncIterator[tuple[AsyncSession, AssistanceSession | None]]:
+        """One transaction on the session row, one writer per session at a time.
+
+        Every change to the per-role sids is a read-modify-write: unserialised, two peers joining
+        together each miss the other (and leave the status `waiting`), and an old connection
+        dropping while its replacement joins clears the new sid. SELECT … FOR UPDATE serialises
+        writers across processes on PostgreSQL; SQLite ignores it, hence also a per-session lock
+        within this process. The row is read fresh, never merged from an older copy.
+        """
+        lock = self._writers.get(session_id)
+        if lock is None:
+            lock = self._writers[session_id] = asyncio.Lock()
+        async with lock, self.app[SESSIONMAKER_KEY].begin() as db:
+            session = await db.get(
+                AssistanceSession, session_id, with_for_update=True, populate_existing=True
+            )
+            yield db, session
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _identify(
+        self, environ: dict[str, Any], auth: object
+    ) -> tuple[AssistanceSession, domain.PeerRole, str | None]:
+        """Who is connecting, to which live session; raises ConnectionRefusedError otherwise."""
+        if auth is not None and not isinstance(auth, dict):
+            raise refuse("bad_request", "auth must be an object")
+        auth = auth or {}
+        request: web.Request = environ["aiohttp.request"]
+        cookies = request.cookies
+        async with self.app[SESSIONMAKER_KEY]() as db:
+            join_token = auth.get("join_token")
+            if isinstance(join_token, str) and join_token:
+                session = await domain.find_by_token(db, join_token)
+                if session is None:
+                    raise refuse("unauthorized", "invalid or expired join token")
+                if not await beneficiary_may_enter(db, session, utcnow()):
+                    raise refuse("forbidden", "this appointment has not opened yet")
+                return session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name"))
+            requested = auth.get("session_id")
+            login_token = cookies.get(LOGIN_COOKIE)
+            if isinstance(requested, str) and requested and login_token:
+                user = await user_for_login_token(db, login_token[:128])
+                if user is None:
+                    raise refuse("unauthorized", "not logged in")
+                found = await domain.get_for_user(db, requested, user)
+                if found is None:
+                    raise refuse("forbidden", "not a participant of this session")
+                if not found[0].is_live:
+                    raise refuse("session_ended", "this session has ended")
+                return found[0], found[1], None
+            if BENEFICIARY_COOKIE in cookies:
+                session_id = beneficiary_session_id(request, cookies)
+                session = await domain.get_live(db, session_id) if session_id else None
+                if session is None:
+                    raise refuse("unauthorized", "invalid or expired beneficiary pass")
+                return session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name"))
+        raise refuse("unauthorized", "no credentials: join token, pass cookie or login+session_id")
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
+        """Authenticate, register the peer in the database, join the session room."""
+        found, role, name = await self._identify(environ, auth)
+        if not await self.app[RATELIMIT_KEY].hit(SOCKET_CONNECTS_PER_SESSION, found.id):
+            # Each reconnection is written and counted: a loop must not flood the statistics.
+            raise refuse("rate_limited", "too many connections to this session")
+        try:
+            # Not merge() the copy read by _identify: merge would write that stale copy back
+            # (an `ended` status, a sid set in between...).
+            async with self._writing(found.id) as (db, session):
+                if session is None or not session.is_live:
+                    raise refuse("session_ended", "this session has ended")
+                # Enter the room before committing: a peer that reads our sid after the commit
+                # then always reaches us with its peer-joined, so two peers joining together
+                # never miss each other.
+                await self.save_session(
+                    sid,
+                    {
+                        "session_id": session.id,
+                        "role": role.value,
+                        "expires_at": session.expires_at.timestamp(),
+                    },
+                )
+                await self.enter_room(sid, session.id)
+                previous = await domain.peer_joined(db, session, role, sid, name)
+                peers = self._peers_of(session, exclude=sid)
+                status = session.status.value
+                beneficiary_name = session.beneficiary_name
+        except BaseException:
+            await self.leave_room(sid, found.id)
+            raise
+        self.server.start_background_task(
+            self._announce, sid, session.id, role, previous, peers, status, beneficiary_name
+        )
+
+    @staticmethod
+    def _peers_of(session: AssistanceSession, exclude: str) -> list[dict[str, str]]:
+        peers = []
+        for role in domain.PeerRole:
+            peer_sid = domain.sid_of(session, role)
+            if peer_sid and peer_sid != exclude:
+                peers.append({"peer_id": peer_sid, "role": role.value})
+        return peers
+
+    async def _announce(
+        self,
+        sid: str,
+        session_id: str,
+        role: domain.PeerRole,
+        previous: str | None,
+        peers: list[dict[str, str]],
+        status: str,
+        beneficiary_name: str | None,
+    ) -> None:
+        """After the CONNECT packet: welcome the peer, tell the room, retire a replaced peer."""
+        if previous and previous != sid:
+            await self.emit("ended", {"reason": "replaced"}, to=previous)
+            await self.emit(
+                "peer-left",
+                {"peer_id": previous, "role": role.value, "reason": "replaced"},
+                room=session_id,
+                skip_sid=[sid, previous],
+            )
+            await self.leave_room(previous, session_id)
+            await self.disconnect(previous)
+        await self.emit(
+            "welcome",
+            {
+                "peer_id": sid,
+                "role": role.value,
+                "session": {
+                    "id": session_id,
+                    "status": status,
+                    "beneficiary_name": beneficiary_name,
+                },
+                "peers": peers,
+            },
+            to=sid,
+        )
+        joined: dict[str, str] = {"peer_id": sid, "role": role.value}
+        if role is domain.PeerRole.BENEFICIARY and beneficiary_name:
+            joined["name"] = beneficiary_name  # the volunteer greets the person by first name
+        await self.emit("peer-joined", joined, room=session_id, skip_sid=sid)
+
+    async def on_disconnect(self, sid: str, reason: object = None) -> None:
+        """A peer went away: if it still held its role, the others see "reconnexion…"."""
+        info = await self._info(sid)
+        if not info:
+            return
+        role = domain.PeerRole(info["role"])
+        async with self._writing(info["session_id"]) as (db, session):
+            held = session is not None and await domain.peer_left(db, session, role, sid)
+        if held and not info.get("left"):
+            await self.emit(
+                "peer-left",
+                {"peer_id": sid, "role": role.value, "reason": "disconnected"},
+                room=info["session_id"],
+                skip_sid=sid,
+            )
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def _info(self, sid: str) -> dict[str, Any] | None:
+        """The peer's Socket.IO session, or None once it is gone (an event racing a disconnect)."""
+        try:
+            info: dict[str, Any] = await self.get_session(sid)
+        except KeyError:
+            return None
+        return info
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Every client event goes through schema validation; nothing invalid is relayed."""
+        sid: str = args[0]
+        connected = self.server.manager.is_connected(sid, NAMESPACE)
+        if event in ("connect", "disconnect") and not connected:
+            # The server's own call: it only makes it while the sid is still connecting (with
+            # python-socketio's default always_connect=False) or already disconnecting.
+            return await super().trigger_event(event, *args)
+        if not connected:
+            return None  # still in flight from a peer being disconnected (a flood, a replaced tab)
+        # From here on the event came from the client, including one it named "connect" or
+        # "disconnect" to fake a departure: that too is just an unknown event.
+        payload = args[1] if len(args) == 2 else None
+        try:
+            if len(args) != 2:
+                raise MessageError("malformed", "exactly one payload object is expected")
+            if not await self.app[RATELIMIT_KEY].hit(SOCKET_EVENTS_PER_PEER, sid):
+                await self._error(sid, event, "rate_limited", "too many events, slow down")
+                return None
+            message = decode(event, payload)
+        except MessageError as exc:
+            await self._error(sid, event, exc.code, exc.message)
+            return None
+        info = await self._info(sid)
+        if not info:
+            await self._error(sid, event, "forbidden", "not joined to a session")
+            return None
+        if utcnow().timestamp() >= info.get("expires_at", float("inf")):
+            await self._expire(info["session_id"])
+            return None
+        await self._handle(sid, info, message)
+        return None
+
+    async def _error(self, sid: str, event: object, code: str, message: str) -> None:
+        """Tell the sender what was wrong; disconnect a peer that keeps sending garbage."""
+        name = event if isinstance(event, str) else repr(event)
+        log.warning("refused socket event %.40s from %s: %s (%s)", name, sid, code, message)
+        await self.emit("error", {"code": code, "message": message, "event": name[:40]}, to=sid)
+        if not await self.app[RATELIMIT_KEY].hit(SOCKET_ERRORS_PER_PEER, sid):
+            log.warning("disconnecting %s: too many invalid events", sid)
+            await self.disconnect(sid)
+
+    async def _role_of_peer(self, sid: str) -> domain.PeerRole | None:
+        try:
+            info = await self.get_session(sid)
+        except KeyError:
+            return None
+        return domain.PeerRole(info["role"]) if info and "role" in info else None
+
+    def _in_room(self, target: str, session_id: str) -> bool:
+        return any(
+            participant == target
+            for participant, _eio in self.server.manager.get_participants(NAMESPACE, session_id)
+        )
+
+    async def _handle(self, sid: str, info: dict[str, Any], message: ClientMessage) -> None:
+        session_id: str = info["session_id"]
+        role = domain.PeerRole(info["role"])
+        if isinstance(message, Offer | Answer | Candidate):
+            if message.to == sid or not self._in_room(message.to, session_id):
+                await self._error(sid, message.event, "not_in_room", "no such peer in this session")
+                return
+            target_role = await self._role_of_peer(message.to)
+            if not _may_signal(role, target_role, message):
+                await self._error(
+                    sid,
+                    message.event,
+                    "forbidden",
+                    "media flows between the beneficiary and the volunteers only; the beneficiary "
+                    "offers, the volunteers answer",
+                )
+                return
+            await self.emit(message.event, encode_relay(message, sid), to=message.to)
+        elif isinstance(message, StateUpdate):
+            if role is not domain.PeerRole.BENEFICIARY:
+                await self._error(sid, "state", "forbidden", "only the beneficiary sends state")
+                return
+            async with self._writing(session_id) as (db, session):
+                if session is not None:
+                    await domain.media_state(db, session, message.state, message.media)
+            await self.emit(
+                "state",
+                {"from": sid, "role": role.value, "state": message.state, "media": message.media},
+                room=session_id,
+                skip_sid=sid,
+            )
+        elif isinstance(message, Bye):
+            info["left"] = True
+            await self.save_session(sid, info)
+            async with self._writing(session_id) as (db, session):
+                if session is not None:
+                    await domain.peer_left(db, session, role, sid)
+            await self.emit(
+                "peer-left",
+                {"peer_id": sid, "role": role.value, "reason": "left"},
+                room=session_id,
+                skip_sid=sid,
+            )
+            await self.disconnect(sid)
+        elif isinstance(message, End):
+            if role is not domain.PeerRole.VOLUNTEER:
+                await self._error(sid, "end", "forbidden", "only the session's volunteer ends it")
+                return
+            async with self._writing(session_id) as (db, session):
+                if session is None or session.status == SessionStatus.ENDED:
+                    return
+                await domain.end_session(db, session, "volunteer")
+            await self.end_room(session_id, "volunteer")
+
+    async def kick(self, sid: str, reason: str) -> None:
+        """Retire one peer: it is told why, leaves for good and its seat is freed."""
+        info = await self._info(sid)
+        if not info:
+            return
+        await self.emit("ended", {"reason": reason}, to=sid)
+        role = domain.PeerRole(info["role"])
+        async with self._writing(info["session_id"]) as (db, session):
+            if session is not None:
+                await domain.peer_left(db, session, role, sid)
+        await self.emit(
+            "peer-left",
+            {"peer_id": sid, "role": role.value, "reason": "left"},
+            room=info["session_id"],
+            skip_sid=sid,
+        )
+        info["left"] = True
+        await self.save_session(sid, info)
+        await self.disconnect(sid)
+
+    async def _expire(self, session_id: str) -> None:
+        """A session past its lifetime ends at its next event: nothing is relayed any more."""
+        async with self._writing(session_id) as (db, session):
+            if session is not None and session.status != SessionStatus.ENDED:
+                await domain.end_session(db, session, "expired")
+        await self.end_room(session_id, "expired")
+
+    async def end_room(self, session_id: str, reason: str) -> None:
+        """Tell everyone in the room the session is over and disconnect them."""
+        await self.emit("ended", {"reason": reason}, room=session_id)
+        participants = list(self.server.manager.get_participants(NAMESPACE, session_id))
+        for participant, _eio in participants:
+            info = await self._info(participant)
+            if info:
+                info["left"] = True
+                await self.save_session(participant, info)
+            await self.disconnect(participant)
