@@ -9,6 +9,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from server import accounts
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.web.request import (
@@ -119,6 +120,16 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+# The one place a domain refusal becomes an HTTP status.
+STATUS_OF_KIND: dict[Kind, int] = {
+    Kind.INVALID: 400,
+    Kind.FORBIDDEN: 403,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.GONE: 410,
+    Kind.RATE_LIMITED: 429,
+    Kind.UNAVAILABLE: 503,
+}
 ERROR_TEXT = {
     400: N_("La demande n'est pas valide."),
     403: N_("Vous n'avez pas accès à cette page."),
@@ -130,11 +141,18 @@ ERROR_TEXT = {
 }
 
 
-def _error_page(request: web.Request, status: int, detail: str | None) -> web.StreamResponse:
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain refusal."""
+    return STATUS_OF_KIND[error.kind]
+
+
+def _error_page(
+    request: web.Request, status: int, detail: str | None, error: DomainError | None = None
+) -> web.StreamResponse:
     message = detail or _(ERROR_TEXT.get(status, ERROR_TEXT[500]))
     if _is_api(request):
-        error = {"code": f"http_{status}", "message": message}
-        return web.json_response({"error": error}, status=status)
+        body = error.as_json() if error else {"code": f"http_{status}", "message": message}
+        return web.json_response({"error": body}, status=status)
     context = {
         "status": status,
         "message": message,
@@ -148,9 +166,15 @@ def _error_page(request: web.Request, status: int, detail: str | None) -> web.St
 
 @web.middleware
 async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes a clear French page (JSON for the API), never a stack trace."""
+    """Every error becomes a clear French page (JSON for the API), never a stack trace; a
+    domain refusal no view caught gets the status of its kind."""
     try:
         return await handler(request)
+    except DomainError as exc:
+        response = _error_page(request, status_of(exc), exc.message, exc)
+        if exc.kind is Kind.RATE_LIMITED:
+            response.headers["Retry-After"] = "60"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise

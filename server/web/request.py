@@ -42,6 +42,14 @@ def current_user(request: web.Request) -> User | None:
     return user
 
 
+def required_user(request: web.Request) -> User:
+    """The logged-in account of a view behind ``login_required``."""
+    user = current_user(request)
+    if user is None:  # login_required lets nobody else through
+        raise RuntimeError("required_user() used in a view without login_required")
+    return user
+
+
 def csrf_seed(request: web.Request) -> str:
     """The per-browser random value the CSRF token is derived from (cookie set if missing)."""
     seed: str | None = request.get(CSRF_SEED_KEY)
