@@ -19,6 +19,7 @@ class Kind(enum.StrEnum):
     """What sort of refusal an error is (the web layer maps each to one HTTP status)."""
 
     INVALID = "invalid"  # the input breaks a rule: 400
+    UNAUTHENTICATED = "unauthenticated"  # no valid credentials (an API token): 401
     FORBIDDEN = "forbidden"  # not allowed for this account: 403
     NOT_FOUND = "not_found"  # nothing there, or nothing this caller may see: 404
     CONFLICT = "conflict"  # the state changed or does not allow it now: 409

@@ -123,6 +123,7 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
 # The one place a domain refusal becomes an HTTP status.
 STATUS_OF_KIND: dict[Kind, int] = {
     Kind.INVALID: 400,
+    Kind.UNAUTHENTICATED: 401,
     Kind.FORBIDDEN: 403,
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
