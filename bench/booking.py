@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from bench.context import BenchEnv, Row, percentile
-from server import accounts, api_tokens, availability, booking, motifs
+from server import accounts, api_tokens, availability, booking, contact, motifs
 from server.store.models import Association, Role, VisitKind, utcnow
 
 VOLUNTEERS = 50
@@ -86,7 +86,7 @@ async def _prepare(env: BenchEnv, volunteers: int, clients: int, existing: int) 
                     motif_id=motif.id,
                     kind=VisitKind.FOLLOW_UP,
                     starts_at=slot.starts_at,
-                    contact=booking.ContactInfo(first_name="Banc", email="banc@bench.invalid"),
+                    contact=contact.ContactInfo(first_name="Banc", email="banc@bench.invalid"),
                     via="public",
                     now=utcnow(),
                 )

@@ -26,8 +26,11 @@ class AccountError(ValueError):
     """A user-facing refusal (already translated French text)."""
 
 
-def normalize_email(email: str) -> str:
-    """E-mails are compared case-insensitively and without surrounding spaces."""
+def account_email(email: str) -> str:
+    """The form an account's e-mail is stored and looked up in: trimmed and lower-cased, so
+    that logging in ignores case. It never refuses anything (a login attempt with garbage must
+    cost the same as one with a real address); `validate_email` checks new accounts, and
+    `server.contact.normalize_email` checks the stricter addresses we send messages to."""
     return email.strip().lower()
 
 
@@ -35,7 +38,7 @@ def validate_email(email: str) -> str:
     """Return the normalised e-mail or raise AccountError with a French message."""
     from server.i18n import _
 
-    value = normalize_email(email)
+    value = account_email(email)
     local, _sep, domain = value.partition("@")
     if not local or "." not in domain or len(value) > 254 or " " in value:
         raise AccountError(_("Adresse e-mail invalide."))
@@ -104,7 +107,7 @@ async def create_user(
 
 async def authenticate(db: AsyncSession, email: str, password: str) -> User | None:
     """The active user with these credentials, or None (same cost whether the e-mail exists)."""
-    user = await db.scalar(select(User).where(User.email == normalize_email(email)))
+    user = await db.scalar(select(User).where(User.email == account_email(email)))
     stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
     try:
         _hasher.verify(stored, password)

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.accounts import AccountError, normalize_email
+from server.accounts import AccountError, account_email
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
@@ -200,7 +200,7 @@ async def invite_observer(
 
     target = await db.scalar(
         select(User).where(
-            User.email == normalize_email(email),
+            User.email == account_email(email),
             User.association_id == owner.association_id,
             User.is_active.is_(True),
             User.role.in_((Role.VOLUNTEER, Role.COORDINATOR)),

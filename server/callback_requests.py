@@ -21,8 +21,16 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assist, booking
-from server.booking import BookingError
+from server import assist
+from server.contact import (
+    ContactError,
+    can_receive_sms,
+    clean_description,
+    clean_first_name,
+    clean_postal_code,
+    normalize_email,
+    normalize_phone,
+)
 from server.i18n import N_, _
 from server.notify import outbox
 from server.notify.outbox import Channel
@@ -68,13 +76,11 @@ OUTCOME_LABELS: dict[str, str] = {
 }
 CLOSING = {"wrong_number", "helped", "appointment", "visio_link"}
 PENDING = (CallbackStatus.OPEN, CallbackStatus.CLAIMED)
-FIRST_NAME_MAX = booking.FIRST_NAME_MAX
 MESSAGE_MAX = 500
 TOKEN_MAX = 128
 ID_MAX = 36
 CLAIM_RETRIES = 5
 EXPIRE_BATCH = 500
-_NAME_PUNCTUATION = frozenset(" '’.-")
 
 
 class CallbackError(ValueError):
@@ -115,45 +121,33 @@ class CallbackForm:
         errors: dict[str, str] = {}
         phone = email = first_name = postal_code = message = ""
         try:
-            phone = booking.normalize_phone(self.phone, timezone)
-        except BookingError as exc:
+            phone = normalize_phone(self.phone, timezone)
+        except ContactError as exc:
             errors["phone"] = exc.message
         if self.email.strip():
             try:
-                email = booking.normalize_email(self.email)
-            except BookingError as exc:
+                email = normalize_email(self.email)
+            except ContactError as exc:
                 errors["email"] = exc.message
-        name = " ".join(self.first_name.split())
-        if name and (
-            len(name) > FIRST_NAME_MAX
-            or not any(char.isalpha() for char in name)
-            or not all(char.isalpha() or char in _NAME_PUNCTUATION for char in name)
-        ):
-            errors["first_name"] = _(
-                "Écrivez votre prénom en lettres (%(n)d caractères au plus)."
-            ) % {"n": FIRST_NAME_MAX}
-        else:
-            first_name = name
+        if self.first_name.strip():  # optional here: "Bonjour," does without it
+            try:
+                first_name = clean_first_name(self.first_name)
+            except ContactError as exc:
+                errors["first_name"] = exc.message
         if self.motif_id is not None and self.motif_id not in motif_ids:
             errors["motif"] = _("Ce motif n'est plus proposé. Choisissez-en un autre.")
-        code = self.postal_code.strip()
-        if code and (len(code) != 5 or not code.isascii() or not code.isdigit()):
-            errors["postal_code"] = _("Le code postal a 5 chiffres, par exemple 75011.")
-        else:
-            postal_code = code
+        try:
+            postal_code = clean_postal_code(self.postal_code) or ""
+        except ContactError as exc:
+            errors["postal_code"] = exc.message
         wanted = [w for w in dict.fromkeys(self.windows) if w in WINDOW_CODES]
         if not wanted or len(wanted) != len(set(self.windows)):
             errors["windows"] = _("Cochez au moins un moment, ou « N'importe quand ».")
         windows = (ANY,) if ANY in wanted else tuple(wanted)
-        text = self.message.replace("\r\n", "\n").replace("\r", "\n").strip()
-        if len(text) > MESSAGE_MAX:
-            errors["message"] = _("Votre message est trop long (%(n)d caractères au plus).") % {
-                "n": MESSAGE_MAX
-            }
-        elif not all(char.isprintable() or char in "\n\t" for char in text):
-            errors["message"] = _("Votre message contient des caractères non autorisés.")
-        else:
-            message = text
+        try:
+            message = clean_description(self.message, MESSAGE_MAX, "message") or ""
+        except ContactError as exc:
+            errors["message"] = exc.message
         if errors:
             raise InvalidRequest(errors)
         return CallbackForm(
@@ -258,7 +252,7 @@ async def _send(
     now: datetime,
 ) -> None:
     """Enqueue the e-mail and/or SMS of one notice (keys ``callback:<id>:<kind>:<channel>``)."""
-    if request.phone and booking.can_receive_sms(request.phone):
+    if request.phone and can_receive_sms(request.phone):
         await outbox.enqueue(
             db,
             key=f"callback:{request.id}:{kind}:sms",

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking, callback_requests
+from server.contact import can_receive_sms
 from server.dropin import places as dropin
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
@@ -483,7 +484,7 @@ async def _send_link(
     link = read_url(settings, token)
     first_name = subject.first_name
     hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
-    if phone and booking.can_receive_sms(phone):
+    if phone and can_receive_sms(phone):
         await outbox.enqueue(
             db,
             key=f"sheet:{sheet.id}:sms",

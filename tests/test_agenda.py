@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from sqlalchemy import func, select
 
-from server import accounts, availability, booking
+from server import accounts, availability, booking, contact
 from server.motifs import ensure_default_motifs
 from server.store.models import Appointment, AppointmentStatus, Availability, Motif, User
 from tests.conftest import (
@@ -71,10 +71,10 @@ async def book(
             motif_id=motif.id,
             kind="follow_up",
             starts_at=starts_at,
-            contact=booking.ContactInfo(
+            contact=contact.ContactInfo(
                 first_name=first_name,
                 phone="06 12 34 56 78",
-                needs=booking.Needs(interpreter_language="wolof"),
+                needs=contact.Needs(interpreter_language="wolof"),
             ),
             via="referrer" if referrer else "public",
             referrer=referrer,

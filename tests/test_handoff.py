@@ -14,7 +14,7 @@ import aiohttp
 from sqlalchemy import func, select, update
 from yarl import URL
 
-from server import assist, booking, callback_requests, handoff
+from server import assist, booking, callback_requests, contact, handoff
 from server.callback_requests import CallbackForm
 from server.motifs import ensure_default_motifs
 from server.stats.events import EventKind
@@ -186,7 +186,7 @@ async def book_for(
             motif_id=motif.id,
             kind="follow_up",
             starts_at=quarter_before(now, 0) + timedelta(days=days),
-            contact=booking.ContactInfo(
+            contact=contact.ContactInfo(
                 first_name="Awa", phone=phone, postal_code="13008"
             ).validated(),
             via="referrer" if referrer else "public",

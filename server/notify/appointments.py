@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking
 from server.availability import AvailabilityError, zone
+from server.contact import can_receive_sms
 from server.i18n import DEFAULT_LOCALE, N_, _
 from server.ics import appointment_ics
 from server.notify import outbox
@@ -137,7 +138,7 @@ async def _send(
             attachments=attachments,
             appointment_id=appointment_id,
         )
-    if phone and booking.can_receive_sms(phone):
+    if phone and can_receive_sms(phone):
         await outbox.enqueue(
             db,
             key=appointment_key(appointment_id, kind, Channel.SMS, *parts),

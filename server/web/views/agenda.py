@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import accounts, availability, booking, handoff, motifs
+from server.contact import Needs
 from server.i18n import DEFAULT_LOCALE, N_, _
 from server.notify.appointments import ZONES, zone_label
 from server.runtime import QUEUE_HUB_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
@@ -173,7 +174,7 @@ class AgendaQuery:
 
 
 def _needs(appointment: Appointment) -> list[str]:
-    needs = booking.Needs.from_json(appointment.needs)
+    needs = Needs.from_json(appointment.needs)
     shown = []
     if needs.interpreter_language:
         shown.append(_("Interprète : %(language)s") % {"language": needs.interpreter_language})

@@ -17,6 +17,7 @@ from aiohttp import web
 from limits import parse
 
 from server import api_tokens, availability, booking, motifs, taxonomy
+from server.contact import ContactInfo, Needs
 from server.i18n import _
 from server.notify import appointments as notifications
 from server.notify.worker import wake
@@ -238,13 +239,13 @@ async def create_booking(request: web.Request) -> web.Response:
     language = needs_raw.get("interpreter_language")
     if language is not None and not isinstance(language, str):
         raise ApiError(422, "invalid_needs", _("interpreter_language doit être un texte."))
-    contact = booking.ContactInfo(
+    contact = ContactInfo(
         first_name=_text(body, "first_name") or "",
         phone=_text(body, "phone"),
         email=_text(body, "email"),
         postal_code=_text(body, "postal_code"),
         description=_text(body, "description"),
-        needs=booking.Needs(
+        needs=Needs(
             interpreter_language=needs_raw.get("interpreter_language"),
             hearing=needs_raw.get("hearing", False),
             first_time_computer=needs_raw.get("first_time_computer", False),

@@ -42,7 +42,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     limiter = request.app[RATELIMIT_KEY]
     ip = client_ip(request)
     if not await limiter.hit(ratelimit.LOGIN_PER_IP, ip) or not await limiter.hit(
-        ratelimit.LOGIN_PER_ACCOUNT, accounts.normalize_email(email)
+        ratelimit.LOGIN_PER_ACCOUNT, accounts.account_email(email)
     ):
         context = {
             "error": _("Trop d'essais. Attendez une minute puis réessayez."),

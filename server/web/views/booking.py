@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import availability, booking, handoff, ratelimit
 from server.assist import link_for
-from server.booking import BookingError, ContactInfo, Needs
+from server.booking import BookingError
+from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
@@ -319,13 +320,13 @@ def _contact(form: Mapping[str, Any], tz: str) -> ContactInfo:
         return value
 
     return ContactInfo(
-        first_name=text("first_name", booking.FIRST_NAME_MAX * 4),
+        first_name=text("first_name", FIRST_NAME_MAX * 4),
         phone=text("phone", 64),
         email=text("email", 300),
         postal_code=text("postal_code", 16),
-        description=text("description", booking.DESCRIPTION_MAX * 2),
+        description=text("description", DESCRIPTION_MAX * 2),
         needs=Needs(
-            interpreter_language=text("interpreter_language", booking.LANGUAGE_MAX * 2),
+            interpreter_language=text("interpreter_language", LANGUAGE_MAX * 2),
             hearing=bool(form.get("hearing")),
             first_time_computer=bool(form.get("first_time_computer")),
         ),

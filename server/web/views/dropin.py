@@ -15,7 +15,7 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.booking import BookingError, clean_first_name
+from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
 from server.i18n import N_, _
@@ -133,7 +133,7 @@ def _clean_first_name(raw: str) -> str | None:
         return None
     try:
         return clean_first_name(raw)
-    except BookingError as exc:
+    except ContactError as exc:
         raise QueueError("first_name", exc.message) from exc
 
 
