@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist
 from server.contact import (
     ContactError,
-    can_receive_sms,
     clean_description,
     clean_first_name,
     clean_postal_code,
@@ -32,7 +32,7 @@ from server.contact import (
     normalize_phone,
 )
 from server.i18n import N_, _
-from server.notify import outbox
+from server.notify.deliver import deliver
 from server.notify.outbox import Channel
 from server.settings import Settings
 from server.stats.events import EventKind, record
@@ -241,37 +241,9 @@ async def submit(
     return Submitted(request, token)
 
 
-async def _send(
-    db: AsyncSession,
-    request: CallbackRequest,
-    kind: str,
-    *,
-    subject: str,
-    body: str,
-    sms: str,
-    now: datetime,
-) -> None:
-    """Enqueue the e-mail and/or SMS of one notice (keys ``callback:<id>:<kind>:<channel>``)."""
-    if request.phone and can_receive_sms(request.phone):
-        await outbox.enqueue(
-            db,
-            key=f"callback:{request.id}:{kind}:sms",
-            channel=Channel.SMS,
-            recipient=request.phone,
-            subject=None,
-            body=sms,
-            send_after=now,
-        )
-    if request.email:
-        await outbox.enqueue(
-            db,
-            key=f"callback:{request.id}:{kind}:email",
-            channel=Channel.EMAIL,
-            recipient=request.email,
-            subject=subject,
-            body=body,
-            send_after=now,
-        )
+def _keys(request: CallbackRequest, kind: str) -> Callable[[Channel], str]:
+    """The idempotency keys of one notice about a request: ``callback:<id>:<kind>:<channel>``."""
+    return lambda channel: f"callback:{request.id}:{kind}:{channel.value}"
 
 
 def _hello(request: CallbackRequest) -> str:
@@ -291,10 +263,11 @@ async def _acknowledge(
     """ "We will call you back", with the cancel link (never the person's message)."""
     link = cancel_url(settings, token)
     windows = ", ".join(window_labels(request.windows))
-    await _send(
+    await deliver(
         db,
-        request,
-        "ack",
+        phone=request.phone,
+        email=request.email,
+        key=_keys(request, "ack"),
         subject=_("Votre demande de rappel"),
         body=(
             f"{_hello(request)}\n\n"
@@ -318,7 +291,7 @@ async def _acknowledge(
             "Pour annuler : %(link)s"
         )
         % {"association": association.name, "link": link},
-        now=now,
+        send_after=now,
     )
 
 
@@ -593,10 +566,11 @@ async def send_visio_link(
     link = assist.link_for(settings, session)
     code = assist.current_code(settings, session) or ""
     association = await db.get_one(Association, request.association_id)
-    await _send(
+    await deliver(
         db,
-        request,
-        f"visio:{session.id}",
+        phone=request.phone,
+        email=request.email,
+        key=_keys(request, f"visio:{session.id}"),
         subject=_("Votre lien pour l'assistance en visio"),
         body=(
             f"{_hello(request)}\n\n"
@@ -616,7 +590,7 @@ async def send_visio_link(
             "%(association)s : votre bénévole vous attend en visio. Lien : %(link)s Code : %(code)s"
         )
         % {"association": association.name, "link": link, "code": code},
-        now=now,
+        send_after=now,
     )
     await _log(db, request, volunteer, "visio_link", now)
     request.attempt_count += 1

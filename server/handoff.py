@@ -23,12 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking, callback_requests
-from server.contact import can_receive_sms
 from server.dropin import places as dropin
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
-from server.notify import outbox
-from server.notify.outbox import Channel
+from server.notify.deliver import deliver
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
@@ -484,34 +482,24 @@ async def _send_link(
     link = read_url(settings, token)
     first_name = subject.first_name
     hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
-    if phone and can_receive_sms(phone):
-        await outbox.enqueue(
-            db,
-            key=f"sheet:{sheet.id}:sms",
-            channel=Channel.SMS,
-            recipient=phone,
-            subject=None,
-            body=_("%(association)s : ce qui a été fait et la suite, sur votre fiche : %(link)s")
-            % {"association": association.name, "link": link},
-            send_after=now,
+    await deliver(
+        db,
+        phone=phone,
+        email=email,
+        key=lambda channel: f"sheet:{sheet.id}:{channel.value}",
+        subject=_("Votre fiche : ce qui a été fait et la suite"),
+        body=f"{hello}\n\n"
+        + _(
+            "Merci d'être venu(e). Votre fiche dit ce qui a été fait avec le bénévole et ce "
+            "qu'il reste à faire. Vous pouvez la lire et l'imprimer ici :\n%(link)s\n\n"
+            "%(association)s"
         )
-    if email:
-        await outbox.enqueue(
-            db,
-            key=f"sheet:{sheet.id}:email",
-            channel=Channel.EMAIL,
-            recipient=email,
-            subject=_("Votre fiche : ce qui a été fait et la suite"),
-            body=f"{hello}\n\n"
-            + _(
-                "Merci d'être venu(e). Votre fiche dit ce qui a été fait avec le bénévole et ce "
-                "qu'il reste à faire. Vous pouvez la lire et l'imprimer ici :\n%(link)s\n\n"
-                "%(association)s"
-            )
-            % {"association": association.name, "link": link}
-            + "\n",
-            send_after=now,
-        )
+        % {"association": association.name, "link": link}
+        + "\n",
+        sms=_("%(association)s : ce qui a été fait et la suite, sur votre fiche : %(link)s")
+        % {"association": association.name, "link": link},
+        send_after=now,
+    )
 
 
 # -- Reading ------------------------------------------------------------------------------------

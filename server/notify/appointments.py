@@ -7,6 +7,7 @@ shared mailbox or on a shared phone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -17,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking
 from server.availability import AvailabilityError, zone
-from server.contact import can_receive_sms
 from server.i18n import DEFAULT_LOCALE, N_, _
 from server.ics import appointment_ics
 from server.notify import outbox
+from server.notify.deliver import deliver
 from server.notify.outbox import Attachment, Channel, appointment_key
 from server.settings import Settings
 from server.store.models import Appointment, Association, Motif
@@ -111,44 +112,9 @@ async def _names(db: AsyncSession, appointment: Appointment) -> tuple[str, str]:
     return motif.name, association.name
 
 
-async def _send(
-    db: AsyncSession,
-    *,
-    appointment_id: str,
-    kind: str,
-    parts: tuple[str, ...] = (),
-    email: str | None,
-    phone: str | None,
-    subject: str,
-    body: str,
-    sms: str,
-    send_after: datetime,
-    attachments: tuple[Attachment, ...] = (),
-) -> None:
-    """Enqueue the e-mail and/or the SMS of one notification."""
-    if email:
-        await outbox.enqueue(
-            db,
-            key=appointment_key(appointment_id, kind, Channel.EMAIL, *parts),
-            channel=Channel.EMAIL,
-            recipient=email,
-            subject=subject,
-            body=body,
-            send_after=send_after,
-            attachments=attachments,
-            appointment_id=appointment_id,
-        )
-    if phone and can_receive_sms(phone):
-        await outbox.enqueue(
-            db,
-            key=appointment_key(appointment_id, kind, Channel.SMS, *parts),
-            channel=Channel.SMS,
-            recipient=phone,
-            subject=None,
-            body=sms,
-            send_after=send_after,
-            appointment_id=appointment_id,
-        )
+def _keys(appointment_id: str, kind: str, *parts: str) -> Callable[[Channel], str]:
+    """The idempotency keys of one appointment notice, by channel (see outbox.appointment_key)."""
+    return lambda channel: appointment_key(appointment_id, kind, channel, *parts)
 
 
 def _details(
@@ -206,10 +172,10 @@ async def appointment_booked(
                 ics_for(settings, replaces, motif_name, booked.join_url, cancelled=True),
             )
         )
-    await _send(
+    await deliver(
         db,
         appointment_id=appointment.id,
-        kind="confirmation",
+        key=_keys(appointment.id, "confirmation"),
         email=appointment.email,
         phone=appointment.phone,
         subject=_("Rendez-vous confirmé le %(day)s à %(time)s")
@@ -234,11 +200,10 @@ async def appointment_booked(
         send_after = appointment.starts_at - timedelta(minutes=minutes)
         if send_after <= now:
             continue  # the confirmation, just sent, says it all
-        await _send(
+        await deliver(
             db,
             appointment_id=appointment.id,
-            kind="reminder",
-            parts=(str(minutes), stamp),
+            key=_keys(appointment.id, "reminder", str(minutes), stamp),
             email=appointment.email,
             phone=appointment.phone,
             subject=_("Rappel : rendez-vous le %(day)s à %(time)s")
@@ -285,10 +250,10 @@ async def appointment_cancelled(
             "url": book_url,
             "association": association_name,
         }
-        await _send(
+        await deliver(
             db,
             appointment_id=appointment.id,
-            kind="cancellation",
+            key=_keys(appointment.id, "cancellation"),
             email=appointment.email,
             phone=appointment.phone,
             subject=_("Rendez-vous annulé : %(day)s à %(time)s")
@@ -322,11 +287,10 @@ async def slot_freed(
             "Une place s'est libérée (%(motif)s) le %(day)s à %(time)s (%(zone)s).\n"
             "Elle est à la première personne qui la prend :\n%(url)s"
         ) % {"motif": motif_name, "day": when.day, "time": when.time, "zone": when.zone, "url": url}
-        await _send(
+        await deliver(
             db,
             appointment_id=appointment.id,
-            kind="waitlist",
-            parts=(str(entry.id),),
+            key=_keys(appointment.id, "waitlist", str(entry.id)),
             email=entry.email,
             phone=entry.phone,
             subject=_("Une place s'est libérée le %(day)s") % {"day": when.day},
