@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.i18n import _
 from server.motifs import duration_for
-from server.settings import Settings
+from server.settings import DEFAULT_TIMEZONE, Settings
 from server.stats.events import EventKind, record
 from server.store.models import (
     AppointmentUnit,
@@ -457,7 +457,7 @@ async def add_availability(
     weekday: int,
     start_time: time,
     end_time: time,
-    timezone: str = "Europe/Paris",
+    timezone: str = DEFAULT_TIMEZONE,
     valid_from: date | None = None,
     valid_until: date | None = None,
 ) -> Availability:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import accounts, availability, motifs, retention, synthetic
-from server.settings import Settings, SettingsError, load_settings
+from server.settings import DEFAULT_TIMEZONE, Settings, SettingsError, load_settings
 from server.store.engine import make_engine, make_sessionmaker
 from server.store.models import Role, User, utcnow
 from server.web.accesslog import RedactingAccessLogger
@@ -42,10 +42,10 @@ MORNING, AFTERNOON = (time(9, 30), time(12)), (time(14), time(17, 30))
 # Weekly permanences of the demo volunteers: (weekday, start, end, zone), Monday = 0.
 DEMO_PERMANENCES: dict[str, tuple[tuple[int, time, time, str], ...]] = {
     "benevole@demo.invalid": tuple(
-        (day, *hours, "Europe/Paris") for day in range(5) for hours in (MORNING, AFTERNOON)
+        (day, *hours, DEFAULT_TIMEZONE) for day in range(5) for hours in (MORNING, AFTERNOON)
     ),
     "observateur@demo.invalid": (
-        *((day, *AFTERNOON, "Europe/Paris") for day in range(5)),
+        *((day, *AFTERNOON, DEFAULT_TIMEZONE) for day in range(5)),
         # Saturday morning in La Réunion (05:00–08:00 in Paris in winter): shows overseas hours.
         (5, time(9), time(12), "Indian/Reunion"),
     ),

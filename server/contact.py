@@ -16,6 +16,7 @@ import phonenumbers
 from server.availability import AvailabilityError, zone
 from server.errors import DomainError
 from server.i18n import _
+from server.settings import DEFAULT_TIMEZONE
 from server.store.models import Appointment
 
 FIRST_NAME_MAX = 40
@@ -250,7 +251,7 @@ class ContactInfo:
     needs: Needs = field(default_factory=Needs)
     timezone: str | None = None  # the beneficiary's zone: display, and guessing the phone region
 
-    def validated(self, default_timezone: str = "Europe/Paris") -> ContactInfo:
+    def validated(self, default_timezone: str = DEFAULT_TIMEZONE) -> ContactInfo:
         """A normalised copy (E.164 phone, clean text), or ContactError naming the field."""
         first_name = clean_first_name(self.first_name)  # checked in the order of the form
         timezone = self.timezone or default_timezone

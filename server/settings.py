@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PREFIX = "PERMANENCE_"
+# The zone of metropolitan France: TIMEZONE's default, and the fallback of code that has no
+# settings at hand (a model column's default, a zone this system no longer knows).
+DEFAULT_TIMEZONE = "Europe/Paris"
 
 
 class SettingsError(ValueError):
@@ -133,7 +136,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "TIMEZONE",
-        "Europe/Paris",
+        DEFAULT_TIMEZONE,
         "Time zone in which pages show times (IANA name, e.g. America/Cayenne, Indian/Reunion).",
     ),
     SettingSpec(
@@ -275,7 +278,7 @@ class Settings:
     session_ttl_hours: int = 4
     login_ttl_hours: int = 12
     trust_proxy: bool = False
-    timezone: str = "Europe/Paris"
+    timezone: str = DEFAULT_TIMEZONE
     booking_buffer_minutes: int = 10
     booking_horizon_days: int = 90
     booking_min_notice_minutes: int = 60

@@ -49,7 +49,7 @@ from sqlalchemy import JSON, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server import geo
-from server.settings import Settings
+from server.settings import DEFAULT_TIMEZONE, Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
 from server.store.models import Motif, Role, StatEvent, User, utcnow
 
@@ -117,7 +117,7 @@ MONTH = (1.0, 1.0, 1.05, 1.35, 1.4, 1.05, 0.8, 0.45, 1.3, 1.15, 1.05, 0.85)
 CHRISTMAS = 0.35  # 20 December – 2 January
 # Local opening hours (Paris): weight of each hour.
 HOURS = {9: 6, 10: 10, 11: 10, 12: 4, 13: 3, 14: 10, 15: 10, 16: 9, 17: 5, 18: 2}
-PARIS = ZoneInfo("Europe/Paris")
+LOCAL = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class _Choice(Generic[T]):
@@ -317,9 +317,9 @@ def _cache_empty(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 async def _context(db: AsyncSession, association_id: int, days: int, now: datetime) -> _Context:
-    today = now.astimezone(PARIS).date()
+    today = now.astimezone(LOCAL).date()
     dates = [today - timedelta(days=days - offset) for offset in range(days)]  # up to yesterday
-    day_starts = [datetime.combine(d, time(), PARIS).astimezone(UTC) for d in dates]
+    day_starts = [datetime.combine(d, time(), LOCAL).astimezone(UTC) for d in dates]
     day_weights = [WEEKDAY[d.weekday()] * _yearly(d) for d in dates]
     served, unmet = _departements()
     volunteer_ids = await _volunteers(db, association_id)
@@ -391,7 +391,7 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
     missed = allocate(round(sessions * UNMET_PER_SESSION), ctx.day_weights)
     index = unmet_index = 0
     for day, midnight in enumerate(ctx.day_starts):
-        month = midnight.astimezone(PARIS).month
+        month = midnight.astimezone(LOCAL).month
         for _ in range(held[day]):
             start = midnight + timedelta(hours=draws.hour(rng), seconds=rng.randrange(3600))
             yield from _session(rng, ctx, draws, f"{MARKER}{index:09d}", start, month)

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from server.settings import DEFAULT_TIMEZONE
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -299,7 +301,7 @@ class Availability(Base):
     weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday … 6 = Sunday
     start_time: Mapped[time] = mapped_column(Time)
     end_time: Mapped[time] = mapped_column(Time)
-    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     valid_from: Mapped[date | None] = mapped_column(Date, default=None)
     valid_until: Mapped[date | None] = mapped_column(Date, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -350,7 +352,7 @@ class Appointment(Base):
     postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
     description: Mapped[str | None] = mapped_column(Text, default=None)
     needs: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
-    display_timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    display_timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     booked_via: Mapped[str] = mapped_column(String(20), default="public")  # public|referrer|api
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     manage_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -439,7 +441,7 @@ class WaitlistEntry(Base):
     phone: Mapped[str | None] = mapped_column(String(20), default=None)
     email: Mapped[str | None] = mapped_column(String(254), default=None)
     earlier_than: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -541,7 +543,7 @@ class CallbackRequest(Base):
     # Preferred times, codes from a fixed list (callbacks.WINDOWS).
     windows: Mapped[list[str]] = mapped_column(JSON, default=list)
     message: Mapped[str | None] = mapped_column(Text, default=None)
-    display_timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    display_timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
     cancel_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[CallbackStatus] = mapped_column(
         Enum(

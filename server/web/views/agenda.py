@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import accounts, availability, booking, handoff, motifs
 from server.contact import Needs
 from server.i18n import DEFAULT_LOCALE, N_, _
-from server.notify.appointments import ZONES, zone_label
 from server.runtime import QUEUE_HUB_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Appointment,
@@ -30,6 +29,7 @@ from server.store.models import (
     User,
     VisitKind,
 )
+from server.timezones import ZONES, zone_label
 from server.web.request import check_csrf, current_user, login_required, render
 
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
@@ -680,6 +680,7 @@ async def referrer_reactivate(request: web.Request) -> web.StreamResponse:
 async def my_bookings(request: web.Request) -> web.StreamResponse:
     """The appointments this referrer booked for the people they follow, and their status."""
     user = _user(request)
+    settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY]() as db:
         appointments = await booking.appointments_for_referrer(db, user.id)
         names: dict[int, str] = {
@@ -695,7 +696,7 @@ async def my_bookings(request: web.Request) -> web.StreamResponse:
             {
                 "day": day_label(appointment.starts_at.astimezone(tz).date()),
                 "hour": hour_label(appointment.starts_at, tz),
-                "zone": zone_label(tz.key) if tz.key != "Europe/Paris" else None,
+                "zone": zone_label(tz.key) if tz.key != settings.timezone else None,
                 "first_name": appointment.first_name,
                 "motif": names.get(appointment.motif_id, "?"),
                 "kind": _(KIND_LABELS[appointment.kind]),

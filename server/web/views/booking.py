@@ -35,6 +35,7 @@ from server.store.models import (
     VisitKind,
     utcnow,
 )
+from server.timezones import ZONES, When, safe_zone
 from server.tokens import join_code, sha256_hex
 from server.web.request import check_csrf, client_ip, current_user, render
 
@@ -127,6 +128,11 @@ async def _motif(db: AsyncSession, association: Association, motif_id: int) -> M
     return motif
 
 
+def _reading_zone(request: web.Request, name: str | None) -> str:
+    """The zone the visitor reads times in: one of the offered zones, else the site's."""
+    return safe_zone(name, request.app[SETTINGS_KEY].timezone)
+
+
 def _kind(raw: object) -> VisitKind:
     return VisitKind.FOLLOW_UP if raw == VisitKind.FOLLOW_UP.value else VisitKind.FIRST
 
@@ -156,11 +162,11 @@ def _slot_days(
     tz = availability.zone(tz_name)
     return [
         (
-            notifications.When.of(day_slots[0].starts_at, tz_name).day,
+            When.of(day_slots[0].starts_at, tz_name).day,
             [
                 (
                     int(slot.starts_at.timestamp()),
-                    notifications.When.of(slot.starts_at, tz_name).time,
+                    When.of(slot.starts_at, tz_name).time,
                 )
                 for slot in day_slots
             ],
@@ -174,7 +180,7 @@ def _slot_days(
 
 async def motifs_page(request: web.Request) -> web.StreamResponse:
     """Step 1: why do you need help? One big button per motif."""
-    tz = notifications.safe_zone(request.query.get("tz"))
+    tz = _reading_zone(request, request.query.get("tz"))
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
@@ -222,7 +228,7 @@ async def _find(
 
 async def slots_page(request: web.Request) -> web.StreamResponse:
     """Step 2: the next free slots, by day, in the zone the visitor reads times in."""
-    tz = notifications.safe_zone(request.query.get("tz"))
+    tz = _reading_zone(request, request.query.get("tz"))
     kind = _kind(request.query.get("type"))
     now = utcnow()
     settings = request.app[SETTINGS_KEY]
@@ -245,7 +251,7 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
         "motif": motif,
         "kind": kind.value,
         "tz": tz,
-        "zones": [(name, _(label)) for name, label in notifications.ZONES],
+        "zones": [(name, _(label)) for name, label in ZONES],
         "days": _slot_days(slots, tz),
         "first": first,
         "later": after.isoformat()
@@ -267,7 +273,7 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
 
 async def form_page(request: web.Request) -> web.StreamResponse:
     """Step 3: who are you and how can we reach you? (the chosen slot in hidden fields)."""
-    tz = notifications.safe_zone(request.query.get("tz"))
+    tz = _reading_zone(request, request.query.get("tz"))
     kind = _kind(request.query.get("type"))
     starts_at = _moment(request.query.get("t"))
     if starts_at is None:
@@ -297,7 +303,7 @@ def _form(
         "kind": kind.value,
         "tz": tz,
         "t": int(starts_at.timestamp()),
-        "when": notifications.When.of(starts_at, tz),
+        "when": When.of(starts_at, tz),
         "form": {key: str(form.get(key, "")) for key in _FIELDS},
         "checked": {key: bool(form.get(key)) for key in ("hearing", "first_time_computer")},
         "error": error,
@@ -339,7 +345,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
     confirmation through the manage link."""
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
-    tz = notifications.safe_zone(str(form.get("tz", "")))
+    tz = _reading_zone(request, str(form.get("tz", "")))
     kind = _kind(form.get("type"))
     starts_at = _moment(form.get("t"))
     motif_id = _int(form.get("motif"))
@@ -394,7 +400,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     """No slot suits: leave a first name and a contact to be told when one frees up."""
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
-    tz = notifications.safe_zone(str(form.get("tz", "")))
+    tz = _reading_zone(request, str(form.get("tz", "")))
     motif_id = _int(form.get("motif"))
     if motif_id is None:
         raise web.HTTPBadRequest(text=_("Choisissez un motif."), content_type="text/plain")
@@ -406,7 +412,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
         "motif": motif,
         "kind": _kind(form.get("type")).value,
         "tz": tz,
-        "zones": [(name, _(label)) for name, label in notifications.ZONES],
+        "zones": [(name, _(label)) for name, label in ZONES],
         "days": [],
         "first": None,
         "later": None,
@@ -495,10 +501,8 @@ def _manage(
         "appointment": appointment,
         "motif": motif,
         "association": association,
-        "when": notifications.When.of(appointment.starts_at, appointment.display_timezone),
-        "opens": notifications.When.of(
-            booking.join_opens_at(appointment), appointment.display_timezone
-        ),
+        "when": When.of(appointment.starts_at, appointment.display_timezone),
+        "opens": When.of(booking.join_opens_at(appointment), appointment.display_timezone),
         "booked": booked,
         "changeable": booked and appointment.starts_at > utcnow(),
         "cancelled": appointment.status == AppointmentStatus.CANCELLED,
@@ -571,7 +575,7 @@ async def move_page(request: web.Request) -> web.StreamResponse:
         if appointment.status == AppointmentStatus.BOOKED and appointment.starts_at > utcnow():
             association = await db.get_one(Association, appointment.association_id)
             motif = await db.get_one(Motif, appointment.motif_id)
-            tz = notifications.safe_zone(appointment.display_timezone)
+            tz = _reading_zone(request, appointment.display_timezone)
             first, slots = await _find(
                 request, db, association, motif, appointment.kind, tz, utcnow()
             )
@@ -599,7 +603,7 @@ def _move(
     after = first + timedelta(days=DAYS_SHOWN)
     context = {
         "motif": motif,
-        "when": notifications.When.of(appointment.starts_at, tz),
+        "when": When.of(appointment.starts_at, tz),
         "days": _slot_days([s for s in slots if s.starts_at != appointment.starts_at], tz),
         "later": after.isoformat(),
         "base": f"/rendez-vous/gerer/{token}",
@@ -637,7 +641,7 @@ async def move(request: web.Request) -> web.StreamResponse:
             appointment = await _load(request, db)
             association = await db.get_one(Association, appointment.association_id)
             motif = await db.get_one(Motif, appointment.motif_id)
-            tz = notifications.safe_zone(appointment.display_timezone)
+            tz = _reading_zone(request, appointment.display_timezone)
             first, slots = await _find(
                 request, db, association, motif, appointment.kind, tz, utcnow()
             )

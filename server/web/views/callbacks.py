@@ -19,7 +19,6 @@ from server import callback_requests, handoff
 from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.i18n import N_, _
 from server.motifs import list_motifs
-from server.notify.appointments import When
 from server.notify.worker import wake
 from server.ratelimit import Rule
 from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
@@ -32,6 +31,7 @@ from server.store.models import (
     User,
     utcnow,
 )
+from server.timezones import When
 from server.tokens import sha256_hex
 from server.web.request import check_csrf, client_ip, current_user, login_required, render
 

@@ -20,7 +20,6 @@ from server.dropin import places as dropin
 from server.dropin.places import QueueError
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
-from server.notify.appointments import When
 from server.ratelimit import Rule
 from server.runtime import QUEUE_HUB_KEY, RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
 from server.store.models import (
@@ -32,6 +31,7 @@ from server.store.models import (
     User,
     utcnow,
 )
+from server.timezones import When
 from server.web.request import (
     check_csrf,
     client_ip,

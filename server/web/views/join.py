@@ -9,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist as domain
 from server import booking, ratelimit
 from server.i18n import N_, _
-from server.notify.appointments import When
 from server.qr import qr_svg
 from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
+from server.timezones import When
 from server.tokens import sha256_hex
 from server.web.request import (
     BENEFICIARY_COOKIE,

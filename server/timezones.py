@@ -1,0 +1,66 @@
+"""Times as people read them: the zones a beneficiary can pick (metropolitan France and the
+overseas territories), their French names, and a moment formatted in one of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+
+from server.availability import AvailabilityError, zone
+from server.i18n import DEFAULT_LOCALE, N_, _
+from server.settings import DEFAULT_TIMEZONE
+
+# Zones a beneficiary can pick to read the times in: metropolitan France and the overseas
+# territories (IANA names).
+ZONES: tuple[tuple[str, str], ...] = (
+    ("Europe/Paris", N_("France métropolitaine, heure de Paris")),
+    ("America/Guadeloupe", N_("Guadeloupe")),
+    ("America/Martinique", N_("Martinique")),
+    ("America/Cayenne", N_("Guyane")),
+    ("Indian/Reunion", N_("La Réunion")),
+    ("Indian/Mayotte", N_("Mayotte")),
+    ("America/Miquelon", N_("Saint-Pierre-et-Miquelon")),
+    ("America/St_Barthelemy", N_("Saint-Barthélemy")),
+    ("America/Marigot", N_("Saint-Martin")),
+    ("Pacific/Noumea", N_("Nouvelle-Calédonie")),
+    ("Pacific/Tahiti", N_("Polynésie française, Tahiti")),
+    ("Pacific/Marquesas", N_("Polynésie française, Marquises")),
+    ("Pacific/Gambier", N_("Polynésie française, Gambier")),
+    ("Pacific/Wallis", N_("Wallis-et-Futuna")),
+)
+ZONE_NAMES = frozenset(name for name, _label in ZONES)
+
+
+def zone_label(name: str) -> str:
+    """The French name of a zone of ZONES (the IANA name for any other)."""
+    return next((_(label) for zone_name, label in ZONES if zone_name == name), name)
+
+
+def safe_zone(name: str | None, default: str) -> str:
+    """`name` if it is one of the offered zones, else `default` (the site's TIMEZONE)."""
+    return name if name in ZONE_NAMES else default
+
+
+@dataclass(frozen=True)
+class When:
+    """A moment as people read it: "mardi 2 mars 2027", "14:00", in a named zone."""
+
+    day: str
+    time: str
+    zone: str
+
+    @classmethod
+    def of(cls, moment: datetime, zone_name: str) -> When:
+        """Format an aware datetime in this zone, in French."""
+        try:
+            tz: ZoneInfo = zone(zone_name)
+        except AvailabilityError:  # a stored zone this system no longer knows
+            tz, zone_name = ZoneInfo(DEFAULT_TIMEZONE), DEFAULT_TIMEZONE
+        return cls(
+            day=format_datetime(moment, "EEEE d MMMM y", tzinfo=tz, locale=DEFAULT_LOCALE),
+            time=format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE),
+            zone=zone_label(zone_name),
+        )
