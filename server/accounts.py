@@ -11,6 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.errors import DomainError
 from server.store.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
 from server.tokens import sha256_hex
 
@@ -22,8 +23,8 @@ INVITATION_TTL = timedelta(days=7)
 PARTNER_NAME_MAX = 200
 
 
-class AccountError(ValueError):
-    """A user-facing refusal (already translated French text)."""
+class AccountError(DomainError):
+    """A refused account, invitation or partner structure."""
 
 
 def account_email(email: str) -> str:
@@ -41,7 +42,7 @@ def validate_email(email: str) -> str:
     value = account_email(email)
     local, _sep, domain = value.partition("@")
     if not local or "." not in domain or len(value) > 254 or " " in value:
-        raise AccountError(_("Adresse e-mail invalide."))
+        raise AccountError("invalid_email", _("Adresse e-mail invalide."), "email")
     return value
 
 
@@ -51,11 +52,13 @@ def validate_password(password: str) -> str:
 
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(
+            "password_too_short",
             _("Le mot de passe doit contenir au moins %(n)d caractères.")
-            % {"n": MIN_PASSWORD_LENGTH}
+            % {"n": MIN_PASSWORD_LENGTH},
+            "password",
         )
     if len(password) > 1024:
-        raise AccountError(_("Le mot de passe est trop long."))
+        raise AccountError("password_too_long", _("Le mot de passe est trop long."), "password")
     return password
 
 
@@ -90,9 +93,13 @@ async def create_user(
     email = validate_email(email)
     name = name.strip()
     if not name or len(name) > 100:
-        raise AccountError(_("Le nom est obligatoire (100 caractères au plus)."))
+        raise AccountError(
+            "invalid_name", _("Le nom est obligatoire (100 caractères au plus)."), "name"
+        )
     if await db.scalar(select(User.id).where(User.email == email)) is not None:
-        raise AccountError(_("Un compte existe déjà avec cette adresse e-mail."))
+        raise AccountError(
+            "email_taken", _("Un compte existe déjà avec cette adresse e-mail."), "email"
+        )
     user = User(
         association_id=association.id,
         email=email,
@@ -175,8 +182,10 @@ async def get_or_create_partner(db: AsyncSession, association_id: int, name: str
     clean = " ".join(name.split())
     if not clean or len(clean) > PARTNER_NAME_MAX or not clean.isprintable():
         raise AccountError(
+            "invalid_partner",
             _("Le nom de la structure est obligatoire (%(n)d caractères au plus).")
-            % {"n": PARTNER_NAME_MAX}
+            % {"n": PARTNER_NAME_MAX},
+            "partner",
         )
     query = select(Partner).where(Partner.association_id == association_id)
     for partner in await db.scalars(query):

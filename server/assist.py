@@ -207,9 +207,15 @@ async def invite_observer(
         )
     )
     if target is None:
-        raise AccountError(_("Aucun bénévole actif de votre association n'a cette adresse."))
+        raise AccountError(
+            "unknown_volunteer",
+            _("Aucun bénévole actif de votre association n'a cette adresse."),
+            "email",
+        )
     if target.id == owner.id:
-        raise AccountError(_("Vous êtes déjà dans cette assistance."))
+        raise AccountError(
+            "already_in_session", _("Vous êtes déjà dans cette assistance."), "email"
+        )
     session.observer_id = target.id
     await record(db, EventKind.OBSERVER_INVITED, session)
     return target

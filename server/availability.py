@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from sqlalchemy import ColumnElement, Row, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.errors import DomainError
 from server.i18n import _
 from server.motifs import duration_for
 from server.settings import DEFAULT_TIMEZONE, Settings
@@ -55,8 +56,8 @@ _EPOCH_ORDINAL = _EPOCH.date().toordinal()
 _AVAILABILITY_ROLES = (Role.VOLUNTEER, Role.COORDINATOR)
 
 
-class AvailabilityError(ValueError):
-    """A user-facing refusal (already translated French text)."""
+class AvailabilityError(DomainError):
+    """A refused permanence, absence or time zone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def zone(name: str) -> ZoneInfo:
     """The IANA zone of this name, or AvailabilityError for an unknown one."""
     # Only names from the zone list: ZoneInfo() alone opens files for "Europe" or "posixrules".
     if name not in _known_zones():
-        raise AvailabilityError(_("Fuseau horaire inconnu."))
+        raise AvailabilityError("unknown_timezone", _("Fuseau horaire inconnu."), "timezone")
     return ZoneInfo(name)
 
 
@@ -441,13 +442,13 @@ async def note_no_slot_found(
 def _check_wall_time(value: time) -> None:
     if value.tzinfo is not None or value.second or value.microsecond or value.minute % UNIT_MINUTES:
         raise AvailabilityError(
-            _("Les heures vont de 5 en 5 minutes (par exemple 14:00 ou 14:05).")
+            "invalid_time", _("Les heures vont de 5 en 5 minutes (par exemple 14:00 ou 14:05).")
         )
 
 
 def _check_can_hold(volunteer: User) -> None:
     if volunteer.role not in _AVAILABILITY_ROLES or not volunteer.is_active:
-        raise AvailabilityError(_("Ce compte ne peut pas tenir de permanence."))
+        raise AvailabilityError("cannot_hold", _("Ce compte ne peut pas tenir de permanence."))
 
 
 async def add_availability(
@@ -464,17 +465,23 @@ async def add_availability(
     """Publish a weekly permanence (e.g. Tuesday 14:00–17:00) in the volunteer's own zone."""
     _check_can_hold(volunteer)
     if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 6:
-        raise AvailabilityError(_("Jour de la semaine invalide."))
+        raise AvailabilityError("invalid_weekday", _("Jour de la semaine invalide."), "weekday")
     _check_wall_time(start_time)
     _check_wall_time(end_time)
     if end_time <= start_time:
-        raise AvailabilityError(_("L'heure de fin doit être après l'heure de début."))
+        raise AvailabilityError(
+            "end_before_start", _("L'heure de fin doit être après l'heure de début."), "end"
+        )
     length = datetime.combine(date.min, end_time) - datetime.combine(date.min, start_time)
     if length < MIN_PERMANENCE:
-        raise AvailabilityError(_("Une permanence dure au moins 15 minutes."))
+        raise AvailabilityError("too_short", _("Une permanence dure au moins 15 minutes."), "end")
     zone(timezone)
     if valid_from is not None and valid_until is not None and valid_until < valid_from:
-        raise AvailabilityError(_("La date de fin doit être après la date de début."))
+        raise AvailabilityError(
+            "until_before_from",
+            _("La date de fin doit être après la date de début."),
+            "valid_until",
+        )
     clash = await db.scalar(
         select(Availability.id).where(
             Availability.volunteer_id == volunteer.id,
@@ -486,7 +493,9 @@ async def add_availability(
         )
     )
     if clash is not None:
-        raise AvailabilityError(_("Cette permanence chevauche une autre permanence du même jour."))
+        raise AvailabilityError(
+            "overlap", _("Cette permanence chevauche une autre permanence du même jour.")
+        )
     availability = Availability(
         volunteer_id=volunteer.id,
         weekday=weekday,
@@ -525,6 +534,13 @@ async def list_availabilities(db: AsyncSession, volunteer_id: int) -> list[Avail
     return list(rows)
 
 
+async def volunteer_zone(db: AsyncSession, volunteer_id: int, default: str) -> ZoneInfo:
+    """The zone a volunteer's agenda is shown in: their first permanence's, else `default`
+    (the site's TIMEZONE)."""
+    permanences = await list_availabilities(db, volunteer_id)
+    return ZoneInfo(permanences[0].timezone if permanences else default)
+
+
 async def delete_availability(db: AsyncSession, volunteer_id: int, availability_id: int) -> bool:
     """Remove one of the volunteer's permanences; booked appointments stay booked."""
     result = await db.execute(
@@ -553,13 +569,18 @@ async def add_exception(
     if starts_at.tzinfo is None or ends_at.tzinfo is None:
         raise ValueError("absence bounds must be timezone-aware")
     if ends_at <= starts_at:
-        raise AvailabilityError(_("La fin de l'absence doit être après son début."))
+        raise AvailabilityError(
+            "absence_end_before_start", _("La fin de l'absence doit être après son début.")
+        )
     if ends_at - starts_at > MAX_ABSENCE:
-        raise AvailabilityError(_("Une absence dure au plus 400 jours."))
+        raise AvailabilityError("absence_too_long", _("Une absence dure au plus 400 jours."))
     clean_reason = " ".join((reason or "").split())
     if len(clean_reason) > REASON_MAX or not clean_reason.isprintable():
         raise AvailabilityError(
-            _("Le motif de l'absence est trop long (%(n)d caractères au plus).") % {"n": REASON_MAX}
+            "reason_too_long",
+            _("Le motif de l'absence est trop long (%(n)d caractères au plus).")
+            % {"n": REASON_MAX},
+            "reason",
         )
     exception = AvailabilityException(
         volunteer_id=volunteer.id,

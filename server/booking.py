@@ -29,7 +29,8 @@ from server.availability import (
 )
 from server.availability import UNIT_MINUTES as UNIT_MINUTES
 from server.contact import ContactError, ContactInfo, normalize_phone
-from server.i18n import _
+from server.errors import DomainError, Kind
+from server.i18n import N_, _
 from server.motifs import duration_for, get_motif
 from server.settings import Settings
 from server.stats.events import EventKind, record
@@ -52,20 +53,17 @@ JOIN_OPENS_BEFORE = timedelta(minutes=15)
 SESSION_GRACE_AFTER_END = timedelta(minutes=30)
 MANAGE_TOKEN_MAX = 128
 WAITLIST_BATCH = 5
+STATUS_LABELS = {
+    AppointmentStatus.BOOKED: N_("Prévu"),
+    AppointmentStatus.CANCELLED: N_("Annulé"),
+    AppointmentStatus.DONE: N_("Terminé"),
+    AppointmentStatus.NO_SHOW: N_("Absent(e)"),
+}
+KIND_LABELS = {VisitKind.FIRST: N_("Première fois"), VisitKind.FOLLOW_UP: N_("Suivi")}
 
 
-class BookingError(ValueError):
-    """A user-facing refusal: `code` for programs, the message in French for people."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.field = field
-
-    @property
-    def message(self) -> str:
-        """The French text to show."""
-        return str(self)
+class BookingError(DomainError):
+    """A refused booking, cancellation, move or no-show."""
 
 
 def _validated(contact: ContactInfo, settings: Settings) -> ContactInfo:
@@ -73,12 +71,28 @@ def _validated(contact: ContactInfo, settings: Settings) -> ContactInfo:
     try:
         return contact.validated(settings.timezone)
     except ContactError as exc:
-        raise BookingError(exc.code, exc.message, exc.field) from exc
+        raise BookingError(exc.code, exc.message, exc.field, kind=exc.kind) from exc
 
 
 def _slot_taken() -> BookingError:
     return BookingError(
-        "slot_taken", _("Ce créneau vient d'être pris. Choisissez un autre horaire.")
+        "slot_taken",
+        _("Ce créneau vient d'être pris. Choisissez un autre horaire."),
+        kind=Kind.CONFLICT,
+    )
+
+
+def _already_cancelled() -> BookingError:
+    return BookingError(
+        "already_cancelled", _("Ce rendez-vous est déjà annulé."), kind=Kind.CONFLICT
+    )
+
+
+def _too_late() -> BookingError:
+    return BookingError(
+        "too_late",
+        _("Ce rendez-vous est passé : il ne peut plus être changé."),
+        kind=Kind.CONFLICT,
     )
 
 
@@ -347,11 +361,12 @@ async def _managed(db: AsyncSession, manage_token: str, now: datetime) -> Appoin
         raise BookingError(
             "not_found",
             _("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
+            kind=Kind.NOT_FOUND,
         )
     if appointment.status == AppointmentStatus.CANCELLED:
-        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+        raise _already_cancelled()
     if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
-        raise BookingError("too_late", _("Ce rendez-vous est passé : il ne peut plus être changé."))
+        raise _too_late()
     return appointment
 
 
@@ -365,7 +380,7 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
         .execution_options(synchronize_session="fetch")
     )
     if cancelled.scalar_one_or_none() is None:  # a concurrent cancel got there first
-        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+        raise _already_cancelled()
     await db.execute(
         delete(AppointmentUnit).where(AppointmentUnit.appointment_id == appointment.id)
     )
@@ -478,11 +493,17 @@ async def mark_no_show(
     db: AsyncSession, appointment_id: str, by: User, now: datetime
 ) -> Appointment:
     """The beneficiary did not come: their volunteer (or a coordinator) says so after the start."""
-    appointment = await db.get(Appointment, appointment_id) if len(appointment_id) <= 36 else None
+    appointment = await db.get(Appointment, appointment_id)
     if appointment is None or appointment.association_id != by.association_id:
-        raise BookingError("not_found", _("Rendez-vous introuvable."))
+        raise BookingError("not_found", _("Rendez-vous introuvable."), kind=Kind.NOT_FOUND)
     if appointment.volunteer_id != by.id and by.role != Role.COORDINATOR:
-        raise BookingError("forbidden", _("Ce rendez-vous est celui d'un autre bénévole."))
+        # Not found rather than forbidden, as for a stranger: a volunteer's agenda never shows
+        # a colleague's appointments.
+        raise BookingError(
+            "forbidden",
+            _("Ce rendez-vous est celui d'un autre bénévole."),
+            kind=Kind.NOT_FOUND,
+        )
     if appointment.status != AppointmentStatus.BOOKED:
         raise BookingError("not_booked", _("Ce rendez-vous n'est plus prévu."))
     if now < appointment.starts_at:
@@ -620,11 +641,15 @@ async def cancel_for_referrer(
         )
     )
     if appointment is None:
-        raise BookingError("not_found", _("Ce rendez-vous n'existe pas ou ne vous concerne pas."))
+        raise BookingError(
+            "not_found",
+            _("Ce rendez-vous n'existe pas ou ne vous concerne pas."),
+            kind=Kind.NOT_FOUND,
+        )
     if appointment.status == AppointmentStatus.CANCELLED:
-        raise BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+        raise _already_cancelled()
     if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
-        raise BookingError("too_late", _("Ce rendez-vous est passé : il ne peut plus être changé."))
+        raise _too_late()
     await _cancel_booked(db, appointment, now)
     return appointment
 

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.errors import DomainError
 from server.i18n import _
 from server.store.models import Motif, VisitKind
 from server.taxonomy import DEFAULT_MOTIF_THEMES
@@ -21,8 +22,8 @@ NAME_MAX = 80
 DESCRIPTION_MAX = 300
 
 
-class MotifError(ValueError):
-    """A user-facing refusal (already translated French text)."""
+class MotifError(DomainError):
+    """A refused motif (name, description or visit length)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ def _clean_name(name: str) -> str:
     value = " ".join(name.split())
     if not value or len(value) > NAME_MAX or not value.isprintable():
         raise MotifError(
-            _("Le nom du motif est obligatoire (%(n)d caractères au plus).") % {"n": NAME_MAX}
+            "invalid_name",
+            _("Le nom du motif est obligatoire (%(n)d caractères au plus).") % {"n": NAME_MAX},
+            "name",
         )
     return value
 
@@ -115,7 +118,10 @@ def _clean_description(description: str | None) -> str | None:
     value = " ".join((description or "").split())
     if len(value) > DESCRIPTION_MAX or not value.isprintable():
         raise MotifError(
-            _("La description est trop longue (%(n)d caractères au plus).") % {"n": DESCRIPTION_MAX}
+            "description_too_long",
+            _("La description est trop longue (%(n)d caractères au plus).")
+            % {"n": DESCRIPTION_MAX},
+            "description",
         )
     return value or None
 
@@ -129,8 +135,9 @@ def validate_minutes(minutes: int) -> int:
         or minutes % STEP_MINUTES
     ):
         raise MotifError(
+            "invalid_minutes",
             _("La durée doit être un multiple de 5 minutes, entre %(min)d et %(max)d minutes.")
-            % {"min": MIN_MINUTES, "max": MAX_MINUTES}
+            % {"min": MIN_MINUTES, "max": MAX_MINUTES},
         )
     return minutes
 
@@ -144,7 +151,7 @@ async def _check_name_free(
     if motif_id is not None:
         query = query.where(Motif.id != motif_id)
     if await db.scalar(query) is not None:
-        raise MotifError(_("Un motif porte déjà ce nom."))
+        raise MotifError("name_taken", _("Un motif porte déjà ce nom."), "name")
 
 
 async def create_motif(

@@ -1,13 +1,13 @@
 """Times as people read them: the zones a beneficiary can pick (metropolitan France and the
-overseas territories), their French names, and a moment formatted in one of them."""
+overseas territories), their French names, and days, hours and moments written in French."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 
 from server.availability import AvailabilityError, zone
 from server.i18n import DEFAULT_LOCALE, N_, _
@@ -37,6 +37,17 @@ ZONE_NAMES = frozenset(name for name, _label in ZONES)
 def zone_label(name: str) -> str:
     """The French name of a zone of ZONES (the IANA name for any other)."""
     return next((_(label) for zone_name, label in ZONES if zone_name == name), name)
+
+
+def day_label(day: date) -> str:
+    """A local day in French, capitalised for a heading: "Mardi 2 mars 2027"."""
+    text = format_date(day, "EEEE d MMMM y", locale=DEFAULT_LOCALE)
+    return text[:1].upper() + text[1:]
+
+
+def hour_label(moment: datetime, tz: ZoneInfo) -> str:
+    """An instant as local hours and minutes, e.g. "14:30"."""
+    return format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE)
 
 
 def safe_zone(name: str | None, default: str) -> str:

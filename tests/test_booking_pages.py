@@ -26,6 +26,7 @@ from server.store.models import (
     Role,
     StatEvent,
     User,
+    VisitKind,
     WaitlistEntry,
     utcnow,
 )
@@ -500,6 +501,35 @@ async def test_a_search_without_slots_is_counted_once_as_unmet_demand(
     async with running.sessionmaker() as db:
         kinds = (await db.scalars(select(StatEvent.kind))).all()
     assert kinds.count(EventKind.NO_SLOT_FOUND.value) == 1
+
+
+async def test_slot_pages_read_from_and_kind_and_the_french_names_of_links_already_sent(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    place = await make_place(running, volunteers=1)
+    day = (utcnow().astimezone(PARIS) + timedelta(days=5)).date()
+    url = running.url(f"/rendez-vous/motif/{place.motif_id}")
+    pages = {}
+    for name, query in {
+        "english": {"from": day.isoformat(), "kind": "follow_up"},
+        "french": {"depuis": day.isoformat(), "type": "follow_up"},
+        "neither": {},
+    }.items():
+        async with http.get(url, params={"a": str(place.association_id), **query}) as resp:
+            assert resp.status == 200
+            pages[name] = text_of(await resp.text())
+    starts = [int(t) for t in SLOT_LINK.findall(pages["english"])]
+    assert starts and datetime.fromtimestamp(min(starts), UTC).astimezone(PARIS).date() == day
+    assert SLOT_LINK.findall(pages["french"]) == SLOT_LINK.findall(pages["english"])
+    follow_up = "<strong>J'ai déjà eu un rendez-vous"
+    assert follow_up in pages["english"] and follow_up in pages["french"]
+    assert follow_up not in pages["neither"]
+
+    status, _page, _url = await book(http, running, place, starts[0], kind="follow_up", type="")
+    assert status == 200
+    async with running.sessionmaker() as db:
+        booked = await db.scalar(select(Appointment))
+    assert booked is not None and booked.kind == VisitKind.FOLLOW_UP
 
 
 async def test_moves_are_limited_so_nobody_can_flood_a_phone_with_confirmations(

@@ -107,7 +107,8 @@ async def test_a_referrer_is_refused_on_the_staff_pages(
     for path in STAFF_PAGES:
         status, text = await page(http, running, path)
         assert status == 403, path
-    for path in ("/disponibilites", "/motifs", "/referents", "/agenda/x/demarrer"):
+    some_appointment = "/agenda/00000000-0000-4000-8000-000000000000/demarrer"
+    for path in ("/disponibilites", "/motifs", "/referents", some_appointment):
         status, _text, _location = await post(http, running, path, {}, token)
         assert status == 403, path
 

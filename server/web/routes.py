@@ -11,6 +11,7 @@ from server.web.views import (
     api_v1,
     assistance,
     auth,
+    availability,
     booking,
     callbacks,
     coordinator,
@@ -20,6 +21,8 @@ from server.web.views import (
     home,
     ice,
     join,
+    motifs,
+    referrers,
     stats,
 )
 
@@ -73,10 +76,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/b", join.room, name="beneficiary-room")
     r.add_post("/b/continue", join.continue_on_pc, name="beneficiary-handover")
     r.add_get("/api/ice-servers", ice.ice_servers_view, name="ice-servers")
-    booking.add_routes(r)
+    r.add_routes(booking.routes)
     dropin.add_routes(r)
     callbacks.add_routes(r)
-    agenda.add_routes(r)
+    for module in (agenda, availability, motifs, referrers):
+        r.add_routes(module.routes)
     handoff.add_routes(r)
     api_v1.add_routes(r)
     stats.add_routes(r)

@@ -18,6 +18,7 @@ from server import availability, booking, handoff, ratelimit
 from server.assist import link_for
 from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
+from server.errors import Kind
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
@@ -37,6 +38,7 @@ from server.store.models import (
 )
 from server.timezones import ZONES, When, safe_zone
 from server.tokens import join_code, sha256_hex
+from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_ip, current_user, render
 
 # Two limits on the booking form per IP. Attempts: generous, since a France Services office or
@@ -53,25 +55,12 @@ DAYS_SHOWN = 14
 MAX_DATE_OFFSET_DAYS = 400
 HONEYPOT = "site_web"
 TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis réessayez.")
+# Query parameters in English like the API; links already sent or bookmarked still carry the
+# French names, which are read when the English one is missing.
+FROM, OLD_FROM = "from", "depuis"
+KIND, OLD_KIND = "kind", "type"
 
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/rendez-vous", motifs_page, name="booking-motifs")
-    router.add_get("/rendez-vous/motif/{motif_id:\\d+}", slots_page, name="booking-slots")
-    router.add_get("/rendez-vous/motif/{motif_id:\\d+}/reserver", form_page, name="booking-form")
-    router.add_post("/rendez-vous/reserver", submit_booking, name="booking-submit")
-    router.add_post("/rendez-vous/attente", submit_waitlist, name="booking-waitlist")
-    router.add_get("/rendez-vous/gerer/{token}", manage_page, name="booking-manage")
-    router.add_get("/rendez-vous/gerer/{token}/rendez-vous.ics", ics_file, name="booking-ics")
-    router.add_post("/rendez-vous/gerer/{token}/annuler", cancel, name="booking-cancel")
-    router.add_get("/rendez-vous/gerer/{token}/deplacer", move_page, name="booking-move")
-    router.add_post("/rendez-vous/gerer/{token}/deplacer", move, name="booking-move-submit")
-    router.add_post(
-        "/rendez-vous/gerer/{token}/attente", manage_waitlist, name="booking-manage-waitlist"
-    )
-    router.add_get("/rendez-vous/retrouver", recover_page, name="booking-recover")
-    router.add_post("/rendez-vous/retrouver", recover, name="booking-recover-submit")
+routes = web.RouteTableDef()
 
 
 # -- Helpers ----------------------------------------------------------------------------------
@@ -83,12 +72,14 @@ def _referrer(request: web.Request) -> User | None:
     return user if user is not None and user.role == Role.REFERRER and user.is_active else None
 
 
-def _motif_id(request: web.Request) -> int:
-    """The motif id of the URL, or a 404 for one no database could hold."""
-    motif_id = _int(request.match_info["motif_id"])
-    if motif_id is None:
-        raise web.HTTPNotFound(text=_("Ce motif n'existe pas."), content_type="text/plain")
-    return motif_id
+def _param(values: Mapping[str, Any], name: str, old_name: str) -> object:
+    """A query or form value by its English name, else by its former French name."""
+    return values.get(name) or values.get(old_name)
+
+
+def _manage_url(request: web.Request, token: str, **query: str) -> str:
+    """The manage page of an appointment (with a notice such as ``confirme=1``)."""
+    return str(request.app.router["booking-manage"].url_for(token=token).with_query(query))
 
 
 def _int(value: object, limit: int = 2**31 - 1) -> int | None:
@@ -111,9 +102,10 @@ async def public_association(request: web.Request, db: AsyncSession, raw: object
     elif raw in (None, ""):
         association = await db.scalar(select(Association).order_by(Association.id).limit(1))
     if association is None:
-        raise web.HTTPNotFound(
-            text=_("Cette association est introuvable. Vérifiez le lien."),
-            content_type="text/plain",
+        raise BookingError(
+            "unknown_association",
+            _("Cette association est introuvable. Vérifiez le lien."),
+            kind=Kind.NOT_FOUND,
         )
     return association
 
@@ -121,9 +113,10 @@ async def public_association(request: web.Request, db: AsyncSession, raw: object
 async def _motif(db: AsyncSession, association: Association, motif_id: int) -> Motif:
     motif = await get_motif(db, association.id, motif_id)
     if motif is None or not motif.is_active:
-        raise web.HTTPNotFound(
-            text=_("Ce motif n'est plus proposé. Choisissez un autre motif."),
-            content_type="text/plain",
+        raise BookingError(
+            "motif_unavailable",
+            _("Ce motif n'est plus proposé. Choisissez un autre motif."),
+            kind=Kind.NOT_FOUND,
         )
     return motif
 
@@ -138,7 +131,7 @@ def _kind(raw: object) -> VisitKind:
 
 
 def _start_day(raw: object, today: date) -> date:
-    """The first day shown: `depuis=YYYY-MM-DD`, never before today nor absurdly far."""
+    """The first day shown: `from=YYYY-MM-DD`, never before today nor absurdly far."""
     try:
         day = date.fromisoformat(str(raw or ""))
     except ValueError:
@@ -178,6 +171,7 @@ def _slot_days(
 # -- Choose a motif, then a slot --------------------------------------------------------------
 
 
+@routes.get("/rendez-vous", name="booking-motifs")
 async def motifs_page(request: web.Request) -> web.StreamResponse:
     """Step 1: why do you need help? One big button per motif."""
     tz = _reading_zone(request, request.query.get("tz"))
@@ -211,7 +205,7 @@ async def _find(
 ) -> tuple[date, list[availability.Slot]]:
     settings = request.app[SETTINGS_KEY]
     today = now.astimezone(availability.zone(tz)).date()
-    first = _start_day(request.query.get("depuis"), today)
+    first = _start_day(_param(request.query, FROM, OLD_FROM), today)
     slots = await availability.find_slots(
         db,
         settings,
@@ -226,15 +220,16 @@ async def _find(
     return first, slots
 
 
+@routes.get("/rendez-vous/motif/{motif_id:[0-9]{1,9}}", name="booking-slots")
 async def slots_page(request: web.Request) -> web.StreamResponse:
     """Step 2: the next free slots, by day, in the zone the visitor reads times in."""
     tz = _reading_zone(request, request.query.get("tz"))
-    kind = _kind(request.query.get("type"))
+    kind = _kind(_param(request.query, KIND, OLD_KIND))
     now = utcnow()
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
-        motif = await _motif(db, association, _motif_id(request))
+        motif = await _motif(db, association, int(request.match_info["motif_id"]))
         first, slots = await _find(request, db, association, motif, kind, tz, now)
     today = now.astimezone(availability.zone(tz)).date()
     if not slots and first == today:
@@ -271,18 +266,17 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
 # -- The form and the booking -----------------------------------------------------------------
 
 
+@routes.get("/rendez-vous/motif/{motif_id:[0-9]{1,9}}/reserver", name="booking-form")
 async def form_page(request: web.Request) -> web.StreamResponse:
     """Step 3: who are you and how can we reach you? (the chosen slot in hidden fields)."""
     tz = _reading_zone(request, request.query.get("tz"))
-    kind = _kind(request.query.get("type"))
+    kind = _kind(_param(request.query, KIND, OLD_KIND))
     starts_at = _moment(request.query.get("t"))
     if starts_at is None:
-        raise web.HTTPBadRequest(
-            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
-        )
+        raise _no_slot_chosen()
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
-        motif = await _motif(db, association, _motif_id(request))
+        motif = await _motif(db, association, int(request.match_info["motif_id"]))
     return _form(request, association, motif, kind, tz, starts_at, {}, None)
 
 
@@ -295,7 +289,6 @@ def _form(
     starts_at: datetime,
     form: Mapping[str, Any],
     error: BookingError | None,
-    status: int = 200,
 ) -> web.Response:
     context = {
         "association": association,
@@ -311,7 +304,7 @@ def _form(
         "honeypot": HONEYPOT,
         "query": _query,
     }
-    return render(request, "booking/form.html", context, status)
+    return render(request, "booking/form.html", context, 200 if error is None else status_of(error))
 
 
 _FIELDS = ("first_name", "phone", "email", "postal_code", "description", "interpreter_language")
@@ -340,19 +333,22 @@ def _contact(form: Mapping[str, Any], tz: str) -> ContactInfo:
     )
 
 
+def _no_slot_chosen() -> BookingError:
+    return BookingError("no_slot", _("Choisissez un horaire dans la liste."), "t")
+
+
+@routes.post("/rendez-vous/reserver", name="booking-submit")
 async def submit_booking(request: web.Request) -> web.StreamResponse:
     """Book the slot (all or nothing), enqueue the confirmation and reminders, then show the
     confirmation through the manage link."""
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     tz = _reading_zone(request, str(form.get("tz", "")))
-    kind = _kind(form.get("type"))
+    kind = _kind(_param(form, KIND, OLD_KIND))
     starts_at = _moment(form.get("t"))
     motif_id = _int(form.get("motif"))
     if starts_at is None or motif_id is None:
-        raise web.HTTPBadRequest(
-            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
-        )
+        raise _no_slot_chosen()
     referrer = _referrer(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, form.get("a"))
@@ -362,14 +358,14 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
             "spam",
             _("Votre demande n'a pas pu être enregistrée. Appelez l'association pour réserver."),
         )
-        return _form(request, association, motif, kind, tz, starts_at, form, error, 400)
+        return _form(request, association, motif, kind, tz, starts_at, form, error)
     limiter = request.app[RATELIMIT_KEY]
     ip = client_ip(request)
     if not await limiter.hit(BOOKING_ATTEMPTS_PER_IP, ip) or not await limiter.allowed(
         BOOKINGS_PER_IP, ip
     ):
-        error = BookingError("rate_limited", _(TOO_MANY))
-        response = _form(request, association, motif, kind, tz, starts_at, form, error, 429)
+        error = BookingError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
+        response = _form(request, association, motif, kind, tz, starts_at, form, error)
         response.headers["Retry-After"] = "600"
         return response
     now = utcnow()
@@ -389,13 +385,13 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
             )
             await notifications.appointment_booked(db, settings, booked, now)
     except BookingError as exc:
-        status = 409 if exc.code == "slot_taken" else 400
-        return _form(request, association, motif, kind, tz, starts_at, form, exc, status)
+        return _form(request, association, motif, kind, tz, starts_at, form, exc)
     await limiter.hit(BOOKINGS_PER_IP, ip)
     wake(request.app)
-    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{booked.manage_token}?confirme=1")
+    raise web.HTTPSeeOther(location=_manage_url(request, booked.manage_token, confirme="1"))
 
 
+@routes.post("/rendez-vous/attente", name="booking-waitlist")
 async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     """No slot suits: leave a first name and a contact to be told when one frees up."""
     form = await check_csrf(request)
@@ -403,14 +399,14 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     tz = _reading_zone(request, str(form.get("tz", "")))
     motif_id = _int(form.get("motif"))
     if motif_id is None:
-        raise web.HTTPBadRequest(text=_("Choisissez un motif."), content_type="text/plain")
+        raise BookingError("no_motif", _("Choisissez un motif."), "motif")
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, form.get("a"))
         motif = await _motif(db, association, motif_id)
     context: dict[str, Any] = {
         "association": association,
         "motif": motif,
-        "kind": _kind(form.get("type")).value,
+        "kind": _kind(_param(form, KIND, OLD_KIND)).value,
         "tz": tz,
         "zones": [(name, _(label)) for name, label in ZONES],
         "days": [],
@@ -440,7 +436,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
             )
     except BookingError as exc:
         context["error"] = exc.message
-        return render(request, "booking/slots.html", context, 400)
+        return render(request, "booking/slots.html", context, status_of(exc))
     return render(request, "booking/waitlist_done.html", {"association": association})
 
 
@@ -450,9 +446,10 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
 async def _load(request: web.Request, db: AsyncSession) -> Appointment:
     appointment = await booking.find_by_manage_token(db, request.match_info["token"])
     if appointment is None:
-        raise web.HTTPNotFound(
-            text=_("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
-            content_type="text/plain",
+        raise BookingError(
+            "not_found",
+            _("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
+            kind=Kind.NOT_FOUND,
         )
     return appointment
 
@@ -472,6 +469,7 @@ async def _links(
     )
 
 
+@routes.get("/rendez-vous/gerer/{token}", name="booking-manage")
 async def manage_page(request: web.Request) -> web.StreamResponse:
     """The appointment, with its join link and code, and the buttons to cancel or move it."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -496,6 +494,7 @@ def _manage(
     has_sheet: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
+    router = request.app.router
     booked = appointment.status == AppointmentStatus.BOOKED
     context = {
         "appointment": appointment,
@@ -512,15 +511,16 @@ def _manage(
         "on_waitlist": request.query.get("attente") == "1",
         "join_url": join_url if booked else None,
         "code": code if booked else None,
-        "code_url": request.app[SETTINGS_KEY].url("/code"),
-        "base": f"/rendez-vous/gerer/{token}",
+        "code_url": request.app[SETTINGS_KEY].url(str(router["code"].url_for())),
+        "base": str(router["booking-manage"].url_for(token=token)),
         "for_someone": appointment.booked_via == "referrer",
         "error": error,
-        "sheet_url": f"/rendez-vous/gerer/{token}/fiche" if has_sheet else None,
+        "sheet_url": str(router["handoff-manage"].url_for(token=token)) if has_sheet else None,
     }
     return render(request, "booking/manage.html", context, status)
 
 
+@routes.get("/rendez-vous/gerer/{token}/rendez-vous.ics", name="booking-ics")
 async def ics_file(request: web.Request) -> web.StreamResponse:
     """The appointment as a calendar file (or its cancellation)."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -528,7 +528,7 @@ async def ics_file(request: web.Request) -> web.StreamResponse:
         motif = await db.get_one(Motif, appointment.motif_id)
         join_url, _code = await _links(request, db, appointment)
     settings = request.app[SETTINGS_KEY]
-    url = join_url or settings.url(f"/rendez-vous/gerer/{request.match_info['token']}")
+    url = join_url or settings.url(_manage_url(request, request.match_info["token"]))
     cancelled = appointment.status == AppointmentStatus.CANCELLED
     body = notifications.ics_for(settings, appointment, motif.name, url, cancelled=cancelled)
     return web.Response(
@@ -542,15 +542,18 @@ async def ics_file(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _refuse(request: web.Request, exc: BookingError, status: int = 409) -> web.Response:
+async def _refuse(request: web.Request, message: str) -> web.Response:
+    """The manage page again with why the change was refused. Always 409, whatever the reason
+    (a past or cancelled appointment, a taken or invalid time): the appointment stays as it was."""
     async with request.app[SESSIONMAKER_KEY]() as db:
         appointment = await _load(request, db)
         motif = await db.get_one(Motif, appointment.motif_id)
         association = await db.get_one(Association, appointment.association_id)
         join_url, code = await _links(request, db, appointment)
-    return _manage(request, appointment, motif, association, join_url, code, exc.message, status)
+    return _manage(request, appointment, motif, association, join_url, code, message, 409)
 
 
+@routes.post("/rendez-vous/gerer/{token}/annuler", name="booking-cancel")
 async def cancel(request: web.Request) -> web.StreamResponse:
     """Cancel: the slot is free for others as soon as this commits; the waitlist is told."""
     await check_csrf(request)
@@ -563,11 +566,14 @@ async def cancel(request: web.Request) -> web.StreamResponse:
             appointment = await booking.cancel(db, token, now)
             await notifications.appointment_cancelled(db, settings, appointment, now)
     except BookingError as exc:
-        return await _refuse(request, exc)
+        if exc.kind is Kind.NOT_FOUND:
+            raise
+        return await _refuse(request, exc.message)
     wake(request.app)
-    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?annule=1")
+    raise web.HTTPSeeOther(location=_manage_url(request, token, annule="1"))
 
 
+@routes.get("/rendez-vous/gerer/{token}/deplacer", name="booking-move")
 async def move_page(request: web.Request) -> web.StreamResponse:
     """Choose another time for the same motif and visit length."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -581,11 +587,9 @@ async def move_page(request: web.Request) -> web.StreamResponse:
             )
             return _move(request, appointment, motif, tz, first, slots, None)
     if appointment.status == AppointmentStatus.CANCELLED:
-        error = BookingError("already_cancelled", _("Ce rendez-vous est déjà annulé."))
+        error = _("Ce rendez-vous est déjà annulé.")
     else:
-        error = BookingError(
-            "too_late", _("Ce rendez-vous est passé : il ne peut plus être changé.")
-        )
+        error = _("Ce rendez-vous est passé : il ne peut plus être changé.")
     return await _refuse(request, error)
 
 
@@ -606,12 +610,13 @@ def _move(
         "when": When.of(appointment.starts_at, tz),
         "days": _slot_days([s for s in slots if s.starts_at != appointment.starts_at], tz),
         "later": after.isoformat(),
-        "base": f"/rendez-vous/gerer/{token}",
+        "base": str(request.app.router["booking-manage"].url_for(token=token)),
         "error": error,
     }
     return render(request, "booking/move.html", context, status)
 
 
+@routes.post("/rendez-vous/gerer/{token}/deplacer", name="booking-move-submit")
 async def move(request: web.Request) -> web.StreamResponse:
     """Move to the chosen time: book it and free the old one together, or change nothing."""
     form = await check_csrf(request)
@@ -619,15 +624,13 @@ async def move(request: web.Request) -> web.StreamResponse:
     token = request.match_info["token"]
     new_start = _moment(form.get("t"))
     if new_start is None:
-        raise web.HTTPBadRequest(
-            text=_("Choisissez un horaire dans la liste."), content_type="text/plain"
-        )
+        raise _no_slot_chosen()
     limiter = request.app[RATELIMIT_KEY]
     if not (
         await limiter.hit(BOOKING_ATTEMPTS_PER_IP, client_ip(request))
         and await limiter.hit(MOVES_PER_APPOINTMENT, sha256_hex(token))
     ):
-        raise web.HTTPTooManyRequests(text=_(TOO_MANY), content_type="text/plain")
+        raise BookingError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
     now = utcnow()
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
@@ -635,8 +638,10 @@ async def move(request: web.Request) -> web.StreamResponse:
             booked = await booking.reschedule(db, settings, token, new_start, now)
             await notifications.appointment_moved(db, settings, old, booked, now)
     except BookingError as exc:
-        if exc.code in ("already_cancelled", "too_late", "not_found"):
-            return await _refuse(request, exc)
+        if exc.kind is Kind.NOT_FOUND:
+            raise
+        if exc.code in ("already_cancelled", "too_late"):
+            return await _refuse(request, exc.message)
         async with request.app[SESSIONMAKER_KEY]() as db:
             appointment = await _load(request, db)
             association = await db.get_one(Association, appointment.association_id)
@@ -645,11 +650,13 @@ async def move(request: web.Request) -> web.StreamResponse:
             first, slots = await _find(
                 request, db, association, motif, appointment.kind, tz, utcnow()
             )
+        # 409 whatever the reason, as on the manage page: the appointment stays where it was.
         return _move(request, appointment, motif, tz, first, slots, exc.message, 409)
     wake(request.app)
-    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?confirme=1")
+    raise web.HTTPSeeOther(location=_manage_url(request, token, confirme="1"))
 
 
+@routes.post("/rendez-vous/gerer/{token}/attente", name="booking-manage-waitlist")
 async def manage_waitlist(request: web.Request) -> web.StreamResponse:
     """Keep this appointment, and be told if an earlier time frees up."""
     await check_csrf(request)
@@ -668,8 +675,10 @@ async def manage_waitlist(request: web.Request) -> web.StreamResponse:
                 now=utcnow(),
             )
     except BookingError as exc:
-        return await _refuse(request, exc)
-    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?attente=1")
+        if exc.kind is Kind.NOT_FOUND:
+            raise
+        return await _refuse(request, exc.message)
+    raise web.HTTPSeeOther(location=_manage_url(request, token, attente="1"))
 
 
 # -- Lost manage link: code + phone -----------------------------------------------------------
@@ -680,11 +689,13 @@ RECOVER_FAILED = N_(
 )
 
 
+@routes.get("/rendez-vous/retrouver", name="booking-recover")
 async def recover_page(request: web.Request) -> web.StreamResponse:
     """The form for someone who lost the link: the 6-digit code and the phone number."""
     return render(request, "booking/recover.html", {"error": None, "code": "", "phone": ""})
 
 
+@routes.post("/rendez-vous/retrouver", name="booking-recover-submit")
 async def recover(request: web.Request) -> web.StreamResponse:
     """Code + phone → a new manage link (the old one stops working), limited like codes."""
     form = await check_csrf(request)
@@ -706,4 +717,4 @@ async def recover(request: web.Request) -> web.StreamResponse:
     if found is None:
         context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=400)
-    raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{found[1]}?retrouve=1")
+    raise web.HTTPSeeOther(location=_manage_url(request, found[1], retrouve="1"))
