@@ -40,7 +40,9 @@ class MediaKind(enum.StrEnum):
 
 def link_for(settings: Settings, session: AssistanceSession) -> str:
     """The absolute `/j/<token>` link of a session."""
-    return settings.url("/j/" + join_token(settings.secret_key, session.id, session.token_salt))
+    return settings.url(
+        "/j/" + join_token(settings.secret_key.get_secret_value(), session.id, session.token_salt)
+    )
 
 
 def current_code(settings: Settings, session: AssistanceSession) -> str | None:
@@ -49,7 +51,7 @@ def current_code(settings: Settings, session: AssistanceSession) -> str | None:
         return None
     if session.code_expires_at <= utcnow() or not session.is_live:
         return None
-    return join_code(settings.secret_key, session.id, session.code_salt)
+    return join_code(settings.secret_key.get_secret_value(), session.id, session.code_salt)
 
 
 async def _release_expired_codes(db: AsyncSession) -> None:
@@ -68,8 +70,8 @@ async def assign_new_code(db: AsyncSession, settings: Settings, session: Assista
     session_id = session.id  # read once: a rolled-back savepoint expires the object
     for _attempt in range(CODE_ATTEMPTS):
         salt = new_salt()
-        code = join_code(settings.secret_key, session_id, salt)
-        digest = code_hash(settings.secret_key, code)
+        code = join_code(settings.secret_key.get_secret_value(), session_id, salt)
+        digest = code_hash(settings.secret_key.get_secret_value(), code)
         try:
             async with db.begin_nested():
                 session.code_salt = salt
@@ -102,7 +104,9 @@ async def create_session(
         volunteer_id=volunteer.id,
         channel=channel,
         token_salt=salt,
-        join_token_hash=sha256_hex(join_token(settings.secret_key, session_id, salt)),
+        join_token_hash=sha256_hex(
+            join_token(settings.secret_key.get_secret_value(), session_id, salt)
+        ),
         expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
         media_kinds=[],
     )
@@ -139,7 +143,7 @@ async def find_by_code(db: AsyncSession, settings: Settings, code: str) -> Assis
         return None
     return await db.scalar(
         select(AssistanceSession).where(
-            AssistanceSession.code_hash == code_hash(settings.secret_key, code),
+            AssistanceSession.code_hash == code_hash(settings.secret_key.get_secret_value(), code),
             AssistanceSession.code_expires_at > utcnow(),
             *_live_clause(),
         )

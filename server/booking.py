@@ -341,7 +341,7 @@ async def _book(
         session=session,
         manage_token=manage_token,
         join_url=assist.link_for(settings, session),
-        code=join_code(settings.secret_key, session.id, session.code_salt),
+        code=join_code(settings.secret_key.get_secret_value(), session.id, session.code_salt),
     )
 
 

@@ -408,7 +408,9 @@ async def save(
             assistance_session_id=subject.session.id if subject.session is not None else None,
             callback_id=subject.callback.id if subject.callback is not None else None,
             channel=subject.channel,
-            person_key=person_key(settings.secret_key, subject.phone, subject.email),
+            person_key=person_key(
+                settings.secret_key.get_secret_value(), subject.phone, subject.email
+            ),
             read_token_hash=sha256_hex(token),
             created_at=now,
             updated_at=now,
@@ -589,7 +591,7 @@ async def earlier_sheets(
 ) -> list[HandoffSheet]:
     """The person's earlier sheets a volunteer may read: same person, shared by them, same
     association, not purged, newest first; never this subject's own sheet."""
-    key = person_key(settings.secret_key, subject.phone, subject.email)
+    key = person_key(settings.secret_key.get_secret_value(), subject.phone, subject.email)
     if key is None:
         return []
     query = select(HandoffSheet).where(

@@ -347,14 +347,16 @@ async def test_overseas_permanences_follow_their_own_zone_through_the_paris_chan
 async def test_minimum_notice_and_horizon_bound_the_slots(sm: Maker, settings: Settings) -> None:
     place = await make_place(sm)
     await permanence(sm, place.volunteers[0], TUESDAY, "14:00", "17:00")
-    strict = dataclasses.replace(settings, booking_min_notice_minutes=120, booking_horizon_days=7)
+    strict = settings.model_copy(
+        update={"booking_min_notice_minutes": 120, "booking_horizon_days": 7}
+    )
     now = datetime(2027, 3, 2, 12, 30, tzinfo=PARIS)
 
     found = await slots(sm, strict, place, date(2027, 3, 1), 14, now=now)
     assert [local(s) for s in found][:2] == ["2027-03-02 14:30", "2027-03-02 14:45"]
     assert all(s.starts_at.astimezone(PARIS).date() == date(2027, 3, 2) for s in found)
 
-    wider = dataclasses.replace(strict, booking_horizon_days=8)
+    wider = strict.model_copy(update={"booking_horizon_days": 8})
     found = await slots(sm, wider, place, date(2027, 3, 1), 14, now=now)
     assert local(found[-1]) == "2027-03-09 16:00"
 

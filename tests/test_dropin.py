@@ -339,9 +339,7 @@ async def test_full_queue_refuses_newcomers_and_offers_a_call_back(
 ) -> None:
     """Past QUEUE_MAX_WAITING the join is refused ("full"), nothing is created."""
     await open_all_week(running, volunteer)
-    from dataclasses import replace
-
-    small = replace(running.settings, queue_max_waiting=2)
+    small = running.settings.model_copy(update={"queue_max_waiting": 2})
     association_id = volunteer.user.association_id
     for _ in range(2):
         async with running.sessionmaker.begin() as db:

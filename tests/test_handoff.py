@@ -417,7 +417,9 @@ async def test_appointment_sheet_is_sent_to_the_person_and_shown_to_its_referrer
 
         [sheet] = await sheets(running)
         assert sheet.channel == "appointment"
-        assert sheet.person_key == handoff.person_key(running.settings.secret_key, "+33612345678")
+        assert sheet.person_key == handoff.person_key(
+            running.settings.secret_key.get_secret_value(), "+33612345678"
+        )
         async with running.sessionmaker() as db:
             message = await db.scalar(
                 select(OutboxMessage).where(
@@ -573,7 +575,7 @@ async def test_a_call_back_helped_on_the_phone_offers_the_sheet_to_its_volunteer
 
 async def test_sheet_rules_without_http(running: Running, volunteer: Account) -> None:
     """person_key ignores e-mail case, prefers the phone; validation trims and orders codes."""
-    key = running.settings.secret_key
+    key = running.settings.secret_key.get_secret_value()
     assert handoff.person_key(key, None, "Awa@Example.org") == handoff.person_key(
         key, None, "awa@example.org"
     )

@@ -4,7 +4,6 @@ the app's own worker to a real local SMTP server, with links that work."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -124,8 +123,13 @@ async def smtp() -> AsyncIterator[LocalSmtpServer]:
 @pytest.fixture
 async def smtp_running(settings: Settings, smtp: LocalSmtpServer) -> AsyncIterator[Running]:
     """The real app, its worker sending e-mail through the local SMTP server."""
-    settings = dataclasses.replace(
-        settings, email_backend="smtp", smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_tls="none"
+    settings = settings.model_copy(
+        update={
+            "email_backend": "smtp",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "smtp_tls": "none",
+        }
     )
     app = create_app(settings)
     port = int(settings.base_url.rsplit(":", 1)[1])

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import secrets
 import subprocess
@@ -383,7 +382,7 @@ async def test_retention_months_setting_moves_the_cutoff(
 ) -> None:
     await make_person(sessionmaker, place, NOW - timedelta(days=45))
     await make_person(sessionmaker, place, NOW - timedelta(days=20))
-    short = dataclasses.replace(settings, retention_months=1)
+    short = settings.model_copy(update={"retention_months": 1})
     report = await purge(sessionmaker, short)
     assert report.cutoff == datetime(2026, 10, 25, 10, tzinfo=UTC)
     assert report.counts["appointments"] == 1

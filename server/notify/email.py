@@ -226,7 +226,7 @@ def email_backend(settings: Settings) -> EmailBackend:
             port=settings.smtp_port,
             tls=settings.smtp_tls,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=settings.smtp_password.get_secret_value(),
             local_hostname=urlsplit(settings.base_url).hostname or "localhost",
         )
     if settings.email_backend == "console":

@@ -186,7 +186,9 @@ class BrevoSmsBackend:
 def sms_backend(settings: Settings) -> SmsBackend:
     """The backend named by SMS_BACKEND."""
     if settings.sms_backend == "brevo":
-        return BrevoSmsBackend(api_key=settings.sms_api_key, sender=settings.sms_sender)
+        return BrevoSmsBackend(
+            api_key=settings.sms_api_key.get_secret_value(), sender=settings.sms_sender
+        )
     if settings.sms_backend == "console":
         return ConsoleSmsBackend()
     if settings.sms_backend == "file":

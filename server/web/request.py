@@ -64,7 +64,7 @@ def csrf_seed(request: web.Request) -> str:
 
 def csrf_for(request: web.Request) -> str:
     """The CSRF token to put in this page's forms."""
-    return csrf_token(request.app[SETTINGS_KEY].secret_key, csrf_seed(request))
+    return csrf_token(request.app[SETTINGS_KEY].secret_key.get_secret_value(), csrf_seed(request))
 
 
 async def check_csrf(request: web.Request) -> Mapping[str, Any]:
@@ -72,7 +72,9 @@ async def check_csrf(request: web.Request) -> Mapping[str, Any]:
     form: Mapping[str, Any] = await request.post()
     sent = request.headers.get("X-CSRF-Token") or str(form.get("csrf_token", ""))
     seed = request.cookies.get(CSRF_COOKIE, "")
-    expected = csrf_token(request.app[SETTINGS_KEY].secret_key, seed) if seed else ""
+    expected = (
+        csrf_token(request.app[SETTINGS_KEY].secret_key.get_secret_value(), seed) if seed else ""
+    )
     if not seed or not sent or not constant_time_equal(sent, expected):
         raise web.HTTPForbidden(
             text=_("Le formulaire a expiré. Revenez en arrière, rechargez la page et réessayez."),
@@ -133,7 +135,9 @@ def login_required(*roles: Role) -> Callable[[Handler], Handler]:
 
 def beneficiary_serializer(request: web.Request) -> URLSafeTimedSerializer:
     """Signs the beneficiary's pass cookie (session id) after a valid link or code."""
-    return URLSafeTimedSerializer(request.app[SETTINGS_KEY].secret_key, salt="beneficiary-pass")
+    return URLSafeTimedSerializer(
+        request.app[SETTINGS_KEY].secret_key.get_secret_value(), salt="beneficiary-pass"
+    )
 
 
 def beneficiary_session_id(

@@ -465,7 +465,7 @@ async def _links(
         return None, None
     settings = request.app[SETTINGS_KEY]
     return link_for(settings, session), join_code(
-        settings.secret_key, session.id, session.code_salt
+        settings.secret_key.get_secret_value(), session.id, session.code_salt
     )
 
 

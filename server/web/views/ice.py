@@ -42,7 +42,9 @@ async def ice_servers_view(request: web.Request) -> web.Response:
         return web.json_response({"error": {"code": "forbidden", "message": message}}, status=403)
     settings = request.app[SETTINGS_KEY]
     credentials = (
-        turn_credentials(settings.turn_secret, session.id, settings.turn_ttl_seconds)
+        turn_credentials(
+            settings.turn_secret.get_secret_value(), session.id, settings.turn_ttl_seconds
+        )
         if settings.turn_urls
         else None
     )
