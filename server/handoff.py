@@ -391,8 +391,8 @@ async def save(
     """File the subject's sheet, or edit it if it exists, in the caller's transaction.
 
     The first filing stores only the reading token's hash, records one ``sheet_filed`` event
-    (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``);
-    call ``server.notify.worker.wake(app)`` after the commit. Edits do neither."""
+    (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``),
+    sent as soon as the transaction commits. Edits do neither."""
     now = now or utcnow()
     await begin_write(db)
     existing = await db.scalar(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -12,12 +13,13 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_datetime
 
+from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
-from server.notify.worker import worker_ctx
+from server.notify import Notifier
+from server.notify.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from server.ratelimit import ratelimit_ctx
-from server.runtime import SETTINGS_KEY
+from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
 from server.settings import Settings
-from server.store.engine import database_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
 from signaling.server import create_sio, socketio_ctx
@@ -60,6 +62,34 @@ def setup_templates(app: web.Application) -> None:
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 
 
+WORKER_KEY = web.AppKey("worker", Worker)
+
+
+async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: run the notification worker as a task for the life of the app, woken by
+    every committed ``OutboxWritten``; stop it cleanly."""
+    settings = app[SETTINGS_KEY]
+    notifier = Notifier.from_settings(settings)
+    worker = Worker(
+        app[SESSIONMAKER_KEY],
+        notifier,
+        poll_seconds=settings.outbox_poll_seconds,
+        settings=settings,
+    )
+    app[WORKER_KEY] = worker
+    dispatcher = app[DISPATCHER_KEY]
+    dispatcher.subscribe(OutboxWritten, worker.woken)
+    task = asyncio.create_task(worker.run(), name="outbox-worker")
+    try:
+        yield
+    finally:
+        dispatcher.unsubscribe(OutboxWritten, worker.woken)
+        try:
+            await stop_task(worker, task, SHUTDOWN_GRACE_SECONDS)
+        finally:
+            await notifier.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the application: templates, database, rate limits, outbox worker, Socket.IO,
     routes."""
@@ -69,6 +99,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    app[DISPATCHER_KEY] = Dispatcher()
     setup_templates(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)

@@ -9,16 +9,14 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from server import passes
 from server.i18n import _
+from server.passes import CSRF_COOKIE
 from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
 
-LOGIN_COOKIE = "vp_session"
-CSRF_COOKIE = "vp_csrf"
-BENEFICIARY_COOKIE = "vp_benef"
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
 CSRF_SEED_KEY: web.RequestKey[str] = web.RequestKey("csrf_seed", str)
@@ -131,26 +129,9 @@ def login_required(*roles: Role) -> Callable[[Handler], Handler]:
     return decorator
 
 
-def beneficiary_serializer(request: web.Request) -> URLSafeTimedSerializer:
-    """Signs the beneficiary's pass cookie (session id) after a valid link or code."""
-    return URLSafeTimedSerializer(request.app[SETTINGS_KEY].secret_key, salt="beneficiary-pass")
-
-
-def beneficiary_session_id(
-    request: web.Request, cookies: Mapping[str, str] | None = None
-) -> str | None:
-    """The session id in a valid beneficiary pass cookie, if any."""
-    raw = (cookies if cookies is not None else request.cookies).get(BENEFICIARY_COOKIE)
-    if not raw:
-        return None
-    settings = request.app[SETTINGS_KEY]
-    try:
-        value = beneficiary_serializer(request).loads(
-            raw, max_age=settings.session_ttl_hours * 3600
-        )
-    except BadSignature:
-        return None
-    return value if isinstance(value, str) else None
+def beneficiary_session_id(request: web.Request) -> str | None:
+    """The session id of the beneficiary pass this browser holds, if valid."""
+    return passes.beneficiary_session_id(request.app[SETTINGS_KEY], request.cookies)
 
 
 def safe_next(value: str | None, role: Role | None = None) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import accounts, availability, booking, handoff, motifs
 from server.i18n import DEFAULT_LOCALE, N_, _
 from server.notify.appointments import ZONES, zone_label
-from server.runtime import QUEUE_HUB_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Appointment,
     AppointmentStatus,
@@ -405,12 +405,8 @@ async def availability_page(request: web.Request) -> web.StreamResponse:
 
 
 def _hours_changed(request: web.Request) -> web.HTTPSeeOther:
-    """The permanences changed: the drop-in queue's opening hours are read again now."""
-    hub = request.app[QUEUE_HUB_KEY]
-    association_id = _user(request).association_id
-    hub.forget_facts(association_id)
-    hub.changed(association_id)
-    return web.HTTPSeeOther(location="/disponibilites")
+    """Back to the permanences page (the queue's opening hours follow through OpeningChanged)."""
+    return web.HTTPSeeOther(location=str(request.app.router["availability"].url_for()))
 
 
 @login_required(*STAFF)

@@ -12,11 +12,10 @@ from server import handoff
 from server.accounts import AccountError
 from server.i18n import _
 from server.qr import qr_svg
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import AssistanceSession, Role, SessionStatus, User
 from server.web.request import check_csrf, current_user, login_required, render
-from signaling.assist import end_session_room, kick_peer
 
 
 def _user(request: web.Request) -> User:
@@ -143,18 +142,12 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
-            previous_observer, previous_sid = session.observer_id, session.observer_sid
-            invited = await domain.invite_observer(
-                db, session, _user(request), str(form.get("email", ""))
-            )
+            await domain.invite_observer(db, session, _user(request), str(form.get("email", "")))
     except AccountError as exc:
         session, role = await _load(request)  # the failed transaction expired the old object
         context = room_context(request.app[SETTINGS_KEY], session, role)
         context["observer_error"] = str(exc)
         return render(request, "assistance/room.html", context, status=400)
-    if previous_sid and previous_observer != invited.id:
-        # The replaced observer must stop watching at once, not when the new one connects.
-        await kick_peer(request.app[SIO_KEY], previous_sid, "revoked")
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
 
@@ -169,8 +162,6 @@ async def end(request: web.Request) -> web.StreamResponse:
         )
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
-        ended = await domain.end_session(db, session, "volunteer")
-    if ended:
-        await end_session_room(request.app[SIO_KEY], session.id, "volunteer")
+        await domain.end_session(db, session, "volunteer")
     # Straight to the handoff sheet while the session is fresh in mind ("Passer" stays there).
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}/fiche")

