@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         report = asyncio.run(_purge(settings, args.dry_run))
         print("\n".join(retention.describe(report)))
     elif args.command == "worker":
-        from server.notify import worker
+        from server import worker
 
         worker.main([])
     elif args.command == "serve":

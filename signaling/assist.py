@@ -17,10 +17,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server.accounts import user_for_login_token
-from server.booking import beneficiary_may_enter
 from server.events import Dispatcher, PeerRevoked, RoomEnded
-from server.passes import BENEFICIARY_COOKIE, beneficiary_session_id, login_token
 from server.ratelimit import (
     RATELIMIT_KEY,
     SOCKET_CONNECTS_PER_SESSION,
@@ -29,6 +26,7 @@ from server.ratelimit import (
 )
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession, utcnow
+from signaling.access import Refused, session_access
 from signaling.messages import (
     Answer,
     Bye,
@@ -138,35 +136,20 @@ class AssistNamespace(socketio.AsyncNamespace):
             raise refuse("bad_request", "auth must be an object")
         auth = auth or {}
         request: web.Request = environ["aiohttp.request"]
-        cookies = request.cookies
+        join_token, session_id = auth.get("join_token"), auth.get("session_id")
         async with self.app[SESSIONMAKER_KEY]() as db:
-            join_token = auth.get("join_token")
-            if isinstance(join_token, str) and join_token:
-                session = await domain.find_by_token(db, join_token)
-                if session is None:
-                    raise refuse("unauthorized", "invalid or expired join token")
-                if not await beneficiary_may_enter(db, session, utcnow()):
-                    raise refuse("forbidden", "this appointment has not opened yet")
-                return _Arrival(session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name")))
-            requested = auth.get("session_id")
-            token = login_token(cookies)
-            if isinstance(requested, str) and requested and token:
-                user = await user_for_login_token(db, token)
-                if user is None:
-                    raise refuse("unauthorized", "not logged in")
-                found = await domain.get_for_user(db, requested, user)
-                if found is None:
-                    raise refuse("forbidden", "not a participant of this session")
-                if not found[0].is_live:
-                    raise refuse("session_ended", "this session has ended")
-                return _Arrival(found[0], found[1], None, user.id)
-            if BENEFICIARY_COOKIE in cookies:
-                session_id = beneficiary_session_id(self.app[SETTINGS_KEY], cookies)
-                session = await domain.get_live(db, session_id) if session_id else None
-                if session is None:
-                    raise refuse("unauthorized", "invalid or expired beneficiary pass")
-                return _Arrival(session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name")))
-        raise refuse("unauthorized", "no credentials: join token, pass cookie or login+session_id")
+            try:
+                access = await session_access(
+                    db,
+                    self.app[SETTINGS_KEY],
+                    request.cookies,
+                    join_token=join_token if isinstance(join_token, str) else None,
+                    session_id=session_id if isinstance(session_id, str) else None,
+                )
+            except Refused as exc:
+                raise refuse(exc.code, exc.message) from None
+        name = clean_name(auth.get("name")) if access.user_id is None else None
+        return _Arrival(access.session, access.role, name, access.user_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Authenticate, register the peer in the database, join the session room."""

@@ -15,6 +15,7 @@ from server.dropin import places
 from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import utcnow
+from signaling import ice
 from signaling.assist import NAMESPACE as ASSIST
 from signaling.assist import AssistNamespace
 from signaling.dropin import QUEUE_HUB_KEY, QueueHub, QueueNamespace
@@ -37,7 +38,8 @@ def origin_checker(settings: Settings) -> Any:
 
 
 def create_sio(app: web.Application) -> socketio.AsyncServer:
-    """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/."""
+    """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/, and the
+    ICE servers endpoint of the rooms."""
     settings = app[SETTINGS_KEY]
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
@@ -52,6 +54,7 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
     sio.register_namespace(QueueNamespace(app))
     app[QUEUE_HUB_KEY] = QueueHub(app, sio)
     sio.attach(app)
+    ice.add_routes(app)
     app[SIO_KEY] = sio
     return sio
 

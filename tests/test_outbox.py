@@ -34,7 +34,6 @@ from server.notify.email import (
 )
 from server.notify.outbox import Attachment, Channel
 from server.notify.sms import BrevoSmsBackend, ConsoleSmsBackend, FileSmsBackend, Sms
-from server.notify.worker import Worker
 from server.runtime import SESSIONMAKER_KEY
 from server.settings import Settings
 from server.store.engine import make_engine
@@ -49,6 +48,7 @@ from server.store.models import (
     VisitKind,
     utcnow,
 )
+from server.worker import Worker
 from tests.conftest import Running, free_port
 from tests.smtp_server import LocalSmtpServer, RecordingHandler
 
@@ -800,7 +800,7 @@ async def test_stopping_finishes_the_current_message_and_hands_the_rest_back(
 async def start_worker(
     database_url: str, smtp: LocalSmtpServer, tmp_path: Path, name: str
 ) -> asyncio.subprocess.Process:
-    """``python -m server.notify.worker`` as a process: SMTP to the local server, 2 s leases."""
+    """``python -m server.worker`` as a process: SMTP to the local server, 2 s leases."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERMANENCE_")}
     env.update(
         PERMANENCE_DATA_DIR=str(tmp_path / "worker"),
@@ -819,7 +819,7 @@ async def start_worker(
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.notify.worker",
+            "server.worker",
             "--batch-size=5",
             "--lease-seconds=2",
             cwd=ROOT,

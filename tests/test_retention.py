@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server import accounts, motifs, retention
 from server.db import make_sessionmaker
 from server.notify import Notifier
-from server.notify.worker import Worker
 from server.settings import Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import (
@@ -42,6 +41,7 @@ from server.store.models import (
     VisitKind,
     WaitlistEntry,
 )
+from server.worker import Worker
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=400)  # past the default 12 months

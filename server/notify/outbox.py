@@ -1,5 +1,5 @@
 """The notification outbox: messages written in the same transaction as their cause, then claimed,
-sent and marked by the worker (server/notify/worker.py).
+sent and marked by the worker (server/worker.py).
 
 Delivery is at least once with a fence against the ordinary duplicates:
 

@@ -71,8 +71,10 @@ def after_commit(db: AsyncSession | Session, item: object) -> None:
     """Record ``item`` in the session's open transaction: it is handed to the sessionmaker's
     after-commit handler once that transaction commits, and dropped if it (or the savepoint it
     was recorded in) rolls back."""
-    info = db.info
-    pending: list[object] = info.setdefault(_PENDING, [])
+    session = db.sync_session if isinstance(db, AsyncSession) else db
+    if not session.in_transaction():
+        session.begin()  # bind the item to a transaction (no I/O until the first statement)
+    pending: list[object] = session.info.setdefault(_PENDING, [])
     pending.append(item)
 
 

@@ -16,12 +16,12 @@ from babel.dates import format_datetime
 from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.notify import Notifier
-from server.notify.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from server.ratelimit import ratelimit_ctx
 from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
 from server.settings import Settings
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
+from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024

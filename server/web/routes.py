@@ -18,7 +18,6 @@ from server.web.views import (
     handoff,
     health,
     home,
-    ice,
     join,
     stats,
 )
@@ -72,7 +71,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/code", join.submit_code, name="code-submit")
     r.add_get("/b", join.room, name="beneficiary-room")
     r.add_post("/b/continue", join.continue_on_pc, name="beneficiary-handover")
-    r.add_get("/api/ice-servers", ice.ice_servers_view, name="ice-servers")
     booking.add_routes(r)
     dropin.add_routes(r)
     callbacks.add_routes(r)

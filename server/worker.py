@@ -1,6 +1,6 @@
 """The notification worker: claims due outbox messages, sends each with its backend, records the
 outcome. Runs inside the web app (``server/web/app.py``) or alone
-(``python -m server.notify.worker``); any number of workers may run against one database,
+(``python -m server.worker``); any number of workers may run against one database,
 since claims are atomic (server/notify/outbox.py).
 
 Guarantees:
@@ -46,7 +46,7 @@ from server.settings import Settings, SettingsError, load_settings
 from server.store.engine import make_engine
 from server.store.models import OutboxMessage, utcnow
 
-log = logging.getLogger("server.notify.worker")  # not "__main__" under python -m
+log = logging.getLogger("server.worker")  # not "__main__" under python -m
 
 BATCH_SIZE = 10
 SHUTDOWN_GRACE_SECONDS = 30.0
@@ -294,8 +294,8 @@ async def _standalone(settings: Settings, batch_size: int, lease: timedelta) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m server.notify.worker``: the worker alone, settings from PERMANENCE_*."""
-    parser = argparse.ArgumentParser(prog="python -m server.notify.worker", description=__doc__)
+    """``python -m server.worker``: the worker alone, settings from PERMANENCE_*."""
+    parser = argparse.ArgumentParser(prog="python -m server.worker", description=__doc__)
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="messages claimed per round"
     )
