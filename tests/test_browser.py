@@ -11,7 +11,9 @@ import pytest
 from playwright.async_api import Page, expect
 
 from server import assist
+from server.runtime import SIO_KEY
 from server.store.models import AssistanceSession
+from signaling.assist import NAMESPACE as ASSIST_NAMESPACE
 from tests.browser import Chromium, chromium_with_devices, collect_console_errors, screenshot
 from tests.conftest import PG_UNREACHABLE, Account, Running, make_account
 
@@ -68,6 +70,23 @@ POINTER_POSITION_JS = """() => {
   const x = layer.left + parseFloat(ring.style.left);
   const y = layer.top + parseFloat(ring.style.top);
   return [(x - left) / width, (y - top) / height];
+}"""
+# Keeps every RTCPeerConnection the page creates in `window.vpConnections`, so a test can tell
+# an ICE restart on the same connection from a fresh connection.
+RECORD_CONNECTIONS_JS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.vpConnections = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.vpConnections.push(this);
+    }
+  };
+})()"""
+# The remote ICE username fragment of the page's only connection: it changes on an ICE restart.
+REMOTE_UFRAG_JS = """() => {
+  const sdp = window.vpConnections[0]?.remoteDescription?.sdp ?? '';
+  return /a=ice-ufrag:(\\S+)/.exec(sdp)?.[1] ?? null;
 }"""
 
 
@@ -232,6 +251,73 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
         if not url.split("://", 1)[1].startswith(running.base_url.split("://", 1)[1] + "/")
     ]
     assert outside == []
+
+
+# --- a2. Photos, and a dropped socket ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_photo_arrives_whole_and_a_dropped_socket_restarts_ice_on_the_same_connection(
+    running: Running, volunteer: Account, chrome: Chromium
+) -> None:
+    """A chosen photo reaches the volunteer's page in one piece (downscaled, chunked over the
+    data channel, reassembled); when the server drops the beneficiary's socket, the page comes
+    back and restarts ICE on the same RTCPeerConnection while the screen keeps flowing."""
+    errors: list[str] = []
+    vol = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
+    await vol.add_init_script(RECORD_CONNECTIONS_JS)
+    await log_in(vol, running, volunteer)
+    session_id = await open_assistance(vol)
+    ben = await chrome.page(errors=errors, viewport={"width": 1280, "height": 900})
+    await ben.add_init_script(RECORD_CONNECTIONS_JS)
+    await ben.goto(await join_link(running, session_id))
+    await ben.wait_for_url("**/b")
+    await consent(ben)
+    await wait_status(ben, "connected")
+    await wait_status(vol, "connected")
+
+    # A 1400 x 1000 PNG (bigger than one chunk once in JPEG): sent as is, it is under 1600 px.
+    png = await vol.screenshot()
+    await ben.locator("#photo-input").set_input_files(
+        files=[{"name": "avis.png", "mimeType": "image/png", "buffer": png}]
+    )
+    await expect(ben.locator("#notice")).to_have_text("Photo envoyée.")
+    thumb = vol.locator("#photos li img")
+    await expect(thumb).to_have_count(1)
+    await expect(thumb).to_have_attribute("alt", "Photo envoyée par la personne, numéro 1")
+    await expect(vol.locator("#photos-empty")).to_be_hidden()
+    size = await thumb.evaluate(
+        "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])"
+    )
+    assert size == [1400, 1000]
+
+    await ben.get_by_role("button", name="Partager mon écran").click()
+    await vol.wait_for_function(
+        "() => document.getElementById('remote-video').videoWidth > 0", timeout=WAIT_MS
+    )
+    await wait_frames_advance(vol)
+    ufrag = await vol.evaluate(REMOTE_UFRAG_JS)
+    assert ufrag
+
+    async with running.sessionmaker() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+    sid = assist.sid_of(session, assist.PeerRole.BENEFICIARY)
+    assert sid is not None
+    await running.app[SIO_KEY].disconnect(sid, namespace=ASSIST_NAMESPACE)
+
+    # The beneficiary's page reconnects by itself and offers an ICE restart under its new id.
+    await vol.wait_for_function(
+        f"previous => ({REMOTE_UFRAG_JS})() !== previous", arg=ufrag, timeout=WAIT_MS
+    )
+    await wait_status(vol, "connected")
+    await wait_status(ben, "connected")
+    await wait_frames_advance(vol)
+    assert await vol.evaluate("() => window.vpConnections.length") == 1
+    assert await ben.evaluate("() => window.vpConnections.length") == 1
+    async with running.sessionmaker() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+    assert assist.sid_of(session, assist.PeerRole.BENEFICIARY) not in (None, sid)
+    assert errors == []
 
 
 # --- b. Phones: camera instead of the screen, and continue on a computer -------------------

@@ -64,6 +64,13 @@ async def test_phone_waits_volunteer_takes_them_and_both_share_the_room_with_vid
     await expect(row).to_contain_text("Aïcha")
     await expect(row).to_contain_text("CAF")
     await expect(vol.locator("#queue-count")).to_have_text("2 personne(s) en attente")
+    # The pushed row's forms still work without the socket: their actions come from the page
+    # config's URL templates, filled with the entry's id.
+    entry = await row.get_attribute("data-entry")
+    assert entry and re.fullmatch(r"[0-9a-f-]{36}", entry), entry
+    for action, path in (("take", "prendre"), ("transfer", "transferer"), ("gone", "absent")):
+        form = row.locator(f'form[data-action="{action}"]')
+        await expect(form).to_have_attribute("action", f"/file/{entry}/{path}")
     await screenshot(vol, "dropin-volunteer-queue")
     await screenshot(phone, "dropin-phone-waiting", full_page=False)
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
@@ -22,6 +23,7 @@ from server.settings import Settings
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
+from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024
@@ -46,8 +48,19 @@ def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], st
     return local_time
 
 
+def photo_limits() -> dict[str, Any]:
+    """The data channel's photo limits for the room pages' scripts; signaling/messages.py
+    validates them (its PhotoStart model holds the allowed types)."""
+    return {
+        "max_bytes": MAX_PHOTO_BYTES,
+        "chunk_bytes": MAX_CHUNK_BYTES,
+        "types": list(get_args(PhotoStart.model_fields["mime"].annotation)),
+    }
+
+
 def setup_templates(app: web.Application) -> None:
-    """Jinja2 with autoescape, gettext (Babel catalogue) and the static_url helper."""
+    """Jinja2 with autoescape, gettext (Babel catalogue), the static_url helper and the photo
+    limits."""
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -59,6 +72,7 @@ def setup_templates(app: web.Application) -> None:
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["static_url"] = static_url
+    env.globals["photo_limits"] = photo_limits()
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 
 

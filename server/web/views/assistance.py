@@ -81,7 +81,6 @@ def room_context(
         "config": {
             "role": role.value,
             "session_id": session.id,
-            "ice_servers_url": f"/api/ice-servers?session={session.id}",
         },
     }
 

@@ -158,7 +158,6 @@ async def room(request: web.Request) -> web.StreamResponse:
     config = {
         "role": "beneficiary",
         "session_id": session.id,
-        "ice_servers_url": "/api/ice-servers",
     }
     context = {"config": config, "beneficiary_name": session.beneficiary_name}
     return render(request, "beneficiary/room.html", context)
