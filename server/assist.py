@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import links
 from server.accounts import AccountError, normalize_email
 from server.events import PeerRevoked, RoomEnded, publish
 from server.i18n import _
@@ -42,7 +43,9 @@ class MediaKind(enum.StrEnum):
 
 def link_for(settings: Settings, session: AssistanceSession) -> str:
     """The absolute `/j/<token>` link of a session."""
-    return settings.url("/j/" + join_token(settings.secret_key, session.id, session.token_salt))
+    return links.JOIN.url(
+        settings, token=join_token(settings.secret_key, session.id, session.token_salt)
+    )
 
 
 def current_code(settings: Settings, session: AssistanceSession) -> str | None:

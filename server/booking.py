@@ -32,6 +32,7 @@ from server.availability import (
     zone,
 )
 from server.availability import UNIT_MINUTES as UNIT_MINUTES
+from server.events import RoomEnded, publish
 from server.i18n import _
 from server.motifs import duration_for, get_motif
 from server.settings import Settings
@@ -645,6 +646,7 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
             session.ended_at = now
             session.end_reason = "cancelled"
             session.code_hash = None  # frees the 6-digit code for others
+            publish(db, RoomEnded(session.id, "cancelled"))  # a volunteer already in the room
 
 
 async def cancel(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:

@@ -17,7 +17,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.accounts import user_for_login_token
@@ -38,6 +38,7 @@ from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS
 from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
+from signaling.messages import QueueEntryRef, QueueNothing, QueueTransfer
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
@@ -57,19 +58,6 @@ def volunteers_room(association_id: int) -> str:
 def entry_room(entry_id: str) -> str:
     """Socket.IO room of one waiting person's page(s)."""
     return f"entry:{entry_id}"
-
-
-class _Empty(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _EntryRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    entry_id: str = Field(min_length=1, max_length=36)
-
-
-class _TransferRef(_EntryRef):
-    volunteer_id: int = Field(ge=1, le=2**31 - 1)
 
 
 def _failure(code: str, message: str) -> dict[str, Any]:
@@ -364,12 +352,12 @@ class QueueNamespace(socketio.AsyncNamespace):
         ],
     ]:
         return {
-            "take_next": (_Empty, True, self._take_next),
-            "take": (_EntryRef, True, self._take),
-            "requeue": (_EntryRef, True, self._requeue),
-            "transfer": (_TransferRef, True, self._transfer),
-            "gone": (_EntryRef, True, self._gone),
-            "leave": (_Empty, False, self._leave),
+            "take_next": (QueueNothing, True, self._take_next),
+            "take": (QueueEntryRef, True, self._take),
+            "requeue": (QueueEntryRef, True, self._requeue),
+            "transfer": (QueueTransfer, True, self._transfer),
+            "gone": (QueueEntryRef, True, self._gone),
+            "leave": (QueueNothing, False, self._leave),
         }
 
     async def _volunteer(self, db: AsyncSession, info: dict[str, Any]) -> User:
@@ -394,36 +382,42 @@ class QueueNamespace(socketio.AsyncNamespace):
             "url": room_url(self.app, session_id),
         }
 
-    async def _take_next(self, sid: str, info: dict[str, Any], _message: _Empty) -> dict[str, Any]:
+    async def _take_next(
+        self, sid: str, info: dict[str, Any], _message: QueueNothing
+    ) -> dict[str, Any]:
         async with self._acting(info) as (db, user):
             entry = await places.take_next(db, self.app[SETTINGS_KEY], user, utcnow())
         if entry is None:
             return _failure("empty", _("Personne n'attend pour le moment."))
         return self._taken(entry)
 
-    async def _take(self, sid: str, info: dict[str, Any], message: _EntryRef) -> dict[str, Any]:
+    async def _take(self, sid: str, info: dict[str, Any], message: QueueEntryRef) -> dict[str, Any]:
         async with self._acting(info) as (db, user):
             entry = await places.take(db, self.app[SETTINGS_KEY], user, message.entry_id, utcnow())
         return self._taken(entry)
 
-    async def _requeue(self, sid: str, info: dict[str, Any], message: _EntryRef) -> dict[str, Any]:
+    async def _requeue(
+        self, sid: str, info: dict[str, Any], message: QueueEntryRef
+    ) -> dict[str, Any]:
         async with self._acting(info) as (db, user):
             await places.requeue(db, user, message.entry_id, utcnow())
         return {"ok": True}
 
     async def _transfer(
-        self, sid: str, info: dict[str, Any], message: _TransferRef
+        self, sid: str, info: dict[str, Any], message: QueueTransfer
     ) -> dict[str, Any]:
         async with self._acting(info) as (db, user):
             done = await places.transfer(db, user, message.entry_id, message.volunteer_id, utcnow())
         return {"ok": True, "session_id": done.session_id}
 
-    async def _gone(self, sid: str, info: dict[str, Any], message: _EntryRef) -> dict[str, Any]:
+    async def _gone(self, sid: str, info: dict[str, Any], message: QueueEntryRef) -> dict[str, Any]:
         async with self._acting(info) as (db, user):
             await places.mark_gone(db, user, message.entry_id, utcnow())
         return {"ok": True}
 
-    async def _leave(self, sid: str, info: dict[str, Any], _message: _Empty) -> dict[str, Any]:
+    async def _leave(
+        self, sid: str, info: dict[str, Any], _message: QueueNothing
+    ) -> dict[str, Any]:
         async with self.app[SESSIONMAKER_KEY].begin() as db:
             left = await places.leave(db, info["entry_id"], utcnow())
         return {"ok": left}

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist
 from server.availability import Opening, opening
+from server.errors import DomainError, Kind
 from server.events import (
     PeerRevoked,
     PersonTransferred,
@@ -65,13 +66,10 @@ class LeftReason(enum.StrEnum):
     GONE = "gone"  # a volunteer called them and they were not there
 
 
-class QueueError(ValueError):
-    """A queue action that cannot be done; ``message`` is French for the person who asked."""
+class QueueError(DomainError):
+    """A queue action that cannot be done now: the queue changed under the person who asked."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    default_kind = Kind.CONFLICT
 
 
 @dataclass(frozen=True)
@@ -156,7 +154,9 @@ async def join(
         raise QueueError("closed", _("La permanence est fermée pour le moment."))
     if await count_waiting(db, association_id) >= settings.queue_max_waiting:
         raise QueueError(
-            "full", _("Trop de personnes attendent déjà. Laissez votre numéro : on vous rappelle.")
+            "full",
+            _("Trop de personnes attendent déjà. Laissez votre numéro : on vous rappelle."),
+            kind=Kind.UNAVAILABLE,
         )
     token = new_token()
     entry = QueueEntry(
@@ -376,7 +376,11 @@ async def state_of(db: AsyncSession, association_id: int, now: datetime) -> Open
 
 def _check_volunteer(volunteer: User) -> None:
     if volunteer.role not in (Role.VOLUNTEER, Role.COORDINATOR) or not volunteer.is_active:
-        raise QueueError("forbidden", _("Seuls les bénévoles prennent des personnes de la file."))
+        raise QueueError(
+            "forbidden",
+            _("Seuls les bénévoles prennent des personnes de la file."),
+            kind=Kind.FORBIDDEN,
+        )
 
 
 async def _claim(

@@ -25,6 +25,29 @@ CSRF_SEED_NEW_KEY: web.RequestKey[bool] = web.RequestKey("csrf_seed_new", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def url_for(
+    request: web.Request,
+    name: str,
+    query: Mapping[str, str | int] | None = None,
+    /,
+    **parts: object,
+) -> str:
+    """The path of a named route (``parts`` fill its placeholders), with an optional query."""
+    url = request.app.router[name].url_for(**{key: str(value) for key, value in parts.items()})
+    return str(url.with_query(query) if query else url)
+
+
+def see_other(
+    request: web.Request,
+    name: str,
+    query: Mapping[str, str | int] | None = None,
+    /,
+    **parts: object,
+) -> web.HTTPSeeOther:
+    """A 303 redirect to a named route (raise it, after a form, so that reloading is harmless)."""
+    return web.HTTPSeeOther(location=url_for(request, name, query, **parts))
+
+
 def client_ip(request: web.Request) -> str:
     """The client's address; the first X-Forwarded-For hop only when TRUST_PROXY is on."""
     if request.app[SETTINGS_KEY].trust_proxy:
@@ -116,7 +139,7 @@ def login_required(*roles: Role) -> Callable[[Handler], Handler]:
         async def wrapper(request: web.Request) -> web.StreamResponse:
             user = current_user(request)
             if user is None:
-                raise web.HTTPSeeOther(location="/login?next=" + request.path)
+                raise see_other(request, "login", {"next": request.path})
             if roles and user.role not in roles:
                 raise web.HTTPForbidden(
                     text=_("Cette page n'est pas accessible avec votre compte."),
@@ -134,8 +157,8 @@ def beneficiary_session_id(request: web.Request) -> str | None:
     return passes.beneficiary_session_id(request.app[SETTINGS_KEY], request.cookies)
 
 
-def safe_next(value: str | None, role: Role | None = None) -> str:
-    """Only plain local paths are accepted as a post-login redirect; else the role's home."""
+def local_path(value: str | None) -> str | None:
+    """``value`` if it is a plain local path (a safe place to go after logging in), else None."""
     if (
         value
         and value.startswith("/")
@@ -146,4 +169,12 @@ def safe_next(value: str | None, role: Role | None = None) -> str:
         and "%" not in value[:3]
     ):
         return value
-    return "/mes-reservations" if role is Role.REFERRER else "/tableau"
+    return None
+
+
+def after_login(request: web.Request, wanted: str | None, role: Role | None = None) -> str:
+    """Where to go after logging in: the page asked for if it is local, else the role's home
+    (no open redirect)."""
+    return local_path(wanted) or url_for(
+        request, "my-bookings" if role is Role.REFERRER else "dashboard"
+    )
