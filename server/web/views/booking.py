@@ -489,6 +489,7 @@ def _manage(
     token = request.match_info["token"]
     booked = appointment.status == AppointmentStatus.BOOKED
     context = {
+        "token": token,
         "appointment": appointment,
         "motif": motif,
         "association": association,
@@ -594,6 +595,7 @@ def _move(
     token = request.match_info["token"]
     after = first + timedelta(days=DAYS_SHOWN)
     context = {
+        "token": token,
         "motif": motif,
         "when": notifications.When.of(appointment.starts_at, tz),
         "days": _slot_days([s for s in slots if s.starts_at != appointment.starts_at], tz),

@@ -246,6 +246,7 @@ async def _manage(
         motif = await db.get(Motif, callback.motif_id) if callback.motif_id else None
     settings = request.app[SETTINGS_KEY]
     context = {
+        "token": token,
         "callback": callback,
         "association": association,
         "motif": motif,
