@@ -38,9 +38,11 @@ system-deps: ## Debian's Chromium (browser tests, driven by Playwright) and cotu
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn >/dev/null; }
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed ## style, the layers (import-linter contracts in pyproject.toml), dependencies
 	$(BIN)/ruff check server signaling tests bench
 	$(BIN)/ruff format --check server signaling tests bench
+	$(BIN)/lint-imports
+	$(BIN)/deptry .
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

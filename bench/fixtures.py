@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import accounts
 from server.assist import create_session, link_for
+from server.db import make_sessionmaker
+from server.passes import LOGIN_COOKIE
 from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Role, User
-from server.web.request import LOGIN_COOKIE
 
 ASSOCIATION = "Association banc d'essai"
 VOLUNTEER_EMAIL = "benevole@bench.invalid"
@@ -38,7 +39,9 @@ class Fixtures:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: AsyncEngine = make_engine(settings.database_url)
-        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(
+            self.engine, settings
+        )
         self.volunteer: User | None = None
         self.login_token = ""
         self.creation_failures: list[str] = []

@@ -45,6 +45,7 @@ from bench.procs import CpuMeter, ServerProcess, free_port
 from bench.wsclient import ENGINEIO_PATH, ws_url
 from server import accounts, motifs
 from server.dropin import places as dropin
+from server.passes import CSRF_COOKIE, LOGIN_COOKIE, QUEUE_COOKIE
 from server.store.models import (
     Association,
     Availability,
@@ -55,8 +56,7 @@ from server.store.models import (
     utcnow,
 )
 from server.tokens import csrf_token
-from server.web.request import CSRF_COOKIE, LOGIN_COOKIE
-from signaling.dropin import COALESCE_SECONDS, NAMESPACE, QUEUE_COOKIE
+from signaling.dropin import COALESCE_SECONDS, NAMESPACE
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import ROOT, ServerProcess, free_port, run_command
 from server import accounts, synthetic
+from server.db import make_sessionmaker
+from server.passes import LOGIN_COOKIE
 from server.settings import PREFIX, load_settings
 from server.stats import report as statistics
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Role, User
-from server.web.request import LOGIN_COOKIE
 
 SESSIONS, QUICK_SESSIONS = 1_000_000, 100_000
 DAYS = 730
@@ -159,7 +160,7 @@ async def prepare(url: str, sessions: int) -> dict[str, Any]:
         await run_command([sys.executable, "-m", "server.cli", "migrate"], {**os.environ, **env})
         engine = make_engine(url)
         try:
-            async with make_sessionmaker(engine).begin() as db:
+            async with make_sessionmaker(engine, settings).begin() as db:
                 association = await accounts.get_or_create_association(db, ASSOCIATION)
                 for number in range(12):
                     await accounts.create_user(
@@ -179,16 +180,18 @@ async def prepare(url: str, sessions: int) -> dict[str, Any]:
                     password=None,
                 )
                 rebuilds: list[tuple[float, int]] = []
-                rebuild = statistics.rebuild_rollups
+                rebuild = synthetic.rebuild_rollups
 
-                async def timed_rebuild(db: Any, association_id: int | None = None) -> int:
+                async def timed_rebuild(
+                    db: Any, zone: Any, association_id: int | None = None
+                ) -> int:
                     begun = time.perf_counter()
-                    written = await rebuild(db, association_id)
+                    written = await rebuild(db, zone, association_id)
                     rebuilds.append((time.perf_counter() - begun, written))
                     return written
 
-                # generate() imports it when called: time the rebuild it runs, not a second one.
-                statistics.rebuild_rollups = timed_rebuild
+                # Time the rebuild generate() runs, not a second one.
+                synthetic.rebuild_rollups = timed_rebuild  # type: ignore[assignment]
                 try:
                     started = time.perf_counter()
                     events = await synthetic.generate(
@@ -196,7 +199,7 @@ async def prepare(url: str, sessions: int) -> dict[str, Any]:
                     )
                     total_s = time.perf_counter() - started
                 finally:
-                    statistics.rebuild_rollups = rebuild
+                    synthetic.rebuild_rollups = rebuild
                 rebuild_s, rows = rebuilds[0]
         finally:
             await engine.dispose()
@@ -234,7 +237,9 @@ async def _prepare_in_process(url: str, sessions: int) -> dict[str, Any]:
 async def _login_cookie(url: str) -> str:
     engine = make_engine(url)
     try:
-        async with make_sessionmaker(engine).begin() as db:
+        with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as data_dir:
+            settings = _settings(url, Path(data_dir))
+        async with make_sessionmaker(engine, settings).begin() as db:
             user = (await db.scalars(select(User).where(User.email == COORDINATOR))).one()
             token = await accounts.open_login_session(db, user, timedelta(hours=2))
     finally:

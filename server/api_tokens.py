@@ -10,7 +10,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.i18n import N_
+from server.errors import DomainError, Kind
+from server.i18n import N_, _
 from server.store.models import ApiToken, Role, User, utcnow
 from server.tokens import sha256_hex
 
@@ -24,7 +25,7 @@ SCOPES: dict[str, str] = {
 }
 
 
-class ApiTokenError(ValueError):
+class ApiTokenError(DomainError):
     """A refused token operation (French text for the page)."""
 
 
@@ -32,17 +33,19 @@ async def create_token(
     db: AsyncSession, user: User, name: str, scopes: Iterable[str]
 ) -> tuple[ApiToken, str]:
     """A new token for a referrer; returns the row and the raw token (shown once)."""
-    from server.i18n import _
-
     if user.role != Role.REFERRER:
-        raise ApiTokenError(_("Seuls les référents peuvent créer des jetons d'accès."))
+        raise ApiTokenError(
+            "referrers_only",
+            _("Seuls les référents peuvent créer des jetons d'accès."),
+            kind=Kind.FORBIDDEN,
+        )
     wanted = sorted(set(scopes))
     unknown = [s for s in wanted if s not in SCOPES]
     if unknown or not wanted:
-        raise ApiTokenError(_("Choisissez au moins une autorisation valable."))
+        raise ApiTokenError("scopes", _("Choisissez au moins une autorisation valable."), "scopes")
     name = name.strip()
     if not name or len(name) > 100:
-        raise ApiTokenError(_("Donnez un nom au jeton (100 caractères au plus)."))
+        raise ApiTokenError("name", _("Donnez un nom au jeton (100 caractères au plus)."), "name")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(user_id=user.id, name=name, token_hash=sha256_hex(raw), scopes=wanted)
     db.add(token)

@@ -13,7 +13,10 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import links
 from server.accounts import AccountError, account_email
+from server.events import PeerRevoked, RoomEnded, publish
+from server.i18n import _
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
@@ -40,8 +43,9 @@ class MediaKind(enum.StrEnum):
 
 def link_for(settings: Settings, session: AssistanceSession) -> str:
     """The absolute `/j/<token>` link of a session."""
-    return settings.url(
-        "/j/" + join_token(settings.secret_key.get_secret_value(), session.id, session.token_salt)
+    return links.JOIN.url(
+        settings,
+        token=join_token(settings.secret_key.get_secret_value(), session.id, session.token_salt),
     )
 
 
@@ -199,9 +203,8 @@ async def list_for_user(db: AsyncSession, user: User) -> list[AssistanceSession]
 async def invite_observer(
     db: AsyncSession, session: AssistanceSession, owner: User, email: str
 ) -> User:
-    """Let another active volunteer of the same association watch this session (shadowing)."""
-    from server.i18n import _
-
+    """Let another active volunteer of the same association watch this session (shadowing);
+    an observer it replaces stops watching at once."""
     target = await db.scalar(
         select(User).where(
             User.email == account_email(email),
@@ -220,15 +223,21 @@ async def invite_observer(
         raise AccountError(
             "already_in_session", _("Vous êtes déjà dans cette assistance."), "email"
         )
+    if session.observer_id is not None and session.observer_id != target.id:
+        publish(db, PeerRevoked(session.id, session.observer_id, "revoked"))
     session.observer_id = target.id
     await record(db, EventKind.OBSERVER_INVITED, session)
     return target
 
 
-async def end_session(db: AsyncSession, session: AssistanceSession, reason: str) -> bool:
-    """End a session once; True if this call ended it. Records the duration."""
+async def end_session(
+    db: AsyncSession, session: AssistanceSession, reason: str, *, told: str | None = None
+) -> bool:
+    """End a session once; True if this call ended it. Records the duration; after commit
+    everyone in the room is told ``told`` (default: ``reason``) and disconnected."""
     if session.status == SessionStatus.ENDED:
         return False
+    publish(db, RoomEnded(session.id, told or reason))
     now = utcnow()
     session.status = SessionStatus.ENDED
     session.ended_at = now
@@ -319,11 +328,9 @@ async def media_state(
 
 
 async def forget_presence(db: AsyncSession) -> int:
-    """At start-up, drop the sids left by a previous run of this server: nobody is connected yet.
-
-    This assumes one server node (the embedded and documented deployment); with several nodes
-    presence would move to Redis instead.
-    """
+    """Drop the sids left by a previous run of this server: at its start nobody is connected
+    yet. Called by the socket layer when it starts; this assumes one server node (the embedded
+    and documented deployment); with several nodes presence moves to Redis instead."""
     result = await db.execute(
         update(AssistanceSession)
         .where(
@@ -338,9 +345,10 @@ async def forget_presence(db: AsyncSession) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def withdraw_user(db: AsyncSession, user_id: int) -> tuple[list[str], list[str]]:
-    """A deactivated account leaves every live session: the sessions it ran end, its observer
-    seats are freed. Returns (ended session ids, observer sids to disconnect)."""
+async def withdraw_user(db: AsyncSession, user_id: int) -> int:
+    """A deactivated account leaves every live session at once (an open socket outlives the
+    login): the sessions it ran end, its observer seats are freed. Returns how many sessions
+    it left."""
     rows = await db.scalars(
         select(AssistanceSession)
         .where(
@@ -351,14 +359,13 @@ async def withdraw_user(db: AsyncSession, user_id: int) -> tuple[list[str], list
         )
         .with_for_update()
     )
-    ended, observers = [], []
+    left = 0
     for session in rows:
+        left += 1
         if session.volunteer_id == user_id:
-            await end_session(db, session, "deactivated")
-            ended.append(session.id)
+            await end_session(db, session, "deactivated", told="volunteer")
         else:
-            if session.observer_sid:
-                observers.append(session.observer_sid)
+            publish(db, PeerRevoked(session.id, user_id, "revoked"))
             session.observer_id = None
             session.observer_sid = None
-    return ended, observers
+    return left

@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, Row, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import DomainError
+from server.events import OpeningChanged, publish
 from server.i18n import _
 from server.motifs import duration_for
 from server.settings import DEFAULT_TIMEZONE, Settings
@@ -507,6 +508,7 @@ async def add_availability(
     )
     db.add(availability)
     await db.flush()
+    publish(db, OpeningChanged(volunteer.association_id))
     return availability
 
 
@@ -548,7 +550,10 @@ async def delete_availability(db: AsyncSession, volunteer_id: int, availability_
         .where(Availability.id == availability_id, Availability.volunteer_id == volunteer_id)
         .returning(Availability.id)
     )
-    return result.scalar_one_or_none() is not None
+    if result.scalar_one_or_none() is None:
+        return False
+    await _opening_changed(db, volunteer_id)
+    return True
 
 
 def absence_range(first_day: date, last_day: date, tz: tzinfo) -> tuple[datetime, datetime]:
@@ -590,6 +595,7 @@ async def add_exception(
     )
     db.add(exception)
     await db.flush()
+    publish(db, OpeningChanged(volunteer.association_id))
     return exception
 
 
@@ -614,7 +620,17 @@ async def delete_exception(db: AsyncSession, volunteer_id: int, exception_id: in
         )
         .returning(AvailabilityException.id)
     )
-    return result.scalar_one_or_none() is not None
+    if result.scalar_one_or_none() is None:
+        return False
+    await _opening_changed(db, volunteer_id)
+    return True
+
+
+async def _opening_changed(db: AsyncSession, volunteer_id: int) -> None:
+    """The volunteer's permanences changed: their association's queue hours are read again."""
+    association_id = await db.scalar(select(User.association_id).where(User.id == volunteer_id))
+    if association_id is not None:
+        publish(db, OpeningChanged(association_id))
 
 
 # -- Opening hours of the drop-in queue ---------------------------------------------------------

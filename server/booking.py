@@ -30,6 +30,7 @@ from server.availability import (
 from server.availability import UNIT_MINUTES as UNIT_MINUTES
 from server.contact import ContactError, ContactInfo, normalize_phone
 from server.errors import DomainError, Kind
+from server.events import RoomEnded, publish
 from server.i18n import N_, _
 from server.motifs import duration_for, get_motif
 from server.settings import Settings
@@ -392,6 +393,7 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
             session.ended_at = now
             session.end_reason = "cancelled"
             session.code_hash = None  # frees the 6-digit code for others
+            publish(db, RoomEnded(session.id, "cancelled"))  # a volunteer already in the room
 
 
 async def cancel(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assist
+from server import assist, links
 from server.contact import (
     ContactError,
     clean_description,
@@ -31,6 +31,7 @@ from server.contact import (
     normalize_email,
     normalize_phone,
 )
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.notify.deliver import deliver
 from server.notify.outbox import Channel
@@ -83,25 +84,19 @@ CLAIM_RETRIES = 5
 EXPIRE_BATCH = 500
 
 
-class CallbackError(ValueError):
-    """A refusal to show: `code` for programs and tests, the message in French for people."""
+class CallbackError(DomainError):
+    """A call-back action refused: the request changed (taken, closed) or is not there."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def message(self) -> str:
-        """The French text to show."""
-        return str(self)
+    default_kind = Kind.CONFLICT
 
 
-class InvalidRequest(ValueError):
-    """The form has mistakes: one French message per field name."""
+class InvalidRequest(DomainError):
+    """The form has mistakes: one French message per field name (``errors``)."""
 
     def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+        super().__init__(
+            "invalid", _("Corrigez les champs indiqués en rouge."), kind=Kind.INVALID, errors=errors
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +176,7 @@ def window_labels(codes: list[str]) -> list[str]:
 
 def cancel_url(settings: Settings, token: str) -> str:
     """The absolute link that lets the person cancel their request."""
-    return settings.url("/rappel/annuler/" + token)
+    return links.CALLBACK_MANAGE.url(settings, token=token)
 
 
 def _age_seconds(request: CallbackRequest, now: datetime) -> int:
@@ -321,7 +316,9 @@ async def cancel(db: AsyncSession, token: str, now: datetime) -> CallbackRequest
         else None
     )
     if request is None:
-        raise CallbackError("not_found", _("Ce lien ne marche pas. Vérifiez le lien reçu."))
+        raise CallbackError(
+            "not_found", _("Ce lien ne marche pas. Vérifiez le lien reçu."), kind=Kind.NOT_FOUND
+        )
     if request.status == CallbackStatus.CANCELLED:
         raise CallbackError("already_cancelled", _("Cette demande est déjà annulée."))
     if request.status not in PENDING:
@@ -382,7 +379,7 @@ async def claim(
     await begin_write(db)
     request = await get(db, volunteer.association_id, callback_id)
     if request is None:
-        raise CallbackError("not_found", _("Demande introuvable."))
+        raise CallbackError("not_found", _("Demande introuvable."), kind=Kind.NOT_FOUND)
     claimed = await db.scalar(
         update(CallbackRequest)
         .where(CallbackRequest.id == request.id, CallbackRequest.status == CallbackStatus.OPEN)
@@ -443,7 +440,7 @@ async def _held(db: AsyncSession, volunteer: User, callback_id: str) -> Callback
     """The request, locked, if this volunteer holds it; else the French reason."""
     await begin_write(db)
     if not callback_id or len(callback_id) > ID_MAX:
-        raise CallbackError("not_found", _("Demande introuvable."))
+        raise CallbackError("not_found", _("Demande introuvable."), kind=Kind.NOT_FOUND)
     request = await db.scalar(
         select(CallbackRequest)
         .where(
@@ -454,7 +451,7 @@ async def _held(db: AsyncSession, volunteer: User, callback_id: str) -> Callback
         .execution_options(populate_existing=True)
     )
     if request is None:
-        raise CallbackError("not_found", _("Demande introuvable."))
+        raise CallbackError("not_found", _("Demande introuvable."), kind=Kind.NOT_FOUND)
     if request.status not in PENDING:
         raise CallbackError("closed", _("Cette demande est déjà terminée."))
     if request.status != CallbackStatus.CLAIMED or request.claimed_by_id != volunteer.id:
@@ -540,7 +537,9 @@ async def log_attempt(
     """Record a call and its outcome: no answer puts the request back in the list (closed as
     unreachable after CALLBACK_MAX_NO_ANSWER), the other outcomes close it."""
     if outcome not in dict(ATTEMPT_OUTCOMES):
-        raise CallbackError("invalid_outcome", _("Choisissez le résultat de l'appel."))
+        raise CallbackError(
+            "invalid_outcome", _("Choisissez le résultat de l'appel."), kind=Kind.INVALID
+        )
     request = await _held(db, volunteer, callback_id)
     await _log(db, request, volunteer, outcome, now)
     if outcome == "no_answer":
@@ -582,7 +581,7 @@ async def send_visio_link(
             % {
                 "association": association.name,
                 "link": link,
-                "code_url": settings.url("/code"),
+                "code_url": links.CODE.url(settings),
                 "code": code,
             }
         ),

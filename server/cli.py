@@ -18,8 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import accounts, availability, motifs, retention, synthetic
+from server.db import make_sessionmaker
 from server.settings import DEFAULT_TIMEZONE, Settings, SettingsError, load_settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Role, User, utcnow
 from server.web.accesslog import RedactingAccessLogger
 from server.web.app import create_app
@@ -71,7 +72,7 @@ async def _create_user(
 ) -> None:
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine).begin() as db:
+        async with make_sessionmaker(engine, settings).begin() as db:
             assoc = await accounts.get_or_create_association(db, association)
             await accounts.create_user(
                 db, association=assoc, email=email, name=name, role=role, password=password
@@ -86,7 +87,7 @@ async def _demo(
     engine = make_engine(settings.database_url)
     created = []
     try:
-        async with make_sessionmaker(engine).begin() as db:
+        async with make_sessionmaker(engine, settings).begin() as db:
             assoc = await accounts.get_or_create_association(db, DEMO_ASSOCIATION)
             for email, name, role, password in DEMO_ACCOUNTS:
                 try:
@@ -104,7 +105,7 @@ async def _demo(
                 created.append((email, name, role, password))
             await _demo_booking_setup(db, assoc.id)
         if sessions:
-            async with make_sessionmaker(engine).begin() as db:
+            async with make_sessionmaker(engine, settings).begin() as db:
                 await _demo_history(db, settings, assoc.id, sessions, force_history)
     finally:
         await engine.dispose()
@@ -140,7 +141,7 @@ def _number(value: int) -> str:
 async def _purge(settings: Settings, dry_run: bool) -> retention.PurgeReport:
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as db:
+        async with make_sessionmaker(engine, settings)() as db:
             return await retention.purge(db, settings, utcnow(), dry_run=dry_run)
     finally:
         await engine.dispose()
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         report = asyncio.run(_purge(settings, args.dry_run))
         print("\n".join(retention.describe(report)))
     elif args.command == "worker":
-        from server.notify import worker
+        from server import worker
 
         worker.main([])
     elif args.command == "serve":

@@ -22,8 +22,9 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import booking, callback_requests
+from server import booking, callback_requests, links
 from server.dropin import places as dropin
+from server.errors import DomainError, Kind
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
 from server.notify.deliver import deliver
@@ -60,12 +61,13 @@ CALLBACK_SHEET_OUTCOMES = frozenset({"helped", "appointment"})
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
 
 
-class SheetInvalid(ValueError):
-    """The form has mistakes: French messages by field name."""
+class SheetInvalid(DomainError):
+    """The form has mistakes: French messages by field name (``errors``)."""
 
     def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{name}: {text}" for name, text in errors.items()))
-        self.errors = errors
+        super().__init__(
+            "invalid", _("Corrigez les champs indiqués en rouge."), kind=Kind.INVALID, errors=errors
+        )
 
 
 def _text(raw: str, limit: int) -> str | None:
@@ -258,12 +260,12 @@ class Subject:
         return HandoffSheet.callback_id == self.callback.id
 
     @property
-    def form_url(self) -> str:
-        """Where the volunteer fills this subject's sheet."""
+    def form(self) -> tuple[str, dict[str, str]]:
+        """The route (name, parts) where the volunteer fills this subject's sheet."""
         if self.session is not None:
-            return f"/assistance/{self.session.id}/fiche"
+            return "handoff-form", {"session_id": self.session.id}
         assert self.callback is not None
-        return f"/rappels/{self.callback.id}/fiche"
+        return "handoff-callback-form", {"callback_id": self.callback.id}
 
 
 async def subject_of_session(db: AsyncSession, session: AssistanceSession) -> Subject:
@@ -375,8 +377,14 @@ def _apply(sheet: HandoffSheet, clean: CleanSheet) -> None:
     sheet.shared_with_volunteers = clean.shared_with_volunteers
 
 
-class SheetGone(LookupError):
+class SheetGone(DomainError):
     """The sheet was purged (retention): it cannot be edited any more."""
+
+    def __init__(self, sheet_id: str) -> None:
+        super().__init__(
+            "purged", _("Cette fiche n'existe pas ou ne vous concerne pas."), kind=Kind.NOT_FOUND
+        )
+        self.sheet_id = sheet_id
 
 
 async def save(
@@ -390,8 +398,8 @@ async def save(
     """File the subject's sheet, or edit it if it exists, in the caller's transaction.
 
     The first filing stores only the reading token's hash, records one ``sheet_filed`` event
-    (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``);
-    call ``server.notify.worker.wake(app)`` after the commit. Edits do neither."""
+    (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``),
+    sent as soon as the transaction commits. Edits do neither."""
     now = now or utcnow()
     await begin_write(db)
     existing = await db.scalar(
@@ -464,7 +472,7 @@ async def _record_filed(
 
 def read_url(settings: Settings, token: str) -> str:
     """The absolute link through which the beneficiary reads their sheet."""
-    return settings.url("/fiche/" + token)
+    return links.SHEET.url(settings, token=token)
 
 
 async def _send_link(
@@ -619,10 +627,19 @@ async def earlier_sheets(
 class Todo:
     """A session or call-back still waiting for its sheet (dashboard "Fiches à remplir")."""
 
-    url: str
     when: datetime
     who: str | None
     kind: str  # the channel
+    session_id: str | None = None
+    callback_id: str | None = None
+
+    @property
+    def form(self) -> tuple[str, dict[str, str]]:
+        """The route (name, parts) of the sheet's form."""
+        if self.session_id is not None:
+            return "handoff-form", {"session_id": self.session_id}
+        assert self.callback_id is not None
+        return "handoff-callback-form", {"callback_id": self.callback_id}
 
 
 async def sheets_to_fill(db: AsyncSession, user: User, now: datetime | None = None) -> list[Todo]:
@@ -647,7 +664,7 @@ async def sheets_to_fill(db: AsyncSession, user: User, now: datetime | None = No
         .limit(TODO_LIMIT)
     )
     todos = [
-        Todo(f"/assistance/{s.id}/fiche", s.ended_at or s.expires_at, s.beneficiary_name, s.channel)
+        Todo(s.ended_at or s.expires_at, s.beneficiary_name, s.channel, session_id=s.id)
         for s in sessions
     ]
     requests = await db.scalars(
@@ -666,12 +683,7 @@ async def sheets_to_fill(db: AsyncSession, user: User, now: datetime | None = No
         .limit(TODO_LIMIT)
     )
     todos += [
-        Todo(
-            f"/rappels/{r.id}/fiche",
-            r.closed_at or r.created_at,
-            r.first_name,
-            callback_requests.CHANNEL,
-        )
+        Todo(r.closed_at or r.created_at, r.first_name, callback_requests.CHANNEL, callback_id=r.id)
         for r in requests
     ]
     todos.sort(key=lambda todo: todo.when, reverse=True)

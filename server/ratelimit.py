@@ -14,7 +14,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from server.runtime import RATELIMIT_KEY, SETTINGS_KEY
+from server.runtime import SETTINGS_KEY
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class RateLimiter:
     async def reset(self) -> None:
         """Forget every counter (tests, and `permanence` admin use)."""
         await self._storage.reset()
+
+
+RATELIMIT_KEY = web.AppKey("ratelimit", RateLimiter)
 
 
 def make_storage(redis_url: str) -> Storage:

@@ -1,6 +1,6 @@
 """Retention: personal data is purged RETENTION_MONTHS after the person's last contact.
 
-Run by the worker once a day (``server/notify/worker.py``) and by ``permanence purge [--dry-run]``.
+Run by the worker once a day (``server/worker.py``) and by ``permanence purge [--dry-run]``.
 A record is purged when every date that marks a contact with the person is older than the
 cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by table:
 

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from server import geo
 from server.settings import DEFAULT_TIMEZONE, Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
+from server.stats.report import rebuild_rollups
 from server.store.models import Motif, Role, StatEvent, User, utcnow
 
 MARKER = "synthetic-"
@@ -217,8 +218,6 @@ async def generate(
 ) -> int:
     """Insert ``sessions`` synthetic sessions over the ``days`` before ``now`` and the demand
     around them, then rebuild the rollups; how many events were written."""
-    from server.stats.report import TIMEZONE_INFO, rebuild_rollups
-
     if sessions < 0 or days <= 0:
         raise ValueError("sessions must be >= 0 and days > 0")
     now = now or utcnow()
@@ -237,8 +236,7 @@ async def generate(
     if pending is not None:
         await pending
     # Rollup days are counted in the deployment's zone, as the app's sessions do.
-    db.info.setdefault(TIMEZONE_INFO, settings.timezone)
-    await rebuild_rollups(db, association_id)
+    await rebuild_rollups(db, ZoneInfo(settings.timezone), association_id)
     return writer.written
 
 

@@ -9,6 +9,7 @@ import unicodedata
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -16,16 +17,16 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server.accounts import user_for_login_token
-from server.booking import beneficiary_may_enter
+from server.events import Dispatcher, PeerRevoked, RoomEnded
 from server.ratelimit import (
+    RATELIMIT_KEY,
     SOCKET_CONNECTS_PER_SESSION,
     SOCKET_ERRORS_PER_PEER,
     SOCKET_EVENTS_PER_PEER,
 )
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY
-from server.store.models import AssistanceSession, SessionStatus, utcnow
-from server.web.request import BENEFICIARY_COOKIE, LOGIN_COOKIE, beneficiary_session_id
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.store.models import AssistanceSession, utcnow
+from signaling.access import Refused, session_access
 from signaling.messages import (
     Answer,
     Bye,
@@ -67,23 +68,6 @@ def clean_name(value: object) -> str | None:
     return text[:MAX_NAME_LENGTH] or None
 
 
-def _namespace(sio: socketio.AsyncServer) -> AssistNamespace:
-    namespace = sio.namespace_handlers[NAMESPACE]
-    assert isinstance(namespace, AssistNamespace)
-    return namespace
-
-
-async def end_session_room(sio: socketio.AsyncServer, session_id: str, reason: str) -> None:
-    """For HTTP views: send ``ended`` to a session's peers and disconnect them."""
-    await _namespace(sio).end_room(session_id, reason)
-
-
-async def kick_peer(sio: socketio.AsyncServer, sid: str, reason: str) -> None:
-    """For HTTP views: send ``ended`` to one peer whose access was withdrawn and disconnect it
-    (a replaced observer, a deactivated account)."""
-    await _namespace(sio).kick(sid, reason)
-
-
 def _may_signal(
     sender: domain.PeerRole, target: domain.PeerRole | None, message: ClientMessage
 ) -> bool:
@@ -98,6 +82,17 @@ def _may_signal(
     if isinstance(message, Answer):
         return sender is not beneficiary
     return True
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """Who is connecting: to which live session, in which role; the beneficiary's optional first
+    name, the account of a volunteer-side peer."""
+
+    session: AssistanceSession
+    role: domain.PeerRole
+    name: str | None
+    user_id: int | None = None
 
 
 class AssistNamespace(socketio.AsyncNamespace):
@@ -125,7 +120,9 @@ class AssistNamespace(socketio.AsyncNamespace):
         lock = self._writers.get(session_id)
         if lock is None:
             lock = self._writers[session_id] = asyncio.Lock()
-        async with lock, self.app[SESSIONMAKER_KEY].begin() as db:
+        # The session's events (RoomEnded…) are handed over when it closes, after the lock is
+        # released: their subscribers disconnect peers, whose on_disconnect takes the lock.
+        async with self.app[SESSIONMAKER_KEY]() as db, lock, db.begin():
             session = await db.get(
                 AssistanceSession, session_id, with_for_update=True, populate_existing=True
             )
@@ -133,47 +130,31 @@ class AssistNamespace(socketio.AsyncNamespace):
 
     # -- connection -------------------------------------------------------------------------
 
-    async def _identify(
-        self, environ: dict[str, Any], auth: object
-    ) -> tuple[AssistanceSession, domain.PeerRole, str | None]:
+    async def _identify(self, environ: dict[str, Any], auth: object) -> _Arrival:
         """Who is connecting, to which live session; raises ConnectionRefusedError otherwise."""
         if auth is not None and not isinstance(auth, dict):
             raise refuse("bad_request", "auth must be an object")
         auth = auth or {}
         request: web.Request = environ["aiohttp.request"]
-        cookies = request.cookies
+        join_token, session_id = auth.get("join_token"), auth.get("session_id")
         async with self.app[SESSIONMAKER_KEY]() as db:
-            join_token = auth.get("join_token")
-            if isinstance(join_token, str) and join_token:
-                session = await domain.find_by_token(db, join_token)
-                if session is None:
-                    raise refuse("unauthorized", "invalid or expired join token")
-                if not await beneficiary_may_enter(db, session, utcnow()):
-                    raise refuse("forbidden", "this appointment has not opened yet")
-                return session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name"))
-            requested = auth.get("session_id")
-            login_token = cookies.get(LOGIN_COOKIE)
-            if isinstance(requested, str) and requested and login_token:
-                user = await user_for_login_token(db, login_token[:128])
-                if user is None:
-                    raise refuse("unauthorized", "not logged in")
-                found = await domain.get_for_user(db, requested, user)
-                if found is None:
-                    raise refuse("forbidden", "not a participant of this session")
-                if not found[0].is_live:
-                    raise refuse("session_ended", "this session has ended")
-                return found[0], found[1], None
-            if BENEFICIARY_COOKIE in cookies:
-                session_id = beneficiary_session_id(request, cookies)
-                session = await domain.get_live(db, session_id) if session_id else None
-                if session is None:
-                    raise refuse("unauthorized", "invalid or expired beneficiary pass")
-                return session, domain.PeerRole.BENEFICIARY, clean_name(auth.get("name"))
-        raise refuse("unauthorized", "no credentials: join token, pass cookie or login+session_id")
+            try:
+                access = await session_access(
+                    db,
+                    self.app[SETTINGS_KEY],
+                    request.cookies,
+                    join_token=join_token if isinstance(join_token, str) else None,
+                    session_id=session_id if isinstance(session_id, str) else None,
+                )
+            except Refused as exc:
+                raise refuse(exc.code, exc.message) from None
+        name = clean_name(auth.get("name")) if access.user_id is None else None
+        return _Arrival(access.session, access.role, name, access.user_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Authenticate, register the peer in the database, join the session room."""
-        found, role, name = await self._identify(environ, auth)
+        arrival = await self._identify(environ, auth)
+        found, role = arrival.session, arrival.role
         if not await self.app[RATELIMIT_KEY].hit(SOCKET_CONNECTS_PER_SESSION, found.id):
             # Each reconnection is written and counted: a loop must not flood the statistics.
             raise refuse("rate_limited", "too many connections to this session")
@@ -191,11 +172,12 @@ class AssistNamespace(socketio.AsyncNamespace):
                     {
                         "session_id": session.id,
                         "role": role.value,
+                        "user_id": arrival.user_id,
                         "expires_at": session.expires_at.timestamp(),
                     },
                 )
                 await self.enter_room(sid, session.id)
-                previous = await domain.peer_joined(db, session, role, sid, name)
+                previous = await domain.peer_joined(db, session, role, sid, arrival.name)
                 peers = self._peers_of(session, exclude=sid)
                 status = session.status.value
                 beneficiary_name = session.beneficiary_name
@@ -385,10 +367,8 @@ class AssistNamespace(socketio.AsyncNamespace):
                 await self._error(sid, "end", "forbidden", "only the session's volunteer ends it")
                 return
             async with self._writing(session_id) as (db, session):
-                if session is None or session.status == SessionStatus.ENDED:
-                    return
-                await domain.end_session(db, session, "volunteer")
-            await self.end_room(session_id, "volunteer")
+                if session is not None:  # the room is told after the commit (RoomEnded)
+                    await domain.end_session(db, session, "volunteer")
 
     async def kick(self, sid: str, reason: str) -> None:
         """Retire one peer: it is told why, leaves for good and its seat is freed."""
@@ -413,9 +393,33 @@ class AssistNamespace(socketio.AsyncNamespace):
     async def _expire(self, session_id: str) -> None:
         """A session past its lifetime ends at its next event: nothing is relayed any more."""
         async with self._writing(session_id) as (db, session):
-            if session is not None and session.status != SessionStatus.ENDED:
-                await domain.end_session(db, session, "expired")
-        await self.end_room(session_id, "expired")
+            ended = session is not None and await domain.end_session(db, session, "expired")
+        if not ended:  # ended already: whoever is still here leaves now
+            await self.end_room(session_id, "expired")
+
+    # -- committed events ---------------------------------------------------------------------
+
+    def subscribe(self, dispatcher: Dispatcher) -> None:
+        """Act on the committed events that concern rooms."""
+        dispatcher.subscribe(RoomEnded, self.on_room_ended)
+        dispatcher.subscribe(PeerRevoked, self.on_peer_revoked)
+
+    def unsubscribe(self, dispatcher: Dispatcher) -> None:
+        """Stop acting on events (application shutdown)."""
+        dispatcher.unsubscribe(RoomEnded, self.on_room_ended)
+        dispatcher.unsubscribe(PeerRevoked, self.on_peer_revoked)
+
+    async def on_room_ended(self, event: RoomEnded) -> None:
+        """A session ended: its room is told why and emptied."""
+        await self.end_room(event.session_id, event.reason)
+
+    async def on_peer_revoked(self, event: PeerRevoked) -> None:
+        """An account lost its seat in a session: its sockets there leave."""
+        participants = list(self.server.manager.get_participants(NAMESPACE, event.session_id))
+        for participant, _eio in participants:
+            info = await self._info(participant)
+            if info and info.get("user_id") == event.user_id:
+                await self.kick(participant, event.reason)
 
     async def end_room(self, session_id: str, reason: str) -> None:
         """Tell everyone in the room the session is over and disconnect them."""

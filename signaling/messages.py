@@ -181,6 +181,28 @@ def encode_relay(message: ClientMessage, sender: str) -> dict[str, object]:
 # --- Data channel `assist` (peer to peer) ---------------------------------------------------
 
 
+# -- /queue: the drop-in queue's client events (answered through the acknowledgement) ----------
+
+
+class QueueNothing(BaseModel):
+    """`take_next` and `leave` carry nothing (an empty object)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class QueueEntryRef(BaseModel):
+    """`take`, `requeue`, `gone`: one person of the queue."""
+
+    model_config = ConfigDict(extra="forbid")
+    entry_id: str = Field(min_length=1, max_length=36)
+
+
+class QueueTransfer(QueueEntryRef):
+    """`transfer`: the person and the volunteer to hand them to."""
+
+    volunteer_id: int = Field(ge=1, le=2**31 - 1)
+
+
 def _check_chunk(data: str) -> str:
     try:
         decoded = b64decode(data, validate=True)

@@ -1,4 +1,5 @@
-"""Attach the Socket.IO server to the aiohttp application and shut it down cleanly."""
+"""Attach the Socket.IO server to the aiohttp application, subscribe its namespaces to the
+committed events, and shut it down cleanly."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from urllib.parse import urlsplit
 import socketio
 from aiohttp import web
 
-from server.runtime import QUEUE_HUB_KEY, SETTINGS_KEY, SIO_KEY
+from server import assist
+from server.dropin import places
+from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
+from server.store.models import utcnow
+from signaling import ice
+from signaling.assist import NAMESPACE as ASSIST
 from signaling.assist import AssistNamespace
-from signaling.dropin import QueueHub, QueueNamespace
+from signaling.dropin import QUEUE_HUB_KEY, QueueHub, QueueNamespace
 
 MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
+SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 
 
 def origin_checker(settings: Settings) -> Any:
@@ -31,7 +38,8 @@ def origin_checker(settings: Settings) -> Any:
 
 
 def create_sio(app: web.Application) -> socketio.AsyncServer:
-    """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/."""
+    """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/, and the
+    ICE servers endpoint of the rooms."""
     settings = app[SETTINGS_KEY]
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
@@ -44,16 +52,32 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
     )
     sio.register_namespace(AssistNamespace(app))
     sio.register_namespace(QueueNamespace(app))
-    app[QUEUE_HUB_KEY] = QueueHub(app)
+    app[QUEUE_HUB_KEY] = QueueHub(app, sio)
     sio.attach(app)
+    ice.add_routes(app)
     app[SIO_KEY] = sio
     return sio
 
 
 async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: run the queue sweep; disconnect every client before the web server stops."""
+    """cleanup_ctx: forget the presence a previous run left (nobody is connected yet), act on
+    committed events, run the queue sweep; disconnect every client before the web server
+    stops."""
+    async with app[SESSIONMAKER_KEY].begin() as db:
+        await assist.forget_presence(db)
+        await places.forget_presence(db, utcnow())
+    sio = app[SIO_KEY]
+    rooms = sio.namespace_handlers[ASSIST]
+    assert isinstance(rooms, AssistNamespace)
     hub = app[QUEUE_HUB_KEY]
+    dispatcher = app[DISPATCHER_KEY]
+    rooms.subscribe(dispatcher)
+    hub.subscribe(dispatcher)
     hub.start()
-    yield
-    await hub.stop()
-    await app[SIO_KEY].shutdown()
+    try:
+        yield
+    finally:
+        hub.unsubscribe(dispatcher)
+        rooms.unsubscribe(dispatcher)
+        await hub.stop()
+        await sio.shutdown()

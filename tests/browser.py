@@ -22,6 +22,8 @@ from playwright.async_api import (
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
+# axe-core from the lock file (web/package.json, devDependencies), installed by `npm ci`.
+AXE_JS = Path(__file__).parents[1] / "web" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -147,3 +149,38 @@ def collect_console_errors(
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: sink.append(f"{page.url}: uncaught {exc}"))
+
+
+# Every rule axe runs by default (WCAG 2.x A/AA and best practices), violations only; each node
+# keeps its CSS target and axe's own summary of what to fix.
+_AXE_RUN_JS = """async () => {
+  const results = await window.axe.run(document, { resultTypes: ['violations'] });
+  return results.violations.map((v) => ({
+    id: v.id,
+    impact: v.impact,
+    help: v.help,
+    nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary })),
+  }));
+}"""
+
+
+async def assert_accessible(page: Page, state: str = "") -> None:
+    """Run axe-core on the page as it is now and fail on any violation, whatever its impact.
+
+    The script is evaluated by Playwright rather than added as a <script>: our CSP forbids
+    inline scripts, an evaluation is not page script. `state` names the page state in the
+    failure message (e.g. "room, connected").
+    """
+    if not AXE_JS.exists():
+        raise RuntimeError("axe-core is missing: run `npm ci` in web/ (make setup does it)")
+    if not await page.evaluate("() => typeof window.axe === 'object'"):
+        await page.evaluate(AXE_JS.read_text(encoding="utf-8"))
+    violations: list[dict[str, Any]] = await page.evaluate(_AXE_RUN_JS)
+    if violations:
+        lines = [f"{len(violations)} accessibility violation(s) on {page.url} {state}".rstrip()]
+        for violation in violations:
+            lines.append(f"- {violation['id']} ({violation['impact']}): {violation['help']}")
+            for node in violation["nodes"]:
+                summary = " ".join((node["summary"] or "").split())
+                lines.append(f"    {node['target']}: {summary}")
+        raise AssertionError("\n".join(lines))

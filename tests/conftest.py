@@ -22,8 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from server import accounts
+from server.db import make_sessionmaker
 from server.settings import Settings, load_settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Base, Role, User
 from server.web.app import create_app
 
@@ -155,7 +156,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     await server.start_server()
     engine = make_engine(settings.database_url)
     try:
-        yield Running(app, server, settings.base_url, make_sessionmaker(engine), settings)
+        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
     finally:
         await engine.dispose()
         await server.close()

@@ -26,8 +26,8 @@ from aiortc.mediastreams import AudioStreamTrack
 from yarl import URL
 
 from server import assist
+from server.passes import LOGIN_COOKIE
 from server.store.models import AssistanceSession
-from server.web.request import LOGIN_COOKIE
 from tests.conftest import Running
 
 NAMESPACE = "/assist"

@@ -27,9 +27,10 @@ from server.availability import (
     slots_by_day,
     window_end_utc,
 )
+from server.db import make_sessionmaker
 from server.motifs import ensure_default_motifs
 from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Motif, Role, User, VisitKind
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -44,7 +45,7 @@ Maker = async_sessionmaker[AsyncSession]
 async def sm(settings: Settings) -> AsyncIterator[Maker]:
     """A sessionmaker on the fresh test database."""
     engine = make_engine(settings.database_url)
-    yield make_sessionmaker(engine)
+    yield make_sessionmaker(engine, settings)
     await engine.dispose()
 
 

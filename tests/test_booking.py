@@ -33,6 +33,7 @@ from server.booking import (
     waitlist_candidates_for_freed_slot,
 )
 from server.contact import ContactInfo, Needs
+from server.db import make_sessionmaker
 from server.motifs import (
     DEFAULT_MOTIFS,
     MotifError,
@@ -43,7 +44,7 @@ from server.motifs import (
     update_motif,
 )
 from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     AppointmentStatus,
@@ -68,7 +69,7 @@ AWA = ContactInfo(first_name="Awa", phone="06 12 34 56 78")
 async def sm(settings: Settings) -> AsyncIterator[Maker]:
     """A sessionmaker on the fresh test database."""
     engine = make_engine(settings.database_url)
-    yield make_sessionmaker(engine)
+    yield make_sessionmaker(engine, settings)
     await engine.dispose()
 
 

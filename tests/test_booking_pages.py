@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 from server import availability
 from server.motifs import ensure_default_motifs
-from server.runtime import RATELIMIT_KEY
+from server.ratelimit import RATELIMIT_KEY
 from server.stats.events import EventKind
 from server.store.models import (
     Appointment,

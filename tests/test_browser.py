@@ -12,7 +12,15 @@ from playwright.async_api import Page, expect
 
 from server import assist
 from server.store.models import AssistanceSession
-from tests.browser import Chromium, chromium_with_devices, collect_console_errors, screenshot
+from signaling.assist import NAMESPACE as ASSIST_NAMESPACE
+from signaling.server import SIO_KEY
+from tests.browser import (
+    Chromium,
+    assert_accessible,
+    chromium_with_devices,
+    collect_console_errors,
+    screenshot,
+)
 from tests.conftest import PG_UNREACHABLE, Account, Running, make_account
 
 pytestmark = pytest.mark.browser
@@ -69,6 +77,23 @@ POINTER_POSITION_JS = """() => {
   const y = layer.top + parseFloat(ring.style.top);
   return [(x - left) / width, (y - top) / height];
 }"""
+# Keeps every RTCPeerConnection the page creates in `window.vpConnections`, so a test can tell
+# an ICE restart on the same connection from a fresh connection.
+RECORD_CONNECTIONS_JS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.vpConnections = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.vpConnections.push(this);
+    }
+  };
+})()"""
+# The remote ICE username fragment of the page's only connection: it changes on an ICE restart.
+REMOTE_UFRAG_JS = """() => {
+  const sdp = window.vpConnections[0]?.remoteDescription?.sdp ?? '';
+  return /a=ice-ufrag:(\\S+)/.exec(sdp)?.[1] ?? null;
+}"""
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +116,7 @@ async def chrome() -> AsyncIterator[Chromium]:
 async def log_in(page: Page, running: Running, account: Account) -> None:
     """The volunteer logs in through the /login form."""
     await page.goto(running.url("/login"))
+    await assert_accessible(page, "login")
     await page.get_by_label("Adresse e-mail").fill(account.email)
     await page.get_by_label("Mot de passe").fill(account.password)
     await page.get_by_role("button", name="Se connecter").click()
@@ -116,6 +142,7 @@ async def join_link(running: Running, session_id: str) -> str:
 async def enter_code(page: Page, running: Running, code: str) -> None:
     """The beneficiary types the 6-digit code on /code and reaches the consent step."""
     await page.goto(running.url("/code"))
+    await assert_accessible(page, "code page")
     await page.get_by_label("Code à 6 chiffres").fill(code)
     await page.get_by_role("button", name="Continuer").click()
     await page.wait_for_url("**/b")
@@ -166,7 +193,9 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
         errors=vol_errors, requests=requests, viewport={"width": 1400, "height": 1000}
     )
     await log_in(vol, running, volunteer)
+    await assert_accessible(vol, "dashboard")
     await open_assistance(vol)
+    await assert_accessible(vol, "volunteer room, waiting")
     code = (await vol.locator("#join-code").inner_text()).strip()
     assert re.fullmatch(r"\d{6}", code), code
 
@@ -174,9 +203,12 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
         errors=ben_errors, requests=requests, viewport={"width": 1280, "height": 900}
     )
     await enter_code(ben, running, code)
+    await assert_accessible(ben, "consent")
     await consent(ben, "Marie")
     await wait_status(ben, "connected")
     await wait_status(vol, "connected")
+    await assert_accessible(ben, "room, connected")
+    await assert_accessible(vol, "volunteer room, connected")
 
     await ben.get_by_role("button", name="Partager mon écran").click()
     await vol.wait_for_function(
@@ -185,12 +217,16 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     await expect(vol.locator("#no-video")).to_be_hidden()
     await wait_frames_advance(vol)
     await screenshot(vol, "volunteer-sees-shared-screen")
+    await assert_accessible(ben, "room, sharing the screen")
+    await assert_accessible(vol, "volunteer room, screen shown")
 
     # Pause: the volunteer is told, and no frame leaves the beneficiary's device.
     await ben.get_by_role("button", name="Pause").click()
     await expect(vol.locator("#paused-overlay")).to_be_visible()
     await expect(vol.locator("#paused-overlay")).to_contain_text("En pause")
     await wait_status(vol, "paused")
+    await assert_accessible(ben, "room, paused")
+    await assert_accessible(vol, "volunteer room, paused")
     before, after = await vol.evaluate(STILL_JS, [300, 3000, 1500])
     assert after == before, f"{after - before} frames decoded during the pause"
 
@@ -214,11 +250,14 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     await expect(ben.locator("#chat-log")).to_contain_text("Bonjour Marie, cliquez sur le cercle.")
     await send_chat(ben, "C'est fait, merci !")
     await expect(vol.locator("#chat-log li.theirs")).to_contain_text("Marie : C'est fait, merci !")
+    await assert_accessible(ben, "room, pointer and chat")
+    await assert_accessible(vol, "volunteer room, pointer mode and chat")
 
     await vol.get_by_role("button", name="Terminer l'assistance").click()
     await wait_status(ben, "ended")
     await expect(ben.locator("#step-ended")).to_be_visible()
     await expect(ben.locator("#end-message")).to_have_text("L'assistance est terminée. Merci !")
+    await assert_accessible(ben, "room, ended")
     await vol.wait_for_url(re.compile(r"/assistance/[^/]+/fiche$"))
 
     assert vol_errors == []
@@ -232,6 +271,73 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
         if not url.split("://", 1)[1].startswith(running.base_url.split("://", 1)[1] + "/")
     ]
     assert outside == []
+
+
+# --- a2. Photos, and a dropped socket ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_photo_arrives_whole_and_a_dropped_socket_restarts_ice_on_the_same_connection(
+    running: Running, volunteer: Account, chrome: Chromium
+) -> None:
+    """A chosen photo reaches the volunteer's page in one piece (downscaled, chunked over the
+    data channel, reassembled); when the server drops the beneficiary's socket, the page comes
+    back and restarts ICE on the same RTCPeerConnection while the screen keeps flowing."""
+    errors: list[str] = []
+    vol = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
+    await vol.add_init_script(RECORD_CONNECTIONS_JS)
+    await log_in(vol, running, volunteer)
+    session_id = await open_assistance(vol)
+    ben = await chrome.page(errors=errors, viewport={"width": 1280, "height": 900})
+    await ben.add_init_script(RECORD_CONNECTIONS_JS)
+    await ben.goto(await join_link(running, session_id))
+    await ben.wait_for_url("**/b")
+    await consent(ben)
+    await wait_status(ben, "connected")
+    await wait_status(vol, "connected")
+
+    # A 1400 x 1000 PNG (bigger than one chunk once in JPEG): sent as is, it is under 1600 px.
+    png = await vol.screenshot()
+    await ben.locator("#photo-input").set_input_files(
+        files=[{"name": "avis.png", "mimeType": "image/png", "buffer": png}]
+    )
+    await expect(ben.locator("#notice")).to_have_text("Photo envoyée.")
+    thumb = vol.locator("#photos li img")
+    await expect(thumb).to_have_count(1)
+    await expect(thumb).to_have_attribute("alt", "Photo envoyée par la personne, numéro 1")
+    await expect(vol.locator("#photos-empty")).to_be_hidden()
+    size = await thumb.evaluate(
+        "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])"
+    )
+    assert size == [1400, 1000]
+
+    await ben.get_by_role("button", name="Partager mon écran").click()
+    await vol.wait_for_function(
+        "() => document.getElementById('remote-video').videoWidth > 0", timeout=WAIT_MS
+    )
+    await wait_frames_advance(vol)
+    ufrag = await vol.evaluate(REMOTE_UFRAG_JS)
+    assert ufrag
+
+    async with running.sessionmaker() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+    sid = assist.sid_of(session, assist.PeerRole.BENEFICIARY)
+    assert sid is not None
+    await running.app[SIO_KEY].disconnect(sid, namespace=ASSIST_NAMESPACE)
+
+    # The beneficiary's page reconnects by itself and offers an ICE restart under its new id.
+    await vol.wait_for_function(
+        f"previous => ({REMOTE_UFRAG_JS})() !== previous", arg=ufrag, timeout=WAIT_MS
+    )
+    await wait_status(vol, "connected")
+    await wait_status(ben, "connected")
+    await wait_frames_advance(vol)
+    assert await vol.evaluate("() => window.vpConnections.length") == 1
+    assert await ben.evaluate("() => window.vpConnections.length") == 1
+    async with running.sessionmaker() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+    assert assist.sid_of(session, assist.PeerRole.BENEFICIARY) not in (None, sid)
+    assert errors == []
 
 
 # --- b. Phones: camera instead of the screen, and continue on a computer -------------------
@@ -250,6 +356,7 @@ async def test_phone_shows_camera_not_screen_and_continues_on_a_computer_with_a_
     mobile = await chrome.page(phone, errors=errors)
     await mobile.goto(await join_link(running, session_id))
     await mobile.wait_for_url("**/b")
+    await assert_accessible(mobile, "phone consent")
     await consent(mobile)
     await wait_status(mobile, "connected")
     await expect(mobile.locator("#share-screen")).to_be_hidden()
@@ -264,6 +371,7 @@ async def test_phone_shows_camera_not_screen_and_continues_on_a_computer_with_a_
     await wait_frames_advance(vol)
     shot = f"phone-{phone.replace(' ', '-').lower()}"
     await screenshot(mobile, f"{shot}-camera", full_page=False)
+    await assert_accessible(mobile, "phone room, camera shown")
 
     await expect(mobile.locator("#continue")).to_be_visible()
     await mobile.locator("#continue-pc").click()
@@ -273,6 +381,7 @@ async def test_phone_shows_camera_not_screen_and_continues_on_a_computer_with_a_
     assert await mobile.locator("#continue-url").inner_text() == running.url("/code")
     await mobile.locator("#continue-code").scroll_into_view_if_needed()
     await screenshot(mobile, f"{shot}-continue-code", full_page=False)
+    await assert_accessible(mobile, "phone room, code for the computer")
 
     desktop = await chrome.page(errors=errors)
     await enter_code(desktop, running, handover)
@@ -283,6 +392,7 @@ async def test_phone_shows_camera_not_screen_and_continues_on_a_computer_with_a_
     await expect(mobile.locator("#end-message")).to_have_text(
         "L'assistance continue sur l'autre appareil."
     )
+    await assert_accessible(mobile, "phone room, handed over")
     await wait_status(vol, "connected")
 
     assert errors == []
@@ -306,6 +416,7 @@ async def test_desktop_offers_screen_sharing_and_no_handover_to_a_computer(
     await expect(page.get_by_role("button", name="Montrer avec la caméra")).to_be_visible()
     await expect(page.locator("#continue")).to_be_hidden()
     await wait_status(page, "waiting")
+    await assert_accessible(page, "desktop room, waiting")
     assert errors == []
 
 
@@ -340,6 +451,7 @@ async def test_wrong_join_link_shows_the_same_neutral_french_page_as_an_ended_on
         await expect(page.get_by_role("link", name="J'ai un code")).to_have_attribute(
             "href", "/code"
         )
+        await assert_accessible(page, "neutral refusal page")
         shown.append(await page.locator("main").inner_text())
     assert shown[0] == shown[1]
     assert "Traceback" not in await page.content()
@@ -365,4 +477,5 @@ async def test_another_volunteer_gets_404_on_a_room_that_is_not_theirs(
     )
     await expect(page.locator("#remote-video")).to_have_count(0)
     await expect(page.locator("#join-code")).to_have_count(0)
+    await assert_accessible(page, "404 page")
     assert errors == []

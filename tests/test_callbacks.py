@@ -16,7 +16,6 @@ from server import callback_requests
 from server.callback_requests import CallbackError, CallbackForm
 from server.motifs import ensure_default_motifs
 from server.notify import Notifier
-from server.notify.worker import Worker
 from server.stats.events import EventKind
 from server.store.models import (
     AssistanceSession,
@@ -30,6 +29,7 @@ from server.store.models import (
     User,
     utcnow,
 )
+from server.worker import Worker
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
 
 PHONE = "06 12 34 56 78"

@@ -17,7 +17,7 @@ from yarl import URL
 
 from server.availability import opening
 from server.dropin import places as dropin
-from server.runtime import QUEUE_HUB_KEY
+from server.passes import QUEUE_COOKIE
 from server.store.models import (
     AssistanceSession,
     Availability,
@@ -32,7 +32,7 @@ from server.store.models import (
     utcnow,
 )
 from server.tokens import sha256_hex
-from signaling.dropin import NAMESPACE, QUEUE_COOKIE
+from signaling.dropin import NAMESPACE, QUEUE_HUB_KEY
 from tests.conftest import (
     Account,
     Running,

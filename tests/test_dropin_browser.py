@@ -12,7 +12,7 @@ from playwright.async_api import Page, expect
 from sqlalchemy import select
 
 from server.store.models import AssistanceSession, CallbackRequest, OutboxMessage, QueueEntry
-from tests.browser import Chromium, chromium_with_devices, screenshot
+from tests.browser import Chromium, assert_accessible, chromium_with_devices, screenshot
 from tests.conftest import Account, Running, make_account
 from tests.test_browser import consent, log_in, wait_frames_advance, wait_status
 from tests.test_dropin import add_motif, join_directly, open_all_week
@@ -64,13 +64,23 @@ async def test_phone_waits_volunteer_takes_them_and_both_share_the_room_with_vid
     await expect(row).to_contain_text("Aïcha")
     await expect(row).to_contain_text("CAF")
     await expect(vol.locator("#queue-count")).to_have_text("2 personne(s) en attente")
+    # The pushed row's forms still work without the socket: their actions come from the page
+    # config's URL templates, filled with the entry's id.
+    entry = await row.get_attribute("data-entry")
+    assert entry and re.fullmatch(r"[0-9a-f-]{36}", entry), entry
+    for action, path in (("take", "prendre"), ("transfer", "transferer"), ("gone", "absent")):
+        form = row.locator(f'form[data-action="{action}"]')
+        await expect(form).to_have_attribute("action", f"/file/{entry}/{path}")
     await screenshot(vol, "dropin-volunteer-queue")
     await screenshot(phone, "dropin-phone-waiting", full_page=False)
+    await assert_accessible(vol, "queue with two people")
+    await assert_accessible(phone, "waiting room, second")
 
     # The person ahead leaves: the phone moves up without reloading.
     await vol.locator(f'form[data-action="gone"][data-entry="{earlier}"] button').click()
     await expect(phone.locator("#position")).to_have_text("Vous êtes la prochaine personne.")
     await expect(vol.locator("#queue-rows tr")).to_have_count(1)
+    await assert_accessible(phone, "waiting room, next")
 
     await vol.get_by_role("button", name="Prendre le suivant").click()
     await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"))
@@ -107,15 +117,18 @@ async def test_turn_changes_the_title_and_a_closed_queue_offers_a_call_back(
     page = await chrome.page("iPhone 15", errors=errors)
     await page.goto(running.url("/aide"))
     await expect(page.locator("#dropin-closed")).to_be_visible()
+    await assert_accessible(page, "drop-in closed")
     await page.get_by_role("link", name="Être rappelé").first.click()
     await page.wait_for_url(re.compile(r"/rappel"))
     await page.get_by_label("Votre numéro de téléphone").fill("06 12 34 56 78")
     await page.get_by_label("Votre prénom (si vous voulez)").fill("Rosa")
     await page.get_by_label("Le matin (9 h – 12 h)").check()
     await screenshot(page, "dropin-closed-callback-form", full_page=False)
+    await assert_accessible(page, "call-back form")
     await page.get_by_role("button", name="Être rappelé").click()
     await page.wait_for_url(re.compile(r"/rappel/annuler/"))
     await expect(page.get_by_role("button", name="Annuler ma demande")).to_be_visible()
+    await assert_accessible(page, "call-back confirmed")
     async with running.sessionmaker() as db:
         [request] = (await db.scalars(select(CallbackRequest))).all()
         acks = (await db.scalars(select(OutboxMessage))).all()
@@ -124,6 +137,7 @@ async def test_turn_changes_the_title_and_a_closed_queue_offers_a_call_back(
 
     await open_all_week(running, volunteer)
     await page.goto(running.url("/aide"))
+    await assert_accessible(page, "drop-in open")
     await page.get_by_role("button", name="Attendre mon tour").click()
     await page.wait_for_url("**/aide/attente")
     await expect(page.locator("#position")).to_have_text("Vous êtes la prochaine personne.")

@@ -17,6 +17,7 @@ from yarl import URL
 from server import assist, booking, callback_requests, contact, handoff
 from server.callback_requests import CallbackForm
 from server.motifs import ensure_default_motifs
+from server.passes import QUEUE_COOKIE
 from server.stats.events import EventKind
 from server.store.models import (
     Appointment,
@@ -33,7 +34,6 @@ from server.store.models import (
     utcnow,
 )
 from server.tokens import sha256_hex
-from signaling.dropin import QUEUE_COOKIE
 from tests.conftest import (
     Account,
     Running,

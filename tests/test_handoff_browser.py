@@ -12,7 +12,7 @@ from playwright.async_api import expect
 from sqlalchemy import select
 
 from server.store.models import HandoffSheet
-from tests.browser import Chromium, chromium_with_devices, screenshot
+from tests.browser import Chromium, assert_accessible, chromium_with_devices, screenshot
 from tests.conftest import PG_UNREACHABLE, Account, Running
 from tests.test_browser import consent, enter_code, log_in, open_assistance, wait_status
 
@@ -58,6 +58,7 @@ async def test_volunteer_fills_the_sheet_and_the_beneficiary_prints_it(
 
     # The form: ticks, two radios, two short texts with their counters, in under a minute.
     await expect(vol.get_by_role("link", name="Passer")).to_be_visible()
+    await assert_accessible(vol, "sheet form")
     await vol.get_by_label("Argent, impôts").check()
     await vol.get_by_label("CAF").check()
     await vol.get_by_label("Impôts (DGFiP)").check()
@@ -71,9 +72,11 @@ async def test_volunteer_fills_the_sheet_and_the_beneficiary_prints_it(
         "La personne accepte que les prochains bénévoles lisent cette fiche"
     ).check()
     await screenshot(vol, "handoff-form")
+    await assert_accessible(vol, "sheet form, filled")
     await vol.get_by_role("button", name="Enregistrer la fiche").click()
     await expect(vol.locator("#sheet-saved")).to_be_visible()
     await expect(vol.locator("#sheet-link")).to_contain_text("/fiche/")
+    await assert_accessible(vol, "sheet saved")
     async with running.sessionmaker() as db:
         sheet = await db.get(HandoffSheet, await _sheet_id(running, session_id))
     assert sheet is not None and sheet.shared_with_volunteers
@@ -85,6 +88,7 @@ async def test_volunteer_fills_the_sheet_and_the_beneficiary_prints_it(
     await expect(ben.locator("#sheet-themes")).to_contain_text("Argent, impôts")
     await expect(ben.locator("#sheet-outcome")).to_contain_text("À suivre")
     await screenshot(ben, "handoff-beneficiary-sheet")
+    await assert_accessible(ben, "the person's sheet")
     await ben.evaluate("() => { window.print = () => { document.body.dataset.printed = '1'; }; }")
     await ben.get_by_role("button", name="Imprimer").click()
     await expect(ben.locator("body")).to_have_attribute("data-printed", "1")
@@ -98,6 +102,7 @@ async def test_volunteer_fills_the_sheet_and_the_beneficiary_prints_it(
     # Withdrawing the agreement from the sheet itself.
     await ben.get_by_role("button", name="Je ne veux plus qu'ils la lisent").click()
     await expect(ben.locator("#share-done")).to_contain_text("ne verront plus")
+    await assert_accessible(ben, "the person's sheet, sharing withdrawn")
 
     assert vol_errors == []
     assert ben_errors == []

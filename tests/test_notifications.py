@@ -13,8 +13,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
 
+from server.db import make_sessionmaker
 from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import Appointment, OutboxMessage, OutboxStatus, WaitlistEntry, utcnow
 from server.web.app import create_app
 from tests.conftest import Running, browser_session, csrf_from
@@ -137,7 +138,7 @@ async def smtp_running(settings: Settings, smtp: LocalSmtpServer) -> AsyncIterat
     await server.start_server()
     engine = make_engine(settings.database_url)
     try:
-        yield Running(app, server, settings.base_url, make_sessionmaker(engine), settings)
+        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
     finally:
         await engine.dispose()
         await server.close()

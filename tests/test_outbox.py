@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.db import make_sessionmaker
 from server.notify import Notifier, SendError, outbox
 from server.notify.email import (
     ConsoleEmailBackend,
@@ -33,9 +34,9 @@ from server.notify.email import (
 )
 from server.notify.outbox import Attachment, Channel
 from server.notify.sms import BrevoSmsBackend, ConsoleSmsBackend, FileSmsBackend, Sms
-from server.notify.worker import Worker, wake
+from server.runtime import SESSIONMAKER_KEY
 from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     Association,
@@ -47,6 +48,7 @@ from server.store.models import (
     VisitKind,
     utcnow,
 )
+from server.worker import Worker
 from tests.conftest import Running, free_port
 from tests.smtp_server import LocalSmtpServer, RecordingHandler
 
@@ -73,10 +75,10 @@ class Clock:
 
 
 @pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """Sessions on the fresh test database."""
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine, settings)
     await engine.dispose()
 
 
@@ -219,7 +221,7 @@ async def test_enqueue_refuses_malformed_messages(
 
 
 async def test_concurrent_claimers_take_disjoint_messages(
-    database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+    database_url: str, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     async with sessionmaker.begin() as db:
         for n in range(120):
@@ -238,7 +240,7 @@ async def test_concurrent_claimers_take_disjoint_messages(
             taken += [message.id for message in batch]
 
     try:
-        results = await asyncio.gather(*(claimer(make_sessionmaker(e)) for e in engines))
+        results = await asyncio.gather(*(claimer(make_sessionmaker(e, settings)) for e in engines))
     finally:
         for engine in engines:
             await engine.dispose()
@@ -252,7 +254,7 @@ async def test_concurrent_claimers_take_disjoint_messages(
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # FOR UPDATE SKIP LOCKED is PostgreSQL's
 async def test_postgresql_claim_skips_rows_locked_by_an_uncommitted_claim(
-    database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+    database_url: str, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     async with sessionmaker.begin() as db:
         for n in range(10):
@@ -263,7 +265,7 @@ async def test_postgresql_claim_skips_rows_locked_by_an_uncommitted_claim(
         async with sessionmaker.begin() as first:
             held = await outbox.claim_batch(first, now, 4)
             # `first` has not committed: its 4 rows are locked and still look pending to others.
-            async with make_sessionmaker(other_engine).begin() as second:
+            async with make_sessionmaker(other_engine, settings).begin() as second:
                 # Without SKIP LOCKED this would wait for `first` forever (a deadlock here).
                 others = await asyncio.wait_for(outbox.claim_batch(second, now, 10), 5)
     finally:
@@ -274,7 +276,7 @@ async def test_postgresql_claim_skips_rows_locked_by_an_uncommitted_claim(
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # the single-writer lock is SQLite's
 async def test_sqlite_claim_waits_for_the_writer_then_takes_other_rows(
-    database_url: str, sessionmaker: async_sessionmaker[AsyncSession]
+    database_url: str, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     async with sessionmaker.begin() as db:
         for n in range(10):
@@ -283,7 +285,7 @@ async def test_sqlite_claim_waits_for_the_writer_then_takes_other_rows(
     other_engine = make_engine(database_url)
 
     async def second_claim() -> list[OutboxMessage]:
-        async with make_sessionmaker(other_engine).begin() as db:
+        async with make_sessionmaker(other_engine, settings).begin() as db:
             return await outbox.claim_batch(db, now, 10)
 
     try:
@@ -748,11 +750,13 @@ async def test_brevo_errors_carry_status_and_excerpt_but_never_the_key(
 # --- the worker in the app, and its shutdown ---------------------------------------------------
 
 
-async def test_the_apps_worker_sends_at_once_when_woken(running: Running) -> None:
-    async with running.sessionmaker.begin() as db:
+async def test_the_apps_worker_sends_at_once_when_an_outbox_write_commits(
+    running: Running,
+) -> None:
+    # Through the app's own sessions: their committed OutboxWritten wakes its worker.
+    async with running.app[SESSIONMAKER_KEY].begin() as db:
         message = await add_email(db, "welcome")
     assert message
-    wake(running.app)
     mail = running.settings.data_dir / "mail"
 
     async def written() -> bool:
@@ -796,7 +800,7 @@ async def test_stopping_finishes_the_current_message_and_hands_the_rest_back(
 async def start_worker(
     database_url: str, smtp: LocalSmtpServer, tmp_path: Path, name: str
 ) -> asyncio.subprocess.Process:
-    """``python -m server.notify.worker`` as a process: SMTP to the local server, 2 s leases."""
+    """``python -m server.worker`` as a process: SMTP to the local server, 2 s leases."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERMANENCE_")}
     env.update(
         PERMANENCE_DATA_DIR=str(tmp_path / "worker"),
@@ -815,7 +819,7 @@ async def start_worker(
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.notify.worker",
+            "server.worker",
             "--batch-size=5",
             "--lease-seconds=2",
             cwd=ROOT,

@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import accounts, motifs, retention
+from server.db import make_sessionmaker
 from server.notify import Notifier
-from server.notify.worker import Worker
-from server.settings import Settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.settings import Settings, load_settings
+from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     AssistanceSession,
@@ -40,6 +40,7 @@ from server.store.models import (
     VisitKind,
     WaitlistEntry,
 )
+from server.worker import Worker
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=400)  # past the default 12 months
@@ -69,7 +70,7 @@ async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[A
     """A sessionmaker on the test database (created by the settings fixture)."""
     engine = make_engine(settings.database_url)
     try:
-        yield make_sessionmaker(engine)
+        yield make_sessionmaker(engine, settings)
     finally:
         await engine.dispose()
 
@@ -456,8 +457,9 @@ async def test_cli_purge_dry_run_then_purge(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     migrated = await asyncio.to_thread(_cli, data_dir, "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    engine = make_engine(f"sqlite+aiosqlite:///{data_dir / 'permanence.sqlite3'}")
-    sessionmaker = make_sessionmaker(engine)
+    settings = load_settings({"PERMANENCE_DATA_DIR": str(data_dir)})  # what the CLI reads
+    engine = make_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine, settings)
     try:
         async with sessionmaker.begin() as db:
             assoc = await accounts.get_or_create_association(db, "Asso CLI")

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from server.assist import current_code, link_for
-from server.runtime import SIO_KEY
 from server.store.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
+from signaling.server import SIO_KEY
 from tests.conftest import (
     Account,
     Running,

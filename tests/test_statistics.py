@@ -9,6 +9,7 @@ import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import jsonschema
@@ -85,7 +86,7 @@ async def _bulk_insert(running: Running, association_id: int, specs: list[dict[s
         )
     async with running.sessionmaker.begin() as db:
         await db.execute(insert(StatEvent), rows)
-        await statistics.rebuild_rollups(db, association_id)
+        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
 
 
 def statistics_departement(postal: str | None) -> str | None:
@@ -118,7 +119,9 @@ async def test_record_keeps_rollups_equal_to_a_rebuild_and_to_a_bulk_import(
     incremental = await _rollups(running, association_id)
     assert incremental
     async with running.sessionmaker.begin() as db:
-        written = await statistics.rebuild_rollups(db, association_id)
+        written = await statistics.rebuild_rollups(
+            db, ZoneInfo(running.settings.timezone), association_id
+        )
     assert written == len(incremental)
     assert await _rollups(running, association_id) == incremental
     # The same events bulk-inserted for another association, then rebuilt: same figures.
@@ -128,7 +131,7 @@ async def test_record_keeps_rollups_equal_to_a_rebuild_and_to_a_bulk_import(
     assert bulk == incremental
     # A full rebuild (every association) changes nothing either.
     async with running.sessionmaker.begin() as db:
-        await statistics.rebuild_rollups(db)
+        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone))
     assert await _rollups(running, association_id) == incremental
 
 
@@ -409,7 +412,7 @@ async def test_monthly_rollups_follow_local_months_edits_and_deletes(
     sheets = {k[3]: v[0] for k, v in monthly.items() if k[:3] == ("all", "*", "*")}
     assert sheets == {date(2025, 3, 1): 2, date(2025, 5, 1): 1}
     async with running.sessionmaker.begin() as db:
-        await statistics.rebuild_rollups(db, association_id)
+        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
     assert await _rollups(running, association_id) == daily
     assert await _monthly(running, association_id) == monthly
 

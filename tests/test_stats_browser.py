@@ -1,5 +1,6 @@
 """The statistics dashboard in real Chromium: map, ranking, a CSV download that parses, no
-console error (the page needs no JavaScript)."""
+console error (the page needs no JavaScript); the coordinator's other list pages pass the
+accessibility check too."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import io
 from pathlib import Path
 
 import pytest
+from playwright.async_api import expect
 
 from server.stats.events import EventKind, record
-from tests.browser import chromium_with_devices, screenshot
-from tests.conftest import Account, Running
+from server.store.models import Role
+from tests.browser import assert_accessible, chromium_with_devices, screenshot
+from tests.conftest import Account, Running, make_account
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -47,6 +50,7 @@ async def test_coordinator_sees_the_map_and_downloads_a_csv(
     running: Running, coordinator: Account, tmp_path: Path
 ) -> None:
     await _events(running, coordinator)
+    await make_account(running, "referente@example.org", Role.REFERRER)  # a row on /referents
     errors: list[str] = []
     async with chromium_with_devices() as launched:
         page = await launched.page(errors=errors, accept_downloads=True)
@@ -58,6 +62,7 @@ async def test_coordinator_sees_the_map_and_downloads_a_csv(
         await page.get_by_role("link", name="Statistiques").click()
         await page.wait_for_url("**/stats")
         assert await page.locator("#total-sessions").inner_text() == "20"
+        await assert_accessible(page, "statistics")
         assert await page.locator("svg.france-map path.dep").count() == 96
         assert await page.locator("svg.france-map g.inset").count() == 5
         title = await page.locator('path[data-code="75"] title').text_content()
@@ -67,6 +72,7 @@ async def test_coordinator_sees_the_map_and_downloads_a_csv(
         first = page.locator("#ranking tbody tr").first
         assert "Lozère (48)" in await first.inner_text()
         await screenshot(page, "stats-dashboard")
+        await assert_accessible(page, "statistics, unmet demand map")
         async with page.expect_download() as info:
             await page.locator('a.csv-link[data-table="departements"]').click()
         download = await info.value
@@ -79,4 +85,13 @@ async def test_coordinator_sees_the_map_and_downloads_a_csv(
         assert by_code["974"]["sessions"] == "5"
         assert by_code["inconnu"]["sessions"] == "< 5"
         assert by_code["48"]["unmet"] == "6"
+        for menu, path in (
+            ("Bénévoles", "benevoles"),
+            ("Motifs", "motifs"),
+            ("Référents", "referents"),
+        ):
+            await page.get_by_role("link", name=menu, exact=True).click()
+            await page.wait_for_url(f"**/{path}")
+            await expect(page.locator("table.list tbody tr").first).to_be_visible()
+            await assert_accessible(page, menu)
     assert errors == []

@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import accounts, callback_requests, geo, motifs, synthetic, taxonomy
+from server.db import make_sessionmaker
 from server.dropin.places import LeftReason
-from server.settings import Settings
+from server.settings import Settings, load_settings
 from server.stats.events import EventKind
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     CallbackRequest,
@@ -43,7 +44,7 @@ async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[A
     """A sessionmaker on the test database (created by the settings fixture)."""
     engine = make_engine(settings.database_url)
     try:
-        yield make_sessionmaker(engine)
+        yield make_sessionmaker(engine, settings)
     finally:
         await engine.dispose()
 
@@ -309,9 +310,10 @@ async def test_cli_demo_with_sessions_twice_does_not_double_the_history(tmp_path
     assert second.returncode == 0, second.stderr
     assert "Historique synthétique déjà présent" in second.stdout
 
-    engine = make_engine(f"sqlite+aiosqlite:///{data_dir / 'permanence.sqlite3'}")
+    settings = load_settings({"PERMANENCE_DATA_DIR": str(data_dir)})  # what the CLI reads
+    engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as db:
+        async with make_sessionmaker(engine, settings)() as db:
             sheets = await db.scalar(
                 select(func.count())
                 .select_from(StatEvent)

@@ -22,6 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist
 from server.availability import Opening, opening
+from server.errors import DomainError, Kind
+from server.events import (
+    PeerRevoked,
+    PersonTransferred,
+    PlaceCalled,
+    PlaceClosed,
+    QueueChanged,
+    publish,
+)
 from server.i18n import _
 from server.settings import Settings
 from server.stats.events import EventKind, record
@@ -57,13 +66,10 @@ class LeftReason(enum.StrEnum):
     GONE = "gone"  # a volunteer called them and they were not there
 
 
-class QueueError(ValueError):
-    """A queue action that cannot be done; ``message`` is French for the person who asked."""
+class QueueError(DomainError):
+    """A queue action that cannot be done now: the queue changed under the person who asked."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    default_kind = Kind.CONFLICT
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,9 @@ async def join(
         raise QueueError("closed", _("La permanence est fermée pour le moment."))
     if await count_waiting(db, association_id) >= settings.queue_max_waiting:
         raise QueueError(
-            "full", _("Trop de personnes attendent déjà. Laissez votre numéro : on vous rappelle.")
+            "full",
+            _("Trop de personnes attendent déjà. Laissez votre numéro : on vous rappelle."),
+            kind=Kind.UNAVAILABLE,
         )
     token = new_token()
     entry = QueueEntry(
@@ -165,6 +173,7 @@ async def join(
     db.add(entry)
     await db.flush()
     await _count(db, EventKind.QUEUE_JOINED, entry)
+    publish(db, QueueChanged(association_id))
     return Joined(entry, token)
 
 
@@ -193,13 +202,17 @@ async def seen(db: AsyncSession, entry_id: str, now: datetime, sid: str | None =
     )
 
 
-async def disconnected(db: AsyncSession, entry_id: str, sid: str, now: datetime) -> None:
-    """The waiting page's socket dropped: the place is kept for the grace time from now."""
+async def disconnected(
+    db: AsyncSession, association_id: int, entry_id: str, sid: str, now: datetime
+) -> None:
+    """The waiting page's socket dropped: the place is kept for the grace time from now
+    (volunteers see "page fermée")."""
     await db.execute(
         update(QueueEntry)
         .where(QueueEntry.id == entry_id, QueueEntry.waiting_sid == sid)
         .values(waiting_sid=None, last_seen_at=now)
     )
+    publish(db, QueueChanged(association_id))
 
 
 async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: datetime) -> None:
@@ -215,6 +228,8 @@ async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: d
         reason=reason.value,
         duration_seconds=waited_seconds(entry, now),
     )
+    publish(db, PlaceClosed(entry.id, reason.value))
+    publish(db, QueueChanged(entry.association_id))
 
 
 async def leave(db: AsyncSession, entry_id: str, now: datetime) -> bool:
@@ -361,7 +376,11 @@ async def state_of(db: AsyncSession, association_id: int, now: datetime) -> Open
 
 def _check_volunteer(volunteer: User) -> None:
     if volunteer.role not in (Role.VOLUNTEER, Role.COORDINATOR) or not volunteer.is_active:
-        raise QueueError("forbidden", _("Seuls les bénévoles prennent des personnes de la file."))
+        raise QueueError(
+            "forbidden",
+            _("Seuls les bénévoles prennent des personnes de la file."),
+            kind=Kind.FORBIDDEN,
+        )
 
 
 async def _claim(
@@ -423,6 +442,8 @@ async def _open_room(
     await _count(
         db, EventKind.QUEUE_TAKEN, entry, session, duration_seconds=waited_seconds(entry, now)
     )
+    publish(db, PlaceCalled(entry.id))
+    publish(db, QueueChanged(entry.association_id))
     return entry
 
 
@@ -466,8 +487,6 @@ async def take(
 ) -> QueueEntry:
     """Take one given person; refused if someone else just did (or they left)."""
     _check_volunteer(volunteer)
-    if len(entry_id) > 36:
-        raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
     await begin_write(db)
     claimed = await _claim(db, volunteer, now, entry_id)
     if claimed is None:
@@ -484,7 +503,7 @@ async def take(
 
 async def _mine(db: AsyncSession, volunteer: User, entry_id: str) -> QueueEntry:
     """A person this volunteer took, locked; QueueError otherwise."""
-    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    entry = await _lock(db, entry_id)
     if entry is None or entry.association_id != volunteer.association_id:
         raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
     if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
@@ -514,6 +533,7 @@ async def requeue(db: AsyncSession, volunteer: User, entry_id: str, now: datetim
     entry.assistance_session_id = None
     entry.last_seen_at = now  # their page comes back to the waiting room: a fresh grace time
     await _count(db, EventKind.QUEUE_REQUEUED, entry)
+    publish(db, QueueChanged(entry.association_id))
     if session is not None:
         await assist.end_session(db, session, "requeued")
         return session.id
@@ -541,7 +561,6 @@ class Transferred:
     entry: QueueEntry
     target: User
     session_id: str | None
-    previous_sid: str | None
 
 
 async def transfer(
@@ -551,20 +570,20 @@ async def transfer(
     in that volunteer's "Prendre le suivant"); someone this volunteer is helping keeps the same
     assistance session, now the target's (the beneficiary sees "reconnexion…" until they come)."""
     _check_volunteer(volunteer)
-    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    entry = await _lock(db, entry_id)
     if entry is None or entry.association_id != volunteer.association_id:
         raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
     target = await _target(db, volunteer, target_id)
+    publish(db, QueueChanged(entry.association_id))
     if entry.status == QueueStatus.WAITING:
         entry.reserved_for_id = target.id
         await _count(db, EventKind.QUEUE_TRANSFERRED, entry)
-        return Transferred(entry, target, None, None)
+        return Transferred(entry, target, None)
     if entry.status != QueueStatus.TAKEN or entry.taken_by_id != volunteer.id:
         raise QueueError("not_yours", _("Vous ne vous occupez pas de cette personne."))
     session = await _session_of(db, entry)
     if session is None or not session.is_live:
         raise QueueError("ended", _("Cette assistance est terminée."))
-    previous_sid = session.volunteer_sid
     entry.taken_by_id = target.id
     session.volunteer_id = target.id
     # The old volunteer's socket keeps its sid until it is kicked: its disconnection then tells
@@ -573,7 +592,14 @@ async def transfer(
         session.observer_id = None
         session.observer_sid = None
     await _count(db, EventKind.QUEUE_TRANSFERRED, entry, session)
-    return Transferred(entry, target, session.id, previous_sid)
+    publish(db, PeerRevoked(session.id, volunteer.id, "transferred"))
+    publish(
+        db,
+        PersonTransferred(
+            entry.association_id, session.id, target.id, volunteer.name, entry.first_name
+        ),
+    )
+    return Transferred(entry, target, session.id)
 
 
 async def mark_gone(
@@ -582,7 +608,7 @@ async def mark_gone(
     """The person was called and is not there: a waiting person (any volunteer may) or one this
     volunteer took (their room ends). Returns the entry and the ended session's id."""
     _check_volunteer(volunteer)
-    entry = await _lock(db, entry_id) if len(entry_id) <= 36 else None
+    entry = await _lock(db, entry_id)
     if entry is None or entry.association_id != volunteer.association_id:
         raise QueueError("not_found", _("Cette personne n'est plus dans la file."))
     ended: str | None = None

@@ -1,5 +1,5 @@
 """The notification outbox: messages written in the same transaction as their cause, then claimed,
-sent and marked by the worker (server/notify/worker.py).
+sent and marked by the worker (server/worker.py).
 
 Delivery is at least once with a fence against the ordinary duplicates:
 
@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, String, and_, or_, select, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.events import OutboxWritten, publish
 from server.store.models import OutboxMessage, OutboxStatus
 
 # Delay before attempt n + 1 after the n-th attempt failed; the last value repeats.
@@ -124,8 +125,8 @@ async def enqueue(
     ``INSERT … ON CONFLICT (idempotency_key) DO NOTHING`` rather than a savepoint around a plain
     INSERT: no exception, no savepoint, and on PostgreSQL a concurrent insert of the same key waits
     for the other transaction and then does nothing (or inserts if that one rolled back), instead of
-    aborting. Call the worker's ``wake`` after the commit to send it without waiting for
-    the next poll.
+    aborting. The worker is woken after the commit (``OutboxWritten``) rather than at its next
+    poll.
     """
     channel = Channel(channel)
     files = [a.as_json() for a in attachments]
@@ -158,7 +159,10 @@ async def enqueue(
         .on_conflict_do_nothing(index_elements=[OutboxMessage.idempotency_key])
         .returning(OutboxMessage)
     )
-    return (await db.scalars(statement)).one_or_none()
+    message = (await db.scalars(statement)).one_or_none()
+    if message is not None:
+        publish(db, OutboxWritten())
+    return message
 
 
 async def cancel_for_appointment(db: AsyncSession, appointment_id: str, *kinds: str) -> int:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from server.geo import departement_for
 from server.store.models import AssistanceSession, StatEvent, utcnow
@@ -79,8 +76,8 @@ async def record(
     volunteer_id: int | None = None,
 ) -> StatEvent:
     """Add one event in the caller's transaction. Without a session, the caller says which
-    association and channel it belongs to. The daily rollups (server/stats/report.py) are updated
-    when the event is flushed, in the same transaction (see ``_maintain_rollups``)."""
+    association and channel it belongs to. The rollups (server/stats/report.py) are updated
+    when the event is flushed, in the same transaction (``maintain_rollups``)."""
     if reason is not None and len(reason) > 20:
         raise ValueError(f"a statistics reason is a short code, got {reason!r}")
     event = StatEvent(
@@ -103,17 +100,3 @@ async def record(
     )
     db.add(event)
     return event
-
-
-@sa_event.listens_for(Session, "after_flush")
-def _maintain_rollups(session: Session, _flush_context: Any) -> None:
-    """Keep the statistics rollups in step with every StatEvent flushed, in its transaction."""
-    if not any(
-        isinstance(obj, StatEvent)
-        for changed in (session.new, session.dirty, session.deleted)
-        for obj in changed
-    ):
-        return
-    from server.stats.report import apply_flush  # statistics imports this module
-
-    apply_flush(session)

@@ -9,7 +9,7 @@ would be as big as the events). The key is::
 
     (association_id, dim, channel, theme, day, kind, value) -> count, duration_sum
 
-- ``day``: the local date in the deployment's time zone (``PERMANENCE_TIMEZONE``).
+- ``day``: the local date in the deployment's time zone (``settings.timezone``).
 - ``dim``/``value``: ``all``/"" (every event), ``dep``/département code ("" when no postal code
   was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``),
   and, on sheets only, ``outcome``, ``autonomy``, ``org`` (one row per organisation),
@@ -29,8 +29,8 @@ day of the month, kept in the same transaction. A period reads its whole months 
 only its edge days (before the first and after the last whole month) in the daily table, one
 UNION ALL branch per range so that each stays a primary-key seek; weekly volumes read days.
 
-Maintenance: ``server.stats`` installs a Session ``after_flush`` hook that calls
-``apply_flush``: the StatEvents inserted (or changed, or deleted through the ORM) by a flush are
+Maintenance: the application's sessionmakers (``server/db.py``) run ``maintain_rollups``
+after every flush: the StatEvents inserted (or changed, or deleted through the ORM) by a flush are
 turned into counter deltas and applied to both tiers with ``INSERT … ON CONFLICT DO UPDATE
 SET count = count + excluded.count`` in the same transaction, keys sorted so that concurrent
 writers lock rows in the same order. A flush hook rather than code in ``record()``: some
@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Table,
@@ -83,8 +82,6 @@ from server.store.models import StatEvent, StatRollup, StatRollupMonthly, User
 ALL = "*"
 NONE = ""
 UNMET = "unmet"
-TIMEZONE_INFO = "stats_timezone"  # Session.info key: the zone rollup days are counted in
-DEFAULT_TIMEZONE = "Europe/Paris"
 MAX_SPAN_DAYS = 5 * 366
 MIN_DATE = date(2000, 1, 1)
 MAX_DATE = date(2100, 12, 31)
@@ -131,16 +128,6 @@ _PK = ("association_id", "dim", "channel", "theme", "day", "kind", "value")
 
 
 # -- Keys ---------------------------------------------------------------------------------------
-
-
-def rollup_zone(session: Session | AsyncSession) -> ZoneInfo:
-    """The zone rollup days are counted in: the app's settings.timezone (put in Session.info by
-    ``configure_sessions``), else PERMANENCE_TIMEZONE, else Europe/Paris."""
-    name = session.info.get(TIMEZONE_INFO) or os.environ.get("PERMANENCE_TIMEZONE")
-    try:
-        return ZoneInfo(str(name or DEFAULT_TIMEZONE))
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def channel_of(kind: str, channel: str | None) -> str:
@@ -299,9 +286,18 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(str(part) for part in key)
 
 
-def apply_flush(session: Session) -> None:
-    """after_flush hook: add the StatEvents this flush wrote to the rollups, same transaction."""
-    zone = rollup_zone(session)
+def maintain_rollups(zone: ZoneInfo) -> Callable[[Session], None]:
+    """The after-flush hook of the application's sessions (``server/db.py``): rollup days are
+    counted in ``zone``, the deployment's time zone."""
+
+    def hook(session: Session) -> None:
+        apply_flush(session, zone)
+
+    return hook
+
+
+def apply_flush(session: Session, zone: ZoneInfo) -> None:
+    """Add the StatEvents this flush wrote to the rollups, in the flush's transaction."""
     totals: dict[tuple[Any, ...], list[int]] = {}
     for obj in session.new:
         if isinstance(obj, StatEvent):
@@ -496,10 +492,12 @@ def _month_sql(dialect: str) -> str:
     return "date(day, 'start of month')"
 
 
-async def rebuild_rollups(db: AsyncSession, association_id: int | None = None) -> int:
-    """Recompute the daily and monthly rollups from stat_events (all associations, or one);
-    returns the daily rows written. For bulk imports (Core inserts bypass the flush hook) and
-    repairs.
+async def rebuild_rollups(
+    db: AsyncSession, zone: ZoneInfo, association_id: int | None = None
+) -> int:
+    """Recompute the daily and monthly rollups from stat_events (all associations, or one),
+    days counted in ``zone``; returns the daily rows written. For bulk imports (Core inserts
+    bypass the flush hook) and repairs.
 
     All in SQL, same keys as ``_deltas``: the events grouped by what the rollups keep go to a
     temporary table, their themes and organisations are listed with json_each /
@@ -523,7 +521,7 @@ async def rebuild_rollups(db: AsyncSession, association_id: int | None = None) -
     if dialect == "sqlite":
         # Millions of rows sorted and inserted: a 2 MB page cache would thrash (reset below).
         await db.execute(text(f"PRAGMA cache_size = -{REBUILD_CACHE_KIB}"))
-    facts = _facts_select(dialect, rollup_zone(db), first, last)
+    facts = _facts_select(dialect, zone, first, last)
     if association_id is not None:
         facts = facts.where(StatEvent.association_id == association_id)
     temporary = "TEMPORARY TABLE" + (" IF NOT EXISTS" if dialect == "sqlite" else "")
@@ -984,12 +982,8 @@ def median_bucket(counts: Mapping[str, int]) -> str | None:
 
 
 def local_today(zone_name: str) -> date:
-    """Today in the given zone."""
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo(DEFAULT_TIMEZONE)
-    return datetime.now(UTC).astimezone(zone).date()
+    """Today in the given zone (a validated setting)."""
+    return datetime.now(UTC).astimezone(ZoneInfo(zone_name)).date()
 
 
 # -- Exports: CSV tables and the JSON API -------------------------------------------------------

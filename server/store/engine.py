@@ -1,23 +1,34 @@
-"""Database engine and sessionmaker, opened and closed with the application."""
+"""The database engine and sessions: SQLite pragmas, the write lock, and the two hooks a
+sessionmaker can carry — work done at every flush (in the same transaction) and things handed
+over after a successful commit (nothing on rollback).
+
+The store knows nothing of the domain: what runs at flush and what is done with the items after
+commit are given by the caller (``server/db.py`` composes them for the application).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 
-from server.runtime import ENGINE_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+FlushHook = Callable[[Session], None]
+AfterCommit = Callable[[Sequence[object]], Awaitable[None]]
+
+_PENDING = "after_commit.pending"  # items recorded in the open transaction
+_MARKS = "after_commit.marks"  # savepoint → how many items were pending when it began
+_COMMITTED = "after_commit.committed"  # items of committed transactions not handed over yet
+_HANDLER = "after_commit.handler"
 
 
 def make_engine(database_url: str) -> AsyncEngine:
@@ -56,29 +67,96 @@ async def begin_write(db: AsyncSession) -> None:
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded attributes after commit, so views can render them."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+def after_commit(db: AsyncSession | Session, item: object) -> None:
+    """Record ``item`` in the session's open transaction: it is handed to the sessionmaker's
+    after-commit handler once that transaction commits, and dropped if it (or the savepoint it
+    was recorded in) rolls back."""
+    session = db.sync_session if isinstance(db, AsyncSession) else db
+    if not session.in_transaction():
+        session.begin()  # bind the item to a transaction (no I/O until the first statement)
+    pending: list[object] = session.info.setdefault(_PENDING, [])
+    pending.append(item)
 
 
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open the engine for the life of the app, dispose it on shutdown."""
-    engine = make_engine(app[SETTINGS_KEY].database_url)
-    app[ENGINE_KEY] = engine
-    app[SESSIONMAKER_KEY] = make_sessionmaker(engine)
-    from server.assist import forget_presence
-    from server.dropin.places import forget_presence as forget_waiting_pages
-    from server.store.models import utcnow
+class HandingSession(AsyncSession):
+    """An AsyncSession that hands the items of its committed transactions to its handler,
+    after ``commit()`` and when it closes (``sessionmaker.begin()`` and ``async with``) —
+    outside any lock the caller held inside the session, and never inside a transaction."""
 
-    try:
-        async with app[SESSIONMAKER_KEY].begin() as db:
-            await forget_presence(db)
-            await forget_waiting_pages(db, utcnow())
-    except DBAPIError as exc:
-        await engine.dispose()
-        raise RuntimeError(
-            "the database schema is missing or outdated: run `permanence migrate` "
-            f"({type(exc.orig).__name__})"
-        ) from exc
-    yield
-    await engine.dispose()
+    async def commit(self) -> None:
+        """Commit, then hand over what this transaction recorded."""
+        await super().commit()
+        await self.hand_over()
+
+    async def close(self) -> None:
+        """Close, then hand over what committed transactions recorded."""
+        await super().close()
+        await self.hand_over()
+
+    async def hand_over(self) -> None:
+        """Give the committed items to the handler (each item once)."""
+        committed: list[object] = self.info.get(_COMMITTED) or []
+        handler: AfterCommit | None = self.info.get(_HANDLER)
+        if not committed:
+            return
+        self.info[_COMMITTED] = []
+        if handler is not None:
+            await handler(committed)
+
+
+def _install_after_commit(session_class: type[Session]) -> None:
+    """Keep the pending items in step with the session's transactions (sync events)."""
+
+    @event.listens_for(session_class, "after_transaction_create")
+    def _begun(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            marks: dict[int, int] = session.info.setdefault(_MARKS, {})
+            marks[id(transaction)] = len(session.info.get(_PENDING, ()))
+
+    @event.listens_for(session_class, "after_commit")
+    def _committed(session: Session) -> None:  # the root transaction only
+        pending = session.info.pop(_PENDING, [])
+        session.info.pop(_MARKS, None)
+        if pending:
+            session.info.setdefault(_COMMITTED, []).extend(pending)
+
+    @event.listens_for(session_class, "after_soft_rollback")
+    def _rolled_back(session: Session, previous: SessionTransaction) -> None:
+        marks: dict[int, int] = session.info.get(_MARKS, {})
+        if previous.nested:
+            mark = marks.pop(id(previous), None)
+            pending = session.info.get(_PENDING)
+            if mark is not None and pending is not None:
+                del pending[mark:]
+        else:
+            session.info.pop(_PENDING, None)
+            session.info.pop(_MARKS, None)
+
+
+def make_session_factory(
+    engine: AsyncEngine,
+    *,
+    flush_hooks: Sequence[FlushHook] = (),
+    after_commit_handler: AfterCommit | None = None,
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded attributes after commit (views render them), run
+    ``flush_hooks`` after every flush in the flush's transaction, and hand the items recorded
+    with ``after_commit`` to ``after_commit_handler`` once their transaction has committed.
+
+    The hooks are attached to a Session class of this sessionmaker only, never to SQLAlchemy's
+    global ``Session``: two applications in one process (tests) do not see each other's."""
+    session_class: type[Session] = type("StoreSession", (Session,), {})
+    for hook in flush_hooks:
+
+        def _after_flush(session: Session, _context: Any, hook: FlushHook = hook) -> None:
+            hook(session)
+
+        event.listen(session_class, "after_flush", _after_flush)
+    _install_after_commit(session_class)
+    return async_sessionmaker(
+        engine,
+        class_=HandingSession,
+        sync_session_class=session_class,
+        expire_on_commit=False,
+        info={_HANDLER: after_commit_handler},
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
@@ -12,14 +14,16 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_datetime
 
+from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
-from server.notify.worker import worker_ctx
+from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
-from server.runtime import SETTINGS_KEY
+from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
 from server.settings import Settings
-from server.store.engine import database_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
+from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
+from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024
@@ -44,8 +48,19 @@ def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], st
     return local_time
 
 
+def photo_limits() -> dict[str, Any]:
+    """The data channel's photo limits for the room pages' scripts; signaling/messages.py
+    validates them (its PhotoStart model holds the allowed types)."""
+    return {
+        "max_bytes": MAX_PHOTO_BYTES,
+        "chunk_bytes": MAX_CHUNK_BYTES,
+        "types": list(get_args(PhotoStart.model_fields["mime"].annotation)),
+    }
+
+
 def setup_templates(app: web.Application) -> None:
-    """Jinja2 with autoescape, gettext (Babel catalogue) and the static_url helper."""
+    """Jinja2 with autoescape, gettext (Babel catalogue), the static_url helper and the photo
+    limits."""
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -57,7 +72,36 @@ def setup_templates(app: web.Application) -> None:
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["static_url"] = static_url
+    env.globals["photo_limits"] = photo_limits()
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
+
+
+WORKER_KEY = web.AppKey("worker", Worker)
+
+
+async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: run the notification worker as a task for the life of the app, woken by
+    every committed ``OutboxWritten``; stop it cleanly."""
+    settings = app[SETTINGS_KEY]
+    notifier = Notifier.from_settings(settings)
+    worker = Worker(
+        app[SESSIONMAKER_KEY],
+        notifier,
+        poll_seconds=settings.outbox_poll_seconds,
+        settings=settings,
+    )
+    app[WORKER_KEY] = worker
+    dispatcher = app[DISPATCHER_KEY]
+    dispatcher.subscribe(OutboxWritten, worker.woken)
+    task = asyncio.create_task(worker.run(), name="outbox-worker")
+    try:
+        yield
+    finally:
+        dispatcher.unsubscribe(OutboxWritten, worker.woken)
+        try:
+            await stop_task(worker, task, SHUTDOWN_GRACE_SECONDS)
+        finally:
+            await notifier.close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -69,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    app[DISPATCHER_KEY] = Dispatcher()
     setup_templates(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)

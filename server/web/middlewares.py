@@ -11,12 +11,11 @@ from aiohttp import web
 from server import accounts
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.passes import CSRF_COOKIE, login_token
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.web.request import (
-    CSRF_COOKIE,
     CSRF_SEED_KEY,
     CSRF_SEED_NEW_KEY,
-    LOGIN_COOKIE,
     LOGIN_TOKEN_KEY,
     USER_KEY,
     Handler,
@@ -107,8 +106,8 @@ async def compression(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the logged-in account from the login cookie (pages and API, not static files)."""
-    token = request.cookies.get(LOGIN_COOKIE)
-    if token and not request.path.startswith("/static/") and len(token) <= 128:
+    token = login_token(request.cookies)
+    if token and not request.path.startswith("/static/"):
         async with request.app[SESSIONMAKER_KEY]() as db:
             user = await accounts.user_for_login_token(db, token)
         if user is not None:

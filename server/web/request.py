@@ -9,22 +9,43 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from server import passes
 from server.i18n import _
+from server.passes import CSRF_COOKIE
 from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
 
-LOGIN_COOKIE = "vp_session"
-CSRF_COOKIE = "vp_csrf"
-BENEFICIARY_COOKIE = "vp_benef"
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
 CSRF_SEED_KEY: web.RequestKey[str] = web.RequestKey("csrf_seed", str)
 CSRF_SEED_NEW_KEY: web.RequestKey[bool] = web.RequestKey("csrf_seed_new", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def url_for(
+    request: web.Request,
+    name: str,
+    query: Mapping[str, str | int] | None = None,
+    /,
+    **parts: object,
+) -> str:
+    """The path of a named route (``parts`` fill its placeholders), with an optional query."""
+    url = request.app.router[name].url_for(**{key: str(value) for key, value in parts.items()})
+    return str(url.with_query(query) if query else url)
+
+
+def see_other(
+    request: web.Request,
+    name: str,
+    query: Mapping[str, str | int] | None = None,
+    /,
+    **parts: object,
+) -> web.HTTPSeeOther:
+    """A 303 redirect to a named route (raise it, after a form, so that reloading is harmless)."""
+    return web.HTTPSeeOther(location=url_for(request, name, query, **parts))
 
 
 def client_ip(request: web.Request) -> str:
@@ -120,7 +141,7 @@ def login_required(*roles: Role) -> Callable[[Handler], Handler]:
         async def wrapper(request: web.Request) -> web.StreamResponse:
             user = current_user(request)
             if user is None:
-                raise web.HTTPSeeOther(location="/login?next=" + request.path)
+                raise see_other(request, "login", {"next": request.path})
             if roles and user.role not in roles:
                 raise web.HTTPForbidden(
                     text=_("Cette page n'est pas accessible avec votre compte."),
@@ -133,32 +154,13 @@ def login_required(*roles: Role) -> Callable[[Handler], Handler]:
     return decorator
 
 
-def beneficiary_serializer(request: web.Request) -> URLSafeTimedSerializer:
-    """Signs the beneficiary's pass cookie (session id) after a valid link or code."""
-    return URLSafeTimedSerializer(
-        request.app[SETTINGS_KEY].secret_key.get_secret_value(), salt="beneficiary-pass"
-    )
+def beneficiary_session_id(request: web.Request) -> str | None:
+    """The session id of the beneficiary pass this browser holds, if valid."""
+    return passes.beneficiary_session_id(request.app[SETTINGS_KEY], request.cookies)
 
 
-def beneficiary_session_id(
-    request: web.Request, cookies: Mapping[str, str] | None = None
-) -> str | None:
-    """The session id in a valid beneficiary pass cookie, if any."""
-    raw = (cookies if cookies is not None else request.cookies).get(BENEFICIARY_COOKIE)
-    if not raw:
-        return None
-    settings = request.app[SETTINGS_KEY]
-    try:
-        value = beneficiary_serializer(request).loads(
-            raw, max_age=settings.session_ttl_hours * 3600
-        )
-    except BadSignature:
-        return None
-    return value if isinstance(value, str) else None
-
-
-def safe_next(value: str | None, role: Role | None = None) -> str:
-    """Only plain local paths are accepted as a post-login redirect; else the role's home."""
+def local_path(value: str | None) -> str | None:
+    """``value`` if it is a plain local path (a safe place to go after logging in), else None."""
     if (
         value
         and value.startswith("/")
@@ -169,4 +171,12 @@ def safe_next(value: str | None, role: Role | None = None) -> str:
         and "%" not in value[:3]
     ):
         return value
-    return "/mes-reservations" if role is Role.REFERRER else "/tableau"
+    return None
+
+
+def after_login(request: web.Request, wanted: str | None, role: Role | None = None) -> str:
+    """Where to go after logging in: the page asked for if it is local, else the role's home
+    (no open redirect)."""
+    return local_path(wanted) or url_for(
+        request, "my-bookings" if role is Role.REFERRER else "dashboard"
+    )

@@ -1,4 +1,6 @@
-"""The one route table, with named routes."""
+"""The route table: every view module declares its routes (a ``RouteTableDef`` named
+``routes``, each route named); this module adds them to the application, with the static files.
+Templates build links with ``url("name", ...)``, views with ``url_for``/``see_other``."""
 
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from server.web.views import (
     handoff,
     health,
     home,
-    ice,
     join,
     motifs,
     referrers,
@@ -29,6 +30,22 @@ from server.web.views import (
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 STATIC_DIR = WEB_DIR / "static"
 SOCKETIO_CLIENT = WEB_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.esm.min.js"
+VIEW_MODULES = (
+    home,
+    health,
+    auth,
+    assistance,
+    coordinator,
+    join,
+    dropin,
+    callbacks,
+    handoff,
+    booking,
+    agenda,
+    availability,
+    motifs,
+    referrers,
+)
 
 
 async def socketio_client(request: web.Request) -> web.StreamResponse:
@@ -44,46 +61,11 @@ async def socketio_client(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route; names are used by templates and tests."""
+    """Register every view module's routes, then the static files."""
+    for module in VIEW_MODULES:
+        app.router.add_routes(module.routes)
     r = app.router
-    r.add_get("/", home.home, name="home")
-    r.add_get("/healthz", health.healthz, name="healthz")
-    r.add_get("/readyz", health.readyz, name="readyz")
-    r.add_get("/login", auth.login_page, name="login")
-    r.add_post("/login", auth.login, name="login-submit")
-    r.add_post("/logout", auth.logout, name="logout")
-    r.add_get("/invitation/{token}", auth.invitation_page, name="invitation")
-    r.add_post("/invitation/{token}", auth.accept_invitation, name="invitation-accept")
-    r.add_get("/tableau", assistance.dashboard, name="dashboard")
-    r.add_post("/assistance", assistance.create, name="assistance-create")
-    r.add_get("/assistance/{session_id}", assistance.room, name="assistance-room")
-    r.add_post("/assistance/{session_id}/code", assistance.new_code, name="assistance-code")
-    r.add_post(
-        "/assistance/{session_id}/observer", assistance.invite_observer, name="assistance-observer"
-    )
-    r.add_post("/assistance/{session_id}/end", assistance.end, name="assistance-end")
-    r.add_get("/benevoles", coordinator.volunteers, name="volunteers")
-    r.add_post("/benevoles", coordinator.invite, name="volunteers-invite")
-    r.add_post(
-        "/benevoles/{user_id}/desactiver", coordinator.deactivate, name="volunteers-deactivate"
-    )
-    r.add_post(
-        "/benevoles/{user_id}/reactiver", coordinator.reactivate, name="volunteers-reactivate"
-    )
-    r.add_get("/j/{token}", join.join_link, name="join-link")
-    r.add_get("/code", join.code_page, name="code")
-    r.add_post("/code", join.submit_code, name="code-submit")
-    r.add_get("/b", join.room, name="beneficiary-room")
-    r.add_post("/b/continue", join.continue_on_pc, name="beneficiary-handover")
-    r.add_get("/api/ice-servers", ice.ice_servers_view, name="ice-servers")
-    r.add_routes(booking.routes)
-    dropin.add_routes(r)
-    callbacks.add_routes(r)
-    for module in (agenda, availability, motifs, referrers):
-        r.add_routes(module.routes)
-    handoff.add_routes(r)
     api_v1.add_routes(r)
     stats.add_routes(r)
-    stats.configure_sessions(app)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)

@@ -31,7 +31,14 @@ from server.store.models import (
 from server.timezones import day_label, hour_label, zone_label
 from server.web.forms import FormError, form_text, parse_day
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, login_required, render, required_user
+from server.web.request import (
+    check_csrf,
+    login_required,
+    render,
+    required_user,
+    see_other,
+    url_for,
+)
 
 routes = web.RouteTableDef()
 
@@ -73,7 +80,7 @@ class AgendaQuery:
         params = {"jour": (day or self.day or date.today()).isoformat(), "vue": view or self.view}
         if self.volunteer_id is not None:
             params["benevole"] = str(self.volunteer_id)
-        return str(request.app.router["agenda"].url_for().with_query(params))
+        return url_for(request, "agenda", params)
 
 
 def _needs(appointment: Appointment) -> list[str]:
@@ -246,9 +253,7 @@ async def start(request: web.Request) -> web.StreamResponse:
             _("Trop tôt : vous pourrez démarrer ce rendez-vous le %(day)s à partir de %(hour)s.")
             % {"day": day_label(opens_at.astimezone(tz).date()), "hour": hour_label(opens_at, tz)},
         )
-    raise web.HTTPSeeOther(
-        location=request.app.router["assistance-room"].url_for(session_id=session.id)
-    )
+    raise see_other(request, "assistance-room", session_id=session.id)
 
 
 @routes.post("/agenda/{appointment_id:[0-9a-f-]{36}}/absent", name="agenda-no-show")

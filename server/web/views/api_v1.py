@@ -20,9 +20,8 @@ from server import api_tokens, availability, booking, motifs, taxonomy
 from server.contact import ContactInfo, Needs
 from server.i18n import _
 from server.notify import appointments as notifications
-from server.notify.worker import wake
-from server.ratelimit import Rule
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.stats import report as statistics
 from server.store.models import Appointment, Motif, Role, User, VisitKind, utcnow
 from server.web.request import check_csrf, current_user, login_required, render
@@ -273,7 +272,6 @@ async def create_booking(request: web.Request) -> web.Response:
     except booking.BookingError as exc:
         status = 409 if exc.code == "slot_taken" else 422
         raise ApiError(status, exc.code, str(exc)) from None
-    wake(request.app)
     payload = _appointment_json(booked.appointment)
     payload.update(
         {
@@ -302,7 +300,6 @@ async def cancel_booking(request: web.Request) -> web.Response:
     except booking.BookingError as exc:
         status = {"not_found": 404, "already_cancelled": 409}.get(exc.code, 422)
         raise ApiError(status, exc.code, str(exc)) from None
-    wake(request.app)
     return web.json_response(_appointment_json(appointment))
 
 

@@ -8,47 +8,59 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import handoff
+from server import handoff, links
 from server.accounts import AccountError
 from server.i18n import _
 from server.qr import qr_svg
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import AssistanceSession, Role, SessionStatus, User
-from server.web.request import check_csrf, current_user, login_required, render
-from signaling.assist import end_session_room, kick_peer
+from server.web.request import (
+    check_csrf,
+    login_required,
+    render,
+    required_user,
+    see_other,
+    url_for,
+)
+
+routes = web.RouteTableDef()
+STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
+ROOM = "/assistance/{session_id:[0-9a-f-]{36}}"
 
 
-def _user(request: web.Request) -> User:
-    user = current_user(request)
-    assert user is not None  # guaranteed by login_required
-    return user
-
-
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.get("/tableau", name="dashboard")
+@login_required(*STAFF)
 async def dashboard(request: web.Request) -> web.StreamResponse:
     """The volunteer's live assistances and the "Nouvelle assistance" button."""
-    user = _user(request)
+    user = required_user(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         sessions = await domain.list_for_user(db, user)
         todos = await handoff.sheets_to_fill(db, user)
-    return render(request, "assistance/dashboard.html", {"sessions": sessions, "todos": todos})
+    rows = [
+        {"url": url_for(request, todo.form[0], **todo.form[1]), "when": todo.when, "who": todo.who}
+        for todo in todos
+    ]
+    return render(request, "assistance/dashboard.html", {"sessions": sessions, "todos": rows})
 
 
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.post("/assistance", name="assistance-create")
+@login_required(*STAFF)
 async def create(request: web.Request) -> web.StreamResponse:
     """Open a new assistance and go to its room."""
     await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        session = await domain.create_session(db, settings, _user(request))
-    raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
+        session = await domain.create_session(db, settings, required_user(request))
+    raise see_other(request, "assistance-room", session_id=session.id)
 
 
 async def _load(request: web.Request) -> tuple[AssistanceSession, domain.PeerRole]:
     """The session of the URL if this account belongs to it; 404 otherwise (no existence leak)."""
     async with request.app[SESSIONMAKER_KEY]() as db:
-        found = await domain.get_for_user(db, request.match_info["session_id"], _user(request))
+        found = await domain.get_for_user(
+            db, request.match_info["session_id"], required_user(request)
+        )
     if found is None:
         raise web.HTTPNotFound(
             text=_("Cette assistance n'existe pas ou ne vous concerne pas."),
@@ -72,7 +84,7 @@ def room_context(
         "join_url": link,
         "code": code,
         "code_expires_at": session.code_expires_at if code else None,
-        "code_url": settings.url("/code"),
+        "code_url": links.CODE.url(settings),
         "qr_svg": qr_svg(link, title=_("QR code du lien pour rejoindre l'assistance"))
         if owner
         else "",
@@ -82,12 +94,12 @@ def room_context(
         "config": {
             "role": role.value,
             "session_id": session.id,
-            "ice_servers_url": f"/api/ice-servers?session={session.id}",
         },
     }
 
 
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.get(ROOM, name="assistance-room")
+@login_required(*STAFF)
 async def room(request: web.Request) -> web.StreamResponse:
     """The room where the volunteer sees the beneficiary's screen and guides them."""
     session, role = await _load(request)
@@ -116,7 +128,8 @@ async def _earlier_sheets(
     return [handoff.view(sheet, settings.timezone) for sheet in sheets]
 
 
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.post(ROOM + "/code", name="assistance-code")
+@login_required(*STAFF)
 async def new_code(request: web.Request) -> web.StreamResponse:
     """Give the session a fresh 6-digit code (the previous one stops working)."""
     await check_csrf(request)
@@ -128,10 +141,11 @@ async def new_code(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
         await domain.assign_new_code(db, request.app[SETTINGS_KEY], session)
-    raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
+    raise see_other(request, "assistance-room", session_id=session.id)
 
 
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.post(ROOM + "/observer", name="assistance-observer")
+@login_required(*STAFF)
 async def invite_observer(request: web.Request) -> web.StreamResponse:
     """Invite another volunteer of the association to watch (trainee shadowing)."""
     form = await check_csrf(request)
@@ -143,22 +157,19 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
-            previous_observer, previous_sid = session.observer_id, session.observer_sid
-            invited = await domain.invite_observer(
-                db, session, _user(request), str(form.get("email", ""))
+            await domain.invite_observer(
+                db, session, required_user(request), str(form.get("email", ""))
             )
     except AccountError as exc:
         session, role = await _load(request)  # the failed transaction expired the old object
         context = room_context(request.app[SETTINGS_KEY], session, role)
         context["observer_error"] = str(exc)
         return render(request, "assistance/room.html", context, status=400)
-    if previous_sid and previous_observer != invited.id:
-        # The replaced observer must stop watching at once, not when the new one connects.
-        await kick_peer(request.app[SIO_KEY], previous_sid, "revoked")
-    raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
+    raise see_other(request, "assistance-room", session_id=session.id)
 
 
-@login_required(Role.VOLUNTEER, Role.COORDINATOR)
+@routes.post(ROOM + "/end", name="assistance-end")
+@login_required(*STAFF)
 async def end(request: web.Request) -> web.StreamResponse:
     """End the assistance for everyone (also reachable without JavaScript)."""
     await check_csrf(request)
@@ -169,8 +180,6 @@ async def end(request: web.Request) -> web.StreamResponse:
         )
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
-        ended = await domain.end_session(db, session, "volunteer")
-    if ended:
-        await end_session_room(request.app[SIO_KEY], session.id, "volunteer")
+        await domain.end_session(db, session, "volunteer")
     # Straight to the handoff sheet while the session is fresh in mind ("Passer" stays there).
-    raise web.HTTPSeeOther(location=f"/assistance/{session.id}/fiche")
+    raise see_other(request, "handoff-form", session_id=session.id)

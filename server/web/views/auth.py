@@ -6,39 +6,42 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from server import accounts, ratelimit
+from server import accounts, links, ratelimit
 from server.i18n import _
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.passes import LOGIN_COOKIE
+from server.ratelimit import RATELIMIT_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.web.request import (
-    LOGIN_COOKIE,
     LOGIN_TOKEN_KEY,
+    after_login,
     check_csrf,
     client_ip,
     current_user,
+    local_path,
     render,
-    safe_next,
+    see_other,
     set_cookie,
 )
 
+routes = web.RouteTableDef()
 
+
+@routes.get(links.LOGIN.path, name=links.LOGIN.name)
 async def login_page(request: web.Request) -> web.StreamResponse:
     """The login form (already logged in: straight to the dashboard)."""
     user = current_user(request)
     if user is not None:
-        raise web.HTTPSeeOther(location=safe_next(request.query.get("next"), user.role))
-    wanted = request.query.get("next", "")
-    return render(
-        request, "auth/login.html", {"next": wanted if safe_next(wanted) == wanted else ""}
-    )
+        raise web.HTTPSeeOther(location=after_login(request, request.query.get("next"), user.role))
+    return render(request, "auth/login.html", {"next": local_path(request.query.get("next")) or ""})
 
 
+@routes.post(links.LOGIN.path, name="login-submit")
 async def login(request: web.Request) -> web.StreamResponse:
     """Check credentials under rate limits, open a login session, set the cookie."""
     form = await check_csrf(request)
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
-    wanted = str(form.get("next", ""))[:500]
-    next_url = wanted if safe_next(wanted) == wanted else ""
+    next_url = local_path(str(form.get("next", ""))[:500]) or ""
     limiter = request.app[RATELIMIT_KEY]
     ip = client_ip(request)
     if not await limiter.hit(ratelimit.LOGIN_PER_IP, ip) or not await limiter.hit(
@@ -67,11 +70,12 @@ async def login(request: web.Request) -> web.StreamResponse:
         }
         return render(request, "auth/login.html", context, status=401)
     assert user is not None
-    response = web.HTTPSeeOther(location=safe_next(next_url, user.role))
+    response = web.HTTPSeeOther(location=after_login(request, next_url, user.role))
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=settings.login_ttl_hours * 3600)
     raise response
 
 
+@routes.post("/logout", name="logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     """Close the login session and clear the cookie."""
     await check_csrf(request)
@@ -79,7 +83,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if token:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await accounts.close_login_session(db, token)
-    response = web.HTTPSeeOther(location="/login")
+    response = see_other(request, "login")
     response.del_cookie(LOGIN_COOKIE, path="/")
     raise response
 
@@ -90,6 +94,7 @@ def _invitation_gone(request: web.Request) -> web.Response:
     return render(request, "errors/error.html", {"status": 404, "message": message}, status=404)
 
 
+@routes.get(links.INVITATION.path, name=links.INVITATION.name)
 async def invitation_page(request: web.Request) -> web.StreamResponse:
     """An invited volunteer chooses a password."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -99,6 +104,7 @@ async def invitation_page(request: web.Request) -> web.StreamResponse:
     return render(request, "auth/invitation.html", {"invited": found[1]})
 
 
+@routes.post(links.INVITATION.path, name="invitation-accept")
 async def accept_invitation(request: web.Request) -> web.StreamResponse:
     """Set the password, then go to the login page."""
     form = await check_csrf(request)
@@ -122,4 +128,4 @@ async def accept_invitation(request: web.Request) -> web.StreamResponse:
         return render(
             request, "auth/invitation.html", {"invited": found[1], "error": error}, status=400
         )
-    raise web.HTTPSeeOther(location="/login?invitation=ok")
+    raise see_other(request, "login", {"invitation": "ok"})

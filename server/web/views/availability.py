@@ -11,12 +11,12 @@ from server import availability
 from server.availability import AvailabilityError
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
-from server.runtime import QUEUE_HUB_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Role
 from server.timezones import ZONES, day_label, zone_label
 from server.web.forms import FormError, form_text, parse_day, parse_hour
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, login_required, render, required_user
+from server.web.request import check_csrf, login_required, render, required_user, see_other
 
 routes = web.RouteTableDef()
 
@@ -85,12 +85,8 @@ async def availability_page(request: web.Request) -> web.StreamResponse:
 
 
 def _hours_changed(request: web.Request) -> web.HTTPSeeOther:
-    """The permanences changed: the drop-in queue's opening hours are read again now."""
-    hub = request.app[QUEUE_HUB_KEY]
-    association_id = required_user(request).association_id
-    hub.forget_facts(association_id)
-    hub.changed(association_id)
-    return web.HTTPSeeOther(location=request.app.router["availability"].url_for())
+    """Back to the permanences page (the queue's opening hours follow through OpeningChanged)."""
+    return see_other(request, "availability")
 
 
 @routes.post("/disponibilites", name="availability-add")

@@ -14,7 +14,7 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import availability, booking, handoff, ratelimit
+from server import availability, booking, handoff, links, ratelimit
 from server.assist import link_for
 from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
@@ -22,9 +22,8 @@ from server.errors import Kind
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
-from server.notify.worker import wake
-from server.ratelimit import Rule
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Appointment,
     AppointmentStatus,
@@ -39,7 +38,7 @@ from server.store.models import (
 from server.timezones import ZONES, When, safe_zone
 from server.tokens import join_code, sha256_hex
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, client_ip, current_user, render
+from server.web.request import check_csrf, client_ip, current_user, render, see_other, url_for
 
 # Two limits on the booking form per IP. Attempts: generous, since a France Services office or
 # a family shares one address and a refused "slot just taken" answer costs nothing; it stops
@@ -77,9 +76,9 @@ def _param(values: Mapping[str, Any], name: str, old_name: str) -> object:
     return values.get(name) or values.get(old_name)
 
 
-def _manage_url(request: web.Request, token: str, **query: str) -> str:
-    """The manage page of an appointment (with a notice such as ``confirme=1``)."""
-    return str(request.app.router["booking-manage"].url_for(token=token).with_query(query))
+def _to_manage(request: web.Request, token: str, notice: str) -> web.HTTPSeeOther:
+    """Back to the manage page with a notice (``confirme``, ``annule``…) shown on top."""
+    return see_other(request, links.BOOKING_MANAGE.name, {notice: "1"}, token=token)
 
 
 def _int(value: object, limit: int = 2**31 - 1) -> int | None:
@@ -171,7 +170,7 @@ def _slot_days(
 # -- Choose a motif, then a slot --------------------------------------------------------------
 
 
-@routes.get("/rendez-vous", name="booking-motifs")
+@routes.get(links.BOOKING.path, name=links.BOOKING.name)
 async def motifs_page(request: web.Request) -> web.StreamResponse:
     """Step 1: why do you need help? One big button per motif."""
     tz = _reading_zone(request, request.query.get("tz"))
@@ -220,7 +219,8 @@ async def _find(
     return first, slots
 
 
-@routes.get("/rendez-vous/motif/{motif_id:[0-9]{1,9}}", name="booking-slots")
+# The declared link's path, with the id constrained.
+@routes.get("/rendez-vous/motif/{motif_id:[0-9]{1,9}}", name=links.BOOKING_SLOTS.name)
 async def slots_page(request: web.Request) -> web.StreamResponse:
     """Step 2: the next free slots, by day, in the zone the visitor reads times in."""
     tz = _reading_zone(request, request.query.get("tz"))
@@ -387,8 +387,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
     except BookingError as exc:
         return _form(request, association, motif, kind, tz, starts_at, form, exc)
     await limiter.hit(BOOKINGS_PER_IP, ip)
-    wake(request.app)
-    raise web.HTTPSeeOther(location=_manage_url(request, booked.manage_token, confirme="1"))
+    raise _to_manage(request, booked.manage_token, "confirme")
 
 
 @routes.post("/rendez-vous/attente", name="booking-waitlist")
@@ -469,7 +468,7 @@ async def _links(
     )
 
 
-@routes.get("/rendez-vous/gerer/{token}", name="booking-manage")
+@routes.get(links.BOOKING_MANAGE.path, name=links.BOOKING_MANAGE.name)
 async def manage_page(request: web.Request) -> web.StreamResponse:
     """The appointment, with its join link and code, and the buttons to cancel or move it."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -494,9 +493,9 @@ def _manage(
     has_sheet: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
-    router = request.app.router
     booked = appointment.status == AppointmentStatus.BOOKED
     context = {
+        "token": token,
         "appointment": appointment,
         "motif": motif,
         "association": association,
@@ -511,11 +510,11 @@ def _manage(
         "on_waitlist": request.query.get("attente") == "1",
         "join_url": join_url if booked else None,
         "code": code if booked else None,
-        "code_url": request.app[SETTINGS_KEY].url(str(router["code"].url_for())),
-        "base": str(router["booking-manage"].url_for(token=token)),
+        "code_url": links.CODE.url(request.app[SETTINGS_KEY]),
+        "base": url_for(request, links.BOOKING_MANAGE.name, token=token),
         "for_someone": appointment.booked_via == "referrer",
         "error": error,
-        "sheet_url": str(router["handoff-manage"].url_for(token=token)) if has_sheet else None,
+        "sheet_url": url_for(request, "handoff-manage", token=token) if has_sheet else None,
     }
     return render(request, "booking/manage.html", context, status)
 
@@ -528,7 +527,7 @@ async def ics_file(request: web.Request) -> web.StreamResponse:
         motif = await db.get_one(Motif, appointment.motif_id)
         join_url, _code = await _links(request, db, appointment)
     settings = request.app[SETTINGS_KEY]
-    url = join_url or settings.url(_manage_url(request, request.match_info["token"]))
+    url = join_url or links.BOOKING_MANAGE.url(settings, token=request.match_info["token"])
     cancelled = appointment.status == AppointmentStatus.CANCELLED
     body = notifications.ics_for(settings, appointment, motif.name, url, cancelled=cancelled)
     return web.Response(
@@ -569,8 +568,7 @@ async def cancel(request: web.Request) -> web.StreamResponse:
         if exc.kind is Kind.NOT_FOUND:
             raise
         return await _refuse(request, exc.message)
-    wake(request.app)
-    raise web.HTTPSeeOther(location=_manage_url(request, token, annule="1"))
+    raise _to_manage(request, token, "annule")
 
 
 @routes.get("/rendez-vous/gerer/{token}/deplacer", name="booking-move")
@@ -606,11 +604,12 @@ def _move(
     token = request.match_info["token"]
     after = first + timedelta(days=DAYS_SHOWN)
     context = {
+        "token": token,
         "motif": motif,
         "when": When.of(appointment.starts_at, tz),
         "days": _slot_days([s for s in slots if s.starts_at != appointment.starts_at], tz),
         "later": after.isoformat(),
-        "base": str(request.app.router["booking-manage"].url_for(token=token)),
+        "base": url_for(request, links.BOOKING_MANAGE.name, token=token),
         "error": error,
     }
     return render(request, "booking/move.html", context, status)
@@ -652,8 +651,7 @@ async def move(request: web.Request) -> web.StreamResponse:
             )
         # 409 whatever the reason, as on the manage page: the appointment stays where it was.
         return _move(request, appointment, motif, tz, first, slots, exc.message, 409)
-    wake(request.app)
-    raise web.HTTPSeeOther(location=_manage_url(request, token, confirme="1"))
+    raise _to_manage(request, token, "confirme")
 
 
 @routes.post("/rendez-vous/gerer/{token}/attente", name="booking-manage-waitlist")
@@ -678,7 +676,7 @@ async def manage_waitlist(request: web.Request) -> web.StreamResponse:
         if exc.kind is Kind.NOT_FOUND:
             raise
         return await _refuse(request, exc.message)
-    raise web.HTTPSeeOther(location=_manage_url(request, token, attente="1"))
+    raise _to_manage(request, token, "attente")
 
 
 # -- Lost manage link: code + phone -----------------------------------------------------------
@@ -717,4 +715,4 @@ async def recover(request: web.Request) -> web.StreamResponse:
     if found is None:
         context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=400)
-    raise web.HTTPSeeOther(location=_manage_url(request, found[1], retrouve="1"))
+    raise _to_manage(request, found[1], "retrouve")

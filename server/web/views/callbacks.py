@@ -15,13 +15,13 @@ from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import callback_requests, handoff
+from server import callback_requests, handoff, links
 from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
+from server.errors import Kind
 from server.i18n import N_, _
 from server.motifs import list_motifs
-from server.notify.worker import wake
-from server.ratelimit import Rule
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Association,
     CallbackRequest,
@@ -33,7 +33,16 @@ from server.store.models import (
 )
 from server.timezones import When
 from server.tokens import sha256_hex
-from server.web.request import check_csrf, client_ip, current_user, login_required, render
+from server.web.middlewares import status_of
+from server.web.request import (
+    check_csrf,
+    client_ip,
+    login_required,
+    render,
+    required_user,
+    see_other,
+    url_for,
+)
 
 # Attempts per IP are generous (typos, a shared office connection); requests made per IP and
 # per phone are the real limits: nobody can fill the volunteers' list or someone's SMS inbox.
@@ -63,19 +72,8 @@ STATUS_LABELS = {
 }
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/rappel", request_page, name="callback-form")
-    router.add_post("/rappel", submit, name="callback-submit")
-    router.add_get("/rappel/annuler/{token}", cancel_page, name="callback-cancel-page")
-    router.add_post("/rappel/annuler/{token}", cancel, name="callback-cancel")
-    router.add_get("/rappels", list_page, name="callbacks")
-    router.add_post("/rappels/prendre", take_oldest, name="callbacks-take-oldest")
-    router.add_get("/rappels/{callback_id}", detail, name="callbacks-detail")
-    router.add_post("/rappels/{callback_id}/prendre", take, name="callbacks-take")
-    router.add_post("/rappels/{callback_id}/essai", attempt, name="callbacks-attempt")
-    router.add_post("/rappels/{callback_id}/visio", visio, name="callbacks-visio")
-    router.add_post("/rappels/{callback_id}/relacher", release, name="callbacks-release")
+routes = web.RouteTableDef()
+CALLBACK = "/rappels/{callback_id:[0-9a-f-]{36}}"
 
 
 # -- Helpers ----------------------------------------------------------------------------------
@@ -137,12 +135,6 @@ def age_label(created_at: datetime, now: datetime) -> str:
     return _("il y a %(n)d j") % {"n": minutes // (24 * 60)}
 
 
-def _user(request: web.Request) -> User:
-    user = current_user(request)
-    assert user is not None  # guaranteed by login_required
-    return user
-
-
 # -- Public: the form -------------------------------------------------------------------------
 
 
@@ -170,6 +162,7 @@ def _form(
     return render(request, "callbacks/form.html", context, status)
 
 
+@routes.get("/rappel", name="callback-form")
 async def request_page(request: web.Request) -> web.StreamResponse:
     """The call-back form, open at any hour (`?motif=` preselects a motif)."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -187,6 +180,7 @@ def _read(form: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
     return values, [str(value)[:20] for value in raw][:10]
 
 
+@routes.post("/rappel", name="callback-submit")
 async def submit(request: web.Request) -> web.StreamResponse:
     """Record the request and its acknowledgement in one transaction, then show the
     confirmation (a second submission for the same phone shows the pending one)."""
@@ -222,7 +216,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     try:
         clean = typed.validated(settings.timezone, {m.id for m in motifs})
     except InvalidRequest as exc:
-        return page(exc.errors, _("Corrigez les champs indiqués en rouge."), 400)
+        return page(exc.errors, exc.message, status_of(exc))
     if not await limiter.hit(REQUESTS_PER_PHONE, sha256_hex(clean.phone)):
         response = page({}, _(TOO_MANY_PHONE), 429)
         response.headers["Retry-After"] = "3600"
@@ -234,8 +228,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         context = {"association": association, "callback": done.request}
         return render(request, "callbacks/already.html", context)
     await limiter.hit(REQUESTS_PER_IP, ip)
-    wake(request.app)
-    raise web.HTTPSeeOther(location=f"/rappel/annuler/{done.cancel_token}?confirme=1")
+    raise see_other(request, links.CALLBACK_MANAGE.name, {"confirme": 1}, token=done.cancel_token)
 
 
 # -- Public: the cancel link ------------------------------------------------------------------
@@ -253,6 +246,7 @@ async def _manage(
         motif = await db.get(Motif, callback.motif_id) if callback.motif_id else None
     settings = request.app[SETTINGS_KEY]
     context = {
+        "token": token,
         "callback": callback,
         "association": association,
         "motif": motif,
@@ -263,17 +257,19 @@ async def _manage(
         "confirmed": request.query.get("confirme") == "1",
         "just_cancelled": request.query.get("annule") == "1",
         "cancel_url": callback_requests.cancel_url(settings, token),
-        "base": f"/rappel/annuler/{token}",
+        "base": url_for(request, links.CALLBACK_MANAGE.name, token=token),
         "error": error,
     }
     return render(request, "callbacks/manage.html", context, status)
 
 
+@routes.get(links.CALLBACK_MANAGE.path, name=links.CALLBACK_MANAGE.name)
 async def cancel_page(request: web.Request) -> web.StreamResponse:
     """The person's request, with a button to cancel it (also the confirmation page)."""
     return await _manage(request)
 
 
+@routes.post(links.CALLBACK_MANAGE.path, name="callback-cancel")
 async def cancel(request: web.Request) -> web.StreamResponse:
     """Cancel the request: it leaves the volunteers' list at once."""
     await check_csrf(request)
@@ -282,10 +278,10 @@ async def cancel(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await callback_requests.cancel(db, token, utcnow())
     except CallbackError as exc:
-        if exc.code == "not_found":
-            raise _not_found(exc.message) from None
-        return await _manage(request, exc.message, 409)
-    raise web.HTTPSeeOther(location=f"/rappel/annuler/{token}?annule=1")
+        if exc.kind is Kind.NOT_FOUND:
+            raise
+        return await _manage(request, exc.message, status_of(exc))
+    raise see_other(request, links.CALLBACK_MANAGE.name, {"annule": 1}, token=token)
 
 
 # -- Volunteers -------------------------------------------------------------------------------
@@ -318,7 +314,7 @@ async def _names(db: AsyncSession, association_id: int) -> dict[int, str]:
 
 
 async def _list(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
-    user = _user(request)
+    user = required_user(request)
     settings = request.app[SETTINGS_KEY]
     now = utcnow()
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -337,23 +333,26 @@ async def _list(request: web.Request, error: str | None = None, status: int = 20
     return render(request, "callbacks/list.html", context, status)
 
 
+@routes.get(links.CALLBACKS.path, name=links.CALLBACKS.name)
 @login_required(*STAFF)
 async def list_page(request: web.Request) -> web.StreamResponse:
     """Open and in-progress call-backs of the association, oldest first, late ones flagged."""
     return await _list(request)
 
 
+@routes.post("/rappels/prendre", name="callbacks-take-oldest")
 @login_required(*STAFF)
 async def take_oldest(request: web.Request) -> web.StreamResponse:
     """ "Prendre le plus ancien": claim the oldest open request and open it."""
     await check_csrf(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        callback = await callback_requests.claim_oldest(db, _user(request), utcnow())
+        callback = await callback_requests.claim_oldest(db, required_user(request), utcnow())
     if callback is None:
-        raise web.HTTPSeeOther(location="/rappels?info=aucune")
-    raise web.HTTPSeeOther(location=f"/rappels/{callback.id}")
+        raise see_other(request, "callbacks", {"info": "aucune"})
+    raise see_other(request, "callbacks-detail", callback_id=callback.id)
 
 
+@routes.post(CALLBACK + "/prendre", name="callbacks-take")
 @login_required(*STAFF)
 async def take(request: web.Request) -> web.StreamResponse:
     """ "Prendre": claim this request, unless another volunteer just did."""
@@ -361,18 +360,18 @@ async def take(request: web.Request) -> web.StreamResponse:
     callback_id = request.match_info["callback_id"]
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            await callback_requests.claim(db, _user(request), callback_id, utcnow())
+            await callback_requests.claim(db, required_user(request), callback_id, utcnow())
     except CallbackError as exc:
-        if exc.code == "not_found":
-            raise _not_found(exc.message) from None
-        return await _list(request, exc.message, 409)
-    raise web.HTTPSeeOther(location=f"/rappels/{callback_id}")
+        if exc.kind is Kind.NOT_FOUND:
+            raise
+        return await _list(request, exc.message, status_of(exc))
+    raise see_other(request, "callbacks-detail", callback_id=callback_id)
 
 
 async def _detail(
     request: web.Request, error: str | None = None, status: int = 200
 ) -> web.Response:
-    user = _user(request)
+    user = required_user(request)
     settings = request.app[SETTINGS_KEY]
     now = utcnow()
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -395,9 +394,12 @@ async def _detail(
         )
     except phonenumbers.NumberParseException:
         national = phone
-    booking_url = f"/rendez-vous?a={callback.association_id}"
+    for_association = {"a": callback.association_id}
+    booking_url = url_for(request, links.BOOKING.name, for_association)
     if callback.motif_id is not None:
-        booking_url = f"/rendez-vous/motif/{callback.motif_id}?a={callback.association_id}"
+        booking_url = url_for(
+            request, links.BOOKING_SLOTS.name, for_association, motif_id=callback.motif_id
+        )
     context = {
         "callback": callback,
         "row": row,
@@ -426,7 +428,7 @@ async def _detail(
         "flag_hours": settings.callback_flag_hours,
         "error": error,
         # Helped on the phone (or to book for): the claimer files the handoff sheet.
-        "sheet_url": f"/rappels/{callback.id}/fiche"
+        "sheet_url": url_for(request, "handoff-callback-form", callback_id=callback.id)
         if mine
         and callback.status == CallbackStatus.RESOLVED
         and callback.outcome in handoff.CALLBACK_SHEET_OUTCOMES
@@ -437,6 +439,7 @@ async def _detail(
     return render(request, "callbacks/detail.html", context, status)
 
 
+@routes.get(CALLBACK, name="callbacks-detail")
 @login_required(*STAFF)
 async def detail(request: web.Request) -> web.StreamResponse:
     """One request: full contact for its claimer, read-only (with "Prendre") for the others."""
@@ -444,11 +447,12 @@ async def detail(request: web.Request) -> web.StreamResponse:
 
 
 async def _act_error(request: web.Request, exc: CallbackError) -> web.Response:
-    if exc.code == "not_found":
-        raise _not_found(exc.message)
-    return await _detail(request, exc.message, 400 if exc.code == "invalid_outcome" else 409)
+    if exc.kind is Kind.NOT_FOUND:
+        raise exc
+    return await _detail(request, exc.message, status_of(exc))
 
 
+@routes.post(CALLBACK + "/essai", name="callbacks-attempt")
 @login_required(*STAFF)
 async def attempt(request: web.Request) -> web.StreamResponse:
     """Log a call and its outcome; no answer puts the request back in the list."""
@@ -459,17 +463,18 @@ async def attempt(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             callback = await callback_requests.log_attempt(
-                db, settings, _user(request), callback_id, outcome, utcnow()
+                db, settings, required_user(request), callback_id, outcome, utcnow()
             )
     except CallbackError as exc:
         return await _act_error(request, exc)
     if callback.status == CallbackStatus.OPEN:
-        raise web.HTTPSeeOther(location="/rappels?info=essai")
+        raise see_other(request, "callbacks", {"info": "essai"})
     if callback.status == CallbackStatus.EXPIRED:
-        raise web.HTTPSeeOther(location="/rappels?info=injoignable")
-    raise web.HTTPSeeOther(location=f"/rappels/{callback_id}")
+        raise see_other(request, "callbacks", {"info": "injoignable"})
+    raise see_other(request, "callbacks-detail", callback_id=callback_id)
 
 
+@routes.post(CALLBACK + "/visio", name="callbacks-visio")
 @login_required(*STAFF)
 async def visio(request: web.Request) -> web.StreamResponse:
     """Send the person a visio link and code, then open the assistance room."""
@@ -478,21 +483,23 @@ async def visio(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await callback_requests.send_visio_link(
-                db, settings, _user(request), request.match_info["callback_id"], utcnow()
+                db, settings, required_user(request), request.match_info["callback_id"], utcnow()
             )
     except CallbackError as exc:
         return await _act_error(request, exc)
-    wake(request.app)
-    raise web.HTTPSeeOther(location=f"/assistance/{session.id}")
+    raise see_other(request, "assistance-room", session_id=session.id)
 
 
+@routes.post(CALLBACK + "/relacher", name="callbacks-release")
 @login_required(*STAFF)
 async def release(request: web.Request) -> web.StreamResponse:
     """ "Relâcher": give the request back to the list for someone else."""
     await check_csrf(request)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            await callback_requests.release(db, _user(request), request.match_info["callback_id"])
+            await callback_requests.release(
+                db, required_user(request), request.match_info["callback_id"]
+            )
     except CallbackError as exc:
         return await _act_error(request, exc)
-    raise web.HTTPSeeOther(location="/rappels?info=relachee")
+    raise see_other(request, "callbacks", {"info": "relachee"})

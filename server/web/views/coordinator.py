@@ -4,33 +4,30 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server import accounts, assist
+from server import accounts, assist, links
 from server.i18n import _
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
-from server.store.models import Role, User
-from server.web.request import check_csrf, current_user, login_required, render
-from signaling.assist import end_session_room, kick_peer
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.store.models import Role
+from server.web.request import check_csrf, login_required, render, required_user, see_other
 
-
-def _coordinator(request: web.Request) -> User:
-    user = current_user(request)
-    assert user is not None
-    return user
+routes = web.RouteTableDef()
 
 
 async def _page(request: web.Request, status: int = 200, **extra: object) -> web.StreamResponse:
-    coordinator = _coordinator(request)
+    coordinator = required_user(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         members = await accounts.list_members(db, coordinator.association_id)
     return render(request, "coordinator/volunteers.html", {"members": members, **extra}, status)
 
 
+@routes.get("/benevoles", name="volunteers")
 @login_required(Role.COORDINATOR)
 async def volunteers(request: web.Request) -> web.StreamResponse:
     """The association's accounts."""
     return await _page(request)
 
 
+@routes.post("/benevoles", name="volunteers-invite")
 @login_required(Role.COORDINATOR)
 async def invite(request: web.Request) -> web.StreamResponse:
     """Create a volunteer account and show the one-time invitation link to send them."""
@@ -39,50 +36,43 @@ async def invite(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             invitation = await accounts.invite_volunteer(
                 db,
-                _coordinator(request),
+                required_user(request),
                 email=str(form.get("email", ""))[:300],
                 name=str(form.get("name", ""))[:200],
             )
     except accounts.AccountError as exc:
         return await _page(request, 400, error=str(exc), form=dict(form))
-    link = request.app[SETTINGS_KEY].url(f"/invitation/{invitation.token}")
+    link = links.INVITATION.url(request.app[SETTINGS_KEY], token=invitation.token)
     return await _page(request, invitation_link=link, invited=invitation.user)
 
 
 async def _set_active(request: web.Request, active: bool) -> web.StreamResponse:
     await check_csrf(request)
-    try:
-        user_id = int(request.match_info["user_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    user_id = int(request.match_info["user_id"])
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        coordinator = _coordinator(request)
+        coordinator = required_user(request)
         if active:
             changed = await accounts.reactivate(db, coordinator, user_id)
         else:
             changed = await accounts.deactivate(db, coordinator, user_id)
             if changed is not None:
-                ended, observer_sids = await assist.withdraw_user(db, changed.id)
+                # An open socket outlives the login session: its live access ends now too.
+                await assist.withdraw_user(db, changed.id)
     if changed is None:
         raise web.HTTPNotFound(
             text=_("Ce compte n'existe pas dans votre association."), content_type="text/plain"
         )
-    if not active:
-        # An open socket outlives the login session: cut the account's live access now.
-        sio = request.app[SIO_KEY]
-        for session_id in ended:
-            await end_session_room(sio, session_id, "volunteer")
-        for sid in observer_sids:
-            await kick_peer(sio, sid, "revoked")
-    raise web.HTTPSeeOther(location="/benevoles")
+    raise see_other(request, "volunteers")
 
 
+@routes.post("/benevoles/{user_id:[0-9]{1,9}}/desactiver", name="volunteers-deactivate")
 @login_required(Role.COORDINATOR)
 async def deactivate(request: web.Request) -> web.StreamResponse:
     """Deactivate an account: it can no longer log in; its sessions are closed."""
     return await _set_active(request, False)
 
 
+@routes.post("/benevoles/{user_id:[0-9]{1,9}}/reactiver", name="volunteers-reactivate")
 @login_required(Role.COORDINATOR)
 async def reactivate(request: web.Request) -> web.StreamResponse:
     """Give a deactivated account its access back."""

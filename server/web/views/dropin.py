@@ -8,6 +8,7 @@ JavaScript too); the page's script sends them over the socket instead and shows 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -15,13 +16,16 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import links
 from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
+from server.errors import Kind
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
-from server.ratelimit import Rule
-from server.runtime import QUEUE_HUB_KEY, RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, SIO_KEY
+from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY, Rule
+from server.runtime import BOARD_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     AssistanceSession,
     Association,
@@ -32,18 +36,18 @@ from server.store.models import (
     utcnow,
 )
 from server.timezones import When
+from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
     client_ip,
-    current_user,
     login_required,
     render,
+    required_user,
+    see_other,
     set_cookie,
 )
 from server.web.views.booking import public_association
 from server.web.views.join import enter_session
-from signaling.assist import end_session_room
-from signaling.dropin import QUEUE_COOKIE
 
 # A family or a France Services office shares one address: generous, but no flood.
 JOINS_PER_IP = Rule("queue-join-ip", parse("30/hour"))
@@ -53,19 +57,8 @@ TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis ré
 _POSTAL = re.compile(r"^\d{5}$")
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/aide", help_page, name="dropin")
-    router.add_post("/aide", join, name="dropin-join")
-    router.add_get("/aide/attente", waiting_page, name="dropin-waiting")
-    router.add_get("/aide/entrer", enter, name="dropin-enter")
-    router.add_post("/aide/quitter", leave, name="dropin-leave")
-    router.add_get("/file", queue_page, name="queue")
-    router.add_post("/file/suivant", take_next, name="queue-take-next")
-    router.add_post("/file/{entry_id}/prendre", take, name="queue-take")
-    router.add_post("/file/{entry_id}/remettre", requeue, name="queue-requeue")
-    router.add_post("/file/{entry_id}/transferer", transfer, name="queue-transfer")
-    router.add_post("/file/{entry_id}/absent", gone, name="queue-gone")
+routes = web.RouteTableDef()
+ENTRY = "/file/{entry_id:[0-9a-f-]{36}}"
 
 
 # -- Public side ---------------------------------------------------------------------------------
@@ -76,22 +69,13 @@ async def _my_entry(request: web.Request, db: AsyncSession) -> QueueEntry | None
     return await dropin.find_by_token(db, request.cookies.get(QUEUE_COOKIE))
 
 
-async def _estimate_for_newcomer(
-    request: web.Request, db: AsyncSession, association_id: int
-) -> int:
-    hub = request.app[QUEUE_HUB_KEY]
-    waiting = await dropin.count_waiting(db, association_id)
-    handling = await dropin.handling_minutes(db, request.app[SETTINGS_KEY], association_id)
-    return dropin.estimate_minutes(waiting + 1, hub.volunteers_online(association_id), handling)
-
-
 async def _help_context(
     request: web.Request, db: AsyncSession, association: Association
 ) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
     now = utcnow()
     state = await dropin.state_of(db, association.id, now)
-    estimate = await _estimate_for_newcomer(request, db, association.id)
+    estimate = await request.app[BOARD_KEY].estimate_for_newcomer(db, association.id)
     waiting = await dropin.count_waiting(db, association.id)
     full = waiting >= settings.queue_max_waiting
     return {
@@ -108,12 +92,13 @@ async def _help_context(
     }
 
 
+@routes.get(links.DROP_IN.path, name=links.DROP_IN.name)
 async def help_page(request: web.Request) -> web.StreamResponse:
     """`/aide`: join the queue when open (motif, optional first name), else a call-back."""
     async with request.app[SESSIONMAKER_KEY]() as db:
         entry = await _my_entry(request, db)
         if entry is not None and entry.status in (QueueStatus.WAITING, QueueStatus.TAKEN):
-            raise web.HTTPSeeOther(location="/aide/attente")  # one place per browser
+            raise see_other(request, "dropin-waiting")  # one place per browser
         association = await public_association(request, db, request.query.get("a"))
         context = await _help_context(request, db, association)
     return render(request, "dropin/help.html", context)
@@ -124,7 +109,12 @@ def _clean_postal_code(raw: str) -> str | None:
     if not value:
         return None
     if not _POSTAL.match(value):
-        raise QueueError("postal_code", _("Le code postal a 5 chiffres, par exemple 75011."))
+        raise QueueError(
+            "postal_code",
+            _("Le code postal a 5 chiffres, par exemple 75011."),
+            "postal_code",
+            kind=Kind.INVALID,
+        )
     return value
 
 
@@ -134,9 +124,10 @@ def _clean_first_name(raw: str) -> str | None:
     try:
         return clean_first_name(raw)
     except ContactError as exc:
-        raise QueueError("first_name", exc.message) from exc
+        raise QueueError("first_name", exc.message, "first_name", kind=Kind.INVALID) from exc
 
 
+@routes.post(links.DROP_IN.path, name="dropin-join")
 async def join(request: web.Request) -> web.StreamResponse:
     """Take a place at the end of the queue; joining twice leads to the same place."""
     form = await check_csrf(request)
@@ -149,11 +140,11 @@ async def join(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         entry = await _my_entry(request, db)
         if entry is not None and entry.status == QueueStatus.WAITING:
-            raise web.HTTPSeeOther(location="/aide/attente")
+            raise see_other(request, "dropin-waiting")
         association = await public_association(request, db, form.get("a"))
         try:
             if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client_ip(request)):
-                raise QueueError("rate_limited", _(TOO_MANY))
+                raise QueueError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
             motif_id = None
             if typed["motif"]:
                 motif = (
@@ -162,7 +153,12 @@ async def join(request: web.Request) -> web.StreamResponse:
                     else None
                 )
                 if motif is None or not motif.is_active:
-                    raise QueueError("motif", _("Choisissez une démarche dans la liste."))
+                    raise QueueError(
+                        "motif",
+                        _("Choisissez une démarche dans la liste."),
+                        "motif",
+                        kind=Kind.INVALID,
+                    )
                 motif_id = motif.id
             joined = await dropin.join(
                 db,
@@ -176,14 +172,11 @@ async def join(request: web.Request) -> web.StreamResponse:
         except QueueError as exc:
             context = await _help_context(request, db, association)
             context.update(form=typed, error=exc)
-            status = {"rate_limited": 429, "closed": 409, "full": 503}.get(exc.code, 400)
-            response = render(request, "dropin/help.html", context, status)
-            if status == 429:
+            response = render(request, "dropin/help.html", context, status_of(exc))
+            if exc.kind is Kind.RATE_LIMITED:
                 response.headers["Retry-After"] = "600"
             return response
-        association_id = association.id
-    request.app[QUEUE_HUB_KEY].changed(association_id)
-    response = web.HTTPSeeOther(location="/aide/attente")
+    response = see_other(request, "dropin-waiting")
     set_cookie(request, response, QUEUE_COOKIE, joined.token, QUEUE_COOKIE_SECONDS)
     raise response
 
@@ -195,6 +188,7 @@ def _no_place(request: web.Request, reason: str | None) -> web.Response:
     return response
 
 
+@routes.get("/aide/attente", name="dropin-waiting")
 async def waiting_page(request: web.Request) -> web.StreamResponse:
     """The waiting room: position, estimate, reassurance; the page keeps the place alive."""
     now = utcnow()
@@ -210,7 +204,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
                 else None
             )
             if session is not None and session.is_live:
-                raise web.HTTPSeeOther(location="/aide/entrer")
+                raise see_other(request, "dropin-enter")
             return _no_place(request, "ended")
         if entry.status != QueueStatus.WAITING:
             return _no_place(request, entry.end_reason or entry.status.value)
@@ -218,7 +212,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
         association_id = entry.association_id
         motif = await get_motif(db, association_id, entry.motif_id) if entry.motif_id else None
         first_name = entry.first_name
-    position = await request.app[QUEUE_HUB_KEY].position_for(association_id, entry.id)
+    position = await request.app[BOARD_KEY].position_for(association_id, entry.id)
     context = {
         "position": position,
         "motif": motif,
@@ -229,6 +223,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
     return render(request, "dropin/waiting.html", context)
 
 
+@routes.get("/aide/entrer", name="dropin-enter")
 async def enter(request: web.Request) -> web.StreamResponse:
     """Their turn: the queue token becomes a pass for the assistance room (no token in URLs)."""
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -237,19 +232,18 @@ async def enter(request: web.Request) -> web.StreamResponse:
         if entry is not None and entry.status == QueueStatus.TAKEN and entry.assistance_session_id:
             session = await db.get(AssistanceSession, entry.assistance_session_id)
     if session is None or not session.is_live:
-        raise web.HTTPSeeOther(location="/aide/attente")
+        raise see_other(request, "dropin-waiting")
     raise enter_session(request, session)
 
 
+@routes.post("/aide/quitter", name="dropin-leave")
 async def leave(request: web.Request) -> web.StreamResponse:
     """Give up one's place (a second click does nothing more)."""
     await check_csrf(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         entry = await _my_entry(request, db)
-        left = entry is not None and await dropin.leave(db, entry.id, utcnow())
-    if entry is not None and left:
-        await request.app[QUEUE_HUB_KEY].removed(entry.id, "left")
-        request.app[QUEUE_HUB_KEY].changed(entry.association_id)
+        if entry is not None:
+            await dropin.leave(db, entry.id, utcnow())
     response = render(request, "dropin/gone.html", {"reason": "left"})
     response.del_cookie(QUEUE_COOKIE, path="/")
     return response
@@ -283,18 +277,11 @@ async def _mine(db: AsyncSession, user: User) -> list[tuple[QueueEntry, Assistan
     return [(entry, session) for entry, session in rows if session.is_live]
 
 
-def _user(request: web.Request) -> User:
-    user = current_user(request)
-    assert user is not None  # login_required
-    return user
-
-
 async def _queue_page(
     request: web.Request, error: str | None = None, status: int = 200
 ) -> web.Response:
-    user = _user(request)
-    hub = request.app[QUEUE_HUB_KEY]
-    queue = await hub.volunteer_payload(user.association_id)
+    user = required_user(request)
+    queue = await request.app[BOARD_KEY].volunteer_payload(user.association_id)
     async with request.app[SESSIONMAKER_KEY]() as db:
         volunteers = await _volunteers(db, user.association_id)
         mine = await _mine(db, user)
@@ -309,96 +296,90 @@ async def _queue_page(
     return render(request, "dropin/queue.html", context, status)
 
 
+@routes.get(links.QUEUE.path, name=links.QUEUE.name)
 @login_required(*VOLUNTEER_ROLES)
 async def queue_page(request: web.Request) -> web.StreamResponse:
     """`/file`: the live queue (pushed over the `/queue` socket) and the people one is helping."""
     return await _queue_page(request)
 
 
-async def _after_take(request: web.Request, entry: QueueEntry) -> web.HTTPSeeOther:
-    hub = request.app[QUEUE_HUB_KEY]
-    await hub.turn(entry.id)
-    hub.changed(entry.association_id)
-    return web.HTTPSeeOther(location=f"/assistance/{entry.assistance_session_id}")
+Action = Callable[[AsyncSession, User, str], Awaitable[QueueEntry | None]]
 
 
-def _entry_id(request: web.Request) -> str:
-    return request.match_info["entry_id"][:40]
+async def _act(request: web.Request, action: Action) -> web.StreamResponse:
+    """One volunteer action on the queue, as a form (the page's script uses the socket): done,
+    to the room of a person taken or back to the queue; refused, the queue with the reason."""
+    await check_csrf(request)
+    user = required_user(request)
+    entry_id = request.match_info.get("entry_id", "")
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            taken = await action(db, user, entry_id)
+    except QueueError as exc:
+        return await _queue_page(request, exc.message, status_of(exc))
+    if taken is not None:
+        raise see_other(request, "assistance-room", session_id=taken.assistance_session_id)
+    raise see_other(request, "queue")
 
 
+@routes.post("/file/suivant", name="queue-take-next")
 @login_required(*VOLUNTEER_ROLES)
 async def take_next(request: web.Request) -> web.StreamResponse:
     """ "Prendre le suivant" without JavaScript."""
-    await check_csrf(request)
-    try:
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            entry = await dropin.take_next(db, request.app[SETTINGS_KEY], _user(request), utcnow())
-    except QueueError as exc:
-        return await _queue_page(request, exc.message, 409)
-    if entry is None:
-        return await _queue_page(request, _("Personne n'attend pour le moment."), 409)
-    raise await _after_take(request, entry)
+    settings = request.app[SETTINGS_KEY]
+
+    async def next_one(db: AsyncSession, user: User, _entry_id: str) -> QueueEntry:
+        entry = await dropin.take_next(db, settings, user, utcnow())
+        if entry is None:
+            raise QueueError("empty", _("Personne n'attend pour le moment."))
+        return entry
+
+    return await _act(request, next_one)
 
 
+@routes.post(ENTRY + "/prendre", name="queue-take")
 @login_required(*VOLUNTEER_ROLES)
 async def take(request: web.Request) -> web.StreamResponse:
     """Take one given person."""
-    await check_csrf(request)
-    try:
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            entry = await dropin.take(
-                db, request.app[SETTINGS_KEY], _user(request), _entry_id(request), utcnow()
-            )
-    except QueueError as exc:
-        return await _queue_page(request, exc.message, 409)
-    raise await _after_take(request, entry)
+    settings = request.app[SETTINGS_KEY]
+
+    async def this_one(db: AsyncSession, user: User, entry_id: str) -> QueueEntry:
+        return await dropin.take(db, settings, user, entry_id, utcnow())
+
+    return await _act(request, this_one)
 
 
+@routes.post(ENTRY + "/remettre", name="queue-requeue")
 @login_required(*VOLUNTEER_ROLES)
 async def requeue(request: web.Request) -> web.StreamResponse:
     """Put a person one took back at their place in the queue."""
-    await check_csrf(request)
-    user = _user(request)
-    try:
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            session_id = await dropin.requeue(db, user, _entry_id(request), utcnow())
-    except QueueError as exc:
-        return await _queue_page(request, exc.message, 409)
-    if session_id is not None:
-        await end_session_room(request.app[SIO_KEY], session_id, "requeued")
-    request.app[QUEUE_HUB_KEY].changed(user.association_id)
-    raise web.HTTPSeeOther(location="/file")
+
+    async def put_back(db: AsyncSession, user: User, entry_id: str) -> None:
+        await dropin.requeue(db, user, entry_id, utcnow())
+
+    return await _act(request, put_back)
 
 
+@routes.post(ENTRY + "/transferer", name="queue-transfer")
 @login_required(*VOLUNTEER_ROLES)
 async def transfer(request: web.Request) -> web.StreamResponse:
     """Hand a person to another volunteer."""
-    form = await check_csrf(request)
-    user = _user(request)
-    raw = str(form.get("volunteer_id", ""))
-    try:
+    raw = str((await request.post()).get("volunteer_id", ""))
+
+    async def hand_over(db: AsyncSession, user: User, entry_id: str) -> None:
         if not raw.isdigit() or len(raw) > 9:
-            raise QueueError("no_target", _("Choisissez un bénévole."))
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            done = await dropin.transfer(db, user, _entry_id(request), int(raw), utcnow())
-    except QueueError as exc:
-        return await _queue_page(request, exc.message, 409)
-    await request.app[QUEUE_HUB_KEY].transferred(done, user)
-    raise web.HTTPSeeOther(location="/file")
+            raise QueueError("no_target", _("Choisissez un bénévole."), "volunteer_id")
+        await dropin.transfer(db, user, entry_id, int(raw), utcnow())
+
+    return await _act(request, hand_over)
 
 
+@routes.post(ENTRY + "/absent", name="queue-gone")
 @login_required(*VOLUNTEER_ROLES)
 async def gone(request: web.Request) -> web.StreamResponse:
     """The person was not there when called."""
-    await check_csrf(request)
-    user = _user(request)
-    try:
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            entry, ended = await dropin.mark_gone(db, user, _entry_id(request), utcnow())
-    except QueueError as exc:
-        return await _queue_page(request, exc.message, 409)
-    if ended is not None:
-        await end_session_room(request.app[SIO_KEY], ended, "gone")
-    await request.app[QUEUE_HUB_KEY].removed(entry.id, "gone")
-    request.app[QUEUE_HUB_KEY].changed(user.association_id)
-    raise web.HTTPSeeOther(location="/file")
+
+    async def not_there(db: AsyncSession, user: User, entry_id: str) -> None:
+        await dropin.mark_gone(db, user, entry_id, utcnow())
+
+    return await _act(request, not_there)

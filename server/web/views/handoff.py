@@ -12,22 +12,23 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import booking, handoff
+from server import booking, handoff, links
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
-from server.notify.worker import wake
+from server.passes import QUEUE_COOKIE
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
-from server.store.models import HandoffSheet, Role, User, utcnow
+from server.store.models import HandoffSheet, Role, utcnow
 from server.taxonomy import AUTONOMY, ORGANISATIONS, OUTCOMES, THEMES
 from server.web.request import (
     beneficiary_session_id,
     check_csrf,
-    current_user,
     login_required,
     render,
+    required_user,
+    see_other,
+    url_for,
 )
-from signaling.dropin import QUEUE_COOKIE
 
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
 NOT_FOUND = N_("Cette fiche n'existe pas ou ne vous concerne pas.")
@@ -42,30 +43,9 @@ CHANNEL_LABELS = {
 SheetFinder = Callable[[web.Request], Awaitable[HandoffSheet | None]]
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/assistance/{session_id}/fiche", session_form, name="handoff-form")
-    router.add_post("/assistance/{session_id}/fiche", session_submit, name="handoff-submit")
-    router.add_get("/rappels/{callback_id}/fiche", callback_form, name="handoff-callback-form")
-    router.add_post("/rappels/{callback_id}/fiche", callback_submit, name="handoff-callback-submit")
-    router.add_get("/fiches/{sheet_id}", staff_read, name="handoff-staff")
-    router.add_get(
-        "/mes-reservations/{appointment_id}/fiche", referrer_read, name="handoff-referrer"
-    )
-    for path, finder, name in (
-        ("/fiche/{token}", _by_token, "handoff-read"),
-        ("/b/fiche", _by_pass, "handoff-room"),
-        ("/aide/fiche", _by_queue, "handoff-dropin"),
-        ("/rendez-vous/gerer/{token}/fiche", _by_manage_token, "handoff-manage"),
-    ):
-        router.add_get(path, _reader(finder), name=name)
-        router.add_post(path + "/partage", _sharer(finder), name=name + "-share")
-
-
-def _user(request: web.Request) -> User:
-    user = current_user(request)
-    assert user is not None  # guaranteed by login_required
-    return user
+routes = web.RouteTableDef()
+SESSION_SHEET = "/assistance/{session_id:[0-9a-f-]{36}}/fiche"
+CALLBACK_SHEET = "/rappels/{callback_id:[0-9a-f-]{36}}/fiche"
 
 
 def _not_found(message: str = NOT_FOUND) -> web.HTTPNotFound:
@@ -104,6 +84,16 @@ def _read(form: Mapping[str, Any]) -> SheetForm:
     )
 
 
+def _form_url(request: web.Request, subject: Subject) -> str:
+    name, parts = subject.form
+    return url_for(request, name, **parts)
+
+
+def _back_url(request: web.Request, subject: Subject) -> str:
+    """Back to where the volunteer came from: the dashboard, or the call-backs."""
+    return url_for(request, "dashboard" if subject.session is not None else "callbacks")
+
+
 def _form_page(
     request: web.Request,
     subject: Subject,
@@ -119,8 +109,8 @@ def _form_page(
         "subject": subject,
         "who": subject.first_name,
         "channel": _(CHANNEL_LABELS.get(subject.channel, CHANNEL_LABELS["link"])),
-        "action": subject.form_url,
-        "skip_url": "/tableau" if subject.session is not None else "/rappels",
+        "action": _form_url(request, subject),
+        "skip_url": _back_url(request, subject),
         "themes": [(code, _(text)) for code, text in THEMES.items()],
         "organisations": [(code, _(text)) for code, text in ORGANISATIONS.items()],
         "autonomies": [(code, _(text)) for code, text in AUTONOMY.items()],
@@ -141,7 +131,7 @@ def _form_page(
 async def _session_subject(request: web.Request) -> Subject:
     async with request.app[SESSIONMAKER_KEY]() as db:
         subject = await handoff.subject_for_session(
-            db, request.match_info["session_id"], _user(request)
+            db, request.match_info["session_id"], required_user(request)
         )
     if subject is None:
         raise _not_found()
@@ -151,12 +141,12 @@ async def _session_subject(request: web.Request) -> Subject:
 async def _callback_subject(request: web.Request) -> Subject:
     async with request.app[SESSIONMAKER_KEY]() as db:
         subject = await handoff.subject_for_callback(
-            db, request.match_info["callback_id"], _user(request)
+            db, request.match_info["callback_id"], required_user(request)
         )
     if subject is None:
         raise _not_found()
     if subject.session is not None:  # a visio link: the sheet belongs to its session
-        raise web.HTTPSeeOther(location=subject.form_url)
+        raise web.HTTPSeeOther(location=_form_url(request, subject))
     return subject
 
 
@@ -184,41 +174,45 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
         return _form_page(request, subject, values, editing=editing, errors=exc.errors, status=400)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            saved = await handoff.save(db, settings, subject, clean, _user(request), utcnow())
+            saved = await handoff.save(
+                db, settings, subject, clean, required_user(request), utcnow()
+            )
             sheet_id = saved.sheet.id
     except handoff.SheetGone:
         raise _not_found() from None
-    if saved.created:
-        wake(request.app)
     context = {
         "created": saved.created,
         "read_url": handoff.read_url(settings, saved.token) if saved.token else None,
         "sent": saved.created and bool(subject.phone or subject.email),
-        "edit_url": subject.form_url,
-        "back_url": "/tableau" if subject.session is not None else "/rappels",
+        "edit_url": _form_url(request, subject),
+        "back_url": _back_url(request, subject),
         "sheet_id": sheet_id,
     }
     return render(request, "handoff/saved.html", context)
 
 
+@routes.get(SESSION_SHEET, name="handoff-form")
 @login_required(*STAFF)
 async def session_form(request: web.Request) -> web.StreamResponse:
     """The sheet form of an assistance (empty, or the filed sheet to edit)."""
     return await _show_form(request, await _session_subject(request))
 
 
+@routes.post(SESSION_SHEET, name="handoff-submit")
 @login_required(*STAFF)
 async def session_submit(request: web.Request) -> web.StreamResponse:
     """File or edit the sheet of an assistance; mistakes come back in French, values kept."""
     return await _submit(request, await _session_subject(request))
 
 
+@routes.get(CALLBACK_SHEET, name="handoff-callback-form")
 @login_required(*STAFF)
 async def callback_form(request: web.Request) -> web.StreamResponse:
     """The sheet form of a call-back resolved on the phone."""
     return await _show_form(request, await _callback_subject(request))
 
 
+@routes.post(CALLBACK_SHEET, name="handoff-callback-submit")
 @login_required(*STAFF)
 async def callback_submit(request: web.Request) -> web.StreamResponse:
     """File or edit the sheet of a call-back resolved on the phone."""
@@ -241,27 +235,31 @@ async def _staff_page(request: web.Request, sheet: HandoffSheet, back: str) -> w
     return render(request, "handoff/sheet.html", context)
 
 
+@routes.get("/fiches/{sheet_id:[0-9a-f-]{36}}", name="handoff-staff")
 @login_required(*STAFF)
 async def staff_read(request: web.Request) -> web.StreamResponse:
     """A sheet read by staff: every sheet of the association for a coordinator, their own for
     a volunteer (editing stays with the session's volunteer)."""
     async with request.app[SESSIONMAKER_KEY]() as db:
-        sheet = await handoff.get_for_staff(db, request.match_info["sheet_id"], _user(request))
+        sheet = await handoff.get_for_staff(
+            db, request.match_info["sheet_id"], required_user(request)
+        )
     if sheet is None:
         raise _not_found()
-    return await _staff_page(request, sheet, "/tableau")
+    return await _staff_page(request, sheet, url_for(request, "dashboard"))
 
 
+@routes.get("/mes-reservations/{appointment_id:[0-9a-f-]{36}}/fiche", name="handoff-referrer")
 @login_required(Role.REFERRER, Role.COORDINATOR)
 async def referrer_read(request: web.Request) -> web.StreamResponse:
     """The sheet of an appointment this referrer booked; anyone else's is a 404."""
     async with request.app[SESSIONMAKER_KEY]() as db:
         sheet = await handoff.find_for_referrer(
-            db, _user(request), request.match_info["appointment_id"]
+            db, required_user(request), request.match_info["appointment_id"]
         )
     if sheet is None:
         raise _not_found()
-    return await _staff_page(request, sheet, "/mes-reservations")
+    return await _staff_page(request, sheet, url_for(request, "my-bookings"))
 
 
 # -- The beneficiary's sheet ------------------------------------------------------------------
@@ -318,7 +316,7 @@ def _reader(find: SheetFinder) -> Callable[[web.Request], Awaitable[web.StreamRe
         context = {
             "sheet": handoff.view(sheet, settings.timezone, name),
             "audience": "beneficiary",
-            "share_action": request.path.rstrip("/") + "/partage",
+            "share_action": url_for(request, f"{_route_name(request)}-share", **request.match_info),
             "shared_now": request.query.get("partage"),
         }
         response = render(request, "handoff/sheet.html", context)
@@ -341,7 +339,29 @@ def _sharer(find: SheetFinder) -> Callable[[web.Request], Awaitable[web.StreamRe
         shared = form.get("share") == "1"
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await handoff.set_sharing(db, sheet.id, shared, utcnow())
-        back = request.path.removesuffix("/partage")
-        raise web.HTTPSeeOther(location=f"{back}?partage={'oui' if shared else 'non'}")
+        reader = _route_name(request).removesuffix("-share")
+        answer = {"partage": "oui" if shared else "non"}
+        raise see_other(request, reader, answer, **request.match_info)
 
     return share
+
+
+def _route_name(request: web.Request) -> str:
+    """The name of the route this request came by (readers and sharers are registered in
+    pairs: ``<name>`` and ``<name>-share``)."""
+    name = request.match_info.route.name
+    assert name is not None
+    return name
+
+
+# The beneficiary reads their sheet, and says whether later volunteers may read it, through
+# whatever they hold: the link sent to them, their room pass, their queue place, their
+# appointment's manage link.
+for _path, _find, _name in (
+    (links.SHEET.path, _by_token, links.SHEET.name),
+    ("/b/fiche", _by_pass, "handoff-room"),
+    ("/aide/fiche", _by_queue, "handoff-dropin"),
+    (links.BOOKING_MANAGE.path + "/fiche", _by_manage_token, "handoff-manage"),
+):
+    routes.get(_path, name=_name)(_reader(_find))
+    routes.post(_path + "/partage", name=_name + "-share")(_sharer(_find))

@@ -7,12 +7,16 @@ from sqlalchemy import text
 
 from server.runtime import ENGINE_KEY
 
+routes = web.RouteTableDef()
 
+
+@routes.get("/healthz", name="healthz")
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and answering."""
     return web.json_response({"status": "ok"})
 
 
+@routes.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
     """The database answers a trivial query."""
     try:

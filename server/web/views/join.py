@@ -7,33 +7,35 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import booking, ratelimit
+from server import booking, links, passes, ratelimit
 from server.i18n import N_, _
 from server.qr import qr_svg
-from server.runtime import RATELIMIT_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.ratelimit import RATELIMIT_KEY
+from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
 from server.timezones import When
 from server.tokens import sha256_hex
 from server.web.request import (
-    BENEFICIARY_COOKIE,
-    beneficiary_serializer,
     beneficiary_session_id,
     check_csrf,
     client_ip,
     render,
     set_cookie,
+    url_for,
 )
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
+routes = web.RouteTableDef()
 INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez un nouveau code.")
 
 
 def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
     """Give the browser a pass for this session and send it to the room (token out of the URL)."""
-    response = web.HTTPSeeOther(location="/b")
+    response = web.HTTPSeeOther(location=url_for(request, "beneficiary-room"))
     settings = request.app[SETTINGS_KEY]
-    value = beneficiary_serializer(request).dumps(session.id)
-    set_cookie(request, response, BENEFICIARY_COOKIE, value, settings.session_ttl_hours * 3600)
+    value = passes.beneficiary_pass(settings, session.id)
+    seconds = passes.beneficiary_pass_seconds(settings)
+    set_cookie(request, response, passes.BENEFICIARY_COOKIE, value, seconds)
     return response
 
 
@@ -85,6 +87,7 @@ async def _cancelled_appointment_link(db: AsyncSession, token: str) -> str | Non
     return "moved" if row[1] else "cancelled"
 
 
+@routes.get(links.JOIN.path, name=links.JOIN.name)
 async def join_link(request: web.Request) -> web.StreamResponse:
     """`/j/<token>`: a valid link enters the room (an appointment's only from 15 min before);
     anything else gets the same neutral page."""
@@ -102,6 +105,7 @@ async def join_link(request: web.Request) -> web.StreamResponse:
     raise enter_session(request, session)
 
 
+@routes.get(links.CODE.path, name=links.CODE.name)
 async def code_page(request: web.Request) -> web.StreamResponse:
     """The page where the beneficiary types the 6-digit code."""
     prefill = request.query.get("c", "")
@@ -109,6 +113,7 @@ async def code_page(request: web.Request) -> web.StreamResponse:
     return render(request, "beneficiary/code.html", {"code": prefill})
 
 
+@routes.post(links.CODE.path, name="code-submit")
 async def submit_code(request: web.Request) -> web.StreamResponse:
     """Check a code, limited per IP and per code; the answer never says if a session exists."""
     form = await check_csrf(request)
@@ -150,6 +155,7 @@ async def _pass_session(request: web.Request) -> AssistanceSession | None:
         return await domain.get_live(db, session_id)
 
 
+@routes.get("/b", name="beneficiary-room")
 async def room(request: web.Request) -> web.StreamResponse:
     """The beneficiary's single page: consent, then share screen/camera/photo, talk, chat."""
     session = await _pass_session(request)
@@ -158,12 +164,12 @@ async def room(request: web.Request) -> web.StreamResponse:
     config = {
         "role": "beneficiary",
         "session_id": session.id,
-        "ice_servers_url": "/api/ice-servers",
     }
     context = {"config": config, "beneficiary_name": session.beneficiary_name}
     return render(request, "beneficiary/room.html", context)
 
 
+@routes.post("/b/continue", name="beneficiary-handover")
 async def continue_on_pc(request: web.Request) -> web.StreamResponse:
     """From a phone: a fresh code and the short URL to continue the same session on a PC."""
     await check_csrf(request)
@@ -179,12 +185,14 @@ async def continue_on_pc(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         session = await db.get_one(AssistanceSession, session.id, with_for_update=True)
         code = await domain.assign_new_code(db, settings, session)
-    url = settings.url("/code")
+    url = links.CODE.url(settings)
     return web.json_response(
         {
             "code": code,
             "url": url,
-            "qr_svg": str(qr_svg(f"{url}?c={code}", title=_("QR code pour continuer"))),
+            "qr_svg": str(
+                qr_svg(links.CODE.url(settings, {"c": code}), title=_("QR code pour continuer"))
+            ),
             "expires_in_minutes": settings.code_ttl_minutes,
         }
     )

@@ -15,7 +15,7 @@ from server.runtime import SESSIONMAKER_KEY
 from server.store.models import Role
 from server.web.forms import form_text
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, login_required, render, required_user
+from server.web.request import check_csrf, login_required, render, required_user, see_other
 
 routes = web.RouteTableDef()
 
@@ -50,7 +50,7 @@ def _motif_not_found() -> MotifError:
 
 
 def _to_list(request: web.Request) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(location=request.app.router["motifs"].url_for())
+    return see_other(request, "motifs")
 
 
 @routes.get("/motifs", name="motifs")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy import select
 
-from server import accounts, booking, handoff, motifs
+from server import accounts, booking, handoff, links, motifs
 from server.accounts import AccountError
 from server.booking import KIND_LABELS, STATUS_LABELS
 from server.errors import Kind
@@ -19,7 +19,14 @@ from server.store.models import Role, User
 from server.timezones import day_label, hour_label, zone_label
 from server.web.forms import form_text
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, login_required, render, required_user
+from server.web.request import (
+    check_csrf,
+    login_required,
+    render,
+    required_user,
+    see_other,
+    url_for,
+)
 
 routes = web.RouteTableDef()
 
@@ -65,8 +72,7 @@ async def referrer_invite(request: web.Request) -> web.StreamResponse:
             )
     except AccountError as exc:
         return await _referrers_page(request, status_of(exc), error=exc.message, form=fields)
-    path = request.app.router["invitation"].url_for(token=invitation.token)
-    link = request.app[SETTINGS_KEY].url(str(path))
+    link = links.INVITATION.url(request.app[SETTINGS_KEY], token=invitation.token)
     return await _referrers_page(request, invitation_link=link, invited=invitation.user)
 
 
@@ -92,7 +98,7 @@ async def _set_referrer_active(request: web.Request, active: bool) -> web.Stream
             await accounts.reactivate(db, coordinator, user_id)
         else:
             await accounts.deactivate(db, coordinator, user_id)
-    raise web.HTTPSeeOther(location=request.app.router["referrers"].url_for())
+    raise see_other(request, "referrers")
 
 
 @routes.post("/referents/{user_id:[0-9]{1,9}}/desactiver", name="referrers-deactivate")
@@ -123,7 +129,6 @@ async def my_bookings(request: web.Request) -> web.StreamResponse:
         with_sheet = await handoff.session_ids_with_sheets(
             db, [a.assistance_session_id for a in appointments if a.assistance_session_id]
         )
-    sheet_route = request.app.router["handoff-referrer"]
     rows = []
     for appointment in appointments:
         tz = ZoneInfo(appointment.display_timezone)
@@ -137,7 +142,7 @@ async def my_bookings(request: web.Request) -> web.StreamResponse:
                 "kind": _(KIND_LABELS[appointment.kind]),
                 "status": appointment.status.value,
                 "status_label": _(STATUS_LABELS[appointment.status]),
-                "sheet_url": str(sheet_route.url_for(appointment_id=appointment.id))
+                "sheet_url": url_for(request, "handoff-referrer", appointment_id=appointment.id)
                 if appointment.assistance_session_id in with_sheet
                 else None,
             }

@@ -46,15 +46,6 @@ class Area:
     y: int = 0
 
 
-def configure_sessions(app: web.Application) -> None:
-    """Count rollup days in the deployment's time zone in every session of this app."""
-
-    async def startup(app: web.Application) -> None:
-        app[SESSIONMAKER_KEY].configure(info={statistics.TIMEZONE_INFO: app[SETTINGS_KEY].timezone})
-
-    app.on_startup.append(startup)
-
-
 def filters_or_error(request: web.Request) -> Filters:
     """The request's filters; FilterError carries the French message."""
     today = statistics.local_today(request.app[SETTINGS_KEY].timezone)

@@ -1,16 +1,11 @@
 // The beneficiary's page: consent, then share screen / camera / photo, talk and chat.
-// The beneficiary is always the offerer: one RTCPeerConnection per volunteer or observer.
-import { $, on, show, el, t, uid, config, setStatus, announce, toLayer, isUnit } from "./common.js";
-import { connectSignaling } from "./signaling.js";
-import {
-  watchIceServers, createPeer, closeConnection, receiveCandidate, flushCandidates, useChannel, serial,
-} from "./rtc.js";
+// The beneficiary is always the offerer: one Peer (rtc.js) per volunteer or observer.
+import { $, on, show, el, t, config, setStatus, announce, toLayer, isUnit } from "./common.js";
+import { connectAssist } from "./signaling.js";
+import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
 
-const CHUNK_BYTES = 16 * 1024;
-const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
-const MAX_PHOTO_SIDE = 1600;
 const HELPER_ROLES = ["volunteer", "observer"];
 
 const ui = {
@@ -44,8 +39,7 @@ const ui = {
   continueResult: $("continue-result"),
 };
 
-const peers = new Map(); // peer_id -> {id, role, pc, video, audio, channel, pending, timer, attempt}
-const run = serial();
+const peers = new Map(); // peer_id -> Peer
 let signaling = null;
 let iceServers = [];
 let track = null;
@@ -84,7 +78,7 @@ const mic = createMic({
   button: ui.mic,
   notify,
   attach(value) {
-    for (const peer of peers.values()) peer.audio.sender.replaceTrack(value).catch(console.debug);
+    for (const peer of peers.values()) peer.setAudioTrack(value).catch(console.debug);
   },
 });
 
@@ -103,14 +97,14 @@ async function start(event) {
   await watchIceServers((servers) => {
     iceServers = servers;
   });
-  signaling = connectSignaling(name ? { name } : {});
+  signaling = connectAssist(name ? { name } : {});
   signaling
     .on("connect", () => show(ui.connError, false))
     .on("welcome", onWelcome)
     .on("peer-joined", onPeerJoined)
     .on("peer-left", onPeerLeft)
-    .on("answer", (msg) => run(() => onAnswer(msg)))
-    .on("candidate", onCandidate)
+    .on("answer", (msg) => peers.get(msg.from)?.acceptAnswer(msg))
+    .on("candidate", (msg) => peers.get(msg.from)?.addCandidate(msg))
     .on("ended", (msg) => finish(msg.reason))
     .on("disconnect", () => {
       socketUp = false;
@@ -149,7 +143,7 @@ function onWelcome(msg) {
     const known = peers.get(peer.peer_id);
     // Our own socket reconnected: the media path may still be fine, but our peer id changed
     // and answers in flight are lost, so restart ICE on a fresh offer.
-    if (known && known.pc.signalingState !== "closed") run(() => restart(known, true));
+    if (known && !known.closed) known.restart(true);
     else addPeer(peer.peer_id, peer.role);
   }
   for (const id of [...peers.keys()]) if (!present.has(id)) closePeer(id);
@@ -173,118 +167,37 @@ function onPeerLeft(msg) {
   refresh();
 }
 
-function addPeer(id, role, attempt = 0) {
+function addPeer(id, role) {
   closePeer(id);
-  const peer = Object.assign(createPeer(id, iceServers, signaling), { role, timer: 0, attempt, restarts: 0 });
-  const { pc } = peer;
+  const peer = new Peer(id, {
+    signaling,
+    iceServers: () => iceServers,
+    offerer: true,
+    video: paused ? null : track,
+    audio: mic.track,
+  });
   peers.set(id, peer);
-  // Fixed transceivers, so sharing, pausing and the microphone never renegotiate.
-  peer.video = pc.addTransceiver("video", { direction: "sendonly" });
-  peer.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
-  if (track && !paused) peer.video.sender.replaceTrack(track).catch(console.warn);
-  if (mic.track) peer.audio.sender.replaceTrack(mic.track).catch(console.warn);
-  setupChannel(peer, pc.createDataChannel("assist", { ordered: true }));
-  pc.ontrack = ({ track: remote }) => {
-    if (remote.kind !== "audio" || role !== "volunteer") return;
-    ui.remoteAudio.srcObject = new MediaStream([remote]);
-    ui.remoteAudio.play().catch(() => {});
-  };
-  pc.oniceconnectionstatechange = () => onIceState(peer);
-  pc.onconnectionstatechange = () => onConnectionState(peer);
-  run(() => sendOffer(peer, false));
+  peer
+    .on("track", (remote) => {
+      if (remote.kind !== "audio" || role !== "volunteer") return;
+      ui.remoteAudio.srcObject = new MediaStream([remote]);
+      ui.remoteAudio.play().catch(() => {});
+    })
+    .on("message", (msg) => onMessage(role, msg))
+    .on("change", refresh);
+  peer.start();
 }
 
 function closePeer(id) {
   const peer = peers.get(id);
   if (!peer) return;
   peers.delete(id);
-  clearTimeout(peer.timer);
-  closeConnection(peer);
-}
-
-async function sendOffer(peer, restart) {
-  const { pc } = peer;
-  if (peers.get(peer.id) !== peer || pc.signalingState === "closed") return;
-  if (restart) pc.restartIce();
-  await pc.setLocalDescription(await pc.createOffer());
-  signaling.emit("offer", { to: peer.id, sdp: pc.localDescription.sdp, restart });
-}
-
-async function restart(peer, afterReconnect) {
-  if (peers.get(peer.id) !== peer || !signaling?.connected) return;
-  if (peer.pc.signalingState === "have-local-offer") {
-    // An answer is on its way: restart once it has arrived. After a reconnection it never
-    // will (it was addressed to our old peer id), so take the offer back instead.
-    if (!afterReconnect) {
-      peer.restartWanted = true;
-      return;
-    }
-    await peer.pc.setLocalDescription({ type: "rollback" });
-  }
-  peer.restarts += 1;
-  try {
-    peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
-  } catch (err) {
-    console.debug("ICE servers unchanged", err);
-  }
-  await sendOffer(peer, true);
-}
-
-async function onAnswer(msg) {
-  const peer = peers.get(msg.from);
-  if (!peer || peer.pc.signalingState !== "have-local-offer" || typeof msg.sdp !== "string") return;
-  try {
-    await peer.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
-  } catch (err) {
-    // The other side answered with something this connection cannot take (for instance a
-    // fresh connection after its own reload): start over with a new one.
-    console.warn("answer refused, new connection", err);
-    if (peer.attempt < 3) addPeer(peer.id, peer.role, peer.attempt + 1);
-    return;
-  }
-  flushCandidates(peer);
-  if (peer.restartWanted) {
-    peer.restartWanted = false;
-    await restart(peer, false);
-  }
-}
-
-function onCandidate(msg) {
-  const peer = peers.get(msg.from);
-  if (!peer) return;
-  run(async () => receiveCandidate(peer, msg));
-}
-
-function onIceState(peer) {
-  const state = peer.pc.iceConnectionState;
-  clearTimeout(peer.timer);
-  if (state === "failed") {
-    run(() => restart(peer, false));
-  } else if (state === "disconnected") {
-    // Brief drops (Wi-Fi to 4G) often heal by themselves: give them 2 s.
-    peer.timer = setTimeout(() => {
-      if (["disconnected", "failed"].includes(peer.pc.iceConnectionState)) run(() => restart(peer, false));
-    }, 2000);
-  }
-  refresh();
-}
-
-// A restart that still fails (the other side had to start from a new connection, so the
-// secure transport cannot resume): build a new connection instead of restarting forever.
-function onConnectionState(peer) {
-  const state = peer.pc.connectionState;
-  if (state === "connected") {
-    peer.restarts = 0;
-    peer.attempt = 0;
-  } else if (state === "failed" && peer.restarts > 0 && peers.get(peer.id) === peer) {
-    addPeer(peer.id, peer.role, peer.attempt + 1);
-  }
-  refresh();
+  peer.close();
 }
 
 function refresh() {
   if (ended) return;
-  const states = [...peers.values()].map((peer) => peer.pc.connectionState);
+  const states = [...peers.values()].map((peer) => peer.connectionState);
   let key = "waiting";
   if (states.includes("connected")) key = paused ? "paused" : "connected";
   else if (!socketUp && signaling) key = "reconnecting";
@@ -294,20 +207,18 @@ function refresh() {
 
 // --- Data channel -----------------------------------------------------------------------------
 
-function setupChannel(peer, channel) {
-  useChannel(peer, channel, (msg) => {
-    if (isChat(msg)) {
-      showChat(ui.chatLog, t(peer.role === "observer" ? "observer" : "volunteer"), msg);
-    } else if (peer.role === "volunteer" && msg.t === "pointer") {
-      drawPointer(msg);
-    } else if (peer.role === "volunteer" && msg.t === "highlight") {
-      drawHighlight(msg);
-    }
-  });
+function onMessage(role, msg) {
+  if (isChat(msg)) {
+    showChat(ui.chatLog, t(role === "observer" ? "observer" : "volunteer"), msg);
+  } else if (role === "volunteer" && msg.t === "pointer") {
+    drawPointer(msg);
+  } else if (role === "volunteer" && msg.t === "highlight") {
+    drawHighlight(msg);
+  }
 }
 
 function openChannels() {
-  return [...peers.values()].map((peer) => peer.channel).filter((channel) => channel?.readyState === "open");
+  return [...peers.values()].map((peer) => peer.channel).filter(Boolean);
 }
 
 // To every helper at once; false when none is connected.
@@ -429,7 +340,7 @@ function releaseTrack() {
 }
 
 function setVideoTrack(value) {
-  for (const peer of peers.values()) peer.video.sender.replaceTrack(value).catch((err) => console.debug(err));
+  for (const peer of peers.values()) peer.setVideoTrack(value);
 }
 
 function afterSharingChange(focusTarget) {
@@ -463,43 +374,7 @@ function sendState(photo = false) {
 
 // --- Photos (peer to peer only, never uploaded) ----------------------------------------------
 
-async function downscale(file) {
-  const url = URL.createObjectURL(file);
-  try {
-    const image = new Image();
-    image.src = url;
-    await image.decode();
-    const scale = Math.min(1, MAX_PHOTO_SIDE / Math.max(image.naturalWidth, image.naturalHeight));
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.max(1, Math.round(image.naturalWidth * scale));
-    canvas.height = Math.max(1, Math.round(image.naturalHeight * scale));
-    canvas.getContext("2d").drawImage(image, 0, 0, canvas.width, canvas.height);
-    return await new Promise((resolve, reject) => {
-      canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("JPEG encoding failed"))), "image/jpeg", 0.8);
-    });
-  } finally {
-    URL.revokeObjectURL(url);
-  }
-}
-
-function toBase64(bytes) {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 4096) text += String.fromCharCode(...bytes.subarray(i, i + 4096));
-  return btoa(text);
-}
-
-// Wait while the channel's send buffer is full, so a big photo does not flood memory.
-async function drain(channel) {
-  if (channel.readyState !== "open") throw new Error("data channel closed");
-  if (channel.bufferedAmount < 256 * 1024) return;
-  channel.bufferedAmountLowThreshold = 64 * 1024;
-  await new Promise((resolve, reject) => {
-    channel.addEventListener("bufferedamountlow", resolve, { once: true });
-    channel.addEventListener("close", () => reject(new Error("data channel closed")), { once: true });
-  });
-}
-
-async function sendPhoto() {
+async function sendChosenPhoto() {
   const file = ui.photoInput.files?.[0];
   ui.photoInput.value = "";
   if (!file) return;
@@ -511,21 +386,11 @@ async function sendPhoto() {
   notify(t("photo_sending"));
   ui.sendPhoto.disabled = true;
   try {
-    const blob = await downscale(file);
-    if (blob.size > MAX_PHOTO_BYTES) throw new Error("photo too large");
-    const bytes = new Uint8Array(await blob.arrayBuffer());
-    const id = uid();
-    const chunks = Math.ceil(bytes.length / CHUNK_BYTES);
+    // Loaded on the first photo only: most sessions send none, and the first load stays small.
+    const { encodePhoto, sendPhoto } = await import("./photo.js");
+    const photo = await encodePhoto(file);
     if (!media) sendState(true);
-    for (const channel of channels) {
-      channel.send(JSON.stringify({ t: "photo-start", id, mime: "image/jpeg", size: bytes.length, chunks }));
-      for (let seq = 0; seq < chunks; seq += 1) {
-        await drain(channel);
-        const data = toBase64(bytes.subarray(seq * CHUNK_BYTES, (seq + 1) * CHUNK_BYTES));
-        channel.send(JSON.stringify({ t: "photo-chunk", id, seq, data }));
-      }
-      channel.send(JSON.stringify({ t: "photo-end", id }));
-    }
+    await sendPhoto(photo, channels);
     notify(t("photo_sent"));
   } catch (err) {
     console.warn("photo not sent", err);
@@ -551,7 +416,7 @@ function cleanSvg(svg) {
 async function continueOnPc() {
   ui.continueButton.disabled = true;
   try {
-    const response = await fetch("/b/continue", {
+    const response = await fetch(config.continue_url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "X-CSRF-Token": config.csrf_token ?? "", Accept: "application/json" },
@@ -634,7 +499,7 @@ function finish(reason) {
   wakeLock?.release().catch(() => {});
   if (reason === "requeued") {
     // A drop-in volunteer put the person back in the queue: back to their place in line.
-    location.assign("/aide/attente");
+    location.assign(config.requeued_url);
     return;
   }
   $("end-message").textContent = t(reason === "replaced" ? "ended_replaced" : "ended");
@@ -653,7 +518,7 @@ on($("consent-form"), "submit", start);
 on(ui.shareScreen, "click", () => share("screen"));
 on(ui.shareCamera, "click", () => share("camera"));
 on(ui.sendPhoto, "click", () => ui.photoInput.click());
-on(ui.photoInput, "change", sendPhoto);
+on(ui.photoInput, "change", sendChosenPhoto);
 on(ui.pause, "click", pauseSharing);
 on(ui.resume, "click", resumeSharing);
 on(ui.stop, "click", stopSharing);

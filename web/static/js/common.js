@@ -1,4 +1,4 @@
-// Small helpers shared by the beneficiary and volunteer pages.
+// Small helpers shared by the pages' scripts.
 
 export const config = readConfig();
 
@@ -19,6 +19,30 @@ export function t(key, vars = {}) {
 }
 
 export const $ = (id) => document.getElementById(id);
+
+// Named events for the objects pages listen to (a socket, a peer): `on(type, handler)` is
+// chainable, and a failing handler is logged without stopping the others.
+export class Emitter {
+  constructor() {
+    this._listeners = new Map();
+  }
+
+  on(type, handler) {
+    if (!this._listeners.has(type)) this._listeners.set(type, []);
+    this._listeners.get(type).push(handler);
+    return this;
+  }
+
+  fire(type, data) {
+    for (const handler of this._listeners.get(type) ?? []) {
+      try {
+        handler(data);
+      } catch (err) {
+        console.error(`visio-permanence: ${type} handler failed`, err);
+      }
+    }
+  }
+}
 
 export function on(node, type, handler, options) {
   if (node) node.addEventListener(type, handler, options);

@@ -1,7 +1,10 @@
 // The volunteer's live drop-in queue: the list is pushed over /queue; the buttons are forms
 // that this script sends over the socket (acknowledged) instead of reloading the page.
-import { io } from "/static/vendor/socket.io.esm.min.js";
 import { $, config, on, show, t } from "./common.js";
+import { connectQueue } from "./signaling.js";
+
+// The page config's entry_urls ({take, transfer, gone}) hold this in place of the entry id.
+const ENTRY = "ENTRY";
 
 const ui = {
   rows: $("queue-rows"),
@@ -39,7 +42,7 @@ function row(person, index) {
   show(node.querySelector(".offline"), !person.connected);
   for (const form of node.querySelectorAll("form")) {
     form.dataset.entry = person.id;
-    form.action = `/file/${person.id}/${{ take: "prendre", transfer: "transferer", gone: "absent" }[form.dataset.action]}`;
+    form.action = config.entry_urls[form.dataset.action].replace(ENTRY, encodeURIComponent(person.id));
     const select = form.querySelector("select");
     if (select) {
       select.id = `to-${person.id}`;
@@ -73,11 +76,13 @@ function showError(message) {
   show(ui.error, Boolean(message));
 }
 
-const socket = io("/queue", { transports: ["websocket", "polling"] });
-socket.on("queue", render);
-socket.on("connect", () => showError(""));
-socket.on("disconnect", () => showError(t("disconnected")));
-socket.on("transferred", (msg) => {
+const signaling = connectQueue()
+  .on("queue", render)
+  .on("connect", () => showError(""))
+  .on("disconnect", () => showError(t("disconnected")))
+  .on("transferred", onTransferred);
+
+function onTransferred(msg) {
   ui.transferred.replaceChildren();
   const text = document.createElement("span");
   text.textContent = t("transferred", { from: msg.from, name: msg.first_name ? ` (${msg.first_name})` : "" }) + " ";
@@ -88,19 +93,19 @@ socket.on("transferred", (msg) => {
   ui.transferred.append(text, link);
   show(ui.transferred, true);
   link.focus();
-});
+}
 
 // Every action form goes over the socket when it is up (the page still works without).
 on(document, "submit", async (event) => {
   const form = event.target.closest("form[data-action]");
-  if (!form || !socket.connected) return;
+  if (!form || !signaling.connected) return;
   event.preventDefault();
   const action = form.dataset.action;
   const payload = action === "take_next" ? {} : { entry_id: form.dataset.entry };
   if (action === "transfer") payload.volunteer_id = Number(new FormData(form).get("volunteer_id"));
   for (const button of form.querySelectorAll("button")) button.disabled = true;
   try {
-    const answer = await socket.timeout(10000).emitWithAck(action, payload);
+    const answer = await signaling.request(action, payload, 10000);
     if (!answer?.ok) {
       showError(answer?.message ?? "");
       return;

@@ -1,75 +1,98 @@
-// Socket.IO connection to the /assist namespace (see signaling/PROTOCOL.md).
-import { io } from "/static/vendor/socket.io.esm.min.js";
-import { t } from "./common.js";
+// The one place that opens Socket.IO connections: the rooms' /assist namespace and the drop-in
+// queue's /queue namespace (see signaling/PROTOCOL.md), both with the same reconnection rules.
+import { io } from "../vendor/socket.io.esm.min.js";
+import { Emitter, t } from "./common.js";
 
-const SERVER_EVENTS = ["welcome", "peer-joined", "peer-left", "offer", "answer", "candidate", "state", "ended"];
-const REFUSALS = ["unauthorized", "forbidden", "session_ended", "bad_request"];
+const RETRY_MS = 3000;
+
+const ASSIST = {
+  namespace: "/assist",
+  events: ["welcome", "peer-joined", "peer-left", "offer", "answer", "candidate", "state", "ended"],
+  refusals: ["unauthorized", "forbidden", "session_ended", "bad_request"],
+  // After this event the server closes the connection for good: do not come back.
+  final: "ended",
+};
+
+const QUEUE = {
+  namespace: "/queue",
+  events: ["queue", "transferred", "position", "turn", "removed"],
+  refusals: ["unauthorized", "forbidden", "rate_limited"],
+  final: null,
+};
 
 // The refusal code of a connect_error, whether the server put {code, message} in the error's
 // data or only in its message text.
-function refusalCode(err) {
+function refusalCode(err, refusals) {
   const data = err?.data;
   if (typeof data?.code === "string") return data.code;
   const text = `${typeof data === "string" ? data : ""} ${err?.message ?? ""}`;
-  return REFUSALS.find((code) => text.includes(code)) ?? null;
+  return refusals.find((code) => text.includes(code)) ?? null;
 }
 
-// Events given to listeners: the server events of PROTOCOL.md, plus
-//   "connect", "disconnect" {reason, retrying}, "connect_error" {code, message, fatal}.
-export function connectSignaling(auth) {
-  const listeners = new Map();
-  let ended = false;
-  let closed = false;
-  const fire = (type, data) => {
-    for (const handler of listeners.get(type) ?? []) {
-      try {
-        handler(data);
-      } catch (err) {
-        console.error(`visio-permanence: ${type} handler failed`, err);
-      }
+// A Socket.IO connection to one namespace. Events given to listeners: the namespace's server
+// events, plus "connect", "disconnect" {reason, retrying} and
+// "connect_error" {code, message, fatal} (fatal: the server refused us; no retry).
+class Signaling extends Emitter {
+  constructor({ namespace, events, refusals, final }, auth) {
+    super();
+    this._ended = false;
+    this._closed = false;
+    const options = { transports: ["websocket", "polling"] };
+    if (auth) options.auth = auth;
+    const socket = io(namespace, options);
+    this._socket = socket;
+    for (const name of events) socket.on(name, (data) => this.fire(name, data && typeof data === "object" ? data : {}));
+    if (final) {
+      socket.on(final, () => {
+        this._ended = true;
+      });
     }
-  };
+    socket.on("error", (err) => console.warn("visio-permanence: signalling refused an event", err));
+    socket.on("connect", () => this.fire("connect", {}));
+    socket.on("disconnect", (reason) => {
+      // socket.io retries by itself except when the server closed us on purpose; a server
+      // restart does that too, so try again unless the session is over.
+      const retrying = socket.active || (!this._ended && !this._closed);
+      if (!socket.active && retrying) setTimeout(() => this._closed || this._ended || socket.connect(), RETRY_MS);
+      this.fire("disconnect", { reason, retrying });
+    });
+    socket.on("connect_error", (err) => {
+      const code = refusalCode(err, refusals);
+      const fatal = !socket.active && code !== null;
+      if (!socket.active && code === null && !this._closed) setTimeout(() => this._closed || socket.connect(), RETRY_MS);
+      this.fire("connect_error", { code: code ?? "network", message: t(`conn_${code ?? "network"}`), fatal });
+    });
+  }
 
-  const socket = io("/assist", { auth, transports: ["websocket", "polling"] });
-  for (const name of SERVER_EVENTS) socket.on(name, (data) => fire(name, data && typeof data === "object" ? data : {}));
-  socket.on("ended", () => {
-    ended = true;
-  });
-  socket.on("error", (err) => console.warn("visio-permanence: signalling refused an event", err));
-  socket.on("connect", () => fire("connect", {}));
-  socket.on("disconnect", (reason) => {
-    // socket.io retries by itself except when the server closed us on purpose; a server
-    // restart does that too, so try again unless the session is over.
-    const retrying = socket.active || (!ended && !closed);
-    if (!socket.active && retrying) setTimeout(() => closed || ended || socket.connect(), 3000);
-    fire("disconnect", { reason, retrying });
-  });
-  socket.on("connect_error", (err) => {
-    const code = refusalCode(err);
-    const fatal = !socket.active && code !== null;
-    if (!socket.active && code === null && !closed) setTimeout(() => closed || socket.connect(), 3000);
-    fire("connect_error", { code: code ?? "network", message: t(`conn_${code ?? "network"}`), fatal });
-  });
+  // Signalling is only meaningful on the current connection: never queue it for a later
+  // one (socket.io would replay it to peers that no longer exist).
+  emit(type, payload = {}) {
+    if (!this._socket.connected) return false;
+    this._socket.emit(type, payload);
+    return true;
+  }
 
-  return {
-    on(type, handler) {
-      if (!listeners.has(type)) listeners.set(type, []);
-      listeners.get(type).push(handler);
-      return this;
-    },
-    // Signalling is only meaningful on the current connection: never queue it for a later
-    // one (socket.io would replay it to peers that no longer exist).
-    emit(type, payload = {}) {
-      if (!socket.connected) return false;
-      socket.emit(type, payload);
-      return true;
-    },
-    close() {
-      closed = true;
-      socket.disconnect();
-    },
-    get connected() {
-      return socket.connected;
-    },
-  };
+  // An event the server acknowledges: its answer, or a rejection after `timeoutMs`.
+  request(type, payload, timeoutMs) {
+    return this._socket.timeout(timeoutMs).emitWithAck(type, payload);
+  }
+
+  close() {
+    this._closed = true;
+    this._socket.disconnect();
+  }
+
+  get connected() {
+    return this._socket.connected;
+  }
+}
+
+// The /assist connection of a room: `auth` as PROTOCOL.md says for each side.
+export function connectAssist(auth) {
+  return new Signaling(ASSIST, auth);
+}
+
+// The /queue connection of a volunteer's queue page or a waiting page (cookies authenticate).
+export function connectQueue() {
+  return new Signaling(QUEUE, null);
 }

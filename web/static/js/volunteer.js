@@ -1,17 +1,12 @@
 // The volunteer's room: answers the beneficiary's offers, shows the shared screen, points,
 // talks, chats and receives photos. An invited observer only watches.
 import { $, on, show, el, t, config, setStatus, announce, frameRect, toLayer, clamp01 } from "./common.js";
-import { connectSignaling } from "./signaling.js";
-import {
-  watchIceServers, createPeer, closeConnection, receiveCandidate, flushCandidates, useChannel, serial,
-} from "./rtc.js";
+import { connectAssist } from "./signaling.js";
+import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
+import { PhotoInbox } from "./photo.js";
 
-const CHUNK_BYTES = 16 * 1024;
-const MAX_PHOTO_BYTES = 5 * 1024 * 1024;
-const MAX_PHOTOS_KEPT = 12;
-const PHOTO_TYPES = ["image/jpeg", "image/png", "image/webp"];
 const observer = config.role === "observer";
 
 const ui = {
@@ -39,10 +34,9 @@ const ui = {
   notice: $("notice"),
 };
 
-const run = serial();
 let signaling = null;
 let iceServers = [];
-let bene = null; // {id, pc, channel, pending}: the connection with the beneficiary
+let bene = null; // the Peer with the beneficiary, from their first offer until they leave
 let benePresent = false;
 let beneLost = false;
 let beneName = "";
@@ -52,8 +46,6 @@ let pointing = false;
 let drag = null;
 let lastMove = 0;
 let lastKey = "";
-let photoCount = 0;
-const photos = new Map();
 
 function notify(text) {
   if (ui.notice) ui.notice.textContent = text;
@@ -64,8 +56,7 @@ const mic = createMic({
   notify,
   disabled: observer,
   async attach(track) {
-    const audio = bene && audioTransceiver(bene.pc);
-    if (audio && track) await audio.sender.replaceTrack(track);
+    await bene?.setAudioTrack(track);
   },
 });
 
@@ -75,7 +66,7 @@ async function connect() {
   await watchIceServers((servers) => {
     iceServers = servers;
   });
-  signaling = connectSignaling({ session_id: config.session_id });
+  signaling = connectAssist({ session_id: config.session_id });
   signaling
     .on("welcome", onWelcome)
     .on("peer-joined", (msg) => {
@@ -86,8 +77,8 @@ async function connect() {
       refresh();
     })
     .on("peer-left", onPeerLeft)
-    .on("offer", (msg) => run(() => onOffer(msg)))
-    .on("candidate", (msg) => run(async () => onCandidate(msg)))
+    .on("offer", onOffer)
+    .on("candidate", (msg) => bene?.addCandidate(msg))
     .on("state", onState)
     .on("ended", finish)
     .on("disconnect", refresh)
@@ -124,68 +115,51 @@ function onPeerLeft(msg) {
   refresh();
 }
 
-function createConnection(id) {
-  const peer = createPeer(id, iceServers, signaling);
-  const { pc } = peer;
-  pc.ontrack = ({ track }) => {
-    if (track.kind === "video") {
-      ui.video.srcObject = new MediaStream([track]);
-      ui.video.play().catch(() => {});
-    } else {
-      ui.audio.srcObject = new MediaStream([track]);
-      playAudio();
-    }
-  };
-  pc.ondatachannel = ({ channel }) => {
-    if (channel.label === "assist") setupChannel(peer, channel);
-  };
-  pc.oniceconnectionstatechange = refresh;
-  pc.onconnectionstatechange = refresh;
-  return peer;
+function benePeer() {
+  const peer = new Peer(null, { signaling, iceServers: () => iceServers, audio: mic.track, sendAudio: !observer });
+  return peer
+    .on("offer", () => {
+      benePresent = true;
+      beneLost = false;
+    })
+    .on("track", (track) => {
+      if (track.kind === "video") {
+        ui.video.srcObject = new MediaStream([track]);
+        ui.video.play().catch(() => {});
+      } else {
+        ui.audio.srcObject = new MediaStream([track]);
+        playAudio();
+      }
+    })
+    .on("message", (msg) => {
+      if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
+      else if (msg.t.startsWith("photo-") && inbox.receive(msg)) {
+        show(ui.photosEmpty, false);
+        announce(t("photo_received"));
+      }
+    })
+    .on("renewed", clearMedia)
+    .on("change", refresh);
+}
+
+function onOffer(msg) {
+  if (ended) return;
+  bene ??= benePeer();
+  bene.acceptOffer(msg);
+}
+
+// The remote media and half-received photos belong to a connection that is gone.
+function clearMedia() {
+  ui.video.srcObject = null;
+  ui.audio.srcObject = null;
+  inbox.reset();
 }
 
 function closeBene() {
   if (!bene) return;
-  closeConnection(bene);
+  bene.close();
   bene = null;
-  ui.video.srcObject = null;
-  ui.audio.srcObject = null;
-  photos.clear();
-}
-
-function audioTransceiver(pc) {
-  return pc.getTransceivers().find((tr) => tr.receiver.track.kind === "audio");
-}
-
-async function onOffer(msg) {
-  if (ended || typeof msg.sdp !== "string") return;
-  // An ICE restart keeps the connection (and its secure transport); anything else is a new
-  // connection: the beneficiary's page was reloaded or our socket reconnected.
-  if (!msg.restart || !bene || bene.pc.signalingState === "closed") {
-    closeBene();
-    bene = createConnection(msg.from);
-  }
-  const peer = bene;
-  peer.id = msg.from;
-  benePresent = true;
-  beneLost = false;
-  const { pc } = peer;
-  await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-  flushCandidates(peer);
-  const audio = audioTransceiver(pc);
-  if (audio) {
-    // Always answer sendrecv: the microphone can then be switched on later with
-    // replaceTrack alone, since only the beneficiary may renegotiate.
-    audio.direction = observer ? "recvonly" : "sendrecv";
-    if (mic.track && !observer) await audio.sender.replaceTrack(mic.track);
-  }
-  await pc.setLocalDescription(await pc.createAnswer());
-  if (bene === peer) signaling.emit("answer", { to: peer.id, sdp: pc.localDescription.sdp });
-  refresh();
-}
-
-function onCandidate(msg) {
-  if (bene && bene.id === msg.from) receiveCandidate(bene, msg);
+  clearMedia();
 }
 
 function onState(msg) {
@@ -196,7 +170,7 @@ function onState(msg) {
 
 function refresh() {
   if (ended) return;
-  const pcState = bene?.pc.connectionState;
+  const pcState = bene?.connectionState;
   let key = "waiting";
   if (pcState === "connected") key = remoteState === "paused" ? "paused" : "connected";
   else if (beneLost || pcState === "disconnected" || pcState === "failed" || (signaling && !signaling.connected)) {
@@ -209,67 +183,19 @@ function refresh() {
     if (key === "waiting" && !benePresent && lastKey !== "waiting") ui.invite.open = true;
   }
   lastKey = key;
-  show(ui.paused, remoteState === "paused" && Boolean(bene));
+  show(ui.paused, remoteState === "paused" && Boolean(bene?.active));
   const sharing = remoteState === "sharing" || remoteState === "paused";
-  show(ui.noVideo, !(sharing || (remoteState === null && ui.video.videoWidth > 0 && bene)));
+  show(ui.noVideo, !(sharing || (remoteState === null && ui.video.videoWidth > 0 && bene?.active)));
 }
 
 // --- Data channel: chat, photos, pointer ---------------------------------------------------
 
-function setupChannel(peer, channel) {
-  useChannel(peer, channel, (msg) => {
-    if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
-    else if (msg.t.startsWith("photo-")) onPhotoMessage(msg);
-  });
-}
-
 function send(message) {
-  const channel = bene?.channel;
-  if (channel?.readyState !== "open") return false;
-  channel.send(JSON.stringify(message));
-  return true;
+  return bene?.send(message) ?? false;
 }
 
-function onPhotoMessage(msg) {
-  if (typeof msg.id !== "string") return;
-  if (msg.t === "photo-start") {
-    const valid = PHOTO_TYPES.includes(msg.mime) && Number.isInteger(msg.size) && msg.size > 0
-      && msg.size <= MAX_PHOTO_BYTES && Number.isInteger(msg.chunks) && msg.chunks >= 1
-      && msg.chunks <= msg.size;
-    if (!valid) return;
-    if (photos.size >= 4) photos.delete(photos.keys().next().value);
-    photos.set(msg.id, { mime: msg.mime, size: msg.size, parts: new Array(msg.chunks), got: 0, bytes: 0 });
-  } else if (msg.t === "photo-chunk") {
-    const photo = photos.get(msg.id);
-    if (!photo || !Number.isInteger(msg.seq) || msg.seq < 0 || msg.seq >= photo.parts.length) return;
-    if (photo.parts[msg.seq] || typeof msg.data !== "string") return;
-    let bytes;
-    try {
-      bytes = Uint8Array.from(atob(msg.data), (char) => char.charCodeAt(0));
-    } catch {
-      photos.delete(msg.id);
-      return;
-    }
-    photo.bytes += bytes.length;
-    if (bytes.length > CHUNK_BYTES || photo.bytes > photo.size) {
-      photos.delete(msg.id);
-      return;
-    }
-    photo.parts[msg.seq] = bytes;
-    photo.got += 1;
-  } else if (msg.t === "photo-end") {
-    const photo = photos.get(msg.id);
-    photos.delete(msg.id);
-    if (photo && photo.got === photo.parts.length && photo.bytes === photo.size) {
-      showPhoto(new Blob(photo.parts, { type: photo.mime }));
-    }
-  }
-}
-
-function showPhoto(blob) {
-  photoCount += 1;
-  const url = URL.createObjectURL(blob);
-  const alt = t("photo_alt", { n: photoCount });
+const inbox = new PhotoInbox(ui.photos, (url, n) => {
+  const alt = t("photo_alt", { n });
   const button = el("button", { type: "button", className: "photo-thumb", title: t("photo_zoom") }, el("img", { src: url, alt }));
   on(button, "click", () => {
     ui.photoFull.src = url;
@@ -277,18 +203,8 @@ function showPhoto(blob) {
     ui.dialog.classList.remove("zoomed");
     ui.dialog.showModal();
   });
-  const item = el("li", {}, button);
-  item.dataset.url = url;
-  ui.photos.prepend(item);
-  // Keep the last photos only: a peer sending photos in a loop must not exhaust memory.
-  while (ui.photos.children.length > MAX_PHOTOS_KEPT) {
-    const oldest = ui.photos.lastElementChild;
-    URL.revokeObjectURL(oldest.dataset.url);
-    oldest.remove();
-  }
-  show(ui.photosEmpty, false);
-  announce(t("photo_received"));
-}
+  return button;
+});
 
 // --- Pointer mode ---------------------------------------------------------------------------
 

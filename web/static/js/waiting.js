@@ -1,7 +1,7 @@
 // The drop-in waiting room: position and estimate pushed over /queue; on their turn the page
 // rings, vibrates, changes its title and opens the visio. Without this script the page refreshes.
-import { io } from "/static/vendor/socket.io.esm.min.js";
-import { $, on, show, t } from "./common.js";
+import { $, config, on, show, t } from "./common.js";
+import { connectQueue } from "./signaling.js";
 
 const ui = {
   position: $("position"),
@@ -62,29 +62,31 @@ function onTurn(msg) {
   navigator.vibrate?.([400, 200, 400, 200, 400]);
   $("turn-enter")?.focus();
   // Leave the person a moment to hear and see it, then open the visio.
-  setTimeout(() => location.assign(msg.url || "/aide/entrer"), 1500);
+  setTimeout(() => location.assign(msg.url || config.enter_url), 1500);
 }
 
-const socket = io("/queue", { transports: ["websocket", "polling"] });
-socket.on("position", onPosition);
-socket.on("turn", onTurn);
-socket.on("removed", () => {
-  if (!entering) location.reload(); // the page says why, and what to do now
-});
-socket.on("connect", () => show(ui.offline, false));
-socket.on("disconnect", () => {
-  if (entering) return;
+function showOffline() {
   ui.offline.textContent = t("offline");
   show(ui.offline, true);
-});
-socket.on("connect_error", (err) => {
-  if (entering) return;
-  ui.offline.textContent = t("offline");
-  show(ui.offline, true);
-  // A refused connection (place gone): the page itself explains; otherwise socket.io retries.
-  if (!socket.active) setTimeout(() => location.reload(), 3000);
-  console.warn("visio-permanence: queue connection", err?.message);
-});
+}
+
+const signaling = connectQueue()
+  .on("position", onPosition)
+  .on("turn", onTurn)
+  .on("removed", () => {
+    if (!entering) location.reload(); // the page says why, and what to do now
+  })
+  .on("connect", () => show(ui.offline, false))
+  .on("disconnect", () => {
+    if (!entering) showOffline();
+  })
+  .on("connect_error", ({ code, fatal }) => {
+    if (entering) return;
+    showOffline();
+    // A refused connection (place gone): the page itself explains; otherwise we retry.
+    if (fatal) setTimeout(() => location.reload(), 3000);
+    console.warn("visio-permanence: queue connection", code);
+  });
 
 for (const type of ["pointerdown", "keydown", "touchstart"]) on(document, type, unlockAudio, { once: true });
-on(ui.leave, "submit", () => socket.close());
+on(ui.leave, "submit", () => signaling.close());

@@ -1,6 +1,7 @@
 """The notification worker: claims due outbox messages, sends each with its backend, records the
-outcome. Runs inside the web app (``worker_ctx``) or alone (``python -m server.notify.worker``); any
-number of workers may run against one database, since claims are atomic (server/outbox.py).
+outcome. Runs inside the web app (``server/web/app.py``) or alone
+(``python -m server.worker``); any number of workers may run against one database,
+since claims are atomic (server/notify/outbox.py).
 
 Guarantees:
 
@@ -23,13 +24,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import callback_requests, retention
+from server.db import make_sessionmaker
+from server.events import Dispatcher, OutboxWritten
 from server.notify import Notifier, SendError
 from server.notify.outbox import (
     DEFAULT_LEASE,
@@ -40,12 +42,11 @@ from server.notify.outbox import (
     release,
     retry_at,
 )
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY, WORKER_KEY
 from server.settings import Settings, SettingsError, load_settings
-from server.store.engine import make_engine, make_sessionmaker
+from server.store.engine import make_engine
 from server.store.models import OutboxMessage, utcnow
 
-log = logging.getLogger("server.notify.worker")  # not "__main__" under python -m
+log = logging.getLogger("server.worker")  # not "__main__" under python -m
 
 BATCH_SIZE = 10
 SHUTDOWN_GRACE_SECONDS = 30.0
@@ -96,8 +97,12 @@ class Worker:
         self._stopping = False
 
     def wake(self) -> None:
-        """Look at the outbox now rather than at the next poll (call after committing)."""
+        """Look at the outbox now rather than at the next poll."""
         self._wake.set()
+
+    async def woken(self, _event: OutboxWritten) -> None:
+        """Subscriber of ``OutboxWritten``: messages were just committed."""
+        self.wake()
 
     def stop(self) -> None:
         """Finish the message being sent, hand the rest of the batch back, then leave ``run``."""
@@ -242,13 +247,6 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
 
-def wake(app: web.Application) -> None:
-    """Tell the app's worker that messages were just committed."""
-    worker = app.get(WORKER_KEY)
-    if worker is not None:
-        worker.wake()
-
-
 async def stop_task(worker: Worker, task: asyncio.Task[None], grace: float) -> None:
     """Ask the worker to stop and wait for its current message; cancel it after ``grace`` s.
 
@@ -263,38 +261,19 @@ async def stop_task(worker: Worker, task: asyncio.Task[None], grace: float) -> N
         await task
 
 
-async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: run the worker as a task for the life of the app; stop it cleanly."""
-    settings = app[SETTINGS_KEY]
-    notifier = Notifier.from_settings(settings)
-    worker = Worker(
-        app[SESSIONMAKER_KEY],
-        notifier,
-        poll_seconds=settings.outbox_poll_seconds,
-        settings=settings,
-    )
-    app[WORKER_KEY] = worker
-    task = asyncio.create_task(worker.run(), name="outbox-worker")
-    try:
-        yield
-    finally:
-        try:
-            await stop_task(worker, task, SHUTDOWN_GRACE_SECONDS)
-        finally:
-            await notifier.close()
-
-
 async def _standalone(settings: Settings, batch_size: int, lease: timedelta) -> None:
     engine = make_engine(settings.database_url)
     notifier = Notifier.from_settings(settings)
+    dispatcher = Dispatcher()
     worker = Worker(
-        make_sessionmaker(engine),
+        make_sessionmaker(engine, settings, dispatcher),
         notifier,
         poll_seconds=settings.outbox_poll_seconds,
         batch_size=batch_size,
         lease=lease,
         settings=settings,
     )
+    dispatcher.subscribe(OutboxWritten, worker.woken)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -315,8 +294,8 @@ async def _standalone(settings: Settings, batch_size: int, lease: timedelta) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m server.notify.worker``: the worker alone, settings from PERMANENCE_*."""
-    parser = argparse.ArgumentParser(prog="python -m server.notify.worker", description=__doc__)
+    """``python -m server.worker``: the worker alone, settings from PERMANENCE_*."""
+    parser = argparse.ArgumentParser(prog="python -m server.worker", description=__doc__)
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="messages claimed per round"
     )

@@ -1,0 +1,139 @@
+"""The one event path: what happened, published on the database session, handed to the
+subscribers after the transaction commits (never on rollback).
+
+A domain function that changes something other screens or processes must learn about publishes
+an event in its transaction (``publish(db, QueueChanged(association_id))``). When the
+transaction commits, the sessionmaker (``server/db.py``) gives its events to the
+``Dispatcher``, which calls every subscriber of each event's type: the ``/queue`` hub, the
+``/assist`` namespace, the notification worker. Views and domain functions never call a transport.
+
+Events are small frozen dataclasses holding ids and short codes only (no personal data beyond a
+first name already shown to volunteers), so that a publisher can later send them to other nodes
+(issue 12: a Redis publisher is one more subscriber; each node's hubs then act on their own
+sockets). The list, with who acts on each, is in ``signaling/PROTOCOL.md`` ("Events").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.store.engine import after_commit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened and was committed."""
+
+
+@dataclass(frozen=True)
+class QueueChanged(Event):
+    """The drop-in queue of an association changed (a join, a take, a leave, presence…):
+    volunteers and waiting pages get it again (coalesced)."""
+
+    association_id: int
+
+
+@dataclass(frozen=True)
+class OpeningChanged(Event):
+    """The permanences of an association changed: its queue's opening hours are read again."""
+
+    association_id: int
+
+
+@dataclass(frozen=True)
+class PlaceCalled(Event):
+    """A volunteer took this waiting person: their page rings and enters the room."""
+
+    entry_id: str
+
+
+@dataclass(frozen=True)
+class PlaceClosed(Event):
+    """A waiting person's place is gone (left, lost, gone): their page is told why."""
+
+    entry_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PersonTransferred(Event):
+    """A person being helped changed volunteer: the new one is told to open the room."""
+
+    association_id: int
+    session_id: str
+    to_user_id: int
+    from_name: str
+    first_name: str | None
+
+
+@dataclass(frozen=True)
+class RoomEnded(Event):
+    """An assistance session ended: everyone in its room is told ``reason`` and disconnected."""
+
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerRevoked(Event):
+    """An account lost its seat in a session (a replaced observer, a deactivated account, a
+    volunteer whose person was transferred): its sockets there are told ``reason`` and leave."""
+
+    session_id: str
+    user_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutboxWritten(Event):
+    """Notifications were written to the outbox: the worker looks now, not at its next poll."""
+
+
+def publish(db: AsyncSession, event: Event) -> None:
+    """Publish ``event`` in the session's transaction: its subscribers get it after commit."""
+    after_commit(db, event)
+
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Dispatcher:
+    """Hands committed events to their subscribers, in order, once per distinct event of a
+    transaction (ten ``QueueChanged(1)`` in one commit make one call)."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[type[Event], list[Handler]] = defaultdict(list)
+        self.dispatched = 0  # events handed over (tests, benchmarks)
+
+    def subscribe(self, kind: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
+        """Call ``handler`` with every committed event of type ``kind``."""
+        self._subscribers[kind].append(handler)
+
+    def unsubscribe(self, kind: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
+        """Stop calling ``handler`` (application shutdown)."""
+        handlers = self._subscribers.get(kind, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    async def dispatch(self, events: Sequence[object] | Iterable[object]) -> None:
+        """Give each distinct event to its subscribers. A failing subscriber is logged and the
+        others still run: the transaction has committed, and the next change refreshes any
+        screen a lost event left behind."""
+        for event in dict.fromkeys(events):  # distinct, first-published order
+            if not isinstance(event, Event):
+                raise TypeError(f"only events are published, got {event!r}")
+            self.dispatched += 1
+            for handler in list(self._subscribers.get(type(event), ())):
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("subscriber %r failed on %r", handler, event)
