@@ -1,5 +1,5 @@
 """French appointment notifications (confirmation, reminders, cancellation, waitlist) written
-to the outbox in the caller's transaction; the worker sends them (call worker.wake after commit).
+to the outbox in the caller's transaction; the worker sends them once it commits (OutboxWritten).
 
 Never the free-text description: a message goes to whatever address was typed, and may sit in a
 shared mailbox or on a shared phone.
