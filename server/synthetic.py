@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from server import geo
 from server.settings import Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
-from server.stats.report import rebuild_rollups
+from server.stats.rebuild import rebuild_rollups
 from server.store.models import Motif, Role, StatEvent, User, utcnow
 
 MARKER = "synthetic-"
