@@ -50,6 +50,6 @@ def setup_routes(app: web.Application) -> None:
     booking.add_routes(r)
     agenda.add_routes(r)
     api_v1.add_routes(r)
-    stats.add_routes(r)
+    r.add_routes(stats.routes)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
