@@ -14,7 +14,7 @@ from server.web.views import (
     assistance,
     auth,
     booking,
-    callbacks,
+    callback_requests,
     coordinator,
     dropin,
     handoff,
@@ -27,7 +27,18 @@ from server.web.views import (
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 STATIC_DIR = WEB_DIR / "static"
 SOCKETIO_CLIENT = WEB_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.esm.min.js"
-VIEW_MODULES = (home, health, auth, assistance, coordinator, join, dropin, callbacks, handoff)
+VIEW_MODULES = (
+    home,
+    health,
+    auth,
+    assistance,
+    coordinator,
+    join,
+    dropin,
+    callback_requests,
+    handoff,
+    stats,
+)
 
 
 async def socketio_client(request: web.Request) -> web.StreamResponse:
@@ -50,6 +61,5 @@ def setup_routes(app: web.Application) -> None:
     booking.add_routes(r)
     agenda.add_routes(r)
     api_v1.add_routes(r)
-    r.add_routes(stats.routes)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
