@@ -774,7 +774,7 @@ def _fanout_rows(fan: dict[str, Any]) -> list[Row]:
                     ours[key],
                     raw[key],
                     raw_name,
-                    note=f"ours includes the {window:g} ms coalescing window (signaling/queue.py)",
+                    note=f"ours includes the {window:g} ms coalescing window (signaling/dropin.py)",
                 )
             )
         if not burst:

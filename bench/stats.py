@@ -2,9 +2,9 @@
 SQLite and on PostgreSQL.
 
 Data: ``server.synthetic.generate`` over two years (730 days) for one association with a
-coordinator, then ``statistics.rebuild_rollups`` (inside ``generate``). Preparing 1M sessions
+coordinator, then ``rebuild_rollups`` (inside ``generate``). Preparing 1M sessions
 takes minutes, so the databases are cached, keyed on a hash of server/synthetic.py,
-server/statistics.py and the migrations:
+server/stats/ and the migrations:
 
 - SQLite: ``var/bench-stats/<hash>-<sessions>.sqlite3`` (``var/`` is git-ignored);
 - PostgreSQL: database ``bench_stats_<hash>_<sessions>`` on the server of
@@ -49,7 +49,7 @@ from server import accounts, synthetic
 from server.db import make_sessionmaker
 from server.passes import LOGIN_COOKIE
 from server.settings import PREFIX, load_settings
-from server.stats import report as statistics
+from server.stats.display import local_today
 from server.store.engine import make_engine
 from server.store.models import Role, User
 
@@ -305,7 +305,7 @@ async def _measure(label: str, url: str, workdir: Path) -> list[dict[str, Any]]:
         workdir / f"server-{label}.log",
     )
     cookie = await _login_cookie(url)
-    today = statistics.local_today("Europe/Paris")
+    today = local_today(load_settings(env).timezone)  # the server's "today"
     start = today.replace(year=today.year - 2) + timedelta(days=1)
     details = []
     await server.start("/healthz")

@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import accounts, availability, motifs, retention, synthetic
+from server import accounts, availability, links, motifs, retention, synthetic
 from server.db import make_sessionmaker
 from server.settings import DEFAULT_TIMEZONE, Settings, SettingsError, load_settings
 from server.store.engine import make_engine
@@ -172,16 +172,17 @@ async def _demo_permanences(db: AsyncSession, volunteer: User) -> None:
 def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> None:
     """The URLs and demo logins, for `make run`."""
     print()
-    print(f"  Site :                {settings.url('/')}")
-    print(f"  Connexion bénévole :  {settings.url('/login')}")
-    print(f"  Code bénéficiaire :   {settings.url('/code')}")
-    print(f"  Prendre rendez-vous : {settings.url('/rendez-vous')}")
-    print(f"  Aide sans rendez-vous : {settings.url('/aide')}  (file ouverte pendant les")
+    print(f"  Site :                {links.HOME.url(settings)}")
+    print(f"  Connexion bénévole :  {links.LOGIN.url(settings)}")
+    print(f"  Code bénéficiaire :   {links.CODE.url(settings)}")
+    print(f"  Prendre rendez-vous : {links.BOOKING.url(settings)}")
+    print(f"  Aide sans rendez-vous : {links.DROP_IN.url(settings)}  (file ouverte pendant les")
     print(
         "      permanences démo : lun.–ven. 9 h 30–12 h et 14 h–17 h 30 ; sinon « Être rappelé »)"
     )
-    print(f"  File (bénévoles) :    {settings.url('/file')}   Rappels : {settings.url('/rappels')}")
-    print(f"  Statistiques (coordination) : {settings.url('/stats')}")
+    queue, callbacks = links.QUEUE.url(settings), links.CALLBACKS.url(settings)
+    print(f"  File (bénévoles) :    {queue}   Rappels : {callbacks}")
+    print(f"  Statistiques (coordination) : {links.STATS.url(settings)}")
     mail = settings.data_dir / "mail"
     print(f"  E-mails envoyés :     {mail} (EMAIL_BACKEND={settings.email_backend})")
     for email, name, role, password in logins:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.events import Dispatcher
 from server.settings import Settings
-from server.stats.report import maintain_rollups
+from server.stats.rollups import maintain_rollups
 from server.store import engine as store
 
 

@@ -19,10 +19,11 @@ sessions take place, so that the "where to open a permanence" ranking has someth
 
 Realism: weekly rhythm (fewer on Saturdays, almost none on Sundays), yearly rhythm (tax season
 in April–May, back to school in September, a dip in August and at Christmas), office hours in
-Paris time, départements drawn in proportion to their population (``server.geo``; ~3 % of
-postal codes unplaceable, "99", and some people give none), themes with realistic frequencies
-and matching organisations, outcomes about 60 % resolved / 20 % partial / 12 % follow-up / 8 %
-oriented, durations log-normal around a 25-minute median. Everything follows from ``seed``.
+the deployment's time zone (``settings.timezone``), départements drawn in proportion to their
+population (``server.geo``; ~3 % of postal codes unplaceable, "99", and some people give
+none), themes with realistic frequencies and matching organisations, outcomes about 60 %
+resolved / 20 % partial / 12 % follow-up / 8 % oriented, durations log-normal around a
+25-minute median. Everything follows from ``seed``.
 
 Like the real events, every step of a person's demand (booking, queue, call-back, sheet)
 carries their département.
@@ -49,9 +50,9 @@ from sqlalchemy import JSON, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server import geo
-from server.settings import DEFAULT_TIMEZONE, Settings
+from server.settings import Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
-from server.stats.report import rebuild_rollups
+from server.stats.rebuild import rebuild_rollups
 from server.store.models import Motif, Role, StatEvent, User, utcnow
 
 MARKER = "synthetic-"
@@ -116,9 +117,8 @@ DURATION_MU = math.log(DURATION_MEDIAN_SECONDS)
 WEEKDAY = (1.15, 1.1, 0.95, 1.1, 0.9, 0.25, 0.04)
 MONTH = (1.0, 1.0, 1.05, 1.35, 1.4, 1.05, 0.8, 0.45, 1.3, 1.15, 1.05, 0.85)
 CHRISTMAS = 0.35  # 20 December – 2 January
-# Local opening hours (Paris): weight of each hour.
+# Local opening hours: weight of each hour.
 HOURS = {9: 6, 10: 10, 11: 10, 12: 4, 13: 3, 14: 10, 15: 10, 16: 9, 17: 5, 18: 2}
-LOCAL = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class _Choice(Generic[T]):
@@ -138,6 +138,7 @@ class _Context:
     """What the generator draws from, fixed before the first draw."""
 
     association_id: int
+    zone: ZoneInfo  # the deployment's: days, months and office hours are local
     volunteers: _Choice[int]
     day_starts: list[datetime]  # local midnight of each day, in UTC
     day_weights: list[float]  # how busy each day is (week and year rhythms)
@@ -222,7 +223,9 @@ async def generate(
         raise ValueError("sessions must be >= 0 and days > 0")
     now = now or utcnow()
     rng = random.Random(seed)
-    context = await _context(db, association_id, days, now)
+    # Days are local to the deployment's zone, as the app's sessions count rollup days.
+    zone = ZoneInfo(settings.timezone)
+    context = await _context(db, zone, association_id, days, now)
     writer = _Writer(await db.connection())
     pending: asyncio.Task[None] | None = None
     events = _events(rng, context, sessions)
@@ -235,8 +238,7 @@ async def generate(
         pending = asyncio.ensure_future(writer.write(rows))
     if pending is not None:
         await pending
-    # Rollup days are counted in the deployment's zone, as the app's sessions do.
-    await rebuild_rollups(db, ZoneInfo(settings.timezone), association_id)
+    await rebuild_rollups(db, zone, association_id)
     return writer.written
 
 
@@ -314,10 +316,12 @@ def _cache_empty(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: process(value) if value else empty
 
 
-async def _context(db: AsyncSession, association_id: int, days: int, now: datetime) -> _Context:
-    today = now.astimezone(LOCAL).date()
+async def _context(
+    db: AsyncSession, zone: ZoneInfo, association_id: int, days: int, now: datetime
+) -> _Context:
+    today = now.astimezone(zone).date()
     dates = [today - timedelta(days=days - offset) for offset in range(days)]  # up to yesterday
-    day_starts = [datetime.combine(d, time(), LOCAL).astimezone(UTC) for d in dates]
+    day_starts = [datetime.combine(d, time(), zone).astimezone(UTC) for d in dates]
     day_weights = [WEEKDAY[d.weekday()] * _yearly(d) for d in dates]
     served, unmet = _departements()
     volunteer_ids = await _volunteers(db, association_id)
@@ -336,6 +340,7 @@ async def _context(db: AsyncSession, association_id: int, days: int, now: dateti
             motif_of_theme.setdefault(theme, motif_id)
     return _Context(
         association_id=association_id,
+        zone=zone,
         volunteers=volunteers,
         day_starts=day_starts,
         day_weights=day_weights,
@@ -389,15 +394,20 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
     missed = allocate(round(sessions * UNMET_PER_SESSION), ctx.day_weights)
     index = unmet_index = 0
     for day, midnight in enumerate(ctx.day_starts):
-        month = midnight.astimezone(LOCAL).month
+        month = midnight.astimezone(ctx.zone).month
         for _ in range(held[day]):
-            start = midnight + timedelta(hours=draws.hour(rng), seconds=rng.randrange(3600))
+            start = _office_time(rng, draws, midnight)
             yield from _session(rng, ctx, draws, f"{MARKER}{index:09d}", start, month)
             index += 1
         for _ in range(missed[day]):
-            when = midnight + timedelta(hours=draws.hour(rng), seconds=rng.randrange(3600))
+            when = _office_time(rng, draws, midnight)
             yield from _unmet(rng, ctx, draws, f"{MARKER}u{unmet_index:09d}", when)
             unmet_index += 1
+
+
+def _office_time(rng: random.Random, draws: _Draws, midnight: datetime) -> datetime:
+    """A moment in one of the day's opening hours (``midnight`` is the local one, in UTC)."""
+    return midnight + timedelta(hours=draws.hour(rng), seconds=rng.randrange(3600))
 
 
 def _session(

@@ -1,4 +1,5 @@
-"""Alembic migrations build exactly the schema of the models, on SQLite and PostgreSQL."""
+"""Alembic migrations build exactly the schema of the models, on SQLite and PostgreSQL:
+autogenerate finds nothing to change, and the rollup tables have the declared key layout."""
 
 from __future__ import annotations
 
@@ -12,20 +13,51 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.cli import alembic_config
 from server.settings import load_settings
 from server.store.engine import make_engine
-from server.store.models import Base
+from server.store.models import Base, StatRollup, StatRollupMonthly
 from tests.conftest import PG_UNREACHABLE, POSTGRES_URL
 
 
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection)
-    return list(compare_metadata(context, Base.metadata))
+    diff = list(compare_metadata(context, Base.metadata))
+    # Autogenerate compares columns, types and indexes, but neither the order of a primary
+    # key's columns nor SQLite's WITHOUT ROWID: the rollup reads seek on both.
+    for model in (StatRollup, StatRollupMonthly):
+        migrated, declared = _rollup_layout(connection, model.__tablename__)
+        if migrated != declared:
+            diff.append(("rollup_layout", model.__tablename__, migrated, declared))
+    return diff
+
+
+def _rollup_layout(connection: Connection, name: str) -> tuple[Any, Any]:
+    """(migrated, declared): columns with nullability, primary key in order, WITHOUT ROWID."""
+    inspector = inspect(connection)
+    table = Base.metadata.tables[name]
+    sqlite = connection.dialect.name == "sqlite"
+    without_rowid = None
+    if sqlite:
+        sql = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).scalar_one()
+        without_rowid = "WITHOUT ROWID" in sql.upper()
+    migrated = (
+        [(c["name"], c["nullable"]) for c in inspector.get_columns(name)],
+        inspector.get_pk_constraint(name)["constrained_columns"],
+        without_rowid,
+    )
+    declared = (
+        [(c.name, c.nullable) for c in table.columns],
+        [c.name for c in table.primary_key.columns],
+        not table.dialect_options["sqlite"]["with_rowid"] if sqlite else None,
+    )
+    return migrated, declared
 
 
 async def _upgrade_and_compare(url: str, tmp_path: Path) -> list[Any]:

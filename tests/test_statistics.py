@@ -17,8 +17,13 @@ import pytest
 from sqlalchemy import insert, select
 
 from server import geo, motifs
-from server.stats import report as statistics
+from server.stats.display import local_today
 from server.stats.events import EventKind, record
+from server.stats.export import TABLES
+from server.stats.filters import parse_filters
+from server.stats.queries import Report, build_report
+from server.stats.rebuild import rebuild_rollups
+from server.stats.rollups import SESSIONS, UNMET
 from server.store.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
 from server.web.views.api_v1 import _count_schema, openapi_document
 from tests.conftest import Account, Running, login, make_account
@@ -86,7 +91,7 @@ async def _bulk_insert(running: Running, association_id: int, specs: list[dict[s
         )
     async with running.sessionmaker.begin() as db:
         await db.execute(insert(StatEvent), rows)
-        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
+        await rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
 
 
 def statistics_departement(postal: str | None) -> str | None:
@@ -119,9 +124,7 @@ async def test_record_keeps_rollups_equal_to_a_rebuild_and_to_a_bulk_import(
     incremental = await _rollups(running, association_id)
     assert incremental
     async with running.sessionmaker.begin() as db:
-        written = await statistics.rebuild_rollups(
-            db, ZoneInfo(running.settings.timezone), association_id
-        )
+        written = await rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
     assert written == len(incremental)
     assert await _rollups(running, association_id) == incremental
     # The same events bulk-inserted for another association, then rebuilt: same figures.
@@ -131,7 +134,7 @@ async def test_record_keeps_rollups_equal_to_a_rebuild_and_to_a_bulk_import(
     assert bulk == incremental
     # A full rebuild (every association) changes nothing either.
     async with running.sessionmaker.begin() as db:
-        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone))
+        await rebuild_rollups(db, ZoneInfo(running.settings.timezone))
     assert await _rollups(running, association_id) == incremental
 
 
@@ -150,17 +153,17 @@ async def test_an_event_changed_after_record_moves_its_counts(
 
 async def test_report_aggregates_and_rates_per_100k(running: Running, coordinator: Account) -> None:
     association_id = await _setup(running, coordinator)
-    filters = statistics.parse_filters(PERIOD, date(2025, 12, 31))
+    filters = parse_filters(PERIOD, date(2025, 12, 31))
     async with running.sessionmaker() as db:
-        report = await statistics.build_report(db, association_id, filters)
-    assert report.totals[statistics.SESSIONS] == 10
-    assert report.totals[f"{statistics.SESSIONS}:drop_in"] == 9
-    assert report.totals[f"{statistics.SESSIONS}:link"] == 1
-    assert report.totals[statistics.UNMET] == 5  # left, gone, expired, wrong number, no slot
-    assert report.volumes[date(2025, 3, 1)][statistics.SESSIONS] == 10
-    assert report.themes["logement"][statistics.SESSIONS] == 9
-    assert report.themes["papiers"][statistics.SESSIONS] == 1
-    assert report.themes["logement"][statistics.UNMET] == 1
+        report = await build_report(db, association_id, filters)
+    assert report.totals[SESSIONS] == 10
+    assert report.totals[f"{SESSIONS}:drop_in"] == 9
+    assert report.totals[f"{SESSIONS}:link"] == 1
+    assert report.totals[UNMET] == 5  # left, gone, expired, wrong number, no slot
+    assert report.volumes[date(2025, 3, 1)][SESSIONS] == 10
+    assert report.themes["logement"][SESSIONS] == 9
+    assert report.themes["papiers"][SESSIONS] == 1
+    assert report.themes["logement"][UNMET] == 1
     assert report.facets["org"] == {"caf": 10, "cpam": 1}
     assert report.facets["outcome"] == {"resolved": 10}
     assert report.facets["dur"] == {"15-30": 9, "60+": 1}
@@ -186,10 +189,10 @@ async def test_filters_by_channel_theme_and_period(running: Running, coordinator
     today = date(2025, 12, 31)
 
     async def totals(**query: str) -> int:
-        filters = statistics.parse_filters({**PERIOD, **query}, today)
+        filters = parse_filters({**PERIOD, **query}, today)
         async with running.sessionmaker() as db:
-            report = await statistics.build_report(db, association_id, filters)
-        return report.totals[statistics.SESSIONS]
+            report = await build_report(db, association_id, filters)
+        return report.totals[SESSIONS]
 
     assert await totals(channel="link") == 1
     assert await totals(channel="drop_in") == 9
@@ -270,7 +273,7 @@ async def test_csv_and_api_hide_small_counts(
     assert by_code["13"]["unmet"] == "< 5" and by_code["13"]["unmet_per_100k"] == ""
     assert by_code["inconnu"]["sessions"] == "< 5"
     assert by_code["01"]["sessions"] == "0"
-    for table in statistics.TABLES:
+    for table in TABLES:
         async with http.get(running.url("/stats.csv"), params={**PERIOD, "table": table}) as resp:
             assert resp.status == 200, table
             assert next(csv.reader(io.StringIO(await resp.text())))
@@ -339,8 +342,8 @@ async def test_a_booking_search_without_slot_counts_under_the_postal_codes_depar
         ).all()
     assert deps == ["48", "99", None]
     rollups = await _rollups(running, association_id)
-    today = statistics.local_today(running.settings.timezone)
-    assert rollups[("dep", "*", "*", today, statistics.UNMET, "48")] == (1, 0)
+    today = local_today(running.settings.timezone)
+    assert rollups[("dep", "*", "*", today, UNMET, "48")] == (1, 0)
 
 
 async def _monthly(running: Running, association_id: int) -> dict[tuple[Any, ...], tuple[int, int]]:
@@ -412,7 +415,7 @@ async def test_monthly_rollups_follow_local_months_edits_and_deletes(
     sheets = {k[3]: v[0] for k, v in monthly.items() if k[:3] == ("all", "*", "*")}
     assert sheets == {date(2025, 3, 1): 2, date(2025, 5, 1): 1}
     async with running.sessionmaker.begin() as db:
-        await statistics.rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
+        await rebuild_rollups(db, ZoneInfo(running.settings.timezone), association_id)
     assert await _rollups(running, association_id) == daily
     assert await _monthly(running, association_id) == monthly
 
@@ -429,10 +432,10 @@ async def test_reports_read_from_months_and_edge_days_equal_reports_from_days(
             event.occurred_at = moment
     today = date(2025, 12, 31)
 
-    async def report(query: dict[str, str]) -> statistics.Report:
+    async def report(query: dict[str, str]) -> Report:
         async with running.sessionmaker() as db:
-            filters = statistics.parse_filters(query, today)
-            return await statistics.build_report(db, association_id, filters)
+            filters = parse_filters(query, today)
+            return await build_report(db, association_id, filters)
 
     for period in (
         {"from": "2025-01-01", "to": "2025-12-31"},  # whole months only
@@ -450,6 +453,6 @@ async def test_reports_read_from_months_and_edge_days_equal_reports_from_days(
                 (d.code, d.sessions, d.unmet, d.demand) for d in by_day.departements
             ]
     march = await report({"from": "2025-03-01", "to": "2025-03-31"})
-    assert march.totals[statistics.SESSIONS] == 10 + 2  # 1 March 00:30 and 31 March 23:30
+    assert march.totals[SESSIONS] == 10 + 2  # 1 March 00:30 and 31 March 23:30
     april_first = await report({"from": "2025-04-01", "to": "2025-04-01"})
-    assert april_first.totals[statistics.SESSIONS] == 1
+    assert april_first.totals[SESSIONS] == 1

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -277,6 +278,34 @@ async def test_existing_volunteers_are_used(
         e for e in await events(sessionmaker, association_id) if e.kind == EventKind.SHEET_FILED
     ]
     assert {e.volunteer_id for e in sheets} == {user.id}
+
+
+async def test_office_hours_and_days_are_those_of_the_deployments_zone(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    reunion = settings.model_copy(update={"timezone": "Indian/Reunion"})  # UTC+4, no DST
+    association_id = await new_association(sessionmaker, "Asso R")
+    await generate(sessionmaker, reunion, association_id, SMALL)
+    rows = await events(sessionmaker, association_id)
+    taken = [e for e in rows if e.kind == EventKind.QUEUE_TAKEN]  # at the session's start
+    assert taken
+    zone = ZoneInfo("Indian/Reunion")
+    assert {e.occurred_at.astimezone(zone).hour for e in taken} <= set(synthetic.HOURS)
+    # The rollups were rebuilt with the same zone: each sheet on its Réunion day.
+    sheets = Counter(
+        e.occurred_at.astimezone(zone).date() for e in rows if e.kind == EventKind.SHEET_FILED
+    )
+    async with sessionmaker() as db:
+        days = await db.execute(
+            select(StatRollup.day, StatRollup.count).where(
+                StatRollup.association_id == association_id,
+                StatRollup.kind == EventKind.SHEET_FILED.value,
+                StatRollup.dim == "all",
+                StatRollup.channel == "*",
+                StatRollup.theme == "*",
+            )
+        )
+        assert {day: count for day, count in days} == dict(sheets)
 
 
 def test_allocate_splits_exactly() -> None:

@@ -76,7 +76,7 @@ async def record(
     volunteer_id: int | None = None,
 ) -> StatEvent:
     """Add one event in the caller's transaction. Without a session, the caller says which
-    association and channel it belongs to. The rollups (server/stats/report.py) are updated
+    association and channel it belongs to. The rollups (server/stats/rollups.py) are updated
     when the event is flushed, in the same transaction (``maintain_rollups``)."""
     if reason is not None and len(reason) > 20:
         raise ValueError(f"a statistics reason is a short code, got {reason!r}")

@@ -633,12 +633,12 @@ class HandoffSheet(Base):
 # -- Statistics rollups -------------------------------------------------------------------------
 
 
-class StatRollup(Base):
-    """Daily counts of statistics events, kept up to date in the same transaction as each event
-    (server/statistics.py explains the keys). ``'*'`` in channel or theme means "all"; ``''``
-    means "none given". Rebuilt from stat_events by ``statistics.rebuild_rollups``."""
+class _RollupTable(Base):
+    """The key and counters shared by both rollup tiers (server/stats/rollups.py explains the
+    keys). ``'*'`` in channel or theme means "all"; ``''`` means "none given". Rebuilt from
+    stat_events by ``server.stats.rebuild.rebuild_rollups``."""
 
-    __tablename__ = "stat_rollups"
+    __abstract__ = True
 
     association_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dim: Mapped[str] = mapped_column(String(10), primary_key=True)
@@ -654,20 +654,15 @@ class StatRollup(Base):
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it once
 
 
-class StatRollupMonthly(Base):
+class StatRollup(_RollupTable):
+    """Daily counts of statistics events, kept up to date in the same transaction as each
+    event."""
+
+    __tablename__ = "stat_rollups"
+
+
+class StatRollupMonthly(_RollupTable):
     """The same counts as ``StatRollup`` summed by calendar month (``day`` is the month's first
     local day): long periods read whole months here and only their edge days in the daily table."""
 
     __tablename__ = "stat_rollups_monthly"
-
-    association_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    dim: Mapped[str] = mapped_column(String(10), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
-    theme: Mapped[str] = mapped_column(String(30), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
-    value: Mapped[str] = mapped_column(String(40), primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger, default=0)
-    duration_sum: Mapped[int] = mapped_column(BigInteger, default=0)
-
-    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy reads it once

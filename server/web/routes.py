@@ -15,7 +15,7 @@ from server.web.views import (
     auth,
     availability,
     booking,
-    callbacks,
+    callback_requests,
     coordinator,
     dropin,
     handoff,
@@ -38,8 +38,9 @@ VIEW_MODULES = (
     coordinator,
     join,
     dropin,
-    callbacks,
+    callback_requests,
     handoff,
+    stats,
     booking,
     agenda,
     availability,
@@ -66,6 +67,5 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_routes(module.routes)
     r = app.router
     api_v1.add_routes(r)
-    stats.add_routes(r)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)

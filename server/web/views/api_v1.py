@@ -22,7 +22,9 @@ from server.i18n import _
 from server.notify import appointments as notifications
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
-from server.stats import report as statistics
+from server.stats.export import report_json
+from server.stats.filters import FilterError
+from server.stats.rollups import CHANNELS
 from server.store.models import Appointment, Motif, Role, User, VisitKind, utcnow
 from server.web.request import check_csrf, current_user, login_required, render
 from server.web.views import stats as stats_views
@@ -313,11 +315,11 @@ async def stats(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", _("Les statistiques sont réservées à la coordination."))
     try:
         filters = stats_views.filters_or_error(request)
-    except statistics.FilterError as exc:
+    except FilterError as exc:
         raise ApiError(422, "invalid_filters", str(exc)) from None
     report = await stats_views.load_report(request, filters)
     small = request.app[SETTINGS_KEY].stats_small_count
-    return web.json_response(statistics.report_json(report, small))
+    return web.json_response(report_json(report, small))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -745,7 +747,7 @@ def _stats_path() -> dict[str, Any]:
         {
             "name": "channel",
             "in": "query",
-            "schema": {"type": "string", "enum": list(statistics.CHANNELS)},
+            "schema": {"type": "string", "enum": list(CHANNELS)},
         },
         {
             "name": "theme",

@@ -1,5 +1,5 @@
 """The coordinator's statistics: /stats (volumes, themes, map of France, where to open a
-permanence) and /stats.csv. Figures come from the daily rollups (server/stats/report.py)."""
+permanence) and /stats.csv. Figures come from the rollups (server/stats/)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,23 @@ from aiohttp import web
 from server import geo, taxonomy
 from server.i18n import _
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
-from server.stats import report as statistics
-from server.stats.report import Departement, FilterError, Filters, Report
+from server.stats.display import (
+    class_of,
+    french_number,
+    local_today,
+    median_bucket,
+    period_label,
+    quantile_classes,
+)
+from server.stats.export import TABLES, export_table, facet_rows, theme_rows, volunteer_rows
+from server.stats.filters import FilterError, Filters, default_filters, parse_filters
+from server.stats.queries import DepartementFigures, Report, build_report
+from server.stats.rollups import CHANNELS, DEMAND_KINDS, DURATION_BUCKETS, SESSIONS, UNMET
 from server.store.models import Role
-from server.web.request import current_user, login_required, render
+from server.web.middlewares import status_of
+from server.web.request import login_required, render, required_user
 
+routes = web.RouteTableDef()
 MAPS = {"sessions", "unmet"}
 PALETTES = {
     "sessions": ("#f1f5fb", "#c6dbef", "#6baed6", "#3182bd", "#08519c", "#08306b"),
@@ -48,35 +60,27 @@ class Area:
 
 def filters_or_error(request: web.Request) -> Filters:
     """The request's filters; FilterError carries the French message."""
-    today = statistics.local_today(request.app[SETTINGS_KEY].timezone)
-    return statistics.parse_filters(request.query, today)
+    today = local_today(request.app[SETTINGS_KEY].timezone)
+    return parse_filters(request.query, today)
 
 
 async def load_report(request: web.Request, filters: Filters) -> Report:
     """The report of the logged-in coordinator's association."""
-    user = current_user(request)
-    assert user is not None
+    user = required_user(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
-        return await statistics.build_report(db, user.association_id, filters)
+        return await build_report(db, user.association_id, filters)
 
 
-def _rate_title(dep: Departement, kind: str) -> str:
+def _rate_title(dep: DepartementFigures, kind: str) -> str:
     count = dep.sessions if kind == "sessions" else dep.unmet
     rate = dep.sessions_rate if kind == "sessions" else dep.unmet_rate
     what = _("accompagnements") if kind == "sessions" else _("demandes non satisfaites")
+    values = {"name": dep.name, "code": dep.code, "n": french_number(count), "what": what}
     if rate is None:
-        return _("%(name)s (%(code)s) : %(n)s %(what)s, population inconnue") % {
-            "name": dep.name,
-            "code": dep.code,
-            "n": statistics.french_number(count),
-            "what": what,
-        }
+        return _("%(name)s (%(code)s) : %(n)s %(what)s, population inconnue") % values
     return _("%(name)s (%(code)s) : %(rate)s %(what)s pour 100 000 habitants (%(n)s)") % {
-        "name": dep.name,
-        "code": dep.code,
-        "rate": statistics.french_number(rate),
-        "what": what,
-        "n": statistics.french_number(count),
+        **values,
+        "rate": french_number(rate),
     }
 
 
@@ -87,11 +91,11 @@ def build_map(report: Report, kind: str) -> dict[str, Any]:
         d.code: (d.sessions_rate if kind == "sessions" else d.unmet_rate)
         for d in report.departements
     }
-    bounds = statistics.quantile_classes(r for r in rates.values() if r is not None)
+    bounds = quantile_classes(r for r in rates.values() if r is not None)
     by_code = {d.code: d for d in report.departements}
 
-    def area(dep: Departement, d: str | None, x: int = 0, y: int = 0) -> Area:
-        cls = statistics.class_of(rates.get(dep.code), bounds)
+    def area(dep: DepartementFigures, d: str | None, x: int = 0, y: int = 0) -> Area:
+        cls = class_of(rates.get(dep.code), bounds)
         fill = NO_DATA if cls is None else palette[cls]
         return Area(
             dep.code, dep.name, d, fill, cls is not None and cls >= 4, _rate_title(dep, kind), x, y
@@ -106,7 +110,7 @@ def build_map(report: Report, kind: str) -> dict[str, Any]:
     legend = [(palette[0], "0")]
     low = 0.0
     for i, bound in enumerate(bounds, start=1):
-        text = f"{statistics.french_number(low)} – {statistics.french_number(bound)}"
+        text = f"{french_number(low)} – {french_number(bound)}"
         legend.append((palette[i], text))
         low = bound
     legend.append((NO_DATA, _("population inconnue")))
@@ -131,54 +135,52 @@ def _bars(rows: list[tuple[str, int]]) -> list[tuple[str, int, float]]:
 def page_context(report: Report, map_kind: str) -> dict[str, Any]:
     """What the dashboard template shows, computed once here."""
     f = report.filters
-    sessions = report.totals[statistics.SESSIONS]
+    sessions = report.totals[SESSIONS]
     volumes = []
     top = max(
-        (report.volumes.get(p, Counter()).get(statistics.SESSIONS, 0) for p in report.periods),
+        (report.volumes.get(p, Counter()).get(SESSIONS, 0) for p in report.periods),
         default=0,
     )
     top_unmet = max(
-        (report.volumes.get(p, Counter()).get(statistics.UNMET, 0) for p in report.periods),
+        (report.volumes.get(p, Counter()).get(UNMET, 0) for p in report.periods),
         default=0,
     )
     for start in report.periods:
         counts = report.volumes.get(start) or Counter()
         segments = []
         offset = 0.0
-        for channel in statistics.CHANNELS:
-            n = counts[f"{statistics.SESSIONS}:{channel}"]
+        for channel in CHANNELS:
+            n = counts[f"{SESSIONS}:{channel}"]
             width = 100.0 * n / top if top else 0.0
             segments.append((channel, offset, width, n))
             offset += width
         volumes.append(
             {
-                "label": statistics.period_label(start, f.granularity),
-                "sessions": counts[statistics.SESSIONS],
+                "label": period_label(start, f.granularity),
+                "sessions": counts[SESSIONS],
                 "ended": counts["session_ended"],
-                "demand": sum(counts[k] for k in statistics.DEMAND_KINDS),
-                "unmet": counts[statistics.UNMET],
-                "unmet_width": 100.0 * counts[statistics.UNMET] / top_unmet if top_unmet else 0,
+                "demand": sum(counts[k] for k in DEMAND_KINDS),
+                "unmet": counts[UNMET],
+                "unmet_width": 100.0 * counts[UNMET] / top_unmet if top_unmet else 0,
                 "segments": segments,
             }
         )
     durations = dict(report.facets.get("dur", {}))
-    median = statistics.median_bucket(durations)
+    median = median_bucket(durations)
     return {
         "report": report,
-        "filters": f,
         "sessions": sessions,
         "mean_minutes": report.duration_sum / sessions / 60 if sessions else None,
-        "median_label": _(statistics.DURATION_BUCKETS[median]) if median else None,
+        "median_label": _(DURATION_BUCKETS[median]) if median else None,
         "volumes": volumes,
         "themes": [
-            (label, counts[statistics.SESSIONS], counts[statistics.UNMET])
-            for _code, label, counts in statistics.theme_rows(report)
+            (label, counts[SESSIONS], counts[UNMET]) for _code, label, counts in theme_rows(report)
         ],
         "facets": {
-            table: _bars([(label, n) for _code, label, n in statistics.facet_rows(report, table)])
+            table: _bars([(label, n) for _code, label, n in facet_rows(report, table)])
             for table in ("organisations", "outcomes", "autonomy", "durations")
         },
-        "volunteers": _bars([(name, n) for _vid, name, n in statistics.volunteer_rows(report)]),
+        "volunteers": _bars([(name, n) for _vid, name, n in volunteer_rows(report)]),
         "departements": sorted(
             [d for d in report.departements if d.sessions or d.unmet or d.demand],
             key=lambda d: (-d.sessions, d.code),
@@ -187,56 +189,57 @@ def page_context(report: Report, map_kind: str) -> dict[str, Any]:
         "ranking": report.ranking()[:20],
         "map": build_map(report, map_kind),
         "map_kind": map_kind,
-        "channels": statistics.CHANNELS,
-        "theme_choices": taxonomy.THEMES,
-        "tables": statistics.TABLES,
-        "number": statistics.french_number,
+        **_form_context(f),
+        "tables": TABLES,
+        "number": french_number,
         "query": lambda **changes: "?" + urlencode(f.query(**changes)),
     }
 
 
+def _form_context(filters: Filters) -> dict[str, Any]:
+    """What the filter form shows besides its values."""
+    return {"filters": filters, "channels": CHANNELS, "theme_choices": taxonomy.THEMES}
+
+
+@routes.get("/stats", name="stats")
 @login_required(Role.COORDINATOR)
 async def dashboard(request: web.Request) -> web.StreamResponse:
-    """The statistics page of the coordinator's association."""
+    """The statistics page of the coordinator's association; unusable filters show the form
+    again with the French message."""
     map_kind = request.query.get("carte", "sessions")
     if map_kind not in MAPS:
         map_kind = "sessions"
     try:
         filters = filters_or_error(request)
     except FilterError as exc:
-        today = statistics.local_today(request.app[SETTINGS_KEY].timezone)
+        today = local_today(request.app[SETTINGS_KEY].timezone)
         context = {
-            "error": str(exc),
+            "error": exc.message,
             "form": dict(request.query),
-            "filters": Filters(statistics.default_start(today), today),
-            "channels": statistics.CHANNELS,
-            "theme_choices": taxonomy.THEMES,
+            **_form_context(default_filters(today)),
         }
-        return render(request, "stats/dashboard.html", context, status=400)
+        return render(request, "stats/dashboard.html", context, status=status_of(exc))
     report = await load_report(request, filters)
     context = page_context(report, map_kind)
     context.update({"error": None, "form": filters.query()})
     return render(request, "stats/dashboard.html", context)
 
 
+@routes.get("/stats.csv", name="stats-csv")
 @login_required(Role.COORDINATOR)
 async def export_csv(request: web.Request) -> web.StreamResponse:
-    """One table of the dashboard as CSV; counts below the threshold read "< N"."""
+    """One table of the dashboard as CSV; counts below the threshold read "< N". Unusable
+    filters get the French error page (the error middleware renders the FilterError)."""
     table = request.query.get("table", "departements")
-    if table not in statistics.TABLES:
-        raise web.HTTPBadRequest(
-            text=_("Tableau inconnu : choisissez parmi %(t)s.")
-            % {"t": ", ".join(statistics.TABLES)},
-            content_type="text/plain",
+    if table not in TABLES:
+        raise FilterError(
+            "invalid_filters",
+            _("Tableau inconnu : choisissez parmi %(t)s.") % {"t": ", ".join(TABLES)},
+            "table",
         )
-    try:
-        filters = filters_or_error(request)
-    except FilterError as exc:
-        raise web.HTTPBadRequest(text=str(exc), content_type="text/plain") from None
+    filters = filters_or_error(request)
     report = await load_report(request, filters)
-    header, rows = statistics.export_table(
-        report, table, request.app[SETTINGS_KEY].stats_small_count
-    )
+    header, rows = export_table(report, table, request.app[SETTINGS_KEY].stats_small_count)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
@@ -248,9 +251,3 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
         charset="utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register /stats and /stats.csv."""
-    router.add_get("/stats", dashboard, name="stats")
-    router.add_get("/stats.csv", export_csv, name="stats-csv")

@@ -1,0 +1,203 @@
+"""The exports of a report: the dashboard's tables as CSV, and the JSON of the API. Every
+count goes through ``display.shown`` (small counts read "< N")."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from typing import Any
+
+from server import taxonomy
+from server.i18n import N_, _
+from server.stats.display import period_label, published_rate, shown
+from server.stats.events import EventKind
+from server.stats.filters import Filters
+from server.stats.queries import DepartementFigures, Report
+from server.stats.rollups import CHANNELS, DEMAND_KINDS, DURATION_BUCKETS, SESSIONS, UNMET
+
+TABLES: dict[str, str] = {
+    "volumes": N_("Volumes par période"),
+    "themes": N_("Par thème"),
+    "organisations": N_("Par organisme"),
+    "outcomes": N_("Par résultat"),
+    "autonomy": N_("Par autonomie"),
+    "durations": N_("Durées"),
+    "volunteers": N_("Charge des bénévoles"),
+    "departements": N_("Par département"),
+    "ranking": N_("Où ouvrir une permanence"),
+}
+_FACET_TABLES = {
+    "organisations": ("org", taxonomy.ORGANISATIONS),
+    "outcomes": ("outcome", taxonomy.OUTCOMES),
+    "autonomy": ("autonomy", taxonomy.AUTONOMY),
+    "durations": ("dur", DURATION_BUCKETS),
+}
+
+
+def facet_rows(report: Report, table: str) -> list[tuple[str, str, int]]:
+    """(code, French label, sheets) for a facet table, known codes first in taxonomy order."""
+    dim, labels = _FACET_TABLES[table]
+    counts = report.facets.get(dim, Counter())
+    rows = [(code, _(label), counts.get(code, 0)) for code, label in labels.items()]
+    rows += [(code, code, n) for code, n in sorted(counts.items()) if code not in labels]
+    return rows
+
+
+def theme_rows(report: Report) -> list[tuple[str, str, Counter[str]]]:
+    """(code, label, kind counts) per theme, "" (no theme) last."""
+    rows = [
+        (code, _(label), report.themes.get(code, Counter()))
+        for code, label in taxonomy.THEMES.items()
+    ]
+    rows += [
+        (code, code or _("sans thème"), counts)
+        for code, counts in sorted(report.themes.items())
+        if code not in taxonomy.THEMES
+    ]
+    return rows
+
+
+def volunteer_rows(report: Report) -> list[tuple[str, str, int]]:
+    """(id, name, sheets) per volunteer, busiest first."""
+    counts = report.facets.get("vol", Counter())
+    return sorted(
+        ((vid, report.volunteer_names.get(vid, "#" + vid), n) for vid, n in counts.items()),
+        key=lambda row: (-row[2], row[1]),
+    )
+
+
+def export_table(report: Report, table: str, small: int) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of one CSV table, small counts shown as "< N"."""
+    if table == "volumes":
+        header = ["period", "sessions"]
+        header += [f"sessions_{c}" for c in CHANNELS]
+        header += ["sessions_ended", *DEMAND_KINDS, UNMET]
+        body = []
+        for start in report.periods:
+            counts = report.volumes.get(start, Counter())
+            line: list[Any] = [period_label(start, report.filters.granularity)]
+            line.append(shown(counts[SESSIONS], small))
+            line += [shown(counts[f"{SESSIONS}:{c}"], small) for c in CHANNELS]
+            line += [
+                shown(counts[k], small)
+                for k in (EventKind.SESSION_ENDED.value, *DEMAND_KINDS, UNMET)
+            ]
+            body.append(line)
+        return header, body
+    if table == "themes":
+        return ["theme", "label", "sessions", "demand", UNMET], [
+            [
+                code,
+                label,
+                shown(c[SESSIONS], small),
+                shown(sum(c[k] for k in DEMAND_KINDS), small),
+                shown(c[UNMET], small),
+            ]
+            for code, label, c in theme_rows(report)
+        ]
+    if table in _FACET_TABLES:
+        return ["code", "label", "sessions"], [
+            [code, label, shown(n, small)] for code, label, n in facet_rows(report, table)
+        ]
+    if table == "volunteers":
+        return ["volunteer_id", "name", "sessions"], [
+            [vid, name, shown(n, small)] for vid, name, n in volunteer_rows(report)
+        ]
+    # The départements' columns are those of the API, "code" named "departement".
+    header = ["departement", *_DEPARTEMENT_FIELDS[1:]]
+    lines = report.ranking() if table == "ranking" else [*report.departements, report.unknown]
+    body = [[_csv_cell(v) for v in _departement_json(dep, small).values()] for dep in lines]
+    if table == "ranking":
+        header.insert(0, "rank")
+        body = [[i, *line] for i, line in enumerate(body, start=1)]
+    return header, body
+
+
+_DEPARTEMENT_FIELDS = (
+    "code",
+    "name",
+    "population",
+    "sessions",
+    "sessions_per_100k",
+    UNMET,
+    "unmet_per_100k",
+)
+
+
+def _departement_json(dep: DepartementFigures, small: int) -> dict[str, Any]:
+    """One département's published figures, in the order of ``_DEPARTEMENT_FIELDS``."""
+    values = (
+        dep.code or "inconnu",
+        dep.name,
+        dep.population,
+        shown(dep.sessions, small),
+        published_rate(dep, dep.sessions, small),
+        shown(dep.unmet, small),
+        published_rate(dep, dep.unmet, small),
+    )
+    return dict(zip(_DEPARTEMENT_FIELDS, values, strict=True))
+
+
+def _csv_cell(value: Any) -> Any:
+    """None (no population, a suppressed rate) as an empty cell; rates with two decimals."""
+    if value is None:
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else value
+
+
+def _volume_json(start: date, counts: Counter[str], filters: Filters, small: int) -> dict[str, Any]:
+    return {
+        "period": period_label(start, filters.granularity),
+        "sessions": shown(counts[SESSIONS], small),
+        "by_channel": {c: shown(counts[f"{SESSIONS}:{c}"], small) for c in CHANNELS},
+        "demand": shown(sum(counts[k] for k in DEMAND_KINDS), small),
+        "unmet": shown(counts[UNMET], small),
+    }
+
+
+def report_json(report: Report, small: int) -> dict[str, Any]:
+    """The API's view of a report: every count through ``shown``."""
+    f = report.filters
+    sessions = report.totals[SESSIONS]
+    return {
+        "period": {"from": f.start.isoformat(), "to": f.end.isoformat(), "step": f.granularity},
+        "filters": {"channel": f.channel, "theme": f.theme},
+        "small_count": small,
+        "totals": {
+            "sessions": shown(sessions, small),
+            "sessions_ended": shown(report.totals[EventKind.SESSION_ENDED.value], small),
+            "demand": shown(sum(report.totals[k] for k in DEMAND_KINDS), small),
+            "unmet": shown(report.totals[UNMET], small),
+            "mean_duration_minutes": round(report.duration_sum / sessions / 60, 1)
+            if sessions >= small
+            else None,
+        },
+        "volumes": [
+            _volume_json(start, report.volumes.get(start, Counter()), f, small)
+            for start in report.periods
+        ],
+        "themes": [
+            {
+                "code": code or None,
+                "label": label,
+                "sessions": shown(c[SESSIONS], small),
+                "unmet": shown(c[UNMET], small),
+            }
+            for code, label, c in theme_rows(report)
+        ],
+        **{
+            table: [
+                {"code": code, "label": label, "sessions": shown(n, small)}
+                for code, label, n in facet_rows(report, table)
+            ]
+            for table in _FACET_TABLES
+        },
+        "volunteers": [
+            {"id": int(vid) if vid.isdigit() else None, "name": name, "sessions": shown(n, small)}
+            for vid, name, n in volunteer_rows(report)
+        ],
+        "departements": [
+            _departement_json(d, small) for d in [*report.departements, report.unknown]
+        ],
+        "ranking": [_departement_json(d, small) for d in report.ranking()],
+    }

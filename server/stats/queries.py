@@ -1,0 +1,250 @@
+"""The report of ``/stats``, its CSV files and the API: the rollups of one association read
+for some filters, whole months from the monthly table and edge days from the daily one."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, func, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import geo
+from server.i18n import _
+from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
+from server.stats.filters import Filters
+from server.stats.rollups import (
+    ALL,
+    CHANNELS,
+    DEMAND_KINDS,
+    DEP_KINDS,
+    MONTHLY,
+    ROLLUPS,
+    SESSIONS,
+    UNMET,
+)
+from server.store.models import User
+
+VOLUME_KINDS = (SESSIONS, EventKind.SESSION_ENDED.value, *DEMAND_KINDS, UNMET)
+FACET_DIMS = ("org", "outcome", "autonomy", "dur", "vol")
+
+
+@dataclass
+class DepartementFigures:
+    """One département's line of a report: sessions (sheets), unmet demand and all demand,
+    counts and per 100,000 inhabitants (the place itself is a ``geo.Departement``)."""
+
+    code: str
+    name: str
+    population: int | None
+    sessions: int = 0
+    unmet: int = 0
+    demand: int = 0
+
+    def rate(self, count: int) -> float | None:
+        """Per 100,000 inhabitants; None without a population."""
+        if not self.population:
+            return None
+        return count * 100_000 / self.population
+
+    @property
+    def sessions_rate(self) -> float | None:
+        """Sessions per 100,000 inhabitants."""
+        return self.rate(self.sessions)
+
+    @property
+    def unmet_rate(self) -> float | None:
+        """Unmet demand per 100,000 inhabitants."""
+        return self.rate(self.unmet)
+
+
+@dataclass
+class Report:
+    """Everything /stats, its CSV files and the API show, for one association and filters."""
+
+    filters: Filters
+    totals: Counter[str] = field(default_factory=Counter)
+    duration_sum: int = 0
+    periods: list[date] = field(default_factory=list)
+    volumes: dict[date, Counter[str]] = field(default_factory=dict)  # "kind" / "kind:channel"
+    themes: dict[str, Counter[str]] = field(default_factory=dict)  # theme -> kind -> n
+    facets: dict[str, Counter[str]] = field(default_factory=dict)  # dim -> value -> sheets
+    volunteer_names: dict[str, str] = field(default_factory=dict)
+    departements: list[DepartementFigures] = field(default_factory=list)
+    unknown: DepartementFigures = field(default_factory=lambda: DepartementFigures("", "", None))
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing at all was counted in the period."""
+        return not any(self.totals.values())
+
+    def ranking(self) -> list[DepartementFigures]:
+        """Where to open a permanence: highest unmet demand per 100,000 first."""
+        placed = [d for d in self.departements if d.unmet > 0]
+        return sorted(
+            placed,
+            key=lambda d: (d.unmet_rate is None, -(d.unmet_rate or 0.0), -d.unmet, d.code),
+        )
+
+
+def _where(
+    table: Table,
+    association_id: int,
+    filters: Filters,
+    dim: str | Iterable[str],
+    by_theme: bool = False,
+) -> list[Any]:
+    """Predicates on everything but the period, equalities first (the primary key's order)."""
+    t = table.c
+    clauses: list[Any] = [
+        t.association_id == association_id,
+        t.dim == dim if isinstance(dim, str) else t.dim.in_(list(dim)),
+        t.channel == (filters.channel or ALL),
+    ]
+    if by_theme:
+        clauses.append(t.theme == filters.theme if filters.theme else t.theme != ALL)
+    else:
+        clauses.append(t.theme == (filters.theme or ALL))
+    return clauses
+
+
+def _tiers(filters: Filters, days_only: bool = False) -> list[tuple[Table, Any]]:
+    """Where to read the period: whole calendar months in the monthly table, the days before
+    the first and after the last whole month in the daily one."""
+    daily, monthly = ROLLUPS.c.day, MONTHLY.c.day
+    first = filters.start if filters.start.day == 1 else _next_month(filters.start)
+    after = _next_month(filters.end)  # first day after the last whole month (exclusive)
+    if filters.end != after - timedelta(days=1):
+        after = filters.end.replace(day=1)
+    if days_only or first >= after:
+        return [(ROLLUPS, and_(daily >= filters.start, daily <= filters.end))]
+    tiers: list[tuple[Table, Any]] = [(MONTHLY, and_(monthly >= first, monthly < after))]
+    # One branch per edge: a single range each keeps the primary key seek (an OR would not).
+    if filters.start < first:
+        tiers.append((ROLLUPS, and_(daily >= filters.start, daily < first)))
+    if after <= filters.end:
+        tiers.append((ROLLUPS, and_(daily >= after, daily <= filters.end)))
+    return tiers
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _union(statements: list[Any]) -> Any:
+    return statements[0] if len(statements) == 1 else union_all(*statements)
+
+
+def period_of(day: date, granularity: str) -> date:
+    """The first day of the week (Monday) or month a day falls in."""
+    if granularity == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _periods(filters: Filters) -> list[date]:
+    found = []
+    current = period_of(filters.start, filters.granularity)
+    while current <= filters.end:
+        found.append(current)
+        if filters.granularity == "week":
+            current += timedelta(days=7)
+        else:
+            current = _next_month(current)
+    return found
+
+
+async def build_report(db: AsyncSession, association_id: int, filters: Filters) -> Report:
+    """Read the rollups of one association for these filters: four grouped queries, each over
+    the monthly table for whole months and the daily one for the edge days (and for weeks)."""
+    report = Report(filters=filters, periods=_periods(filters))
+    tiers = _tiers(filters)
+    # Volumes: totals from the "*" rows (or the filtered channel), the split by channel from
+    # the per-channel rows of the known channels.
+    channels = [filters.channel] if filters.channel else [ALL, *CHANNELS]
+    volumes = []
+    for table, period in _tiers(filters, days_only=filters.granularity != "month"):
+        t = table.c
+        volumes.append(
+            select(t.day, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
+            .where(t.association_id == association_id, t.dim == "all")
+            .where(t.channel.in_(channels), t.theme == (filters.theme or ALL), period)
+            .where(t.kind.in_(VOLUME_KINDS))
+            .group_by(t.day, t.kind, t.channel)
+        )
+    for day, kind, channel, count, duration in await db.execute(_union(volumes)):
+        bucket = report.volumes.setdefault(period_of(day, filters.granularity), Counter())
+        count = int(count)
+        if channel != ALL:
+            bucket[f"{kind}:{channel}"] += count
+            report.totals[f"{kind}:{channel}"] += count
+        if channel == ALL or filters.channel:
+            bucket[kind] += count
+            report.totals[kind] += count
+            if kind == SESSIONS:
+                report.duration_sum += int(duration)
+    themes = []
+    for table, period in tiers:
+        statement = (
+            select(table.c.theme, table.c.kind, func.sum(table.c.count))
+            .where(*_where(table, association_id, filters, "all", by_theme=True), period)
+            .where(table.c.kind.in_(DEP_KINDS))
+            .group_by(table.c.theme, table.c.kind)
+        )
+        if table is ROLLUPS and not filters.theme:
+            # "theme <> '*'" would scan every day of the key prefix: seek the themes of the
+            # period's months instead (each daily theme is in its month's rows).
+            m = MONTHLY.c
+            statement = statement.where(
+                table.c.theme.in_(
+                    select(m.theme)
+                    .distinct()
+                    .where(*_where(MONTHLY, association_id, filters, "all", by_theme=True))
+                    .where(m.day >= filters.start.replace(day=1), m.day <= filters.end)
+                )
+            )
+        themes.append(statement)
+    for theme, kind, count in await db.execute(_union(themes)):
+        report.themes.setdefault(theme, Counter())[kind] += int(count)
+    facets = [
+        select(table.c.dim, table.c.value, func.sum(table.c.count))
+        .where(*_where(table, association_id, filters, FACET_DIMS), period)
+        .where(table.c.kind == SESSIONS)
+        .group_by(table.c.dim, table.c.value)
+        for table, period in tiers
+    ]
+    for dim, value, count in await db.execute(_union(facets)):
+        report.facets.setdefault(dim, Counter())[value] += int(count)
+    volunteer_ids = [int(v) for v in report.facets.get("vol", {}) if v.isdigit()]
+    if volunteer_ids:
+        names = await db.execute(
+            select(User.id, User.name).where(
+                User.id.in_(volunteer_ids), User.association_id == association_id
+            )
+        )
+        report.volunteer_names = {str(uid): name for uid, name in names}
+    deps = [
+        select(table.c.value, table.c.kind, func.sum(table.c.count))
+        .where(*_where(table, association_id, filters, "dep"), period)
+        .where(table.c.kind.in_(DEP_KINDS))
+        .group_by(table.c.value, table.c.kind)
+        for table, period in tiers
+    ]
+    deps_rows = await db.execute(_union(deps))
+    by_code = {d.code: DepartementFigures(d.code, d.name, d.population) for d in geo.departements()}
+    report.unknown = DepartementFigures("", _("inconnu"), None)
+    for code, kind, count in deps_rows:
+        line = by_code.get(code)
+        if line is None or code == UNKNOWN_DEPARTEMENT:
+            line = report.unknown
+        if kind == SESSIONS:
+            line.sessions += int(count)
+        elif kind == UNMET:
+            line.unmet += int(count)
+        else:
+            line.demand += int(count)
+    report.departements = list(by_code.values())
+    return report
