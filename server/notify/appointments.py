@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import booking
+from server import booking, links
 from server.i18n import _
 from server.ics import appointment_ics
 from server.notify import outbox
@@ -28,7 +27,7 @@ ICS_FILENAME = "rendez-vous.ics"
 
 def manage_url(settings: Settings, manage_token: str) -> str:
     """The absolute manage link (cancel, move, calendar file)."""
-    return settings.url("/rendez-vous/gerer/" + manage_token)
+    return links.BOOKING_MANAGE.url(settings, token=manage_token)
 
 
 def ics_for(
@@ -81,7 +80,7 @@ def _details(
         "time": when.time,
         "zone": when.zone,
         "join": booked.join_url,
-        "code_url": settings.url("/code"),
+        "code_url": links.CODE.url(settings),
         "code": booked.code,
         "manage": manage_url(settings, booked.manage_token),
         "association": association_name,
@@ -179,7 +178,7 @@ async def appointment_cancelled(
     motif_name, association_name = await _names(db, appointment)
     when = When.of(appointment.starts_at, appointment.display_timezone)
     if notify_person:
-        book_url = settings.url("/rendez-vous?" + urlencode({"a": appointment.association_id}))
+        book_url = links.BOOKING.url(settings, {"a": appointment.association_id})
         calendar = Attachment(
             ICS_FILENAME,
             "text/calendar; method=CANCEL",
@@ -222,8 +221,8 @@ async def slot_freed(
     """Tell the first people on the waitlist that this appointment's time is free again."""
     entries = await booking.waitlist_candidates_for_freed_slot(db, appointment, now=now)
     marked = set(await booking.mark_waitlist_notified(db, [e.id for e in entries], now))
-    url = settings.url(
-        f"/rendez-vous/motif/{appointment.motif_id}?" + urlencode({"a": appointment.association_id})
+    url = links.BOOKING_SLOTS.url(
+        settings, {"a": appointment.association_id}, motif_id=str(appointment.motif_id)
     )
     for entry in entries:
         if entry.id not in marked:
