@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.web.views import (
+    access_tokens,
     agenda,
     api_v1,
     assistance,
@@ -38,6 +39,8 @@ VIEW_MODULES = (
     callback_requests,
     handoff,
     stats,
+    access_tokens,
+    api_v1,
 )
 
 
@@ -60,6 +63,5 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     booking.add_routes(r)
     agenda.add_routes(r)
-    api_v1.add_routes(r)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
