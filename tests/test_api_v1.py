@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from datetime import time as clock
@@ -23,8 +24,9 @@ from yarl import URL
 from server import api_tokens, availability, motifs
 from server.passes import LOGIN_COOKIE
 from server.store.models import OutboxMessage, Role, User, utcnow
+from server.web.api import models as m
 from server.web.views.api_v1 import openapi_document
-from tests.conftest import Account, Running, login, make_account
+from tests.conftest import Account, Running, csrf_from, login, make_account
 
 
 async def _token(running: Running, account: Account, scopes: list[str]) -> str:
@@ -197,60 +199,103 @@ async def test_book_list_and_cancel_through_the_api(
         assert resp.status == 201
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "code"),
-    [
-        ("not json", 400, "invalid_json"),
-        ([1, 2], 400, "invalid_json"),
-        ({"motif_id": "x"}, 400, "invalid_motif"),
-        ({"motif_id": 2**31}, 400, "invalid_motif"),
-        ({"motif_id": 2**31 - 1}, 404, "invalid_motif"),
-        ({"starts_at": "demain"}, 400, "invalid_starts_at"),
-        ({"starts_at": "2030-01-01T10:00:00"}, 400, "invalid_starts_at"),
-        ({"starts_at": "2020-01-06T10:00:00+01:00"}, 400, "past"),
-        ({"phone": "06 12 AB CD EF"}, 400, "invalid_phone"),
-        ({"phone": "01 23 45 67 89"}, 400, "no_reachable_contact"),
-        ({"phone": None, "email": None}, 400, "missing_contact"),
-        ({"phone": "", "email": "  "}, 400, "invalid_email"),
-        ({"email": "josette@exemple"}, 400, "invalid_email"),
-        ({"kind": "third"}, 400, "invalid_kind"),
-        ({"first_name": 12}, 400, "invalid_first_name"),
-        ({"first_name": "Jo3"}, 400, "invalid_first_name"),
-        ({"first_name": "J" * 41}, 400, "invalid_first_name"),
-        ({"postal_code": "7501"}, 400, "invalid_postal_code"),
-        ({"description": "x" * 1001}, 400, "description_too_long"),
-        ({"description": "bip\x07"}, 400, "invalid_description"),
-        ({"timezone": "Europe/Lutece"}, 400, "invalid_timezone"),
-        ({"needs": {"hearing": "oui"}}, 400, "invalid_needs"),
-        ({"needs": {"interpreter_language": "x" * 41}}, 400, "invalid_needs"),
-    ],
-)
+BAD_BOOKINGS: list[tuple[Any, int, str]] = [
+    ("not json", 400, "invalid_json"),
+    ([1, 2], 400, "invalid_json"),
+    ({"motif_id": "x"}, 400, "invalid_motif"),
+    ({"motif_id": 2**31}, 400, "invalid_motif"),
+    ({"motif_id": 2**31 - 1}, 404, "invalid_motif"),
+    ({"starts_at": "demain"}, 400, "invalid_starts_at"),
+    ({"starts_at": "2030-01-01T10:00:00"}, 400, "invalid_starts_at"),
+    ({"starts_at": "2020-01-06T10:00:00+01:00"}, 400, "past"),
+    ({"phone": "06 12 AB CD EF"}, 400, "invalid_phone"),
+    ({"phone": "01 23 45 67 89"}, 400, "no_reachable_contact"),
+    ({"phone": None, "email": None}, 400, "missing_contact"),
+    ({"phone": "", "email": "  "}, 400, "invalid_email"),
+    ({"email": "josette@exemple"}, 400, "invalid_email"),
+    ({"kind": "third"}, 400, "invalid_kind"),
+    ({"first_name": 12}, 400, "invalid_first_name"),
+    ({"first_name": "Jo3"}, 400, "invalid_first_name"),
+    ({"first_name": "J" * 41}, 400, "invalid_first_name"),
+    ({"postal_code": "7501"}, 400, "invalid_postal_code"),
+    ({"description": "x" * 1001}, 400, "description_too_long"),
+    ({"description": "bip\x07"}, 400, "invalid_description"),
+    ({"timezone": "Europe/Lutece"}, 400, "invalid_timezone"),
+    ({"needs": {"hearing": "oui"}}, 400, "invalid_needs"),
+    ({"needs": {"interpreter_language": "x" * 41}}, 400, "invalid_needs"),
+]
+
+
 async def test_bad_bookings_get_precise_errors_and_write_nothing(
-    running: Running,
-    http: aiohttp.ClientSession,
-    world: dict[str, Any],
-    body: Any,
-    status: int,
-    code: str,
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
     starts_at = await _first_slot(http, running, world)
-    if isinstance(body, dict):
-        payload: Any = {**_booking(world, starts_at), **body}
-        kwargs: dict[str, Any] = {"json": payload}
-    elif isinstance(body, list):
-        kwargs = {"json": body}
-    else:
-        kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
-    headers = {**kwargs.pop("headers", {}), **_auth(world["token"])}
-    async with http.post(running.url("/api/v1/bookings"), headers=headers, **kwargs) as resp:
-        assert resp.status == status, await resp.text()
-        error = (await resp.json())["error"]
-    assert error["code"] == code
-    assert error["message"]
-    if isinstance(body, dict):  # the field is named, for the partner's form
-        assert error["field"] in {*body, "phone", "email"}
+    for body, status, code in BAD_BOOKINGS:  # one server for all: each case is one request
+        if isinstance(body, dict):
+            kwargs: dict[str, Any] = {"json": {**_booking(world, starts_at), **body}}
+        elif isinstance(body, list):
+            kwargs = {"json": body}
+        else:
+            kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
+        headers = {**kwargs.pop("headers", {}), **_auth(world["token"])}
+        async with http.post(running.url("/api/v1/bookings"), headers=headers, **kwargs) as resp:
+            assert resp.status == status, (body, await resp.text())
+            error = (await resp.json())["error"]
+        assert error["code"] == code, (body, error)
+        assert error["message"], body
+        if isinstance(body, dict):  # the field is named, for the partner's form
+            assert error["field"] in {*body, "phone", "email"}, (body, error)
     async with http.get(running.url("/api/v1/bookings"), headers=_auth(world["token"])) as resp:
         assert (await resp.json())["bookings"] == []
+
+
+async def test_a_body_over_16_kib_gets_413_and_a_french_message(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    body = {**_booking(world, "2030-01-07T09:00:00+01:00"), "padding": "x" * 16 * 1024}
+    async with http.post(
+        running.url("/api/v1/bookings"), json=body, headers=_auth(world["token"])
+    ) as resp:
+        assert resp.status == 413
+        assert (await resp.json())["error"]["message"] == "Requête trop grosse."
+
+
+def test_every_input_field_has_a_stable_code_and_a_french_message() -> None:
+    for model in (m.SlotQuery, m.BookingRequest, m.StatisticsQuery):
+        for name, info in model.model_fields.items():
+            found = m.error_text(model, info.alias or name, "any")
+            assert found is not None, (model.__name__, name)
+            code, message = found
+            assert code.isascii() and code.islower() and message, (model.__name__, name)
+
+
+async def test_a_referrer_creates_a_token_on_their_page_and_revokes_it(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    referrer = await make_account(running, "referente@ccas.example.org", Role.REFERRER)
+    await login(http, running, referrer)
+    async with http.get(running.url("/mes-jetons")) as resp:
+        assert resp.status == 200
+        csrf = csrf_from(await resp.text())
+    form = {"csrf_token": csrf, "name": "logiciel du CCAS", "scopes": "motifs:read"}
+    async with http.post(running.url("/mes-jetons"), data=form) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    token = re.search(r'value="(vp_[^"]+)"', page)  # shown once
+    assert token, page
+    async with http.get(running.url("/api/v1/motifs"), headers=_auth(token[1])) as resp:
+        assert resp.status == 200
+    async with running.sessionmaker() as db:
+        user = await db.get_one(User, referrer.user.id)
+        (row,) = await api_tokens.list_tokens(db, user)
+    revoke = running.url(f"/mes-jetons/{row.id}/revoquer")
+    async with http.post(revoke, data={"csrf_token": csrf}, allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/mes-jetons"
+    async with http.get(running.url("/api/v1/motifs"), headers=_auth(token[1])) as resp:
+        assert resp.status == 401
+    for path in (f"/mes-jetons/{row.id}/revoquer", "/mes-jetons/abc/revoquer"):
+        async with http.post(running.url(path), data={"csrf_token": csrf}) as resp:
+            assert resp.status == 404  # already revoked; not an id
 
 
 async def test_a_revoked_token_stops_working(
