@@ -74,8 +74,9 @@ def valid_input_refused_only_for_rules_stated_in_words(ctx: Any, response: Any, 
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
         return
-    code = response.json()["error"]["code"]
-    if code not in STATED_IN_WORDS:
+    error = response.json()["error"]
+    refusal = (error["code"], error.get("field"))
+    if refusal not in STATED_IN_WORDS:
         raise AssertionError(
-            f"schema-valid input refused with 400 {code}: the schema does not state this rule"
+            f"schema-valid input refused with 400 {refusal}: the schema does not state this rule"
         )

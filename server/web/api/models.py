@@ -460,16 +460,17 @@ def _date_filter_message(error_type: str) -> str:
     return _("Date invalide : écrivez-la sous la forme AAAA-MM-JJ, par exemple 2025-01-31.")
 
 
-# Refusals (400) of schema-valid input: each is a rule the schema states in words only.
-STATED_IN_WORDS = frozenset(
+# Refusals (400) of schema-valid input, as (code, field): each is a rule the schema states in
+# words only, in the description of that field (None: a rule between fields).
+STATED_IN_WORDS: frozenset[tuple[str, str | None]] = frozenset(
     {
-        "invalid_range",  # slots: `from` outside yesterday … today + 366 days
-        "past",  # bookings: starts_at must be in the future…
-        "too_soon",  # …at least the booking notice from now…
-        "too_far",  # …and within the booking horizon
-        "invalid_phone",  # a number that exists in its numbering plan
-        "no_reachable_contact",  # a landline without an e-mail
-        "invalid_filters",  # statistics: `to` on or after `from`, 5 years at most
+        ("invalid_range", "from"),  # slots: `from` within yesterday … today + 366 days
+        ("past", "starts_at"),  # bookings: starts_at in the future…
+        ("too_soon", "starts_at"),  # …at least the booking notice from now…
+        ("too_far", "starts_at"),  # …and within the booking horizon
+        ("invalid_phone", "phone"),  # a number that exists in its numbering plan
+        ("no_reachable_contact", "phone"),  # a landline without an e-mail
+        ("invalid_filters", None),  # statistics: `to` on or after `from`, 5 years at most
     }
 )
 
