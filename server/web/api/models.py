@@ -461,7 +461,7 @@ def _date_filter_message(error_type: str) -> str:
 
 
 # Refusals (400) of schema-valid input, as (code, field): each is a rule the schema states in
-# words only, in the description of that field (None: a rule between fields).
+# words only, in the description of that field.
 STATED_IN_WORDS: frozenset[tuple[str, str | None]] = frozenset(
     {
         ("invalid_range", "from"),  # slots: `from` within yesterday … today + 366 days
@@ -470,7 +470,8 @@ STATED_IN_WORDS: frozenset[tuple[str, str | None]] = frozenset(
         ("too_far", "starts_at"),  # …and within the booking horizon
         ("invalid_phone", "phone"),  # a number that exists in its numbering plan
         ("no_reachable_contact", "phone"),  # a landline without an e-mail
-        ("invalid_filters", None),  # statistics: `to` on or after `from`, 5 years at most
+        ("invalid_filters", "to"),  # statistics: `to` on or after `from`…
+        ("invalid_filters", "from"),  # …and at most 5 years after it
     }
 )
 
