@@ -247,21 +247,28 @@ async def _book(
     contact = _validated(contact, settings)
     earliest, latest = booking_window(settings, now)
     if starts_at <= now:
-        raise BookingError("past", _("Ce créneau est déjà passé. Choisissez un autre horaire."))
+        raise BookingError(
+            "past", _("Ce créneau est déjà passé. Choisissez un autre horaire."), "starts_at"
+        )
     if starts_at < earliest:
         raise BookingError(
-            "too_soon", _("Ce créneau commence trop tôt. Choisissez un horaire plus tard.")
+            "too_soon",
+            _("Ce créneau commence trop tôt. Choisissez un horaire plus tard."),
+            "starts_at",
         )
     if starts_at > latest:
         raise BookingError(
             "too_far",
             _("Ce créneau est trop loin. On peut réserver jusqu'à %(n)d jours à l'avance.")
             % {"n": settings.booking_horizon_days},
+            "starts_at",
         )
     motif = await get_motif(db, association_id, motif_id)
     if motif is None or not motif.is_active:
         raise BookingError(
-            "motif_unavailable", _("Ce motif n'est plus proposé. Choisissez un autre motif.")
+            "motif_unavailable",
+            _("Ce motif n'est plus proposé. Choisissez un autre motif."),
+            kind=Kind.CONFLICT,
         )
     duration = duration_for(motif, kind)
     ends_at = starts_at + duration
@@ -276,6 +283,7 @@ async def _book(
             raise BookingError(
                 "outside_availability",
                 _("Personne n'est disponible à cet horaire. Choisissez un créneau de la liste."),
+                kind=Kind.CONFLICT,
             )
         free = offers.free_at(starts_at)
         if not free:
@@ -544,7 +552,9 @@ async def join_waitlist(
     motif = await get_motif(db, association_id, motif_id)
     if motif is None or not motif.is_active:
         raise BookingError(
-            "motif_unavailable", _("Ce motif n'est plus proposé. Choisissez un autre motif.")
+            "motif_unavailable",
+            _("Ce motif n'est plus proposé. Choisissez un autre motif."),
+            kind=Kind.CONFLICT,
         )
     appointment_id = None
     if manage_token is not None:

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from datetime import time as clock
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import regress
+from openapi_schema_validator import oas31_format_checker
 from openapi_spec_validator import validate
 from sqlalchemy import select
+from yarl import URL
 
 from server import api_tokens, availability, motifs
+from server.passes import LOGIN_COOKIE
 from server.store.models import OutboxMessage, Role, User, utcnow
+from server.web.api import models as m
 from server.web.views.api_v1 import openapi_document
-from tests.conftest import Account, Running, make_account
+from tests.conftest import Account, Running, csrf_from, login, make_account
 
 
 async def _token(running: Running, account: Account, scopes: list[str]) -> str:
@@ -31,7 +44,7 @@ async def world(running: Running, volunteer: Account) -> dict[str, Any]:
         motif_rows = await motifs.ensure_default_motifs(db, user.association_id)
         for weekday in range(7):
             await availability.add_availability(
-                db, user, weekday=weekday, start_time=time(9), end_time=time(17)
+                db, user, weekday=weekday, start_time=clock(9), end_time=clock(17)
             )
     referrer = await make_account(running, "referente@ccas.example.org", Role.REFERRER)
     token = await _token(
@@ -67,7 +80,18 @@ def _booking(world: dict[str, Any], starts_at: str, **extra: Any) -> dict[str, A
     }
 
 
-def test_openapi_document_is_valid_and_covers_every_api_route(running: Running) -> None:
+def _ecma_regex(pattern: object) -> bool:
+    if isinstance(pattern, str):
+        regress.Regex(pattern, "u")
+    return True
+
+
+def test_openapi_document_is_valid_and_covers_every_api_route(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JSON Schema patterns are ECMA-262 regular expressions (Unicode mode); the validator checks
+    # them with Python's re, which lacks the \p{L} classes that say "letters" in any script.
+    monkeypatch.setitem(oas31_format_checker.checkers, "regex", (_ecma_regex, regress.RegressError))
     document = openapi_document("http://127.0.0.1")
     validate(document)
     routes = {
@@ -175,45 +199,103 @@ async def test_book_list_and_cancel_through_the_api(
         assert resp.status == 201
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "code"),
-    [
-        ("not json", 400, "invalid_json"),
-        ([1, 2], 400, "invalid_json"),
-        ({"motif_id": "x"}, 422, "invalid_motif"),
-        ({"starts_at": "demain"}, 422, "invalid_starts_at"),
-        ({"starts_at": "2030-01-01T10:00:00"}, 422, "invalid_starts_at"),
-        ({"phone": "06 12 AB CD EF"}, 422, "invalid_phone"),
-        ({"phone": None, "email": None}, 422, None),
-        ({"kind": "third"}, 422, "invalid_kind"),
-        ({"first_name": 12}, 422, "invalid_first_name"),
-    ],
-)
+BAD_BOOKINGS: list[tuple[Any, int, str]] = [
+    ("not json", 400, "invalid_json"),
+    ([1, 2], 400, "invalid_json"),
+    ({"motif_id": "x"}, 400, "invalid_motif"),
+    ({"motif_id": 2**31}, 400, "invalid_motif"),
+    ({"motif_id": 2**31 - 1}, 404, "invalid_motif"),
+    ({"starts_at": "demain"}, 400, "invalid_starts_at"),
+    ({"starts_at": "2030-01-01T10:00:00"}, 400, "invalid_starts_at"),
+    ({"starts_at": "2020-01-06T10:00:00+01:00"}, 400, "past"),
+    ({"phone": "06 12 AB CD EF"}, 400, "invalid_phone"),
+    ({"phone": "01 23 45 67 89"}, 400, "no_reachable_contact"),
+    ({"phone": None, "email": None}, 400, "missing_contact"),
+    ({"phone": "", "email": "  "}, 400, "invalid_email"),
+    ({"email": "josette@exemple"}, 400, "invalid_email"),
+    ({"kind": "third"}, 400, "invalid_kind"),
+    ({"first_name": 12}, 400, "invalid_first_name"),
+    ({"first_name": "Jo3"}, 400, "invalid_first_name"),
+    ({"first_name": "J" * 41}, 400, "invalid_first_name"),
+    ({"postal_code": "7501"}, 400, "invalid_postal_code"),
+    ({"description": "x" * 1001}, 400, "description_too_long"),
+    ({"description": "bip\x07"}, 400, "invalid_description"),
+    ({"timezone": "Europe/Lutece"}, 400, "invalid_timezone"),
+    ({"needs": {"hearing": "oui"}}, 400, "invalid_needs"),
+    ({"needs": {"interpreter_language": "x" * 41}}, 400, "invalid_needs"),
+]
+
+
 async def test_bad_bookings_get_precise_errors_and_write_nothing(
-    running: Running,
-    http: aiohttp.ClientSession,
-    world: dict[str, Any],
-    body: Any,
-    status: int,
-    code: str | None,
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
     starts_at = await _first_slot(http, running, world)
-    if isinstance(body, dict):
-        payload: Any = {**_booking(world, starts_at), **body}
-        kwargs: dict[str, Any] = {"json": payload}
-    elif isinstance(body, list):
-        kwargs = {"json": body}
-    else:
-        kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
-    headers = {**kwargs.pop("headers", {}), **_auth(world["token"])}
-    async with http.post(running.url("/api/v1/bookings"), headers=headers, **kwargs) as resp:
-        assert resp.status == status, await resp.text()
-        error = (await resp.json())["error"]
-    if code is not None:
-        assert error["code"] == code
-    assert error["message"]
+    for body, status, code in BAD_BOOKINGS:  # one server for all: each case is one request
+        if isinstance(body, dict):
+            kwargs: dict[str, Any] = {"json": {**_booking(world, starts_at), **body}}
+        elif isinstance(body, list):
+            kwargs = {"json": body}
+        else:
+            kwargs = {"data": body, "headers": {"Content-Type": "application/json"}}
+        headers = {**kwargs.pop("headers", {}), **_auth(world["token"])}
+        async with http.post(running.url("/api/v1/bookings"), headers=headers, **kwargs) as resp:
+            assert resp.status == status, (body, await resp.text())
+            error = (await resp.json())["error"]
+        assert error["code"] == code, (body, error)
+        assert error["message"], body
+        if isinstance(body, dict):  # the field is named, for the partner's form
+            assert error["field"] in {*body, "phone", "email"}, (body, error)
     async with http.get(running.url("/api/v1/bookings"), headers=_auth(world["token"])) as resp:
         assert (await resp.json())["bookings"] == []
+
+
+async def test_a_body_over_16_kib_gets_413_and_a_french_message(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    body = {**_booking(world, "2030-01-07T09:00:00+01:00"), "padding": "x" * 16 * 1024}
+    async with http.post(
+        running.url("/api/v1/bookings"), json=body, headers=_auth(world["token"])
+    ) as resp:
+        assert resp.status == 413
+        assert (await resp.json())["error"]["message"] == "Requête trop grosse."
+
+
+def test_every_input_field_has_a_stable_code_and_a_french_message() -> None:
+    for model in (m.SlotQuery, m.BookingRequest, m.StatisticsQuery):
+        for name, info in model.model_fields.items():
+            found = m.error_text(model, info.alias or name, "any")
+            assert found is not None, (model.__name__, name)
+            code, message = found
+            assert code.isascii() and code.islower() and message, (model.__name__, name)
+
+
+async def test_a_referrer_creates_a_token_on_their_page_and_revokes_it(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    referrer = await make_account(running, "referente@ccas.example.org", Role.REFERRER)
+    await login(http, running, referrer)
+    async with http.get(running.url("/mes-jetons")) as resp:
+        assert resp.status == 200
+        csrf = csrf_from(await resp.text())
+    form = {"csrf_token": csrf, "name": "logiciel du CCAS", "scopes": "motifs:read"}
+    async with http.post(running.url("/mes-jetons"), data=form) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    token = re.search(r'value="(vp_[^"]+)"', page)  # shown once
+    assert token, page
+    async with http.get(running.url("/api/v1/motifs"), headers=_auth(token[1])) as resp:
+        assert resp.status == 200
+    async with running.sessionmaker() as db:
+        user = await db.get_one(User, referrer.user.id)
+        (row,) = await api_tokens.list_tokens(db, user)
+    revoke = running.url(f"/mes-jetons/{row.id}/revoquer")
+    async with http.post(revoke, data={"csrf_token": csrf}, allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/mes-jetons"
+    async with http.get(running.url("/api/v1/motifs"), headers=_auth(token[1])) as resp:
+        assert resp.status == 401
+    for path in (f"/mes-jetons/{row.id}/revoquer", "/mes-jetons/abc/revoquer"):
+        async with http.post(running.url(path), data={"csrf_token": csrf}) as resp:
+            assert resp.status == 404  # already revoked; not an id
 
 
 async def test_a_revoked_token_stops_working(
@@ -235,17 +317,124 @@ async def test_only_referrers_get_tokens(running: Running, volunteer: Account) -
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "code", "field"),
     [
-        "motif_id=99999999999999999999",
-        "motif_id={motif}&from=9999-12-31",
-        "motif_id={motif}&from=0001-01-01",
-        "motif_id={motif}&tz=posixrules",
+        ("motif_id=99999999999999999999", "invalid_motif", "motif_id"),
+        ("motif_id=", "invalid_motif", "motif_id"),
+        ("motif_id={motif}&from=9999-12-31", "invalid_range", "from"),
+        ("motif_id={motif}&from=0001-01-01", "invalid_range", "from"),
+        ("motif_id={motif}&from=20300101", "invalid_range", "from"),
+        ("motif_id={motif}&days=32", "invalid_range", "days"),
+        ("motif_id={motif}&tz=posixrules", "invalid_timezone", "tz"),
+        ("motif_id={motif}&kind=third", "invalid_kind", "kind"),
     ],
 )
-async def test_impossible_slot_queries_get_422_not_500(
-    running: Running, http: aiohttp.ClientSession, world: dict[str, Any], query: str
+async def test_impossible_slot_queries_get_400_naming_the_parameter(
+    running: Running,
+    http: aiohttp.ClientSession,
+    world: dict[str, Any],
+    query: str,
+    code: str,
+    field: str,
 ) -> None:
     url = running.url("/api/v1/slots?" + query.format(motif=world["motif_id"]))
     async with http.get(url, headers=_auth(world["token"])) as resp:
-        assert resp.status == 422, await resp.text()
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+    assert (error["code"], error["field"]) == (code, field)
+    assert error["message"]
+
+
+async def test_empty_parameters_mean_their_defaults(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    url = running.url(f"/api/v1/slots?motif_id={world['motif_id']}&kind=&from=&tz=")
+    async with http.get(url, headers=_auth(world["token"])) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["slots"]
+
+
+FUZZ_CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "ignored_auth",
+    "valid_input_refused_only_for_rules_stated_in_words",  # tests/schemathesis_hooks.py
+]
+FUZZ_EXAMPLES = 25  # per operation in the fuzzing phase (the coverage phase makes its own)
+FUZZ_TOKENS = 5  # per operation: ~250 requests at most for one of them
+FUZZ_PER_TOKEN = 100
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_schemathesis_finds_no_server_error_and_no_contradiction_with_the_schema(
+    running: Running,
+    http: aiohttp.ClientSession,
+    world: dict[str, Any],
+    coordinator: Account,
+    tmp_path: Path,
+) -> None:
+    """Schemathesis generates valid and invalid input from the served document: the server
+    never fails, answers only documented statuses and bodies, refuses what the schema forbids,
+    and refuses schema-valid input only for a rule the schema states in words."""
+    await login(http, running, coordinator)
+    session = http.cookie_jar.filter_cookies(URL(running.base_url))[LOGIN_COOKIE].value
+    # Tokens per operation, each used for FUZZ_PER_TOKEN requests at most: no token goes over
+    # its 120 requests a minute (the run lasts less than one) and the fuzzer never waits.
+    scopes = {
+        "listMotifs": "motifs:read",
+        "listSlots": "slots:read",
+        "listBookings": "bookings:read",
+        "createBooking": "bookings:write",
+        "cancelBooking": "bookings:write",
+    }
+    tokens = {
+        op: [await _token(running, world["referrer"], [s]) for _ in range(FUZZ_TOKENS)]
+        for op, s in scopes.items()
+    }
+    command = [
+        str(Path(sys.executable).with_name("st")),
+        "run",
+        running.url("/api/v1/openapi.json"),
+        "--checks",
+        ",".join(FUZZ_CHECKS),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        str(FUZZ_EXAMPLES),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "10",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--generation-with-security-parameters",
+        "false",
+        "--max-failures",
+        "5",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+        "API_FUZZ_TOKENS": json.dumps(tokens),
+        "API_FUZZ_SESSION": session,
+        "API_FUZZ_PER_TOKEN": str(FUZZ_PER_TOKEN),
+    }
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=tmp_path,  # schemathesis leaves its cache there
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=90)
+    report = output.decode(errors="replace")
+    print(report)  # shown by pytest -s, and on failure
+    assert process.returncode == 0, report
+    assert time.monotonic() - started < 60, report

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.web.views import (
+    access_tokens,
     agenda,
     api_v1,
     assistance,
@@ -46,6 +47,8 @@ VIEW_MODULES = (
     availability,
     motifs,
     referrers,
+    access_tokens,
+    api_v1,
 )
 
 
@@ -66,6 +69,5 @@ def setup_routes(app: web.Application) -> None:
     for module in VIEW_MODULES:
         app.router.add_routes(module.routes)
     r = app.router
-    api_v1.add_routes(r)
     r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)
