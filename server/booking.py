@@ -283,7 +283,7 @@ async def _book(
             raise BookingError(
                 "outside_availability",
                 _("Personne n'est disponible à cet horaire. Choisissez un créneau de la liste."),
-                kind=Kind.CONFLICT,
+                "starts_at",
             )
         free = offers.free_at(starts_at)
         if not free:
@@ -363,6 +363,14 @@ async def find_by_manage_token(db: AsyncSession, manage_token: str) -> Appointme
     )
 
 
+def _check_changeable(appointment: Appointment, now: datetime) -> None:
+    """Only a booked appointment that has not started can be cancelled or moved."""
+    if appointment.status == AppointmentStatus.CANCELLED:
+        raise _already_cancelled()
+    if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
+        raise _too_late()
+
+
 async def _managed(db: AsyncSession, manage_token: str, now: datetime) -> Appointment:
     """The booked, future appointment behind a manage link, or the reason it cannot be changed."""
     appointment = await find_by_manage_token(db, manage_token)
@@ -372,10 +380,7 @@ async def _managed(db: AsyncSession, manage_token: str, now: datetime) -> Appoin
             _("Ce lien ne marche pas. Vérifiez le lien reçu ou appelez l'association."),
             kind=Kind.NOT_FOUND,
         )
-    if appointment.status == AppointmentStatus.CANCELLED:
-        raise _already_cancelled()
-    if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
-        raise _too_late()
+    _check_changeable(appointment, now)
     return appointment
 
 
@@ -658,10 +663,7 @@ async def cancel_for_referrer(
             _("Ce rendez-vous n'existe pas ou ne vous concerne pas."),
             kind=Kind.NOT_FOUND,
         )
-    if appointment.status == AppointmentStatus.CANCELLED:
-        raise _already_cancelled()
-    if appointment.status != AppointmentStatus.BOOKED or appointment.starts_at <= now:
-        raise _too_late()
+    _check_changeable(appointment, now)
     await _cancel_booked(db, appointment, now)
     return appointment
 

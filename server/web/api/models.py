@@ -331,8 +331,8 @@ class BookingRequest(BaseModel):
     starts_at: AwareDatetime = Field(
         description="The start of a free slot (see listSlots), with its UTC offset. It must be "
         "in the future, at least the booking notice from now (400 past, too_soon) and within "
-        "the booking horizon (400 too_far); a start nobody offers is a 409 "
-        "outside_availability, one just taken a 409 slot_taken.",
+        "the booking horizon (400 too_far) and be the start of a slot someone offers (400 "
+        "outside_availability); a slot just taken is a 409 slot_taken.",
         examples=["2030-01-07T09:00:00+01:00"],
     )
     first_name: str = Field(
@@ -467,7 +467,8 @@ STATED_IN_WORDS: frozenset[tuple[str, str | None]] = frozenset(
         ("invalid_range", "from"),  # slots: `from` within yesterday … today + 366 days
         ("past", "starts_at"),  # bookings: starts_at in the future…
         ("too_soon", "starts_at"),  # …at least the booking notice from now…
-        ("too_far", "starts_at"),  # …and within the booking horizon
+        ("too_far", "starts_at"),  # …and within the booking horizon…
+        ("outside_availability", "starts_at"),  # …and the start of an offered slot
         ("invalid_phone", "phone"),  # a number that exists in its numbering plan
         ("no_reachable_contact", "phone"),  # a landline without an e-mail
         ("invalid_filters", "to"),  # statistics: `to` on or after `from`…

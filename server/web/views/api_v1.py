@@ -259,7 +259,7 @@ async def list_bookings(request: web.Request, _input: m.NoInput) -> m.BookingLis
         errors={
             400: "invalid_json, or a field breaks a rule (code and field name it)",
             404: "invalid_motif: no active motif of your association has this id",
-            409: "slot_taken, outside_availability or motif_unavailable: the agenda changed",
+            409: "slot_taken or motif_unavailable: the agenda changed",
             413: "The body is larger than 16 KiB",
         },
         scope="bookings:write",
