@@ -211,9 +211,9 @@ class Volunteer:
         return (await self.page.inner_text("#join-link")).strip()
 
     async def end(self) -> None:
-        """Click "Terminer l'assistance"."""
+        """Click "Terminer l'assistance" (the volunteer lands on the handoff sheet's form)."""
         await self.page.click("#end-session")
-        await self.page.wait_for_url("**/tableau", timeout=WAIT_MS)
+        await self.page.wait_for_url(re.compile(r"/assistance/[^/]+/fiche$"), timeout=WAIT_MS)
 
 
 async def _wait_status(page: Page, status: str) -> None:

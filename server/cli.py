@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import sys
 import time as clock
@@ -169,6 +170,15 @@ async def _demo_permanences(db: AsyncSession, volunteer: User) -> None:
         )
 
 
+async def freeze_startup_heap(_app: web.Application) -> None:
+    """Once the server has started, move everything alive into the garbage collector's permanent
+    generation: modules, templates, the application. A full collection then scans only what was
+    made since, instead of the whole heap — on a 2-core machine each one stopped every socket for
+    80–170 ms (BENCHMARKS.md, "Relay latency and the garbage collector")."""
+    gc.collect()
+    gc.freeze()
+
+
 def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> None:
     """The URLs and demo logins, for `make run`."""
     print()
@@ -276,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         worker.main([])
     elif args.command == "serve":
         app = create_app(settings)
+        app.on_startup.append(freeze_startup_heap)
         print(f"visio-permanence sur http://{args.host}:{args.port} (public : {settings.base_url})")
         web.run_app(
             app,
