@@ -1,12 +1,23 @@
-"""Rate limits (login, code guessing, socket floods) on the `limits` library.
+"""Rate limits (login, code guessing, socket floods) and global budgets, on `limits`.
+
+Per-client rules count per client key (``address_key``: an IPv4 address, or the IPv6 prefix a
+single host owns, /64 by default). Global budgets count every client together per family of
+public action (wrong codes, bookings, call-back requests, queue joins, SMS): once a family's
+budget is spent, its owner switches to a slower mode (a proof of work, no SMS, …) and an alert
+is raised (a WARNING log line and the ``permanence_budget_exceeded`` metric), instead of doing
+unlimited work for a botnet. SECURITY.md gives every number.
 
 In memory by default; shared between server processes through Redis when REDIS_URL is set.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from aiohttp import web
 from limits import RateLimitItem, parse
@@ -14,7 +25,33 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from server.metrics import BUDGET_EXCEEDED, BUDGET_SLOW_MODE, RATE_LIMITED
 from server.runtime import SETTINGS_KEY
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Families of public actions with a global budget (all clients together), each a setting
+# ``BUDGET_<FAMILY>`` such as ``200/hour``.
+Family = Literal["wrong_codes", "bookings", "callback_requests", "queue_joins", "sms"]
+FAMILIES: tuple[Family, ...] = get_args(Family)
+ALERT_EVERY_SECONDS = 60.0
+
+
+def address_key(address: str, ipv6_prefix_length: int) -> str:
+    """The rate-limit identity of a client address: a canonical IPv4 address, or the IPv6
+    network of ``ipv6_prefix_length`` bits around it (one host usually owns a whole /64, and
+    counting each address would give it 2**64 budgets). IPv4-mapped IPv6 counts as IPv4."""
+    text = address.strip().strip("[]").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return "invalid"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix_length), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -42,20 +79,65 @@ SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False)
 SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False)
 
 
-class RateLimiter:
-    """Counts hits per rule and identifier; ``hit`` answers False once the limit is passed."""
+def budget_items(settings: Settings) -> dict[Family, RateLimitItem]:
+    """Each family's global budget, from its ``BUDGET_<FAMILY>`` setting."""
+    return {family: parse(getattr(settings, f"budget_{family}")) for family in FAMILIES}
 
-    def __init__(self, storage: Storage) -> None:
+
+class RateLimiter:
+    """Counts hits per rule and identifier; ``hit`` answers False once the limit is passed.
+    ``spend`` counts a family's global budget."""
+
+    def __init__(
+        self, storage: Storage, budgets: Mapping[Family, RateLimitItem] | None = None
+    ) -> None:
         self._storage = storage
         self._exact = MovingWindowRateLimiter(storage)
         self._fast = SlidingWindowCounterRateLimiter(storage)
+        self._budgets: dict[Family, RateLimitItem] = dict(budgets or {})
+        self._alerted: dict[Family, float] = {}
 
     def _strategy(self, rule: Rule) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
         return self._exact if rule.exact else self._fast
 
     async def hit(self, rule: Rule, *identifiers: str) -> bool:
         """Record one attempt; True while under the limit."""
-        return await self._strategy(rule).hit(rule.item, rule.name, *identifiers)
+        if await self._strategy(rule).hit(rule.item, rule.name, *identifiers):
+            return True
+        RATE_LIMITED.labels(rule.name).inc()
+        return False
+
+    async def spend(self, family: Family, cost: int = 1) -> bool:
+        """Count ``cost`` units of a family's global budget: True while it lasts; False (and
+        an alert) once it is spent, when the caller switches to its slower mode."""
+        item = self._budgets.get(family)
+        if item is None:
+            return True
+        if await self._fast.hit(item, "budget", family, cost=cost):
+            BUDGET_SLOW_MODE.labels(family).set(0)
+            return True
+        self._alert(family)
+        return False
+
+    async def under_pressure(self, family: Family) -> bool:
+        """Whether a family's global budget is spent now (its slower mode is on), uncounted."""
+        item = self._budgets.get(family)
+        if item is None:
+            return False
+        spent = not await self._fast.test(item, "budget", family)
+        BUDGET_SLOW_MODE.labels(family).set(1 if spent else 0)
+        return spent
+
+    def _alert(self, family: Family) -> None:
+        """The metric on every refusal; a WARNING line at most once a minute per family."""
+        BUDGET_EXCEEDED.labels(family).inc()
+        BUDGET_SLOW_MODE.labels(family).set(1)
+        now = time.monotonic()
+        if now - self._alerted.get(family, -ALERT_EVERY_SECONDS) >= ALERT_EVERY_SECONDS:
+            self._alerted[family] = now
+            log.warning(
+                "global budget %s (%s) is spent: slower mode on", family, self._budgets[family]
+            )
 
     async def allowed(self, rule: Rule, *identifiers: str) -> bool:
         """Whether one more attempt would pass, without counting it."""
@@ -81,5 +163,6 @@ def make_storage(redis_url: str) -> Storage:
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: create the limiter inside the running loop."""
-    app[RATELIMIT_KEY] = RateLimiter(make_storage(app[SETTINGS_KEY].redis_url))
+    settings = app[SETTINGS_KEY]
+    app[RATELIMIT_KEY] = RateLimiter(make_storage(settings.redis_url), budget_items(settings))
     yield

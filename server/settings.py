@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse
 from pydantic import (
     Field,
     SecretStr,
@@ -117,6 +118,42 @@ class Settings(BaseSettings):
         False,
         description="Trust `X-Forwarded-For` / `X-Forwarded-Proto` from a reverse proxy (set "
         "true behind nginx, see deploy/). Used for per-IP rate limits.",
+    )
+    ipv6_prefix_length: int = Field(
+        64,
+        ge=32,
+        le=128,
+        description="Per-client rate limits count an IPv6 client by this prefix (one host or "
+        "home usually owns a whole /64; IPv4 counts by address).",
+    )
+    budget_wrong_codes: str = Field(
+        "300/hour",
+        description="Global budget of wrong join codes (all clients together). Past it the code "
+        "page asks for a proof of work and each client gets fewer tries (SECURITY.md).",
+    )
+    budget_bookings: str = Field(
+        "300/hour",
+        description="Global budget of public bookings; past it the booking form asks for a "
+        "proof of work and an alert is raised.",
+    )
+    budget_callback_requests: str = Field(
+        "200/hour",
+        description="Global budget of call-back requests; past it the form asks for a proof "
+        "of work and an alert is raised.",
+    )
+    budget_queue_joins: str = Field(
+        "600/hour",
+        description="Global budget of drop-in queue joins; past it joining asks for a proof of "
+        "work and an alert is raised.",
+    )
+    budget_sms: str = Field(
+        "2000/day",
+        description="Global budget of SMS sent (cost); past it no SMS leaves, e-mail is used "
+        "where given, and an alert is raised.",
+    )
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token for `/metrics` (Prometheus). Empty: the endpoint answers 404.",
     )
     timezone: str = Field(
         DEFAULT_TIMEZONE,
@@ -302,6 +339,21 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"{PREFIX}TIMEZONE={value!r} is not a known IANA time zone"
             ) from exc
+        return value
+
+    @field_validator(
+        "budget_wrong_codes",
+        "budget_bookings",
+        "budget_callback_requests",
+        "budget_queue_joins",
+        "budget_sms",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"expected an amount per period such as 300/hour: {exc}") from exc
         return value
 
     @field_validator("stun_urls", "turn_urls")

@@ -13,6 +13,7 @@ from aiohttp import web
 from server import passes
 from server.i18n import _
 from server.passes import CSRF_COOKIE
+from server.ratelimit import address_key
 from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
@@ -48,13 +49,19 @@ def see_other(
     return web.HTTPSeeOther(location=url_for(request, name, query, **parts))
 
 
-def client_ip(request: web.Request) -> str:
-    """The client's address; the first X-Forwarded-For hop only when TRUST_PROXY is on."""
+def client_address(request: web.Request) -> str:
+    """The client's address. Behind a trusted proxy (TRUST_PROXY), the last X-Forwarded-For
+    hop: the one our proxy appended; earlier hops are whatever the client chose to send."""
     if request.app[SETTINGS_KEY].trust_proxy:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
-    return request.remote or "unknown"
+            return forwarded.split(",")[-1].strip()[:64]
+    return request.remote or ""
+
+
+def client_key(request: web.Request) -> str:
+    """The client's rate-limit identity: its IPv4 address or its IPv6 prefix (/64 by default)."""
+    return address_key(client_address(request), request.app[SETTINGS_KEY].ipv6_prefix_length)
 
 
 def current_user(request: web.Request) -> User | None:

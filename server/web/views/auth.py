@@ -15,7 +15,7 @@ from server.web.request import (
     LOGIN_TOKEN_KEY,
     after_login,
     check_csrf,
-    client_ip,
+    client_key,
     current_user,
     local_path,
     render,
@@ -43,7 +43,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = str(form.get("password", ""))[:1024]
     next_url = local_path(str(form.get("next", ""))[:500]) or ""
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_ip(request)
+    ip = client_key(request)
     if not await limiter.hit(ratelimit.LOGIN_PER_IP, ip) or not await limiter.hit(
         ratelimit.LOGIN_PER_ACCOUNT, accounts.account_email(email)
     ):

@@ -38,7 +38,7 @@ from server.store.models import (
 from server.timezones import ZONES, When, safe_zone
 from server.tokens import join_code, sha256_hex
 from server.web.middlewares import status_of
-from server.web.request import check_csrf, client_ip, current_user, render, see_other, url_for
+from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
 
 # Two limits on the booking form per IP. Attempts: generous, since a France Services office or
 # a family shares one address and a refused "slot just taken" answer costs nothing; it stops
@@ -360,7 +360,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
         )
         return _form(request, association, motif, kind, tz, starts_at, form, error)
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_ip(request)
+    ip = client_key(request)
     if not await limiter.hit(BOOKING_ATTEMPTS_PER_IP, ip) or not await limiter.allowed(
         BOOKINGS_PER_IP, ip
     ):
@@ -420,7 +420,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     if form.get(HONEYPOT):
         context["error"] = _("Votre demande n'a pas pu être enregistrée.")
         return render(request, "booking/slots.html", context, 400)
-    if not await request.app[RATELIMIT_KEY].hit(WAITLIST_PER_IP, client_ip(request)):
+    if not await request.app[RATELIMIT_KEY].hit(WAITLIST_PER_IP, client_key(request)):
         context["error"] = _(TOO_MANY)
         return render(request, "booking/slots.html", context, 429)
     try:
@@ -626,7 +626,7 @@ async def move(request: web.Request) -> web.StreamResponse:
         raise _no_slot_chosen()
     limiter = request.app[RATELIMIT_KEY]
     if not (
-        await limiter.hit(BOOKING_ATTEMPTS_PER_IP, client_ip(request))
+        await limiter.hit(BOOKING_ATTEMPTS_PER_IP, client_key(request))
         and await limiter.hit(MOVES_PER_APPOINTMENT, sha256_hex(token))
     ):
         raise BookingError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
@@ -700,7 +700,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
     code = "".join(ch for ch in str(form.get("code", ""))[:20] if ch.isdigit())
     phone = str(form.get("phone", ""))[:40]
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_ip(request)
+    ip = client_key(request)
     if not (
         await limiter.hit(ratelimit.CODE_PER_IP, ip)
         and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)

@@ -36,7 +36,7 @@ from server.tokens import sha256_hex
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
-    client_ip,
+    client_key,
     login_required,
     render,
     required_user,
@@ -197,7 +197,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if form.get(HONEYPOT):
         return page({}, _("Votre demande n'a pas pu être enregistrée. Appelez l'association."), 400)
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_ip(request)
+    ip = client_key(request)
     if not await limiter.hit(ATTEMPTS_PER_IP, ip) or not await limiter.allowed(REQUESTS_PER_IP, ip):
         response = page({}, _(TOO_MANY), 429)
         response.headers["Retry-After"] = "600"

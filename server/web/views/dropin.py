@@ -39,7 +39,7 @@ from server.timezones import When
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
-    client_ip,
+    client_key,
     login_required,
     render,
     required_user,
@@ -143,7 +143,7 @@ async def join(request: web.Request) -> web.StreamResponse:
             raise see_other(request, "dropin-waiting")
         association = await public_association(request, db, form.get("a"))
         try:
-            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client_ip(request)):
+            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client_key(request)):
                 raise QueueError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
             motif_id = None
             if typed["motif"]:

@@ -18,7 +18,7 @@ from server.tokens import sha256_hex
 from server.web.request import (
     beneficiary_session_id,
     check_csrf,
-    client_ip,
+    client_key,
     render,
     set_cookie,
     url_for,
@@ -119,7 +119,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     code = "".join(ch for ch in str(form.get("code", ""))[:40] if ch.isdigit())
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_ip(request)
+    ip = client_key(request)
     allowed = (
         await limiter.hit(ratelimit.CODE_PER_IP, ip)
         and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)

@@ -1,0 +1,39 @@
+"""Operational metrics (prometheus-client), scraped at ``/metrics`` with METRICS_TOKEN.
+
+Counters only count events, never who: no address, phone, e-mail or token is ever a label.
+Each server process has its own counters (Prometheus sums the nodes). A counter that an alert
+watches is named in SECURITY.md.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["CONTENT_TYPE", "REGISTRY", "exposition"]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BUDGET_EXCEEDED = Counter(
+    "permanence_budget_exceeded",
+    "Public actions refused or slowed because a family's global budget was spent.",
+    ["family"],
+    registry=REGISTRY,
+)
+BUDGET_SLOW_MODE = Gauge(
+    "permanence_budget_slow_mode",
+    "1 while a family's global budget is spent (its slower mode is on), as last seen here.",
+    ["family"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "permanence_rate_limited",
+    "Requests refused by a per-client rate limit.",
+    ["rule"],
+    registry=REGISTRY,
+)
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric of this process."""
+    return generate_latest(REGISTRY)
