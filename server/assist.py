@@ -19,7 +19,15 @@ from server.events import PeerRevoked, RoomEnded, publish
 from server.i18n import _
 from server.settings import Settings
 from server.stats.events import EventKind, record
-from server.store.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
+from server.store.models import (
+    Appointment,
+    AssistanceSession,
+    Role,
+    SessionStatus,
+    User,
+    new_id,
+    utcnow,
+)
 from server.tokens import code_hash, join_code, join_token, new_salt, sha256_hex
 
 CODE_ATTEMPTS = 20
@@ -48,6 +56,9 @@ def link_for(settings: Settings, session: AssistanceSession) -> str:
         token=join_token(settings.secret_key.get_secret_value(), session.id, session.token_salt),
     )
 
+
+# An appointment's join link and code let the beneficiary in from this long before its start.
+JOIN_OPENS_BEFORE = timedelta(minutes=15)
 
 # A beneficiary's pass still shows the handoff sheet this long after the session ended (the
 # volunteer writes it then); later the sheet is read through its own link, sent to them.
@@ -176,12 +187,14 @@ async def find_by_code(db: AsyncSession, settings: Settings, code: str) -> Assis
         return None
     now = utcnow()
     return await db.scalar(
-        select(AssistanceSession).where(
+        select(AssistanceSession)
+        .outerjoin(Appointment, Appointment.assistance_session_id == AssistanceSession.id)
+        .where(
             _code_clause(settings, code),
             AssistanceSession.code_expires_at > now,
             or_(
-                AssistanceSession.code_valid_from.is_(None),
-                AssistanceSession.code_valid_from <= now,
+                Appointment.id.is_(None),  # an assistance started now
+                Appointment.starts_at <= now + JOIN_OPENS_BEFORE,  # the join window is open
                 AssistanceSession.volunteer_sid.is_not(None),  # the volunteer let them in early
             ),
             *_live_clause(),

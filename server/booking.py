@@ -50,7 +50,7 @@ from server.store.models import (
 from server.tokens import sha256_hex
 
 VIA = ("public", "referrer", "api")
-JOIN_OPENS_BEFORE = timedelta(minutes=15)
+JOIN_OPENS_BEFORE = assist.JOIN_OPENS_BEFORE
 SESSION_GRACE_AFTER_END = timedelta(minutes=30)
 MANAGE_TOKEN_MAX = 128
 WAITLIST_BATCH = 5
@@ -141,7 +141,6 @@ def _fit_session_to_appointment(
         appointment.ends_at + SESSION_GRACE_AFTER_END,
     )
     session.code_expires_at = appointment.ends_at
-    session.code_valid_from = join_opens_at(appointment)
 
 
 # -- Booking ----------------------------------------------------------------------------------

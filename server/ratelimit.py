@@ -141,7 +141,10 @@ class RateLimiter:
         if now - self._alerted.get(family, -ALERT_EVERY_SECONDS) >= ALERT_EVERY_SECONDS:
             self._alerted[family] = now
             log.warning(
-                "global budget %s (%s) is spent: slower mode on", family, self._budgets[family]
+                "global budget %s (BUDGET_%s = %s) is spent: slower mode on",
+                family,
+                family.upper(),
+                self._budgets[family],
             )
 
     async def allowed(self, rule: Rule, *identifiers: str) -> bool:
@@ -188,11 +191,10 @@ def days_to_first_code_hit(settings: Settings, live_codes: int, clients: int) ->
     at most the wrong-code budget (times the overshoot of requests in flight) while it lasts,
     plus each client's slow-mode allowance once it is spent; per-client limits in normal mode
     are higher than the budget and do not bind. Expected time = 1 / (p × guesses a day)."""
-    hit = live_codes / 10**settings.code_digits
-    guesses = CODE_BUDGET_OVERSHOOT * per_day(
-        parse(settings.budget_wrong_codes)
-    ) + clients * per_day(CODE_SLOW_PER_IP.item)
-    return 1 / (hit * guesses)
+    hit = live_codes / float(10**settings.code_digits)
+    budget = CODE_BUDGET_OVERSHOOT * per_day(parse(settings.budget_wrong_codes))
+    guesses = budget + clients * per_day(CODE_SLOW_PER_IP.item)
+    return 1.0 / (hit * guesses)
 
 
 def make_storage(redis_url: str) -> Storage:

@@ -36,8 +36,9 @@ def join_code(secret_key: str, session_id: str, salt: str, digits: int) -> str:
     return f"{number:0{digits}d}"
 
 
-def grouped_code(code: str) -> str:
-    """A join code as people read it out: groups of four digits ("4521 8930")."""
+def grouped_code(code: str | None) -> str:
+    """A join code as people read it out: groups of four digits ("4521 8930"); "" for none."""
+    code = code or ""
     return " ".join(code[i : i + 4] for i in range(0, len(code), 4))
 
 

@@ -185,9 +185,6 @@ class AssistanceSession(Base):
     code_salt: Mapped[str | None] = mapped_column(String(32), default=None)
     code_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    # An appointment's code works only from its join window (None: at once). Before, it is not
-    # in the live code space: a guess of it is a wrong code.
-    code_valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     status: Mapped[SessionStatus] = mapped_column(
         Enum(
