@@ -13,6 +13,7 @@ from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.passes import CSRF_COOKIE, login_token
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.web.accesslog import logged_target
 from server.web.request import (
     CSRF_SEED_KEY,
     CSRF_SEED_NEW_KEY,
@@ -189,5 +190,6 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
                 response.headers[name] = exc.headers[name]
         return response
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The target as the access log writes it: never a link's secret or a query string.
+        log.exception("unhandled error on %s %s", request.method, logged_target(request))
         return _error_page(request, 500, None)
