@@ -107,7 +107,7 @@ async def compression(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the logged-in account from the login cookie (pages and API, not static files)."""
-    token = login_token(request.cookies)
+    token = login_token(request.app[SETTINGS_KEY], request.cookies)
     if token and not request.path.startswith("/static/"):
         async with request.app[SESSIONMAKER_KEY]() as db:
             user = await accounts.user_for_login_token(db, token)
