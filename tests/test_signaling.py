@@ -260,6 +260,23 @@ async def test_toggling_pause_in_a_loop_records_a_bounded_number_of_statistics_e
     assert len(kinds) < MAX_RECORDED_PER_SESSION + 5
 
 
+async def test_reconnecting_in_a_loop_records_a_bounded_number_of_statistics_events(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    await beneficiary.close()
+    rejoins = MAX_RECORDED_PER_SESSION + 5
+    for _ in range(rejoins):
+        again = await connect_beneficiary(running, session_id)
+        await volunteer.expect("peer-joined")
+        await again.close()
+    session = await load(running, session_id)
+    assert session.reconnect_count == rejoins
+    async with running.sessionmaker() as db:
+        kinds = (await db.scalars(select(StatEvent.kind))).all()
+    assert kinds.count("reconnected") == MAX_RECORDED_PER_SESSION
+
+
 # --- refusals ----------------------------------------------------------------------------------
 
 
