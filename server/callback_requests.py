@@ -47,7 +47,7 @@ from server.store.models import (
     Motif,
     User,
 )
-from server.tokens import sha256_hex
+from server.tokens import grouped_code, sha256_hex
 
 CHANNEL = "callback"
 ANY = "any"
@@ -563,7 +563,7 @@ async def send_visio_link(
     session = await assist.create_session(db, settings, volunteer, channel=CHANNEL)
     request.assistance_session_id = session.id
     link = assist.link_for(settings, session)
-    code = assist.current_code(settings, session) or ""
+    code = grouped_code(assist.current_code(settings, session) or "")
     association = await db.get_one(Association, request.association_id)
     await deliver(
         db,

@@ -21,6 +21,7 @@ from server.notify.outbox import Attachment, Channel, appointment_key
 from server.settings import Settings
 from server.store.models import Appointment, Association, Motif
 from server.timezones import When
+from server.tokens import grouped_code
 
 ICS_FILENAME = "rendez-vous.ics"
 
@@ -81,7 +82,7 @@ def _details(
         "zone": when.zone,
         "join": booked.join_url,
         "code_url": links.CODE.url(settings),
-        "code": booked.code,
+        "code": grouped_code(booked.code),
         "manage": manage_url(settings, booked.manage_token),
         "association": association_name,
     }
@@ -134,7 +135,7 @@ async def appointment_booked(
             "day": when.day,
             "time": when.time,
             "join": booked.join_url,
-            "code": booked.code,
+            "code": grouped_code(booked.code),
             "manage": manage_url(settings, booked.manage_token),
         },
         send_after=now,
@@ -159,7 +160,12 @@ async def appointment_booked(
                 "Rappel : rendez-vous visio le %(day)s à %(time)s. "
                 "Lien (15 min avant) : %(join)s Code : %(code)s"
             )
-            % {"day": when.day, "time": when.time, "join": booked.join_url, "code": booked.code},
+            % {
+                "day": when.day,
+                "time": when.time,
+                "join": booked.join_url,
+                "code": grouped_code(booked.code),
+            },
             send_after=send_after,
         )
 

@@ -168,7 +168,7 @@ class Invitation(Base):
 class AssistanceSession(Base):
     """One remote assistance: a volunteer, at most one beneficiary, optionally an observer.
 
-    The join link token and the 6-digit code are derived from a per-session salt with the secret
+    The join link token and the join code are derived from a per-session salt with the secret
     key (so the volunteer's page can show them again) and only their hashes are stored for lookup.
     """
 
@@ -185,6 +185,9 @@ class AssistanceSession(Base):
     code_salt: Mapped[str | None] = mapped_column(String(32), default=None)
     code_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # An appointment's code works only from its join window (None: at once). Before, it is not
+    # in the live code space: a guess of it is a wrong code.
+    code_valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     status: Mapped[SessionStatus] = mapped_column(
         Enum(

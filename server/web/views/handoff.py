@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import booking, handoff, links, passes
+from server import assist, booking, handoff, links, passes
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
-from server.store.models import HandoffSheet, Role, utcnow
+from server.store.models import AssistanceSession, HandoffSheet, Role, utcnow
 from server.taxonomy import AUTONOMY, ORGANISATIONS, OUTCOMES, THEMES
 from server.web.request import (
     beneficiary_session_id,
@@ -275,6 +275,9 @@ async def _by_pass(request: web.Request) -> HandoffSheet | None:
     if session_id is None:
         raise _missing(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await db.get(AssistanceSession, session_id)
+        if session is None or not assist.pass_honoured(session, utcnow()):
+            raise _missing(request)  # the pass expired with its session
         return await handoff.sheet_for_session(db, session_id)
 
 
