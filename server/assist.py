@@ -31,6 +31,10 @@ from server.store.models import (
 from server.tokens import code_hash, join_code, join_token, new_salt, sha256_hex
 
 CODE_ATTEMPTS = 20
+# Pauses and reconnections are statistics events, one row each; a script toggling pause (or
+# reconnecting) in a loop would grow the events table without bound. Past this many per session
+# only the session's counters (pause_count, reconnect_count) go on counting.
+MAX_RECORDED_PER_SESSION = 20
 
 
 class PeerRole(enum.StrEnum):
@@ -352,7 +356,8 @@ async def peer_joined(
             await record(db, EventKind.BENEFICIARY_JOINED, session)
         else:
             session.reconnect_count += 1
-            await record(db, EventKind.RECONNECTED, session)
+            if session.reconnect_count <= MAX_RECORDED_PER_SESSION:
+                await record(db, EventKind.RECONNECTED, session)
     both_present = session.beneficiary_sid and session.volunteer_sid
     if both_present and session.status in (SessionStatus.WAITING, SessionStatus.RECONNECTING):
         session.status = SessionStatus.CONNECTED
@@ -385,7 +390,8 @@ async def media_state(
     elif state == "paused":
         if session.status != SessionStatus.PAUSED:  # state is re-sent on every (re)join
             session.pause_count += 1
-            await record(db, EventKind.PAUSED, session, media=media)
+            if session.pause_count <= MAX_RECORDED_PER_SESSION:
+                await record(db, EventKind.PAUSED, session, media=media)
         session.status = SessionStatus.PAUSED
     elif state in ("stopped", "waiting") and session.beneficiary_sid:
         session.status = SessionStatus.CONNECTED

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist
 from server.accounts import user_for_login_token
 from server.booking import beneficiary_may_enter
-from server.passes import BENEFICIARY_COOKIE, beneficiary_session_id, login_token
+from server.passes import beneficiary_session_id, has_beneficiary_pass, login_token
 from server.settings import Settings
 from server.store.models import AssistanceSession, utcnow
 
@@ -55,7 +55,7 @@ async def session_access(
         if not await beneficiary_may_enter(db, session, utcnow()):
             raise Refused("forbidden", "this appointment has not opened yet")
         return Access(session, assist.PeerRole.BENEFICIARY)
-    token = login_token(cookies)
+    token = login_token(settings, cookies)
     if session_id and token:
         user = await user_for_login_token(db, token)
         if user is None:
@@ -66,7 +66,7 @@ async def session_access(
         if not found[0].is_live:
             raise Refused("session_ended", "this session has ended")
         return Access(found[0], found[1], user.id)
-    if BENEFICIARY_COOKIE in cookies:
+    if has_beneficiary_pass(settings, cookies):
         pass_session = beneficiary_session_id(settings, cookies)
         live = await assist.get_live(db, pass_session) if pass_session else None
         if live is None:

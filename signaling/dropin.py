@@ -32,7 +32,7 @@ from server.events import (
     QueueChanged,
 )
 from server.i18n import _
-from server.passes import QUEUE_COOKIE, login_token
+from server.passes import QUEUE_COOKIE, cookie, login_token
 from server.ratelimit import RATELIMIT_KEY, SOCKET_CONNECTS_PER_SESSION, SOCKET_EVENTS_PER_PEER
 from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
@@ -225,7 +225,7 @@ class QueueNamespace(socketio.AsyncNamespace):
         """A volunteer (login cookie) or a waiting page (queue cookie); anyone else is refused."""
         request: web.Request = environ["aiohttp.request"]
         cookies = request.cookies
-        token = login_token(cookies)
+        token = login_token(self.app[SETTINGS_KEY], cookies)
         async with self.app[SESSIONMAKER_KEY]() as db:
             if token:
                 user = await user_for_login_token(db, token)
@@ -235,7 +235,9 @@ class QueueNamespace(socketio.AsyncNamespace):
                     raise refuse("forbidden", "only volunteers see the queue")
                 await self._volunteer_joins(sid, user)
                 return
-            entry = await places.find_by_token(db, cookies.get(QUEUE_COOKIE))
+            entry = await places.find_by_token(
+                db, cookie(self.app[SETTINGS_KEY], cookies, QUEUE_COOKIE)
+            )
         if entry is None:
             raise refuse("unauthorized", "no queue place: join from /aide")
         if not await self.app[RATELIMIT_KEY].hit(SOCKET_CONNECTS_PER_SESSION, "queue", entry.id):

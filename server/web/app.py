@@ -21,6 +21,7 @@ from server.ratelimit import ratelimit_ctx
 from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
 from server.settings import Settings
 from server.tokens import grouped_code
+from server.web.accesslog import redaction, redaction_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
@@ -112,12 +113,15 @@ def create_app(settings: Settings) -> web.Application:
     routes."""
     logging.basicConfig(level=settings.log_level.upper())
     app = web.Application(
-        middlewares=[security_headers, compression, error_pages, authentication],
+        middlewares=[redaction, security_headers, compression, error_pages, authentication],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS_KEY] = settings
     app[DISPATCHER_KEY] = Dispatcher()
     setup_templates(app)
+    # First in, last out: it reads the finished route table at startup and filters the logs
+    # while everything else starts and stops.
+    app.cleanup_ctx.append(redaction_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
     app.cleanup_ctx.append(worker_ctx)

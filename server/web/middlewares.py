@@ -13,6 +13,7 @@ from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.passes import CSRF_COOKIE, login_token
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.web.accesslog import logged_target
 from server.web.request import (
     CSRF_SEED_KEY,
     CSRF_SEED_NEW_KEY,
@@ -106,7 +107,7 @@ async def compression(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the logged-in account from the login cookie (pages and API, not static files)."""
-    token = login_token(request.cookies)
+    token = login_token(request.app[SETTINGS_KEY], request.cookies)
     if token and not request.path.startswith("/static/"):
         async with request.app[SESSIONMAKER_KEY]() as db:
             user = await accounts.user_for_login_token(db, token)
@@ -189,5 +190,6 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
                 response.headers[name] = exc.headers[name]
         return response
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The target as the access log writes it: never a link's secret or a query string.
+        log.exception("unhandled error on %s %s", request.method, logged_target(request))
         return _error_page(request, 500, None)

@@ -14,6 +14,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from limits import parse
@@ -24,7 +25,7 @@ from server.contact import ContactInfo, Needs
 from server.errors import DomainError, Kind
 from server.i18n import _
 from server.notify import appointments as notifications
-from server.passes import LOGIN_COOKIE
+from server.passes import LOGIN_COOKIE, secure_cookie_name
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.stats.export import report_json
@@ -391,11 +392,14 @@ SECURITY_SCHEMES = {
 
 def openapi_document(base_url: str) -> dict[str, Any]:
     """The API description, generated from this module's routes and their models."""
+    secure = urlsplit(base_url).scheme == "https"
+    session = {**SECURITY_SCHEMES["coordinatorSession"]}
+    session["name"] = secure_cookie_name(LOGIN_COOKIE, secure)
     return build_document(
         info=INFO,
         base_url=base_url,
         routes=routes,
-        security_schemes=SECURITY_SCHEMES,
+        security_schemes={**SECURITY_SCHEMES, "coordinatorSession": session},
         auth_errors=AUTH_ERRORS,
     )
 

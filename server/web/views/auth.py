@@ -17,8 +17,10 @@ from server.web.request import (
     check_csrf,
     client_key,
     current_user,
+    delete_cookie,
     local_path,
     render,
+    rotate_csrf,
     see_other,
     set_cookie,
 )
@@ -72,6 +74,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     assert user is not None
     response = web.HTTPSeeOther(location=after_login(request, next_url, user.role))
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=settings.login_ttl_hours * 3600)
+    rotate_csrf(request, response)
     raise response
 
 
@@ -84,7 +87,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await accounts.close_login_session(db, token)
     response = see_other(request, "login")
-    response.del_cookie(LOGIN_COOKIE, path="/")
+    delete_cookie(request, response, LOGIN_COOKIE)
     raise response
 
 

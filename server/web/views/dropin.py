@@ -16,7 +16,7 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import links
+from server import links, passes
 from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
@@ -40,6 +40,7 @@ from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
     client_key,
+    delete_cookie,
     login_required,
     render,
     required_user,
@@ -66,7 +67,9 @@ ENTRY = "/file/{entry_id:[0-9a-f-]{36}}"
 
 async def _my_entry(request: web.Request, db: AsyncSession) -> QueueEntry | None:
     """The place whose token this browser holds, if any."""
-    return await dropin.find_by_token(db, request.cookies.get(QUEUE_COOKIE))
+    return await dropin.find_by_token(
+        db, passes.cookie(request.app[SETTINGS_KEY], request.cookies, QUEUE_COOKIE)
+    )
 
 
 async def _help_context(
@@ -184,7 +187,7 @@ async def join(request: web.Request) -> web.StreamResponse:
 def _no_place(request: web.Request, reason: str | None) -> web.Response:
     """The place is gone (left, taken long ago, lost, or a forged token): say so and offer more."""
     response = render(request, "dropin/gone.html", {"reason": reason}, 410 if reason else 404)
-    response.del_cookie(QUEUE_COOKIE, path="/")
+    delete_cookie(request, response, QUEUE_COOKIE)
     return response
 
 
@@ -245,7 +248,7 @@ async def leave(request: web.Request) -> web.StreamResponse:
         if entry is not None:
             await dropin.leave(db, entry.id, utcnow())
     response = render(request, "dropin/gone.html", {"reason": "left"})
-    response.del_cookie(QUEUE_COOKIE, path="/")
+    delete_cookie(request, response, QUEUE_COOKIE)
     return response
 
 

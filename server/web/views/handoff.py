@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import assist, booking, handoff, links
+from server import assist, booking, handoff, links, passes
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
@@ -282,7 +282,7 @@ async def _by_pass(request: web.Request) -> HandoffSheet | None:
 
 
 async def _by_queue(request: web.Request) -> HandoffSheet | None:
-    token = request.cookies.get(QUEUE_COOKIE)
+    token = passes.cookie(request.app[SETTINGS_KEY], request.cookies, QUEUE_COOKIE)
     if not token:
         raise _missing(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
