@@ -33,6 +33,7 @@ from server.events import (
     QueueChanged,
 )
 from server.i18n import _
+from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.passes import QUEUE_COOKIE, login_token
 from server.ratelimit import RATELIMIT_KEY, SOCKET_CONNECTS_PER_SESSION, SOCKET_EVENTS_PER_PEER
 from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
@@ -429,6 +430,7 @@ class QueueNamespace(socketio.AsyncNamespace):
                 since=since,
                 reason=places.LeftReason(message.reason),
             )
+        QUEUE_REMOVED_IN_BULK.labels(message.reason).inc(removed)
         return {"ok": True, "removed": removed}
 
     async def _leave(

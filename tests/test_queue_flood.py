@@ -19,6 +19,7 @@ from altcha import Challenge, Payload, solve_challenge
 from sqlalchemy import select, update
 
 from server.dropin import places as dropin
+from server.metrics import REGISTRY
 from server.settings import Settings
 from server.store.models import (
     Appointment,
@@ -79,6 +80,11 @@ async def join_from(
         return resp.status, text_of(await resp.text())
 
 
+def counted(name: str, **labels: str) -> float:
+    """A counter's value in this process (the tests compare before and after)."""
+    return REGISTRY.get_sample_value(f"{name}_total", labels) or 0.0
+
+
 def challenge_in(page: str) -> dict[str, Any]:
     """The proof-of-work challenge a page carries (fails if it has none)."""
     match = CHALLENGE_RE.search(page)
@@ -117,6 +123,7 @@ async def test_one_ipv6_prefix_cannot_hold_more_places_than_the_cap(
         third = await join_from(running, browsers[2], f"{PREFIX}:ffff:ffff:ffff:3")
         assert first[0] == 303 and second[0] == 303
         assert third[0] == 429, third
+        assert counted("permanence_client_cap_refused", cap="too_many_places") >= 1
         assert "Depuis cette connexion, 2 personnes attendent déjà" in third[1]
         other = await join_from(running, browsers[3], "2001:db8:4:8::1")
         ipv4 = await join_from(running, browsers[4], "203.0.113.7")
@@ -286,6 +293,7 @@ async def test_under_pressure_joining_needs_a_fresh_proof_of_work(
     """Once the queue's budget is spent: no solution → 400 with a French explanation and a
     challenge; a valid solution → in; the same solution again → refused; a forged one too."""
     await open_all_week(running, volunteer)
+    replays = counted("permanence_pow_checked", family="queue_joins", result="pow_replayed")
     browsers = [await browser_session() for _ in range(5)]
     try:
         # The budget is one join an hour: the first spends it.
@@ -306,6 +314,8 @@ async def test_under_pressure_joining_needs_a_fresh_proof_of_work(
         # The same solution from another browser: refused, said in French.
         status, page = await join_from(running, browsers[3], "192.0.2.4", altcha=payload)
         assert status == 400 and "Cette vérification a déjà servi" in page
+        after = counted("permanence_pow_checked", family="queue_joins", result="pow_replayed")
+        assert after == replays + 1
         # Forged: a solution of another key, garbage, or a tampered challenge.
         tampered = json.loads(base64.b64decode(solved(challenge)))
         tampered["challenge"]["parameters"]["cost"] = 1

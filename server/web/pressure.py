@@ -11,7 +11,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import pow
+from server import fair_use, pow
+from server.errors import DomainError
+from server.metrics import CLIENT_CAP_REFUSED, POW_CHECKED
 from server.ratelimit import RATELIMIT_KEY, Family
 from server.runtime import SETTINGS_KEY
 from server.store.models import utcnow
@@ -29,8 +31,20 @@ async def check_form(
 ) -> None:
     """Under pressure, accept the form's proof of work once (in ``db``'s transaction), else
     raise ``pow.ProofOfWorkError``; while the budget lasts, do nothing."""
-    if await request.app[RATELIMIT_KEY].under_pressure(family):
+    if not await request.app[RATELIMIT_KEY].under_pressure(family):
+        return
+    try:
         await pow.check(db, request.app[SETTINGS_KEY], form.get(pow.FIELD), utcnow())
+    except pow.ProofOfWorkError as exc:
+        POW_CHECKED.labels(family, exc.code).inc()
+        raise
+    POW_CHECKED.labels(family, "ok").inc()
+
+
+def count_refusal(exc: DomainError) -> None:
+    """Count a refusal of a client cap (``permanence_client_cap_refused``), if it is one."""
+    if isinstance(exc, fair_use.TooMany) or exc.code == "too_many_places":
+        CLIENT_CAP_REFUSED.labels(exc.code).inc()
 
 
 async def spend(request: web.Request, family: Family) -> None:

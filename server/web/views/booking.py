@@ -395,6 +395,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
                 await fair_use.hold_booking(db, settings, booked.appointment, client, now)
             await notifications.appointment_booked(db, settings, booked, now)
     except DomainError as exc:  # the booking's refusals, the caps, a missing proof of work
+        pressure.count_refusal(exc)
         challenge = None if referrer else await pressure.challenge_for(request, "bookings")
         return _form(request, association, motif, kind, tz, starts_at, form, exc, challenge)
     await limiter.hit(BOOKINGS_PER_IP, ip)

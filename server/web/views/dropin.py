@@ -24,6 +24,7 @@ from server.dropin import places as dropin
 from server.dropin.places import QueueError
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.motifs import get_motif, list_motifs
 from server.passes import QUEUE_COOKIE
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -178,6 +179,7 @@ async def join(request: web.Request) -> web.StreamResponse:
                 client=fair_use.client_hash(settings.secret_key.get_secret_value(), client),
             )
         except DomainError as exc:  # the queue's refusals, and a missing proof of work
+            pressure.count_refusal(exc)
             context = await _help_context(request, db, association)
             context.update(form=typed, error=exc)
             response = render(request, "dropin/help.html", context, status_of(exc))
@@ -416,7 +418,10 @@ async def remove(request: web.Request) -> web.StreamResponse:
         entry_ids = []
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
-            await dropin.remove(db, user, now, entry_ids=entry_ids, since=since, reason=reason)
+            removed = await dropin.remove(
+                db, user, now, entry_ids=entry_ids, since=since, reason=reason
+            )
     except QueueError as exc:
         return await _queue_page(request, exc.message, status_of(exc))
+    QUEUE_REMOVED_IN_BULK.labels(reason.value).inc(removed)
     raise see_other(request, "queue")
