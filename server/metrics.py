@@ -33,6 +33,27 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+POW_CHECKED = Counter(
+    "permanence_pow_checked",
+    "Proofs of work checked on the public forms under pressure, by family and result "
+    "(ok, pow_missing, pow_invalid, pow_replayed).",
+    ["family", "result"],
+    registry=REGISTRY,
+)
+CLIENT_CAP_REFUSED = Counter(
+    "permanence_client_cap_refused",
+    "Public actions refused because one client or one phone already holds its share "
+    "(too_many_places, too_many_bookings, too_many_bookings_phone).",
+    ["cap"],
+    registry=REGISTRY,
+)
+QUEUE_REMOVED_IN_BULK = Counter(
+    "permanence_queue_removed_in_bulk",
+    'Waiting people removed by a volunteer\'s bulk "retirer", by reason.',
+    ["reason"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """The text exposition of every metric of this process."""

@@ -8,14 +8,14 @@ cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by 
   stays (its volunteer, motif, times, status and channel feed the agenda history and no-show
   counts). ``first_name`` (NOT NULL) becomes ``""``; phone, e-mail, postal code and description
   become NULL; ``needs`` (interpreter language, hearing, first time on a computer: health-related)
-  becomes ``{}``.
+  becomes ``{}``; ``client_key_hash`` (keyed hash of the booking client's address) becomes NULL.
 - ``waitlist`` (created_at, notified_at, earlier_than): **deleted**. An entry is nothing but a
   name and a way to reach the person; the ``waitlist_joined`` event already counts it.
 - ``outbox`` (created_at, send_after, sent_at): **deleted**, except messages being sent
   (``sending``, a worker holds them). Recipient, subject, body and attachments are all personal;
   what remains (a status and a count of attempts) has no use a year later.
-- ``queue_entries`` (created_at, ended_at): **anonymised**: ``first_name`` and ``postal_code``
-  become NULL; status, motif, times and end reason stay.
+- ``queue_entries`` (created_at, ended_at): **anonymised**: ``first_name``, ``postal_code`` and
+  ``client_key_hash`` become NULL; status, motif, times and end reason stay.
 - ``callback_requests`` (created_at, closed_at): **anonymised**: ``phone`` (NOT NULL) becomes
   ``""``; first name, e-mail, postal code and message become NULL; status, outcome, windows and
   attempt count stay. ``callback_attempts`` hold no personal data (volunteer, outcome code, time)
@@ -125,6 +125,7 @@ def _appointments(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
             a.email.is_not(None),
             a.postal_code.is_not(None),
             a.description.is_not(None),
+            a.client_key_hash.is_not(None),
         ),
     )
 
@@ -151,7 +152,7 @@ def _queue_entries(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
     return and_(
         q.created_at < cutoff,
         _before(q.ended_at, cutoff),
-        or_(q.first_name.is_not(None), q.postal_code.is_not(None)),
+        or_(q.first_name.is_not(None), q.postal_code.is_not(None), q.client_key_hash.is_not(None)),
     )
 
 
@@ -197,6 +198,7 @@ TARGETS: tuple[_Target, ...] = (
             "postal_code": None,
             "description": None,
             "needs": {},
+            "client_key_hash": None,
         },
     ),
     _Target("waitlist", WaitlistEntry, _waitlist, None),
@@ -205,7 +207,7 @@ TARGETS: tuple[_Target, ...] = (
         "queue_entries",
         QueueEntry,
         _queue_entries,
-        lambda _now: {"first_name": None, "postal_code": None},
+        lambda _now: {"first_name": None, "postal_code": None, "client_key_hash": None},
     ),
     _Target(
         "callback_requests",

@@ -232,6 +232,35 @@ class Settings(BaseSettings):
         description="Most people waiting at once in one association's queue; beyond it the page "
         "offers a call-back.",
     )
+    queue_max_per_client: int = Field(
+        2,
+        gt=0,
+        description="Most places one client holds waiting at once in one association's queue, "
+        "counted by its IPv4 address or IPv6 prefix (a keyed hash is stored, never the "
+        "address).",
+    )
+    booking_max_per_client: int = Field(
+        6,
+        gt=0,
+        description="Most appointments to come that one client (IPv4 address or IPv6 prefix) "
+        "may hold through the public booking form in one association; referrers are not "
+        "counted.",
+    )
+    booking_max_per_phone: int = Field(
+        3,
+        gt=0,
+        description="Most appointments to come booked through the public form for one phone "
+        "number in one association.",
+    )
+    pow_max_counter: int = Field(
+        3000,
+        ge=10,
+        le=1_000_000,
+        description="Proof of work asked on the public forms while their global budget is "
+        "spent: the browser derives up to this many PBKDF2-SHA-256 keys (1,000 iterations "
+        "each), three quarters of it on average: about 0.6 s in desktop Chromium, about 2 s "
+        "of CPU for a Python script (SECURITY.md).",
+    )
     queue_handling_minutes: int = Field(
         20,
         gt=0,

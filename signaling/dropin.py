@@ -2,9 +2,9 @@
 
 Volunteers (login cookie) join their association's room and get the waiting list on every
 change; they take people with acknowledged events (`take_next`, `take`, `requeue`, `transfer`,
-`gone`). A waiting person's page (queue cookie) joins its own room and gets its position, the
-estimated wait and, when a volunteer takes them, `turn`. Changes are coalesced: a burst of joins
-and leaves costs one database read and one push per association.
+`gone`, `remove`). A waiting person's page (queue cookie) joins its own room and gets its
+position, the estimated wait and, when a volunteer takes them, `turn`. Changes are coalesced:
+a burst of joins and leaves costs one database read and one push per association.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import socketio
@@ -32,13 +33,14 @@ from server.events import (
     QueueChanged,
 )
 from server.i18n import _
+from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.passes import QUEUE_COOKIE, cookie, login_token
 from server.ratelimit import RATELIMIT_KEY, SOCKET_CONNECTS_PER_SESSION, SOCKET_EVENTS_PER_PEER
 from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
-from signaling.messages import QueueEntryRef, QueueNothing, QueueTransfer
+from signaling.messages import QueueEntryRef, QueueNothing, QueueRemove, QueueTransfer
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
@@ -359,6 +361,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             "requeue": (QueueEntryRef, True, self._requeue),
             "transfer": (QueueTransfer, True, self._transfer),
             "gone": (QueueEntryRef, True, self._gone),
+            "remove": (QueueRemove, True, self._remove),
             "leave": (QueueNothing, False, self._leave),
         }
 
@@ -416,6 +419,21 @@ class QueueNamespace(socketio.AsyncNamespace):
         async with self._acting(info) as (db, user):
             await places.mark_gone(db, user, message.entry_id, utcnow())
         return {"ok": True}
+
+    async def _remove(self, sid: str, info: dict[str, Any], message: QueueRemove) -> dict[str, Any]:
+        now = utcnow()
+        since = now - timedelta(minutes=message.since_minutes) if message.since_minutes else None
+        async with self._acting(info) as (db, user):
+            removed = await places.remove(
+                db,
+                user,
+                now,
+                entry_ids=message.entry_ids,
+                since=since,
+                reason=places.LeftReason(message.reason),
+            )
+        QUEUE_REMOVED_IN_BULK.labels(message.reason).inc(removed)
+        return {"ok": True, "removed": removed}
 
     async def _leave(
         self, sid: str, info: dict[str, Any], _message: QueueNothing

@@ -203,6 +203,24 @@ class QueueTransfer(QueueEntryRef):
     volunteer_id: int = Field(ge=1, le=2**31 - 1)
 
 
+class QueueRemove(BaseModel):
+    """`remove`: several waiting people at once, the chosen ones (`entry_ids`) or everyone who
+    joined in the last `since_minutes`, with the reason their pages are given."""
+
+    model_config = ConfigDict(extra="forbid")
+    entry_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(
+        default_factory=list, max_length=500
+    )
+    since_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    reason: Literal["gone", "removed"] = "removed"
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> QueueRemove:
+        if bool(self.entry_ids) == (self.since_minutes is not None):
+            raise ValueError("give either entry_ids or since_minutes")
+        return self
+
+
 def _check_chunk(data: str) -> str:
     try:
         decoded = b64decode(data, validate=True)

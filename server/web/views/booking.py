@@ -14,11 +14,11 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import availability, booking, handoff, links, ratelimit
+from server import availability, booking, fair_use, handoff, links, ratelimit
 from server.assist import current_code, link_for
 from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
-from server.errors import Kind
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
@@ -37,6 +37,7 @@ from server.store.models import (
 )
 from server.timezones import ZONES, When, safe_zone
 from server.tokens import sha256_hex
+from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
 from server.web.views.join import code_digits
@@ -278,7 +279,8 @@ async def form_page(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, int(request.match_info["motif_id"]))
-    return _form(request, association, motif, kind, tz, starts_at, {}, None)
+    challenge = None if _referrer(request) else await pressure.challenge_for(request, "bookings")
+    return _form(request, association, motif, kind, tz, starts_at, {}, None, challenge)
 
 
 def _form(
@@ -289,7 +291,8 @@ def _form(
     tz: str,
     starts_at: datetime,
     form: Mapping[str, Any],
-    error: BookingError | None,
+    error: DomainError | None,
+    challenge: dict[str, Any] | None = None,
 ) -> web.Response:
     context = {
         "association": association,
@@ -304,6 +307,7 @@ def _form(
         "referrer": _referrer(request),
         "honeypot": HONEYPOT,
         "query": _query,
+        "pow": challenge,
     }
     return render(request, "booking/form.html", context, 200 if error is None else status_of(error))
 
@@ -370,8 +374,12 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "600"
         return response
     now = utcnow()
+    client = fair_use.client_hash(settings.secret_key.get_secret_value(), ip)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
+            if referrer is None:  # referrers have accounts: neither a proof of work nor caps
+                await pressure.check_form(request, db, "bookings", form)
+                await fair_use.serialise(db, "booking", client)
             booked = await booking.book(
                 db,
                 settings,
@@ -384,10 +392,15 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
                 referrer=referrer,
                 now=now,
             )
+            if referrer is None:
+                await fair_use.hold_booking(db, settings, booked.appointment, client, now)
             await notifications.appointment_booked(db, settings, booked, now)
-    except BookingError as exc:
-        return _form(request, association, motif, kind, tz, starts_at, form, exc)
+    except DomainError as exc:  # the booking's refusals, the caps, a missing proof of work
+        pressure.count_refusal(exc)
+        challenge = None if referrer else await pressure.challenge_for(request, "bookings")
+        return _form(request, association, motif, kind, tz, starts_at, form, exc, challenge)
     await limiter.hit(BOOKINGS_PER_IP, ip)
+    await pressure.spend(request, "bookings")
     raise _to_manage(request, booked.manage_token, "confirme")
 
 
@@ -634,6 +647,7 @@ async def move(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             old = await _load(request, db)
             booked = await booking.reschedule(db, settings, token, new_start, now)
+            booked.appointment.client_key_hash = old.client_key_hash  # still counts (caps)
             await notifications.appointment_moved(db, settings, old, booked, now)
     except BookingError as exc:
         if exc.kind is Kind.NOT_FOUND:

@@ -15,7 +15,7 @@ from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import callback_requests, handoff, links
+from server import callback_requests, handoff, links, pow
 from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.errors import Kind
 from server.i18n import N_, _
@@ -33,6 +33,7 @@ from server.store.models import (
 )
 from server.timezones import When
 from server.tokens import sha256_hex
+from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -147,8 +148,10 @@ def _form(
     errors: Mapping[str, str],
     error: str | None = None,
     status: int = 200,
+    challenge: dict[str, Any] | None = None,
 ) -> web.Response:
     context = {
+        "pow": challenge,
         "association": association,
         "motifs": motifs,
         "windows": [(code, _(label)) for code, label in callback_requests.WINDOWS],
@@ -170,7 +173,8 @@ async def request_page(request: web.Request) -> web.StreamResponse:
         motifs = await list_motifs(db, association.id, active_only=True)
     motif = _int(request.query.get("motif"))
     values = {"motif": str(motif) if motif in {m.id for m in motifs} else ""}
-    return _form(request, association, motifs, values, [], {})
+    challenge = await pressure.challenge_for(request, "callback_requests")
+    return _form(request, association, motifs, values, [], {}, challenge=challenge)
 
 
 def _read(form: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
@@ -191,15 +195,20 @@ async def submit(request: web.Request) -> web.StreamResponse:
         association = await _association(db, form.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
 
-    def page(errors: Mapping[str, str], error: str | None, status: int) -> web.Response:
-        return _form(request, association, motifs, values, windows, errors, error, status)
+    async def page(errors: Mapping[str, str], error: str | None, status: int) -> web.Response:
+        challenge = await pressure.challenge_for(request, "callback_requests")
+        return _form(
+            request, association, motifs, values, windows, errors, error, status, challenge
+        )
 
     if form.get(HONEYPOT):
-        return page({}, _("Votre demande n'a pas pu être enregistrée. Appelez l'association."), 400)
+        return await page(
+            {}, _("Votre demande n'a pas pu être enregistrée. Appelez l'association."), 400
+        )
     limiter = request.app[RATELIMIT_KEY]
     ip = client_key(request)
     if not await limiter.hit(ATTEMPTS_PER_IP, ip) or not await limiter.allowed(REQUESTS_PER_IP, ip):
-        response = page({}, _(TOO_MANY), 429)
+        response = await page({}, _(TOO_MANY), 429)
         response.headers["Retry-After"] = "600"
         return response
     motif_id = _int(values["motif"]) if values["motif"] else None
@@ -216,14 +225,20 @@ async def submit(request: web.Request) -> web.StreamResponse:
     try:
         clean = typed.validated(settings.timezone, {m.id for m in motifs})
     except InvalidRequest as exc:
-        return page(exc.errors, exc.message, status_of(exc))
+        return await page(exc.errors, exc.message, status_of(exc))
+    try:  # before the per-phone count: a missing proof of work costs the phone nothing
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await pressure.check_form(request, db, "callback_requests", form)
+    except pow.ProofOfWorkError as exc:
+        return await page({}, exc.message, status_of(exc))
     if not await limiter.hit(REQUESTS_PER_PHONE, sha256_hex(clean.phone)):
-        response = page({}, _(TOO_MANY_PHONE), 429)
+        response = await page({}, _(TOO_MANY_PHONE), 429)
         response.headers["Retry-After"] = "3600"
         return response
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         association = await db.get_one(Association, association.id)
         done = await callback_requests.submit(db, settings, association, clean, utcnow())
+    await pressure.spend(request, "callback_requests")
     if done.cancel_token is None:
         context = {"association": association, "callback": done.request}
         return render(request, "callbacks/already.html", context)

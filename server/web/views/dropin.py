@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from limits import parse
+from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import links, passes
+from server import fair_use, links, passes
 from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
-from server.errors import Kind
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.motifs import get_motif, list_motifs
 from server.passes import QUEUE_COOKIE
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -36,6 +39,7 @@ from server.store.models import (
     utcnow,
 )
 from server.timezones import When
+from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -76,6 +80,7 @@ async def _help_context(
     request: web.Request, db: AsyncSession, association: Association
 ) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
+    challenge = await pressure.challenge_for(request, "queue_joins")
     now = utcnow()
     state = await dropin.state_of(db, association.id, now)
     estimate = await request.app[BOARD_KEY].estimate_for_newcomer(db, association.id)
@@ -92,6 +97,7 @@ async def _help_context(
         "offer_callback": dropin.offers_callback(settings, estimate),
         "form": {"motif": "", "first_name": "", "postal_code": ""},
         "error": None,
+        "pow": challenge,
     }
 
 
@@ -146,8 +152,10 @@ async def join(request: web.Request) -> web.StreamResponse:
             raise see_other(request, "dropin-waiting")
         association = await public_association(request, db, form.get("a"))
         try:
-            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client_key(request)):
+            client = client_key(request)
+            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client):
                 raise QueueError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
+            await pressure.check_form(request, db, "queue_joins", form)
             motif_id = None
             if typed["motif"]:
                 motif = (
@@ -171,14 +179,17 @@ async def join(request: web.Request) -> web.StreamResponse:
                 _clean_first_name(typed["first_name"]),
                 _clean_postal_code(typed["postal_code"]),
                 utcnow(),
+                client=fair_use.client_hash(settings.secret_key.get_secret_value(), client),
             )
-        except QueueError as exc:
+        except DomainError as exc:  # the queue's refusals, and a missing proof of work
+            pressure.count_refusal(exc)
             context = await _help_context(request, db, association)
             context.update(form=typed, error=exc)
             response = render(request, "dropin/help.html", context, status_of(exc))
             if exc.kind is Kind.RATE_LIMITED:
                 response.headers["Retry-After"] = "600"
             return response
+    await pressure.spend(request, "queue_joins")
     response = see_other(request, "dropin-waiting")
     set_cookie(request, response, QUEUE_COOKIE, joined.token, QUEUE_COOKIE_SECONDS)
     raise response
@@ -386,3 +397,34 @@ async def gone(request: web.Request) -> web.StreamResponse:
         await dropin.mark_gone(db, user, entry_id, utcnow())
 
     return await _act(request, not_there)
+
+
+@routes.post("/file/retirer", name="queue-remove")
+@login_required(*VOLUNTEER_ROLES)
+async def remove(request: web.Request) -> web.StreamResponse:
+    """Remove several waiting people at once (the ticked ones, or everyone who joined in the
+    last N minutes), as "retiré(e)s" or "absent(e)s": the answer to a flood of fake places."""
+    form = await check_csrf(request)
+    user = required_user(request)
+    ticked = form.getall("entry_id", []) if isinstance(form, MultiMapping) else []
+    entry_ids = [str(value)[:36] for value in ticked][: dropin.MAX_REMOVED_AT_ONCE]
+    reason = dropin.LeftReason.GONE if form.get("reason") == "gone" else dropin.LeftReason.REMOVED
+    now = utcnow()
+    since = None
+    if form.get("scope") == "recent":
+        raw = str(form.get("since_minutes", ""))
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 24 * 60):
+            return await _queue_page(
+                request, _("Indiquez un nombre de minutes entre 1 et 1440."), 400
+            )
+        since = now - timedelta(minutes=int(raw))
+        entry_ids = []
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            removed = await dropin.remove(
+                db, user, now, entry_ids=entry_ids, since=since, reason=reason
+            )
+    except QueueError as exc:
+        return await _queue_page(request, exc.message, status_of(exc))
+    QUEUE_REMOVED_IN_BULK.labels(reason.value).inc(removed)
+    raise see_other(request, "queue")
