@@ -122,6 +122,7 @@ async def test_a_spent_wrong_code_budget_slows_every_client_and_raises_an_alert(
         session = await db.get_one(AssistanceSession, session_id)
         code = assist.current_code(running.settings, session)
     assert code is not None
+    token = await _csrf(http, running)  # the login rotated the CSRF seed
     fresh = "203.0.113.50"
     assert await _try_code(http, running, token, "11111111", fresh) == 400
     assert await _try_code(http, running, token, "22222222", fresh) == 400
