@@ -13,12 +13,14 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from server import booking, handoff, links
+from server.contact import PROOF_PARAMETER
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
-from server.store.models import HandoffSheet, Role, utcnow
+from server.store.models import AssistanceSession, HandoffSheet, Role, utcnow
 from server.taxonomy import AUTONOMY, ORGANISATIONS, OUTCOMES, THEMES
 from server.web.request import (
     beneficiary_session_id,
@@ -175,7 +177,13 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             saved = await handoff.save(
-                db, settings, subject, clean, required_user(request), utcnow()
+                db,
+                settings,
+                subject,
+                clean,
+                required_user(request),
+                utcnow(),
+                sms_budget=request.app[RATELIMIT_KEY],
             )
             sheet_id = saved.sheet.id
     except handoff.SheetGone:
@@ -365,3 +373,17 @@ for _path, _find, _name in (
 ):
     routes.get(_path, name=_name)(_reader(_find))
     routes.post(_path + "/partage", name=_name + "-share")(_sharer(_find))
+
+
+# -- The join link marked for a contact -------------------------------------------------------
+
+
+async def note_contact_proof(request: web.Request, session: AssistanceSession) -> None:
+    """Hook of the join link (`/j/<token>?v=<mark>`), as the beneficiary enters: a link marked
+    for the phone or address it was sent to proves the person reads it, which links their
+    earlier sheets (server/handoff.py). An unmarked or wrongly marked link changes nothing."""
+    proof = request.query.get(PROOF_PARAMETER, "")
+    if not proof:
+        return
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        await handoff.verify_contact(db, request.app[SETTINGS_KEY], session.id, proof[:64])
