@@ -374,6 +374,7 @@ class Saved:
 
     sheet: HandoffSheet
     token: str | None
+    sent: bool = False  # its link is on its way to the person (by e-mail or SMS)
 
     @property
     def created(self) -> bool:
@@ -459,8 +460,8 @@ async def save(
         else:
             await _record_filed(db, subject, sheet, clean, volunteer)
             gate = SmsGate.of(settings, sms_budget)
-            await _send_link(db, gate, settings, subject, sheet, token, now)
-            return Saved(sheet, token)
+            sent = await _send_link(db, gate, settings, subject, sheet, token, now)
+            return Saved(sheet, token, sent)
     if existing.purged_at is not None:
         raise SheetGone(existing.id)
     _apply(existing, clean)
@@ -503,17 +504,17 @@ async def _send_link(
     sheet: HandoffSheet,
     token: str,
     now: datetime,
-) -> None:
+) -> bool:
     """Send the person their sheet's link by SMS and/or e-mail, when we know how to reach them
-    (the link only: what was done stays behind it)."""
+    (the link only: what was done stays behind it); whether it is on its way."""
     phone, email = subject.phone, subject.email
     if not phone and not email:
-        return
+        return False
     association = await db.get_one(Association, subject.association_id)
     link = read_url(settings, token)
     first_name = subject.first_name
     hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
-    await deliver(
+    delivery = await deliver(
         db,
         gate=gate,
         phone=phone,
@@ -532,6 +533,7 @@ async def _send_link(
         % {"association": association.name, "link": link},
         send_after=now,
     )
+    return delivery.reaches
 
 
 # -- Reading ------------------------------------------------------------------------------------

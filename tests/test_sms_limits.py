@@ -6,10 +6,11 @@ the booking still happens, the person is told on the confirmation page, and e-ma
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,14 +21,14 @@ from sqlalchemy import func, select
 
 from server.db import make_sessionmaker
 from server.metrics import REGISTRY
-from server.settings import Settings
+from server.notify.deliver import SmsGate, Withheld, deliver
+from server.settings import DEFAULT_PHONE_REGIONS, Settings, SettingsError, load_settings
 from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     AppointmentStatus,
     CallbackRequest,
     OutboxMessage,
-    OutboxStatus,
     WaitlistEntry,
 )
 from server.web.app import create_app
@@ -35,7 +36,7 @@ from tests.conftest import Running, browser_session, csrf_from
 from tests.test_booking_pages import book, form_token, make_place, slot_times, text_of
 
 PARIS = ZoneInfo("Europe/Paris")
-CANCELLED, WITHHELD = OutboxStatus.CANCELLED, OutboxStatus.WITHHELD
+CANCELLED, WITHHELD = "cancelled", "withheld"  # outbox statuses that never reach a phone
 VICTIM = "+33612345678"
 OTHER = "+33698765432"
 WITHHELD_NOTICE = 'id="sms-withheld"'
@@ -272,7 +273,7 @@ async def test_past_the_global_sms_budget_no_sms_is_written_and_an_alert_is_rais
                 await db.scalars(
                     select(OutboxMessage.last_error).where(
                         OutboxMessage.recipient == OTHER,
-                        OutboxMessage.status == OutboxStatus.WITHHELD,
+                        OutboxMessage.status == WITHHELD,
                     )
                 )
             )
@@ -280,3 +281,44 @@ async def test_past_the_global_sms_budget_no_sms_is_written_and_an_alert_is_rais
         assert len(await emails_of(running, appointment.id)) == 3  # e-mail is used instead
         assert sample("permanence_budget_exceeded_total", family="sms") >= before + 3
         assert any("global budget sms" in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_notices_to_one_number_never_pass_its_daily_cap(running: Running) -> None:
+    """Twenty requests writing an SMS to one number at once: exactly the cap is written to be
+    sent, the rest withheld (PostgreSQL: an advisory lock per number; SQLite: the write lock)."""
+    gate = SmsGate(
+        regions=DEFAULT_PHONE_REGIONS, per_recipient_per_day=4, timezone="Europe/Paris", budget=None
+    )
+    now = datetime.now(UTC)
+
+    async def notice(index: int) -> Withheld | None:
+        async with running.sessionmaker.begin() as db:
+            done = await deliver(
+                db,
+                gate=gate,
+                phone=VICTIM,
+                email=None,
+                key=lambda channel: f"test:{index}:{channel.value}",
+                subject="Test",
+                body="Test",
+                sms="Test",
+                send_after=now,
+            )
+        return done.sms_withheld
+
+    outcomes = await asyncio.gather(*(notice(index) for index in range(20)))
+    assert outcomes.count(None) == 4
+    assert outcomes.count(Withheld.RECIPIENT_CAP) == 16
+    sent = await sms_to(running, VICTIM, today=True)
+    assert len(sent["live"]) == 4 and len(sent["withheld"]) == 16
+
+
+def test_phone_regions_are_checked_when_the_settings_load() -> None:
+    base = {"PERMANENCE_SECRET_KEY": "k" * 40}
+    assert load_settings({**base, "PERMANENCE_PHONE_REGIONS": "fr, re"}).phone_regions == (
+        "FR",
+        "RE",
+    )
+    for wrong in ("FR,XX", ""):
+        with pytest.raises(SettingsError, match="PHONE_REGIONS"):
+            load_settings({**base, "PERMANENCE_PHONE_REGIONS": wrong})

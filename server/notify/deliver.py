@@ -104,9 +104,17 @@ class SmsGate:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What became of a notice: ``sms_withheld`` says why its SMS will not be sent, if so."""
+    """What became of a notice: whether an e-mail and an SMS are on their way, and why its SMS
+    will not be sent, if so."""
 
+    email: bool = False
+    sms: bool = False
     sms_withheld: Withheld | None = None
+
+    @property
+    def reaches(self) -> bool:
+        """Whether the person gets the notice at all (by e-mail or SMS)."""
+        return self.email or self.sms
 
 
 async def deliver(
@@ -138,10 +146,11 @@ async def deliver(
             appointment_id=appointment_id,
         )
     if not phone or not can_receive_sms(phone):
-        return Delivery()
+        return Delivery(email=bool(email))
     sms_key = key(Channel.SMS)
     if await outbox.exists(db, sms_key):
-        return Delivery()  # written already (idempotent): neither counted nor spent again
+        # Written already (idempotent): neither counted nor spent again.
+        return Delivery(email=bool(email), sms=True)
     withheld = await gate.check(db, phone, send_after)
     if withheld is not None:
         SMS_WITHHELD.labels(withheld.value).inc()
@@ -158,4 +167,4 @@ async def deliver(
         appointment_id=appointment_id,
         withheld=None if withheld is None else withheld.value,
     )
-    return Delivery(sms_withheld=withheld)
+    return Delivery(email=bool(email), sms=withheld is None, sms_withheld=withheld)

@@ -191,7 +191,7 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     context = {
         "created": saved.created,
         "read_url": handoff.read_url(settings, saved.token) if saved.token else None,
-        "sent": saved.created and bool(subject.phone or subject.email),
+        "sent": saved.sent,
         "edit_url": _form_url(request, subject),
         "back_url": _back_url(request, subject),
         "sheet_id": sheet_id,
