@@ -49,7 +49,7 @@ from server.store.models import (
     Motif,
     User,
 )
-from server.tokens import sha256_hex
+from server.tokens import grouped_code, sha256_hex
 
 CHANNEL = "callback"
 ANY = "any"
@@ -588,7 +588,7 @@ async def send_visio_link(
     secret = settings.secret_key.get_secret_value()
     email_link = proven_link(link, secret, session.id, "email", request.email)
     sms_link = proven_link(link, secret, session.id, "phone", request.phone)
-    code = assist.current_code(settings, session) or ""
+    code = grouped_code(assist.current_code(settings, session) or "")
     association = await db.get_one(Association, request.association_id)
     await deliver(
         db,

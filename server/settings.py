@@ -111,7 +111,14 @@ class Settings(BaseSettings):
         description="Optional Redis URL (`redis://127.0.0.1:6379/0`). When set, rate limits are "
         "shared between server processes; later, Socket.IO fan-out too.",
     )
-    code_ttl_minutes: int = Field(15, gt=0, description="How long a 6-digit join code stays valid.")
+    code_ttl_minutes: int = Field(15, gt=0, description="How long a join code stays valid.")
+    code_digits: int = Field(
+        8,
+        ge=6,
+        le=10,
+        description="Digits of a join code. 8 keeps guessing impractical with 1,000 live codes "
+        "(SECURITY.md: the time to a first hit); 6 does not.",
+    )
     session_ttl_hours: int = Field(
         4,
         gt=0,
@@ -133,9 +140,9 @@ class Settings(BaseSettings):
         "home usually owns a whole /64; IPv4 counts by address).",
     )
     budget_wrong_codes: str = Field(
-        "300/hour",
-        description="Global budget of wrong join codes (all clients together). Past it the code "
-        "page asks for a proof of work and each client gets fewer tries (SECURITY.md).",
+        "12/hour",
+        description="Global budget of wrong join codes (all clients together). Past it each "
+        "client gets 2 tries a day and an alert is raised (SECURITY.md: the time to a first hit).",
     )
     budget_bookings: str = Field(
         "300/hour",

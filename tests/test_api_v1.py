@@ -147,7 +147,7 @@ async def test_book_list_and_cancel_through_the_api(
     ) as resp:
         assert resp.status == 201, await resp.text()
         created = await resp.json()
-    assert created["status"] == "booked" and len(created["code"]) == 6
+    assert created["status"] == "booked" and len(created["code"]) == 8
     assert created["join_url"].startswith(running.settings.base_url + "/j/")
     async with running.sessionmaker() as db:
         keys = (

@@ -564,7 +564,7 @@ async def test_visio_link_opens_an_assistance_and_sends_the_join_link(running: R
         tries = list(await db.scalars(select(CallbackAttempt.outcome)))
     assert session.channel == "callback"
     assert {m.channel for m in sent} == {"sms", "email"}
-    assert all("/j/" in m.body and re.search(r"\b\d{6}\b", m.body) for m in sent)
+    assert all("/j/" in m.body and re.search(r"\b\d{4} \d{4}\b", m.body) for m in sent)
     assert tries == ["visio_link"]
 
 

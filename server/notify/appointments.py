@@ -22,6 +22,7 @@ from server.notify.outbox import Attachment, Channel, appointment_key
 from server.settings import Settings
 from server.store.models import Appointment, Association, Motif
 from server.timezones import When
+from server.tokens import grouped_code
 
 ICS_FILENAME = "rendez-vous.ics"
 
@@ -95,7 +96,7 @@ def _details(
         "zone": when.zone,
         "join": _join_url(settings, booked, "email"),
         "code_url": links.CODE.url(settings),
-        "code": booked.code,
+        "code": grouped_code(booked.code),
         "manage": manage_url(settings, booked.manage_token),
         "association": association_name,
     }
@@ -156,7 +157,7 @@ async def appointment_booked(
             "day": when.day,
             "time": when.time,
             "join": sms_join,
-            "code": booked.code,
+            "code": grouped_code(booked.code),
             "manage": manage_url(settings, booked.manage_token),
         },
         send_after=now,
@@ -182,7 +183,12 @@ async def appointment_booked(
                 "Rappel : rendez-vous visio le %(day)s à %(time)s. "
                 "Lien (15 min avant) : %(join)s Code : %(code)s"
             )
-            % {"day": when.day, "time": when.time, "join": sms_join, "code": booked.code},
+            % {
+                "day": when.day,
+                "time": when.time,
+                "join": sms_join,
+                "code": grouped_code(booked.code),
+            },
             send_after=send_after,
         )
     return confirmation

@@ -168,7 +168,7 @@ class Invitation(Base):
 class AssistanceSession(Base):
     """One remote assistance: a volunteer, at most one beneficiary, optionally an observer.
 
-    The join link token and the 6-digit code are derived from a per-session salt with the secret
+    The join link token and the join code are derived from a per-session salt with the secret
     key (so the volunteer's page can show them again) and only their hashes are stored for lookup.
     """
 

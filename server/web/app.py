@@ -20,6 +20,7 @@ from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
 from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
 from server.settings import Settings
+from server.tokens import grouped_code
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
@@ -72,6 +73,8 @@ def setup_templates(app: web.Application) -> None:
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["static_url"] = static_url
+    env.globals["code_digits"] = app[SETTINGS_KEY].code_digits
+    env.filters["grouped_code"] = grouped_code
     env.globals["photo_limits"] = photo_limits()
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 

@@ -557,7 +557,11 @@ class BookingCreated(Booking):
     """A new booking, with what the beneficiary needs to join."""
 
     join_url: str = Field(json_schema_extra={"format": "uri"})
-    code: str = Field(pattern="^[0-9]{6}$", description="The 6-digit code to join by phone")
+    code: str = Field(
+        pattern="^[0-9]{6,10}$",
+        description="The join code (CODE_DIGITS digits, 8 by default), usable from 15 minutes "
+        "before the start, for a beneficiary who cannot open links",
+    )
     manage_url: str = Field(
         json_schema_extra={"format": "uri"},
         description="The beneficiary's link to cancel or move the booking",

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import availability, booking, handoff, links, ratelimit
-from server.assist import link_for
+from server.assist import current_code, link_for
 from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
 from server.errors import Kind
@@ -37,9 +37,10 @@ from server.store.models import (
     utcnow,
 )
 from server.timezones import ZONES, When, safe_zone
-from server.tokens import join_code, sha256_hex
+from server.tokens import sha256_hex
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
+from server.web.views.join import code_digits
 
 # Two limits on the booking form per IP. Attempts: generous, since a France Services office or
 # a family shares one address and a refused "slot just taken" answer costs nothing; it stops
@@ -464,9 +465,7 @@ async def _links(
     if session is None or session.code_salt is None:
         return None, None
     settings = request.app[SETTINGS_KEY]
-    return link_for(settings, session), join_code(
-        settings.secret_key.get_secret_value(), session.id, session.code_salt
-    )
+    return link_for(settings, session), current_code(settings, session)
 
 
 @routes.get(links.BOOKING_MANAGE.path, name=links.BOOKING_MANAGE.name)
@@ -707,7 +706,7 @@ RECOVER_FAILED = N_(
 
 @routes.get("/rendez-vous/retrouver", name="booking-recover")
 async def recover_page(request: web.Request) -> web.StreamResponse:
-    """The form for someone who lost the link: the 6-digit code and the phone number."""
+    """The form for someone who lost the link: the join code and the phone number."""
     return render(request, "booking/recover.html", {"error": None, "code": "", "phone": ""})
 
 
@@ -715,15 +714,10 @@ async def recover_page(request: web.Request) -> web.StreamResponse:
 async def recover(request: web.Request) -> web.StreamResponse:
     """Code + phone → a new manage link (the old one stops working), limited like codes."""
     form = await check_csrf(request)
-    code = "".join(ch for ch in str(form.get("code", ""))[:20] if ch.isdigit())
+    code = code_digits(form.get("code", ""))
     phone = str(form.get("phone", ""))[:40]
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_key(request)
-    if not (
-        await limiter.hit(ratelimit.CODE_PER_IP, ip)
-        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
-        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
-    ):
+    if not await ratelimit.code_try_allowed(limiter, client_key(request), code):
         context = {"error": _(TOO_MANY), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=429)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
@@ -731,6 +725,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
             db, request.app[SETTINGS_KEY], code, phone, utcnow()
         )
     if found is None:
+        await ratelimit.wrong_code(limiter)
         context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=400)
     raise _to_manage(request, found[1], "retrouve")

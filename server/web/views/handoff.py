@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import booking, handoff, links
+from server import assist, booking, handoff, links
 from server.contact import PROOF_PARAMETER
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
@@ -283,6 +283,9 @@ async def _by_pass(request: web.Request) -> HandoffSheet | None:
     if session_id is None:
         raise _missing(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await db.get(AssistanceSession, session_id)
+        if session is None or not assist.pass_honoured(session, utcnow()):
+            raise _missing(request)  # the pass expired with its session
         return await handoff.sheet_for_session(db, session_id)
 
 
