@@ -70,7 +70,7 @@ class BookingError(DomainError):
 def _validated(contact: ContactInfo, settings: Settings) -> ContactInfo:
     """The contact details checked; a refusal is the booking's (callers catch BookingError)."""
     try:
-        return contact.validated(settings.timezone)
+        return contact.validated(settings.timezone, settings.phone_regions)
     except ContactError as exc:
         raise BookingError(exc.code, exc.message, exc.field, kind=exc.kind) from exc
 

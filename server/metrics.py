@@ -32,6 +32,13 @@ RATE_LIMITED = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+SMS_WITHHELD = Counter(
+    "permanence_sms_withheld",
+    "SMS not sent on purpose: reason recipient_cap (SMS_PER_RECIPIENT_PER_DAY), budget "
+    "(BUDGET_SMS spent) or region (a number outside PHONE_REGIONS).",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 POW_CHECKED = Counter(
     "permanence_pow_checked",

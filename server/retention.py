@@ -20,8 +20,9 @@ cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by 
   ``""``; first name, e-mail, postal code and message become NULL; status, outcome, windows and
   attempt count stay. ``callback_attempts`` hold no personal data (volunteer, outcome code, time)
   and are kept.
-- ``assistance_sessions`` (created_at, ended_at): **anonymised**: ``beneficiary_name`` becomes
-  NULL; the rest is technical (times, media, pauses).
+- ``assistance_sessions`` (created_at, ended_at): **anonymised**: ``beneficiary_name`` and
+  ``verified_person_key`` (a keyed hash of the contact the person proved) become NULL; the
+  rest is technical (times, media, pauses).
 - ``handoff_sheets`` (updated_at, follow_up_on: a follow-up date not yet past the cutoff keeps
   the sheet): **anonymised**: actions done, orientation partner and contact, next steps, postal
   code and ``person_key`` become NULL, sharing with later volunteers is withdrawn, ``purged_at``
@@ -173,7 +174,11 @@ def _callbacks(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
 
 def _sessions(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
     s = AssistanceSession
-    return and_(s.created_at < cutoff, _before(s.ended_at, cutoff), s.beneficiary_name.is_not(None))
+    return and_(
+        s.created_at < cutoff,
+        _before(s.ended_at, cutoff),
+        or_(s.beneficiary_name.is_not(None), s.verified_person_key.is_not(None)),
+    )
 
 
 def _sheets(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
@@ -225,7 +230,7 @@ TARGETS: tuple[_Target, ...] = (
         "assistance_sessions",
         AssistanceSession,
         _sessions,
-        lambda _now: {"beneficiary_name": None},
+        lambda _now: {"beneficiary_name": None, "verified_person_key": None},
     ),
     _Target(
         "handoff_sheets",

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from limits import parse
 from pydantic import (
     Field,
@@ -56,6 +57,11 @@ def _variable(field_name: str) -> str:
 # Lists are written comma-separated in the environment (NoDecode: not as JSON).
 Urls = Annotated[tuple[str, ...], NoDecode]
 Minutes = Annotated[tuple[int, ...], NoDecode]
+Regions = Annotated[tuple[str, ...], NoDecode]
+# Metropolitan France and the overseas départements and collectivités, as the numbering plan
+# (phonenumbers) names their regions: +33, +590 (GP, BL, MF), +596, +594, +262 (RE, YT), +508,
+# +681, +689, +687.
+DEFAULT_PHONE_REGIONS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "WF", "PF", "NC")
 
 
 class Settings(BaseSettings):
@@ -211,6 +217,19 @@ class Settings(BaseSettings):
         max_length=11,
         description="Sender name shown on SMS (11 characters at most).",
     )
+    phone_regions: Regions = Field(
+        DEFAULT_PHONE_REGIONS,
+        description="Where the phone numbers we accept (and send SMS to) may come from: "
+        "comma-separated region codes of the numbering plan. Default: metropolitan France and "
+        "the overseas départements and collectivités. Other numbers are refused on the forms.",
+    )
+    sms_per_recipient_per_day: int = Field(
+        6,
+        ge=1,
+        description="At most this many SMS to one number per day (all messages together, "
+        "counted in the outbox by the day they are sent, in TIMEZONE). Past it, the person is "
+        "told, and e-mail is used where given.",
+    )
     outbox_poll_seconds: int = Field(
         5, gt=0, description="How often the notification worker looks for messages to send."
     )
@@ -325,6 +344,24 @@ class Settings(BaseSettings):
     def _split_minutes(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("phone_regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [region for region in value if region not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown or not value:
+            raise SettingsError(
+                f"{PREFIX}PHONE_REGIONS must list region codes of the numbering plan such as "
+                f"FR,RE,GP; unknown: {', '.join(unknown) or '(none given)'}"
+            )
         return value
 
     @field_validator("trust_proxy", mode="before")

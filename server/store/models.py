@@ -196,6 +196,10 @@ class AssistanceSession(Base):
         default=SessionStatus.WAITING,
     )
     beneficiary_name: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The person_key (server/handoff.py) of the contact the beneficiary proved they read: they
+    # came through the join link marked for that phone (SMS) or address (e-mail). Only then are
+    # their earlier sheets linked: anyone can book with someone else's number.
+    verified_person_key: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beneficiary_joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -397,6 +401,9 @@ class OutboxStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Never sent on purpose (an SMS past a cap, outside the allowed regions): kept so that the
+    # person can be told and an operator can see what was held back.
+    WITHHELD = "withheld"
 
 
 class OutboxMessage(Base):
@@ -430,7 +437,11 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
-    __table_args__ = (Index("ix_outbox_status_send_after", "status", "send_after"),)
+    __table_args__ = (
+        Index("ix_outbox_status_send_after", "status", "send_after"),
+        # The per-recipient SMS cap counts one number's messages of one day.
+        Index("ix_outbox_recipient_send_after", "recipient", "send_after"),
+    )
 
 
 class WaitlistEntry(Base):

@@ -346,9 +346,11 @@ class BookingRequest(BaseModel):
         None
     ) = Field(
         None,
-        description="A French (mainland or overseas) or international number that exists in its "
-        "numbering plan (else 400 invalid_phone); without an e-mail it must be a mobile, "
-        "landlines take no SMS (else 400 no_reachable_contact). Empty: no phone.",
+        description="A number of metropolitan France or of an overseas département or "
+        "collectivité (the server's PHONE_REGIONS, else 400 phone_outside_france) that exists in "
+        "its numbering plan (else 400 invalid_phone); without an e-mail it must be a mobile, "
+        "landlines take no SMS (else 400 no_reachable_contact). Empty: no phone. At most "
+        "SMS_PER_RECIPIENT_PER_DAY SMS go to one number a day; past it, e-mail only.",
         examples=["06 12 34 56 78", "+262 692 12 34 56"],
     )
     email: (

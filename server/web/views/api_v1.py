@@ -302,7 +302,9 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
             referrer=referrer,
             now=now,
         )
-        await notifications.appointment_booked(db, settings, booked, now)
+        await notifications.appointment_booked(
+            db, settings, booked, now, sms_budget=request.app[RATELIMIT_KEY]
+        )
     return m.BookingCreated.model_validate(
         {
             **_booking(booked.appointment),
@@ -336,7 +338,13 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
         referrer = await db.get_one(User, user.id)
         now = utcnow()
         appointment = await booking.cancel_for_referrer(db, path.booking_id, referrer, now)
-        await notifications.appointment_cancelled(db, request.app[SETTINGS_KEY], appointment, now)
+        await notifications.appointment_cancelled(
+            db,
+            request.app[SETTINGS_KEY],
+            appointment,
+            now,
+            sms_budget=request.app[RATELIMIT_KEY],
+        )
     return m.Booking.model_validate(_booking(appointment))
 
 

@@ -22,6 +22,7 @@ from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
+from server.notify import outbox
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
@@ -394,7 +395,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
             )
             if referrer is None:
                 await fair_use.hold_booking(db, settings, booked.appointment, client, now)
-            await notifications.appointment_booked(db, settings, booked, now)
+            await notifications.appointment_booked(db, settings, booked, now, sms_budget=limiter)
     except DomainError as exc:  # the booking's refusals, the caps, a missing proof of work
         pressure.count_refusal(exc)
         challenge = None if referrer else await pressure.challenge_for(request, "bookings")
@@ -489,7 +490,17 @@ async def manage_page(request: web.Request) -> web.StreamResponse:
         association = await db.get_one(Association, appointment.association_id)
         join_url, code = await _links(request, db, appointment)
         has_sheet = await handoff.find_for_appointment(db, appointment) is not None
-    return _manage(request, appointment, motif, association, join_url, code, has_sheet=has_sheet)
+        sms_withheld = await outbox.withheld_sms(db, appointment_id=appointment.id) is not None
+    return _manage(
+        request,
+        appointment,
+        motif,
+        association,
+        join_url,
+        code,
+        has_sheet=has_sheet,
+        sms_withheld=sms_withheld,
+    )
 
 
 def _manage(
@@ -503,6 +514,7 @@ def _manage(
     status: int = 200,
     *,
     has_sheet: bool = False,
+    sms_withheld: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
     booked = appointment.status == AppointmentStatus.BOOKED
@@ -527,6 +539,8 @@ def _manage(
         "for_someone": appointment.booked_via == "referrer",
         "error": error,
         "sheet_url": url_for(request, "handoff-manage", token=token) if has_sheet else None,
+        # An SMS of this appointment was held back (a cap): say so, and that e-mail is used.
+        "sms_withheld": sms_withheld and booked,
     }
     return render(request, "booking/manage.html", context, status)
 
@@ -575,7 +589,9 @@ async def cancel(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await _load(request, db)
             appointment = await booking.cancel(db, token, now)
-            await notifications.appointment_cancelled(db, settings, appointment, now)
+            await notifications.appointment_cancelled(
+                db, settings, appointment, now, sms_budget=request.app[RATELIMIT_KEY]
+            )
     except BookingError as exc:
         if exc.kind is Kind.NOT_FOUND:
             raise
@@ -648,7 +664,9 @@ async def move(request: web.Request) -> web.StreamResponse:
             old = await _load(request, db)
             booked = await booking.reschedule(db, settings, token, new_start, now)
             booked.appointment.client_key_hash = old.client_key_hash  # still counts (caps)
-            await notifications.appointment_moved(db, settings, old, booked, now)
+            await notifications.appointment_moved(
+                db, settings, old, booked, now, sms_budget=limiter
+            )
     except BookingError as exc:
         if exc.kind is Kind.NOT_FOUND:
             raise

@@ -20,6 +20,7 @@ from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.errors import Kind
 from server.i18n import N_, _
 from server.motifs import list_motifs
+from server.notify import outbox
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
@@ -223,7 +224,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         message=values["message"],
     )
     try:
-        clean = typed.validated(settings.timezone, {m.id for m in motifs})
+        clean = typed.validated(settings.timezone, {m.id for m in motifs}, settings.phone_regions)
     except InvalidRequest as exc:
         return await page(exc.errors, exc.message, status_of(exc))
     try:  # before the per-phone count: a missing proof of work costs the phone nothing
@@ -237,7 +238,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
         return response
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         association = await db.get_one(Association, association.id)
-        done = await callback_requests.submit(db, settings, association, clean, utcnow())
+        done = await callback_requests.submit(
+            db, settings, association, clean, utcnow(), sms_budget=limiter
+        )
     await pressure.spend(request, "callback_requests")
     if done.cancel_token is None:
         context = {"association": association, "callback": done.request}
@@ -259,6 +262,7 @@ async def _manage(
             raise _not_found(_("Ce lien ne marche pas. Vérifiez le lien reçu."))
         association = await db.get_one(Association, callback.association_id)
         motif = await db.get(Motif, callback.motif_id) if callback.motif_id else None
+        sms_withheld = await outbox.withheld_sms(db, key_prefix=f"callback:{callback.id}:ack:")
     settings = request.app[SETTINGS_KEY]
     context = {
         "token": token,
@@ -271,6 +275,8 @@ async def _manage(
         "cancelled": callback.status == CallbackStatus.CANCELLED,
         "confirmed": request.query.get("confirme") == "1",
         "just_cancelled": request.query.get("annule") == "1",
+        # Its acknowledgement SMS was held back (a cap): say so, and that e-mail is used.
+        "sms_withheld": sms_withheld is not None,
         "cancel_url": callback_requests.cancel_url(settings, token),
         "base": url_for(request, links.CALLBACK_MANAGE.name, token=token),
         "error": error,
@@ -498,7 +504,12 @@ async def visio(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await callback_requests.send_visio_link(
-                db, settings, required_user(request), request.match_info["callback_id"], utcnow()
+                db,
+                settings,
+                required_user(request),
+                request.match_info["callback_id"],
+                utcnow(),
+                sms_budget=request.app[RATELIMIT_KEY],
             )
     except CallbackError as exc:
         return await _act_error(request, exc)

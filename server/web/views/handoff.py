@@ -13,9 +13,11 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from server import assist, booking, handoff, links, passes
+from server.contact import PROOF_PARAMETER
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import AssistanceSession, HandoffSheet, Role, utcnow
@@ -175,7 +177,13 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             saved = await handoff.save(
-                db, settings, subject, clean, required_user(request), utcnow()
+                db,
+                settings,
+                subject,
+                clean,
+                required_user(request),
+                utcnow(),
+                sms_budget=request.app[RATELIMIT_KEY],
             )
             sheet_id = saved.sheet.id
     except handoff.SheetGone:
@@ -183,7 +191,7 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     context = {
         "created": saved.created,
         "read_url": handoff.read_url(settings, saved.token) if saved.token else None,
-        "sent": saved.created and bool(subject.phone or subject.email),
+        "sent": saved.sent,
         "edit_url": _form_url(request, subject),
         "back_url": _back_url(request, subject),
         "sheet_id": sheet_id,
@@ -368,3 +376,17 @@ for _path, _find, _name in (
 ):
     routes.get(_path, name=_name)(_reader(_find))
     routes.post(_path + "/partage", name=_name + "-share")(_sharer(_find))
+
+
+# -- The join link marked for a contact -------------------------------------------------------
+
+
+async def note_contact_proof(request: web.Request, session: AssistanceSession) -> None:
+    """Hook of the join link (`/j/<token>?v=<mark>`), as the beneficiary enters: a link marked
+    for the phone or address it was sent to proves the person reads it, which links their
+    earlier sheets (server/handoff.py). An unmarked or wrongly marked link changes nothing."""
+    proof = request.query.get(PROOF_PARAMETER, "")
+    if not proof:
+        return
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        await handoff.verify_contact(db, request.app[SETTINGS_KEY], session.id, proof[:64])

@@ -25,6 +25,7 @@ from server.web.request import (
     set_cookie,
     url_for,
 )
+from server.web.views.handoff import note_contact_proof
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
 routes = web.RouteTableDef()
@@ -110,6 +111,7 @@ async def join_link(request: web.Request) -> web.StreamResponse:
         refused = await _gate(request, db, session, refresh=True)
     if refused is not None:
         return refused
+    await note_contact_proof(request, session)
     raise enter_session(request, session)
 
 
