@@ -18,7 +18,13 @@ from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
-from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
+from server.runtime import (
+    DISPATCHER_KEY,
+    SESSIONMAKER_KEY,
+    SETTINGS_KEY,
+    database_ctx,
+    passwords_ctx,
+)
 from server.settings import Settings
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
@@ -117,6 +123,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_templates(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
+    app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(worker_ctx)
     create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)
