@@ -8,7 +8,7 @@ from aiohttp import web
 
 from server import accounts, links, ratelimit
 from server.i18n import _
-from server.metrics import LOGIN_FAILURES, LOGINS_BUSY
+from server.metrics import LOGIN_FAILURES, LOGINS_BUSY, RATE_LIMITED
 from server.passes import LOGIN_COOKIE
 from server.ratelimit import RATELIMIT_KEY
 from server.runtime import PASSWORDS_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
@@ -47,13 +47,15 @@ async def _login_locked(request: web.Request, account: str, client: str) -> int 
     limiter = request.app[RATELIMIT_KEY]
     if not await limiter.hit(ratelimit.LOGIN_PER_IP, client):
         return await limiter.retry_after(ratelimit.LOGIN_PER_IP, client)
-    for rule in ratelimit.LOGIN_FAILURES_PER_IP:
-        if not await limiter.allowed(rule, client):
-            return await limiter.retry_after(rule, client)
+    checks: list[tuple[ratelimit.Rule, tuple[str, ...]]] = [
+        (rule, (client,)) for rule in ratelimit.LOGIN_FAILURES_PER_IP
+    ]
+    checks += [(rule, (account, client)) for rule in ratelimit.LOGIN_FAILURES_PER_ACCOUNT]
+    for rule, identifiers in checks:
+        if not await limiter.allowed(rule, *identifiers):
+            RATE_LIMITED.labels(rule.name).inc()
+            return await limiter.retry_after(rule, *identifiers)
     # Counted now as a failure, forgotten on success: concurrent guesses cannot pass together.
-    for rule in ratelimit.LOGIN_FAILURES_PER_ACCOUNT:
-        if not await limiter.allowed(rule, account, client):
-            return await limiter.retry_after(rule, account, client)
     for rule in ratelimit.LOGIN_FAILURES_PER_ACCOUNT:
         if not await limiter.hit(rule, account, client):
             return await limiter.retry_after(rule, account, client)
