@@ -60,6 +60,27 @@ QUEUE_REMOVED_IN_BULK = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+LOGIN_FAILURES = Counter(
+    "permanence_login_failures",
+    "Login attempts with a wrong e-mail or password (a hash was computed).",
+    registry=REGISTRY,
+)
+LOGINS_BUSY = Counter(
+    "permanence_logins_busy",
+    "Login attempts refused with 503 because LOGIN_MAX_CONCURRENT logins were in progress.",
+    registry=REGISTRY,
+)
+PASSWORD_HASH_SECONDS = Counter(
+    "permanence_password_hash_seconds",
+    "Wall time spent computing argon2 hashes in the password pool (verify and hash).",
+    registry=REGISTRY,
+)
+SOCKETS_REVOKED = Counter(
+    "permanence_sockets_revoked",
+    "Sockets disconnected because their account or login session lost its access.",
+    ["namespace", "reason"],
+    registry=REGISTRY,
+)
 
 
 def exposition() -> bytes:

@@ -68,8 +68,22 @@ class Rule:
     exact: bool = True
 
 
+# Every login attempt of a client, counted before any hash is computed.
 LOGIN_PER_IP = Rule("login-ip", parse("20/minute"))
-LOGIN_PER_ACCOUNT = Rule("login-account", parse("5/minute"))
+# Failed logins of one account from one client key, in tiers that make the wait grow: after 5
+# failures within 5 minutes the next try waits up to 5 minutes, after 10 within an hour up to an
+# hour, after 20 within a day up to a day. A success from that client forgets them. Keyed on the
+# account AND the client, a stranger's failures never lock the account's owner out elsewhere.
+LOGIN_FAILURES_PER_ACCOUNT = (
+    Rule("login-fail-account-5min", parse("5/5 minutes")),
+    Rule("login-fail-account-hour", parse("10/hour")),
+    Rule("login-fail-account-day", parse("20/day")),
+)
+# Failed logins of one client key across accounts (credential stuffing); never forgotten early.
+LOGIN_FAILURES_PER_IP = (
+    Rule("login-fail-ip-hour", parse("30/hour")),
+    Rule("login-fail-ip-day", parse("100/day")),
+)
 CODE_PER_IP = Rule("code-ip", parse("10/minute"))
 CODE_PER_IP_HOURLY = Rule("code-ip-hour", parse("60/hour"))
 CODE_PER_CODE = Rule("code-code", parse("5/15 minutes"))
@@ -150,6 +164,15 @@ class RateLimiter:
     async def allowed(self, rule: Rule, *identifiers: str) -> bool:
         """Whether one more attempt would pass, without counting it."""
         return await self._strategy(rule).test(rule.item, rule.name, *identifiers)
+
+    async def forget(self, rule: Rule, *identifiers: str) -> None:
+        """Forget one identifier's count under a rule (a success after failures)."""
+        await self._strategy(rule).clear(rule.item, rule.name, *identifiers)
+
+    async def retry_after(self, rule: Rule, *identifiers: str) -> int:
+        """Seconds until one more attempt passes under a rule (at least 1)."""
+        stats = await self._strategy(rule).get_window_stats(rule.item, rule.name, *identifiers)
+        return max(1, int(stats.reset_time - time.time()) + 1)
 
     async def reset(self) -> None:
         """Forget every counter (tests, and `permanence` admin use)."""

@@ -127,6 +127,22 @@ class Settings(BaseSettings):
     login_ttl_hours: int = Field(
         12, gt=0, description="How long a volunteer or coordinator stays logged in."
     )
+    password_hash_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Threads that check and compute argon2 password hashes, off the event loop "
+        "(each needs 64 MiB and tens of milliseconds of CPU while it works, at a lower priority "
+        "than the sockets). More threads let more logins through a flood and use more memory.",
+    )
+    login_max_concurrent: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Most logins checked at once (waiting for a hashing thread or in it). Beyond "
+        "it the login page answers 503 with Retry-After and computes nothing, so that a login "
+        "flood queues no unbounded work.",
+    )
     trust_proxy: bool = Field(
         False,
         description="Trust `X-Forwarded-For` / `X-Forwarded-Proto` from a reverse proxy (set "

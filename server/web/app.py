@@ -18,7 +18,13 @@ from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
-from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
+from server.runtime import (
+    DISPATCHER_KEY,
+    SESSIONMAKER_KEY,
+    SETTINGS_KEY,
+    database_ctx,
+    passwords_ctx,
+)
 from server.settings import Settings
 from server.tokens import grouped_code
 from server.web.accesslog import redaction, redaction_ctx
@@ -124,6 +130,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(redaction_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
+    app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(worker_ctx)
     create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)
