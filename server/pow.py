@@ -1,11 +1,12 @@
 """Proof of work (ALTCHA) asked on the public forms while their family's global budget is spent.
 
 No third party is contacted: the challenge is made here, signed with a key derived from the
-app's secret key, solved by the visitor's browser (a Worker running PBKDF2-SHA-256 through
-WebCrypto) and checked here. The challenge is pre-solved ("deterministic mode"): the server
-picks a counter in [max/2, max) and keeps the derived key's first half as the prefix to find,
-so the browser tries on average three quarters of POW_MAX_COUNTER derivations while the server
-checks a solution with two HMACs (the derived key is signed too), never re-deriving it.
+app's secret key, solved by the visitor's browser (the ALTCHA widget, npm `altcha`, served from
+our origin: its PBKDF2-SHA-256 Worker runs on WebCrypto) and checked here. The challenge is
+pre-solved ("deterministic mode"): the server picks a counter in [max/2, max) and keeps the
+derived key's first half as the prefix to find, so the browser tries on average three quarters
+of POW_MAX_COUNTER derivations while the server checks a solution with two HMACs (the derived
+key is signed too), never re-deriving it.
 
 A solution counts once: its challenge's signature is stored in ``used_challenges`` until the
 challenge expires, and a second use is refused (across server nodes, by the primary key).

@@ -2,7 +2,8 @@
 queue places and bookings capped per client (IPv4 address or IPv6 /64, through the proxy's
 X-Forwarded-For) and per phone, the volunteers' bulk "retirer" over the socket and as a form,
 and the proof of work (ALTCHA) asked once a family's global budget is spent: refused without a
-solution, accepted with one, refused when replayed. SQLite and PostgreSQL."""
+solution, accepted with one, refused when replayed; the widget's files served from our origin.
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -296,6 +297,9 @@ async def test_under_pressure_joining_needs_a_fresh_proof_of_work(
     replays = counted("permanence_pow_checked", family="queue_joins", result="pow_replayed")
     browsers = [await browser_session() for _ in range(5)]
     try:
+        # While the budget lasts the page carries no widget (nothing more to load on 3G).
+        async with browsers[0].get(running.url("/aide")) as resp:
+            assert "altcha" not in (await resp.text()).lower()
         # The budget is one join an hour: the first spends it.
         first = await join_from(running, browsers[0], "192.0.2.1")
         assert first[0] == 303
@@ -303,6 +307,7 @@ async def test_under_pressure_joining_needs_a_fresh_proof_of_work(
             page = await resp.text()
         challenge = challenge_in(page)
         assert "<noscript>" in page and "il lui faut JavaScript" in text_of(page)
+        assert '<altcha-widget id="pow-widget" name="altcha">' in page
 
         status, page = await join_from(running, browsers[1], "192.0.2.2")
         assert status == 400
@@ -333,6 +338,29 @@ async def test_under_pressure_joining_needs_a_fresh_proof_of_work(
     finally:
         for http in browsers:
             await http.close()
+
+
+async def test_the_widget_files_come_from_our_origin_gzipped(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """The ALTCHA widget's script, stylesheet and Worker (npm `altcha`, external build) are
+    served by the app itself, compressed for 3G, like the Socket.IO client; no other file of
+    the package is."""
+    for path, content_type in (
+        ("/static/vendor/altcha/altcha.min.js", "text/javascript"),
+        ("/static/vendor/altcha/altcha.css", "text/css"),
+        ("/static/vendor/altcha/pbkdf2.js", "text/javascript"),
+        ("/static/vendor/socket.io.esm.min.js", "text/javascript"),
+    ):
+        async with http.get(
+            running.url(path), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        ) as resp:
+            assert resp.status == 200, path
+            assert resp.content_type == content_type, path
+            assert resp.headers.get("Content-Encoding") == "gzip", path
+    for path in ("/static/vendor/altcha/altcha.js", "/static/vendor/altcha/../package.json"):
+        async with http.get(running.url(path)) as resp:
+            assert resp.status == 404, path
 
 
 @under_pressure

@@ -29,7 +29,7 @@ from server.settings import Settings
 from server.tokens import grouped_code
 from server.web.accesslog import redaction, redaction_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
-from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
+from server.web.routes import WEB_DIR, setup_routes, static_file
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
 from signaling.server import create_sio, socketio_ctx
@@ -38,8 +38,8 @@ MAX_REQUEST_BYTES = 256 * 1024
 
 
 def static_url(path: str) -> str:
-    """URL of a file under web/static, with a version query from its mtime for caching."""
-    file = STATIC_DIR / path
+    """URL of a static file (web/static or vendored), with a version query from its mtime."""
+    file = static_file(path)
     version = int(file.stat().st_mtime) if file.exists() else 0
     return f"/static/{path}?v={version}"
 
