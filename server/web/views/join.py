@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist as domain
 from server import booking, links, passes, ratelimit
 from server.i18n import N_, _
+from server.integers import parse_int, typed_digits
 from server.qr import qr_svg
 from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
@@ -109,7 +110,7 @@ async def join_link(request: web.Request) -> web.StreamResponse:
 async def code_page(request: web.Request) -> web.StreamResponse:
     """The page where the beneficiary types the 6-digit code."""
     prefill = request.query.get("c", "")
-    prefill = prefill if prefill.isdigit() and len(prefill) == 6 else ""
+    prefill = prefill if len(prefill) == 6 and parse_int(prefill, 0, 999_999) is not None else ""
     return render(request, "beneficiary/code.html", {"code": prefill})
 
 
@@ -117,7 +118,7 @@ async def code_page(request: web.Request) -> web.StreamResponse:
 async def submit_code(request: web.Request) -> web.StreamResponse:
     """Check a code, limited per IP and per code; the answer never says if a session exists."""
     form = await check_csrf(request)
-    code = "".join(ch for ch in str(form.get("code", ""))[:40] if ch.isdigit())
+    code = typed_digits(str(form.get("code", "")), 40)
     limiter = request.app[RATELIMIT_KEY]
     ip = client_key(request)
     allowed = (
