@@ -364,3 +364,36 @@ async def test_deep_or_huge_json_is_refused_with_400(
         async with http.post(running.url("/api/v1/bookings"), data=body, headers=headers) as resp:
             assert resp.status == 400, (body[:60], resp.status, await resp.text())
             assert (await resp.json())["error"]["code"]
+
+
+async def test_a_nul_character_in_a_form_is_the_french_400_page(
+    running: Running, http: aiohttp.ClientSession, place: dict[str, Any]
+) -> None:
+    """PostgreSQL refuses NUL in a text: the e-mail of the login form made its query fail."""
+    token = await _csrf(http, running, "/code")
+    for path, field in [("/login", "email"), ("/code", "code"), ("/rappel", "first_name")]:
+        data = {"csrf_token": token, field: "a\x00b", "password": "x"}
+        async with http.post(running.url(path), data=data) as resp:
+            assert resp.status == 400, (path, resp.status)
+            assert UNREADABLE in html.unescape(await resp.text())
+
+
+async def test_a_nul_character_in_a_link_is_not_a_crash(
+    running: Running, http: aiohttp.ClientSession, place: dict[str, Any]
+) -> None:
+    motif = place["motif_id"]
+    for path in [
+        f"/rendez-vous/motif/{motif}?cp=%00&from=%00&tz=%00&kind=%00",
+        "/rendez-vous?a=%00&tz=%00&cp=7%005",
+        "/code?c=%00",
+        "/login?next=/%00",
+        "/aide?a=%00",
+        "/rappel?motif=%00",
+        "/rendez-vous/retrouver?code=%00",
+        "/j/%00",
+        "/fiche/%00",
+        "/rendez-vous/gerer/%00",
+        "/rappel/annuler/%00",
+    ]:
+        async with http.get(running.url(path), allow_redirects=False) as resp:
+            assert resp.status < 500, (path, resp.status)

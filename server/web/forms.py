@@ -38,8 +38,8 @@ class FormError(DomainError):
 async def read_form(request: web.Request) -> MultiDictProxy[str]:
     """The submitted form's text fields, or a FormError (400) for a body that cannot be read:
     an unknown or unexpected charset, bytes that are not UTF-8, multipart without a boundary
-    or a field without a name. Files and binary parts, which no form of ours sends, are left
-    out. Read once: later calls get the same fields."""
+    or a field without a name, a NUL character. Files and binary parts, which no form of ours
+    sends, are left out."""
     charset = request.charset
     if charset is not None and charset.lower() not in FORM_CHARSETS:
         raise FormError("unreadable_form", _(UNREADABLE))
@@ -60,7 +60,11 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
         HttpProcessingError,
     ):
         raise FormError("unreadable_form", _(UNREADABLE)) from None
-    return MultiDictProxy(MultiDict((k, v) for k, v in posted.items() if isinstance(v, str)))
+    fields = [(name, value) for name, value in posted.items() if isinstance(value, str)]
+    # No one types a NUL, and PostgreSQL refuses it in a text (the query would fail: a 500).
+    if any("\x00" in name or "\x00" in value for name, value in fields):
+        raise FormError("unreadable_form", _(UNREADABLE))
+    return MultiDictProxy(MultiDict(fields))
 
 
 def form_text(values: Mapping[str, Any], name: str, limit: int = 300) -> str:
