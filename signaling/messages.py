@@ -194,7 +194,9 @@ class QueueEntryRef(BaseModel):
     """`take`, `requeue`, `gone`: one person of the queue."""
 
     model_config = ConfigDict(extra="forbid")
-    entry_id: str = Field(min_length=1, max_length=36)
+    # A place's id is a UUID: anything else is malformed before it reaches the database
+    # (PostgreSQL refuses a NUL character in a text, and the event went unanswered).
+    entry_id: str = Field(min_length=1, max_length=36, pattern="^[0-9a-f-]+$")
 
 
 class QueueTransfer(QueueEntryRef):

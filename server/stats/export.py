@@ -9,6 +9,7 @@ from typing import Any
 
 from server import taxonomy
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.stats.display import period_label, published_rate, shown
 from server.stats.events import EventKind
 from server.stats.filters import Filters
@@ -211,7 +212,7 @@ def report_json(report: Report, small: int) -> dict[str, Any]:
             for table in _FACET_TABLES
         },
         "volunteers": [
-            {"id": int(vid) if vid.isdigit() else None, "name": name, "sessions": shown(n, small)}
+            {"id": parse_int(vid), "name": name, "sessions": shown(n, small)}
             for vid, name, n in volunteer_rows(report)
         ],
         "departements": [

@@ -19,6 +19,7 @@ from server.ratelimit import address_key
 from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
+from server.web.forms import read_form
 
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
@@ -139,7 +140,7 @@ def csrf_for(request: web.Request) -> str:
 
 async def check_csrf(request: web.Request) -> Mapping[str, Any]:
     """Read the form and refuse it unless its CSRF token (form field or header) matches."""
-    form: Mapping[str, Any] = await request.post()
+    form: Mapping[str, Any] = await read_form(request)
     sent = request.headers.get("X-CSRF-Token") or str(form.get("csrf_token", ""))
     seed = passes.cookie(request.app[SETTINGS_KEY], request.cookies, CSRF_COOKIE) or ""
     expected = _expected_csrf(request, seed) if seed else ""

@@ -336,6 +336,7 @@ class BookingRequest(BaseModel):
         examples=["2030-01-07T09:00:00+01:00"],
     )
     first_name: str = Field(
+        min_length=1,
         max_length=FIRST_NAME_MAX,
         pattern=r"^[ '’.\p{L}-]*\p{L}[ '’.\p{L}-]*$",
         description="The beneficiary's first name: letters, spaces, apostrophes, dots and "

@@ -38,6 +38,8 @@ from server.web.views import stats as stats_views
 
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
 MAX_BODY = 16 * 1024
+JSON = "application/json"
+UTF_8 = frozenset({"utf-8", "utf8"})
 USER_KEY: web.RequestKey[User] = web.RequestKey("api_user", User)
 
 routes = web.RouteTableDef()
@@ -106,6 +108,7 @@ async def _input(request: web.Request, operation: Operation[InT]) -> InT:
     if operation.input_in == "path":
         return parse_mapping(operation.input, request.match_info)
     if operation.input_in == "body":
+        _json_media_type(request)
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(
                 MAX_BODY, request.content_length, text=_("Requête trop grosse.")
@@ -115,6 +118,25 @@ async def _input(request: web.Request, operation: Operation[InT]) -> InT:
             raise web.HTTPRequestEntityTooLarge(MAX_BODY, len(raw), text=_("Requête trop grosse."))
         return parse_json(operation.input, raw)
     return operation.input()
+
+
+def _json_media_type(request: web.Request) -> None:
+    """Refuse (415) a body that is not declared as JSON, or as JSON in another charset than
+    UTF-8 (the only one JSON has, RFC 8259): what a program sends by mistake is refused
+    whole instead of guessed at."""
+    charset = request.charset
+    if request.content_type != JSON or (charset is not None and charset.lower() not in UTF_8):
+        body = {
+            "error": {
+                "code": "unsupported_media_type",
+                "message": _(
+                    "Envoyez le corps en JSON (Content-Type: application/json), en UTF-8."
+                ),
+            }
+        }
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps(body, ensure_ascii=False), content_type=JSON
+        )
 
 
 def operation(op: Operation[InT]) -> Callable[[OperationHandler[InT]], Handler]:
@@ -262,6 +284,7 @@ async def list_bookings(request: web.Request, _input: m.NoInput) -> m.BookingLis
             404: "invalid_motif: no active motif of your association has this id",
             409: "slot_taken or motif_unavailable: the agenda changed",
             413: "The body is larger than 16 KiB",
+            415: "unsupported_media_type: the body is not application/json in UTF-8",
         },
         scope="bookings:write",
         description="Books the slot with a free volunteer and sends the beneficiary the "

@@ -5,7 +5,7 @@ the same pages for the person they accompany. Every page works without JavaScrip
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +20,7 @@ from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.integers import parse_int, typed_digits
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
 from server.notify import outbox
@@ -36,12 +37,11 @@ from server.store.models import (
     VisitKind,
     utcnow,
 )
-from server.timezones import ZONES, When, safe_zone
+from server.timezones import ZONES, When, parse_timestamp, safe_zone
 from server.tokens import sha256_hex
 from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
-from server.web.views.join import code_digits
 
 # Two limits on the booking form per IP. Attempts: generous, since a France Services office or
 # a family shares one address and a refused "slot just taken" answer costs nothing; it stops
@@ -84,20 +84,12 @@ def _to_manage(request: web.Request, token: str, notice: str) -> web.HTTPSeeOthe
     return see_other(request, links.BOOKING_MANAGE.name, {notice: "1"}, token=token)
 
 
-def _int(value: object, limit: int = 2**31 - 1) -> int | None:
-    text = str(value or "")
-    if not text.isdigit() or len(text) > 13:
-        return None
-    number = int(text)
-    return number if number <= limit else None
-
-
 async def public_association(request: web.Request, db: AsyncSession, raw: object) -> Association:
     """The association asked for (`a=<id>`), the referrer's own, or the first one."""
     referrer = _referrer(request)
     if referrer is not None:
         return await db.get_one(Association, referrer.association_id)
-    wanted = _int(raw)
+    wanted = parse_int(raw)
     association = None
     if wanted is not None:
         association = await db.get(Association, wanted)
@@ -143,11 +135,6 @@ def _start_day(raw: object, today: date) -> date:
 
 def _query(**values: object) -> str:
     return "?" + urlencode({k: v for k, v in values.items() if v is not None and v != ""})
-
-
-def _moment(raw: object) -> datetime | None:
-    seconds = _int(raw, limit=253402300799)
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def _slot_days(
@@ -274,7 +261,7 @@ async def form_page(request: web.Request) -> web.StreamResponse:
     """Step 3: who are you and how can we reach you? (the chosen slot in hidden fields)."""
     tz = _reading_zone(request, request.query.get("tz"))
     kind = _kind(_param(request.query, KIND, OLD_KIND))
-    starts_at = _moment(request.query.get("t"))
+    starts_at = parse_timestamp(request.query.get("t"))
     if starts_at is None:
         raise _no_slot_chosen()
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -351,8 +338,8 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     tz = _reading_zone(request, str(form.get("tz", "")))
     kind = _kind(_param(form, KIND, OLD_KIND))
-    starts_at = _moment(form.get("t"))
-    motif_id = _int(form.get("motif"))
+    starts_at = parse_timestamp(form.get("t"))
+    motif_id = parse_int(form.get("motif"))
     if starts_at is None or motif_id is None:
         raise _no_slot_chosen()
     referrer = _referrer(request)
@@ -411,7 +398,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     tz = _reading_zone(request, str(form.get("tz", "")))
-    motif_id = _int(form.get("motif"))
+    motif_id = parse_int(form.get("motif"))
     if motif_id is None:
         raise BookingError("no_motif", _("Choisissez un motif."), "motif")
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -649,7 +636,7 @@ async def move(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     token = request.match_info["token"]
-    new_start = _moment(form.get("t"))
+    new_start = parse_timestamp(form.get("t"))
     if new_start is None:
         raise _no_slot_chosen()
     limiter = request.app[RATELIMIT_KEY]
@@ -728,7 +715,7 @@ async def recover_page(request: web.Request) -> web.StreamResponse:
 async def recover(request: web.Request) -> web.StreamResponse:
     """Code + phone → a new manage link (the old one stops working), limited like codes."""
     form = await check_csrf(request)
-    code = code_digits(form.get("code", ""))
+    code = typed_digits(str(form.get("code", "")), 40)
     phone = str(form.get("phone", ""))[:40]
     limiter = request.app[RATELIMIT_KEY]
     if not await ratelimit.code_try_allowed(limiter, client_key(request), code):

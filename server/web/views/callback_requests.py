@@ -19,6 +19,7 @@ from server import callback_requests, handoff, links, pow
 from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.errors import Kind
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.motifs import list_motifs
 from server.notify import outbox
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -81,21 +82,13 @@ CALLBACK = "/rappels/{callback_id:[0-9a-f-]{36}}"
 # -- Helpers ----------------------------------------------------------------------------------
 
 
-def _int(value: object) -> int | None:
-    text = str(value or "")
-    if not text.isdigit() or len(text) > 10:
-        return None
-    number = int(text)
-    return number if number < 2**31 else None
-
-
 def _not_found(text: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=text, content_type="text/plain")
 
 
 async def _association(db: AsyncSession, raw: object) -> Association:
     """The association asked for (`a=<id>`), or the first one."""
-    wanted = _int(raw)
+    wanted = parse_int(raw)
     association = None
     if wanted is not None:
         association = await db.get(Association, wanted)
@@ -172,7 +165,7 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await _association(db, request.query.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
-    motif = _int(request.query.get("motif"))
+    motif = parse_int(request.query.get("motif"))
     values = {"motif": str(motif) if motif in {m.id for m in motifs} else ""}
     challenge = await pressure.challenge_for(request, "callback_requests")
     return _form(request, association, motifs, values, [], {}, challenge=challenge)
@@ -212,7 +205,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         response = await page({}, _(TOO_MANY), 429)
         response.headers["Retry-After"] = "600"
         return response
-    motif_id = _int(values["motif"]) if values["motif"] else None
+    motif_id = parse_int(values["motif"]) if values["motif"] else None
     typed = CallbackForm(
         phone=values["phone"],
         email=values["email"],

@@ -24,6 +24,7 @@ from server.dropin import places as dropin
 from server.dropin.places import QueueError
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.motifs import get_motif, list_motifs
 from server.passes import QUEUE_COOKIE
@@ -40,6 +41,7 @@ from server.store.models import (
 )
 from server.timezones import When
 from server.web import pressure
+from server.web.forms import read_form
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -59,7 +61,7 @@ JOINS_PER_IP = Rule("queue-join-ip", parse("30/hour"))
 QUEUE_COOKIE_SECONDS = 12 * 3600
 VOLUNTEER_ROLES = (Role.VOLUNTEER, Role.COORDINATOR)
 TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis réessayez.")
-_POSTAL = re.compile(r"^\d{5}$")
+_POSTAL = re.compile(r"^[0-9]{5}$")
 
 
 routes = web.RouteTableDef()
@@ -158,11 +160,8 @@ async def join(request: web.Request) -> web.StreamResponse:
             await pressure.check_form(request, db, "queue_joins", form)
             motif_id = None
             if typed["motif"]:
-                motif = (
-                    await get_motif(db, association.id, int(typed["motif"]))
-                    if typed["motif"].isdigit()
-                    else None
-                )
+                wanted = parse_int(typed["motif"])
+                motif = None if wanted is None else await get_motif(db, association.id, wanted)
                 if motif is None or not motif.is_active:
                     raise QueueError(
                         "motif",
@@ -378,12 +377,12 @@ async def requeue(request: web.Request) -> web.StreamResponse:
 @login_required(*VOLUNTEER_ROLES)
 async def transfer(request: web.Request) -> web.StreamResponse:
     """Hand a person to another volunteer."""
-    raw = str((await request.post()).get("volunteer_id", ""))
+    volunteer_id = parse_int((await read_form(request)).get("volunteer_id"), 1)
 
     async def hand_over(db: AsyncSession, user: User, entry_id: str) -> None:
-        if not raw.isdigit() or len(raw) > 9:
+        if volunteer_id is None:
             raise QueueError("no_target", _("Choisissez un bénévole."), "volunteer_id")
-        await dropin.transfer(db, user, entry_id, int(raw), utcnow())
+        await dropin.transfer(db, user, entry_id, volunteer_id, utcnow())
 
     return await _act(request, hand_over)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist as domain
 from server import booking, links, passes, ratelimit
 from server.i18n import N_, _
+from server.integers import typed_digits
 from server.qr import qr_svg
 from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
@@ -115,11 +114,6 @@ async def join_link(request: web.Request) -> web.StreamResponse:
     raise enter_session(request, session)
 
 
-def code_digits(value: object, limit: int = 40) -> str:
-    """The ASCII digits of a typed code (spaces, dots and dashes between groups are dropped)."""
-    return "".join(ch for ch in str(value)[:limit] if ch in string.digits)
-
-
 def _code_page(
     request: web.Request, code: str = "", error: str | None = None, status: int = 200
 ) -> web.Response:
@@ -131,7 +125,7 @@ def _code_page(
 @routes.get(links.CODE.path, name=links.CODE.name)
 async def code_page(request: web.Request) -> web.StreamResponse:
     """The page where the beneficiary types the join code."""
-    prefill = code_digits(request.query.get("c", ""))
+    prefill = typed_digits(request.query.get("c", ""), 40)
     return _code_page(
         request, prefill if len(prefill) == request.app[SETTINGS_KEY].code_digits else ""
     )
@@ -143,7 +137,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
     nobody holds and a code not usable now (an appointment's before its window) get the same
     answer: one query, status 400, the same page."""
     form = await check_csrf(request)
-    code = code_digits(form.get("code", ""))
+    code = typed_digits(str(form.get("code", "")), 40)
     limiter = request.app[RATELIMIT_KEY]
     if not await ratelimit.code_try_allowed(limiter, client_key(request), code):
         response = _code_page(request, error=_(TOO_MANY_CODES), status=429)
