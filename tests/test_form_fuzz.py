@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from server import callback_requests
 from server.callback_requests import CallbackForm
+from server.ratelimit import RATELIMIT_KEY
 from server.settings import Settings, load_settings
 from server.store.models import Association, utcnow
 from tests.conftest import Running, browser_session, csrf_from, free_port
@@ -238,7 +239,9 @@ async def world(running: Running, http: aiohttp.ClientSession) -> dict[str, Any]
     )
     async with running.sessionmaker.begin() as db:
         association = await db.get_one(Association, place.association_id)
-        done = await callback_requests.submit(db, running.settings, association, form, utcnow())
+        done = await callback_requests.submit(
+            db, running.settings, association, form, utcnow(), sms_budget=running.app[RATELIMIT_KEY]
+        )
     assert done.cancel_token is not None
     real = [
         str(place.association_id),
