@@ -39,6 +39,8 @@ from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
 from signaling.messages import QueueEntryRef, QueueNothing, QueueTransfer
+from signaling.outage import CODE as UNAVAILABLE
+from signaling.outage import outage
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
@@ -319,7 +321,15 @@ class QueueNamespace(socketio.AsyncNamespace):
         sid: str = args[0]
         connected = self.server.manager.is_connected(sid, NAMESPACE)
         if event in ("connect", "disconnect") and not connected:
-            return await super().trigger_event(event, *args)
+            try:
+                return await super().trigger_event(event, *args)
+            except Exception as exc:
+                error = outage(self.app, exc)
+                if error is None:
+                    raise
+                if event == "connect":  # the page tries again
+                    raise refuse(UNAVAILABLE, error.message) from exc
+                return None  # a lost place is swept once the database is back
         if not connected:
             return None
         handler = self._handlers().get(event)
@@ -342,6 +352,11 @@ class QueueNamespace(socketio.AsyncNamespace):
             return await run(sid, info, message)
         except places.QueueError as exc:
             return _failure(exc.code, exc.message)
+        except Exception as exc:
+            error = outage(self.app, exc)
+            if error is None:
+                raise
+            return _failure(UNAVAILABLE, error.message)
 
     def _handlers(
         self,
