@@ -99,6 +99,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)  # client-side exceptions, first KEPT_ERRORS
     error_count: int = 0
     probes: list[tuple[float, float]] = field(default_factory=list)  # (time, round trip ms)
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, MiB)
 
     def status(self, kind: str, status: int) -> None:
         """Count one HTTP answer."""
@@ -529,7 +530,17 @@ def duration(quick: bool) -> float:
     return max(10.0, min(seconds, MAX_DURATION_S))
 
 
-async def _phase(env: BenchEnv, data: SoakData, tally: Tally, seconds: float) -> None:
+async def _record_rss(pid: int, tally: Tally, seconds: float) -> None:
+    """The server's RSS every tenth of the run (under traffic): a plateau or a slope."""
+    started = time.monotonic()
+    while True:
+        tally.rss.append((time.monotonic() - started, rss_kib(pid) / 1024))
+        await asyncio.sleep(seconds / 10)
+
+
+async def _phase(
+    env: BenchEnv, data: SoakData, tally: Tally, seconds: float, record_rss: bool = False
+) -> None:
     """All the loops for ``seconds``, then every client closed."""
     gate = Gate()
     connector = aiohttp.TCPConnector(limit=0)
@@ -550,6 +561,8 @@ async def _phase(env: BenchEnv, data: SoakData, tally: Tally, seconds: float) ->
             soak.loop("wrong code", soak.wrong_code, CODE_GAP_S),
         ]
         tasks = [asyncio.create_task(loop) for loop in loops]
+        if record_rss:
+            tasks.append(asyncio.create_task(_record_rss(env.server.pid, tally, seconds)))
         probe = Probe(env.server.url, tally)
         gate.open.set()
         probe.start()
@@ -558,6 +571,8 @@ async def _phase(env: BenchEnv, data: SoakData, tally: Tally, seconds: float) ->
             env.server.check_alive()
         finally:
             probe.stopped.set()
+            for task in tasks[len(loops) :]:
+                task.cancel()
             await gate.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             await soak.close()
@@ -584,7 +599,7 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
     log_before = log_errors(env.server.log_path)
     began = time.monotonic()
     meter = CpuMeter({"server": pid})
-    await _phase(env, data, tally, seconds)
+    await _phase(env, data, tally, seconds, record_rss=True)
     ended = time.monotonic()
     cpu = meter.stop()
     await asyncio.sleep(SETTLE_S)
@@ -652,6 +667,10 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         {"what": "server CPU, % of one core", "count": round(cpu["server"], 1)},
         {"what": "RSS before any traffic, MiB", "count": round(before_traffic.rss_mib, 1)},
         {"what": "open fds before any traffic", "count": before_traffic.open_files},
+    ]
+    details += [
+        {"what": f"RSS under traffic at {at:.0f} s, MiB", "count": round(mib, 1)}
+        for at, mib in tally.rss
     ]
     met = all(row.met for row in rows)
     return {
