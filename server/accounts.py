@@ -1,23 +1,38 @@
-"""Accounts: password hashing (argon2), login sessions, invitations, deactivation."""
+"""Accounts: password hashing (argon2, off the event loop), login sessions, invitations,
+deactivation, roles. Every loss of access publishes ``AccountRevoked``: the sockets the account
+opened are closed after the commit."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import secrets
+import threading
+import time
+from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.errors import DomainError
+from server.events import AccountRevoked, publish
+from server.metrics import PASSWORD_HASH_SECONDS
 from server.store.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
 from server.tokens import sha256_hex
 
 _hasher = PasswordHasher()
-# Verifying against this keeps the timing of "unknown e-mail" close to "wrong password".
+# Verifying against this keeps the cost of "unknown e-mail" the same as "wrong password".
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
+# Hashing threads run at this nice value (Linux: per thread, inherited by the threads argon2
+# starts for its lanes): when the CPU is short, the event loop (signalling) goes first.
+HASH_THREAD_NICENESS = 10
 MIN_PASSWORD_LENGTH = 10
 INVITATION_TTL = timedelta(days=7)
 PARTNER_NAME_MAX = 200
@@ -63,8 +78,85 @@ def validate_password(password: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    """argon2id hash of a password."""
+    """argon2id hash of a password, on the calling thread (command line, tests; the server
+    hashes through ``Passwords``)."""
     return _hasher.hash(password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    started = time.perf_counter()
+    try:
+        return bool(_hasher.verify(stored, password))
+    except (VerificationError, InvalidHashError):
+        return False
+    finally:
+        PASSWORD_HASH_SECONDS.inc(time.perf_counter() - started)
+
+
+def _hash(password: str) -> str:
+    started = time.perf_counter()
+    try:
+        return _hasher.hash(password)
+    finally:
+        PASSWORD_HASH_SECONDS.inc(time.perf_counter() - started)
+
+
+def _lower_priority() -> None:
+    """Pool thread initializer: run below the event loop's priority (best effort)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    """A password that passed the rules, hashed (off the event loop)."""
+
+    hash: str
+
+
+class Passwords:
+    """argon2 off the event loop: hashes are verified and computed in a bounded pool of
+    threads (each takes ~64 MiB and tens of ms of CPU), and at most ``max_logins`` logins are
+    in progress at once, so that a login flood neither freezes the sockets nor queues work
+    without bound."""
+
+    def __init__(self, threads: int, max_logins: int) -> None:
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="argon2", initializer=_lower_priority
+        )
+        self.max_logins = max_logins
+        self.in_progress = 0
+
+    @contextmanager
+    def login_slot(self) -> Iterator[bool]:
+        """One of the ``max_logins`` places for a login in progress: True if one was free
+        (held until the block ends), False if all are taken (compute nothing then)."""
+        if self.in_progress >= self.max_logins:
+            yield False
+            return
+        self.in_progress += 1
+        try:
+            yield True
+        finally:
+            self.in_progress -= 1
+
+    async def verify(self, stored: str, password: str) -> bool:
+        """Whether ``password`` matches the argon2 hash ``stored``."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, _verify, stored, password
+        )
+
+    async def hash(self, password: str) -> str:
+        """The argon2id hash of ``password``."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _hash, password)
+
+    async def new_password(self, password: str) -> NewPassword:
+        """Check the rules (AccountError) and hash the password."""
+        return NewPassword(await self.hash(validate_password(password)))
+
+    def close(self) -> None:
+        """Stop the threads (application shutdown); hashes still queued are dropped."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def get_or_create_association(db: AsyncSession, name: str) -> Association:
@@ -112,20 +204,47 @@ async def create_user(
     return user
 
 
-async def authenticate(db: AsyncSession, email: str, password: str) -> User | None:
-    """The active user with these credentials, or None (same cost whether the e-mail exists)."""
-    user = await db.scalar(select(User).where(User.email == account_email(email)))
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
-    try:
-        _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
+@dataclass(frozen=True)
+class Login:
+    """An account and the login session (browser) it is logged in with."""
+
+    user: User
+    login_id: int
+
+
+async def log_in(
+    sessions: async_sessionmaker[AsyncSession],
+    passwords: Passwords,
+    email: str,
+    password: str,
+    ttl: timedelta,
+) -> tuple[User, str] | None:
+    """Check the credentials and open a login session: the active account and the raw cookie
+    token, or None. Unknown e-mails cost the same hash as wrong passwords. No database
+    connection is held while the hash is computed (it may wait for a free thread): read the
+    stored hash, verify it in the pool, then record the login if nothing changed meanwhile."""
+    async with sessions() as db:
+        row = (
+            await db.execute(
+                select(User.id, User.password_hash, User.is_active).where(
+                    User.email == account_email(email)
+                )
+            )
+        ).one_or_none()
+    stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+    if not await passwords.verify(stored, password):
         return None
-    if user is None or not user.is_active or not user.password_hash:
+    if row is None or not row.is_active or not row.password_hash:
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.last_login_at = utcnow()
-    return user
+    rehashed = await passwords.hash(password) if _hasher.check_needs_rehash(stored) else None
+    async with sessions.begin() as db:
+        user = await db.get(User, row.id, populate_existing=True, with_for_update=True)
+        if user is None or not user.is_active or user.password_hash != stored:
+            return None  # deactivated or given a new password while we were hashing
+        if rehashed is not None:
+            user.password_hash = rehashed
+        user.last_login_at = utcnow()
+        return user, await open_login_session(db, user, ttl)
 
 
 async def open_login_session(db: AsyncSession, user: User, ttl: timedelta) -> str:
@@ -136,23 +255,66 @@ async def open_login_session(db: AsyncSession, user: User, ttl: timedelta) -> st
     return token
 
 
+async def login_for_token(db: AsyncSession, token: str) -> Login | None:
+    """The active user behind a login cookie and its login session, if still valid."""
+    row = (
+        await db.execute(
+            select(User, LoginSession.id)
+            .join(LoginSession, LoginSession.user_id == User.id)
+            .where(
+                LoginSession.token_hash == sha256_hex(token),
+                LoginSession.expires_at > utcnow(),
+                User.is_active.is_(True),
+            )
+        )
+    ).one_or_none()
+    return None if row is None else Login(row[0], row[1])
+
+
 async def user_for_login_token(db: AsyncSession, token: str) -> User | None:
     """The active user behind a login cookie, if the session is still valid."""
-    row = await db.execute(
-        select(User)
-        .join(LoginSession, LoginSession.user_id == User.id)
+    login = await login_for_token(db, token)
+    return None if login is None else login.user
+
+
+async def live_logins(
+    db: AsyncSession, login_ids: Collection[int], roles: Collection[Role] | None = None
+) -> set[int]:
+    """Which of these login sessions still give access: unexpired, of an active account (of
+    one of ``roles`` if given). Sockets re-check their login with it before a push."""
+    if not login_ids:
+        return set()
+    query = (
+        select(LoginSession.id)
+        .join(User, User.id == LoginSession.user_id)
         .where(
-            LoginSession.token_hash == sha256_hex(token),
+            LoginSession.id.in_(list(login_ids)),
             LoginSession.expires_at > utcnow(),
             User.is_active.is_(True),
         )
     )
-    return row.scalar_one_or_none()
+    if roles is not None:
+        query = query.where(User.role.in_(list(roles)))
+    return set(await db.scalars(query))
 
 
 async def close_login_session(db: AsyncSession, token: str) -> None:
-    """Logout: forget this login session."""
-    await db.execute(delete(LoginSession).where(LoginSession.token_hash == sha256_hex(token)))
+    """Logout: forget this login session; the sockets opened with it close after commit."""
+    row = (
+        await db.execute(
+            delete(LoginSession)
+            .where(LoginSession.token_hash == sha256_hex(token))
+            .returning(LoginSession.id, LoginSession.user_id)
+        )
+    ).one_or_none()
+    if row is not None:
+        publish(db, AccountRevoked(row.user_id, "logout", row.id))
+
+
+async def revoke_access(db: AsyncSession, user: User, reason: str) -> None:
+    """The account loses every login session now; its open sockets close after commit."""
+    await db.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+    publish(db, AccountRevoked(user.id, reason))
 
 
 @dataclass(frozen=True)
@@ -249,15 +411,34 @@ async def pending_invitation(db: AsyncSession, token: str) -> tuple[Invitation, 
     return None if row is None else (row[0], row[1])
 
 
-async def accept_invitation(db: AsyncSession, token: str, password: str) -> User | None:
-    """Set the password of an invited account; the invitation works once."""
+async def accept_invitation(db: AsyncSession, token: str, password: NewPassword) -> User | None:
+    """Set the password of an invited account; the invitation works once. Like any new
+    password, it ends the login sessions the account may have."""
     found = await pending_invitation(db, token)
     if found is None:
         return None
     invitation, user = found
-    user.password_hash = hash_password(validate_password(password))
     invitation.used_at = utcnow()
+    await _set_password(db, user, password)
     return user
+
+
+async def _set_password(db: AsyncSession, user: User, password: NewPassword) -> None:
+    user.password_hash = password.hash
+    await revoke_access(db, user, "password_changed")
+
+
+async def change_password(
+    db: AsyncSession, user_id: int, seen_hash: str, password: NewPassword, ttl: timedelta
+) -> str | None:
+    """An account changes its own password (the current one was verified against
+    ``seen_hash``): every login session ends, this browser gets a new one (its token is
+    returned). None if the account changed meanwhile."""
+    user = await db.get(User, user_id, populate_existing=True, with_for_update=True)
+    if user is None or not user.is_active or user.password_hash != seen_hash:
+        return None
+    await _set_password(db, user, password)
+    return await open_login_session(db, user, ttl)
 
 
 async def list_members(db: AsyncSession, association_id: int) -> list[User]:
@@ -278,7 +459,33 @@ async def deactivate(db: AsyncSession, coordinator: User, user_id: int) -> User 
     if user is None or user.id == coordinator.id:
         return None
     user.is_active = False
-    await db.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+    await revoke_access(db, user, "deactivated")
+    return user
+
+
+MEMBER_ROLES = (Role.VOLUNTEER, Role.COORDINATOR)
+
+
+async def set_role(db: AsyncSession, coordinator: User, user_id: int, role: Role) -> User | None:
+    """Make a member of the coordinator's association a volunteer or a coordinator (not
+    themselves). A new role ends the account's login sessions: its pages and sockets were
+    opened under the old one."""
+    from server.i18n import _
+
+    if role not in MEMBER_ROLES:
+        raise AccountError("invalid_role", _("Ce rôle n'existe pas."), "role")
+    user = await db.scalar(
+        select(User).where(
+            User.id == user_id,
+            User.association_id == coordinator.association_id,
+            User.role.in_(MEMBER_ROLES),
+        )
+    )
+    if user is None or user.id == coordinator.id:
+        return None
+    if user.role != role:
+        user.role = role
+        await revoke_access(db, user, "role_changed")
     return user
 
 

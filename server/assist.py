@@ -7,7 +7,7 @@ added: which Socket.IO sid holds each role is stored on the session row.
 from __future__ import annotations
 
 import enum
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,10 +19,22 @@ from server.events import PeerRevoked, RoomEnded, publish
 from server.i18n import _
 from server.settings import Settings
 from server.stats.events import EventKind, record
-from server.store.models import AssistanceSession, Role, SessionStatus, User, new_id, utcnow
+from server.store.models import (
+    Appointment,
+    AssistanceSession,
+    Role,
+    SessionStatus,
+    User,
+    new_id,
+    utcnow,
+)
 from server.tokens import code_hash, join_code, join_token, new_salt, sha256_hex
 
 CODE_ATTEMPTS = 20
+# Pauses and reconnections are statistics events, one row each; a script toggling pause (or
+# reconnecting) in a loop would grow the events table without bound. Past this many per session
+# only the session's counters (pause_count, reconnect_count) go on counting.
+MAX_RECORDED_PER_SESSION = 20
 
 
 class PeerRole(enum.StrEnum):
@@ -49,13 +61,36 @@ def link_for(settings: Settings, session: AssistanceSession) -> str:
     )
 
 
+# An appointment's join link and code let the beneficiary in from this long before its start.
+JOIN_OPENS_BEFORE = timedelta(minutes=15)
+
+# A beneficiary's pass still shows the handoff sheet this long after the session ended (the
+# volunteer writes it then); later the sheet is read through its own link, sent to them.
+PASS_AFTER_END = timedelta(hours=1)
+
+
+def pass_honoured(session: AssistanceSession, now: datetime) -> bool:
+    """Whether a beneficiary's pass for this session still opens anything: its room while it
+    lives, its handoff sheet for PASS_AFTER_END after it ended."""
+    if session.ended_at is not None:
+        return now < session.ended_at + PASS_AFTER_END
+    return now < session.expires_at
+
+
+def pass_seconds_left(session: AssistanceSession, now: datetime) -> int:
+    """The pass cookie's lifetime: it expires with the session (plus the sheet's hour)."""
+    return max(0, int((session.expires_at + PASS_AFTER_END - now).total_seconds()))
+
+
 def current_code(settings: Settings, session: AssistanceSession) -> str | None:
-    """The session's 6-digit code while it is valid."""
+    """The session's join code while it is valid."""
     if session.code_salt is None or session.code_expires_at is None:
         return None
     if session.code_expires_at <= utcnow() or not session.is_live:
         return None
-    return join_code(settings.secret_key.get_secret_value(), session.id, session.code_salt)
+    return join_code(
+        settings.secret_key.get_secret_value(), session.id, session.code_salt, settings.code_digits
+    )
 
 
 async def _release_expired_codes(db: AsyncSession) -> None:
@@ -69,12 +104,15 @@ async def _release_expired_codes(db: AsyncSession) -> None:
 
 
 async def assign_new_code(db: AsyncSession, settings: Settings, session: AssistanceSession) -> str:
-    """Give the session a fresh 6-digit code valid CODE_TTL_MINUTES, unique among live codes."""
+    """Give the session a fresh code of CODE_DIGITS digits valid CODE_TTL_MINUTES, unique among
+    live codes."""
     await _release_expired_codes(db)
     session_id = session.id  # read once: a rolled-back savepoint expires the object
     for _attempt in range(CODE_ATTEMPTS):
         salt = new_salt()
-        code = join_code(settings.secret_key.get_secret_value(), session_id, salt)
+        code = join_code(
+            settings.secret_key.get_secret_value(), session_id, salt, settings.code_digits
+        )
         digest = code_hash(settings.secret_key.get_secret_value(), code)
         try:
             async with db.begin_nested():
@@ -86,7 +124,7 @@ async def assign_new_code(db: AsyncSession, settings: Settings, session: Assista
             await db.refresh(session)  # the code is held by another live session: draw again
             continue
         return code
-    raise RuntimeError("could not find a free 6-digit code; too many live sessions?")
+    raise RuntimeError("could not find a free join code; too many live sessions?")
 
 
 async def create_session(
@@ -97,7 +135,7 @@ async def create_session(
     *,
     record_created: bool = True,
 ) -> AssistanceSession:
-    """Open a new assistance for this volunteer with a join link and a 6-digit code.
+    """Open a new assistance for this volunteer with a join link and a join code.
 
     Appointments pass ``record_created=False``: their booking is counted by the booking events,
     and a booking that is moved or cancelled is not an assistance."""
@@ -141,13 +179,43 @@ async def find_by_token(db: AsyncSession, token: str) -> AssistanceSession | Non
     )
 
 
+def _code_clause(settings: Settings, code: str) -> ColumnElement[bool]:
+    return AssistanceSession.code_hash == code_hash(settings.secret_key.get_secret_value(), code)
+
+
 async def find_by_code(db: AsyncSession, settings: Settings, code: str) -> AssistanceSession | None:
-    """The live session whose valid code this is, or None."""
-    if len(code) != 6 or not code.isdigit():
+    """The session this code lets in NOW, or None. A code not usable now (an appointment whose
+    join window has not opened, an expired or ended one) is not in the live code space: the
+    same one query answers None, as for a code nobody holds."""
+    if len(code) != settings.code_digits or not code.isascii() or not code.isdigit():
+        return None
+    now = utcnow()
+    return await db.scalar(
+        select(AssistanceSession)
+        .outerjoin(Appointment, Appointment.assistance_session_id == AssistanceSession.id)
+        .where(
+            _code_clause(settings, code),
+            AssistanceSession.code_expires_at > now,
+            or_(
+                Appointment.id.is_(None),  # an assistance started now
+                Appointment.starts_at <= now + JOIN_OPENS_BEFORE,  # the join window is open
+                AssistanceSession.volunteer_sid.is_not(None),  # the volunteer let them in early
+            ),
+            *_live_clause(),
+        )
+    )
+
+
+async def find_by_booked_code(
+    db: AsyncSession, settings: Settings, code: str
+) -> AssistanceSession | None:
+    """The session holding this code even before its window opens (a lost manage link is
+    recovered with the code AND the phone; see booking.recover_manage_link)."""
+    if len(code) != settings.code_digits or not code.isascii() or not code.isdigit():
         return None
     return await db.scalar(
         select(AssistanceSession).where(
-            AssistanceSession.code_hash == code_hash(settings.secret_key.get_secret_value(), code),
+            _code_clause(settings, code),
             AssistanceSession.code_expires_at > utcnow(),
             *_live_clause(),
         )
@@ -288,7 +356,8 @@ async def peer_joined(
             await record(db, EventKind.BENEFICIARY_JOINED, session)
         else:
             session.reconnect_count += 1
-            await record(db, EventKind.RECONNECTED, session)
+            if session.reconnect_count <= MAX_RECORDED_PER_SESSION:
+                await record(db, EventKind.RECONNECTED, session)
     both_present = session.beneficiary_sid and session.volunteer_sid
     if both_present and session.status in (SessionStatus.WAITING, SessionStatus.RECONNECTING):
         session.status = SessionStatus.CONNECTED
@@ -321,7 +390,8 @@ async def media_state(
     elif state == "paused":
         if session.status != SessionStatus.PAUSED:  # state is re-sent on every (re)join
             session.pause_count += 1
-            await record(db, EventKind.PAUSED, session, media=media)
+            if session.pause_count <= MAX_RECORDED_PER_SESSION:
+                await record(db, EventKind.PAUSED, session, media=media)
         session.status = SessionStatus.PAUSED
     elif state in ("stopped", "waiting") and session.beneficiary_sid:
         session.status = SessionStatus.CONNECTED

@@ -47,10 +47,10 @@ from server.store.models import (
     VisitKind,
     WaitlistEntry,
 )
-from server.tokens import join_code, sha256_hex
+from server.tokens import sha256_hex
 
 VIA = ("public", "referrer", "api")
-JOIN_OPENS_BEFORE = timedelta(minutes=15)
+JOIN_OPENS_BEFORE = assist.JOIN_OPENS_BEFORE
 SESSION_GRACE_AFTER_END = timedelta(minutes=30)
 MANAGE_TOKEN_MAX = 128
 WAITLIST_BATCH = 5
@@ -70,7 +70,7 @@ class BookingError(DomainError):
 def _validated(contact: ContactInfo, settings: Settings) -> ContactInfo:
     """The contact details checked; a refusal is the booking's (callers catch BookingError)."""
     try:
-        return contact.validated(settings.timezone)
+        return contact.validated(settings.timezone, settings.phone_regions)
     except ContactError as exc:
         raise BookingError(exc.code, exc.message, exc.field, kind=exc.kind) from exc
 
@@ -350,7 +350,7 @@ async def _book(
         session=session,
         manage_token=manage_token,
         join_url=assist.link_for(settings, session),
-        code=join_code(settings.secret_key.get_secret_value(), session.id, session.code_salt),
+        code=assist.current_code(settings, session) or "",
     )
 
 
@@ -405,7 +405,7 @@ async def _close(db: AsyncSession, appointment: Appointment, now: datetime) -> N
             session.status = SessionStatus.ENDED
             session.ended_at = now
             session.end_reason = "cancelled"
-            session.code_hash = None  # frees the 6-digit code for others
+            session.code_hash = None  # frees the code for others
             publish(db, RoomEnded(session.id, "cancelled"))  # a volunteer already in the room
 
 
@@ -671,7 +671,7 @@ async def cancel_for_referrer(
 async def recover_manage_link(
     db: AsyncSession, settings: Settings, code: str, phone: str, now: datetime
 ) -> tuple[Appointment, str] | None:
-    """For someone who lost the manage link: the appointment's 6-digit code plus the phone it
+    """For someone who lost the manage link: the appointment's join code plus the phone it
     was booked with give a NEW manage token (the old link stops working). None if no match."""
     from server import assist
 
@@ -679,7 +679,7 @@ async def recover_manage_link(
         wanted_phone = normalize_phone(phone)
     except ContactError:
         return None
-    session = await assist.find_by_code(db, settings, code)
+    session = await assist.find_by_booked_code(db, settings, code)
     if session is None:
         return None
     appointment = await appointment_for_session(db, session.id)

@@ -25,17 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist, links
 from server.contact import (
     ContactError,
+    check_phone_region,
     clean_description,
     clean_first_name,
     clean_postal_code,
     normalize_email,
     normalize_phone,
+    proven_link,
 )
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
-from server.notify.deliver import deliver
+from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.notify.outbox import Channel
-from server.settings import Settings
+from server.settings import DEFAULT_PHONE_REGIONS, Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
 from server.store.models import (
@@ -47,7 +49,7 @@ from server.store.models import (
     Motif,
     User,
 )
-from server.tokens import sha256_hex
+from server.tokens import grouped_code, sha256_hex
 
 CHANNEL = "callback"
 ANY = "any"
@@ -111,12 +113,18 @@ class CallbackForm:
     windows: tuple[str, ...] = ()
     message: str = ""
 
-    def validated(self, timezone: str, motif_ids: set[int]) -> CallbackForm:
-        """A clean copy (E.164 phone, known window codes), or InvalidRequest naming each field."""
+    def validated(
+        self,
+        timezone: str,
+        motif_ids: set[int],
+        regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+    ) -> CallbackForm:
+        """A clean copy (E.164 phone of an allowed region, known window codes), or
+        InvalidRequest naming each field."""
         errors: dict[str, str] = {}
         phone = email = first_name = postal_code = message = ""
         try:
-            phone = normalize_phone(self.phone, timezone)
+            phone = check_phone_region(normalize_phone(self.phone, timezone), regions)
         except ContactError as exc:
             errors["phone"] = exc.message
         if self.email.strip():
@@ -198,6 +206,8 @@ async def submit(
     association: Association,
     form: CallbackForm,
     now: datetime,
+    *,
+    sms_budget: SmsBudget | None,
 ) -> Submitted:
     """Record a validated request and its acknowledgement, or return the pending one for this
     phone (a second click or a second visit never makes two requests)."""
@@ -232,7 +242,9 @@ async def submit(
     db.add(request)
     await db.flush()
     await _count(db, EventKind.CALLBACK_REQUESTED, request)
-    await _acknowledge(db, settings, request, association, token, now)
+    await _acknowledge(
+        db, SmsGate.of(settings, sms_budget), settings, request, association, token, now
+    )
     return Submitted(request, token)
 
 
@@ -249,6 +261,7 @@ def _hello(request: CallbackRequest) -> str:
 
 async def _acknowledge(
     db: AsyncSession,
+    gate: SmsGate,
     settings: Settings,
     request: CallbackRequest,
     association: Association,
@@ -260,6 +273,7 @@ async def _acknowledge(
     windows = ", ".join(window_labels(request.windows))
     await deliver(
         db,
+        gate=gate,
         phone=request.phone,
         email=request.email,
         key=_keys(request, "ack"),
@@ -556,17 +570,29 @@ async def log_attempt(
 
 
 async def send_visio_link(
-    db: AsyncSession, settings: Settings, volunteer: User, callback_id: str, now: datetime
+    db: AsyncSession,
+    settings: Settings,
+    volunteer: User,
+    callback_id: str,
+    now: datetime,
+    *,
+    sms_budget: SmsBudget | None,
 ) -> AssistanceSession:
-    """Open an assistance for the person, send them its link and code, and close the request."""
+    """Open an assistance for the person, send them its link and code, and close the request.
+    Each link is marked for the contact it goes to (coming through it proves the person reads
+    that phone or address: server/handoff.py)."""
     request = await _held(db, volunteer, callback_id)
     session = await assist.create_session(db, settings, volunteer, channel=CHANNEL)
     request.assistance_session_id = session.id
     link = assist.link_for(settings, session)
-    code = assist.current_code(settings, session) or ""
+    secret = settings.secret_key.get_secret_value()
+    email_link = proven_link(link, secret, session.id, "email", request.email)
+    sms_link = proven_link(link, secret, session.id, "phone", request.phone)
+    code = grouped_code(assist.current_code(settings, session) or "")
     association = await db.get_one(Association, request.association_id)
     await deliver(
         db,
+        gate=SmsGate.of(settings, sms_budget),
         phone=request.phone,
         email=request.email,
         key=_keys(request, f"visio:{session.id}"),
@@ -580,7 +606,7 @@ async def send_visio_link(
             )
             % {
                 "association": association.name,
-                "link": link,
+                "link": email_link,
                 "code_url": links.CODE.url(settings),
                 "code": code,
             }
@@ -588,7 +614,7 @@ async def send_visio_link(
         sms=_(
             "%(association)s : votre bénévole vous attend en visio. Lien : %(link)s Code : %(code)s"
         )
-        % {"association": association.name, "link": link, "code": code},
+        % {"association": association.name, "link": sms_link, "code": code},
         send_after=now,
     )
     await _log(db, request, volunteer, "visio_link", now)

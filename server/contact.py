@@ -1,23 +1,35 @@
 """Contact details people type: phone, e-mail, first name, free text and needs.
 
 Used by booking, call-back requests, handoff sheets and the drop-in queue. Phones come out in
-E.164, guessing the overseas region from a national form; an e-mail address is checked strictly
-(it is where we send messages) and keeps the case of its local part. Refusals are
+E.164, guessing the overseas region from a national form, and must belong to one of the allowed
+regions (PHONE_REGIONS: metropolitan France and the overseas départements and collectivités by
+default), since we call them and pay for the SMS we send them; an e-mail address is checked
+strictly (it is where we send messages) and keeps the case of its local part. Refusals are
 ``ContactError`` naming the form field, with a French message.
+
+``contact_proof`` marks the join link we send to one contact (the SMS to a phone, the e-mail to
+an address): coming through the marked link proves the person reads that contact
+(server/handoff.py links earlier sheets only then).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import urlencode, urlsplit
 
 import phonenumbers
 
 from server.availability import AvailabilityError, zone
 from server.errors import DomainError
 from server.i18n import _
-from server.settings import DEFAULT_TIMEZONE
+from server.settings import DEFAULT_PHONE_REGIONS, DEFAULT_TIMEZONE
 from server.store.models import Appointment
+from server.tokens import constant_time_equal
 
 FIRST_NAME_MAX = 40
 DESCRIPTION_MAX = 1000
@@ -108,6 +120,35 @@ def normalize_phone(raw: str, zone_name: str | None = None) -> str:
     if number is None:
         raise _invalid_phone()
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_region(e164: str) -> str | None:
+    """The numbering-plan region of an E.164 number (``FR``, ``RE``, ``YT``…), None if unknown."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.region_code_for_number(number)
+
+
+def in_regions(e164: str, regions: tuple[str, ...]) -> bool:
+    """Whether an E.164 number belongs to one of these regions (PHONE_REGIONS)."""
+    return phone_region(e164) in regions
+
+
+def check_phone_region(e164: str, regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> str:
+    """The number, or ContactError if it is outside the allowed regions (PHONE_REGIONS): we
+    call these numbers and pay for their SMS, and a national service has no use for others."""
+    if not in_regions(e164, regions):
+        raise ContactError(
+            "phone_outside_france",
+            _(
+                "Ce numéro n'est pas un numéro de France (métropole ou outre-mer) : nous ne "
+                "pouvons ni l'appeler ni lui envoyer de SMS. Donnez un numéro français."
+            ),
+            "phone",
+        )
+    return e164
 
 
 def can_receive_sms(e164: str) -> bool:
@@ -251,8 +292,13 @@ class ContactInfo:
     needs: Needs = field(default_factory=Needs)
     timezone: str | None = None  # the beneficiary's zone: display, and guessing the phone region
 
-    def validated(self, default_timezone: str = DEFAULT_TIMEZONE) -> ContactInfo:
-        """A normalised copy (E.164 phone, clean text), or ContactError naming the field."""
+    def validated(
+        self,
+        default_timezone: str = DEFAULT_TIMEZONE,
+        regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+    ) -> ContactInfo:
+        """A normalised copy (E.164 phone of an allowed region, clean text), or ContactError
+        naming the field."""
         first_name = clean_first_name(self.first_name)  # checked in the order of the form
         timezone = self.timezone or default_timezone
         try:
@@ -267,7 +313,9 @@ class ContactInfo:
                 _("Donnez un numéro de téléphone ou une adresse e-mail pour recevoir le rappel."),
                 "phone",
             )
-        clean_phone = normalize_phone(phone, timezone) if phone else None
+        clean_phone = None
+        if phone:
+            clean_phone = check_phone_region(normalize_phone(phone, timezone), regions)
         clean_email = normalize_email(email) if email else None
         if clean_email is None and clean_phone is not None and not can_receive_sms(clean_phone):
             # A landline gets no SMS: without an e-mail the person would never be told.
@@ -302,3 +350,42 @@ class ContactInfo:
             needs=Needs.from_json(appointment.needs),
             timezone=appointment.display_timezone,
         )
+
+
+ContactKind = Literal["phone", "email"]
+PROOF_PARAMETER = "v"
+_PROOF_BYTES = 12  # 96 bits: guessing it online is hopeless
+
+
+def contact_proof(secret_key: str, session_id: str, kind: ContactKind, value: str) -> str:
+    """The mark of the join link sent to one contact of a session (``kind`` ``phone`` for the
+    SMS, ``email`` for the e-mail); derived, so nothing is stored until someone uses it."""
+    message = "\x1f".join(("contact-proof", session_id, kind, value)).encode()
+    digest = hmac.new(secret_key.encode(), message, hashlib.sha256).digest()[:_PROOF_BYTES]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def proven_link(
+    join_url: str, secret_key: str, session_id: str, kind: ContactKind, value: str | None
+) -> str:
+    """The join link as sent to this contact: marked with its proof (unmarked without one)."""
+    if not value:
+        return join_url
+    proof = contact_proof(secret_key, session_id, kind, value)
+    separator = "&" if urlsplit(join_url).query else "?"
+    return f"{join_url}{separator}{urlencode({PROOF_PARAMETER: proof})}"
+
+
+def proven_contact(
+    secret_key: str,
+    session_id: str,
+    proof: str,
+    contacts: list[tuple[ContactKind, str | None]],
+) -> tuple[ContactKind, str] | None:
+    """Which of the session's contacts this join link's mark proves, if any."""
+    if not proof or len(proof) > 32:
+        return None
+    for kind, value in contacts:
+        if value and constant_time_equal(proof, contact_proof(secret_key, session_id, kind, value)):
+            return kind, value
+    return None

@@ -93,6 +93,17 @@ class PeerRevoked(Event):
 
 
 @dataclass(frozen=True)
+class AccountRevoked(Event):
+    """An account lost its access: wholly (deactivated, role or password changed; ``login_id``
+    None) or one login session of it (logout: ``login_id``). Every socket it opened that way,
+    on ``/assist`` and ``/queue``, is told ``reason`` and disconnected."""
+
+    user_id: int
+    reason: str
+    login_id: int | None = None
+
+
+@dataclass(frozen=True)
 class OutboxWritten(Event):
     """Notifications were written to the outbox: the worker looks now, not at its next poll."""
 

@@ -6,6 +6,14 @@ Who reaches a sheet: the session's volunteer (edits), coordinators of the associ
 the referrer who booked the appointment (read), the beneficiary (their link, their room pass,
 their queue place or their appointment's manage link), and later volunteers of the same
 association only for sheets the person agreed to share (``shared_with_volunteers``).
+
+Earlier sheets are linked by a keyed hash of the person's contact (``person_key``), but only a
+contact the person proved they read: anyone can book with someone else's number. A session's
+contact is proven when the beneficiary comes through the join link marked for it (the one in the
+SMS to that phone, or in the e-mail to that address: ``contact.proven_link``;
+``verify_contact`` records it as ``AssistanceSession.verified_person_key``); a call-back
+resolved on the phone proves its number (the volunteer reached it). The plain link and the code
+prove nothing: the booking's confirmation page shows them to whoever booked.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking, callback_requests, links
+from server.contact import ContactKind, proven_contact
 from server.dropin import places as dropin
 from server.errors import DomainError, Kind
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
-from server.notify.deliver import deliver
+from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
@@ -244,6 +253,15 @@ class Subject:
                 return source.first_name
         return self.session.beneficiary_name if self.session is not None else None
 
+    def verified_key(self, secret_key: str) -> str | None:
+        """The person_key of a contact the person proved they read, None if none was: the
+        session's (set by ``verify_contact``), or a call-back's number reached on the phone."""
+        if self.session is not None:
+            return self.session.verified_person_key
+        if self.callback is not None and self.callback.phone:
+            return person_key(secret_key, phone=self.callback.phone)
+        return None
+
     def duration_seconds(self) -> int | None:
         """How long the session lasted, counted as the end event counts it; None if unknown."""
         session = self.session
@@ -356,6 +374,7 @@ class Saved:
 
     sheet: HandoffSheet
     token: str | None
+    sent: bool = False  # its link is on its way to the person (by e-mail or SMS)
 
     @property
     def created(self) -> bool:
@@ -394,12 +413,15 @@ async def save(
     clean: CleanSheet,
     volunteer: User,
     now: datetime | None = None,
+    *,
+    sms_budget: SmsBudget | None,
 ) -> Saved:
     """File the subject's sheet, or edit it if it exists, in the caller's transaction.
 
     The first filing stores only the reading token's hash, records one ``sheet_filed`` event
     (coded facts, no free text) and enqueues the person's link (``sheet:<id>:sms|email``),
-    sent as soon as the transaction commits. Edits do neither."""
+    sent as soon as the transaction commits. Edits do neither. The sheet is linked to the
+    person (``person_key``) only by a contact they proved they read."""
     now = now or utcnow()
     await begin_write(db)
     existing = await db.scalar(
@@ -416,9 +438,7 @@ async def save(
             assistance_session_id=subject.session.id if subject.session is not None else None,
             callback_id=subject.callback.id if subject.callback is not None else None,
             channel=subject.channel,
-            person_key=person_key(
-                settings.secret_key.get_secret_value(), subject.phone, subject.email
-            ),
+            person_key=subject.verified_key(settings.secret_key.get_secret_value()),
             read_token_hash=sha256_hex(token),
             created_at=now,
             updated_at=now,
@@ -439,8 +459,9 @@ async def save(
                 raise
         else:
             await _record_filed(db, subject, sheet, clean, volunteer)
-            await _send_link(db, settings, subject, sheet, token, now)
-            return Saved(sheet, token)
+            gate = SmsGate.of(settings, sms_budget)
+            sent = await _send_link(db, gate, settings, subject, sheet, token, now)
+            return Saved(sheet, token, sent)
     if existing.purged_at is not None:
         raise SheetGone(existing.id)
     _apply(existing, clean)
@@ -477,23 +498,25 @@ def read_url(settings: Settings, token: str) -> str:
 
 async def _send_link(
     db: AsyncSession,
+    gate: SmsGate,
     settings: Settings,
     subject: Subject,
     sheet: HandoffSheet,
     token: str,
     now: datetime,
-) -> None:
+) -> bool:
     """Send the person their sheet's link by SMS and/or e-mail, when we know how to reach them
-    (the link only: what was done stays behind it)."""
+    (the link only: what was done stays behind it); whether it is on its way."""
     phone, email = subject.phone, subject.email
     if not phone and not email:
-        return
+        return False
     association = await db.get_one(Association, subject.association_id)
     link = read_url(settings, token)
     first_name = subject.first_name
     hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
-    await deliver(
+    delivery = await deliver(
         db,
+        gate=gate,
         phone=phone,
         email=email,
         key=lambda channel: f"sheet:{sheet.id}:{channel.value}",
@@ -510,6 +533,7 @@ async def _send_link(
         % {"association": association.name, "link": link},
         send_after=now,
     )
+    return delivery.reaches
 
 
 # -- Reading ------------------------------------------------------------------------------------
@@ -597,9 +621,10 @@ async def set_sharing(db: AsyncSession, sheet_id: str, shared: bool, now: dateti
 async def earlier_sheets(
     db: AsyncSession, settings: Settings, subject: Subject, limit: int = EARLIER_LIMIT
 ) -> list[HandoffSheet]:
-    """The person's earlier sheets a volunteer may read: same person, shared by them, same
-    association, not purged, newest first; never this subject's own sheet."""
-    key = person_key(settings.secret_key.get_secret_value(), subject.phone, subject.email)
+    """The person's earlier sheets a volunteer may read: same person (by a contact they proved
+    they read, never one merely typed), shared by them, same association, not purged, newest
+    first; never this subject's own sheet."""
+    key = subject.verified_key(settings.secret_key.get_secret_value())
     if key is None:
         return []
     query = select(HandoffSheet).where(
@@ -621,6 +646,32 @@ async def earlier_sheets(
         )
     rows = await db.scalars(query.order_by(HandoffSheet.created_at.desc()).limit(limit))
     return list(rows)
+
+
+async def verify_contact(db: AsyncSession, settings: Settings, session_id: str, proof: str) -> bool:
+    """The beneficiary entered the session through a join link marked ``proof``: if the mark is
+    the one sent to the session's phone (SMS) or address (e-mail), record that contact as
+    proven (``verified_person_key``), in the caller's transaction. False if it proves nothing."""
+    if not proof or not session_id or len(session_id) > ID_MAX:
+        return False
+    session = await db.get(AssistanceSession, session_id)
+    if session is None:
+        return False
+    subject = await subject_of_session(db, session)
+    contacts: list[tuple[ContactKind, str | None]] = []
+    for source in (subject.appointment, subject.callback):
+        if source is not None:
+            contacts += [("phone", source.phone), ("email", source.email)]
+    secret = settings.secret_key.get_secret_value()
+    proven = proven_contact(secret, session.id, proof, contacts)
+    if proven is None:
+        return False
+    kind, value = proven
+    key = person_key(secret, phone=value) if kind == "phone" else person_key(secret, email=value)
+    if session.verified_person_key != key:
+        session.verified_person_key = key
+        await db.flush()
+    return True
 
 
 @dataclass(frozen=True)

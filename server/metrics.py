@@ -49,6 +49,55 @@ RATELIMIT_LOCAL = Gauge(
     "1 while this process counts its rate limits in its own memory because Redis is unreachable.",
     registry=REGISTRY,
 )
+SMS_WITHHELD = Counter(
+    "permanence_sms_withheld",
+    "SMS not sent on purpose: reason recipient_cap (SMS_PER_RECIPIENT_PER_DAY), budget "
+    "(BUDGET_SMS spent) or region (a number outside PHONE_REGIONS).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+POW_CHECKED = Counter(
+    "permanence_pow_checked",
+    "Proofs of work checked on the public forms under pressure, by family and result "
+    "(ok, pow_missing, pow_invalid, pow_replayed).",
+    ["family", "result"],
+    registry=REGISTRY,
+)
+CLIENT_CAP_REFUSED = Counter(
+    "permanence_client_cap_refused",
+    "Public actions refused because one client or one phone already holds its share "
+    "(too_many_places, too_many_bookings, too_many_bookings_phone).",
+    ["cap"],
+    registry=REGISTRY,
+)
+QUEUE_REMOVED_IN_BULK = Counter(
+    "permanence_queue_removed_in_bulk",
+    'Waiting people removed by a volunteer\'s bulk "retirer", by reason.',
+    ["reason"],
+    registry=REGISTRY,
+)
+LOGIN_FAILURES = Counter(
+    "permanence_login_failures",
+    "Login attempts with a wrong e-mail or password (a hash was computed).",
+    registry=REGISTRY,
+)
+LOGINS_BUSY = Counter(
+    "permanence_logins_busy",
+    "Login attempts refused with 503 because LOGIN_MAX_CONCURRENT logins were in progress.",
+    registry=REGISTRY,
+)
+PASSWORD_HASH_SECONDS = Counter(
+    "permanence_password_hash_seconds",
+    "Wall time spent computing argon2 hashes in the password pool (verify and hash).",
+    registry=REGISTRY,
+)
+SOCKETS_REVOKED = Counter(
+    "permanence_sockets_revoked",
+    "Sockets disconnected because their account or login session lost its access.",
+    ["namespace", "reason"],
+    registry=REGISTRY,
+)
 
 
 def exposition() -> bytes:

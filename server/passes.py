@@ -6,6 +6,11 @@ Socket.IO namespaces alike.
 - ``vp_benef`` (``BENEFICIARY_COOKIE``): the beneficiary's pass to one assistance session, set
   after a valid link or code: the session id, signed and timed (``SESSION_TTL_HOURS``).
 - ``vp_queue`` (``QUEUE_COOKIE``): a waiting person's random place token in the drop-in queue.
+
+Under https (``Settings.secure_cookies``) each is named ``__Host-<name>``: the browser then only
+accepts it Secure, for Path=/ and from this exact host, so neither a sibling subdomain nor a
+plain-http response can plant or overwrite one. Read and write them through ``cookie_name`` and
+``cookie``, never by the bare name.
 """
 
 from __future__ import annotations
@@ -21,12 +26,33 @@ CSRF_COOKIE = "vp_csrf"
 BENEFICIARY_COOKIE = "vp_benef"
 QUEUE_COOKIE = "vp_queue"
 MAX_LOGIN_TOKEN = 128  # longer is never one of ours: not even looked up
+HOST_PREFIX = "__Host-"
 
 
-def login_token(cookies: Mapping[str, str]) -> str | None:
+def secure_cookie_name(name: str, secure: bool) -> str:
+    """``name``, ``__Host-`` prefixed when the site is served over https (``secure``)."""
+    return HOST_PREFIX + name if secure else name
+
+
+def cookie_name(settings: Settings, name: str) -> str:
+    """The name a cookie is set and read under: ``__Host-`` prefixed under https."""
+    return secure_cookie_name(name, settings.secure_cookies)
+
+
+def cookie(settings: Settings, cookies: Mapping[str, str], name: str) -> str | None:
+    """The value the browser sent for one of our cookies, under its real name."""
+    return cookies.get(cookie_name(settings, name)) or None
+
+
+def login_token(settings: Settings, cookies: Mapping[str, str]) -> str | None:
     """The login token the browser sent, if it can be one."""
-    token = cookies.get(LOGIN_COOKIE)
+    token = cookie(settings, cookies, LOGIN_COOKIE)
     return token if token and len(token) <= MAX_LOGIN_TOKEN else None
+
+
+def has_beneficiary_pass(settings: Settings, cookies: Mapping[str, str]) -> bool:
+    """Whether the browser sent a beneficiary pass cookie (valid or not)."""
+    return cookie(settings, cookies, BENEFICIARY_COOKIE) is not None
 
 
 def _beneficiary_serializer(settings: Settings) -> URLSafeTimedSerializer:
@@ -45,7 +71,7 @@ def beneficiary_pass_seconds(settings: Settings) -> int:
 
 def beneficiary_session_id(settings: Settings, cookies: Mapping[str, str]) -> str | None:
     """The session id in a valid beneficiary pass cookie, if any."""
-    raw = cookies.get(BENEFICIARY_COOKIE)
+    raw = cookie(settings, cookies, BENEFICIARY_COOKIE)
     if not raw:
         return None
     try:

@@ -69,11 +69,30 @@ class Rule:
     exact: bool = True
 
 
+# Every login attempt of a client, counted before any hash is computed.
 LOGIN_PER_IP = Rule("login-ip", parse("20/minute"))
-LOGIN_PER_ACCOUNT = Rule("login-account", parse("5/minute"))
+# Failed logins of one account from one client key, in tiers that make the wait grow: after 5
+# failures within 5 minutes the next try waits up to 5 minutes, after 10 within an hour up to an
+# hour, after 20 within a day up to a day. A success from that client forgets them. Keyed on the
+# account AND the client, a stranger's failures never lock the account's owner out elsewhere.
+LOGIN_FAILURES_PER_ACCOUNT = (
+    Rule("login-fail-account-5min", parse("5/5 minutes")),
+    Rule("login-fail-account-hour", parse("10/hour")),
+    Rule("login-fail-account-day", parse("20/day")),
+)
+# Failed logins of one client key across accounts (credential stuffing); never forgotten early.
+LOGIN_FAILURES_PER_IP = (
+    Rule("login-fail-ip-hour", parse("30/hour")),
+    Rule("login-fail-ip-day", parse("100/day")),
+)
 CODE_PER_IP = Rule("code-ip", parse("10/minute"))
 CODE_PER_IP_HOURLY = Rule("code-ip-hour", parse("60/hour"))
 CODE_PER_CODE = Rule("code-code", parse("5/15 minutes"))
+# While the global budget of wrong codes is spent: each client's tries, right or wrong, a day.
+CODE_SLOW_PER_IP = Rule("code-ip-slow", parse("2/day"))
+# A wrong code is counted against the budget after it was checked: requests already past the
+# test when the budget runs out are still checked. Twice the budget bounds them (SECURITY.md).
+CODE_BUDGET_OVERSHOOT = 2
 CONTINUE_PER_SESSION = Rule("continue-session", parse("10/hour"))
 SOCKET_CONNECTS_PER_SESSION = Rule("socket-connect-session", parse("30/minute"), exact=False)
 SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False)
@@ -137,12 +156,24 @@ class RateLimiter:
         if now - self._alerted.get(family, -ALERT_EVERY_SECONDS) >= ALERT_EVERY_SECONDS:
             self._alerted[family] = now
             log.warning(
-                "global budget %s (%s) is spent: slower mode on", family, self._budgets[family]
+                "global budget %s (BUDGET_%s = %s) is spent: slower mode on",
+                family,
+                family.upper(),
+                self._budgets[family],
             )
 
     async def allowed(self, rule: Rule, *identifiers: str) -> bool:
         """Whether one more attempt would pass, without counting it."""
         return await self._strategy(rule).test(rule.item, rule.name, *identifiers)
+
+    async def forget(self, rule: Rule, *identifiers: str) -> None:
+        """Forget one identifier's count under a rule (a success after failures)."""
+        await self._strategy(rule).clear(rule.item, rule.name, *identifiers)
+
+    async def retry_after(self, rule: Rule, *identifiers: str) -> int:
+        """Seconds until one more attempt passes under a rule (at least 1)."""
+        stats = await self._strategy(rule).get_window_stats(rule.item, rule.name, *identifiers)
+        return max(1, int(stats.reset_time - time.time()) + 1)
 
     async def reset(self) -> None:
         """Forget every counter (tests, and `permanence` admin use)."""
@@ -150,6 +181,44 @@ class RateLimiter:
 
 
 RATELIMIT_KEY = web.AppKey("ratelimit", RateLimiter)
+
+
+async def code_try_allowed(limiter: RateLimiter, client: str, code: str) -> bool:
+    """Count one try of a join code by ``client`` (a client key): per client and per code and,
+    while the wrong-code budget is spent, against the client's small daily allowance."""
+    if await limiter.under_pressure("wrong_codes") and not await limiter.hit(
+        CODE_SLOW_PER_IP, client
+    ):
+        return False
+    return (
+        await limiter.hit(CODE_PER_IP, client)
+        and await limiter.hit(CODE_PER_IP_HOURLY, client)
+        and await limiter.hit(CODE_PER_CODE, code or "empty")
+    )
+
+
+async def wrong_code(limiter: RateLimiter) -> None:
+    """Count a wrong (or not yet usable) code against the global budget."""
+    await limiter.spend("wrong_codes")
+
+
+def per_day(item: RateLimitItem) -> float:
+    """How many hits a limit allows in a day."""
+    return item.amount * 86_400 / item.get_expiry()
+
+
+def days_to_first_code_hit(settings: Settings, live_codes: int, clients: int) -> float:
+    """Expected days before random guesses from ``clients`` client keys (IPv4 addresses and
+    IPv6 prefixes) first hit one of ``live_codes`` codes, at these limits.
+
+    Each guess hits with probability live / 10**digits. The attacker's checked guesses a day are
+    at most the wrong-code budget (times the overshoot of requests in flight) while it lasts,
+    plus each client's slow-mode allowance once it is spent; per-client limits in normal mode
+    are higher than the budget and do not bind. Expected time = 1 / (p × guesses a day)."""
+    hit = live_codes / float(10**settings.code_digits)
+    budget = CODE_BUDGET_OVERSHOOT * per_day(parse(settings.budget_wrong_codes))
+    guesses = budget + clients * per_day(CODE_SLOW_PER_IP.item)
+    return 1.0 / (hit * guesses)
 
 
 def make_storage(redis_url: str) -> Storage:

@@ -8,20 +8,21 @@ cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by 
   stays (its volunteer, motif, times, status and channel feed the agenda history and no-show
   counts). ``first_name`` (NOT NULL) becomes ``""``; phone, e-mail, postal code and description
   become NULL; ``needs`` (interpreter language, hearing, first time on a computer: health-related)
-  becomes ``{}``.
+  becomes ``{}``; ``client_key_hash`` (keyed hash of the booking client's address) becomes NULL.
 - ``waitlist`` (created_at, notified_at, earlier_than): **deleted**. An entry is nothing but a
   name and a way to reach the person; the ``waitlist_joined`` event already counts it.
 - ``outbox`` (created_at, send_after, sent_at): **deleted**, except messages being sent
   (``sending``, a worker holds them). Recipient, subject, body and attachments are all personal;
   what remains (a status and a count of attempts) has no use a year later.
-- ``queue_entries`` (created_at, ended_at): **anonymised**: ``first_name`` and ``postal_code``
-  become NULL; status, motif, times and end reason stay.
+- ``queue_entries`` (created_at, ended_at): **anonymised**: ``first_name``, ``postal_code`` and
+  ``client_key_hash`` become NULL; status, motif, times and end reason stay.
 - ``callback_requests`` (created_at, closed_at): **anonymised**: ``phone`` (NOT NULL) becomes
   ``""``; first name, e-mail, postal code and message become NULL; status, outcome, windows and
   attempt count stay. ``callback_attempts`` hold no personal data (volunteer, outcome code, time)
   and are kept.
-- ``assistance_sessions`` (created_at, ended_at): **anonymised**: ``beneficiary_name`` becomes
-  NULL; the rest is technical (times, media, pauses).
+- ``assistance_sessions`` (created_at, ended_at): **anonymised**: ``beneficiary_name`` and
+  ``verified_person_key`` (a keyed hash of the contact the person proved) become NULL; the
+  rest is technical (times, media, pauses).
 - ``handoff_sheets`` (updated_at, follow_up_on: a follow-up date not yet past the cutoff keeps
   the sheet): **anonymised**: actions done, orientation partner and contact, next steps, postal
   code and ``person_key`` become NULL, sharing with later volunteers is withdrawn, ``purged_at``
@@ -125,6 +126,7 @@ def _appointments(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
             a.email.is_not(None),
             a.postal_code.is_not(None),
             a.description.is_not(None),
+            a.client_key_hash.is_not(None),
         ),
     )
 
@@ -151,7 +153,7 @@ def _queue_entries(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
     return and_(
         q.created_at < cutoff,
         _before(q.ended_at, cutoff),
-        or_(q.first_name.is_not(None), q.postal_code.is_not(None)),
+        or_(q.first_name.is_not(None), q.postal_code.is_not(None), q.client_key_hash.is_not(None)),
     )
 
 
@@ -172,7 +174,11 @@ def _callbacks(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
 
 def _sessions(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
     s = AssistanceSession
-    return and_(s.created_at < cutoff, _before(s.ended_at, cutoff), s.beneficiary_name.is_not(None))
+    return and_(
+        s.created_at < cutoff,
+        _before(s.ended_at, cutoff),
+        or_(s.beneficiary_name.is_not(None), s.verified_person_key.is_not(None)),
+    )
 
 
 def _sheets(cutoff: datetime, _now: datetime) -> ColumnElement[bool]:
@@ -197,6 +203,7 @@ TARGETS: tuple[_Target, ...] = (
             "postal_code": None,
             "description": None,
             "needs": {},
+            "client_key_hash": None,
         },
     ),
     _Target("waitlist", WaitlistEntry, _waitlist, None),
@@ -205,7 +212,7 @@ TARGETS: tuple[_Target, ...] = (
         "queue_entries",
         QueueEntry,
         _queue_entries,
-        lambda _now: {"first_name": None, "postal_code": None},
+        lambda _now: {"first_name": None, "postal_code": None, "client_key_hash": None},
     ),
     _Target(
         "callback_requests",
@@ -223,7 +230,7 @@ TARGETS: tuple[_Target, ...] = (
         "assistance_sessions",
         AssistanceSession,
         _sessions,
-        lambda _now: {"beneficiary_name": None},
+        lambda _now: {"beneficiary_name": None, "verified_person_key": None},
     ),
     _Target(
         "handoff_sheets",

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.accounts import Passwords
 from server.db import make_sessionmaker
 from server.dropin.board import QueueBoard
 from server.errors import DomainError, Kind
@@ -35,6 +36,7 @@ ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 SESSIONMAKER_KEY: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessionmaker")
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 BOARD_KEY = web.AppKey("queue_board", QueueBoard)
+PASSWORDS_KEY = web.AppKey("passwords", Passwords)
 
 # While the database cannot be reached, pages, the API and socket events answer "try again
 # later" (503 + Retry-After, a French message) instead of an error 500 or a hang.
@@ -124,3 +126,15 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         dispatcher.unsubscribe(OpeningChanged, opening_changed)
         await engine.dispose()
+
+
+async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the argon2 thread pool and the cap on logins in progress; threads stop on
+    shutdown."""
+    settings = app[SETTINGS_KEY]
+    passwords = Passwords(settings.password_hash_threads, settings.login_max_concurrent)
+    app[PASSWORDS_KEY] = passwords
+    try:
+        yield
+    finally:
+        passwords.close()

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from limits import parse
 from pydantic import (
     Field,
@@ -56,6 +57,11 @@ def _variable(field_name: str) -> str:
 # Lists are written comma-separated in the environment (NoDecode: not as JSON).
 Urls = Annotated[tuple[str, ...], NoDecode]
 Minutes = Annotated[tuple[int, ...], NoDecode]
+Regions = Annotated[tuple[str, ...], NoDecode]
+# Metropolitan France and the overseas départements and collectivités, as the numbering plan
+# (phonenumbers) names their regions: +33, +590 (GP, BL, MF), +596, +594, +262 (RE, YT), +508,
+# +681, +689, +687.
+DEFAULT_PHONE_REGIONS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "WF", "PF", "NC")
 
 
 class Settings(BaseSettings):
@@ -113,7 +119,14 @@ class Settings(BaseSettings):
         "one in the pool) before it is answered 503 with Retry-After: a stopped database never "
         "makes pages hang.",
     )
-    code_ttl_minutes: int = Field(15, gt=0, description="How long a 6-digit join code stays valid.")
+    code_ttl_minutes: int = Field(15, gt=0, description="How long a join code stays valid.")
+    code_digits: int = Field(
+        8,
+        ge=6,
+        le=10,
+        description="Digits of a join code. 8 keeps guessing impractical with 1,000 live codes "
+        "(SECURITY.md: the time to a first hit); 6 does not.",
+    )
     session_ttl_hours: int = Field(
         4,
         gt=0,
@@ -121,6 +134,22 @@ class Settings(BaseSettings):
     )
     login_ttl_hours: int = Field(
         12, gt=0, description="How long a volunteer or coordinator stays logged in."
+    )
+    password_hash_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Threads that check and compute argon2 password hashes, off the event loop "
+        "(each needs 64 MiB and tens of milliseconds of CPU while it works, at a lower priority "
+        "than the sockets). More threads let more logins through a flood and use more memory.",
+    )
+    login_max_concurrent: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Most logins checked at once (waiting for a hashing thread or in it). Beyond "
+        "it the login page answers 503 with Retry-After and computes nothing, so that a login "
+        "flood queues no unbounded work.",
     )
     trust_proxy: bool = Field(
         False,
@@ -135,9 +164,9 @@ class Settings(BaseSettings):
         "home usually owns a whole /64; IPv4 counts by address).",
     )
     budget_wrong_codes: str = Field(
-        "300/hour",
-        description="Global budget of wrong join codes (all clients together). Past it the code "
-        "page asks for a proof of work and each client gets fewer tries (SECURITY.md).",
+        "12/hour",
+        description="Global budget of wrong join codes (all clients together). Past it each "
+        "client gets 2 tries a day and an alert is raised (SECURITY.md: the time to a first hit).",
     )
     budget_bookings: str = Field(
         "300/hour",
@@ -212,6 +241,19 @@ class Settings(BaseSettings):
         max_length=11,
         description="Sender name shown on SMS (11 characters at most).",
     )
+    phone_regions: Regions = Field(
+        DEFAULT_PHONE_REGIONS,
+        description="Where the phone numbers we accept (and send SMS to) may come from: "
+        "comma-separated region codes of the numbering plan. Default: metropolitan France and "
+        "the overseas départements and collectivités. Other numbers are refused on the forms.",
+    )
+    sms_per_recipient_per_day: int = Field(
+        6,
+        ge=1,
+        description="At most this many SMS to one number per day (all messages together, "
+        "counted in the outbox by the day they are sent, in TIMEZONE). Past it, the person is "
+        "told, and e-mail is used where given.",
+    )
     outbox_poll_seconds: int = Field(
         5, gt=0, description="How often the notification worker looks for messages to send."
     )
@@ -232,6 +274,35 @@ class Settings(BaseSettings):
         gt=0,
         description="Most people waiting at once in one association's queue; beyond it the page "
         "offers a call-back.",
+    )
+    queue_max_per_client: int = Field(
+        2,
+        gt=0,
+        description="Most places one client holds waiting at once in one association's queue, "
+        "counted by its IPv4 address or IPv6 prefix (a keyed hash is stored, never the "
+        "address).",
+    )
+    booking_max_per_client: int = Field(
+        6,
+        gt=0,
+        description="Most appointments to come that one client (IPv4 address or IPv6 prefix) "
+        "may hold through the public booking form in one association; referrers are not "
+        "counted.",
+    )
+    booking_max_per_phone: int = Field(
+        3,
+        gt=0,
+        description="Most appointments to come booked through the public form for one phone "
+        "number in one association.",
+    )
+    pow_max_counter: int = Field(
+        3000,
+        ge=10,
+        le=1_000_000,
+        description="Proof of work asked on the public forms while their global budget is "
+        "spent: the browser derives up to this many PBKDF2-SHA-256 keys (1,000 iterations "
+        "each), three quarters of it on average: about 0.6 s in desktop Chromium, about 2 s "
+        "of CPU for a Python script (SECURITY.md).",
     )
     queue_handling_minutes: int = Field(
         20,
@@ -297,6 +368,24 @@ class Settings(BaseSettings):
     def _split_minutes(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("phone_regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [region for region in value if region not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown or not value:
+            raise SettingsError(
+                f"{PREFIX}PHONE_REGIONS must list region codes of the numbering plan such as "
+                f"FR,RE,GP; unknown: {', '.join(unknown) or '(none given)'}"
+            )
         return value
 
     @field_validator("trust_proxy", mode="before")

@@ -4,14 +4,20 @@ overseas territories), their French names, and days, hours and moments written i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
 
 from server.availability import AvailabilityError, zone
 from server.i18n import DEFAULT_LOCALE, N_, _
+from server.integers import parse_int
 from server.settings import DEFAULT_TIMEZONE
+
+# The instants a link or a form may carry (epoch seconds): nothing a permanence offers lies
+# outside them, and near year 9999 a conversion to a zone ahead of UTC overflows.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 # Zones a beneficiary can pick to read the times in: metropolitan France and the overseas
 # territories (IANA names).
@@ -48,6 +54,12 @@ def day_label(day: date) -> str:
 def hour_label(moment: datetime, tz: ZoneInfo) -> str:
     """An instant as local hours and minutes, e.g. "14:30"."""
     return format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE)
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Epoch seconds (ASCII digits) as an aware UTC instant from EARLIEST to LATEST, else None."""
+    seconds = parse_int(value, int(EARLIEST.timestamp()), int(LATEST.timestamp()))
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def safe_zone(name: str | None, default: str) -> str:

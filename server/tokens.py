@@ -29,14 +29,21 @@ def join_token(secret_key: str, session_id: str, salt: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def join_code(secret_key: str, session_id: str, salt: str) -> str:
-    """A 6-digit code derived from the session and a salt (retried with a new salt on collision)."""
-    number = int.from_bytes(_mac(secret_key, "code", session_id, salt)[:8], "big") % 1_000_000
-    return f"{number:06d}"
+def join_code(secret_key: str, session_id: str, salt: str, digits: int) -> str:
+    """A code of ``digits`` digits derived from the session and a salt (retried with a new salt
+    on collision)."""
+    number = int.from_bytes(_mac(secret_key, "code", session_id, salt)[:8], "big") % 10**digits
+    return f"{number:0{digits}d}"
+
+
+def grouped_code(code: str | None) -> str:
+    """A join code as people read it out: groups of four digits ("4521 8930"); "" for none."""
+    code = code or ""
+    return " ".join(code[i : i + 4] for i in range(0, len(code), 4))
 
 
 def code_hash(secret_key: str, code: str) -> str:
-    """Keyed hash of a 6-digit code: a plain hash of one million values would be reversible."""
+    """Keyed hash of a join code: a plain hash of so few values would be reversible."""
     return _mac(secret_key, "code-lookup", code).hex()
 
 

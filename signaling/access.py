@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist
-from server.accounts import user_for_login_token
+from server.accounts import login_for_token
 from server.booking import beneficiary_may_enter
-from server.passes import BENEFICIARY_COOKIE, beneficiary_session_id, login_token
+from server.passes import beneficiary_session_id, has_beneficiary_pass, login_token
 from server.settings import Settings
 from server.store.models import AssistanceSession, utcnow
 
@@ -32,11 +32,13 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Access:
-    """A live session, the caller's role in it, and their account (volunteer side)."""
+    """A live session, the caller's role in it, and their account and login session
+    (volunteer side)."""
 
     session: AssistanceSession
     role: assist.PeerRole
     user_id: int | None = None
+    login_id: int | None = None
 
 
 async def session_access(
@@ -55,18 +57,18 @@ async def session_access(
         if not await beneficiary_may_enter(db, session, utcnow()):
             raise Refused("forbidden", "this appointment has not opened yet")
         return Access(session, assist.PeerRole.BENEFICIARY)
-    token = login_token(cookies)
+    token = login_token(settings, cookies)
     if session_id and token:
-        user = await user_for_login_token(db, token)
-        if user is None:
+        login = await login_for_token(db, token)
+        if login is None:
             raise Refused("unauthorized", "not logged in")
-        found = await assist.get_for_user(db, session_id, user)
+        found = await assist.get_for_user(db, session_id, login.user)
         if found is None:
             raise Refused("forbidden", "not a participant of this session")
         if not found[0].is_live:
             raise Refused("session_ended", "this session has ended")
-        return Access(found[0], found[1], user.id)
-    if BENEFICIARY_COOKIE in cookies:
+        return Access(found[0], found[1], login.user.id, login.login_id)
+    if has_beneficiary_pass(settings, cookies):
         pass_session = beneficiary_session_id(settings, cookies)
         live = await assist.get_live(db, pass_session) if pass_session else None
         if live is None:

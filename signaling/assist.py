@@ -17,7 +17,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server.events import Dispatcher, PeerRevoked, RoomEnded
+from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
+from server.metrics import SOCKETS_REVOKED
 from server.ratelimit import (
     RATELIMIT_KEY,
     SOCKET_CONNECTS_PER_SESSION,
@@ -41,10 +42,15 @@ from signaling.messages import (
 )
 from signaling.outage import CODE as UNAVAILABLE
 from signaling.outage import outage
+from signaling.revocation import AccountSockets
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/assist"
 MAX_NAME_LENGTH = 40
+# How long a volunteer-side socket's login, once found valid, is trusted before the next
+# relay to or from it reads it again (AccountRevoked closes it at once; this bounds what a
+# lost event could leak: a few seconds of signalling, no media, which flows peer to peer).
+LOGIN_RECHECK_SECONDS = 5.0
 
 
 def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -95,6 +101,7 @@ class _Arrival:
     role: domain.PeerRole
     name: str | None
     user_id: int | None = None
+    login_id: int | None = None
 
 
 class AssistNamespace(socketio.AsyncNamespace):
@@ -106,6 +113,7 @@ class AssistNamespace(socketio.AsyncNamespace):
         self._writers: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self.logins = AccountSockets()  # volunteer-side sockets, by account and login
 
     @asynccontextmanager
     async def _writing(
@@ -151,7 +159,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             except Refused as exc:
                 raise refuse(exc.code, exc.message) from None
         name = clean_name(auth.get("name")) if access.user_id is None else None
-        return _Arrival(access.session, access.role, name, access.user_id)
+        return _Arrival(access.session, access.role, name, access.user_id, access.login_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Authenticate, register the peer in the database, join the session room."""
@@ -179,11 +187,14 @@ class AssistNamespace(socketio.AsyncNamespace):
                     },
                 )
                 await self.enter_room(sid, session.id)
+                if arrival.user_id is not None and arrival.login_id is not None:
+                    self.logins.add(sid, arrival.user_id, arrival.login_id)
                 previous = await domain.peer_joined(db, session, role, sid, arrival.name)
                 peers = self._peers_of(session, exclude=sid)
                 status = session.status.value
                 beneficiary_name = session.beneficiary_name
         except BaseException:
+            self.logins.discard(sid)
             await self.leave_room(sid, found.id)
             raise
         self.server.start_background_task(
@@ -237,10 +248,12 @@ class AssistNamespace(socketio.AsyncNamespace):
         joined: dict[str, str] = {"peer_id": sid, "role": role.value}
         if role is domain.PeerRole.BENEFICIARY and beneficiary_name:
             joined["name"] = beneficiary_name  # the volunteer greets the person by first name
+        await self._drop_revoked(self._room_sids(session_id), max_age=0.0)
         await self.emit("peer-joined", joined, room=session_id, skip_sid=sid)
 
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
         """A peer went away: if it still held its role, the others see "reconnexion…"."""
+        self.logins.discard(sid)
         info = await self._info(sid)
         if not info:
             return
@@ -304,6 +317,8 @@ class AssistNamespace(socketio.AsyncNamespace):
             if utcnow().timestamp() >= info.get("expires_at", float("inf")):
                 await self._expire(info["session_id"])
                 return None
+            if await self._drop_revoked([sid]):
+                return None
             await self._handle(sid, info, message)
         except Exception as exc:
             error = outage(self.app, exc)
@@ -345,6 +360,9 @@ class AssistNamespace(socketio.AsyncNamespace):
                 await self._error(sid, message.event, "not_in_room", "no such peer in this session")
                 return
             target_role = await self._role_of_peer(message.to)
+            if await self._drop_revoked([message.to]):
+                await self._error(sid, message.event, "not_in_room", "no such peer in this session")
+                return
             if not _may_signal(role, target_role, message):
                 await self._error(
                     sid,
@@ -362,6 +380,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             async with self._writing(session_id) as (db, session):
                 if session is not None:
                     await domain.media_state(db, session, message.state, message.media)
+            await self._drop_revoked(self._room_sids(session_id))
             await self.emit(
                 "state",
                 {"from": sid, "role": role.value, "state": message.state, "media": message.media},
@@ -409,6 +428,25 @@ class AssistNamespace(socketio.AsyncNamespace):
         await self.save_session(sid, info)
         await self.disconnect(sid)
 
+    def _room_sids(self, session_id: str) -> list[str]:
+        return [sid for sid, _eio in self.server.manager.get_participants(NAMESPACE, session_id)]
+
+    async def _drop_revoked(
+        self, sids: list[str], max_age: float = LOGIN_RECHECK_SECONDS
+    ) -> list[str]:
+        """Those of ``sids`` whose login no longer gives access, retired before anything more
+        reaches them (an ``AccountRevoked`` that never arrived must not leak)."""
+        gone = await self.logins.revoked(self.app[SESSIONMAKER_KEY], sids, max_age)
+        for sid in gone:
+            log.warning("room socket %s had lost its login: retired", sid)
+            await self._revoke(sid, "revoked")
+        return gone
+
+    async def _revoke(self, sid: str, reason: str) -> None:
+        self.logins.discard(sid)
+        SOCKETS_REVOKED.labels(NAMESPACE, reason).inc()
+        await self.kick(sid, "revoked")
+
     async def _expire(self, session_id: str) -> None:
         """A session past its lifetime ends at its next event: nothing is relayed any more."""
         async with self._writing(session_id) as (db, session):
@@ -422,11 +460,13 @@ class AssistNamespace(socketio.AsyncNamespace):
         """Act on the committed events that concern rooms."""
         dispatcher.subscribe(RoomEnded, self.on_room_ended)
         dispatcher.subscribe(PeerRevoked, self.on_peer_revoked)
+        dispatcher.subscribe(AccountRevoked, self.on_account_revoked)
 
     def unsubscribe(self, dispatcher: Dispatcher) -> None:
         """Stop acting on events (application shutdown)."""
         dispatcher.unsubscribe(RoomEnded, self.on_room_ended)
         dispatcher.unsubscribe(PeerRevoked, self.on_peer_revoked)
+        dispatcher.unsubscribe(AccountRevoked, self.on_account_revoked)
 
     async def on_room_ended(self, event: RoomEnded) -> None:
         """A session ended: its room is told why and emptied."""
@@ -439,6 +479,12 @@ class AssistNamespace(socketio.AsyncNamespace):
             info = await self._info(participant)
             if info and info.get("user_id") == event.user_id:
                 await self.kick(participant, event.reason)
+
+    async def on_account_revoked(self, event: AccountRevoked) -> None:
+        """An account (or one login session of it) lost its access: its sockets in every
+        room are told ``revoked`` and leave."""
+        for sid in self.logins.of(event.user_id, event.login_id):
+            await self._revoke(sid, event.reason)
 
     async def end_room(self, session_id: str, reason: str) -> None:
         """Tell everyone in the room the session is over and disconnect them."""

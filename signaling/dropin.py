@@ -2,9 +2,9 @@
 
 Volunteers (login cookie) join their association's room and get the waiting list on every
 change; they take people with acknowledged events (`take_next`, `take`, `requeue`, `transfer`,
-`gone`). A waiting person's page (queue cookie) joins its own room and gets its position, the
-estimated wait and, when a volunteer takes them, `turn`. Changes are coalesced: a burst of joins
-and leaves costs one database read and one push per association.
+`gone`, `remove`). A waiting person's page (queue cookie) joins its own room and gets its
+position, the estimated wait and, when a volunteer takes them, `turn`. Changes are coalesced:
+a burst of joins and leaves costs one database read and one push per association.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 import socketio
@@ -20,10 +21,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.accounts import user_for_login_token
+from server.accounts import login_for_token
 from server.dropin import places
 from server.dropin.board import Presence, QueueBoard
 from server.events import (
+    AccountRevoked,
     Dispatcher,
     OpeningChanged,
     PersonTransferred,
@@ -32,15 +34,17 @@ from server.events import (
     QueueChanged,
 )
 from server.i18n import _
-from server.passes import QUEUE_COOKIE, login_token
+from server.metrics import QUEUE_REMOVED_IN_BULK, SOCKETS_REVOKED
+from server.passes import QUEUE_COOKIE, cookie, login_token
 from server.ratelimit import RATELIMIT_KEY, SOCKET_CONNECTS_PER_SESSION, SOCKET_EVENTS_PER_PEER
 from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
-from signaling.messages import QueueEntryRef, QueueNothing, QueueTransfer
+from signaling.messages import QueueEntryRef, QueueNothing, QueueRemove, QueueTransfer
 from signaling.outage import CODE as UNAVAILABLE
 from signaling.outage import outage
+from signaling.revocation import AccountSockets
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
@@ -81,6 +85,8 @@ class QueueHub:
         self._pending: dict[int, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.pushes = 0  # how many snapshots were sent (tests, benchmarks)
+        # The volunteers' sockets, by account and login session (re-checked before pushes).
+        self.logins = AccountSockets(roles=(Role.VOLUNTEER, Role.COORDINATOR))
 
     @property
     def board(self) -> QueueBoard:
@@ -97,6 +103,7 @@ class QueueHub:
         dispatcher.subscribe(PlaceCalled, self.on_place_called)
         dispatcher.subscribe(PlaceClosed, self.on_place_closed)
         dispatcher.subscribe(PersonTransferred, self.on_person_transferred)
+        dispatcher.subscribe(AccountRevoked, self.on_account_revoked)
 
     def unsubscribe(self, dispatcher: Dispatcher) -> None:
         """Stop acting on events (application shutdown)."""
@@ -105,6 +112,7 @@ class QueueHub:
         dispatcher.unsubscribe(PlaceCalled, self.on_place_called)
         dispatcher.unsubscribe(PlaceClosed, self.on_place_closed)
         dispatcher.unsubscribe(PersonTransferred, self.on_person_transferred)
+        dispatcher.unsubscribe(AccountRevoked, self.on_account_revoked)
 
     async def on_queue_changed(self, event: QueueChanged) -> None:
         """Push the association's queue soon."""
@@ -137,8 +145,34 @@ class QueueHub:
             "from": event.from_name,
             "first_name": event.first_name,
         }
-        for sid in self.board.presence.sids_of(event.association_id, event.to_user_id):
+        sids = await self.still_allowed(
+            self.board.presence.sids_of(event.association_id, event.to_user_id)
+        )
+        for sid in sids:
             await self.sio.emit("transferred", payload, to=sid, namespace=NAMESPACE)
+
+    async def on_account_revoked(self, event: AccountRevoked) -> None:
+        """An account (or one login session of it) lost its access: its queue pages leave."""
+        for sid in self.logins.of(event.user_id, event.login_id):
+            await self.revoke(sid, event.reason)
+
+    async def revoke(self, sid: str, reason: str) -> None:
+        """Tell a volunteer's queue page its access ended, and disconnect it (it leaves the
+        presence, so the wait estimates stop counting it)."""
+        self.logins.discard(sid)
+        SOCKETS_REVOKED.labels(NAMESPACE, reason).inc()
+        await self.sio.emit("revoked", {"reason": reason}, to=sid, namespace=NAMESPACE)
+        await self.sio.disconnect(sid, namespace=NAMESPACE)
+
+    async def still_allowed(self, sids: Iterable[str]) -> list[str]:
+        """``sids`` whose login still gives access, read now; the others are revoked (an
+        ``AccountRevoked`` that never arrived must not leak names and motifs)."""
+        wanted = list(sids)
+        gone = await self.logins.revoked(self.app[SESSIONMAKER_KEY], wanted)
+        for sid in gone:
+            log.warning("queue socket %s had lost its login: disconnected before a push", sid)
+            await self.revoke(sid, "revoked")
+        return [sid for sid in wanted if sid not in gone]
 
     def turn_payload(self) -> dict[str, str]:
         """What a waiting page gets on its turn: where to go (it sets the room pass)."""
@@ -167,11 +201,15 @@ class QueueHub:
     async def push(self, association_id: int) -> None:
         """Send the queue to the association's volunteers and each open waiting page its
         position."""
+        room = volunteers_room(association_id)
+        # First the logins behind the volunteers' sockets: a revoked one neither gets this push
+        # nor counts in the estimates computed next.
+        await self.still_allowed(
+            sid for sid, _eio in self.sio.manager.get_participants(NAMESPACE, room)
+        )
         queue, positions = await self.board.push_views(association_id)
         self.pushes += 1
-        await self.sio.emit(
-            "queue", queue, room=volunteers_room(association_id), namespace=NAMESPACE
-        )
+        await self.sio.emit("queue", queue, room=room, namespace=NAMESPACE)
         for entry_id, position in positions:
             await self.sio.emit(
                 "position", position, room=entry_room(entry_id), namespace=NAMESPACE
@@ -227,17 +265,21 @@ class QueueNamespace(socketio.AsyncNamespace):
         """A volunteer (login cookie) or a waiting page (queue cookie); anyone else is refused."""
         request: web.Request = environ["aiohttp.request"]
         cookies = request.cookies
-        token = login_token(cookies)
+        token = login_token(self.app[SETTINGS_KEY], cookies)
         async with self.app[SESSIONMAKER_KEY]() as db:
             if token:
-                user = await user_for_login_token(db, token)
-                if user is None:
+                login = await login_for_token(db, token)
+                if login is None:
                     raise refuse("unauthorized", "not logged in")
+                user = login.user
                 if user.role not in (Role.VOLUNTEER, Role.COORDINATOR) or not user.is_active:
                     raise refuse("forbidden", "only volunteers see the queue")
+                self.hub.logins.add(sid, user.id, login.login_id)
                 await self._volunteer_joins(sid, user)
                 return
-            entry = await places.find_by_token(db, cookies.get(QUEUE_COOKIE))
+            entry = await places.find_by_token(
+                db, cookie(self.app[SETTINGS_KEY], cookies, QUEUE_COOKIE)
+            )
         if entry is None:
             raise refuse("unauthorized", "no queue place: join from /aide")
         if not await self.app[RATELIMIT_KEY].hit(SOCKET_CONNECTS_PER_SESSION, "queue", entry.id):
@@ -295,6 +337,7 @@ class QueueNamespace(socketio.AsyncNamespace):
 
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
         """A volunteer leaves the queue page, or a waiting page drops (its grace time starts)."""
+        self.hub.logins.discard(sid)
         info = await self._info(sid)
         if not info:
             return
@@ -332,6 +375,16 @@ class QueueNamespace(socketio.AsyncNamespace):
                 return None  # a lost place is swept once the database is back
         if not connected:
             return None
+        try:
+            return await self._client_event(event, sid, args)
+        except Exception as exc:
+            error = outage(self.app, exc)
+            if error is None:
+                raise
+            return _failure(UNAVAILABLE, error.message)
+
+    async def _client_event(self, event: str, sid: str, args: tuple[Any, ...]) -> Any:
+        """One event of a connected client: checked, then run; its acknowledgement."""
         handler = self._handlers().get(event)
         if handler is None:
             return _failure("unknown_event", f"unknown event {event[:40]!r}")
@@ -343,6 +396,10 @@ class QueueNamespace(socketio.AsyncNamespace):
             return _failure("forbidden", "not connected to the queue")
         if needs_volunteer != (info["kind"] == "volunteer"):
             return _failure("forbidden", f"{event} is not allowed for this peer")
+        if needs_volunteer and await self.hub.logins.revoked(self.app[SESSIONMAKER_KEY], [sid]):
+            # Answered first, then disconnected (an acknowledgement needs the connection).
+            self.server.start_background_task(self.hub.revoke, sid, "revoked")
+            return _failure("forbidden", _("Votre compte n'est plus actif."))
         payload = args[1] if len(args) == 2 else {}
         try:
             message = model.model_validate(payload if payload is not None else {})
@@ -352,11 +409,6 @@ class QueueNamespace(socketio.AsyncNamespace):
             return await run(sid, info, message)
         except places.QueueError as exc:
             return _failure(exc.code, exc.message)
-        except Exception as exc:
-            error = outage(self.app, exc)
-            if error is None:
-                raise
-            return _failure(UNAVAILABLE, error.message)
 
     def _handlers(
         self,
@@ -372,6 +424,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             "requeue": (QueueEntryRef, True, self._requeue),
             "transfer": (QueueTransfer, True, self._transfer),
             "gone": (QueueEntryRef, True, self._gone),
+            "remove": (QueueRemove, True, self._remove),
             "leave": (QueueNothing, False, self._leave),
         }
 
@@ -429,6 +482,21 @@ class QueueNamespace(socketio.AsyncNamespace):
         async with self._acting(info) as (db, user):
             await places.mark_gone(db, user, message.entry_id, utcnow())
         return {"ok": True}
+
+    async def _remove(self, sid: str, info: dict[str, Any], message: QueueRemove) -> dict[str, Any]:
+        now = utcnow()
+        since = now - timedelta(minutes=message.since_minutes) if message.since_minutes else None
+        async with self._acting(info) as (db, user):
+            removed = await places.remove(
+                db,
+                user,
+                now,
+                entry_ids=message.entry_ids,
+                since=since,
+                reason=places.LeftReason(message.reason),
+            )
+        QUEUE_REMOVED_IN_BULK.labels(message.reason).inc(removed)
+        return {"ok": True, "removed": removed}
 
     async def _leave(
         self, sid: str, info: dict[str, Any], _message: QueueNothing

@@ -194,13 +194,33 @@ class QueueEntryRef(BaseModel):
     """`take`, `requeue`, `gone`: one person of the queue."""
 
     model_config = ConfigDict(extra="forbid")
-    entry_id: str = Field(min_length=1, max_length=36)
+    # A place's id is a UUID: anything else is malformed before it reaches the database
+    # (PostgreSQL refuses a NUL character in a text, and the event went unanswered).
+    entry_id: str = Field(min_length=1, max_length=36, pattern="^[0-9a-f-]+$")
 
 
 class QueueTransfer(QueueEntryRef):
     """`transfer`: the person and the volunteer to hand them to."""
 
     volunteer_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class QueueRemove(BaseModel):
+    """`remove`: several waiting people at once, the chosen ones (`entry_ids`) or everyone who
+    joined in the last `since_minutes`, with the reason their pages are given."""
+
+    model_config = ConfigDict(extra="forbid")
+    entry_ids: list[Annotated[str, Field(min_length=1, max_length=36)]] = Field(
+        default_factory=list, max_length=500
+    )
+    since_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    reason: Literal["gone", "removed"] = "removed"
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> QueueRemove:
+        if bool(self.entry_ids) == (self.since_minutes is not None):
+            raise ValueError("give either entry_ids or since_minutes")
+        return self
 
 
 def _check_chunk(data: str) -> str:

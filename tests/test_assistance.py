@@ -26,7 +26,9 @@ async def test_a_code_collision_with_a_live_session_draws_a_new_code(
     # session hold the very code that "clash" gives the second one.
     salts: Iterator[str] = iter(["clash", "free"])
     monkeypatch.setattr(assist, "new_salt", lambda: next(salts))
-    clashing = join_code(settings.secret_key.get_secret_value(), second_id, "clash")
+    clashing = join_code(
+        settings.secret_key.get_secret_value(), second_id, "clash", settings.code_digits
+    )
     async with running.sessionmaker.begin() as db:
         holder = await db.get_one(AssistanceSession, first_id)
         holder.code_hash = code_hash(settings.secret_key.get_secret_value(), clashing)
@@ -35,7 +37,10 @@ async def test_a_code_collision_with_a_live_session_draws_a_new_code(
         session = await db.get_one(AssistanceSession, second_id)
         code = await assist.assign_new_code(db, settings, session)
 
-    assert code == join_code(settings.secret_key.get_secret_value(), second_id, "free") != clashing
+    free = join_code(
+        settings.secret_key.get_secret_value(), second_id, "free", settings.code_digits
+    )
+    assert code == free != clashing
     async with running.sessionmaker() as db:
         found = await assist.find_by_code(db, settings, code)
         assert found is not None and found.id == second_id

@@ -182,10 +182,12 @@ async def test_a_booking_holds_its_units_and_gets_a_session_a_code_and_a_manage_
         assert session.code_expires_at == appointment.ends_at
         assert session.expires_at >= appointment.ends_at + timedelta(minutes=30)
         assert booked.join_url.startswith(settings.base_url + "/j/")
-        assert len(booked.code) == 6 and booked.code.isdigit()
+        assert len(booked.code) == 8 and booked.code.isdigit()
         token = booked.join_url.rsplit("/", 1)[1]
         by_link = await assist.find_by_token(db, token)
-        by_code = await assist.find_by_code(db, settings, booked.code)
+        # The code is the appointment's, but not in the live code space before its window.
+        assert await assist.find_by_code(db, settings, booked.code) is None
+        by_code = await assist.find_by_booked_code(db, settings, booked.code)
         assert by_link is not None and by_code is not None and by_link.id == session.id
         assert by_code.id == session.id
 

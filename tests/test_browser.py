@@ -140,10 +140,10 @@ async def join_link(running: Running, session_id: str) -> str:
 
 
 async def enter_code(page: Page, running: Running, code: str) -> None:
-    """The beneficiary types the 6-digit code on /code and reaches the consent step."""
+    """The beneficiary types the join code on /code and reaches the consent step."""
     await page.goto(running.url("/code"))
     await assert_accessible(page, "code page")
-    await page.get_by_label("Code à 6 chiffres").fill(code)
+    await page.get_by_label("Code à 8 chiffres").fill(code)
     await page.get_by_role("button", name="Continuer").click()
     await page.wait_for_url("**/b")
 
@@ -197,7 +197,7 @@ async def test_volunteer_sees_shared_screen_pause_pointer_chat_and_end(
     await open_assistance(vol)
     await assert_accessible(vol, "volunteer room, waiting")
     code = (await vol.locator("#join-code").inner_text()).strip()
-    assert re.fullmatch(r"\d{6}", code), code
+    assert re.fullmatch(r"\d{4} \d{4}", code), code
 
     ben = await chrome.page(
         errors=ben_errors, requests=requests, viewport={"width": 1280, "height": 900}
@@ -377,7 +377,7 @@ async def test_phone_shows_camera_not_screen_and_continues_on_a_computer_with_a_
     await mobile.locator("#continue-pc").click()
     await expect(mobile.locator("#continue-result")).to_be_visible()
     handover = (await mobile.locator("#continue-code").inner_text()).strip()
-    assert re.fullmatch(r"\d{6}", handover), handover
+    assert re.fullmatch(r"\d{4} \d{4}", handover), handover
     assert await mobile.locator("#continue-url").inner_text() == running.url("/code")
     await mobile.locator("#continue-code").scroll_into_view_if_needed()
     await screenshot(mobile, f"{shot}-continue-code", full_page=False)

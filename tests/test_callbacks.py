@@ -16,6 +16,7 @@ from server import callback_requests
 from server.callback_requests import CallbackError, CallbackForm
 from server.motifs import ensure_default_motifs
 from server.notify import Notifier
+from server.ratelimit import RATELIMIT_KEY
 from server.stats.events import EventKind
 from server.store.models import (
     AssistanceSession,
@@ -84,7 +85,9 @@ async def make_request(
     now = utcnow() - (age or timedelta(0))
     async with running.sessionmaker.begin() as db:
         association = await db.get_one(Association, association_id)
-        done = await callback_requests.submit(db, running.settings, association, form, now)
+        done = await callback_requests.submit(
+            db, running.settings, association, form, now, sms_budget=running.app[RATELIMIT_KEY]
+        )
     assert done.created
     return done.request
 
@@ -213,7 +216,14 @@ async def test_concurrent_duplicate_submissions_make_one_request(running: Runnin
     async def submit() -> bool:
         async with running.sessionmaker.begin() as db:
             association = await db.get_one(Association, association_id)
-            done = await callback_requests.submit(db, running.settings, association, form, utcnow())
+            done = await callback_requests.submit(
+                db,
+                running.settings,
+                association,
+                form,
+                utcnow(),
+                sms_budget=running.app[RATELIMIT_KEY],
+            )
         return done.created
 
     created = await asyncio.gather(*(submit() for _ in range(10)))
@@ -554,7 +564,7 @@ async def test_visio_link_opens_an_assistance_and_sends_the_join_link(running: R
         tries = list(await db.scalars(select(CallbackAttempt.outcome)))
     assert session.channel == "callback"
     assert {m.channel for m in sent} == {"sms", "email"}
-    assert all("/j/" in m.body and re.search(r"\b\d{6}\b", m.body) for m in sent)
+    assert all("/j/" in m.body and re.search(r"\b\d{4} \d{4}\b", m.body) for m in sent)
     assert tries == ["visio_link"]
 
 

@@ -8,11 +8,16 @@ import pytest
 from server.contact import (
     ContactError,
     ContactInfo,
+    ContactKind,
     Needs,
     can_receive_sms,
     normalize_email,
     normalize_phone,
+    phone_region,
+    proven_contact,
+    proven_link,
 )
+from server.settings import DEFAULT_PHONE_REGIONS
 
 PHONES = [
     # (typed, zone, E.164 or None when refused)
@@ -136,3 +141,59 @@ def test_contact_details_are_checked_with_a_french_message_per_field() -> None:
     assert fine.postal_code == "97600" and fine.timezone == "Europe/Paris"
     assert fine.needs.as_json()["first_time_computer"] is True
     assert fine.validated() == fine
+
+
+@pytest.mark.parametrize(
+    ("typed", "region"),
+    [
+        ("06 12 34 56 78", "FR"),
+        ("0690 00 12 34", "GP"),
+        ("0696 20 12 34", "MQ"),
+        ("0694 20 12 34", "GF"),
+        ("0692 12 34 56", "RE"),
+        ("0639 01 23 45", "YT"),
+        ("+508 55 12 34", "PM"),
+        ("+590 690 10 12 34", "GP"),
+        ("+681 72 12 34", "WF"),
+        ("87 12 34 56", "PF"),
+        ("75 12 34", "NC"),
+    ],
+)
+def test_numbers_of_france_and_every_overseas_region_are_accepted(typed: str, region: str) -> None:
+    zone = {"PF": "Pacific/Tahiti", "NC": "Pacific/Noumea", "WF": "Pacific/Wallis"}.get(region)
+    contact = ContactInfo("Awa", typed, "a@b.fr", timezone=zone).validated()
+    assert contact.phone is not None and phone_region(contact.phone) in DEFAULT_PHONE_REGIONS
+
+
+@pytest.mark.parametrize(
+    "typed", ["+44 7911 123456", "+1 202 555 0143", "+269 321 23 45", "+216 20 123 456"]
+)
+def test_numbers_outside_the_allowed_regions_are_refused_in_plain_french(typed: str) -> None:
+    for contact in (ContactInfo("Awa", typed), ContactInfo("Awa", typed, "a@b.fr")):
+        with pytest.raises(ContactError, match="pas un numéro de France") as caught:
+            contact.validated()
+        assert caught.value.code == "phone_outside_france" and caught.value.field == "phone"
+    # A deployment that allows a region (PHONE_REGIONS) takes its numbers.
+    e164 = normalize_phone(typed)
+    region = phone_region(e164)
+    assert region is not None and region not in DEFAULT_PHONE_REGIONS
+    allowed = ContactInfo("Awa", typed).validated(regions=(*DEFAULT_PHONE_REGIONS, region))
+    assert allowed.phone == e164
+
+
+def test_only_the_mark_sent_to_a_contact_proves_it() -> None:
+    secret, session = "s" * 40, "session-1"
+    sms = proven_link("https://x.fr/j/T", secret, session, "phone", "+33612345678")
+    mark = sms.split("?v=")[1]
+    contacts: list[tuple[ContactKind, str | None]] = [
+        ("phone", "+33612345678"),
+        ("email", "awa@example.org"),
+    ]
+    assert proven_contact(secret, session, mark, contacts) == ("phone", "+33612345678")
+    email = proven_link("https://x.fr/j/T", secret, session, "email", "awa@example.org")
+    assert proven_contact(secret, session, email.split("?v=")[1], contacts)[0] == "email"  # type: ignore[index]
+    assert proven_contact(secret, "session-2", mark, contacts) is None  # another session
+    assert proven_contact("t" * 40, session, mark, contacts) is None  # another secret
+    assert proven_contact(secret, session, mark, [("phone", "+33698765432")]) is None
+    assert proven_contact(secret, session, "", contacts) is None
+    assert proven_link("https://x.fr/j/T", secret, session, "phone", None) == "https://x.fr/j/T"

@@ -18,6 +18,7 @@ from yarl import URL
 from server.availability import opening
 from server.dropin import places as dropin
 from server.passes import QUEUE_COOKIE
+from server.settings import Settings
 from server.store.models import (
     AssistanceSession,
     Availability,
@@ -69,15 +70,25 @@ async def add_motif(running: Running, account: Account, name: str = "CAF") -> in
         return motif.id
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Behind a trusted proxy: a test may be several households (X-Forwarded-For), each
+    holding at most QUEUE_MAX_PER_CLIENT places."""
+    return settings.model_copy(update={"trust_proxy": True})
+
+
 async def join_by_http(
-    running: Running, http: aiohttp.ClientSession, **fields: str
+    running: Running, http: aiohttp.ClientSession, address: str | None = None, **fields: str
 ) -> aiohttp.ClientResponse:
-    """Fill and send the /aide form as a browser does."""
-    async with http.get(running.url("/aide")) as resp:
+    """Fill and send the /aide form as a browser does (from ``address`` if given)."""
+    headers = {"X-Forwarded-For": address} if address else {}
+    async with http.get(running.url("/aide"), headers=headers) as resp:
         assert resp.status == 200, await resp.text()
         token = csrf_from(await resp.text())
     data = {"csrf_token": token, "motif": "", "first_name": "", "postal_code": "", **fields}
-    async with http.post(running.url("/aide"), data=data, allow_redirects=False) as resp:
+    async with http.post(
+        running.url("/aide"), data=data, headers=headers, allow_redirects=False
+    ) as resp:
         await resp.read()
         return resp
 
@@ -250,7 +261,11 @@ async def test_join_shows_position_and_estimate_and_joining_twice_keeps_one_plac
     try:
         for index, http in enumerate(browsers):
             resp = await join_by_http(
-                running, http, first_name=f"Marie{'e' * index}", motif=str(motif_id)
+                running,
+                http,
+                f"203.0.113.{index + 1}",  # three households
+                first_name=f"Marie{'e' * index}",
+                motif=str(motif_id),
             )
             assert resp.status == 303 and resp.headers["Location"] == "/aide/attente"
         for index, http in enumerate(browsers):
@@ -263,7 +278,7 @@ async def test_join_shows_position_and_estimate_and_joining_twice_keeps_one_plac
             )
             assert expected in html
             assert "Attente : environ" in html and "CAF" in html
-        again = await join_by_http(running, browsers[0], first_name="Marie")
+        again = await join_by_http(running, browsers[0], "203.0.113.1", first_name="Marie")
         assert again.status == 303 and again.headers["Location"] == "/aide/attente"
         async with browsers[0].get(running.url("/aide"), allow_redirects=False) as resp:
             assert resp.status == 303  # already in the queue: the form leads to the place
@@ -320,13 +335,19 @@ async def test_forged_or_missing_queue_token_is_refused_everywhere(
 
 
 async def test_joining_is_rate_limited_per_address(running: Running, volunteer: Account) -> None:
-    """A flood of joins from one address stops at the limit with a French 429."""
+    """A flood of joins from one address stops at the limit with a French 429 (each leaves
+    again, so that the cap on places held at once is not what stops them)."""
     await open_all_week(running, volunteer)
     statuses = []
     for _ in range(31):
         http = await browser_session()
         try:
             statuses.append((await join_by_http(running, http)).status)
+            if statuses[-1] == 303:
+                async with http.get(running.url("/aide/attente")) as resp:
+                    token = csrf_from(await resp.text())
+                async with http.post(running.url("/aide/quitter"), data={"csrf_token": token}):
+                    pass
         finally:
             await http.close()
     assert statuses[:30] == [303] * 30

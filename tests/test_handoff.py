@@ -17,7 +17,10 @@ from yarl import URL
 from server import assist, booking, callback_requests, contact, handoff
 from server.callback_requests import CallbackForm
 from server.motifs import ensure_default_motifs
+from server.notify import appointments as notifications
+from server.notify.outbox import appointment_key
 from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY
 from server.stats.events import EventKind
 from server.store.models import (
     Appointment,
@@ -49,6 +52,7 @@ PARIS = ZoneInfo("Europe/Paris")
 DONE_TEXT = "Mot de passe CAF refait ensemble, attestation téléchargée."
 NEXT_TEXT = "Envoyer la photo de votre avis d'impôt à la CAF avant vendredi."
 SHEET_LINK = re.compile(r"/fiche/([A-Za-z0-9_-]{20,})")
+JOIN_LINK = re.compile(r"http://[^ ]+/j/[A-Za-z0-9_-]+(?:\?v=[A-Za-z0-9_-]+)?")
 
 
 def text_of(page: str) -> str:
@@ -417,9 +421,8 @@ async def test_appointment_sheet_is_sent_to_the_person_and_shown_to_its_referrer
 
         [sheet] = await sheets(running)
         assert sheet.channel == "appointment"
-        assert sheet.person_key == handoff.person_key(
-            running.settings.secret_key.get_secret_value(), "+33612345678"
-        )
+        # Never linked to the person: they did not come through the link sent to their phone.
+        assert sheet.person_key is None
         async with running.sessionmaker() as db:
             message = await db.scalar(
                 select(OutboxMessage).where(
@@ -482,6 +485,9 @@ async def test_earlier_sheets_show_in_the_room_only_when_shared_and_of_the_same_
         first = await book_for(running, volunteer, days=1)
         second = await book_for(running, volunteer, days=2)
         elsewhere = await book_for(running, far_volunteer, days=1)
+        for booked in (first, second, elsewhere):
+            # As when the person comes through the link sent by SMS to their phone.
+            assert await prove_phone(running, booked.session.id, "+33612345678")
         await end_assistance(far_http, running, elsewhere.session.id)
         await file_sheet(
             far_http, running, f"/assistance/{elsewhere.session.id}/fiche", next_steps="Ailleurs."
@@ -520,6 +526,109 @@ async def test_earlier_sheets_show_in_the_room_only_when_shared_and_of_the_same_
         await far_http.close()
 
 
+async def prove_phone(running: Running, session_id: str, phone: str) -> bool:
+    """Record what entering through the join link sent by SMS to `phone` records."""
+    secret = running.settings.secret_key.get_secret_value()
+    proof = contact.contact_proof(secret, session_id, "phone", phone)
+    async with running.sessionmaker.begin() as db:
+        return await handoff.verify_contact(db, running.settings, session_id, proof)
+
+
+async def book_now_and_notify(
+    running: Running, started: datetime, phone: str
+) -> tuple[booking.Booked, str]:
+    """An appointment that started at `started` (open now), booked and notified as the public
+    form does: (booked, the confirmation SMS as written to the outbox)."""
+    booked_at = started - timedelta(hours=2)
+    async with running.sessionmaker.begin() as db:
+        association = await db.scalar(select(Association).where(Association.name == "Asso A"))
+        assert association is not None
+        motif = (await ensure_default_motifs(db, association.id))[0]
+        booked = await booking.book(
+            db,
+            running.settings,
+            association_id=association.id,
+            motif_id=motif.id,
+            kind="follow_up",
+            starts_at=started,
+            contact=contact.ContactInfo(first_name="Awa", phone=phone),
+            via="public",
+            now=booked_at,
+        )
+        await notifications.appointment_booked(
+            db, running.settings, booked, booked_at, sms_budget=running.app[RATELIMIT_KEY]
+        )
+    key = appointment_key(booked.appointment.id, "confirmation", "sms")
+    async with running.sessionmaker() as db:
+        sms = await db.scalar(
+            select(OutboxMessage.body).where(OutboxMessage.idempotency_key == key)
+        )
+    assert sms is not None
+    return booked, sms
+
+
+async def enter(link: str) -> None:
+    """A new browser opens a join link and enters the room."""
+    async with await browser_session() as person, person.get(link, allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/b"
+
+
+async def enter_with_code(running: Running, code: str) -> None:
+    """A new browser types the code on /code and enters the room."""
+    async with await browser_session() as person:
+        async with person.get(running.url("/code")) as resp:
+            token = csrf_from(await resp.text())
+        async with person.post(
+            running.url("/code"), data={"csrf_token": token, "code": code}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/b"
+
+
+async def test_earlier_sheets_are_linked_only_once_the_phone_is_proven_by_its_sms_link(
+    running: Running, http: aiohttp.ClientSession, volunteer: Account
+) -> None:
+    """Anyone can book with someone else's number: that alone never shows the number's
+    earlier sheets. Entering through the link sent by SMS to the number does."""
+    now = datetime.now(UTC)
+    zone = awake_zone(now)
+    started = quarter_before(now, 15)
+    await open_all_week(running, volunteer, zone)
+    victim = "+33612345678"
+    mine, sms = await book_now_and_notify(running, started, victim)
+    link = JOIN_LINK.search(sms)
+    assert link is not None and "?v=" in link.group(0), sms
+    await enter(link.group(0))
+    await login(http, running, volunteer)
+    await end_assistance(http, running, mine.session.id)
+    await file_sheet(http, running, f"/assistance/{mine.session.id}/fiche")  # shared
+    [sheet] = await sheets(running)
+    secret = running.settings.secret_key.get_secret_value()
+    assert sheet.person_key == handoff.person_key(secret, victim)
+
+    # A stranger books with the victim's number (another volunteer is free then) and comes in
+    # with the code, or the plain link their confirmation page shows: nothing earlier shows.
+    second, second_http = await staff(running, "sami@example.org")
+    await open_all_week(running, second, zone)
+    try:
+        theirs, sms = await book_now_and_notify(running, started, victim)
+        assert theirs.appointment.volunteer_id == second.user.id
+        room = f"/assistance/{theirs.session.id}"
+        await enter_with_code(running, theirs.code)
+        await enter(theirs.join_url)
+        await enter(theirs.join_url + "?v=AAAAAAAAAAAAAAAA")  # a forged mark
+        status, page = await get(second_http, running, room)
+        assert status == 200 and "earlier-sheets" not in page and NEXT_TEXT not in page
+
+        # The number's owner comes through the link the SMS brought them: now it shows.
+        link = JOIN_LINK.search(sms)
+        assert link is not None
+        await enter(link.group(0))
+        status, page = await get(second_http, running, room)
+        assert "Fiches précédentes de la personne (1)" in page and NEXT_TEXT in page
+    finally:
+        await second_http.close()
+
+
 # -- Call-backs helped on the phone -----------------------------------------------------------
 
 
@@ -531,7 +640,9 @@ async def test_a_call_back_helped_on_the_phone_offers_the_sheet_to_its_volunteer
     ).validated("Europe/Paris", set())
     async with running.sessionmaker.begin() as db:
         association = await db.get_one(Association, volunteer.user.association_id)
-        done = await callback_requests.submit(db, running.settings, association, form, utcnow())
+        done = await callback_requests.submit(
+            db, running.settings, association, form, utcnow(), sms_budget=running.app[RATELIMIT_KEY]
+        )
         request_id = done.request.id
     await login(http, running, volunteer)
     _other, other_http = await staff(running, "sami@example.org")

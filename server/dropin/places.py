@@ -13,6 +13,7 @@ import enum
 import math
 import secrets
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assist
+from server import assist, fair_use
 from server.availability import Opening, opening
 from server.errors import DomainError, Kind
 from server.events import (
@@ -56,6 +57,8 @@ HANDLING_SAMPLE = 20
 HANDLING_MIN_SAMPLES = 3
 HANDLING_WINDOW = timedelta(days=30)
 SHOWN_TO_VOLUNTEERS = 50
+# One bulk removal touches at most this many people (the whole queue at the default size).
+MAX_REMOVED_AT_ONCE = 500
 
 
 class LeftReason(enum.StrEnum):
@@ -64,6 +67,7 @@ class LeftReason(enum.StrEnum):
     LEFT = "left"  # they clicked "Quitter la file"
     LOST = "lost"  # their page stayed disconnected past the grace time
     GONE = "gone"  # a volunteer called them and they were not there
+    REMOVED = "removed"  # a volunteer removed them (a flood of fake places, a duplicate)
 
 
 class QueueError(DomainError):
@@ -146,12 +150,28 @@ async def join(
     first_name: str | None,
     postal_code: str | None,
     now: datetime,
+    *,
+    client: str | None = None,
 ) -> Joined:
-    """Add someone at the end of the queue; refused when closed or full (a call-back is offered)."""
+    """Add someone at the end of the queue; refused when closed or full (a call-back is
+    offered), or when their client (``client``: the keyed hash of its address key) already
+    holds QUEUE_MAX_PER_CLIENT places waiting in this queue."""
     await begin_write(db)  # the count and the insert see the same queue on SQLite too
     state = await opening(db, association_id, now)
     if not state.is_open:
         raise QueueError("closed", _("La permanence est fermée pour le moment."))
+    if client is not None:
+        await fair_use.serialise(db, f"queue:{association_id}", client)
+        if await fair_use.live_places(db, association_id, client) >= settings.queue_max_per_client:
+            raise QueueError(
+                "too_many_places",
+                _(
+                    "Depuis cette connexion, %(n)d personnes attendent déjà. Attendez qu'un "
+                    "bénévole les prenne, ou laissez votre numéro : on vous rappelle."
+                )
+                % {"n": settings.queue_max_per_client},
+                kind=Kind.RATE_LIMITED,
+            )
     if await count_waiting(db, association_id) >= settings.queue_max_waiting:
         raise QueueError(
             "full",
@@ -165,6 +185,7 @@ async def join(
         first_name=first_name,
         postal_code=postal_code,
         token_hash=sha256_hex(token),
+        client_key_hash=client,
         status=QueueStatus.WAITING,
         created_at=now,
         queued_at=now,
@@ -216,7 +237,8 @@ async def disconnected(
 
 
 async def _leave(db: AsyncSession, entry: QueueEntry, reason: LeftReason, now: datetime) -> None:
-    entry.status = QueueStatus.LEFT if reason is not LeftReason.GONE else QueueStatus.GONE
+    sent_away = reason in (LeftReason.GONE, LeftReason.REMOVED)
+    entry.status = QueueStatus.GONE if sent_away else QueueStatus.LEFT
     entry.ended_at = now
     entry.end_reason = reason.value
     entry.waiting_sid = None
@@ -628,3 +650,44 @@ async def mark_gone(
 async def entry_for_session(db: AsyncSession, session_id: str) -> QueueEntry | None:
     """The queue place an assistance session was opened for, if any."""
     return await db.scalar(select(QueueEntry).where(QueueEntry.assistance_session_id == session_id))
+
+
+async def remove(
+    db: AsyncSession,
+    volunteer: User,
+    now: datetime,
+    *,
+    entry_ids: Sequence[str] = (),
+    since: datetime | None = None,
+    reason: LeftReason = LeftReason.REMOVED,
+) -> int:
+    """Take several waiting people out of the queue at once (a flood of fake places): the
+    chosen ``entry_ids``, or everyone who joined at or after ``since``. People being helped
+    stay; each page removed is told, like "absent(e)". How many were removed."""
+    _check_volunteer(volunteer)
+    if reason not in (LeftReason.GONE, LeftReason.REMOVED):
+        raise ValueError(f"a volunteer removes with reason gone or removed, not {reason}")
+    if not entry_ids and since is None:
+        raise QueueError(
+            "nothing_chosen", _("Cochez les personnes à retirer."), "entry_id", kind=Kind.INVALID
+        )
+    await begin_write(db)
+    query = select(QueueEntry).where(
+        QueueEntry.association_id == volunteer.association_id,
+        QueueEntry.status == QueueStatus.WAITING,
+    )
+    if entry_ids:
+        query = query.where(QueueEntry.id.in_(list(entry_ids)[:MAX_REMOVED_AT_ONCE]))
+    if since is not None:
+        query = query.where(QueueEntry.queued_at >= since)
+    chosen = list(
+        await db.scalars(
+            query.order_by(QueueEntry.queued_at, QueueEntry.id)
+            .limit(MAX_REMOVED_AT_ONCE)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+    for entry in chosen:
+        await _leave(db, entry, reason, now)
+    return len(chosen)

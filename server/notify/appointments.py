@@ -13,14 +13,16 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking, links
+from server.contact import ContactKind, proven_link
 from server.i18n import _
 from server.ics import appointment_ics
 from server.notify import outbox
-from server.notify.deliver import deliver
+from server.notify.deliver import Delivery, SmsBudget, SmsGate, deliver
 from server.notify.outbox import Attachment, Channel, appointment_key
 from server.settings import Settings
 from server.store.models import Appointment, Association, Motif
 from server.timezones import When
+from server.tokens import grouped_code
 
 ICS_FILENAME = "rendez-vous.ics"
 
@@ -62,6 +64,19 @@ def _keys(appointment_id: str, kind: str, *parts: str) -> Callable[[Channel], st
     return lambda channel: appointment_key(appointment_id, kind, channel, *parts)
 
 
+def _join_url(settings: Settings, booked: booking.Booked, kind: ContactKind) -> str:
+    """The join link as sent to the person's phone (SMS) or address (e-mail): marked, so that
+    coming through it proves they read that contact (earlier sheets, server/handoff.py)."""
+    appointment = booked.appointment
+    return proven_link(
+        booked.join_url,
+        settings.secret_key.get_secret_value(),
+        booked.session.id,
+        kind,
+        appointment.phone if kind == "phone" else appointment.email,
+    )
+
+
 def _details(
     settings: Settings, booked: booking.Booked, motif_name: str, association_name: str
 ) -> tuple[When, str]:
@@ -79,9 +94,9 @@ def _details(
         "day": when.day,
         "time": when.time,
         "zone": when.zone,
-        "join": booked.join_url,
+        "join": _join_url(settings, booked, "email"),
         "code_url": links.CODE.url(settings),
-        "code": booked.code,
+        "code": grouped_code(booked.code),
         "manage": manage_url(settings, booked.manage_token),
         "association": association_name,
     }
@@ -94,19 +109,26 @@ async def appointment_booked(
     booked: booking.Booked,
     now: datetime,
     replaces: Appointment | None = None,
-) -> None:
+    *,
+    sms_budget: SmsBudget | None,
+) -> Delivery:
     """The confirmation (with the .ics) and the reminders still ahead, in the booking's
     transaction. After a move (`replaces`), a second .ics removes the old time from the
-    person's calendar."""
+    person's calendar. What became of the confirmation (its SMS may be withheld)."""
     appointment = booked.appointment
+    gate = SmsGate.of(settings, sms_budget)
     motif_name, association_name = await _names(db, appointment)
     when, details = _details(settings, booked, motif_name, association_name)
     hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
+    email_join, sms_join = (
+        _join_url(settings, booked, "email"),
+        _join_url(settings, booked, "phone"),
+    )
     calendars = [
         Attachment(
             ICS_FILENAME,
             "text/calendar; method=PUBLISH",
-            ics_for(settings, appointment, motif_name, booked.join_url),
+            ics_for(settings, appointment, motif_name, email_join),
         )
     ]
     if replaces is not None:
@@ -114,11 +136,12 @@ async def appointment_booked(
             Attachment(
                 "ancien-rendez-vous.ics",
                 "text/calendar; method=CANCEL",
-                ics_for(settings, replaces, motif_name, booked.join_url, cancelled=True),
+                ics_for(settings, replaces, motif_name, email_join, cancelled=True),
             )
         )
-    await deliver(
+    confirmation = await deliver(
         db,
+        gate=gate,
         appointment_id=appointment.id,
         key=_keys(appointment.id, "confirmation"),
         email=appointment.email,
@@ -133,8 +156,8 @@ async def appointment_booked(
         % {
             "day": when.day,
             "time": when.time,
-            "join": booked.join_url,
-            "code": booked.code,
+            "join": sms_join,
+            "code": grouped_code(booked.code),
             "manage": manage_url(settings, booked.manage_token),
         },
         send_after=now,
@@ -147,6 +170,7 @@ async def appointment_booked(
             continue  # the confirmation, just sent, says it all
         await deliver(
             db,
+            gate=gate,
             appointment_id=appointment.id,
             key=_keys(appointment.id, "reminder", str(minutes), stamp),
             email=appointment.email,
@@ -159,9 +183,15 @@ async def appointment_booked(
                 "Rappel : rendez-vous visio le %(day)s à %(time)s. "
                 "Lien (15 min avant) : %(join)s Code : %(code)s"
             )
-            % {"day": when.day, "time": when.time, "join": booked.join_url, "code": booked.code},
+            % {
+                "day": when.day,
+                "time": when.time,
+                "join": sms_join,
+                "code": grouped_code(booked.code),
+            },
             send_after=send_after,
         )
+    return confirmation
 
 
 async def appointment_cancelled(
@@ -171,9 +201,11 @@ async def appointment_cancelled(
     now: datetime,
     *,
     notify_person: bool = True,
+    sms_budget: SmsBudget | None,
 ) -> None:
     """Drop pending reminders, tell the person (unless moved) and the waitlist, in the cancel's
     transaction."""
+    gate = SmsGate.of(settings, sms_budget)
     await outbox.cancel_for_appointment(db, appointment.id, "confirmation", "reminder")
     motif_name, association_name = await _names(db, appointment)
     when = When.of(appointment.starts_at, appointment.display_timezone)
@@ -197,6 +229,7 @@ async def appointment_cancelled(
         }
         await deliver(
             db,
+            gate=gate,
             appointment_id=appointment.id,
             key=_keys(appointment.id, "cancellation"),
             email=appointment.email,
@@ -212,11 +245,16 @@ async def appointment_cancelled(
             send_after=now,
             attachments=(calendar,),
         )
-    await slot_freed(db, settings, appointment, motif_name, now)
+    await slot_freed(db, gate, settings, appointment, motif_name, now)
 
 
 async def slot_freed(
-    db: AsyncSession, settings: Settings, appointment: Appointment, motif_name: str, now: datetime
+    db: AsyncSession,
+    gate: SmsGate,
+    settings: Settings,
+    appointment: Appointment,
+    motif_name: str,
+    now: datetime,
 ) -> list[int]:
     """Tell the first people on the waitlist that this appointment's time is free again."""
     entries = await booking.waitlist_candidates_for_freed_slot(db, appointment, now=now)
@@ -234,6 +272,7 @@ async def slot_freed(
         ) % {"motif": motif_name, "day": when.day, "time": when.time, "zone": when.zone, "url": url}
         await deliver(
             db,
+            gate=gate,
             appointment_id=appointment.id,
             key=_keys(appointment.id, "waitlist", str(entry.id)),
             email=entry.email,
@@ -256,7 +295,9 @@ async def appointment_moved(
     old: Appointment,
     booked: booking.Booked,
     now: datetime,
-) -> None:
+    *,
+    sms_budget: SmsBudget | None,
+) -> Delivery:
     """After a reschedule: the old reminders go, a new confirmation and reminders come."""
-    await appointment_cancelled(db, settings, old, now, notify_person=False)
-    await appointment_booked(db, settings, booked, now, replaces=old)
+    await appointment_cancelled(db, settings, old, now, notify_person=False, sms_budget=sms_budget)
+    return await appointment_booked(db, settings, booked, now, replaces=old, sms_budget=sms_budget)

@@ -18,15 +18,17 @@ pending messages by kind.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, ScalarSelect, String, and_, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, String, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.events import OutboxWritten, publish
+from server.store.engine import begin_write
 from server.store.models import OutboxMessage, OutboxStatus
 
 # Delay before attempt n + 1 after the n-th attempt failed; the last value repeats.
@@ -119,8 +121,12 @@ async def enqueue(
     send_after: datetime,
     attachments: Iterable[Attachment] = (),
     appointment_id: str | None = None,
+    withheld: str | None = None,
 ) -> OutboxMessage | None:
     """Add a message in the caller's transaction; None if a message with this key already exists.
+
+    ``withheld`` (a reason such as ``recipient_cap``) stores the message as never to be sent
+    (status ``withheld``): the person can be told, and an operator sees what was held back.
 
     ``INSERT … ON CONFLICT (idempotency_key) DO NOTHING`` rather than a savepoint around a plain
     INSERT: no exception, no savepoint, and on PostgreSQL a concurrent insert of the same key waits
@@ -155,14 +161,71 @@ async def enqueue(
             attachments=files,
             send_after=send_after,
             appointment_id=appointment_id,
+            status=OutboxStatus.PENDING if withheld is None else OutboxStatus.WITHHELD,
+            last_error=None if withheld is None else f"withheld: {withheld}"[:_ERROR_LENGTH],
         )
         .on_conflict_do_nothing(index_elements=[OutboxMessage.idempotency_key])
         .returning(OutboxMessage)
     )
     message = (await db.scalars(statement)).one_or_none()
-    if message is not None:
+    if message is not None and withheld is None:
         publish(db, OutboxWritten())
     return message
+
+
+async def exists(db: AsyncSession, key: str) -> bool:
+    """Whether a message with this idempotency key was already written."""
+    found = await db.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key))
+    return found is not None
+
+
+async def hold_recipient(db: AsyncSession, recipient: str) -> None:
+    """Serialise, until the transaction ends, the writers of messages to this recipient, so
+    that two concurrent requests cannot both pass a per-recipient cap. PostgreSQL: a
+    transaction-level advisory lock on a hash of the recipient; SQLite: the write lock
+    (BEGIN IMMEDIATE), which every writer takes anyway."""
+    if db.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(b"outbox-recipient:" + recipient.encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        await db.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        await begin_write(db)
+
+
+async def sms_count(db: AsyncSession, recipient: str, start: datetime, end: datetime) -> int:
+    """SMS to this number due in ``[start, end)`` that are, or will be, sent (cancelled and
+    withheld ones do not count; failed ones may have cost, they do)."""
+    count = await db.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.recipient == recipient,
+            OutboxMessage.channel == Channel.SMS.value,
+            OutboxMessage.send_after >= start,
+            OutboxMessage.send_after < end,
+            OutboxMessage.status.not_in([OutboxStatus.CANCELLED, OutboxStatus.WITHHELD]),
+        )
+    )
+    return int(count or 0)
+
+
+async def withheld_sms(
+    db: AsyncSession, *, appointment_id: str | None = None, key_prefix: str | None = None
+) -> str | None:
+    """Why an SMS of this appointment (or of these keys) was held back, if one was: the
+    reason stored by ``enqueue(withheld=…)`` of the newest such message."""
+    query = select(OutboxMessage.last_error).where(
+        OutboxMessage.channel == Channel.SMS.value,
+        OutboxMessage.status == OutboxStatus.WITHHELD,
+    )
+    if appointment_id is not None:
+        query = query.where(OutboxMessage.appointment_id == appointment_id)
+    if key_prefix is not None:
+        query = query.where(OutboxMessage.idempotency_key.startswith(key_prefix, autoescape=True))
+    if appointment_id is None and key_prefix is None:
+        raise ValueError("name the appointment or the key prefix")
+    error = await db.scalar(query.order_by(OutboxMessage.id.desc()).limit(1))
+    return error.removeprefix("withheld: ") if error else None
 
 
 async def cancel_for_appointment(db: AsyncSession, appointment_id: str, *kinds: str) -> int:

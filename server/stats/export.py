@@ -9,6 +9,7 @@ from typing import Any
 
 from server import taxonomy
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.stats.display import period_label, published_rate, shown
 from server.stats.events import EventKind
 from server.stats.filters import Filters
@@ -66,8 +67,26 @@ def volunteer_rows(report: Report) -> list[tuple[str, str, int]]:
     )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
+# names typed by people (volunteers, unknown codes) could then open links or leak other cells.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before a formula character
+    (numbers are left alone: -3 is a number, not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_table(report: Report, table: str, small: int) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of one CSV table, small counts shown as "< N"."""
+    """Header and rows of one CSV table, small counts shown as "< N", no cell a formula."""
+    header, body = _table(report, table, small)
+    return header, [[spreadsheet_safe(cell) for cell in line] for line in body]
+
+
+def _table(report: Report, table: str, small: int) -> tuple[list[str], list[list[Any]]]:
     if table == "volumes":
         header = ["period", "sessions"]
         header += [f"sessions_{c}" for c in CHANNELS]
@@ -193,7 +212,7 @@ def report_json(report: Report, small: int) -> dict[str, Any]:
             for table in _FACET_TABLES
         },
         "volunteers": [
-            {"id": int(vid) if vid.isdigit() else None, "name": name, "sessions": shown(n, small)}
+            {"id": parse_int(vid), "name": name, "sessions": shown(n, small)}
             for vid, name, n in volunteer_rows(report)
         ],
         "departements": [

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import geo
 from server.i18n import _
+from server.integers import parse_int
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
 from server.stats.filters import Filters
 from server.stats.rollups import (
@@ -218,7 +219,8 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
     ]
     for dim, value, count in await db.execute(_union(facets)):
         report.facets.setdefault(dim, Counter())[value] += int(count)
-    volunteer_ids = [int(v) for v in report.facets.get("vol", {}) if v.isdigit()]
+    found = (parse_int(value) for value in report.facets.get("vol", {}))
+    volunteer_ids = [number for number in found if number is not None]
     if volunteer_ids:
         names = await db.execute(
             select(User.id, User.name).where(

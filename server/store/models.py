@@ -168,7 +168,7 @@ class Invitation(Base):
 class AssistanceSession(Base):
     """One remote assistance: a volunteer, at most one beneficiary, optionally an observer.
 
-    The join link token and the 6-digit code are derived from a per-session salt with the secret
+    The join link token and the join code are derived from a per-session salt with the secret
     key (so the volunteer's page can show them again) and only their hashes are stored for lookup.
     """
 
@@ -196,6 +196,10 @@ class AssistanceSession(Base):
         default=SessionStatus.WAITING,
     )
     beneficiary_name: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The person_key (server/handoff.py) of the contact the beneficiary proved they read: they
+    # came through the join link marked for that phone (SMS) or address (e-mail). Only then are
+    # their earlier sheets linked: anyone can book with someone else's number.
+    verified_person_key: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beneficiary_joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -356,6 +360,9 @@ class Appointment(Base):
     booked_via: Mapped[str] = mapped_column(String(20), default="public")  # public|referrer|api
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     manage_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Keyed hash of the booking client's address key (IPv4, or IPv6 /64), never the address:
+    # live public bookings per client are capped (server/fair_use.py). Purged with the rest.
+    client_key_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     assistance_session_id: Mapped[str | None] = mapped_column(
         ForeignKey("assistance_sessions.id"), default=None
     )
@@ -366,7 +373,11 @@ class Appointment(Base):
         ForeignKey("appointments.id", ondelete="SET NULL"), default=None
     )
 
-    __table_args__ = (Index("ix_appointments_volunteer_starts", "volunteer_id", "starts_at"),)
+    __table_args__ = (
+        Index("ix_appointments_volunteer_starts", "volunteer_id", "starts_at"),
+        Index("ix_appointments_client_key_hash", "client_key_hash"),
+        Index("ix_appointments_phone", "phone"),
+    )
 
 
 class AppointmentUnit(Base):
@@ -390,6 +401,9 @@ class OutboxStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Never sent on purpose (an SMS past a cap, outside the allowed regions): kept so that the
+    # person can be told and an operator can see what was held back.
+    WITHHELD = "withheld"
 
 
 class OutboxMessage(Base):
@@ -423,7 +437,11 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
-    __table_args__ = (Index("ix_outbox_status_send_after", "status", "send_after"),)
+    __table_args__ = (
+        Index("ix_outbox_status_send_after", "status", "send_after"),
+        # The per-recipient SMS cap counts one number's messages of one day.
+        Index("ix_outbox_recipient_send_after", "recipient", "send_after"),
+    )
 
 
 class WaitlistEntry(Base):
@@ -461,6 +479,16 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class UsedChallenge(Base):
+    """A proof-of-work challenge already spent on a form: refused if sent again, until its
+    expiry (then the signature check refuses it anyway and the row is deleted)."""
+
+    __tablename__ = "used_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the challenge's signature
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # -- Drop-in queue and call-backs ------------------------------------------------------------
 
 
@@ -485,6 +513,9 @@ class QueueEntry(Base):
     first_name: Mapped[str | None] = mapped_column(String(40), default=None)
     postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Keyed hash of the client's address key (IPv4, or IPv6 /64), never the address: live
+    # places per client are capped (server/fair_use.py), across server nodes.
+    client_key_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[QueueStatus] = mapped_column(
         Enum(
             QueueStatus,
@@ -514,6 +545,7 @@ class QueueEntry(Base):
         Index(
             "ix_queue_entries_association_status_queued", "association_id", "status", "queued_at"
         ),
+        Index("ix_queue_entries_client_key_hash", "client_key_hash"),
     )
 
 

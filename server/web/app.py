@@ -18,10 +18,18 @@ from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
-from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY, database_ctx
+from server.runtime import (
+    DISPATCHER_KEY,
+    SESSIONMAKER_KEY,
+    SETTINGS_KEY,
+    database_ctx,
+    passwords_ctx,
+)
 from server.settings import Settings
+from server.tokens import grouped_code
+from server.web.accesslog import redaction, redaction_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
-from server.web.routes import STATIC_DIR, WEB_DIR, setup_routes
+from server.web.routes import WEB_DIR, setup_routes, static_file
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
 from signaling.server import create_sio, socketio_ctx
@@ -30,8 +38,8 @@ MAX_REQUEST_BYTES = 256 * 1024
 
 
 def static_url(path: str) -> str:
-    """URL of a file under web/static, with a version query from its mtime for caching."""
-    file = STATIC_DIR / path
+    """URL of a static file (web/static or vendored), with a version query from its mtime."""
+    file = static_file(path)
     version = int(file.stat().st_mtime) if file.exists() else 0
     return f"/static/{path}?v={version}"
 
@@ -72,6 +80,8 @@ def setup_templates(app: web.Application) -> None:
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["static_url"] = static_url
+    env.globals["code_digits"] = app[SETTINGS_KEY].code_digits
+    env.filters["grouped_code"] = grouped_code
     env.globals["photo_limits"] = photo_limits()
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 
@@ -109,14 +119,18 @@ def create_app(settings: Settings) -> web.Application:
     routes."""
     logging.basicConfig(level=settings.log_level.upper())
     app = web.Application(
-        middlewares=[security_headers, compression, error_pages, authentication],
+        middlewares=[redaction, security_headers, compression, error_pages, authentication],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS_KEY] = settings
     app[DISPATCHER_KEY] = Dispatcher()
     setup_templates(app)
+    # First in, last out: it reads the finished route table at startup and filters the logs
+    # while everything else starts and stops.
+    app.cleanup_ctx.append(redaction_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
+    app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(worker_ctx)
     create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)

@@ -20,6 +20,7 @@ from server.runtime import (
     DatabaseUnavailable,
     unavailable_from,
 )
+from server.web.accesslog import logged_target
 from server.web.request import (
     CSRF_SEED_KEY,
     CSRF_SEED_NEW_KEY,
@@ -113,7 +114,7 @@ async def compression(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the logged-in account from the login cookie (pages and API, not static files)."""
-    token = login_token(request.cookies)
+    token = login_token(request.app[SETTINGS_KEY], request.cookies)
     if token and not request.path.startswith("/static/"):
         async with request.app[SESSIONMAKER_KEY]() as db:
             user = await accounts.user_for_login_token(db, token)
@@ -215,5 +216,6 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
                 response.headers[name] = exc.headers[name]
         return response
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The target as the access log writes it: never a link's secret or a query string.
+        log.exception("unhandled error on %s %s", request.method, logged_target(request))
         return _error_page(request, 500, None)

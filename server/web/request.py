@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
@@ -17,6 +19,7 @@ from server.ratelimit import address_key
 from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
+from server.web.forms import read_form
 
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
@@ -82,7 +85,7 @@ def csrf_seed(request: web.Request) -> str:
     """The per-browser random value the CSRF token is derived from (cookie set if missing)."""
     seed: str | None = request.get(CSRF_SEED_KEY)
     if seed is None:
-        seed = request.cookies.get(CSRF_COOKIE, "")
+        seed = passes.cookie(request.app[SETTINGS_KEY], request.cookies, CSRF_COOKIE) or ""
         if len(seed) < 20 or len(seed) > 64:
             seed = secrets.token_urlsafe(24)
             request[CSRF_SEED_NEW_KEY] = True
@@ -90,20 +93,58 @@ def csrf_seed(request: web.Request) -> str:
     return seed
 
 
+def rotate_csrf(request: web.Request, response: web.StreamResponse) -> None:
+    """A new CSRF seed for this browser, set on ``response``: called when the login session
+    changes, so that a token read before (by another user of the same computer, in a cached
+    page) is worthless after."""
+    seed = secrets.token_urlsafe(24)
+    request[CSRF_SEED_KEY] = seed
+    request[CSRF_SEED_NEW_KEY] = False  # set here: a raised redirect skips the middleware
+    set_cookie(request, response, CSRF_COOKIE, seed, max_age=None)
+
+
+def _expected_csrf(request: web.Request, seed: str) -> str:
+    return csrf_token(request.app[SETTINGS_KEY].secret_key.get_secret_value(), seed)
+
+
+def mask_csrf(token: str) -> str:
+    """The token XORed with a fresh random pad, pad first: a different string in every
+    response, so that a compressed page does not leak it to a BREACH attacker (gzip stays on
+    for 3G)."""
+    raw = bytes.fromhex(token)
+    pad = secrets.token_bytes(len(raw))
+    masked = bytes(a ^ b for a, b in zip(pad, raw, strict=True))
+    return base64.urlsafe_b64encode(pad + masked).decode()
+
+
+_MASKED = re.compile(r"[A-Za-z0-9_-]{64}")
+_PLAIN = re.compile(r"[0-9a-f]{48}")
+
+
+def unmask_csrf(sent: str) -> str:
+    """The token behind a masked one ("" if it is not one); an unmasked token (scripts that
+    derive it from the seed) is taken as is."""
+    if _PLAIN.fullmatch(sent):
+        return sent
+    if not _MASKED.fullmatch(sent):
+        return ""
+    data = base64.urlsafe_b64decode(sent)
+    half = len(data) // 2
+    return bytes(a ^ b for a, b in zip(data[:half], data[half:], strict=True)).hex()
+
+
 def csrf_for(request: web.Request) -> str:
-    """The CSRF token to put in this page's forms."""
-    return csrf_token(request.app[SETTINGS_KEY].secret_key.get_secret_value(), csrf_seed(request))
+    """The CSRF token to put in this page's forms: masked afresh for every response."""
+    return mask_csrf(_expected_csrf(request, csrf_seed(request)))
 
 
 async def check_csrf(request: web.Request) -> Mapping[str, Any]:
     """Read the form and refuse it unless its CSRF token (form field or header) matches."""
-    form: Mapping[str, Any] = await request.post()
+    form: Mapping[str, Any] = await read_form(request)
     sent = request.headers.get("X-CSRF-Token") or str(form.get("csrf_token", ""))
-    seed = request.cookies.get(CSRF_COOKIE, "")
-    expected = (
-        csrf_token(request.app[SETTINGS_KEY].secret_key.get_secret_value(), seed) if seed else ""
-    )
-    if not seed or not sent or not constant_time_equal(sent, expected):
+    seed = passes.cookie(request.app[SETTINGS_KEY], request.cookies, CSRF_COOKIE) or ""
+    expected = _expected_csrf(request, seed) if seed else ""
+    if not seed or not sent or not constant_time_equal(unmask_csrf(sent), expected):
         raise web.HTTPForbidden(
             text=_("Le formulaire a expiré. Revenez en arrière, rechargez la page et réessayez."),
             content_type="text/plain",
@@ -118,15 +159,24 @@ def set_cookie(
     value: str,
     max_age: int | None,
 ) -> None:
-    """HttpOnly, SameSite=Lax, Secure under https."""
+    """HttpOnly, SameSite=Lax, Path=/; under https Secure and named ``__Host-<name>`` (no
+    subdomain or plain-http page can set or shadow it)."""
     response.set_cookie(
-        name,
+        passes.cookie_name(request.app[SETTINGS_KEY], name),
         value,
         max_age=max_age,
         path="/",
         httponly=True,
         samesite="Lax",
         secure=request.app[SETTINGS_KEY].secure_cookies,
+    )
+
+
+def delete_cookie(request: web.Request, response: web.StreamResponse, name: str) -> None:
+    """Clear a cookie set by ``set_cookie``."""
+    settings = request.app[SETTINGS_KEY]
+    response.del_cookie(
+        passes.cookie_name(settings, name), path="/", secure=settings.secure_cookies
     )
 
 

@@ -30,7 +30,19 @@ from server.web.views import (
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 STATIC_DIR = WEB_DIR / "static"
-SOCKETIO_CLIENT = WEB_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.esm.min.js"
+NODE_MODULES = WEB_DIR / "node_modules"
+# Browser files of npm packages (web/package.json, installed by `npm ci`), served from our own
+# origin under /static/vendor/ (never from a CDN): name under /static/vendor/ → file.
+VENDORED = {
+    "socket.io.esm.min.js": NODE_MODULES / "socket.io-client" / "dist" / "socket.io.esm.min.js",
+    # ALTCHA's "external" build: no inline styles (its CSS is a file) and no Worker built from
+    # a blob (the PBKDF2 Worker is a file), so it runs under our CSP. Loaded only on a public
+    # form under pressure (templates/_pow.html).
+    "altcha/altcha.min.js": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.min.js",
+    "altcha/altcha.css": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.css",
+    "altcha/pbkdf2.js": NODE_MODULES / "altcha" / "dist" / "workers" / "pbkdf2.js",
+}
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
     health,
@@ -52,15 +64,24 @@ VIEW_MODULES = (
 )
 
 
-async def socketio_client(request: web.Request) -> web.StreamResponse:
-    """The Socket.IO browser client, installed by `npm ci` (never from a CDN)."""
-    if not SOCKETIO_CLIENT.exists():
+def static_file(path: str) -> Path:
+    """The file served at /static/<path>: a vendored npm file or one under web/static."""
+    vendored = VENDORED.get(path.removeprefix("vendor/")) if path.startswith("vendor/") else None
+    return vendored or STATIC_DIR / path
+
+
+async def vendored_file(request: web.Request) -> web.StreamResponse:
+    """A browser file of an npm package (VENDORED), installed by `npm ci`."""
+    file = VENDORED.get(request.match_info["name"])
+    if file is None:
+        raise web.HTTPNotFound()
+    if not file.exists():
         raise web.HTTPServiceUnavailable(
-            text="socket.io-client is missing: run `npm ci` in web/ (make setup does it)",
+            text=f"{file.relative_to(WEB_DIR)} is missing: run `npm ci` in web/ (make setup)",
             content_type="text/plain",
         )
-    response = web.FileResponse(SOCKETIO_CLIENT)
-    response.content_type = "text/javascript"
+    response = web.FileResponse(file)
+    response.content_type = CONTENT_TYPES[file.suffix]
     return response
 
 
@@ -69,5 +90,5 @@ def setup_routes(app: web.Application) -> None:
     for module in VIEW_MODULES:
         app.router.add_routes(module.routes)
     r = app.router
-    r.add_get("/static/vendor/socket.io.esm.min.js", socketio_client, name="socketio-client")
+    r.add_get("/static/vendor/{name:.+}", vendored_file, name="vendor")
     r.add_static("/static/", STATIC_DIR, name="static", append_version=False)

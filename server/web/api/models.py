@@ -336,6 +336,7 @@ class BookingRequest(BaseModel):
         examples=["2030-01-07T09:00:00+01:00"],
     )
     first_name: str = Field(
+        min_length=1,
         max_length=FIRST_NAME_MAX,
         pattern=r"^[ '’.\p{L}-]*\p{L}[ '’.\p{L}-]*$",
         description="The beneficiary's first name: letters, spaces, apostrophes, dots and "
@@ -346,9 +347,11 @@ class BookingRequest(BaseModel):
         None
     ) = Field(
         None,
-        description="A French (mainland or overseas) or international number that exists in its "
-        "numbering plan (else 400 invalid_phone); without an e-mail it must be a mobile, "
-        "landlines take no SMS (else 400 no_reachable_contact). Empty: no phone.",
+        description="A number of metropolitan France or of an overseas département or "
+        "collectivité (the server's PHONE_REGIONS, else 400 phone_outside_france) that exists in "
+        "its numbering plan (else 400 invalid_phone); without an e-mail it must be a mobile, "
+        "landlines take no SMS (else 400 no_reachable_contact). Empty: no phone. At most "
+        "SMS_PER_RECIPIENT_PER_DAY SMS go to one number a day; past it, e-mail only.",
         examples=["06 12 34 56 78", "+262 692 12 34 56"],
     )
     email: (
@@ -555,7 +558,11 @@ class BookingCreated(Booking):
     """A new booking, with what the beneficiary needs to join."""
 
     join_url: str = Field(json_schema_extra={"format": "uri"})
-    code: str = Field(pattern="^[0-9]{6}$", description="The 6-digit code to join by phone")
+    code: str = Field(
+        pattern="^[0-9]{6,10}$",
+        description="The join code (CODE_DIGITS digits, 8 by default), usable from 15 minutes "
+        "before the start, for a beneficiary who cannot open links",
+    )
     manage_url: str = Field(
         json_schema_extra={"format": "uri"},
         description="The beneficiary's link to cancel or move the booking",

@@ -18,6 +18,7 @@ from server.booking import KIND_LABELS, STATUS_LABELS, BookingError
 from server.contact import Needs
 from server.errors import DomainError, Kind
 from server.i18n import _
+from server.integers import parse_int
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
     Appointment,
@@ -72,7 +73,7 @@ class AgendaQuery:
         return cls(
             day=day,
             view=view if view in VIEWS else "jour",
-            volunteer_id=int(raw_id) if raw_id.isdigit() and 0 < int(raw_id) < 2**31 else None,
+            volunteer_id=parse_int(raw_id, 1),
         )
 
     def url(self, request: web.Request, day: date | None = None, view: str | None = None) -> str:

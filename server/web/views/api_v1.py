@@ -14,6 +14,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from limits import parse
@@ -24,7 +25,7 @@ from server.contact import ContactInfo, Needs
 from server.errors import DomainError, Kind
 from server.i18n import _
 from server.notify import appointments as notifications
-from server.passes import LOGIN_COOKIE
+from server.passes import LOGIN_COOKIE, secure_cookie_name
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.stats.export import report_json
@@ -37,6 +38,8 @@ from server.web.views import stats as stats_views
 
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
 MAX_BODY = 16 * 1024
+JSON = "application/json"
+UTF_8 = frozenset({"utf-8", "utf8"})
 USER_KEY: web.RequestKey[User] = web.RequestKey("api_user", User)
 
 routes = web.RouteTableDef()
@@ -105,6 +108,7 @@ async def _input(request: web.Request, operation: Operation[InT]) -> InT:
     if operation.input_in == "path":
         return parse_mapping(operation.input, request.match_info)
     if operation.input_in == "body":
+        _json_media_type(request)
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(
                 MAX_BODY, request.content_length, text=_("Requête trop grosse.")
@@ -114,6 +118,25 @@ async def _input(request: web.Request, operation: Operation[InT]) -> InT:
             raise web.HTTPRequestEntityTooLarge(MAX_BODY, len(raw), text=_("Requête trop grosse."))
         return parse_json(operation.input, raw)
     return operation.input()
+
+
+def _json_media_type(request: web.Request) -> None:
+    """Refuse (415) a body that is not declared as JSON, or as JSON in another charset than
+    UTF-8 (the only one JSON has, RFC 8259): what a program sends by mistake is refused
+    whole instead of guessed at."""
+    charset = request.charset
+    if request.content_type != JSON or (charset is not None and charset.lower() not in UTF_8):
+        body = {
+            "error": {
+                "code": "unsupported_media_type",
+                "message": _(
+                    "Envoyez le corps en JSON (Content-Type: application/json), en UTF-8."
+                ),
+            }
+        }
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps(body, ensure_ascii=False), content_type=JSON
+        )
 
 
 def operation(op: Operation[InT]) -> Callable[[OperationHandler[InT]], Handler]:
@@ -261,6 +284,7 @@ async def list_bookings(request: web.Request, _input: m.NoInput) -> m.BookingLis
             404: "invalid_motif: no active motif of your association has this id",
             409: "slot_taken or motif_unavailable: the agenda changed",
             413: "The body is larger than 16 KiB",
+            415: "unsupported_media_type: the body is not application/json in UTF-8",
         },
         scope="bookings:write",
         description="Books the slot with a free volunteer and sends the beneficiary the "
@@ -301,7 +325,9 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
             referrer=referrer,
             now=now,
         )
-        await notifications.appointment_booked(db, settings, booked, now)
+        await notifications.appointment_booked(
+            db, settings, booked, now, sms_budget=request.app[RATELIMIT_KEY]
+        )
     return m.BookingCreated.model_validate(
         {
             **_booking(booked.appointment),
@@ -335,7 +361,13 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
         referrer = await db.get_one(User, user.id)
         now = utcnow()
         appointment = await booking.cancel_for_referrer(db, path.booking_id, referrer, now)
-        await notifications.appointment_cancelled(db, request.app[SETTINGS_KEY], appointment, now)
+        await notifications.appointment_cancelled(
+            db,
+            request.app[SETTINGS_KEY],
+            appointment,
+            now,
+            sms_budget=request.app[RATELIMIT_KEY],
+        )
     return m.Booking.model_validate(_booking(appointment))
 
 
@@ -391,11 +423,14 @@ SECURITY_SCHEMES = {
 
 def openapi_document(base_url: str) -> dict[str, Any]:
     """The API description, generated from this module's routes and their models."""
+    secure = urlsplit(base_url).scheme == "https"
+    session = {**SECURITY_SCHEMES["coordinatorSession"]}
+    session["name"] = secure_cookie_name(LOGIN_COOKIE, secure)
     return build_document(
         info=INFO,
         base_url=base_url,
         routes=routes,
-        security_schemes=SECURITY_SCHEMES,
+        security_schemes={**SECURITY_SCHEMES, "coordinatorSession": session},
         auth_errors=AUTH_ERRORS,
     )
 

@@ -131,7 +131,7 @@ async def _earlier_sheets(
 @routes.post(ROOM + "/code", name="assistance-code")
 @login_required(*STAFF)
 async def new_code(request: web.Request) -> web.StreamResponse:
-    """Give the session a fresh 6-digit code (the previous one stops working)."""
+    """Give the session a fresh join code (the previous one stops working)."""
     await check_csrf(request)
     session, role = await _load(request)
     if role is not domain.PeerRole.VOLUNTEER or not session.is_live:

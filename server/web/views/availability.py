@@ -11,6 +11,7 @@ from server import availability
 from server.availability import AvailabilityError
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Role
 from server.timezones import ZONES, day_label, zone_label
@@ -96,8 +97,8 @@ async def availability_add(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     fields = {name: form_text(form, name, 80) for name in form if name != "csrf_token"}
     try:
-        raw_weekday = form_text(form, "weekday", 2)
-        if not raw_weekday.isdigit():
+        weekday = parse_int(form_text(form, "weekday", 2))
+        if weekday is None:
             raise FormError("missing_weekday", _("Choisissez le jour de la semaine."), "weekday")
         start_time = parse_hour(form_text(form, "start", 10))
         end_time = parse_hour(form_text(form, "end", 10))
@@ -107,7 +108,7 @@ async def availability_add(request: web.Request) -> web.StreamResponse:
             await availability.add_availability(
                 db,
                 required_user(request),
-                weekday=int(raw_weekday),
+                weekday=weekday,
                 start_time=start_time,
                 end_time=end_time,
                 timezone=form_text(form, "timezone", 64),

@@ -5,7 +5,7 @@ the same pages for the person they accompany. Every page works without JavaScrip
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,14 +14,16 @@ from limits import parse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import availability, booking, handoff, links, ratelimit
-from server.assist import link_for
+from server import availability, booking, fair_use, handoff, links, ratelimit
+from server.assist import current_code, link_for
 from server.booking import BookingError
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, ContactInfo, Needs
-from server.errors import Kind
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.integers import parse_int, typed_digits
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
+from server.notify import outbox
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
@@ -35,8 +37,9 @@ from server.store.models import (
     VisitKind,
     utcnow,
 )
-from server.timezones import ZONES, When, safe_zone
-from server.tokens import join_code, sha256_hex
+from server.timezones import ZONES, When, parse_timestamp, safe_zone
+from server.tokens import sha256_hex
+from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
 
@@ -81,20 +84,12 @@ def _to_manage(request: web.Request, token: str, notice: str) -> web.HTTPSeeOthe
     return see_other(request, links.BOOKING_MANAGE.name, {notice: "1"}, token=token)
 
 
-def _int(value: object, limit: int = 2**31 - 1) -> int | None:
-    text = str(value or "")
-    if not text.isdigit() or len(text) > 13:
-        return None
-    number = int(text)
-    return number if number <= limit else None
-
-
 async def public_association(request: web.Request, db: AsyncSession, raw: object) -> Association:
     """The association asked for (`a=<id>`), the referrer's own, or the first one."""
     referrer = _referrer(request)
     if referrer is not None:
         return await db.get_one(Association, referrer.association_id)
-    wanted = _int(raw)
+    wanted = parse_int(raw)
     association = None
     if wanted is not None:
         association = await db.get(Association, wanted)
@@ -140,11 +135,6 @@ def _start_day(raw: object, today: date) -> date:
 
 def _query(**values: object) -> str:
     return "?" + urlencode({k: v for k, v in values.items() if v is not None and v != ""})
-
-
-def _moment(raw: object) -> datetime | None:
-    seconds = _int(raw, limit=253402300799)
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
 def _slot_days(
@@ -271,13 +261,14 @@ async def form_page(request: web.Request) -> web.StreamResponse:
     """Step 3: who are you and how can we reach you? (the chosen slot in hidden fields)."""
     tz = _reading_zone(request, request.query.get("tz"))
     kind = _kind(_param(request.query, KIND, OLD_KIND))
-    starts_at = _moment(request.query.get("t"))
+    starts_at = parse_timestamp(request.query.get("t"))
     if starts_at is None:
         raise _no_slot_chosen()
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, int(request.match_info["motif_id"]))
-    return _form(request, association, motif, kind, tz, starts_at, {}, None)
+    challenge = None if _referrer(request) else await pressure.challenge_for(request, "bookings")
+    return _form(request, association, motif, kind, tz, starts_at, {}, None, challenge)
 
 
 def _form(
@@ -288,7 +279,8 @@ def _form(
     tz: str,
     starts_at: datetime,
     form: Mapping[str, Any],
-    error: BookingError | None,
+    error: DomainError | None,
+    challenge: dict[str, Any] | None = None,
 ) -> web.Response:
     context = {
         "association": association,
@@ -303,6 +295,7 @@ def _form(
         "referrer": _referrer(request),
         "honeypot": HONEYPOT,
         "query": _query,
+        "pow": challenge,
     }
     return render(request, "booking/form.html", context, 200 if error is None else status_of(error))
 
@@ -345,8 +338,8 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     tz = _reading_zone(request, str(form.get("tz", "")))
     kind = _kind(_param(form, KIND, OLD_KIND))
-    starts_at = _moment(form.get("t"))
-    motif_id = _int(form.get("motif"))
+    starts_at = parse_timestamp(form.get("t"))
+    motif_id = parse_int(form.get("motif"))
     if starts_at is None or motif_id is None:
         raise _no_slot_chosen()
     referrer = _referrer(request)
@@ -369,8 +362,12 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "600"
         return response
     now = utcnow()
+    client = fair_use.client_hash(settings.secret_key.get_secret_value(), ip)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
+            if referrer is None:  # referrers have accounts: neither a proof of work nor caps
+                await pressure.check_form(request, db, "bookings", form)
+                await fair_use.serialise(db, "booking", client)
             booked = await booking.book(
                 db,
                 settings,
@@ -383,10 +380,15 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
                 referrer=referrer,
                 now=now,
             )
-            await notifications.appointment_booked(db, settings, booked, now)
-    except BookingError as exc:
-        return _form(request, association, motif, kind, tz, starts_at, form, exc)
+            if referrer is None:
+                await fair_use.hold_booking(db, settings, booked.appointment, client, now)
+            await notifications.appointment_booked(db, settings, booked, now, sms_budget=limiter)
+    except DomainError as exc:  # the booking's refusals, the caps, a missing proof of work
+        pressure.count_refusal(exc)
+        challenge = None if referrer else await pressure.challenge_for(request, "bookings")
+        return _form(request, association, motif, kind, tz, starts_at, form, exc, challenge)
     await limiter.hit(BOOKINGS_PER_IP, ip)
+    await pressure.spend(request, "bookings")
     raise _to_manage(request, booked.manage_token, "confirme")
 
 
@@ -396,7 +398,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     tz = _reading_zone(request, str(form.get("tz", "")))
-    motif_id = _int(form.get("motif"))
+    motif_id = parse_int(form.get("motif"))
     if motif_id is None:
         raise BookingError("no_motif", _("Choisissez un motif."), "motif")
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -463,9 +465,7 @@ async def _links(
     if session is None or session.code_salt is None:
         return None, None
     settings = request.app[SETTINGS_KEY]
-    return link_for(settings, session), join_code(
-        settings.secret_key.get_secret_value(), session.id, session.code_salt
-    )
+    return link_for(settings, session), current_code(settings, session)
 
 
 @routes.get(links.BOOKING_MANAGE.path, name=links.BOOKING_MANAGE.name)
@@ -477,7 +477,17 @@ async def manage_page(request: web.Request) -> web.StreamResponse:
         association = await db.get_one(Association, appointment.association_id)
         join_url, code = await _links(request, db, appointment)
         has_sheet = await handoff.find_for_appointment(db, appointment) is not None
-    return _manage(request, appointment, motif, association, join_url, code, has_sheet=has_sheet)
+        sms_withheld = await outbox.withheld_sms(db, appointment_id=appointment.id) is not None
+    return _manage(
+        request,
+        appointment,
+        motif,
+        association,
+        join_url,
+        code,
+        has_sheet=has_sheet,
+        sms_withheld=sms_withheld,
+    )
 
 
 def _manage(
@@ -491,6 +501,7 @@ def _manage(
     status: int = 200,
     *,
     has_sheet: bool = False,
+    sms_withheld: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
     booked = appointment.status == AppointmentStatus.BOOKED
@@ -515,6 +526,8 @@ def _manage(
         "for_someone": appointment.booked_via == "referrer",
         "error": error,
         "sheet_url": url_for(request, "handoff-manage", token=token) if has_sheet else None,
+        # An SMS of this appointment was held back (a cap): say so, and that e-mail is used.
+        "sms_withheld": sms_withheld and booked,
     }
     return render(request, "booking/manage.html", context, status)
 
@@ -563,7 +576,9 @@ async def cancel(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await _load(request, db)
             appointment = await booking.cancel(db, token, now)
-            await notifications.appointment_cancelled(db, settings, appointment, now)
+            await notifications.appointment_cancelled(
+                db, settings, appointment, now, sms_budget=request.app[RATELIMIT_KEY]
+            )
     except BookingError as exc:
         if exc.kind is Kind.NOT_FOUND:
             raise
@@ -621,7 +636,7 @@ async def move(request: web.Request) -> web.StreamResponse:
     form = await check_csrf(request)
     settings = request.app[SETTINGS_KEY]
     token = request.match_info["token"]
-    new_start = _moment(form.get("t"))
+    new_start = parse_timestamp(form.get("t"))
     if new_start is None:
         raise _no_slot_chosen()
     limiter = request.app[RATELIMIT_KEY]
@@ -635,7 +650,10 @@ async def move(request: web.Request) -> web.StreamResponse:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             old = await _load(request, db)
             booked = await booking.reschedule(db, settings, token, new_start, now)
-            await notifications.appointment_moved(db, settings, old, booked, now)
+            booked.appointment.client_key_hash = old.client_key_hash  # still counts (caps)
+            await notifications.appointment_moved(
+                db, settings, old, booked, now, sms_budget=limiter
+            )
     except BookingError as exc:
         if exc.kind is Kind.NOT_FOUND:
             raise
@@ -689,7 +707,7 @@ RECOVER_FAILED = N_(
 
 @routes.get("/rendez-vous/retrouver", name="booking-recover")
 async def recover_page(request: web.Request) -> web.StreamResponse:
-    """The form for someone who lost the link: the 6-digit code and the phone number."""
+    """The form for someone who lost the link: the join code and the phone number."""
     return render(request, "booking/recover.html", {"error": None, "code": "", "phone": ""})
 
 
@@ -697,15 +715,10 @@ async def recover_page(request: web.Request) -> web.StreamResponse:
 async def recover(request: web.Request) -> web.StreamResponse:
     """Code + phone → a new manage link (the old one stops working), limited like codes."""
     form = await check_csrf(request)
-    code = "".join(ch for ch in str(form.get("code", ""))[:20] if ch.isdigit())
+    code = typed_digits(str(form.get("code", "")), 40)
     phone = str(form.get("phone", ""))[:40]
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_key(request)
-    if not (
-        await limiter.hit(ratelimit.CODE_PER_IP, ip)
-        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
-        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
-    ):
+    if not await ratelimit.code_try_allowed(limiter, client_key(request), code):
         context = {"error": _(TOO_MANY), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=429)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
@@ -713,6 +726,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
             db, request.app[SETTINGS_KEY], code, phone, utcnow()
         )
     if found is None:
+        await ratelimit.wrong_code(limiter)
         context = {"error": _(RECOVER_FAILED), "code": code, "phone": phone}
         return render(request, "booking/recover.html", context, status=400)
     raise _to_manage(request, found[1], "retrouve")

@@ -15,11 +15,13 @@ from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import callback_requests, handoff, links
+from server import callback_requests, handoff, links, pow
 from server.callback_requests import CallbackError, CallbackForm, InvalidRequest
 from server.errors import Kind
 from server.i18n import N_, _
+from server.integers import parse_int
 from server.motifs import list_motifs
+from server.notify import outbox
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import (
@@ -33,6 +35,7 @@ from server.store.models import (
 )
 from server.timezones import When
 from server.tokens import sha256_hex
+from server.web import pressure
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -79,21 +82,13 @@ CALLBACK = "/rappels/{callback_id:[0-9a-f-]{36}}"
 # -- Helpers ----------------------------------------------------------------------------------
 
 
-def _int(value: object) -> int | None:
-    text = str(value or "")
-    if not text.isdigit() or len(text) > 10:
-        return None
-    number = int(text)
-    return number if number < 2**31 else None
-
-
 def _not_found(text: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=text, content_type="text/plain")
 
 
 async def _association(db: AsyncSession, raw: object) -> Association:
     """The association asked for (`a=<id>`), or the first one."""
-    wanted = _int(raw)
+    wanted = parse_int(raw)
     association = None
     if wanted is not None:
         association = await db.get(Association, wanted)
@@ -147,8 +142,10 @@ def _form(
     errors: Mapping[str, str],
     error: str | None = None,
     status: int = 200,
+    challenge: dict[str, Any] | None = None,
 ) -> web.Response:
     context = {
+        "pow": challenge,
         "association": association,
         "motifs": motifs,
         "windows": [(code, _(label)) for code, label in callback_requests.WINDOWS],
@@ -168,9 +165,10 @@ async def request_page(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await _association(db, request.query.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
-    motif = _int(request.query.get("motif"))
+    motif = parse_int(request.query.get("motif"))
     values = {"motif": str(motif) if motif in {m.id for m in motifs} else ""}
-    return _form(request, association, motifs, values, [], {})
+    challenge = await pressure.challenge_for(request, "callback_requests")
+    return _form(request, association, motifs, values, [], {}, challenge=challenge)
 
 
 def _read(form: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
@@ -191,18 +189,23 @@ async def submit(request: web.Request) -> web.StreamResponse:
         association = await _association(db, form.get("a"))
         motifs = await list_motifs(db, association.id, active_only=True)
 
-    def page(errors: Mapping[str, str], error: str | None, status: int) -> web.Response:
-        return _form(request, association, motifs, values, windows, errors, error, status)
+    async def page(errors: Mapping[str, str], error: str | None, status: int) -> web.Response:
+        challenge = await pressure.challenge_for(request, "callback_requests")
+        return _form(
+            request, association, motifs, values, windows, errors, error, status, challenge
+        )
 
     if form.get(HONEYPOT):
-        return page({}, _("Votre demande n'a pas pu être enregistrée. Appelez l'association."), 400)
+        return await page(
+            {}, _("Votre demande n'a pas pu être enregistrée. Appelez l'association."), 400
+        )
     limiter = request.app[RATELIMIT_KEY]
     ip = client_key(request)
     if not await limiter.hit(ATTEMPTS_PER_IP, ip) or not await limiter.allowed(REQUESTS_PER_IP, ip):
-        response = page({}, _(TOO_MANY), 429)
+        response = await page({}, _(TOO_MANY), 429)
         response.headers["Retry-After"] = "600"
         return response
-    motif_id = _int(values["motif"]) if values["motif"] else None
+    motif_id = parse_int(values["motif"]) if values["motif"] else None
     typed = CallbackForm(
         phone=values["phone"],
         email=values["email"],
@@ -214,16 +217,24 @@ async def submit(request: web.Request) -> web.StreamResponse:
         message=values["message"],
     )
     try:
-        clean = typed.validated(settings.timezone, {m.id for m in motifs})
+        clean = typed.validated(settings.timezone, {m.id for m in motifs}, settings.phone_regions)
     except InvalidRequest as exc:
-        return page(exc.errors, exc.message, status_of(exc))
+        return await page(exc.errors, exc.message, status_of(exc))
+    try:  # before the per-phone count: a missing proof of work costs the phone nothing
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await pressure.check_form(request, db, "callback_requests", form)
+    except pow.ProofOfWorkError as exc:
+        return await page({}, exc.message, status_of(exc))
     if not await limiter.hit(REQUESTS_PER_PHONE, sha256_hex(clean.phone)):
-        response = page({}, _(TOO_MANY_PHONE), 429)
+        response = await page({}, _(TOO_MANY_PHONE), 429)
         response.headers["Retry-After"] = "3600"
         return response
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         association = await db.get_one(Association, association.id)
-        done = await callback_requests.submit(db, settings, association, clean, utcnow())
+        done = await callback_requests.submit(
+            db, settings, association, clean, utcnow(), sms_budget=limiter
+        )
+    await pressure.spend(request, "callback_requests")
     if done.cancel_token is None:
         context = {"association": association, "callback": done.request}
         return render(request, "callbacks/already.html", context)
@@ -244,6 +255,7 @@ async def _manage(
             raise _not_found(_("Ce lien ne marche pas. Vérifiez le lien reçu."))
         association = await db.get_one(Association, callback.association_id)
         motif = await db.get(Motif, callback.motif_id) if callback.motif_id else None
+        sms_withheld = await outbox.withheld_sms(db, key_prefix=f"callback:{callback.id}:ack:")
     settings = request.app[SETTINGS_KEY]
     context = {
         "token": token,
@@ -256,6 +268,8 @@ async def _manage(
         "cancelled": callback.status == CallbackStatus.CANCELLED,
         "confirmed": request.query.get("confirme") == "1",
         "just_cancelled": request.query.get("annule") == "1",
+        # Its acknowledgement SMS was held back (a cap): say so, and that e-mail is used.
+        "sms_withheld": sms_withheld is not None,
         "cancel_url": callback_requests.cancel_url(settings, token),
         "base": url_for(request, links.CALLBACK_MANAGE.name, token=token),
         "error": error,
@@ -483,7 +497,12 @@ async def visio(request: web.Request) -> web.StreamResponse:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             session = await callback_requests.send_visio_link(
-                db, settings, required_user(request), request.match_info["callback_id"], utcnow()
+                db,
+                settings,
+                required_user(request),
+                request.match_info["callback_id"],
+                utcnow(),
+                sms_budget=request.app[RATELIMIT_KEY],
             )
     except CallbackError as exc:
         return await _act_error(request, exc)

@@ -1,4 +1,4 @@
-"""Coordinator pages: list, invite, deactivate and reactivate volunteers."""
+"""Coordinator pages: list, invite, deactivate and reactivate volunteers, change their role."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def _set_active(request: web.Request, active: bool) -> web.StreamResponse:
         else:
             changed = await accounts.deactivate(db, coordinator, user_id)
             if changed is not None:
-                # An open socket outlives the login session: its live access ends now too.
+                # Its sockets close after commit (AccountRevoked); the sessions it ran end too.
                 await assist.withdraw_user(db, changed.id)
     if changed is None:
         raise web.HTTPNotFound(
@@ -77,3 +77,25 @@ async def deactivate(request: web.Request) -> web.StreamResponse:
 async def reactivate(request: web.Request) -> web.StreamResponse:
     """Give a deactivated account its access back."""
     return await _set_active(request, True)
+
+
+@routes.post("/benevoles/{user_id:[0-9]{1,9}}/role", name="volunteers-role")
+@login_required(Role.COORDINATOR)
+async def change_role(request: web.Request) -> web.StreamResponse:
+    """Make a member a volunteer or a coordinator; they log in again under the new role."""
+    form = await check_csrf(request)
+    user_id = int(request.match_info["user_id"])
+    try:
+        role = Role(str(form.get("role", ""))[:20])
+    except ValueError:
+        return await _page(request, 400, error=_("Ce rôle n'existe pas."))
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            changed = await accounts.set_role(db, required_user(request), user_id, role)
+    except accounts.AccountError as exc:
+        return await _page(request, 400, error=str(exc))
+    if changed is None:
+        raise web.HTTPNotFound(
+            text=_("Ce compte n'existe pas dans votre association."), content_type="text/plain"
+        )
+    raise see_other(request, "volunteers")

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from limits import parse
+from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import links
+from server import fair_use, links, passes
 from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
-from server.errors import Kind
+from server.errors import DomainError, Kind
 from server.i18n import N_, _
+from server.integers import parse_int
+from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.motifs import get_motif, list_motifs
 from server.passes import QUEUE_COOKIE
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -36,10 +40,13 @@ from server.store.models import (
     utcnow,
 )
 from server.timezones import When
+from server.web import pressure
+from server.web.forms import read_form
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
     client_key,
+    delete_cookie,
     login_required,
     render,
     required_user,
@@ -54,7 +61,7 @@ JOINS_PER_IP = Rule("queue-join-ip", parse("30/hour"))
 QUEUE_COOKIE_SECONDS = 12 * 3600
 VOLUNTEER_ROLES = (Role.VOLUNTEER, Role.COORDINATOR)
 TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis réessayez.")
-_POSTAL = re.compile(r"^\d{5}$")
+_POSTAL = re.compile(r"^[0-9]{5}$")
 
 
 routes = web.RouteTableDef()
@@ -66,13 +73,16 @@ ENTRY = "/file/{entry_id:[0-9a-f-]{36}}"
 
 async def _my_entry(request: web.Request, db: AsyncSession) -> QueueEntry | None:
     """The place whose token this browser holds, if any."""
-    return await dropin.find_by_token(db, request.cookies.get(QUEUE_COOKIE))
+    return await dropin.find_by_token(
+        db, passes.cookie(request.app[SETTINGS_KEY], request.cookies, QUEUE_COOKIE)
+    )
 
 
 async def _help_context(
     request: web.Request, db: AsyncSession, association: Association
 ) -> dict[str, Any]:
     settings = request.app[SETTINGS_KEY]
+    challenge = await pressure.challenge_for(request, "queue_joins")
     now = utcnow()
     state = await dropin.state_of(db, association.id, now)
     estimate = await request.app[BOARD_KEY].estimate_for_newcomer(db, association.id)
@@ -89,6 +99,7 @@ async def _help_context(
         "offer_callback": dropin.offers_callback(settings, estimate),
         "form": {"motif": "", "first_name": "", "postal_code": ""},
         "error": None,
+        "pow": challenge,
     }
 
 
@@ -143,15 +154,14 @@ async def join(request: web.Request) -> web.StreamResponse:
             raise see_other(request, "dropin-waiting")
         association = await public_association(request, db, form.get("a"))
         try:
-            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client_key(request)):
+            client = client_key(request)
+            if not await request.app[RATELIMIT_KEY].hit(JOINS_PER_IP, client):
                 raise QueueError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
+            await pressure.check_form(request, db, "queue_joins", form)
             motif_id = None
             if typed["motif"]:
-                motif = (
-                    await get_motif(db, association.id, int(typed["motif"]))
-                    if typed["motif"].isdigit()
-                    else None
-                )
+                wanted = parse_int(typed["motif"])
+                motif = None if wanted is None else await get_motif(db, association.id, wanted)
                 if motif is None or not motif.is_active:
                     raise QueueError(
                         "motif",
@@ -168,14 +178,17 @@ async def join(request: web.Request) -> web.StreamResponse:
                 _clean_first_name(typed["first_name"]),
                 _clean_postal_code(typed["postal_code"]),
                 utcnow(),
+                client=fair_use.client_hash(settings.secret_key.get_secret_value(), client),
             )
-        except QueueError as exc:
+        except DomainError as exc:  # the queue's refusals, and a missing proof of work
+            pressure.count_refusal(exc)
             context = await _help_context(request, db, association)
             context.update(form=typed, error=exc)
             response = render(request, "dropin/help.html", context, status_of(exc))
             if exc.kind is Kind.RATE_LIMITED:
                 response.headers["Retry-After"] = "600"
             return response
+    await pressure.spend(request, "queue_joins")
     response = see_other(request, "dropin-waiting")
     set_cookie(request, response, QUEUE_COOKIE, joined.token, QUEUE_COOKIE_SECONDS)
     raise response
@@ -184,7 +197,7 @@ async def join(request: web.Request) -> web.StreamResponse:
 def _no_place(request: web.Request, reason: str | None) -> web.Response:
     """The place is gone (left, taken long ago, lost, or a forged token): say so and offer more."""
     response = render(request, "dropin/gone.html", {"reason": reason}, 410 if reason else 404)
-    response.del_cookie(QUEUE_COOKIE, path="/")
+    delete_cookie(request, response, QUEUE_COOKIE)
     return response
 
 
@@ -245,7 +258,7 @@ async def leave(request: web.Request) -> web.StreamResponse:
         if entry is not None:
             await dropin.leave(db, entry.id, utcnow())
     response = render(request, "dropin/gone.html", {"reason": "left"})
-    response.del_cookie(QUEUE_COOKIE, path="/")
+    delete_cookie(request, response, QUEUE_COOKIE)
     return response
 
 
@@ -364,12 +377,12 @@ async def requeue(request: web.Request) -> web.StreamResponse:
 @login_required(*VOLUNTEER_ROLES)
 async def transfer(request: web.Request) -> web.StreamResponse:
     """Hand a person to another volunteer."""
-    raw = str((await request.post()).get("volunteer_id", ""))
+    volunteer_id = parse_int((await read_form(request)).get("volunteer_id"), 1)
 
     async def hand_over(db: AsyncSession, user: User, entry_id: str) -> None:
-        if not raw.isdigit() or len(raw) > 9:
+        if volunteer_id is None:
             raise QueueError("no_target", _("Choisissez un bénévole."), "volunteer_id")
-        await dropin.transfer(db, user, entry_id, int(raw), utcnow())
+        await dropin.transfer(db, user, entry_id, volunteer_id, utcnow())
 
     return await _act(request, hand_over)
 
@@ -383,3 +396,34 @@ async def gone(request: web.Request) -> web.StreamResponse:
         await dropin.mark_gone(db, user, entry_id, utcnow())
 
     return await _act(request, not_there)
+
+
+@routes.post("/file/retirer", name="queue-remove")
+@login_required(*VOLUNTEER_ROLES)
+async def remove(request: web.Request) -> web.StreamResponse:
+    """Remove several waiting people at once (the ticked ones, or everyone who joined in the
+    last N minutes), as "retiré(e)s" or "absent(e)s": the answer to a flood of fake places."""
+    form = await check_csrf(request)
+    user = required_user(request)
+    ticked = form.getall("entry_id", []) if isinstance(form, MultiMapping) else []
+    entry_ids = [str(value)[:36] for value in ticked][: dropin.MAX_REMOVED_AT_ONCE]
+    reason = dropin.LeftReason.GONE if form.get("reason") == "gone" else dropin.LeftReason.REMOVED
+    now = utcnow()
+    since = None
+    if form.get("scope") == "recent":
+        raw = str(form.get("since_minutes", ""))
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 24 * 60):
+            return await _queue_page(
+                request, _("Indiquez un nombre de minutes entre 1 et 1440."), 400
+            )
+        since = now - timedelta(minutes=int(raw))
+        entry_ids = []
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            removed = await dropin.remove(
+                db, user, now, entry_ids=entry_ids, since=since, reason=reason
+            )
+    except QueueError as exc:
+        return await _queue_page(request, exc.message, status_of(exc))
+    QUEUE_REMOVED_IN_BULK.labels(reason.value).inc(removed)
+    raise see_other(request, "queue")

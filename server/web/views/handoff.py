@@ -12,13 +12,15 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import booking, handoff, links
+from server import assist, booking, handoff, links, passes
+from server.contact import PROOF_PARAMETER
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
+from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
-from server.store.models import HandoffSheet, Role, utcnow
+from server.store.models import AssistanceSession, HandoffSheet, Role, utcnow
 from server.taxonomy import AUTONOMY, ORGANISATIONS, OUTCOMES, THEMES
 from server.web.request import (
     beneficiary_session_id,
@@ -175,7 +177,13 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             saved = await handoff.save(
-                db, settings, subject, clean, required_user(request), utcnow()
+                db,
+                settings,
+                subject,
+                clean,
+                required_user(request),
+                utcnow(),
+                sms_budget=request.app[RATELIMIT_KEY],
             )
             sheet_id = saved.sheet.id
     except handoff.SheetGone:
@@ -183,7 +191,7 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     context = {
         "created": saved.created,
         "read_url": handoff.read_url(settings, saved.token) if saved.token else None,
-        "sent": saved.created and bool(subject.phone or subject.email),
+        "sent": saved.sent,
         "edit_url": _form_url(request, subject),
         "back_url": _back_url(request, subject),
         "sheet_id": sheet_id,
@@ -275,11 +283,14 @@ async def _by_pass(request: web.Request) -> HandoffSheet | None:
     if session_id is None:
         raise _missing(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await db.get(AssistanceSession, session_id)
+        if session is None or not assist.pass_honoured(session, utcnow()):
+            raise _missing(request)  # the pass expired with its session
         return await handoff.sheet_for_session(db, session_id)
 
 
 async def _by_queue(request: web.Request) -> HandoffSheet | None:
-    token = request.cookies.get(QUEUE_COOKIE)
+    token = passes.cookie(request.app[SETTINGS_KEY], request.cookies, QUEUE_COOKIE)
     if not token:
         raise _missing(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -365,3 +376,17 @@ for _path, _find, _name in (
 ):
     routes.get(_path, name=_name)(_reader(_find))
     routes.post(_path + "/partage", name=_name + "-share")(_sharer(_find))
+
+
+# -- The join link marked for a contact -------------------------------------------------------
+
+
+async def note_contact_proof(request: web.Request, session: AssistanceSession) -> None:
+    """Hook of the join link (`/j/<token>?v=<mark>`), as the beneficiary enters: a link marked
+    for the phone or address it was sent to proves the person reads it, which links their
+    earlier sheets (server/handoff.py). An unmarked or wrongly marked link changes nothing."""
+    proof = request.query.get(PROOF_PARAMETER, "")
+    if not proof:
+        return
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        await handoff.verify_contact(db, request.app[SETTINGS_KEY], session.id, proof[:64])

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist as domain
 from server import booking, links, passes, ratelimit
 from server.i18n import N_, _
+from server.integers import typed_digits
 from server.qr import qr_svg
 from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
@@ -23,10 +24,15 @@ from server.web.request import (
     set_cookie,
     url_for,
 )
+from server.web.views.handoff import note_contact_proof
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
 routes = web.RouteTableDef()
-INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les 6 chiffres ou demandez un nouveau code.")
+INVALID_CODE = N_("Ce code ne marche pas. Vérifiez les chiffres ou demandez un nouveau code.")
+TOO_MANY_CODES = N_(
+    "Trop d'essais. Attendez un peu, ou ouvrez le lien reçu par SMS. Le bénévole peut aussi "
+    "vous l'envoyer."
+)
 
 
 def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
@@ -34,7 +40,9 @@ def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPS
     response = web.HTTPSeeOther(location=url_for(request, "beneficiary-room"))
     settings = request.app[SETTINGS_KEY]
     value = passes.beneficiary_pass(settings, session.id)
-    seconds = passes.beneficiary_pass_seconds(settings)
+    seconds = min(
+        passes.beneficiary_pass_seconds(settings), domain.pass_seconds_left(session, utcnow())
+    )
     set_cookie(request, response, passes.BENEFICIARY_COOKIE, value, seconds)
     return response
 
@@ -102,48 +110,46 @@ async def join_link(request: web.Request) -> web.StreamResponse:
         refused = await _gate(request, db, session, refresh=True)
     if refused is not None:
         return refused
+    await note_contact_proof(request, session)
     raise enter_session(request, session)
+
+
+def _code_page(
+    request: web.Request, code: str = "", error: str | None = None, status: int = 200
+) -> web.Response:
+    digits = request.app[SETTINGS_KEY].code_digits
+    context = {"code": code, "error": error, "digits": digits}
+    return render(request, "beneficiary/code.html", context, status)
 
 
 @routes.get(links.CODE.path, name=links.CODE.name)
 async def code_page(request: web.Request) -> web.StreamResponse:
-    """The page where the beneficiary types the 6-digit code."""
-    prefill = request.query.get("c", "")
-    prefill = prefill if prefill.isdigit() and len(prefill) == 6 else ""
-    return render(request, "beneficiary/code.html", {"code": prefill})
+    """The page where the beneficiary types the join code."""
+    prefill = typed_digits(request.query.get("c", ""), 40)
+    return _code_page(
+        request, prefill if len(prefill) == request.app[SETTINGS_KEY].code_digits else ""
+    )
 
 
 @routes.post(links.CODE.path, name="code-submit")
 async def submit_code(request: web.Request) -> web.StreamResponse:
-    """Check a code, limited per IP and per code; the answer never says if a session exists."""
+    """Check a code, limited per client, per code and by the global wrong-code budget. A code
+    nobody holds and a code not usable now (an appointment's before its window) get the same
+    answer: one query, status 400, the same page."""
     form = await check_csrf(request)
-    code = "".join(ch for ch in str(form.get("code", ""))[:40] if ch.isdigit())
+    code = typed_digits(str(form.get("code", "")), 40)
     limiter = request.app[RATELIMIT_KEY]
-    ip = client_key(request)
-    allowed = (
-        await limiter.hit(ratelimit.CODE_PER_IP, ip)
-        and await limiter.hit(ratelimit.CODE_PER_IP_HOURLY, ip)
-        and await limiter.hit(ratelimit.CODE_PER_CODE, code or "empty")
-    )
-    if not allowed:
-        context = {
-            "error": _("Trop d'essais. Attendez quelques minutes puis réessayez."),
-            "code": "",
-        }
-        response = render(request, "beneficiary/code.html", context, status=429)
+    if not await ratelimit.code_try_allowed(limiter, client_key(request), code):
+        response = _code_page(request, error=_(TOO_MANY_CODES), status=429)
         response.headers["Retry-After"] = "300"
         return response
-    session = None
-    refused = None
-    if len(code) == 6:
-        async with request.app[SESSIONMAKER_KEY]() as db:
-            session = await domain.find_by_code(db, request.app[SETTINGS_KEY], code)
-            if session is not None:
-                refused = await _gate(request, db, session, refresh=False)
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        session = await domain.find_by_code(db, request.app[SETTINGS_KEY], code)
+        if session is not None and await _gate(request, db, session, refresh=False) is not None:
+            session = None
     if session is None:
-        return render(request, "beneficiary/code.html", {"error": _(INVALID_CODE), "code": ""}, 400)
-    if refused is not None:
-        return refused
+        await ratelimit.wrong_code(limiter)
+        return _code_page(request, error=_(INVALID_CODE), status=400)
     raise enter_session(request, session)
 
 

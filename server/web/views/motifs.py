@@ -10,6 +10,7 @@ from aiohttp import web
 from server import motifs
 from server.errors import Kind
 from server.i18n import _
+from server.integers import parse_int
 from server.motifs import MotifError
 from server.runtime import SESSIONMAKER_KEY
 from server.store.models import Role
@@ -42,7 +43,8 @@ async def _motifs_page(request: web.Request, status: int = 200, **extra: Any) ->
 def _minutes(form: Mapping[str, Any], name: str) -> int:
     raw = form_text(form, name, 6).strip()
     # Anything that is not a whole number gets validate_minutes' sentence (range and step).
-    return int(raw) if raw.isdigit() else -1
+    minutes = parse_int(raw)
+    return -1 if minutes is None else minutes
 
 
 def _motif_not_found() -> MotifError:

@@ -425,7 +425,8 @@ async function continueOnPc() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const data = await response.json();
     $("continue-url").textContent = String(data.url ?? "");
-    $("continue-code").textContent = String(data.code ?? "");
+    // Read out in groups of four, like the volunteer's page shows it ("4521 8930").
+    $("continue-code").textContent = String(data.code ?? "").replace(/(\d{4})(?=\d)/g, "$1 ");
     const qr = $("continue-qr");
     qr.replaceChildren();
     if (typeof data.qr_svg === "string") {

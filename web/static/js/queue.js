@@ -14,7 +14,10 @@ const ui = {
   online: $("queue-online"),
   error: $("queue-error"),
   transferred: $("queue-transferred"),
+  removed: $("queue-removed"),
 };
+// Ticked people stay ticked when a push redraws the list.
+const picked = new Set();
 let latest = null;
 let receivedAt = 0;
 
@@ -26,6 +29,10 @@ function row(person, index) {
   const node = ui.template.content.firstElementChild.cloneNode(true);
   node.dataset.entry = person.id;
   node.querySelector(".pos").textContent = String(index + 1);
+  const pick = node.querySelector(".pick");
+  pick.value = person.id;
+  pick.checked = picked.has(person.id);
+  pick.setAttribute("aria-label", t("choose", { position: index + 1 }));
   node.querySelector(".name").textContent = person.first_name || "—";
   const motif = node.querySelector(".motif");
   motif.textContent = person.motif || t("unknown");
@@ -59,7 +66,25 @@ function render(queue) {
   ui.status.className = queue.open ? "ok" : "muted";
   ui.count.textContent = queue.total ? t("waiting_n", { total: queue.total }) : t("nobody");
   ui.online.textContent = t("online_n", { names: queue.volunteers.map((v) => v.name).join(", ") || "—" });
+  const present = new Set(queue.waiting.map((person) => person.id));
+  for (const id of picked) if (!present.has(id)) picked.delete(id);
   ui.rows.replaceChildren(...queue.waiting.map(row));
+}
+
+on(document, "change", (event) => {
+  const box = event.target.closest?.(".pick");
+  if (!box) return;
+  if (box.checked) picked.add(box.value);
+  else picked.delete(box.value);
+});
+
+// The bulk "retirer": the ticked people, or everyone who joined in the last N minutes.
+function removePayload(form, submitter) {
+  const data = new FormData(form);
+  const payload = { reason: data.get("reason") === "gone" ? "gone" : "removed" };
+  if (submitter?.value === "recent") payload.since_minutes = Number(data.get("since_minutes"));
+  else payload.entry_ids = [...document.querySelectorAll(".pick:checked")].map((box) => box.value);
+  return payload;
 }
 
 // Wait times tick locally between pushes.
@@ -101,8 +126,15 @@ on(document, "submit", async (event) => {
   if (!form || !signaling.connected) return;
   event.preventDefault();
   const action = form.dataset.action;
-  const payload = action === "take_next" ? {} : { entry_id: form.dataset.entry };
+  let payload = action === "take_next" ? {} : { entry_id: form.dataset.entry };
   if (action === "transfer") payload.volunteer_id = Number(new FormData(form).get("volunteer_id"));
+  if (action === "remove") {
+    payload = removePayload(form, event.submitter);
+    if (payload.entry_ids?.length === 0) {
+      showError(t("nothing_chosen"));
+      return;
+    }
+  }
   for (const button of form.querySelectorAll("button")) button.disabled = true;
   try {
     const answer = await signaling.request(action, payload, 10000);
@@ -111,9 +143,19 @@ on(document, "submit", async (event) => {
       return;
     }
     showError("");
+    if (action === "remove") {
+      picked.clear();
+      ui.removed.textContent = t("removed_n", { removed: answer.removed });
+      show(ui.removed, true);
+    }
     if (answer.url) location.assign(answer.url);
     else if (form.closest(".mine-list")) location.reload();
   } catch {
+    if (event.submitter?.name) {
+      form.append(Object.assign(document.createElement("input"), {
+        type: "hidden", name: event.submitter.name, value: event.submitter.value,
+      }));
+    }
     form.submit(); // no answer over the socket: the plain form does it
   } finally {
     for (const button of form.querySelectorAll("button")) button.disabled = false;
