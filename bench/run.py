@@ -60,6 +60,7 @@ class Benchmark:
     name: str
     module: str
     title: str
+    timeout_s: float = 0.0  # 0: BENCH_TIMEOUT_S
 
     def load(self) -> RunFunction:
         """Import the module only when the benchmark is selected."""
@@ -78,6 +79,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
+    Benchmark(
+        "soak",
+        "bench.soak",
+        "Soak: 10 minutes of mixed traffic, growth of memory, files and lag, errors",
+        timeout_s=1800.0,
+    ),
 )
 
 
@@ -282,7 +289,7 @@ async def run_all(
                 print(f"warning: other processes use {busy:.0f}% of a core: figures will suffer")
             started, load_before = time.perf_counter(), load_average()
             try:
-                async with asyncio.timeout(BENCH_TIMEOUT_S):
+                async with asyncio.timeout(bench.timeout_s or BENCH_TIMEOUT_S):
                     result = await bench.load()(ours.url, bench_env)
             except Exception:
                 result = {"title": bench.title, "status": "failed", "error": traceback.format_exc()}

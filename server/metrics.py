@@ -32,6 +32,23 @@ RATE_LIMITED = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+DATABASE_UNAVAILABLE = Counter(
+    "permanence_database_unavailable",
+    "Requests (layer=http) and socket events or connections (layer=socket) answered 'try again "
+    "later' because the database could not be reached.",
+    ["layer"],
+    registry=REGISTRY,
+)
+RATELIMIT_FALLBACK = Counter(
+    "permanence_ratelimit_storage_fallback",
+    "Times this process's rate limits left Redis (unreachable) for its own memory.",
+    registry=REGISTRY,
+)
+RATELIMIT_LOCAL = Gauge(
+    "permanence_ratelimit_storage_local",
+    "1 while this process counts its rate limits in its own memory because Redis is unreachable.",
+    registry=REGISTRY,
+)
 SMS_WITHHELD = Counter(
     "permanence_sms_withheld",
     "SMS not sent on purpose: reason recipient_cap (SMS_PER_RECIPIENT_PER_DAY), budget "

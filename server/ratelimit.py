@@ -25,6 +25,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from server import limits_fallback
 from server.metrics import BUDGET_EXCEEDED, BUDGET_SLOW_MODE, RATE_LIMITED
 from server.runtime import SETTINGS_KEY
 from server.settings import Settings
@@ -221,13 +222,22 @@ def days_to_first_code_hit(settings: Settings, live_codes: int, clients: int) ->
 
 
 def make_storage(redis_url: str) -> Storage:
-    """Memory storage, or Redis when a URL is configured."""
-    uri = "async+memory://"
-    if redis_url:
-        uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-    storage = storage_from_string(uri)
-    assert isinstance(storage, Storage)
-    return storage
+    """Memory storage, or Redis when a URL is configured — with this process's memory taking
+    over while Redis is unreachable (``server/limits_fallback.py``)."""
+    if not redis_url:
+        storage = storage_from_string("async+memory://")
+        assert isinstance(storage, Storage)
+        return storage
+    uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    redis = storage_from_string(
+        uri,
+        implementation="redispy",
+        wrap_exceptions=True,  # every client error arrives as limits' StorageError
+        socket_connect_timeout=limits_fallback.TIMEOUT_SECONDS,
+        socket_timeout=limits_fallback.TIMEOUT_SECONDS,
+    )
+    assert isinstance(redis, Storage)
+    return limits_fallback.Storage(redis)
 
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:

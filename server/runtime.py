@@ -1,5 +1,6 @@
 """What the running application shares between its web and socket layers, each under a typed
-``web.AppKey``: the settings, the database, the event dispatcher and the drop-in queue board.
+``web.AppKey``: the settings, the database, the event dispatcher and the drop-in queue board;
+and how both layers tell a database outage ("try again later") from a bug.
 Keys of objects that one layer owns are declared beside them (``RATELIMIT_KEY`` in
 ``server/ratelimit.py``; ``SIO_KEY`` and ``QUEUE_HUB_KEY`` in ``signaling/``).
 
@@ -8,6 +9,8 @@ This module imports the domain, never the web or socket layers.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,10 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.accounts import Passwords
 from server.db import make_sessionmaker
 from server.dropin.board import QueueBoard
+from server.errors import DomainError, Kind
 from server.events import Dispatcher, OpeningChanged
+from server.i18n import N_, _
+from server.metrics import DATABASE_UNAVAILABLE
 from server.settings import Settings
-from server.store.engine import make_engine
+from server.store.engine import database_unavailable, make_engine
 from server.store.models import AssistanceSession, QueueEntry
+
+log = logging.getLogger(__name__)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
@@ -30,12 +38,67 @@ DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 BOARD_KEY = web.AppKey("queue_board", QueueBoard)
 PASSWORDS_KEY = web.AppKey("passwords", Passwords)
 
+# While the database cannot be reached, pages, the API and socket events answer "try again
+# later" (503 + Retry-After, a French message) instead of an error 500 or a hang.
+RETRY_AFTER_SECONDS = 10
+DATABASE_DOWN = N_("Le service est momentanément indisponible. Réessayez dans quelques instants.")
+
+
+class DatabaseUnavailable(DomainError):
+    """The database cannot be reached now (stopped, restarting, no free connection in time)."""
+
+    default_kind = Kind.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__("database_unavailable", _(DATABASE_DOWN))
+
+
+def unavailable_from(exc: BaseException) -> DatabaseUnavailable | None:
+    """``exc`` as a ``DatabaseUnavailable`` if it means the database is out of reach, else None
+    (the caller re-raises ``exc``: a bug, not an outage)."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    if not database_unavailable(exc):
+        return None
+    error = DatabaseUnavailable()
+    error.__cause__ = exc
+    return error
+
+
+class OutageReport:
+    """Counts the answers given while the database is out of reach (a metric per layer) and
+    logs them as a WARNING line at most every ``every`` seconds: an outage is not a bug, and a
+    busy site must not write a line per request."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = -every
+        self._unlogged = 0
+
+    def __call__(self, layer: str, error: DatabaseUnavailable) -> None:
+        DATABASE_UNAVAILABLE.labels(layer).inc()
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        cause = error.__cause__
+        log.warning(
+            "database unavailable (%s), answering 'try again later': %d answer(s) since the "
+            "last line",
+            type(cause).__name__ if cause else "unknown",
+            self._unlogged,
+        )
+        self._last, self._unlogged = now, 0
+
+
+OUTAGE_KEY = web.AppKey("outage_report", OutageReport)
+
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the engine, the sessions (their committed events go to the app's
     dispatcher) and the queue board for the life of the app; dispose the engine on shutdown."""
     settings = app[SETTINGS_KEY]
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     dispatcher = app[DISPATCHER_KEY]
     sessionmaker = make_sessionmaker(engine, settings, dispatcher)
     try:
@@ -50,6 +113,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             f"({type(exc.orig).__name__})"
         ) from exc
     app[ENGINE_KEY] = engine
+    app[OUTAGE_KEY] = OutageReport()
     app[SESSIONMAKER_KEY] = sessionmaker
     board = app[BOARD_KEY] = QueueBoard(sessionmaker, settings)
 

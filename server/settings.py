@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         description="Optional Redis URL (`redis://127.0.0.1:6379/0`). When set, rate limits are "
         "shared between server processes; later, Socket.IO fan-out too.",
     )
+    database_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="How long a request waits for a database connection (opening one, or a free "
+        "one in the pool) before it is answered 503 with Retry-After: a stopped database never "
+        "makes pages hang.",
+    )
     code_ttl_minutes: int = Field(15, gt=0, description="How long a join code stays valid.")
     code_digits: int = Field(
         8,

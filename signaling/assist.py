@@ -40,6 +40,8 @@ from signaling.messages import (
     decode,
     encode_relay,
 )
+from signaling.outage import CODE as UNAVAILABLE
+from signaling.outage import outage
 from signaling.revocation import AccountSockets
 
 log = logging.getLogger(__name__)
@@ -283,7 +285,15 @@ class AssistNamespace(socketio.AsyncNamespace):
         if event in ("connect", "disconnect") and not connected:
             # The server's own call: it only makes it while the sid is still connecting (with
             # python-socketio's default always_connect=False) or already disconnecting.
-            return await super().trigger_event(event, *args)
+            try:
+                return await super().trigger_event(event, *args)
+            except Exception as exc:
+                error = outage(self.app, exc)
+                if error is None:
+                    raise
+                if event == "connect":  # not in the fatal refusals: the page tries again
+                    raise refuse(UNAVAILABLE, error.message) from exc
+                return None  # its seat is released when it (or a replacement) next joins
         if not connected:
             return None  # still in flight from a peer being disconnected (a flood, a replaced tab)
         # From here on the event came from the client, including one it named "connect" or
@@ -303,12 +313,21 @@ class AssistNamespace(socketio.AsyncNamespace):
         if not info:
             await self._error(sid, event, "forbidden", "not joined to a session")
             return None
-        if utcnow().timestamp() >= info.get("expires_at", float("inf")):
-            await self._expire(info["session_id"])
-            return None
-        if await self._drop_revoked([sid]):
-            return None
-        await self._handle(sid, info, message)
+        try:
+            if utcnow().timestamp() >= info.get("expires_at", float("inf")):
+                await self._expire(info["session_id"])
+                return None
+            if await self._drop_revoked([sid]):
+                return None
+            await self._handle(sid, info, message)
+        except Exception as exc:
+            error = outage(self.app, exc)
+            if error is None:
+                raise
+            # Not the peer's fault: told, but not counted towards its disconnection.
+            failure = {"code": UNAVAILABLE, "message": error.message, "event": event[:40]}
+            await self.emit("error", failure, to=sid)
+            return {"ok": False, **failure}
         return None
 
     async def _error(self, sid: str, event: object, code: str, message: str) -> None:

@@ -42,6 +42,8 @@ from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
 from signaling.messages import QueueEntryRef, QueueNothing, QueueRemove, QueueTransfer
+from signaling.outage import CODE as UNAVAILABLE
+from signaling.outage import outage
 from signaling.revocation import AccountSockets
 
 log = logging.getLogger(__name__)
@@ -362,9 +364,27 @@ class QueueNamespace(socketio.AsyncNamespace):
         sid: str = args[0]
         connected = self.server.manager.is_connected(sid, NAMESPACE)
         if event in ("connect", "disconnect") and not connected:
-            return await super().trigger_event(event, *args)
+            try:
+                return await super().trigger_event(event, *args)
+            except Exception as exc:
+                error = outage(self.app, exc)
+                if error is None:
+                    raise
+                if event == "connect":  # the page tries again
+                    raise refuse(UNAVAILABLE, error.message) from exc
+                return None  # a lost place is swept once the database is back
         if not connected:
             return None
+        try:
+            return await self._client_event(event, sid, args)
+        except Exception as exc:
+            error = outage(self.app, exc)
+            if error is None:
+                raise
+            return _failure(UNAVAILABLE, error.message)
+
+    async def _client_event(self, event: str, sid: str, args: tuple[Any, ...]) -> Any:
+        """One event of a connected client: checked, then run; its acknowledgement."""
         handler = self._handlers().get(event)
         if handler is None:
             return _failure("unknown_event", f"unknown event {event[:40]!r}")

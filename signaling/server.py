@@ -3,6 +3,7 @@ committed events, and shut it down cleanly."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from signaling.assist import NAMESPACE as ASSIST
 from signaling.assist import AssistNamespace
 from signaling.dropin import QUEUE_HUB_KEY, QueueHub, QueueNamespace
 
+log = logging.getLogger(__name__)
 MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 
@@ -56,7 +58,27 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
     sio.attach(app)
     ice.add_routes(app)
     app[SIO_KEY] = sio
+    app.on_shutdown.append(close_connections)
     return sio
+
+
+async def close_connections(app: web.Application) -> None:
+    """on_shutdown (SIGTERM): close every Socket.IO connection first. aiohttp's graceful stop
+    waits up to 60 s for running handlers, and an open WebSocket is one until it closes; closed
+    by us, each page sees its transport drop and reconnects by itself (to this server started
+    again, or to another node), and the rooms' presence is written while the database is still
+    there."""
+    engine = app[SIO_KEY].eio
+    sockets = list(engine.sockets.values())
+    if not sockets:  # engine.io's disconnect() of all waits on an empty set otherwise
+        return
+    log.info("shutting down: closing %d Socket.IO connection(s)", len(sockets))
+    await engine.disconnect()  # the namespaces' on_disconnect run; a CLOSE packet is queued
+    # Browsers' engine.io ignores the CLOSE packet and engine.io's writer only closes the
+    # WebSocket on the end-of-queue marker (what its reader queues when the client goes): queue
+    # it, or each WebSocket stays open until the ping timeout.
+    for socket in sockets:
+        socket.queue.put_nowait(None)
 
 
 async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:

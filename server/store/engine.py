@@ -1,6 +1,7 @@
-"""The database engine and sessions: SQLite pragmas, the write lock, and the two hooks a
-sessionmaker can carry — work done at every flush (in the same transaction) and things handed
-over after a successful commit (nothing on rollback).
+"""The database engine and sessions: SQLite pragmas, bounded waits for a connection, what counts
+as "the database is unavailable", the write lock, and the two hooks a sessionmaker can carry —
+work done at every flush (in the same transaction) and things handed over after a successful
+commit (nothing on rollback).
 
 The store knows nothing of the domain: what runs at flush and what is done with the items after
 commit are given by the caller (``server/db.py`` composes them for the application).
@@ -8,11 +9,14 @@ commit are given by the caller (``server/db.py`` composes them for the applicati
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,15 +35,45 @@ _COMMITTED = "after_commit.committed"  # items of committed transactions not han
 _HANDLER = "after_commit.handler"
 
 
-def make_engine(database_url: str) -> AsyncEngine:
-    """Create the async engine; on SQLite, make sure the folder exists and set sane pragmas."""
+# How long a request may wait for a connection (to open one, or for a free one in the pool)
+# before it is told the database is unavailable: without a bound, a stopped PostgreSQL makes
+# every request hang for asyncpg's 60 s connect timeout and the pool's 30 s queue.
+DEFAULT_TIMEOUT_SECONDS = 5.0
+# SQLite errors that mean "not now" (another writer holds the lock past busy_timeout, the file
+# vanished), not a bug in a statement.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncEngine:
+    """Create the async engine; on SQLite, make sure the folder exists and set sane pragmas.
+
+    On PostgreSQL every pooled connection is pinged when checked out (``pool_pre_ping``): after
+    the server restarted, a stale connection is replaced instead of failing a request, so the
+    pool recovers by itself. Opening a connection and waiting for a free one are bounded by
+    ``timeout`` seconds."""
     url = make_url(database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_timeout": timeout,
+        "connect_args": {"timeout": timeout},
+    }
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 30}}
     engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() != "sqlite":
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # The driver's connect errors are not wrapped by SQLAlchemy: name them here, so
+            # that a refused or timed-out connection to the database is told from any other
+            # network error (a Redis outage is not a database outage).
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except _CONNECT_FAILURES as exc:
+                raise CannotConnect(f"{type(exc).__name__}: {exc}") from exc
+
     if url.get_backend_name() == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -51,6 +85,64 @@ def make_engine(database_url: str) -> AsyncEngine:
             cursor.close()
 
     return engine
+
+
+class CannotConnect(ConnectionError):
+    """The database refused or did not answer a new connection (stopped, starting up, shutting
+    down, out of connections)."""
+
+
+# What asyncpg raises when it cannot open a connection now, besides OSError.
+_CONNECT_FAILURES = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, the driver error SQLAlchemy wrapped, and what caused each (``raise …
+    from``; not the implicit context, which may be an unrelated error handled earlier)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen) or len(seen) > 10:
+            continue
+        seen.append(current)
+        todo += [getattr(current, "orig", None), current.__cause__]
+    return seen
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (stopped, restarting, cut
+    connection, no free connection in time) rather than a wrong statement: the caller answers
+    "try again later" (503) instead of reporting a bug. Only errors from the database's
+    connections count: a network error of anything else stays what it is."""
+    causes = _causes(exc)
+    if any(isinstance(c, CannotConnect | sa_exc.TimeoutError) for c in causes):
+        return True  # no new connection, or no free one in time
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    for cause in causes:
+        if isinstance(
+            cause,
+            OSError  # the socket of a pooled connection: reset, timed out
+            | asyncpg.PostgresConnectionError  # class 08: the connection is gone
+            | asyncpg.CannotConnectNowError  # starting up or shutting down
+            | asyncpg.AdminShutdownError  # terminated by a fast shutdown
+            | asyncpg.CrashShutdownError
+            | asyncpg.InterfaceError,  # "connection is closed"
+        ):
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and str(cause).lower().startswith(
+            _SQLITE_UNAVAILABLE
+        ):
+            return True
+    return False
 
 
 async def begin_write(db: AsyncSession) -> None:

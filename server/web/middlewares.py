@@ -12,7 +12,14 @@ from server import accounts
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.passes import CSRF_COOKIE, login_token
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import (
+    OUTAGE_KEY,
+    RETRY_AFTER_SECONDS,
+    SESSIONMAKER_KEY,
+    SETTINGS_KEY,
+    DatabaseUnavailable,
+    unavailable_from,
+)
 from server.web.accesslog import logged_target
 from server.web.request import (
     CSRF_SEED_KEY,
@@ -165,12 +172,31 @@ def _error_page(
     return response
 
 
+async def _outage_as_error(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler, with a database outage (stopped, restarting, no connection in time) raised
+    as ``DatabaseUnavailable`` rather than as the driver's error."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        error = unavailable_from(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 @web.middleware
 async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error becomes a clear French page (JSON for the API), never a stack trace; a
     domain refusal no view caught gets the status of its kind."""
     try:
-        return await handler(request)
+        return await _outage_as_error(request, handler)
+    except DatabaseUnavailable as exc:
+        # Not a bug: one line, no stack trace, and "come back in a few seconds" for people,
+        # browsers and API clients alike.
+        request.app[OUTAGE_KEY]("http", exc)
+        response = _error_page(request, status_of(exc), exc.message, exc)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     except DomainError as exc:
         response = _error_page(request, status_of(exc), exc.message, exc)
         if exc.kind is Kind.RATE_LIMITED:

@@ -199,8 +199,9 @@ function refresh() {
   if (ended) return;
   const states = [...peers.values()].map((peer) => peer.connectionState);
   let key = "waiting";
-  if (states.includes("connected")) key = paused ? "paused" : "connected";
-  else if (!socketUp && signaling) key = "reconnecting";
+  // Without its socket the room is not "connected" (as on the volunteer's side).
+  if (!socketUp && signaling) key = "reconnecting";
+  else if (states.includes("connected")) key = paused ? "paused" : "connected";
   else if (helperLost || states.includes("disconnected") || states.includes("failed")) key = "reconnecting";
   setStatus(key);
 }

@@ -57,10 +57,14 @@ class Signaling extends Emitter {
       this.fire("disconnect", { reason, retrying });
     });
     socket.on("connect_error", (err) => {
+      // Only the namespace's own refusals are final; anything else (the network, a server
+      // restarting, "unavailable" while its database is down) is tried again.
       const code = refusalCode(err, refusals);
-      const fatal = !socket.active && code !== null;
-      if (!socket.active && code === null && !this._closed) setTimeout(() => this._closed || socket.connect(), RETRY_MS);
-      this.fire("connect_error", { code: code ?? "network", message: t(`conn_${code ?? "network"}`), fatal });
+      const refused = refusals.includes(code);
+      const fatal = !socket.active && refused;
+      if (!socket.active && !refused && !this._closed) setTimeout(() => this._closed || socket.connect(), RETRY_MS);
+      const shown = refused ? code : "network";
+      this.fire("connect_error", { code: shown, message: t(`conn_${shown}`), fatal });
     });
   }
 

@@ -172,10 +172,11 @@ function refresh() {
   if (ended) return;
   const pcState = bene?.connectionState;
   let key = "waiting";
-  if (pcState === "connected") key = remoteState === "paused" ? "paused" : "connected";
-  else if (beneLost || pcState === "disconnected" || pcState === "failed" || (signaling && !signaling.connected)) {
-    key = "reconnecting";
-  }
+  // Without its socket the room is not "connected", even while the last frames still arrive:
+  // the other side may be gone (a server restart closes its connection too).
+  if (signaling && !signaling.connected) key = "reconnecting";
+  else if (pcState === "connected") key = remoteState === "paused" ? "paused" : "connected";
+  else if (beneLost || pcState === "disconnected" || pcState === "failed") key = "reconnecting";
   setStatus(key);
   if (ui.invite) {
     // Fold the invitation away once the beneficiary is in; unfold it when they leave.

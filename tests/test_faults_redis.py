@@ -1,0 +1,185 @@
+"""Redis stopped under traffic, then started again, with a redis-server of our own on a free port
+(the shared one stays untouched): rate limits fall back to the process's memory with a WARNING
+and a metric — still limiting, never a 500 — and go back to Redis once it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from server import limits_fallback
+from server.settings import Settings, load_settings
+from tests.conftest import Running, browser_session, csrf_from, free_port
+
+REDIS_SERVER = shutil.which("redis-server")
+METRICS_TOKEN = "metrics-test-token-" + "m" * 20
+FALLBACKS = "permanence_ratelimit_storage_fallback_total"
+LOCAL = "permanence_ratelimit_storage_local"
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own, without persistence: a restart starts empty."""
+
+    port: int = field(default_factory=free_port)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        """Start it and wait until it answers PING."""
+        assert REDIS_SERVER is not None
+        self.process = await asyncio.create_subprocess_exec(
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        if await client.ping():
+                            return
+                    except (OSError, aioredis.ConnectionError):
+                        await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        """Stop it (SIGTERM) and wait until it is gone."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            async with asyncio.timeout(10):
+                await self.process.wait()
+
+    async def limit_keys(self) -> int:
+        """How many rate-limit counters it holds."""
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            return len(await client.keys("LIMITS*"))
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A started redis-server, stopped after the test."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def backend() -> str:
+    """Rate limits do not depend on the database: SQLite only."""
+    return "sqlite"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, redis_server: RedisServer) -> Iterator[Settings]:
+    """The test app's settings, with REDIS_URL on our redis-server and /metrics on."""
+    port = free_port()
+    yield load_settings(
+        {
+            "PERMANENCE_DATA_DIR": str(tmp_path / "var"),
+            "PERMANENCE_DATABASE_URL": database_url,
+            "PERMANENCE_SECRET_KEY": "test-secret-key-" + "x" * 32,
+            "PERMANENCE_BASE_URL": f"http://127.0.0.1:{port}",
+            "PERMANENCE_REDIS_URL": redis_server.url,
+            "PERMANENCE_METRICS_TOKEN": METRICS_TOKEN,
+            "PERMANENCE_LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+async def wrong_code(http: aiohttp.ClientSession, running: Running) -> int:
+    """Type a random wrong code on /code; the status of the answer."""
+    async with http.get(running.url("/code")) as resp:
+        token = csrf_from(await resp.text())
+    code = f"{random.randrange(10**6):06d}"
+    async with http.post(
+        running.url("/code"), data={"csrf_token": token, "code": code}, allow_redirects=False
+    ) as resp:
+        return resp.status
+
+
+async def until_limited(
+    http: aiohttp.ClientSession, running: Running, tries: int = 40
+) -> list[int]:
+    """Wrong codes until the per-address limit answers 429; every status seen."""
+    statuses = []
+    for _ in range(tries):
+        statuses.append(await wrong_code(http, running))
+        if statuses[-1] == 429:
+            break
+    return statuses
+
+
+async def metric(http: aiohttp.ClientSession, running: Running, name: str) -> float:
+    """One sample of /metrics, read as Prometheus would."""
+    async with http.get(
+        running.url("/metrics"), headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    ) as resp:
+        assert resp.status == 200
+        for line in (await resp.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def test_redis_stopped_rate_limits_fall_back_to_memory_and_return_to_redis(
+    running: Running, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis stopped, wrong codes still get 400 then 429 (counted in memory), never a 500;
+    one WARNING line and the fallback metric say so; when Redis is back, counting resumes there
+    (a Redis restarted empty forgets the memory's count: the next wrong code is a 400 again)."""
+    http = await browser_session()
+    try:
+        assert await wrong_code(http, running) == 400
+        assert await redis_server.limit_keys() > 0, "the counters are not in Redis"
+        switches = await metric(http, running, FALLBACKS)
+        assert await metric(http, running, LOCAL) == 0
+
+        await redis_server.stop()
+        with caplog.at_level(logging.WARNING, logger="server.limits_fallback"):
+            statuses = await until_limited(http, running)
+        assert statuses[-1] == 429, statuses
+        assert set(statuses[:-1]) == {400}, statuses
+        warnings = [r for r in caplog.records if r.name == "server.limits_fallback"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "Redis unreachable" in warnings[0].getMessage()
+        assert await metric(http, running, FALLBACKS) == switches + 1
+        assert await metric(http, running, LOCAL) == 1
+
+        await redis_server.start()
+        # One call tries Redis again every RETRY_SECONDS; meanwhile memory keeps limiting (429).
+        # Redis restarted empty: the first wrong code counted there again is a 400.
+        deadline = time.monotonic() + 2 * limits_fallback.RETRY_SECONDS + 5
+        while (status := await wrong_code(http, running)) == 429:
+            assert time.monotonic() < deadline, "Redis is not used again"
+            await asyncio.sleep(0.5)
+        assert status == 400
+        assert await metric(http, running, LOCAL) == 0
+        assert await redis_server.limit_keys() > 0
+    finally:
+        await http.close()
