@@ -234,7 +234,8 @@ async def test_a_server_error_on_a_secret_route_logs_its_traceback_without_the_s
             token = csrf_from(await resp.text())
         database = make_url(logged.settings.database_url).database
         assert database
-        with sqlite3.connect(database) as db:
+        # The app's own background writers (worker, sweeps) may hold the write lock a moment.
+        with sqlite3.connect(database, timeout=60) as db:
             tables = [
                 row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             ]

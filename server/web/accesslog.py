@@ -45,6 +45,7 @@ PUBLIC_PARAMETERS: dict[str, str] = {
     "availability_id": "availability number on coordinator pages, login checked",
     "exception_id": "absence number on coordinator pages, login checked",
     "filename": "static file name",
+    "name": "file name of a vendored npm package under /static/vendor/",
 }
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
