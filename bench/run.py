@@ -103,6 +103,9 @@ def server_environment(data_dir: Path, port: int) -> dict[str, str]:
         }
     )
     env["PYTHONUNBUFFERED"] = "1"
+    # As deploy/systemd/visio-permanence.service runs it: two glibc malloc arenas instead of
+    # one per thread (each SQLite connection is a thread). The soak measures that server.
+    env["MALLOC_ARENA_MAX"] = "2"
     return env
 
 

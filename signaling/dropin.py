@@ -329,6 +329,14 @@ class QueueNamespace(socketio.AsyncNamespace):
         if status != QueueStatus.WAITING:
             await self.emit("removed", {"reason": status.value}, to=sid)
             return
+        if not self.server.manager.is_connected(sid, NAMESPACE):
+            # The page went away while this ran (a slow database): its on_disconnect found no
+            # open page to close, and may have written its departure before `seen` wrote this
+            # sid. Opened now, the page would stay open for ever (the board counting it, the
+            # grace time never starting): write the departure again instead.
+            async with self.app[SESSIONMAKER_KEY].begin() as db:
+                await places.disconnected(db, association_id, entry_id, sid, utcnow())
+            return
         self.presence.page_opened(entry_id, sid)
         position = await self.app[BOARD_KEY].position_for(association_id, entry_id)
         if position is not None:

@@ -7,11 +7,21 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.accounts import live_logins
 from server.store.models import Role
+
+
+@dataclass
+class _Login:
+    """What a socket was opened with, and when that was last found valid (loop time)."""
+
+    user_id: int
+    login_id: int
+    checked: float
 
 
 class AccountSockets:
@@ -20,33 +30,32 @@ class AccountSockets:
 
     def __init__(self, roles: Collection[Role] | None = None) -> None:
         self.roles = roles  # the roles that may hold such a socket (None: any)
-        self._logins: dict[str, tuple[int, int]] = {}
+        # One record per sid: discarding a socket forgets all of it. (Check times in a map of
+        # their own outlived their socket when it went away while a check read the database.)
+        self._logins: dict[str, _Login] = {}
         self._by_user: defaultdict[int, set[str]] = defaultdict(set)
-        self._checked: dict[str, float] = {}
 
     def add(self, sid: str, user_id: int, login_id: int) -> None:
         """A socket opened with this account's login session (just checked)."""
-        self._logins[sid] = (user_id, login_id)
+        self._logins[sid] = _Login(user_id, login_id, asyncio.get_running_loop().time())
         self._by_user[user_id].add(sid)
-        self._checked[sid] = asyncio.get_running_loop().time()
 
     def discard(self, sid: str) -> None:
         """The socket is gone."""
         found = self._logins.pop(sid, None)
-        self._checked.pop(sid, None)
         if found is not None:
-            sids = self._by_user.get(found[0])
+            sids = self._by_user.get(found.user_id)
             if sids is not None:
                 sids.discard(sid)
                 if not sids:
-                    del self._by_user[found[0]]
+                    del self._by_user[found.user_id]
 
     def of(self, user_id: int, login_id: int | None = None) -> list[str]:
         """The account's sockets (opened with ``login_id`` only, if given)."""
         return [
             sid
             for sid in self._by_user.get(user_id, ())
-            if login_id is None or self._logins[sid][1] == login_id
+            if login_id is None or self._logins[sid].login_id == login_id
         ]
 
     def __len__(self) -> int:
@@ -63,18 +72,18 @@ class AccountSockets:
         seconds ago are not read again; sids opened without a login are never revoked."""
         now = asyncio.get_running_loop().time()
         due = {
-            sid: self._logins[sid][1]
+            sid: login
             for sid in sids
-            if sid in self._logins and now - self._checked.get(sid, 0.0) >= max_age
+            if (login := self._logins.get(sid)) is not None and now - login.checked >= max_age
         }
         if not due:
             return []
         async with sessions() as db:
-            live = await live_logins(db, set(due.values()), self.roles)
+            live = await live_logins(db, {login.login_id for login in due.values()}, self.roles)
         gone = []
-        for sid, login_id in due.items():
-            if login_id in live:
-                self._checked[sid] = now
+        for sid, login in due.items():
+            if login.login_id in live:
+                login.checked = now
             else:
                 gone.append(sid)
         return gone

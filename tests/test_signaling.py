@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from server.assist import MAX_RECORDED_PER_SESSION, current_code, link_for
 from server.store.models import AssistanceSession, Role, SessionStatus, StatEvent, utcnow
+from signaling.assist import AssistNamespace
 from signaling.server import SIO_KEY
 from tests.conftest import (
     Account,
@@ -37,6 +38,7 @@ from tests.peers import (
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 NAME = "Josette"
+CANDIDATE = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host"
 
 
 @pytest.fixture
@@ -579,6 +581,41 @@ async def test_bye_tells_the_others_the_peer_left_for_good(
     }
     await volunteer.expect_nothing("peer-left")
     assert (await load(running, session_id)).beneficiary_sid is None
+
+
+# --- nothing left behind -------------------------------------------------------------------------
+
+
+async def test_assistances_that_come_and_go_leave_no_socket_state_behind(
+    running: Running, http: aiohttp.ClientSession, volunteer: Account
+) -> None:
+    """Five assistances joined, relayed, left and ended: the rooms, the Socket.IO sessions and
+    the volunteers' logins behind the sockets are empty again (a long-running server must not
+    grow)."""
+    await login(http, running, volunteer)
+    sio = running.app[SIO_KEY]
+    for _ in range(5):
+        session_id = await create_assistance(http, running)
+        async with PeerSet() as peers:
+            volunteer_peer, beneficiary = await pair(running, http, session_id, peers)
+            candidate = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
+            await beneficiary.emit("candidate", {"to": volunteer_peer.peer_id, **candidate})
+            await volunteer_peer.expect("candidate")
+            await beneficiary.emit("bye", {"reason": "left"})
+            await beneficiary.expect_disconnected()
+            await volunteer_peer.emit("end", {})
+            await volunteer_peer.expect("ended")
+            await volunteer_peer.expect_disconnected()
+    for _ in range(100):  # the server side of the disconnections
+        if not sio.eio.sockets:
+            break
+        await asyncio.sleep(0.05)
+    rooms = sio.namespace_handlers["/assist"]
+    assert isinstance(rooms, AssistNamespace)
+    assert not sio.eio.sockets
+    assert not sio.environ
+    assert not sio.manager.rooms.get("/assist")
+    assert len(rooms.logins) == 0
 
 
 # --- ending --------------------------------------------------------------------------------------
