@@ -32,11 +32,11 @@ run: setup ## migrate, load the demo (with a year of synthetic statistics) and s
 serve: setup
 	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
 
-system-deps: ## Debian's Chromium (browser tests, driven by Playwright) and coturn (TURN tests)
-	@command -v chromium >/dev/null && command -v turnserver >/dev/null || { \
+system-deps: ## Debian's Chromium (browser tests, driven by Playwright), coturn (TURN tests), nginx (log format test)
+	@command -v chromium >/dev/null && command -v turnserver >/dev/null && test -x /usr/sbin/nginx || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn nginx >/dev/null; }
 
 lint: $(BIN)/.installed ## style, the layers (import-linter contracts in pyproject.toml), dependencies
 	$(BIN)/ruff check server signaling tests bench
