@@ -222,6 +222,17 @@ async def test_an_absolute_form_target_and_an_unparsable_request_log_no_secret(
 # -- The error log ------------------------------------------------------------------------------
 
 
+def _drop_every_table(database: str) -> None:
+    """Break the database under the running app: every table is dropped."""
+    with sqlite3.connect(database, timeout=60) as db:
+        tables = [
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        db.execute("PRAGMA foreign_keys = OFF")
+        for table in tables:
+            db.execute(f'DROP TABLE "{table}"')
+
+
 async def test_a_server_error_on_a_secret_route_logs_its_traceback_without_the_secret(
     logged: Logged,
 ) -> None:
@@ -234,14 +245,9 @@ async def test_a_server_error_on_a_secret_route_logs_its_traceback_without_the_s
             token = csrf_from(await resp.text())
         database = make_url(logged.settings.database_url).database
         assert database
-        # The app's own background writers (worker, sweeps) may hold the write lock a moment.
-        with sqlite3.connect(database, timeout=60) as db:
-            tables = [
-                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
-            db.execute("PRAGMA foreign_keys = OFF")
-            for table in tables:
-                db.execute(f'DROP TABLE "{table}"')
+        # In a thread: the app runs on this event loop, and its connections (worker, sweeps)
+        # must be able to finish the transaction they may hold while the tables are dropped.
+        await asyncio.to_thread(_drop_every_table, database)
         for probe in probes:
             async with http.request(
                 probe.method,
