@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import text
 from server.errors import DomainError
 from server.events import AccountRevoked, publish
 from server.metrics import PASSWORD_HASH_SECONDS
@@ -342,7 +343,7 @@ async def get_or_create_partner(db: AsyncSession, association_id: int, name: str
     from server.i18n import _
 
     clean = " ".join(name.split())
-    if not clean or len(clean) > PARTNER_NAME_MAX or not clean.isprintable():
+    if not clean or len(clean) > PARTNER_NAME_MAX or not text.is_line(clean):
         raise AccountError(
             "invalid_partner",
             _("Le nom de la structure est obligatoire (%(n)d caractères au plus).")

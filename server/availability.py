@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from sqlalchemy import ColumnElement, Row, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import text
 from server.errors import DomainError
 from server.events import OpeningChanged, publish
 from server.i18n import _
@@ -580,7 +581,7 @@ async def add_exception(
     if ends_at - starts_at > MAX_ABSENCE:
         raise AvailabilityError("absence_too_long", _("Une absence dure au plus 400 jours."))
     clean_reason = " ".join((reason or "").split())
-    if len(clean_reason) > REASON_MAX or not clean_reason.isprintable():
+    if len(clean_reason) > REASON_MAX or not text.is_line(clean_reason):
         raise AvailabilityError(
             "reason_too_long",
             _("Le motif de l'absence est trop long (%(n)d caractères au plus).")

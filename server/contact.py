@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 
 import phonenumbers
 
+from server import text
 from server.availability import AvailabilityError, zone
 from server.errors import DomainError
 from server.i18n import _
@@ -219,7 +220,7 @@ def clean_description(
             _("Votre message est trop long (%(n)d caractères au plus).") % {"n": limit},
             field,
         )
-    if not all(char.isprintable() or char in "\n\t" for char in value):
+    if not text.is_lines(value):
         raise ContactError(
             "invalid_description",
             _("Votre message contient des caractères non autorisés."),
@@ -251,7 +252,7 @@ class Needs:
     def validated(self) -> Needs:
         """A clean copy, or ContactError."""
         language = " ".join((self.interpreter_language or "").split())
-        if len(language) > LANGUAGE_MAX or not language.isprintable():
+        if len(language) > LANGUAGE_MAX or not text.is_line(language):
             raise ContactError(
                 "invalid_needs",
                 _("La langue est trop longue (%(n)d caractères au plus).") % {"n": LANGUAGE_MAX},

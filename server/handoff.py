@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import booking, callback_requests, links
+from server import booking, callback_requests, links, text
 from server.contact import ContactKind, proven_contact
 from server.dropin import places as dropin
 from server.errors import DomainError, Kind
@@ -83,7 +83,7 @@ def _text(raw: str, limit: int) -> str | None:
     """Trimmed text with normalised line ends; None when empty. Raises nothing: callers check
     the length first so that the person gets a message rather than a cut text."""
     value = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
-    value = "".join(ch for ch in value if ch == "\n" or ch == "\t" or ch.isprintable())
+    value = text.without_harmful(value)
     return value[:limit] or None
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import text
 from server.errors import DomainError
 from server.i18n import _
 from server.store.models import Motif, VisitKind
@@ -105,7 +106,7 @@ async def get_motif(db: AsyncSession, association_id: int, motif_id: int) -> Mot
 
 def _clean_name(name: str) -> str:
     value = " ".join(name.split())
-    if not value or len(value) > NAME_MAX or not value.isprintable():
+    if not value or len(value) > NAME_MAX or not text.is_line(value):
         raise MotifError(
             "invalid_name",
             _("Le nom du motif est obligatoire (%(n)d caractères au plus).") % {"n": NAME_MAX},
@@ -116,7 +117,7 @@ def _clean_name(name: str) -> str:
 
 def _clean_description(description: str | None) -> str | None:
     value = " ".join((description or "").split())
-    if len(value) > DESCRIPTION_MAX or not value.isprintable():
+    if len(value) > DESCRIPTION_MAX or not text.is_line(value):
         raise MotifError(
             "description_too_long",
             _("La description est trop longue (%(n)d caractères au plus).")

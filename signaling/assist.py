@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import unicodedata
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
+from server import text
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
 from server.metrics import SOCKETS_REVOKED
 from server.ratelimit import (
@@ -69,11 +69,12 @@ def refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedErro
 
 
 def clean_name(value: object) -> str | None:
-    """An optional first name: printable text, trimmed, at most 40 characters."""
+    """An optional first name: one line of free text (server/text.py), spaces tidied, at most
+    40 characters."""
     if not isinstance(value, str):
         return None
-    text = "".join(ch for ch in value if unicodedata.category(ch)[0] not in {"C"}).strip()
-    return text[:MAX_NAME_LENGTH] or None
+    name = " ".join(text.without_harmful(value).split())
+    return name[:MAX_NAME_LENGTH] or None
 
 
 def _may_signal(

@@ -23,7 +23,7 @@ from yarl import URL
 
 from server import api_tokens, availability, motifs
 from server.passes import LOGIN_COOKIE
-from server.store.models import OutboxMessage, Role, User, utcnow
+from server.store.models import Appointment, OutboxMessage, Role, User, utcnow
 from server.web.api import models as m
 from server.web.views.api_v1 import openapi_document
 from tests.conftest import Account, Running, csrf_from, login, make_account
@@ -216,6 +216,30 @@ async def test_book_list_and_cancel_through_the_api(
         assert resp.status == 201
 
 
+async def test_free_text_in_any_script_and_newer_characters_is_kept_as_typed(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    # Persian needs the zero-width non-joiner inside words; an emoji family joins with the
+    # zero-width joiner; U+1FAE8 is newer than some servers' Unicode tables, and U+20F9 is not
+    # assigned yet: the person's phone may know what the server does not.
+    description = "سلام، می\u200cخواهم کمک\n👨\u200d👩\u200d👧 \U0001fae8 \u20f9"
+    language = "دری (فارسی\u200cافغانستان)"
+    starts_at = await _first_slot(http, running, world)
+    body = _booking(
+        world, starts_at, description=description, needs={"interpreter_language": language}
+    )
+    async with http.post(
+        running.url("/api/v1/bookings"), json=body, headers=_auth(world["token"])
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        created = await resp.json()
+    async with running.sessionmaker() as db:
+        appointment = await db.get(Appointment, created["id"])
+        assert appointment is not None
+    assert appointment.description == description
+    assert appointment.needs["interpreter_language"] == language
+
+
 BAD_BOOKINGS: list[tuple[Any, int, str]] = [
     ("not json", 400, "invalid_json"),
     ([1, 2], 400, "invalid_json"),
@@ -237,6 +261,9 @@ BAD_BOOKINGS: list[tuple[Any, int, str]] = [
     ({"postal_code": "7501"}, 400, "invalid_postal_code"),
     ({"description": "x" * 1001}, 400, "description_too_long"),
     ({"description": "bip\x07"}, 400, "invalid_description"),
+    ({"description": "payer \u202eoc.liam@"}, 400, "invalid_description"),  # reorders the text
+    ({"needs": {"interpreter_language": "dari\n"}}, 400, "invalid_needs"),
+    ({"needs": {"interpreter_language": "\u2066dari"}}, 400, "invalid_needs"),
     ({"timezone": "Europe/Lutece"}, 400, "invalid_timezone"),
     ({"needs": {"hearing": "oui"}}, 400, "invalid_needs"),
     ({"needs": {"interpreter_language": "x" * 41}}, 400, "invalid_needs"),

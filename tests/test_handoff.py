@@ -570,7 +570,7 @@ async def book_now_and_notify(
 async def enter(link: str) -> None:
     """A new browser opens a join link and enters the room."""
     async with await browser_session() as person, person.get(link, allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/b"
+        assert (r.status, r.headers.get("Location")) == (303, "/b"), (link, await r.text())
 
 
 async def enter_with_code(running: Running, code: str) -> None:

@@ -58,9 +58,15 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
         "connect_args": {"timeout": timeout},
     }
     if url.get_backend_name() == "sqlite":
+        kwargs = {"connect_args": {"timeout": 30}}
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 30}}
+            # As many connections as the default pool allows at its peak (5 + 10 overflow), but
+            # kept open: each aiosqlite connection is a thread, and a pool that opened and
+            # closed overflow connections under load started a thread every few seconds,
+            # whose malloc arena and stack left the heap fragmented (the soak benchmark's
+            # slow memory growth). An idle connection costs one sleeping thread.
+            kwargs |= {"pool_size": 15, "max_overflow": 0}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() != "sqlite":
 

@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
-from server import taxonomy
+from server import taxonomy, text
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX
 from server.i18n import _
 from server.stats.filters import MAX_DATE, MIN_DATE
@@ -49,9 +49,6 @@ PHONE_MAX = 30
 EMAIL_MAX = 254
 ZONES = tuple(sorted(available_timezones()))
 _ZONE_SET = frozenset(ZONES)
-# What Python's str.isprintable() accepts (letters, marks, numbers, punctuation, symbols and
-# the space), in a form JSON Schema (ECMA-262 with Unicode) and pydantic's regex engine share.
-_PRINTABLE = r"\p{L}\p{M}\p{N}\p{P}\p{S} "
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # An input model's field → (pydantic error type → code, French message).
@@ -275,7 +272,7 @@ class Needs(BaseModel):
     """What helps the beneficiary during the visit."""
 
     interpreter_language: (
-        Annotated[str, Field(max_length=LANGUAGE_MAX, pattern=f"^[{_PRINTABLE}]*$")] | None
+        Annotated[str, Field(max_length=LANGUAGE_MAX, pattern=text.LINE_PATTERN)] | None
     ) = Field(None, description="The language an interpreter should speak, if one is needed")
     hearing: bool = Field(False, description="Hearing support (written chat, captions)")
     first_time_computer: bool = Field(False, description="First time on a computer")
@@ -382,7 +379,7 @@ class BookingRequest(BaseModel):
         examples=["75011"],
     )
     description: (
-        Annotated[str, Field(max_length=DESCRIPTION_MAX, pattern=f"^[{_PRINTABLE}\t\n\r]*$")] | None
+        Annotated[str, Field(max_length=DESCRIPTION_MAX, pattern=text.LINES_PATTERN)] | None
     ) = Field(None, description="What the beneficiary needs help with, for the volunteer")
     timezone: TimeZoneName | None = Field(
         None, description="The beneficiary's zone: times in the messages, and the phone's region"
@@ -666,5 +663,5 @@ class StatisticsReport(BaseModel):
 def error_text(model: type[BaseModel], field: str, error_type: str) -> tuple[str, str] | None:
     """The code and French message for a refusal of `field` of an input model, if it names one."""
     texts: dict[str, ErrorText] = getattr(model, "input_errors", {})
-    text = texts.get(field)
-    return text(error_type) if text is not None else None
+    explain = texts.get(field)
+    return explain(error_type) if explain is not None else None
