@@ -15,6 +15,7 @@ sockets). The list, with who acts on each, is in ``signaling/PROTOCOL.md`` ("Eve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -108,6 +109,42 @@ class OutboxWritten(Event):
     """Notifications were written to the outbox: the worker looks now, not at its next poll."""
 
 
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.__name__: kind
+    for kind in (
+        QueueChanged,
+        OpeningChanged,
+        PlaceCalled,
+        PlaceClosed,
+        PersonTransferred,
+        RoomEnded,
+        PeerRevoked,
+        AccountRevoked,
+        OutboxWritten,
+    )
+}
+
+
+def event_to_json(event: Event) -> list[object]:
+    """``[type name, fields]``: how an event travels to the other nodes (server/cluster.py)."""
+    return [type(event).__name__, dataclasses.asdict(event)]
+
+
+def event_from_json(item: object) -> Event | None:
+    """The event ``event_to_json`` wrote, or None for a type this node does not know (a newer
+    node during a rolling upgrade); ValueError if it is malformed."""
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
+        raise ValueError(f"not an event: {item!r:.80}")
+    kind = EVENT_TYPES.get(item[0]) if isinstance(item[0], str) else None
+    if kind is None:
+        log.warning("event bus: unknown event type %.40r ignored", item[0])
+        return None
+    try:
+        return kind(**item[1])
+    except TypeError as exc:
+        raise ValueError(f"bad fields for {item[0]}: {exc}") from exc
+
+
 def publish(db: AsyncSession, event: Event) -> None:
     """Publish ``event`` in the session's transaction: its subscribers get it after commit."""
     after_commit(db, event)
@@ -115,6 +152,7 @@ def publish(db: AsyncSession, event: Event) -> None:
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Any], Awaitable[None]]
+Forwarder = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 class Dispatcher:
@@ -123,7 +161,18 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._subscribers: dict[type[Event], list[Handler]] = defaultdict(list)
+        self._forwarders: list[Forwarder] = []
         self.dispatched = 0  # events handed over (tests, benchmarks)
+
+    def add_forwarder(self, forwarder: Forwarder) -> None:
+        """Also give every dispatched event to ``forwarder`` (the cluster's event bus, which
+        sends them to the other nodes)."""
+        self._forwarders.append(forwarder)
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        """Stop forwarding (application shutdown)."""
+        if forwarder in self._forwarders:
+            self._forwarders.remove(forwarder)
 
     def subscribe(self, kind: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
         """Call ``handler`` with every committed event of type ``kind``."""
@@ -135,13 +184,23 @@ class Dispatcher:
         if handler in handlers:
             handlers.remove(handler)
 
-    async def dispatch(self, events: Sequence[object] | Iterable[object]) -> None:
-        """Give each distinct event to its subscribers. A failing subscriber is logged and the
-        others still run: the transaction has committed, and the next change refreshes any
-        screen a lost event left behind."""
-        for event in dict.fromkeys(events):  # distinct, first-published order
+    async def dispatch(
+        self, events: Sequence[object] | Iterable[object], *, forward: bool = True
+    ) -> None:
+        """Give each distinct event to the forwarders (other nodes, first: they act in
+        parallel with this one), then to its subscribers here. ``forward=False`` for events
+        that came from another node. A failing subscriber is logged and the others still run:
+        the transaction has committed, and the next change refreshes any screen a lost event
+        left behind."""
+        distinct: list[Event] = []
+        for event in dict.fromkeys(events):  # first-published order
             if not isinstance(event, Event):
                 raise TypeError(f"only events are published, got {event!r}")
+            distinct.append(event)
+        if forward and distinct:
+            for forwarder in list(self._forwarders):
+                await forwarder(distinct)
+        for event in distinct:
             self.dispatched += 1
             for handler in list(self._subscribers.get(type(event), ())):
                 try:

@@ -19,8 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.accounts import Passwords
+from server.cluster import Cluster
 from server.db import make_sessionmaker
-from server.dropin.board import QueueBoard
+from server.dropin.board import Presence, QueueBoard, RedisPresence
 from server.errors import DomainError, Kind
 from server.events import Dispatcher, OpeningChanged
 from server.i18n import N_, _
@@ -37,6 +38,7 @@ SESSIONMAKER_KEY: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("ses
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 BOARD_KEY = web.AppKey("queue_board", QueueBoard)
 PASSWORDS_KEY = web.AppKey("passwords", Passwords)
+CLUSTER_KEY = web.AppKey("cluster", Cluster)  # only with PERMANENCE_REDIS_URL (several nodes)
 
 # While the database cannot be reached, pages, the API and socket events answer "try again
 # later" (503 + Retry-After, a French message) instead of an error 500 or a hang.
@@ -115,7 +117,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE_KEY] = engine
     app[OUTAGE_KEY] = OutageReport()
     app[SESSIONMAKER_KEY] = sessionmaker
-    board = app[BOARD_KEY] = QueueBoard(sessionmaker, settings)
+    cluster = app.get(CLUSTER_KEY)
+    presence = RedisPresence(cluster.node) if cluster is not None else Presence()
+    board = app[BOARD_KEY] = QueueBoard(sessionmaker, settings, presence)
 
     async def opening_changed(event: OpeningChanged) -> None:
         board.forget_facts(event.association_id)
@@ -126,6 +130,23 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         dispatcher.unsubscribe(OpeningChanged, opening_changed)
         await engine.dispose()
+
+
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: with Redis, join the cluster (heartbeat, committed events to and from the
+    other nodes) for the life of the app; without, this process is the whole site."""
+    settings = app[SETTINGS_KEY]
+    if not settings.redis_url:
+        yield
+        return
+    cluster = Cluster.connect(settings.redis_url, app[DISPATCHER_KEY])
+    await cluster.start()
+    app[CLUSTER_KEY] = cluster
+    log.info("node %s joined the cluster through Redis", cluster.node.id)
+    try:
+        yield
+    finally:
+        await cluster.stop()
 
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:

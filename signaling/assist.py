@@ -4,6 +4,7 @@ validates every event against its schema and relays signalling to the addressed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from server.ratelimit import (
     SOCKET_ERRORS_PER_PEER,
     SOCKET_EVENTS_PER_PEER,
 )
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import CLUSTER_KEY, ENGINE_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession, utcnow
 from signaling.access import Refused, session_access
 from signaling.messages import (
@@ -125,12 +126,16 @@ class AssistNamespace(socketio.AsyncNamespace):
         Every change to the per-role sids is a read-modify-write: unserialised, two peers joining
         together each miss the other (and leave the status `waiting`), and an old connection
         dropping while its replacement joins clears the new sid. SELECT … FOR UPDATE serialises
-        writers across processes on PostgreSQL; SQLite ignores it, hence also a per-session lock
-        within this process. The row is read fresh, never merged from an older copy.
+        writers across processes and nodes on PostgreSQL; SQLite (one node only) ignores it,
+        hence there a per-session lock within this process instead. The row is read fresh,
+        never merged from an older copy.
         """
-        lock = self._writers.get(session_id)
-        if lock is None:
-            lock = self._writers[session_id] = asyncio.Lock()
+        lock: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+        if self.app[ENGINE_KEY].dialect.name == "sqlite":
+            found = self._writers.get(session_id)
+            if found is None:
+                found = self._writers[session_id] = asyncio.Lock()
+            lock = found
         # The session's events (RoomEnded…) are handed over when it closes, after the lock is
         # released: their subscribers disconnect peers, whose on_disconnect takes the lock.
         async with self.app[SESSIONMAKER_KEY]() as db, lock, db.begin():
@@ -188,6 +193,9 @@ class AssistNamespace(socketio.AsyncNamespace):
                     },
                 )
                 await self.enter_room(sid, session.id)
+                cluster = self.app.get(CLUSTER_KEY)
+                if cluster is not None:  # and peers on other nodes can reach us
+                    await cluster.rooms.add(session.id, role.value, sid, arrival.user_id)
                 if arrival.user_id is not None and arrival.login_id is not None:
                     self.logins.add(sid, arrival.user_id, arrival.login_id)
                 previous = await domain.peer_joined(db, session, role, sid, arrival.name)
@@ -197,6 +205,7 @@ class AssistNamespace(socketio.AsyncNamespace):
         except BaseException:
             self.logins.discard(sid)
             await self.leave_room(sid, found.id)
+            await self._unregister(sid)
             raise
         self.server.start_background_task(
             self._announce, sid, session.id, role, previous, peers, status, beneficiary_name
@@ -255,6 +264,7 @@ class AssistNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
         """A peer went away: if it still held its role, the others see "reconnexion…"."""
         self.logins.discard(sid)
+        await self._unregister(sid)
         info = await self._info(sid)
         if not info:
             return
@@ -353,15 +363,54 @@ class AssistNamespace(socketio.AsyncNamespace):
             for participant, _eio in self.server.manager.get_participants(NAMESPACE, session_id)
         )
 
+    async def _peer(
+        self, target: str, session_id: str
+    ) -> tuple[domain.PeerRole | None, bool] | None:
+        """The role of ``target`` in this session, and whether it is on this node; None when it
+        is in no room of this session on any node."""
+        if self._in_room(target, session_id):
+            return await self._role_of_peer(target), True
+        cluster = self.app.get(CLUSTER_KEY)
+        if cluster is None:
+            return None
+        record = await cluster.rooms.find(target)
+        if record is None or record.session_id != session_id:
+            return None
+        return domain.PeerRole(record.role), False
+
+    async def _unregister(self, sid: str) -> None:
+        cluster = self.app.get(CLUSTER_KEY)
+        if cluster is not None:
+            await cluster.rooms.remove(sid)
+
+    async def retire_orphans(self) -> None:
+        """Cluster janitor (after each heartbeat): the room sockets of a node that died leave
+        their seats, and their rooms see them go as if they had dropped."""
+        cluster = self.app.get(CLUSTER_KEY)
+        if cluster is None:
+            return
+        for record in await cluster.rooms.take_orphans():
+            role = domain.PeerRole(record.role)
+            async with self._writing(record.session_id) as (db, session):
+                held = session is not None and await domain.peer_left(db, session, role, record.sid)
+            if held:
+                await self.emit(
+                    "peer-left",
+                    {"peer_id": record.sid, "role": role.value, "reason": "disconnected"},
+                    room=record.session_id,
+                )
+
     async def _handle(self, sid: str, info: dict[str, Any], message: ClientMessage) -> None:
         session_id: str = info["session_id"]
         role = domain.PeerRole(info["role"])
         if isinstance(message, Offer | Answer | Candidate):
-            if message.to == sid or not self._in_room(message.to, session_id):
+            target = None if message.to == sid else await self._peer(message.to, session_id)
+            if target is None:
                 await self._error(sid, message.event, "not_in_room", "no such peer in this session")
                 return
-            target_role = await self._role_of_peer(message.to)
-            if await self._drop_revoked([message.to]):
+            target_role, local = target
+            # A peer on another node is checked by its own node (AccountRevoked reaches it).
+            if local and await self._drop_revoked([message.to]):
                 await self._error(sid, message.event, "not_in_room", "no such peer in this session")
                 return
             if not _may_signal(role, target_role, message):
@@ -373,7 +422,9 @@ class AssistNamespace(socketio.AsyncNamespace):
                     "offers, the volunteers answer",
                 )
                 return
-            await self.emit(message.event, encode_relay(message, sid), to=message.to)
+            await self.emit(
+                message.event, encode_relay(message, sid), to=message.to, ignore_queue=local
+            )
         elif isinstance(message, StateUpdate):
             if role is not domain.PeerRole.BENEFICIARY:
                 await self._error(sid, "state", "forbidden", "only the beneficiary sends state")
@@ -488,8 +539,9 @@ class AssistNamespace(socketio.AsyncNamespace):
             await self._revoke(sid, event.reason)
 
     async def end_room(self, session_id: str, reason: str) -> None:
-        """Tell everyone in the room the session is over and disconnect them."""
-        await self.emit("ended", {"reason": reason}, room=session_id)
+        """Tell everyone in the room on this node the session is over and disconnect them
+        (``RoomEnded`` reaches every node: each retires its own sockets)."""
+        await self.emit("ended", {"reason": reason}, room=session_id, ignore_queue=True)
         participants = list(self.server.manager.get_participants(NAMESPACE, session_id))
         for participant, _eio in participants:
             info = await self._info(participant)

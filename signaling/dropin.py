@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.accounts import login_for_token
 from server.dropin import places
-from server.dropin.board import Presence, QueueBoard
+from server.dropin.board import Presence, QueueBoard, RedisPresence
 from server.events import (
     AccountRevoked,
     Dispatcher,
@@ -59,6 +59,11 @@ def room_url(app: web.Application, session_id: str) -> str:
 def volunteers_room(association_id: int) -> str:
     """Socket.IO room of an association's volunteers watching the queue."""
     return f"volunteers:{association_id}"
+
+
+def waiting_room(association_id: int) -> str:
+    """Socket.IO room of an association's open waiting pages (whether a node has any)."""
+    return f"waiting:{association_id}"
 
 
 def entry_room(entry_id: str) -> str:
@@ -125,7 +130,11 @@ class QueueHub:
     async def on_place_called(self, event: PlaceCalled) -> None:
         """Tell a waiting page it is their turn: it rings, then enters the room."""
         await self.sio.emit(
-            "turn", self.turn_payload(), room=entry_room(event.entry_id), namespace=NAMESPACE
+            "turn",
+            self.turn_payload(),
+            room=entry_room(event.entry_id),
+            namespace=NAMESPACE,
+            ignore_queue=True,  # every node tells its own sockets (the event reached them all)
         )
 
     async def on_place_closed(self, event: PlaceClosed) -> None:
@@ -135,6 +144,7 @@ class QueueHub:
             {"reason": event.reason},
             room=entry_room(event.entry_id),
             namespace=NAMESPACE,
+            ignore_queue=True,
         )
 
     async def on_person_transferred(self, event: PersonTransferred) -> None:
@@ -145,11 +155,12 @@ class QueueHub:
             "from": event.from_name,
             "first_name": event.first_name,
         }
-        sids = await self.still_allowed(
-            self.board.presence.sids_of(event.association_id, event.to_user_id)
-        )
+        # This node's queue pages of that volunteer (the event reached every node).
+        sids = await self.still_allowed(self.logins.of(event.to_user_id))
         for sid in sids:
-            await self.sio.emit("transferred", payload, to=sid, namespace=NAMESPACE)
+            await self.sio.emit(
+                "transferred", payload, to=sid, namespace=NAMESPACE, ignore_queue=True
+            )
 
     async def on_account_revoked(self, event: AccountRevoked) -> None:
         """An account (or one login session of it) lost its access: its queue pages leave."""
@@ -161,8 +172,10 @@ class QueueHub:
         presence, so the wait estimates stop counting it)."""
         self.logins.discard(sid)
         SOCKETS_REVOKED.labels(NAMESPACE, reason).inc()
-        await self.sio.emit("revoked", {"reason": reason}, to=sid, namespace=NAMESPACE)
-        await self.sio.disconnect(sid, namespace=NAMESPACE)
+        await self.sio.emit(
+            "revoked", {"reason": reason}, to=sid, namespace=NAMESPACE, ignore_queue=True
+        )
+        await self.sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
 
     async def still_allowed(self, sids: Iterable[str]) -> list[str]:
         """``sids`` whose login still gives access, read now; the others are revoked (an
@@ -198,22 +211,46 @@ class QueueHub:
             except Exception:  # a push must never kill the hub; the next change pushes again
                 log.exception("queue push failed for association %s", association_id)
 
+    def _local(self, room: str) -> list[str]:
+        """This node's sockets in ``room``."""
+        return [sid for sid, _eio in self.sio.manager.get_participants(NAMESPACE, room)]
+
     async def push(self, association_id: int) -> None:
         """Send the queue to the association's volunteers and each open waiting page its
-        position."""
+        position: this node's sockets only (every node pushes to its own, the change reached
+        them all); nothing is read when none of them watches this association."""
         room = volunteers_room(association_id)
+        volunteers = self._local(room)
+        if not volunteers and not self._local(waiting_room(association_id)):
+            return
         # First the logins behind the volunteers' sockets: a revoked one neither gets this push
         # nor counts in the estimates computed next.
-        await self.still_allowed(
-            sid for sid, _eio in self.sio.manager.get_participants(NAMESPACE, room)
-        )
+        await self.still_allowed(volunteers)
         queue, positions = await self.board.push_views(association_id)
         self.pushes += 1
-        await self.sio.emit("queue", queue, room=room, namespace=NAMESPACE)
+        await self.sio.emit("queue", queue, room=room, namespace=NAMESPACE, ignore_queue=True)
         for entry_id, position in positions:
             await self.sio.emit(
-                "position", position, room=entry_room(entry_id), namespace=NAMESPACE
+                "position",
+                position,
+                room=entry_room(entry_id),
+                namespace=NAMESPACE,
+                ignore_queue=True,
             )
+
+    async def retire_orphans(self) -> None:
+        """Cluster janitor (after each heartbeat): the queue pages and volunteers of a node
+        that died leave the presence; a page's grace time starts as if it had dropped."""
+        presence = self.board.presence
+        if not isinstance(presence, RedisPresence):
+            return
+        changed, pages = await presence.take_orphans()
+        now = utcnow()
+        for association_id, entry_id, sid in pages:
+            async with self.app[SESSIONMAKER_KEY].begin() as db:
+                await places.disconnected(db, association_id, entry_id, sid, now)
+        if changed:
+            await self.app[DISPATCHER_KEY].dispatch([QueueChanged(a) for a in sorted(changed)])
 
     # -- grace time sweep -------------------------------------------------------------------------
 
@@ -288,6 +325,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             sid, {"kind": "waiting", "entry_id": entry.id, "association_id": entry.association_id}
         )
         await self.enter_room(sid, entry_room(entry.id))
+        await self.enter_room(sid, waiting_room(entry.association_id))
         self.server.start_background_task(self._welcome_waiting, sid, entry.id)
 
     async def _volunteer_joins(self, sid: str, user: User) -> None:
@@ -296,7 +334,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             sid, {"kind": "volunteer", "user_id": user.id, "association_id": association_id}
         )
         await self.enter_room(sid, volunteers_room(association_id))
-        self.presence.volunteer_joined(association_id, user.id, user.name, sid)
+        await self.presence.volunteer_joined(association_id, user.id, user.name, sid)
         await self._presence_changed(association_id)  # estimates depend on who is here
 
     @property
@@ -322,7 +360,8 @@ class QueueNamespace(socketio.AsyncNamespace):
         if previous and previous != sid:
             await self.emit("removed", {"reason": "replaced"}, to=previous)
             await self.leave_room(previous, entry_room(entry_id))
-            self.presence.page_closed(entry_id, previous)
+            await self.leave_room(previous, waiting_room(association_id))
+            await self.presence.page_closed(association_id, entry_id, previous)
         if status == QueueStatus.TAKEN:
             await self.emit("turn", self.hub.turn_payload(), to=sid)
             return
@@ -337,7 +376,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             async with self.app[SESSIONMAKER_KEY].begin() as db:
                 await places.disconnected(db, association_id, entry_id, sid, utcnow())
             return
-        self.presence.page_opened(entry_id, sid)
+        await self.presence.page_opened(association_id, entry_id, sid)
         position = await self.app[BOARD_KEY].position_for(association_id, entry_id)
         if position is not None:
             await self.emit("position", position, to=sid)
@@ -351,10 +390,10 @@ class QueueNamespace(socketio.AsyncNamespace):
             return
         association_id = int(info["association_id"])
         if info["kind"] == "volunteer":
-            self.presence.volunteer_left(association_id, int(info["user_id"]), sid)
+            await self.presence.volunteer_left(association_id, int(info["user_id"]), sid)
             await self._presence_changed(association_id)
         else:
-            self.presence.page_closed(info["entry_id"], sid)
+            await self.presence.page_closed(association_id, info["entry_id"], sid)
             async with self.app[SESSIONMAKER_KEY].begin() as db:
                 await places.disconnected(db, association_id, info["entry_id"], sid, utcnow())
 

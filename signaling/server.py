@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import assist
 from server.dropin import places
-from server.runtime import DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import CLUSTER_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import utcnow
 from signaling import ice
@@ -24,6 +24,7 @@ from signaling.dropin import QUEUE_HUB_KEY, QueueHub, QueueNamespace
 log = logging.getLogger(__name__)
 MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is refused by engine.io
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
+SOCKETIO_CHANNEL = "vp:socketio"
 
 
 def origin_checker(settings: Settings) -> Any:
@@ -43,7 +44,15 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
     """The Socket.IO server with the `/assist` and `/queue` namespaces, at /socket.io/, and the
     ICE servers endpoint of the rooms."""
     settings = app[SETTINGS_KEY]
+    # Several nodes: emits, rooms and disconnections reach the sockets of every node through
+    # Redis (python-socketio's manager; it serialises with JSON, never pickle).
+    manager = (
+        socketio.AsyncRedisManager(settings.redis_url, channel=SOCKETIO_CHANNEL)
+        if settings.redis_url
+        else None
+    )
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="aiohttp",
         cors_allowed_origins=origin_checker(settings),
         max_http_buffer_size=MAX_PACKET_BYTES,
@@ -82,12 +91,15 @@ async def close_connections(app: web.Application) -> None:
 
 
 async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: forget the presence a previous run left (nobody is connected yet), act on
-    committed events, run the queue sweep; disconnect every client before the web server
-    stops."""
-    async with app[SESSIONMAKER_KEY].begin() as db:
-        await assist.forget_presence(db)
-        await places.forget_presence(db, utcnow())
+    """cleanup_ctx: alone, forget the presence a previous run left (nobody is connected yet);
+    in a cluster, clear nothing (the other nodes' sockets are live) and let the janitors
+    retire what dead nodes left. Act on committed events, run the queue sweep; disconnect
+    every client before the web server stops."""
+    cluster = app.get(CLUSTER_KEY)
+    if cluster is None:
+        async with app[SESSIONMAKER_KEY].begin() as db:
+            await assist.forget_presence(db)
+            await places.forget_presence(db, utcnow())
     sio = app[SIO_KEY]
     rooms = sio.namespace_handlers[ASSIST]
     assert isinstance(rooms, AssistNamespace)
@@ -96,6 +108,9 @@ async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     rooms.subscribe(dispatcher)
     hub.subscribe(dispatcher)
     hub.start()
+    if cluster is not None:
+        cluster.node.on_beat(rooms.retire_orphans)
+        cluster.node.on_beat(hub.retire_orphans)
     try:
         yield
     finally:

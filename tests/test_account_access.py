@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -101,10 +102,11 @@ async def join_from(
         assert resp.status == 303, await resp.text()
 
 
-async def eventually(check: Callable[[], bool]) -> None:
+async def eventually(check: Callable[[], bool | Awaitable[bool]]) -> None:
     """Wait until a server-side effect the test cannot await is visible (5 s at most)."""
     for _ in range(100):
-        if check():
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("never happened")
@@ -161,7 +163,7 @@ async def test_deactivation_disconnects_queue_and_room_and_the_estimate_stops_co
         await until(page, "position", lambda p: p["estimate_minutes"] == two)
         association_id = volunteer.user.association_id
         presence = running.app[BOARD_KEY].presence
-        assert presence.volunteers_online(association_id) == 2
+        assert len(await presence.volunteers(association_id)) == 2
 
         status = await coordinator_posts(
             running, coordinator, f"/benevoles/{volunteer.user.id}/desactiver"
@@ -172,7 +174,7 @@ async def test_deactivation_disconnects_queue_and_room_and_the_estimate_stops_co
         # The colleague who stays sees them gone; the waiting page's estimate counts one.
         pushed = await until(other, "queue", lambda q: len(q["volunteers"]) == 1)
         assert pushed["volunteers"] == [{"id": colleague.user.id, "name": "sami"}]
-        assert presence.volunteers_online(association_id) == 1
+        assert len(await presence.volunteers(association_id)) == 1
         one = places.estimate_minutes(2, 1, handling)
         assert one > two
         await until(page, "position", lambda p: p["estimate_minutes"] == one)
@@ -326,7 +328,12 @@ async def test_a_queue_push_rechecks_the_login_when_the_revocation_event_was_los
         await desk.queue.expect_disconnected()
         assert "Fatou" not in repr(desk.queue.received)
         presence = running.app[BOARD_KEY].presence
-        await eventually(lambda: presence.volunteers_online(volunteer.user.association_id) == 0)
+        association_id = volunteer.user.association_id
+
+        async def nobody() -> bool:
+            return not await presence.volunteers(association_id)
+
+        await eventually(nobody)
     finally:
         await desk.http.close()
 

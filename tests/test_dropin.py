@@ -783,8 +783,8 @@ async def test_visits_that_come_and_go_leave_no_socket_state_behind(
         await vol_http.close()
     await sockets_closed(running)
     presence = running.app[BOARD_KEY].presence
-    assert not presence.any_page()
-    assert presence.volunteers_online(volunteer.user.association_id) == 0
+    assert not await presence.open_pages()
+    assert not await presence.volunteers(volunteer.user.association_id)
     assert len(running.app[QUEUE_HUB_KEY].logins) == 0
     assert not running.app[SIO_KEY].manager.rooms.get(NAMESPACE)
 
@@ -824,7 +824,7 @@ async def test_a_page_gone_before_its_welcome_is_written_is_not_left_open(
     finally:
         await person.close()
     assert entry.status == QueueStatus.WAITING
-    assert not running.app[BOARD_KEY].presence.has_page(row.id)
+    assert row.id not in await running.app[BOARD_KEY].presence.open_pages()
 
 
 # -- Bad input and access --------------------------------------------------------------------------

@@ -3,15 +3,17 @@ shows (the volunteers' list, a waiting person's position and estimated wait).
 
 Shared by the web layer (pages rendered without JavaScript) and the socket layer (pushes), so it
 lives below both. ``Presence`` records which volunteers have the queue page open and which waiting
-pages are connected; it is kept in this process (one node: see the README, several nodes need it
-in Redis). The slow-changing facts of an association's queue (opening state, typical handling
-time) are cached for a short while and forgotten when the permanences change.
+pages are connected: in this process (one node), or in Redis for several nodes
+(``RedisPresence``). The slow-changing facts of an association's queue (opening state, typical
+handling time) are cached for a short while and forgotten when the permanences change (on every
+node: ``OpeningChanged`` travels with the other events).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.availability import Opening
+from server.cluster import PREFIX, Node, texts
 from server.dropin import places
 from server.settings import Settings
 from server.store.models import utcnow
@@ -37,7 +40,8 @@ class Facts:
 
 
 class Presence:
-    """Volunteers with the queue page open, and the open waiting pages, in this process."""
+    """Volunteers with the queue page open, and the open waiting pages, in this process (one
+    node: the embedded default). ``RedisPresence`` is the same for several nodes."""
 
     def __init__(self) -> None:
         # association → volunteer id → their connected sids.
@@ -46,12 +50,14 @@ class Presence:
         # queue entry id → sids of its open waiting pages.
         self._pages: dict[str, set[str]] = defaultdict(set)
 
-    def volunteer_joined(self, association_id: int, user_id: int, name: str, sid: str) -> None:
+    async def volunteer_joined(
+        self, association_id: int, user_id: int, name: str, sid: str
+    ) -> None:
         """A volunteer opened the queue page (one more tab counts once)."""
         self._online[association_id].setdefault(user_id, set()).add(sid)
         self._names[user_id] = name
 
-    def volunteer_left(self, association_id: int, user_id: int, sid: str) -> None:
+    async def volunteer_left(self, association_id: int, user_id: int, sid: str) -> None:
         """A volunteer's queue page closed."""
         online = self._online.get(association_id, {})
         sids = online.get(user_id)
@@ -60,26 +66,18 @@ class Presence:
             if not sids:
                 online.pop(user_id, None)
 
-    def volunteers_online(self, association_id: int) -> int:
-        """Distinct volunteers with the queue page open."""
-        return len(self._online.get(association_id, {}))
-
-    def volunteers(self, association_id: int) -> list[tuple[int, str]]:
+    async def volunteers(self, association_id: int) -> list[tuple[int, str]]:
         """(id, name) of the volunteers with the queue page open, by id."""
         return [
             (user_id, self._names.get(user_id, ""))
             for user_id in sorted(self._online.get(association_id, {}))
         ]
 
-    def sids_of(self, association_id: int, user_id: int) -> set[str]:
-        """The queue-page sockets of one volunteer."""
-        return set(self._online.get(association_id, {}).get(user_id, set()))
-
-    def page_opened(self, entry_id: str, sid: str) -> None:
+    async def page_opened(self, association_id: int, entry_id: str, sid: str) -> None:
         """A waiting page is connected."""
         self._pages[entry_id].add(sid)
 
-    def page_closed(self, entry_id: str, sid: str) -> None:
+    async def page_closed(self, association_id: int, entry_id: str, sid: str) -> None:
         """A waiting page went away."""
         pages = self._pages.get(entry_id)
         if pages is not None:
@@ -87,13 +85,122 @@ class Presence:
             if not pages:
                 self._pages.pop(entry_id, None)
 
-    def has_page(self, entry_id: str) -> bool:
-        """Whether this person's waiting page is connected."""
-        return entry_id in self._pages
+    async def open_pages(self) -> frozenset[str]:
+        """The queue entries whose waiting page is connected."""
+        return frozenset(self._pages)
 
-    def any_page(self) -> bool:
-        """Whether any waiting page is connected."""
-        return bool(self._pages)
+
+@dataclass(frozen=True)
+class _Member:
+    """One presence record in Redis: ``node|association|id|sid|name`` (the id of a volunteer or
+    of a queue entry; the name of a volunteer, shown to the others)."""
+
+    node: str
+    association_id: int
+    ident: str
+    sid: str
+    name: str = ""
+
+    def encode(self) -> str:
+        return "|".join((self.node, str(self.association_id), self.ident, self.sid, self.name))
+
+    @classmethod
+    def decode(cls, raw: str) -> _Member | None:
+        parts = raw.split("|", 4)
+        if len(parts) != 5 or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), parts[2], parts[3], parts[4])
+
+
+class RedisPresence(Presence):
+    """The presence of every node, in Redis: ``vp:queue-volunteers:<association>`` and
+    ``vp:queue-pages`` hold one record per socket, tagged with its node. A node that dies
+    leaves records that readers ignore as soon as its heartbeat expires, and that a living
+    node's janitor (``take_orphans``) removes; a starting node clears nothing."""
+
+    PAGES = PREFIX + "queue-pages"
+    ASSOCIATIONS = PREFIX + "queue-associations"
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        self.redis = node.redis
+        self._mine: dict[str, str] = {}  # sid → its record (what this node wrote)
+
+    @staticmethod
+    def _volunteers_key(association_id: int) -> str:
+        return f"{PREFIX}queue-volunteers:{association_id}"
+
+    async def volunteer_joined(
+        self, association_id: int, user_id: int, name: str, sid: str
+    ) -> None:
+        member = _Member(self.node.id, association_id, str(user_id), sid, name).encode()
+        self._mine[sid] = member
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(self._volunteers_key(association_id), member)
+            pipe.sadd(self.ASSOCIATIONS, str(association_id))
+            await pipe.execute()
+
+    async def volunteer_left(self, association_id: int, user_id: int, sid: str) -> None:
+        member = self._mine.pop(sid, None)
+        if member is not None:
+            await self.redis.srem(self._volunteers_key(association_id), member)
+
+    async def _live(self, raw: Iterable[str]) -> list[_Member]:
+        members = [m for r in raw if (m := _Member.decode(r)) is not None]
+        live = await self.node.live(m.node for m in members)
+        return [m for m in members if m.node in live]
+
+    async def volunteers(self, association_id: int) -> list[tuple[int, str]]:
+        members = await self._live(
+            texts(await self.redis.smembers(self._volunteers_key(association_id)))
+        )
+        names = {int(m.ident): m.name for m in members if m.ident.isdigit()}
+        return sorted(names.items())
+
+    async def page_opened(self, association_id: int, entry_id: str, sid: str) -> None:
+        member = _Member(self.node.id, association_id, entry_id, sid).encode()
+        self._mine[sid] = member
+        await self.redis.sadd(self.PAGES, member)
+
+    async def page_closed(self, association_id: int, entry_id: str, sid: str) -> None:
+        member = self._mine.pop(sid, None)
+        if member is None:  # another node's page (an older tab replaced from here)
+            member = _Member("", association_id, entry_id, sid).encode()
+            raw = texts(await self.redis.smembers(self.PAGES))
+            found = [r for r in raw if r.endswith(member[1:])]  # any node
+            if found:
+                await self.redis.srem(self.PAGES, *found)
+            return
+        await self.redis.srem(self.PAGES, member)
+
+    async def open_pages(self) -> frozenset[str]:
+        return frozenset(
+            m.ident for m in await self._live(texts(await self.redis.smembers(self.PAGES)))
+        )
+
+    async def take_orphans(self) -> tuple[set[int], list[tuple[int, str, str]]]:
+        """Remove the records of dead nodes: the associations whose volunteers changed, and the
+        (association, entry, sid) of the waiting pages that went away with them."""
+        changed: set[int] = set()
+        associations = texts(await self.redis.smembers(self.ASSOCIATIONS))
+        for association in associations:
+            if not association.isdigit():
+                continue
+            key = self._volunteers_key(int(association))
+            for member in await self._dead(texts(await self.redis.smembers(key))):
+                if await self.redis.srem(key, member.encode()):
+                    changed.add(member.association_id)
+        pages = []
+        for member in await self._dead(texts(await self.redis.smembers(self.PAGES))):
+            if await self.redis.srem(self.PAGES, member.encode()):
+                pages.append((member.association_id, member.ident, member.sid))
+        return changed, pages
+
+    async def _dead(self, raw: Iterable[str]) -> list[_Member]:
+        members = [m for r in raw if (m := _Member.decode(r)) is not None]
+        live = await self.node.live(m.node for m in members)
+        return [m for m in members if m.node not in live]
 
 
 class QueueBoard:
@@ -139,10 +246,15 @@ class QueueBoard:
         async with self.sessionmaker() as db:
             snap = await places.snapshot(db, association_id)
             facts = await self.facts(db, association_id)
-        return self.volunteer_view(association_id, snap, facts, now)
+        volunteers = await self.presence.volunteers(association_id)
+        return self.volunteer_view(snap, facts, volunteers, now)
 
     def volunteer_view(
-        self, association_id: int, snap: places.Snapshot, facts: Facts, now: datetime
+        self,
+        snap: places.Snapshot,
+        facts: Facts,
+        volunteers: list[tuple[int, str]],
+        now: datetime,
     ) -> dict[str, Any]:
         """The `queue` payload (PROTOCOL.md) of one snapshot."""
         state = facts.opening
@@ -152,10 +264,7 @@ class QueueBoard:
             "next_change": state.next_change.isoformat() if state.next_change else None,
             "total": snap.total,
             "handling_minutes": round(facts.handling_minutes, 1),
-            "volunteers": [
-                {"id": user_id, "name": name}
-                for user_id, name in self.presence.volunteers(association_id)
-            ],
+            "volunteers": [{"id": user_id, "name": name} for user_id, name in volunteers],
             "waiting": [
                 {
                     "id": person.id,
@@ -175,17 +284,18 @@ class QueueBoard:
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
         """What one push sends: the volunteers' view, and the position of each open page."""
         now = utcnow()
+        pages = await self.presence.open_pages()
+        volunteers = await self.presence.volunteers(association_id)
         async with self.sessionmaker() as db:
             snap = await places.snapshot(db, association_id)
             facts = await self.facts(db, association_id)
-            ids = await places.waiting_ids(db, association_id) if self.presence.any_page() else []
-        volunteers = self.presence.volunteers_online(association_id)
+            ids = await places.waiting_ids(db, association_id) if pages else []
         positions = [
-            (entry_id, self.position_view(index + 1, len(ids), volunteers, facts))
+            (entry_id, self.position_view(index + 1, len(ids), len(volunteers), facts))
             for index, entry_id in enumerate(ids)
-            if self.presence.has_page(entry_id)
+            if entry_id in pages
         ]
-        return self.volunteer_view(association_id, snap, facts, now), positions
+        return self.volunteer_view(snap, facts, volunteers, now), positions
 
     def position_view(
         self, position: int, total: int, volunteers: int, facts: Facts
@@ -209,12 +319,12 @@ class QueueBoard:
         if place is None:
             return None
         position, total = place
-        volunteers = self.presence.volunteers_online(association_id)
+        volunteers = len(await self.presence.volunteers(association_id))
         return self.position_view(position, total, volunteers, facts)
 
     async def estimate_for_newcomer(self, db: AsyncSession, association_id: int) -> int:
         """The wait someone joining now should expect."""
         waiting = await places.count_waiting(db, association_id)
         handling = await places.handling_minutes(db, self.settings, association_id)
-        volunteers = self.presence.volunteers_online(association_id)
+        volunteers = len(await self.presence.volunteers(association_id))
         return places.estimate_minutes(waiting + 1, volunteers, handling)

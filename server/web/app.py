@@ -22,6 +22,7 @@ from server.runtime import (
     DISPATCHER_KEY,
     SESSIONMAKER_KEY,
     SETTINGS_KEY,
+    cluster_ctx,
     database_ctx,
     passwords_ctx,
 )
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     # First in, last out: it reads the finished route table at startup and filters the logs
     # while everything else starts and stops.
     app.cleanup_ctx.append(redaction_ctx)
+    app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
     app.cleanup_ctx.append(passwords_ctx)
