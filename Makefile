@@ -7,13 +7,26 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 export PERMANENCE_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: setup run serve test lint typecheck pytest bench messages compile-messages system-deps clean
+.PHONY: setup lock run serve test lint typecheck pytest bench messages compile-messages system-deps clean
 
-$(BIN)/.installed: pyproject.toml
+# Exact versions with their hashes (requirements/*.txt, from `make lock`), then the project
+# itself without dependencies: what CI tests is what the deploy recipe installs.
+$(BIN)/.installed: pyproject.toml requirements/test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/test.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve the locks after a change of pyproject.toml's dependencies (needs PyPI); one for
+# production (deploy/README.md), one with the test extra (make setup, CI). --universal: valid
+# on Debian 12 (Python 3.11) and 13 (3.13) alike.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header --quiet
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/production.txt
+	$(BIN)/uv pip compile pyproject.toml --extra test $(LOCK_FLAGS) -o requirements/test.txt
 
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error

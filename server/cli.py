@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import getpass
+import logging
 import sys
 import time as clock
 from datetime import time
@@ -25,6 +26,8 @@ from server.store.engine import make_engine
 from server.store.models import Role, User, utcnow
 from server.web.accesslog import RedactingAccessLogger
 from server.web.app import create_app
+
+log = logging.getLogger("server.cli")
 
 MIGRATIONS_DIR = Path(__file__).parent / "store" / "migrations"
 DEMO_ASSOCIATION = "Association démo — Permanence numérique"
@@ -179,6 +182,13 @@ async def freeze_startup_heap(_app: web.Application) -> None:
     gc.freeze()
 
 
+def warn_about_settings(settings: Settings) -> None:
+    """Say loudly, in the server's log, what a public site is missing: a recipe install that
+    only writes its notifications to files would leave people without their reminders."""
+    for problem in settings.notification_backend_problems():
+        log.warning("Notifications will not reach anyone: %s", problem)
+
+
 def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> None:
     """The URLs and demo logins, for `make run`."""
     print()
@@ -285,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
 
         worker.main([])
     elif args.command == "serve":
-        app = create_app(settings)
+        app = create_app(settings)  # configures logging
+        warn_about_settings(settings)
         app.on_startup.append(freeze_startup_heap)
         print(f"visio-permanence sur http://{args.host}:{args.port} (public : {settings.base_url})")
         web.run_app(

@@ -43,6 +43,9 @@ PREFIX = "PERMANENCE_"
 # settings at hand (a model column's default, a zone this system no longer knows).
 DEFAULT_TIMEZONE = "Europe/Paris"
 SECRET_KEY_MIN_LENGTH = 32
+# Notification backends that keep messages on this machine (for development and the demo), and
+# what they do with them.
+LOCAL_BACKENDS = {"file": "written under DATA_DIR and logged", "console": "logged"}
 
 
 class SettingsError(ValueError):
@@ -498,6 +501,27 @@ class Settings(BaseSettings):
     def url(self, path: str) -> str:
         """Absolute public URL for a site path."""
         return self.base_url.rstrip("/") + path
+
+    def notification_backend_problems(self) -> list[str]:
+        """Why notifications would not reach people on a public (https) site: one English
+        sentence per backend that only writes files or logs, for the operator (the serve
+        warning, /readyz). Empty on http, where `file` and `console` are the expected choice."""
+        if not self.secure_cookies:
+            return []
+        problems = []
+        if self.email_backend in LOCAL_BACKENDS:
+            problems.append(
+                f"{PREFIX}EMAIL_BACKEND={self.email_backend}: e-mails are not sent, only "
+                f"{LOCAL_BACKENDS[self.email_backend]}; set {PREFIX}EMAIL_BACKEND=smtp and "
+                f"{PREFIX}SMTP_* (deploy/env.example)"
+            )
+        if self.sms_backend in LOCAL_BACKENDS:
+            problems.append(
+                f"{PREFIX}SMS_BACKEND={self.sms_backend}: text messages are not sent, only "
+                f"{LOCAL_BACKENDS[self.sms_backend]}; set {PREFIX}SMS_BACKEND=brevo and "
+                f"{PREFIX}SMS_API_KEY (deploy/env.example)"
+            )
+        return problems
 
 
 class Environment(EnvSettingsSource):
