@@ -302,3 +302,33 @@ class Cluster:
         await self.bus.stop()
         await self.node.stop()
         await self.redis.aclose()
+
+
+class Turns:
+    """Chores that run once per cluster, not once per node (the daily retention purge, the
+    minute's housekeeping): the node that sets the chore's key first does it; the key expires
+    just before the next turn is due. Without Redis (one process) every turn is ours."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = redis_client(url) if url else None
+        self.node = secrets.token_hex(6)
+
+    async def mine(self, chore: str, period_seconds: float) -> bool:
+        """Whether this node does ``chore`` now (nobody did it in the last ``period_seconds``,
+        less a margin). If Redis cannot be asked, yes: the chores are idempotent, and done
+        twice is better than not at all."""
+        if self.redis is None:
+            return True
+        expiry_ms = max(1000, int(period_seconds * 1000 * 0.95))
+        try:
+            taken = await self.redis.set(f"{PREFIX}turn:{chore}", self.node, nx=True, px=expiry_ms)
+        except (RedisError, OSError) as exc:
+            log.warning("cluster turn for %s: Redis unavailable (%s); doing it here", chore, exc)
+            return True
+        return bool(taken)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self.redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.aclose()

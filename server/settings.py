@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         "",
-        description="Optional Redis URL (`redis://127.0.0.1:6379/0`). When set, rate limits are "
-        "shared between server processes; later, Socket.IO fan-out too.",
+        description="Optional Redis URL (`redis://127.0.0.1:6379/0`). When set, this process is "
+        "one node of a cluster: rate limits, Socket.IO fan-out, committed events and presence "
+        "are shared through it (several nodes need PostgreSQL too).",
     )
     database_timeout_seconds: float = Field(
         5.0,

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import callback_requests, retention
+from server.cluster import Turns
 from server.db import make_sessionmaker
 from server.events import Dispatcher, OutboxWritten
 from server.notify import Notifier, SendError
@@ -91,6 +92,8 @@ class Worker:
         self.retention_delay = retention_delay
         self.retention_interval = retention_interval
         self.purged = asyncio.Event()  # set after each retention purge (tests await it)
+        # Once per cluster: each node runs a worker, one of them does each daily chore.
+        self.turns = Turns(settings.redis_url if settings is not None else "")
         self.last_purge: retention.PurgeReport | None = None
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -133,6 +136,8 @@ class Worker:
         ):
             return 0
         self._housekeeping_due = now + HOUSEKEEPING_INTERVAL
+        if not await self.turns.mine("housekeeping", HOUSEKEEPING_INTERVAL.total_seconds()):
+            return 0  # another node's worker does it this minute
         async with self.sessionmaker.begin() as db:
             expired = await callback_requests.expire_old(db, self.settings, now)
         if expired:
@@ -158,7 +163,8 @@ class Worker:
             if self._stopping:
                 return
             try:
-                await self.purge()
+                if await self.turns.mine("retention", self.retention_interval.total_seconds()):
+                    await self.purge()
             except Exception:
                 log.exception("retention purge failed; trying again in %s", self.retention_interval)
             delay = self.retention_interval
@@ -226,6 +232,7 @@ class Worker:
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
+            await self.turns.close()
 
     async def _run_outbox(self) -> None:
         while not self._stopping:

@@ -4,7 +4,6 @@ validates every event against its schema and relays signalling to the addressed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from server.ratelimit import (
     SOCKET_ERRORS_PER_PEER,
     SOCKET_EVENTS_PER_PEER,
 )
-from server.runtime import CLUSTER_KEY, ENGINE_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import CLUSTER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession, utcnow
 from signaling.access import Refused, session_access
 from signaling.messages import (
@@ -126,16 +125,15 @@ class AssistNamespace(socketio.AsyncNamespace):
         Every change to the per-role sids is a read-modify-write: unserialised, two peers joining
         together each miss the other (and leave the status `waiting`), and an old connection
         dropping while its replacement joins clears the new sid. SELECT … FOR UPDATE serialises
-        writers across processes and nodes on PostgreSQL; SQLite (one node only) ignores it,
-        hence there a per-session lock within this process instead. The row is read fresh,
-        never merged from an older copy.
+        writers across processes and nodes on PostgreSQL (SQLite, one node only, ignores it but
+        has one writer at a time). The per-session lock of this process comes first, and keeps
+        each node's writers in arrival order: a peer's events (pause, resume, pause…) all reach
+        its own node, and the row lock alone does not queue its waiters fairly. The row is read
+        fresh, never merged from an older copy.
         """
-        lock: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
-        if self.app[ENGINE_KEY].dialect.name == "sqlite":
-            found = self._writers.get(session_id)
-            if found is None:
-                found = self._writers[session_id] = asyncio.Lock()
-            lock = found
+        lock = self._writers.get(session_id)
+        if lock is None:
+            lock = self._writers[session_id] = asyncio.Lock()
         # The session's events (RoomEnded…) are handed over when it closes, after the lock is
         # released: their subscribers disconnect peers, whose on_disconnect takes the lock.
         async with self.app[SESSIONMAKER_KEY]() as db, lock, db.begin():

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.cluster import Turns
 from server.db import make_sessionmaker
 from server.settings import Settings, load_settings
 from server.store.engine import make_engine
@@ -387,3 +388,22 @@ async def _coordinator_posts(running: Running, coordinator: Account, path: str) 
             return resp.status
     finally:
         await http.close()
+
+
+async def test_a_daily_chore_is_done_by_one_node_of_the_cluster() -> None:
+    redis = RedisServer()
+    await redis.start()
+    nodes = [Turns(redis.url) for _ in range(3)]
+    try:
+        turns = [await node.mine("retention", 86400) for node in nodes]
+        assert sorted(turns) == [False, False, True]
+        assert not any([await node.mine("retention", 86400) for node in nodes])  # same day
+        assert [await node.mine("housekeeping", 60) for node in nodes].count(True) == 1
+        # Redis gone: every node does the chore rather than none (they are idempotent).
+        await redis.stop()
+        assert all([await node.mine("retention", 86400) for node in nodes])
+    finally:
+        for node in nodes:
+            await node.close()
+        await redis.stop()
+    assert await Turns("").mine("retention", 86400)  # one process: always its turn

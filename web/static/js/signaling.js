@@ -37,7 +37,9 @@ class Signaling extends Emitter {
     super();
     this._ended = false;
     this._closed = false;
-    const options = { transports: ["websocket", "polling"] };
+    // WebSocket first; where a proxy breaks it, socket.io-client only falls back to long
+    // polling when told to try every transport (nginx keeps a polling session on its node).
+    const options = { transports: ["websocket", "polling"], tryAllTransports: true };
     if (auth) options.auth = auth;
     const socket = io(namespace, options);
     this._socket = socket;
