@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import callback_requests, retention
+from server import callback_requests, readiness, retention
 from server.db import make_sessionmaker
 from server.events import Dispatcher, OutboxWritten
 from server.notify import Notifier, SendError
@@ -239,6 +239,7 @@ class Worker:
                 await self.housekeeping()
             except Exception:
                 log.exception("call-back expiry failed; trying again in a minute")
+            await readiness.beat(self.sessionmaker, self.settings, self.clock())
             if self._stopping:
                 break
             if claimed >= self.batch_size:
