@@ -45,8 +45,7 @@ PUBLIC_PARAMETERS: dict[str, str] = {
     "token_id": "API token number (not the token) on the referrer's page, login checked",
     "availability_id": "availability number on coordinator pages, login checked",
     "exception_id": "absence number on coordinator pages, login checked",
-    "message_id": "outbox message number on the coordinator page, login and association "
-    "checked",
+    "message_id": "outbox message number on the coordinator page, login and association checked",
     "filename": "static file name",
     "name": "file name of a vendored npm package under /static/vendor/",
 }

@@ -5,9 +5,9 @@ reports unhandled errors, scrubbed by ``scrub`` before anything leaves the proce
 same redaction as the logs (``server/web/accesslog.py``: a link's secret in a path becomes
 ``<redacted>``, query strings go) plus masking of e-mail addresses and phone numbers in any
 text. Cookies, header values (Authorization, Cookie, X-CSRF-Token…), request bodies, local
-variables and the user's address are never sent: ``send_default_pii=False``,
+variables and the user's address are never sent: ``send_default_pii`` keeps its default (off),
 ``include_local_variables=False``, ``max_request_body_size="never"``, and ``scrub`` removes
-what the integration collects anyway. No performance tracing.
+what the integration collects anyway (frames' ``vars`` included). No performance tracing.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _scrub_strings(redactor: Redactor, value: Any) -> Any:
     if isinstance(value, list):
         return [_scrub_strings(redactor, item) for item in value]
     if isinstance(value, dict):
-        return {key: _scrub_strings(redactor, item) for key, item in value.items()}
+        return {key: _scrub_strings(redactor, item) for key, item in value.items() if key != "vars"}
     return value
 
 
@@ -95,7 +95,8 @@ def init_sentry(settings: Settings, redactor: Redactor, transport: Any = None) -
         dsn=dsn,
         transport=transport,
         integrations=[AioHttpIntegration(transaction_style="method_and_path_pattern")],
-        send_default_pii=False,
+        # send_default_pii is left unset, i.e. off (sentry-sdk 2.76 warns that passing it at
+        # all is deprecated in favour of data_collection, which older 2.x releases lack).
         include_local_variables=False,
         max_request_body_size="never",
         traces_sample_rate=None,
