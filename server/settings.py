@@ -194,7 +194,28 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token for `/metrics` (Prometheus). Empty: the endpoint answers 404.",
+        description="Bearer token for `/metrics` (Prometheus). Empty: the endpoint answers only "
+        "a scraper on the same machine (a loopback connection with no proxy header), 404 to "
+        "anyone else.",
+    )
+    node_name: str = Field(
+        "",
+        max_length=100,
+        description="Name of this server process in metrics (`node` label) and in the worker's "
+        "heartbeat. Empty: the host name. Give each process its own when several run on one "
+        "host.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text` (one plain line per record) or `json` (one JSON object per line, "
+        "with the request id, route name, status and duration on access lines). Both are "
+        "redacted the same way (SECURITY.md).",
+    )
+    sentry_dsn: SecretStr = Field(
+        SecretStr(""),
+        description="Optional Sentry DSN for error reports (sentry-sdk, aiohttp integration), "
+        "scrubbed like the logs: no URL secret, query string, cookie, header value, request "
+        "body, local variable or personal data. Empty: Sentry is not even imported.",
     )
     timezone: str = Field(
         DEFAULT_TIMEZONE,

@@ -29,9 +29,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import callback_requests, retention
+from server import callback_requests, readiness, retention
 from server.cluster import Turns
 from server.db import make_sessionmaker
+from server.logs import configure_logging
 from server.events import Dispatcher, OutboxWritten
 from server.notify import Notifier, SendError
 from server.notify.outbox import (
@@ -246,6 +247,7 @@ class Worker:
                 await self.housekeeping()
             except Exception:
                 log.exception("call-back expiry failed; trying again in a minute")
+            await readiness.beat(self.sessionmaker, self.settings, self.clock())
             if self._stopping:
                 break
             if claimed >= self.batch_size:
@@ -320,9 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(str(exc)) from exc
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)  # LOG_LEVEL and LOG_FORMAT, as `serve` does
     asyncio.run(_standalone(settings, args.batch_size, timedelta(seconds=args.lease_seconds)))
 
 

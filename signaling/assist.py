@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import assist as domain
 from server import text
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
-from server.metrics import SOCKETS_REVOKED
+from server.metrics import SIGNALING_RELAYED, SOCKETS_REVOKED
 from server.ratelimit import (
     RATELIMIT_KEY,
     SOCKET_CONNECTS_PER_SESSION,
@@ -423,6 +423,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             await self.emit(
                 message.event, encode_relay(message, sid), to=message.to, ignore_queue=local
             )
+            SIGNALING_RELAYED.labels(message.event).inc()
         elif isinstance(message, StateUpdate):
             if role is not domain.PeerRole.BENEFICIARY:
                 await self._error(sid, "state", "forbidden", "only the beneficiary sends state")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from server.metrics import NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT
 from server.notify.base import SendError
 from server.notify.email import EmailBackend, build_email, email_backend
 from server.notify.outbox import Attachment, Channel
@@ -34,7 +35,16 @@ class Notifier:
         )
 
     async def send(self, message: OutboxMessage, now: datetime) -> None:
-        """Hand the message over; raises SendError (``permanent`` when retrying cannot help)."""
+        """Hand the message over; raises SendError (``permanent`` when retrying cannot help).
+        Counted in ``permanence_notifications_sent`` / ``_failed`` by channel."""
+        try:
+            await self._send(message, now)
+        except SendError as exc:
+            NOTIFICATIONS_FAILED.labels(message.channel, str(exc.permanent).lower()).inc()
+            raise
+        NOTIFICATIONS_SENT.labels(message.channel).inc()
+
+    async def _send(self, message: OutboxMessage, now: datetime) -> None:
         if message.channel == Channel.EMAIL:
             try:
                 attachments = [Attachment.from_json(item) for item in message.attachments]

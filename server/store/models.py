@@ -698,3 +698,14 @@ class StatRollupMonthly(_RollupTable):
     local day): long periods read whole months here and only their edge days in the daily table."""
 
     __tablename__ = "stat_rollups_monthly"
+
+
+class WorkerHeartbeat(Base):
+    """When the notification worker of a node last went round its loop: /readyz of any node
+    reads it, with or without Redis (one row per node name, written at most every few seconds)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    node: Mapped[str] = mapped_column(String(100), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from server.web.request import Handler
 
@@ -44,6 +45,7 @@ PUBLIC_PARAMETERS: dict[str, str] = {
     "token_id": "API token number (not the token) on the referrer's page, login checked",
     "availability_id": "availability number on coordinator pages, login checked",
     "exception_id": "absence number on coordinator pages, login checked",
+    "message_id": "outbox message number on the coordinator page, login and association checked",
     "filename": "static file name",
     "name": "file name of a vendored npm package under /static/vendor/",
 }
@@ -204,6 +206,8 @@ async def redaction_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 REQUEST_REDACTOR_KEY: web.RequestKey[Redactor] = web.RequestKey("log_redactor", Redactor)
+# The request's id (server/web/observability.py sets it), on its access line and in its logs.
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
 @web.middleware
@@ -227,19 +231,41 @@ def logged_target(request: web.BaseRequest) -> str:
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
-    """One line per request: address, method, redacted target, status, size, time."""
+    """One line per request: address, method, redacted target, status, size, time; the same
+    facts as fields for LOG_FORMAT=json, with the request id and the route's name."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Write the access line (INFO on the aiohttp.access logger)."""
+        target = logged_target(request)
+        duration_ms = round(time * 1000, 1)
         self.logger.info(
             '%s "%s %s" %s %s %.1fms',
             request.remote,
             request.method,
-            logged_target(request),
+            target,
             response.status,
             response.body_length,
-            time * 1000,
+            duration_ms,
+            extra={
+                "request_id": request.get(REQUEST_ID_KEY),
+                "route": route_name(request),
+                "method": request.method,
+                "path": target,
+                "status": response.status,
+                "duration_ms": duration_ms,
+                "size": response.body_length,
+            },
         )
+
+
+def route_name(request: web.BaseRequest) -> str:
+    """The matched route's name (bounded: one per route), never the path; ``unmatched`` when
+    no route took the request, ``unnamed`` for Socket.IO's own route."""
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    if route is None or isinstance(match_info, MatchInfoError):
+        return "unmatched"
+    return route.name or "unnamed"
 
 
 NGINX_FORMAT = "visio_permanence"

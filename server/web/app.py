@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, get_args
@@ -16,6 +15,7 @@ from babel.dates import format_datetime
 
 from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
+from server.logs import configure_logging
 from server.notify import Notifier
 from server.ratelimit import ratelimit_ctx
 from server.runtime import (
@@ -29,7 +29,9 @@ from server.runtime import (
 from server.settings import Settings
 from server.tokens import grouped_code
 from server.web.accesslog import redaction, redaction_ctx
+from server.web.error_reports import error_reports_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
+from server.web.observability import observe, setup_observability
 from server.web.routes import WEB_DIR, setup_routes, static_file
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
@@ -118,9 +120,16 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the application: templates, database, rate limits, outbox worker, Socket.IO,
     routes."""
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     app = web.Application(
-        middlewares=[redaction, security_headers, compression, error_pages, authentication],
+        middlewares=[
+            observe,
+            redaction,
+            security_headers,
+            compression,
+            error_pages,
+            authentication,
+        ],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS_KEY] = settings
@@ -129,12 +138,14 @@ def create_app(settings: Settings) -> web.Application:
     # First in, last out: it reads the finished route table at startup and filters the logs
     # while everything else starts and stops.
     app.cleanup_ctx.append(redaction_ctx)
+    app.cleanup_ctx.append(error_reports_ctx)  # scrubs with the redactor: after it
     app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ratelimit_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(worker_ctx)
-    create_sio(app)
+    sio = create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)
+    setup_observability(app, sio)
     setup_routes(app)
     return app

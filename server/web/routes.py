@@ -24,6 +24,7 @@ from server.web.views import (
     home,
     join,
     motifs,
+    notifications,
     referrers,
     stats,
 )
@@ -58,6 +59,7 @@ VIEW_MODULES = (
     agenda,
     availability,
     motifs,
+    notifications,
     referrers,
     access_tokens,
     api_v1,
