@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server import callback_requests, readiness, retention
 from server.cluster import Turns
 from server.db import make_sessionmaker
-from server.logs import configure_logging
 from server.events import Dispatcher, OutboxWritten
+from server.logs import configure_logging
 from server.notify import Notifier, SendError
 from server.notify.outbox import (
     DEFAULT_LEASE,
