@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ EVENTS_CHANNEL = PREFIX + "events"
 NODE_BEAT_SECONDS = 5.0
 NODE_TTL_SECONDS = 15.0  # three beats missed: the node is gone
 RECONNECT_SECONDS = 1.0
+OUTBOX_MAX = 10_000  # events waiting for Redis before new ones are dropped
 
 
 def texts(values: Iterable[bytes | str] | None) -> list[str]:
@@ -52,6 +54,32 @@ def texts(values: Iterable[bytes | str] | None) -> list[str]:
 def text(value: bytes | str | None) -> str | None:
     """One Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisOutage:
+    """Live state degrades, never fails, while Redis does not answer: each call site catches
+    ``REDIS_ERRORS`` and reports here, which logs a WARNING at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = -every
+        self._unlogged = 0
+
+    def __call__(self, what: str, exc: BaseException) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warning(
+                "Redis unavailable (%s: %s), live state degraded: %d call(s) since last line",
+                what,
+                exc,
+                self._unlogged,
+            )
+            self._last, self._unlogged = now, 0
+
+
+REDIS_ERRORS = (RedisError, OSError)
+outage = RedisOutage()
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -73,6 +101,7 @@ class Node:
         self.id = node_id or secrets.token_hex(6)
         self._task: asyncio.Task[None] | None = None
         self._beat_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._restore_hooks: list[Callable[[], Awaitable[None]]] = []
         self._live_cache: tuple[float, frozenset[str]] = (-1.0, frozenset())
 
     @staticmethod
@@ -83,12 +112,21 @@ class Node:
         """Run ``hook`` after every heartbeat (the janitors)."""
         self._beat_hooks.append(hook)
 
+    def on_restore(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` when Redis has lost this node's records (a Redis restarted empty, or
+        this node silent past its expiry): it writes them again."""
+        self._restore_hooks.append(hook)
+
     async def beat(self) -> None:
-        """Say this node is alive for NODE_TTL_SECONDS more."""
+        """Say this node is alive for NODE_TTL_SECONDS more; if Redis did not know it (first
+        beat, or Redis restarted), write this node's records again."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.key(self.id), "1", px=int(NODE_TTL_SECONDS * 1000))
+            pipe.set(self.key(self.id), "1", px=int(NODE_TTL_SECONDS * 1000), get=True)
             pipe.sadd(PREFIX + "nodes", self.id)
-            await pipe.execute()
+            previous, _added = await pipe.execute()
+        if previous is None:
+            for hook in list(self._restore_hooks):
+                await hook()
 
     async def live(self, node_ids: Iterable[str]) -> frozenset[str]:
         """Those of ``node_ids`` whose heartbeat has not expired (this node always is)."""
@@ -136,35 +174,51 @@ class EventBus:
         self.node_id = node_id
         self.received = 0  # events from other nodes (tests, benchmarks)
         self._task: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # Published in order by one task, so that a slow or absent Redis never holds up the
+        # request that committed them.
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_MAX)
 
     async def forward(self, events: Sequence[Event]) -> None:
-        """Publish events committed here (the dispatcher's forwarder)."""
+        """Queue the events committed here for the other nodes (the dispatcher's forwarder)."""
         message = json.dumps(
             {"node": self.node_id, "events": [event_to_json(e) for e in events]},
             separators=(",", ":"),
         )
         try:
-            await self.redis.publish(EVENTS_CHANNEL, message)
-        except RedisError as exc:
-            # The other nodes miss this change; their next push (any later change, the
-            # pages' own reconnection) brings their screens up to date.
-            log.warning("event bus: could not publish %d event(s): %s", len(events), exc)
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            outage("event bus, queue full: events dropped", RedisError("not draining"))
 
-    async def start(self) -> None:
-        """Listen to the other nodes (returns once subscribed)."""
+    async def _send(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self.redis.publish(EVENTS_CHANNEL, message)
+            except REDIS_ERRORS as exc:
+                # The other nodes miss this change; their next push (any later change, the
+                # pages' own reconnection) brings their screens up to date.
+                outage("event bus publish", exc)
+
+    async def start(self, wait: bool = True) -> None:
+        """Listen to the other nodes (returns once subscribed, if ``wait``)."""
         self.dispatcher.add_forwarder(self.forward)
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="event-bus")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), 5.0)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._listen(), name="event-bus")
+        self._sender = loop.create_task(self._send(), name="event-bus-sender")
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), 5.0)
 
     async def stop(self) -> None:
         """Stop publishing and listening."""
         self.dispatcher.remove_forwarder(self.forward)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _listen(self) -> None:
         while True:
@@ -228,6 +282,8 @@ class SocketRegistry:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.redis = node.redis
+        self._mine: dict[str, RoomSocket] = {}  # this node's sockets, to write them again
+        node.on_restore(self.restore)
 
     @staticmethod
     def _key(sid: str) -> str:
@@ -236,25 +292,47 @@ class SocketRegistry:
     async def add(self, session_id: str, role: str, sid: str, user_id: int | None) -> None:
         """A socket of this node joined a room."""
         record = RoomSocket(self.node.id, session_id, role, sid, user_id)
+        self._mine[sid] = record
+        try:
+            await self._write([record])
+        except REDIS_ERRORS as exc:  # written again once Redis is back (restore)
+            outage("room socket registry", exc)
+
+    async def _write(self, records: Iterable[RoomSocket]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.SET, record.member())
-            pipe.set(self._key(sid), record.member())
+            for record in records:
+                pipe.sadd(self.SET, record.member())
+                pipe.set(self._key(record.sid), record.member())
             await pipe.execute()
+
+    async def restore(self) -> None:
+        """Write this node's records again (Redis lost them)."""
+        if self._mine:
+            log.warning("cluster: writing %d room socket(s) to Redis again", len(self._mine))
+            await self._write(list(self._mine.values()))
 
     async def remove(self, sid: str) -> None:
         """A socket of this node left its room."""
-        member = text(await self.redis.get(self._key(sid)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if member:
-                pipe.srem(self.SET, member)
-            pipe.delete(self._key(sid))
-            await pipe.execute()
+        record = self._mine.pop(sid, None)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if record is not None:
+                    pipe.srem(self.SET, record.member())
+                pipe.delete(self._key(sid))
+                await pipe.execute()
+        except REDIS_ERRORS as exc:  # this node's records are retired when it goes, anyway
+            outage("room socket registry", exc)
 
     async def find(self, sid: str) -> RoomSocket | None:
-        """The room record of ``sid`` if its node is alive."""
-        member = text(await self.redis.get(self._key(sid)))
-        record = RoomSocket.parse(member) if member else None
-        if record is None or record.node not in await self.node.live([record.node]):
+        """The room record of ``sid`` if its node is alive (None while Redis does not answer:
+        peers on other nodes cannot be reached then anyway)."""
+        try:
+            member = text(await self.redis.get(self._key(sid)))
+            record = RoomSocket.parse(member) if member else None
+            if record is None or record.node not in await self.node.live([record.node]):
+                return None
+        except REDIS_ERRORS as exc:
+            outage("room socket registry", exc)
             return None
         return record
 
@@ -292,10 +370,17 @@ class Cluster:
         return cls(redis, node, EventBus(redis, dispatcher, node.id), SocketRegistry(node))
 
     async def start(self) -> None:
-        """Beat, then listen to the other nodes."""
-        await self.node.beat()
+        """Beat, then listen to the other nodes. A node starts even if Redis does not answer
+        yet (``/readyz`` says so, the heartbeat and the bus keep trying): serving pages alone
+        beats not serving them."""
+        try:
+            await self.node.beat()
+            reachable = True
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: Redis unavailable at start (%s); retrying in the background", exc)
+            reachable = False
         self.node.start()
-        await self.bus.start()
+        await self.bus.start(wait=reachable)
 
     async def stop(self) -> None:
         """Stop listening and beating; close the connections."""

@@ -5,6 +5,7 @@ Socket.IO clients connect to different nodes; nothing is mocked."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -19,18 +21,22 @@ from typing import cast
 import aiohttp
 import aioice.ice
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from playwright.async_api import expect
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.cluster import Turns
+from server.cluster import EVENTS_CHANNEL, Turns
 from server.db import make_sessionmaker
 from server.settings import Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import Role
-from signaling.messages import Pointer, decode_datachannel, encode_datachannel
+from signaling.messages import Chat, Pointer, decode_datachannel, encode_datachannel
+from signaling.server import SOCKETIO_CHANNEL
+from tests.browser import chromium_with_devices
 from tests.conftest import (
     PG_UNREACHABLE,
     POSTGRES_URL,
@@ -51,6 +57,7 @@ from tests.peers import (
     connect_volunteer,
     login_cookie,
 )
+from tests.test_deploy import Nginx, needs_nginx
 from tests.test_dropin import join_by_http, open_all_week, until, waiting_peer
 from tests.test_faults_redis import RedisServer
 
@@ -85,6 +92,7 @@ class Node:
     redis_url: str
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
+    public_url: str | None = None  # BASE_URL when a proxy is in front (nginx)
 
     @property
     def url(self) -> str:
@@ -96,7 +104,8 @@ class Node:
         env.update(
             {
                 f"{PREFIX}DATA_DIR": str(self.data_dir),
-                f"{PREFIX}BASE_URL": self.url,
+                f"{PREFIX}BASE_URL": self.public_url or self.url,
+                f"{PREFIX}TRUST_PROXY": "true" if self.public_url else "false",
                 f"{PREFIX}SECRET_KEY": SECRET,
                 f"{PREFIX}DATABASE_URL": self.database_url,
                 f"{PREFIX}REDIS_URL": self.redis_url,
@@ -161,6 +170,7 @@ class Cluster:
     a: Node
     b: Node
     views: dict[str, Running]
+    redis: RedisServer
 
     def on(self, node: Node) -> Running:
         return self.views[node.name]
@@ -183,14 +193,15 @@ async def _drop_database(url: str) -> None:
     await admin.dispose()
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Redis, a migrated PostgreSQL database, and nodes A and B serving it."""
+@asynccontextmanager
+async def running_cluster(tmp_path: Path, public_url: str | None = None) -> AsyncIterator[Cluster]:
+    """Redis, a migrated PostgreSQL database, and nodes A and B serving it (behind a proxy at
+    ``public_url`` if given)."""
     redis = RedisServer()
     await redis.start()
     database_url = await _create_database()
-    a = Node("a", tmp_path / "a", database_url, redis.url)
-    b = Node("b", tmp_path / "b", database_url, redis.url)
+    a = Node("a", tmp_path / "a", database_url, redis.url, public_url=public_url)
+    b = Node("b", tmp_path / "b", database_url, redis.url, public_url=public_url)
     engine = make_engine(database_url)
     try:
         migrate = await asyncio.create_subprocess_exec(
@@ -213,12 +224,19 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 sessionmaker=make_sessionmaker(engine, settings),
                 settings=settings,
             )
-        yield Cluster(a, b, views)
+        yield Cluster(a, b, views, redis)
     finally:
         await asyncio.gather(a.stop(), b.stop(), return_exceptions=True)
         await engine.dispose()
         await _drop_database(database_url)
         await redis.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Two nodes on one PostgreSQL database and one Redis."""
+    async with running_cluster(tmp_path) as started:
+        yield started
 
 
 async def _volunteer(cluster: Cluster, email: str = "camille@example.org") -> Account:
@@ -255,6 +273,9 @@ async def test_a_volunteer_on_one_node_sees_the_screen_of_a_beneficiary_on_the_o
                 pointer = Pointer(x=0.5, y=0.25, kind="click")
                 channel.send(encode_datachannel(pointer))
                 assert decode_datachannel(await beneficiary.next_message(10)) == pointer
+                chat = Chat(id="m1", text="Cliquez sur « Mon compte »")
+                channel.send(encode_datachannel(chat))
+                assert decode_datachannel(await beneficiary.next_message(10)) == chat
             finally:
                 await volunteer.close()
                 await beneficiary.close()
@@ -407,3 +428,159 @@ async def test_a_daily_chore_is_done_by_one_node_of_the_cluster() -> None:
             await node.close()
         await redis.stop()
     assert await Turns("").mine("retention", 86400)  # one process: always its turn
+
+
+async def test_after_redis_restarted_empty_the_nodes_reconnect_and_relay_resumes(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.on(cluster.a), cluster.on(cluster.b)
+    account = await _volunteer(cluster)
+    http = await browser_session()
+    try:
+        await login(http, a, account)
+        session_id = await create_assistance(http, a)
+        async with PeerSet() as peers:
+            volunteer = peers.add(await connect_volunteer(a, http, session_id))
+            beneficiary = peers.add(await connect_beneficiary(b, session_id))
+            await volunteer.expect("peer-joined")
+            await cluster.redis.stop()
+            await cluster.redis.start()  # no persistence: it knows nothing any more
+            # Each node writes its records again at its next heartbeat (5 s) and its
+            # subscriptions reconnect; until then a relay may be refused, never lost silently.
+            candidate = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
+                         "sdpMid": "0", "sdpMLineIndex": 0}  # fmt: skip
+            async with asyncio.timeout(20):
+                while True:
+                    await beneficiary.emit("candidate", {"to": volunteer.peer_id, **candidate})
+                    try:
+                        relayed = await volunteer.expect("candidate", 0.5)
+                        break
+                    except AssertionError:
+                        continue
+            assert relayed == {"from": beneficiary.peer_id, **candidate}
+            # And the other way, and the end from node A to node B.
+            await volunteer.emit("candidate", {"to": beneficiary.peer_id, **candidate})
+            assert (await beneficiary.expect("candidate"))["from"] == volunteer.peer_id
+            await volunteer.emit("end", {})
+            assert (await beneficiary.expect("ended"))["reason"] == "volunteer"
+    finally:
+        await http.close()
+
+
+async def test_what_the_nodes_send_each_other_through_redis_is_json_never_pickle(
+    cluster: Cluster,
+) -> None:
+    """python-socketio's Redis manager (and our event bus) must not unpickle what anyone able
+    to write to Redis sends: every message on both channels is JSON."""
+    listener = aioredis.Redis.from_url(cluster.redis.url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(SOCKETIO_CHANNEL, EVENTS_CHANNEL)
+    a, b = cluster.on(cluster.a), cluster.on(cluster.b)
+    account = await _volunteer(cluster)
+    http = await browser_session()
+    try:
+        await login(http, a, account)
+        session_id = await create_assistance(http, a)
+        async with PeerSet() as peers:
+            volunteer = peers.add(await connect_volunteer(a, http, session_id))
+            beneficiary = peers.add(await connect_beneficiary(b, session_id))  # emits across
+            await volunteer.emit("end", {})  # a committed event: RoomEnded
+            await beneficiary.expect("ended")
+        seen: dict[str, list[object]] = {SOCKETIO_CHANNEL: [], EVENTS_CHANNEL: []}
+        async with asyncio.timeout(10):
+            while not all(seen.values()):
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    seen[message["channel"].decode()].append(json.loads(message["data"]))
+        emit = next(m for m in seen[SOCKETIO_CHANNEL] if isinstance(m, dict))
+        assert emit["method"] in {"emit", "enter_room", "leave_room", "disconnect"}, emit
+        events = next(m for m in seen[EVENTS_CHANNEL] if isinstance(m, dict))
+        assert ["RoomEnded", {"session_id": session_id, "reason": "volunteer"}] in events["events"]
+    finally:
+        await http.close()
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+# -- Chromium through nginx in front of the two nodes --------------------------------------------
+
+
+@needs_nginx
+async def test_through_nginx_the_volunteer_sees_the_shared_screen_whichever_node_each_lands_on(
+    tmp_path: Path,
+) -> None:
+    """The shipped nginx site (ports, paths and certificate adapted, as in test_deploy.py) in
+    front of nodes A and B: two browsers go through it, their sockets land on whichever node
+    the sid hash picks, and the volunteer sees the screen the beneficiary shares."""
+    nginx = Nginx(tmp_path / "nginx", [])
+    nginx.prefix.mkdir()
+    async with running_cluster(tmp_path, public_url=nginx.base_url) as nodes:
+        nginx.nodes = [nodes.a.port, nodes.b.port]
+        nginx.write()
+        proxy = await asyncio.create_subprocess_exec(*nginx.command())
+        try:
+            await _until_served(nginx.base_url + "/healthz")
+            account = await _volunteer(nodes)
+            await _share_and_see(nginx.base_url, account)
+            # Both nodes served this session's sockets or pages: the proxy spreads them.
+            counts = [await _requests_served(node) for node in (nodes.a, nodes.b)]
+            assert all(counts), counts
+        finally:
+            proxy.terminate()
+            await asyncio.wait_for(proxy.wait(), 10)
+
+
+async def _until_served(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _attempt in range(200):
+            try:
+                async with http.get(url, ssl=False) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)  # another process: polling is the only way to know
+    raise AssertionError(f"{url} never answered")
+
+
+async def _requests_served(node: Node) -> int:
+    """How many requests the node answered (its own /metrics, read from loopback)."""
+    async with aiohttp.ClientSession() as http, http.get(node.url + "/metrics") as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.text()
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith("permanence_http_request_duration_seconds_count{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def _share_and_see(base_url: str, account: Account) -> None:
+    async with chromium_with_devices() as chrome:
+        errors: list[str] = []
+        vol = await chrome.page(errors=errors, ignore_https_errors=True)
+        await vol.goto(base_url + "/login")
+        await vol.get_by_label("Adresse e-mail").fill(account.email)
+        await vol.get_by_label("Mot de passe").fill(account.password)
+        await vol.get_by_role("button", name="Se connecter").click()
+        await vol.wait_for_url("**/tableau")
+        await vol.get_by_role("button", name="Nouvelle assistance").click()
+        await expect(vol.locator("body")).to_have_attribute("data-vp-status", "waiting")
+        code = (await vol.locator("#join-code").inner_text()).strip()
+
+        ben = await chrome.page(errors=errors, ignore_https_errors=True)
+        await ben.goto(base_url + "/code")
+        await ben.get_by_label("Code à 8 chiffres").fill(code)
+        await ben.get_by_role("button", name="Continuer").click()
+        await ben.wait_for_url("**/b")
+        await ben.get_by_role("button", name="Commencer").click()
+        for page in (ben, vol):
+            await expect(page.locator("body")).to_have_attribute(
+                "data-vp-status", "connected", timeout=20_000
+            )
+        await ben.get_by_role("button", name="Partager mon écran").click()
+        await vol.wait_for_function(
+            "() => document.getElementById('remote-video').videoWidth > 0", timeout=20_000
+        )
+        await expect(vol.locator("#no-video")).to_be_hidden()
+        assert not errors, errors

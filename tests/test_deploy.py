@@ -304,6 +304,7 @@ TRANSFER_HEADERS = {
     "accept-ranges",
     "connection",
     "keep-alive",
+    "x-request-id",  # which request of the app answered: no request reaches it here
     "transfer-encoding",
     "content-encoding",
     "vary",

@@ -18,8 +18,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from server import limits_fallback
+from server.runtime import BOARD_KEY
 from server.settings import Settings, load_settings
-from tests.conftest import Running, browser_session, csrf_from, free_port
+from tests.conftest import (
+    Account,
+    Running,
+    browser_session,
+    create_assistance,
+    csrf_from,
+    free_port,
+    login,
+)
+from tests.peers import PeerSet, connect_beneficiary, connect_peer, connect_volunteer, login_cookie
+from tests.test_dropin import open_all_week
 
 REDIS_SERVER = shutil.which("redis-server")
 METRICS_TOKEN = "metrics-test-token-" + "m" * 20
@@ -66,6 +77,14 @@ class RedisServer:
             self.process.terminate()
             async with asyncio.timeout(10):
                 await self.process.wait()
+
+    async def client_keys(self, pattern: str) -> list[bytes]:
+        """The keys matching ``pattern``."""
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            return list(await client.keys(pattern))
+        finally:
+            await client.aclose()
 
     async def limit_keys(self) -> int:
         """How many rate-limit counters it holds."""
@@ -181,5 +200,45 @@ async def test_redis_stopped_rate_limits_fall_back_to_memory_and_return_to_redis
         assert status == 400
         assert await metric(http, running, LOCAL) == 0
         assert await redis_server.limit_keys() > 0
+    finally:
+        await http.close()
+
+
+async def test_redis_stopped_a_node_still_serves_its_own_rooms_and_queue_pages(
+    running: Running, redis_server: RedisServer, volunteer: Account
+) -> None:
+    """Redis is a cluster's shared live state, not the record: while it is down a node keeps
+    relaying between its own peers and pushing its own queue pages, with a WARNING, and its
+    records are written again once Redis is back."""
+    await open_all_week(running, volunteer)
+    http = await browser_session()
+    try:
+        await login(http, running, volunteer)
+        session_id = await create_assistance(http, running)
+        await redis_server.stop()
+        async with PeerSet() as peers:
+            helper = peers.add(await connect_volunteer(running, http, session_id))
+            person = peers.add(await connect_beneficiary(running, session_id))
+            await helper.expect("peer-joined")
+            candidate = {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}
+            await person.emit("candidate", {"to": helper.peer_id, **candidate})
+            assert await helper.expect("candidate") == {"from": person.peer_id, **candidate}
+            desk = peers.add(
+                await connect_peer(
+                    running, cookie=login_cookie(http, running), welcome=False, namespace="/queue"
+                )
+            )
+            queue = await desk.expect("queue")
+            assert [v["id"] for v in queue["volunteers"]] == [volunteer.user.id]  # its own
+            await redis_server.start()
+            presence = running.app[BOARD_KEY].presence
+            association_id = volunteer.user.association_id
+            for _ in range(100):  # the next heartbeat (5 s) writes them again
+                online = [user_id for user_id, _name in await presence.volunteers(association_id)]
+                if online == [volunteer.user.id] and await redis_server.client_keys("vp:sock:*"):
+                    break
+                await asyncio.sleep(0.2)  # state in another server: polling is the only way
+            else:
+                raise AssertionError("this node's records were not written to Redis again")
     finally:
         await http.close()

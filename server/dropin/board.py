@@ -12,6 +12,7 @@ node: ``OpeningChanged`` travels with the other events).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.availability import Opening
-from server.cluster import PREFIX, Node, texts
+from server.cluster import PREFIX, REDIS_ERRORS, Node, outage, texts
 from server.dropin import places
 from server.settings import Settings
 from server.store.models import utcnow
 
+log = logging.getLogger(__name__)
 FACTS_SECONDS = 60.0
 
 
@@ -116,7 +118,9 @@ class RedisPresence(Presence):
     """The presence of every node, in Redis: ``vp:queue-volunteers:<association>`` and
     ``vp:queue-pages`` hold one record per socket, tagged with its node. A node that dies
     leaves records that readers ignore as soon as its heartbeat expires, and that a living
-    node's janitor (``take_orphans``) removes; a starting node clears nothing."""
+    node's janitor (``take_orphans``) removes; a starting node clears nothing. While Redis does
+    not answer, each node sees its own records only (the estimates count fewer volunteers), and
+    writes them again once Redis is back."""
 
     PAGES = PREFIX + "queue-pages"
     ASSOCIATIONS = PREFIX + "queue-associations"
@@ -125,63 +129,92 @@ class RedisPresence(Presence):
         super().__init__()
         self.node = node
         self.redis = node.redis
-        self._mine: dict[str, str] = {}  # sid → its record (what this node wrote)
+        # sid → (key, record): what this node wrote, to remove it and to write it again.
+        self._mine: dict[str, tuple[str, str]] = {}
+        node.on_restore(self.restore)
+
+    async def restore(self) -> None:
+        """Write this node's records again (Redis lost them)."""
+        if self._mine:
+            log.warning("cluster: writing %d queue presence record(s) again", len(self._mine))
+            await self._add(list(self._mine.values()))
 
     @staticmethod
     def _volunteers_key(association_id: int) -> str:
         return f"{PREFIX}queue-volunteers:{association_id}"
 
+    async def _add(self, records: list[tuple[str, str]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, member in records:
+                    pipe.sadd(key, member)
+                    if key != self.PAGES:
+                        pipe.sadd(self.ASSOCIATIONS, key.rsplit(":", 1)[1])
+                await pipe.execute()
+        except REDIS_ERRORS as exc:  # written again by ``restore`` once Redis is back
+            outage("queue presence", exc)
+
+    async def _remove(self, key: str, *members: str) -> None:
+        try:
+            await self.redis.srem(key, *members)
+        except REDIS_ERRORS as exc:  # this node's records are retired when it goes, anyway
+            outage("queue presence", exc)
+
+    async def _members(self, key: str) -> list[_Member]:
+        """The live records under ``key``; this node's own while Redis does not answer."""
+        try:
+            raw = texts(await self.redis.smembers(key))
+            members = [m for r in raw if (m := _Member.decode(r)) is not None]
+            live = await self.node.live(m.node for m in members)
+        except REDIS_ERRORS as exc:
+            outage("queue presence", exc)
+            mine = [m for k, r in self._mine.values() if k == key and (m := _Member.decode(r))]
+            return mine
+        return [m for m in members if m.node in live]
+
     async def volunteer_joined(
         self, association_id: int, user_id: int, name: str, sid: str
     ) -> None:
         member = _Member(self.node.id, association_id, str(user_id), sid, name).encode()
-        self._mine[sid] = member
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._volunteers_key(association_id), member)
-            pipe.sadd(self.ASSOCIATIONS, str(association_id))
-            await pipe.execute()
+        self._mine[sid] = (self._volunteers_key(association_id), member)
+        await self._add([self._mine[sid]])
 
     async def volunteer_left(self, association_id: int, user_id: int, sid: str) -> None:
-        member = self._mine.pop(sid, None)
-        if member is not None:
-            await self.redis.srem(self._volunteers_key(association_id), member)
-
-    async def _live(self, raw: Iterable[str]) -> list[_Member]:
-        members = [m for r in raw if (m := _Member.decode(r)) is not None]
-        live = await self.node.live(m.node for m in members)
-        return [m for m in members if m.node in live]
+        mine = self._mine.pop(sid, None)
+        if mine is not None:
+            await self._remove(*mine)
 
     async def volunteers(self, association_id: int) -> list[tuple[int, str]]:
-        members = await self._live(
-            texts(await self.redis.smembers(self._volunteers_key(association_id)))
-        )
+        members = await self._members(self._volunteers_key(association_id))
         names = {int(m.ident): m.name for m in members if m.ident.isdigit()}
         return sorted(names.items())
 
     async def page_opened(self, association_id: int, entry_id: str, sid: str) -> None:
         member = _Member(self.node.id, association_id, entry_id, sid).encode()
-        self._mine[sid] = member
-        await self.redis.sadd(self.PAGES, member)
+        self._mine[sid] = (self.PAGES, member)
+        await self._add([self._mine[sid]])
 
     async def page_closed(self, association_id: int, entry_id: str, sid: str) -> None:
-        member = self._mine.pop(sid, None)
-        if member is None:  # another node's page (an older tab replaced from here)
-            member = _Member("", association_id, entry_id, sid).encode()
-            raw = texts(await self.redis.smembers(self.PAGES))
-            found = [r for r in raw if r.endswith(member[1:])]  # any node
-            if found:
-                await self.redis.srem(self.PAGES, *found)
+        mine = self._mine.pop(sid, None)
+        if mine is not None:
+            await self._remove(*mine)
             return
-        await self.redis.srem(self.PAGES, member)
+        # Another node's page (an older tab replaced from here): its record, whatever its node.
+        found = [
+            m.encode()
+            for m in await self._members(self.PAGES)
+            if (m.association_id, m.ident, m.sid) == (association_id, entry_id, sid)
+        ]
+        if found:
+            await self._remove(self.PAGES, *found)
 
     async def open_pages(self) -> frozenset[str]:
-        return frozenset(
-            m.ident for m in await self._live(texts(await self.redis.smembers(self.PAGES)))
-        )
+        return frozenset(m.ident for m in await self._members(self.PAGES))
 
     async def take_orphans(self) -> tuple[set[int], list[tuple[int, str, str]]]:
         """Remove the records of dead nodes: the associations whose volunteers changed, and the
-        (association, entry, sid) of the waiting pages that went away with them."""
+        (association, entry, sid) of the waiting pages that went away with them. (Called after
+        a heartbeat: Redis answered.)"""
         changed: set[int] = set()
         associations = texts(await self.redis.smembers(self.ASSOCIATIONS))
         for association in associations:
