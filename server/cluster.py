@@ -43,6 +43,8 @@ EVENTS_CHANNEL = PREFIX + "events"
 NODE_BEAT_SECONDS = 5.0
 NODE_TTL_SECONDS = 15.0  # three beats missed: the node is gone
 RECONNECT_SECONDS = 1.0
+LISTEN_POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 3.0
 OUTBOX_MAX = 10_000  # events waiting for Redis before new ones are dropped
 
 
@@ -80,6 +82,18 @@ class RedisOutage:
 
 REDIS_ERRORS = (RedisError, OSError)
 outage = RedisOutage()
+
+
+async def stop_tasks(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel ``tasks`` and wait for them, STOP_GRACE_SECONDS at most: a task stuck in a
+    Redis call must not keep the node from stopping."""
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        _done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+        for task in pending:
+            log.warning("cluster: task %s did not stop in time, left behind", task.get_name())
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -120,10 +134,9 @@ class Node:
     async def beat(self) -> None:
         """Say this node is alive for NODE_TTL_SECONDS more; if Redis did not know it (first
         beat, or Redis restarted), write this node's records again."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.key(self.id), "1", px=int(NODE_TTL_SECONDS * 1000), get=True)
-            pipe.sadd(PREFIX + "nodes", self.id)
-            previous, _added = await pipe.execute()
+        previous = await self.redis.set(
+            self.key(self.id), "1", px=int(NODE_TTL_SECONDS * 1000), get=True
+        )
         if previous is None:
             for hook in list(self._restore_hooks):
                 await hook()
@@ -157,10 +170,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop beating and say this node is gone (a clean stop needs no expiry)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.key(self.id))
 
@@ -176,6 +186,7 @@ class EventBus:
         self._task: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
         # Published in order by one task, so that a slow or absent Redis never holds up the
         # request that committed them.
         self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_MAX)
@@ -214,27 +225,29 @@ class EventBus:
     async def stop(self) -> None:
         """Stop publishing and listening."""
         self.dispatcher.remove_forwarder(self.forward)
-        for task in (self._task, self._sender):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._stopping = True
+        await stop_tasks(self._task, self._sender)
 
     async def _listen(self) -> None:
-        while True:
+        # Polled with a short timeout rather than ``pubsub.listen()``: a task cancelled inside
+        # redis-py's read after a reconnection sometimes never finished cancelling, and the
+        # node then never stopped. Here ``stop`` only sets a flag.
+        while not self._stopping:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
                 self._ready.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
+                    if message is not None and message.get("type") == "message":
                         await self._received(message["data"])
-            except (RedisError, OSError) as exc:
-                log.warning("event bus: Redis unavailable (%s), reconnecting", exc)
+            except REDIS_ERRORS as exc:
+                outage("event bus subscription", exc)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()
-            await asyncio.sleep(RECONNECT_SECONDS)
+            if not self._stopping:
+                await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _received(self, data: str) -> None:
         try:
@@ -386,7 +399,8 @@ class Cluster:
         """Stop listening and beating; close the connections."""
         await self.bus.stop()
         await self.node.stop()
-        await self.redis.aclose()
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            await asyncio.wait_for(self.redis.aclose(), STOP_GRACE_SECONDS)
 
 
 class Turns:
