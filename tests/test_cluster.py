@@ -8,13 +8,10 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -31,7 +28,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.cluster import EVENTS_CHANNEL, Turns
 from server.db import make_sessionmaker
-from server.settings import Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import Role
 from signaling.messages import Chat, Pointer, decode_datachannel, encode_datachannel
@@ -44,8 +40,6 @@ from tests.conftest import (
     Running,
     browser_session,
     create_assistance,
-    csrf_from,
-    free_port,
     login,
     make_account,
 )
@@ -58,6 +52,8 @@ from tests.peers import (
     connect_volunteer,
     login_cookie,
 )
+from tests.processes import ServeProcess
+from tests.test_account_access import coordinator_posts
 from tests.test_deploy import Nginx, needs_nginx
 from tests.test_dropin import join_by_http, open_all_week, until, waiting_peer
 from tests.test_faults_redis import RedisServer
@@ -66,11 +62,6 @@ pytestmark = [
     pytest.mark.webrtc,
     pytest.mark.skipif(bool(PG_UNREACHABLE), reason=PG_UNREACHABLE or ""),
 ]
-
-ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "PERMANENCE_"
-READY_TIMEOUT_S = 30.0
-SECRET = "cluster-test-secret-" + "c" * 32
 
 
 @pytest.fixture(autouse=True)
@@ -84,101 +75,16 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @dataclass
-class Node:
-    """One `permanence serve` process of the cluster."""
-
-    name: str
-    data_dir: Path
-    database_url: str
-    redis_url: str
-    port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
-    public_url: str | None = None  # BASE_URL when a proxy is in front (nginx)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-        env.update(
-            {
-                f"{PREFIX}DATA_DIR": str(self.data_dir),
-                f"{PREFIX}BASE_URL": self.public_url or self.url,
-                f"{PREFIX}TRUST_PROXY": "true" if self.public_url else "false",
-                f"{PREFIX}SECRET_KEY": SECRET,
-                f"{PREFIX}DATABASE_URL": self.database_url,
-                f"{PREFIX}REDIS_URL": self.redis_url,
-                f"{PREFIX}LOG_LEVEL": "INFO",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        return env
-
-    @property
-    def settings(self) -> Settings:
-        return load_settings(self.env)
-
-    @property
-    def log(self) -> Path:
-        return self.data_dir / f"{self.name}.log"
-
-    async def start(self) -> None:
-        """Start `serve` and wait until /healthz answers."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *("-m", "server.cli", "serve", "--port", str(self.port)),
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.process.returncode is None, self.log.read_text()
-                try:
-                    async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, f"not ready: {self.log.read_text()}"
-                await asyncio.sleep(0.1)  # another process: polling is the only way to know
-
-    async def kill(self) -> None:
-        """SIGKILL: no clean-up at all, as when a machine dies."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    code = await self.process.wait()
-            except TimeoutError:
-                await self.kill()  # never leave a node behind
-                raise AssertionError(f"node {self.name} did not stop on SIGTERM") from None
-            assert code == 0, self.log.read_text()[-2000:]
-
-
-@dataclass
 class Cluster:
     """Two nodes, and a view of each that the peers' helpers take (as for the in-process app:
     a base URL, the shared database and the settings)."""
 
-    a: Node
-    b: Node
+    a: ServeProcess
+    b: ServeProcess
     views: dict[str, Running]
     redis: RedisServer
 
-    def on(self, node: Node) -> Running:
+    def on(self, node: ServeProcess) -> Running:
         return self.views[node.name]
 
 
@@ -206,19 +112,14 @@ async def running_cluster(tmp_path: Path, public_url: str | None = None) -> Asyn
     redis = RedisServer()
     await redis.start()
     database_url = await _create_database()
-    a = Node("a", tmp_path / "a", database_url, redis.url, public_url=public_url)
-    b = Node("b", tmp_path / "b", database_url, redis.url, public_url=public_url)
+    shared = {"DATABASE_URL": database_url, "REDIS_URL": redis.url}
+    if public_url:
+        shared |= {"BASE_URL": public_url, "TRUST_PROXY": "true"}
+    a = ServeProcess(tmp_path / "a", "a", dict(shared))
+    b = ServeProcess(tmp_path / "b", "b", dict(shared))
     engine = make_engine(database_url)
     try:
-        migrate = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "server.cli", "migrate"),
-            cwd=ROOT,
-            env=a.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _out, errors = await asyncio.wait_for(migrate.communicate(), 120)
-        assert migrate.returncode == 0, errors.decode()
+        await a.migrate()
         await asyncio.gather(a.start(), b.start())
         views = {}
         for node in (a, b):
@@ -252,74 +153,86 @@ async def _volunteer(cluster: Cluster, email: str = "camille@example.org") -> Ac
     return await make_account(cluster.on(cluster.a), email)
 
 
+@dataclass
+class Room:
+    """An assistance opened through one node, its volunteer's socket on that node."""
+
+    session_id: str
+    volunteer: SignalPeer
+    peers: PeerSet
+
+    async def beneficiary(self, node: Running, name: str | None = None) -> SignalPeer:
+        """A beneficiary joins through ``node``."""
+        return self.peers.add(await connect_beneficiary(node, self.session_id, name))
+
+
+@asynccontextmanager
+async def assistance(cluster: Cluster, node: Running) -> AsyncIterator[Room]:
+    """A volunteer logs in and opens an assistance through ``node``, and joins its room there."""
+    account = await _volunteer(cluster)
+    http = await browser_session()
+    try:
+        await login(http, node, account)
+        session_id = await create_assistance(http, node)
+        async with PeerSet() as peers:
+            volunteer = peers.add(await connect_volunteer(node, http, session_id))
+            yield Room(session_id, volunteer, peers)
+    finally:
+        await http.close()
+
+
 async def test_a_volunteer_on_one_node_sees_the_screen_of_a_beneficiary_on_the_other(
     cluster: Cluster,
 ) -> None:
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
-    account = await _volunteer(cluster)
-    http = await browser_session()
-    try:
-        await login(http, a, account)
-        session_id = await create_assistance(http, a)
-        async with PeerSet() as peers:
-            volunteer_signal = peers.add(await connect_volunteer(a, http, session_id))
-            beneficiary_signal = peers.add(await connect_beneficiary(b, session_id, "Awa"))
-            joined = await volunteer_signal.expect("peer-joined")
-            assert joined == {"peer_id": beneficiary_signal.peer_id, "role": "beneficiary",
-                              "name": "Awa"}  # fmt: skip
-            beneficiary, volunteer = RtcPeer(beneficiary_signal), RtcPeer(volunteer_signal)
-            try:
-                beneficiary.add_beneficiary_media()
-                await beneficiary.send_offer(to=volunteer_signal.peer_id)
-                offer = await volunteer.answer_offer()  # relayed from B to A
-                assert offer["from"] == beneficiary_signal.peer_id
-                answer = await beneficiary.accept_answer()  # from A to B
-                assert answer["from"] == volunteer_signal.peer_id
-                await beneficiary_signal.emit("state", {"state": "sharing", "media": "screen"})
-                assert (await volunteer_signal.expect("state"))["media"] == "screen"
-                # Chat and pointer go peer to peer over the data channel.
-                channel = await volunteer.wait_channel_open(10)
-                pointer = Pointer(x=0.5, y=0.25, kind="click")
-                channel.send(encode_datachannel(pointer))
-                assert decode_datachannel(await beneficiary.next_message(10)) == pointer
-                chat = Chat(id="m1", text="Cliquez sur « Mon compte »")
-                channel.send(encode_datachannel(chat))
-                assert decode_datachannel(await beneficiary.next_message(10)) == chat
-            finally:
-                await volunteer.close()
-                await beneficiary.close()
-            # A peer of another session, or no peer at all, is refused across nodes too.
-            end = {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}
-            await beneficiary_signal.emit("candidate", {"to": "x" * 20, **end})
-            assert (await beneficiary_signal.expect("error"))["code"] == "not_in_room"
-            # The end, sent to node A, reaches the beneficiary on node B.
-            await volunteer_signal.emit("end", {})
-            assert (await beneficiary_signal.expect("ended"))["reason"] == "volunteer"
-            assert (await volunteer_signal.expect("ended"))["reason"] == "volunteer"
-    finally:
-        await http.close()
+    async with assistance(cluster, a) as room:
+        volunteer_signal = room.volunteer
+        beneficiary_signal = await room.beneficiary(b, "Awa")
+        joined = await volunteer_signal.expect("peer-joined")
+        assert joined == {"peer_id": beneficiary_signal.peer_id, "role": "beneficiary",
+                          "name": "Awa"}  # fmt: skip
+        beneficiary, volunteer = RtcPeer(beneficiary_signal), RtcPeer(volunteer_signal)
+        try:
+            beneficiary.add_beneficiary_media()
+            await beneficiary.send_offer(to=volunteer_signal.peer_id)
+            offer = await volunteer.answer_offer()  # relayed from B to A
+            assert offer["from"] == beneficiary_signal.peer_id
+            answer = await beneficiary.accept_answer()  # from A to B
+            assert answer["from"] == volunteer_signal.peer_id
+            await beneficiary_signal.emit("state", {"state": "sharing", "media": "screen"})
+            assert (await volunteer_signal.expect("state"))["media"] == "screen"
+            # Chat and pointer go peer to peer over the data channel.
+            channel = await volunteer.wait_channel_open(10)
+            pointer = Pointer(x=0.5, y=0.25, kind="click")
+            channel.send(encode_datachannel(pointer))
+            assert decode_datachannel(await beneficiary.next_message(10)) == pointer
+            chat = Chat(id="m1", text="Cliquez sur « Mon compte »")
+            channel.send(encode_datachannel(chat))
+            assert decode_datachannel(await beneficiary.next_message(10)) == chat
+        finally:
+            await volunteer.close()
+            await beneficiary.close()
+        # A peer of another session, or no peer at all, is refused across nodes too.
+        end = {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}
+        await beneficiary_signal.emit("candidate", {"to": "x" * 20, **end})
+        assert (await beneficiary_signal.expect("error"))["code"] == "not_in_room"
+        # The end, sent to node A, reaches the beneficiary on node B.
+        await volunteer_signal.emit("end", {})
+        assert (await beneficiary_signal.expect("ended"))["reason"] == "volunteer"
+        assert (await volunteer_signal.expect("ended"))["reason"] == "volunteer"
 
 
 async def test_a_newer_beneficiary_connection_on_one_node_replaces_the_older_on_the_other(
     cluster: Cluster,
 ) -> None:
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
-    account = await _volunteer(cluster)
-    http = await browser_session()
-    try:
-        await login(http, a, account)
-        session_id = await create_assistance(http, a)
-        async with PeerSet() as peers:
-            volunteer = peers.add(await connect_volunteer(a, http, session_id))
-            older = peers.add(await connect_beneficiary(a, session_id))
-            await volunteer.expect("peer-joined")
-            newer = peers.add(await connect_beneficiary(b, session_id))
-            assert (await older.expect("ended"))["reason"] == "replaced"
-            await older.expect_disconnected()
-            joined = await volunteer.expect("peer-joined")
-            assert joined["peer_id"] == newer.peer_id
-    finally:
-        await http.close()
+    async with assistance(cluster, a) as room:
+        older = await room.beneficiary(a)
+        await room.volunteer.expect("peer-joined")
+        newer = await room.beneficiary(b)
+        assert (await older.expect("ended"))["reason"] == "replaced"
+        await older.expect_disconnected()
+        assert (await room.volunteer.expect("peer-joined"))["peer_id"] == newer.peer_id
 
 
 async def test_the_queue_across_nodes_and_a_revoked_volunteer_leaves_every_node(
@@ -334,28 +247,22 @@ async def test_the_queue_across_nodes_and_a_revoked_volunteer_leaves_every_node(
     try:
         await login(desk, a, account)
         # The volunteer's queue page on node A, a second tab of theirs on node B.
-        queue_a = await connect_peer(
-            a, cookie=login_cookie(desk, a), welcome=False, namespace="/queue"
-        )
-        queue_b = await connect_peer(
-            b, cookie=login_cookie(desk, a), welcome=False, namespace="/queue"
-        )
+        cookie = login_cookie(desk, a)
+        queue_a = await connect_peer(a, cookie=cookie, welcome=False, namespace="/queue")
+        queue_b = await connect_peer(b, cookie=cookie, welcome=False, namespace="/queue")
         await queue_a.expect("queue")
         # A person joins the queue through node B: the push reaches node A.
         await join_by_http(b, person)
         pushed = await until(queue_a, "queue", lambda q: len(q["waiting"]) == 1)
-        entry_id = pushed["waiting"][0]["id"]
         page = await waiting_peer(b, person)
         await page.expect("position")
-        taken = await queue_a.call("take", {"entry_id": entry_id})
+        taken = await queue_a.call("take", {"entry_id": pushed["waiting"][0]["id"]})
         assert taken["ok"], taken
         await page.expect("turn")  # the page on node B rings
 
         # Deactivated through node A: their sockets on node B are cut too.
-        status = await _coordinator_posts(
-            a, coordinator, f"/benevoles/{account.user.id}/desactiver"
-        )
-        assert status == 303
+        deactivate = f"/benevoles/{account.user.id}/desactiver"
+        assert await coordinator_posts(a, coordinator, deactivate) == 303
         assert (await queue_b.expect("revoked"))["reason"] == "deactivated"
         await queue_b.expect_disconnected()
         await queue_a.expect_disconnected()
@@ -369,55 +276,29 @@ async def test_a_killed_node_leaves_no_ghost_and_its_peer_resumes_on_the_other(
     cluster: Cluster,
 ) -> None:
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
-    account = await _volunteer(cluster)
-    http = await browser_session()
-    try:
-        await login(http, b, account)
-        session_id = await create_assistance(http, b)
-        async with PeerSet() as peers:
-            volunteer = peers.add(await connect_volunteer(b, http, session_id))
-            lost = peers.add(await connect_beneficiary(a, session_id))
-            await volunteer.expect("peer-joined")
-            killed_at = time.monotonic()
-            await cluster.a.kill()
-            # Node B's janitor retires the dead node's socket once its heartbeat expired.
-            left = await volunteer.expect("peer-left", 30)
-            assert left == {"peer_id": lost.peer_id, "role": "beneficiary",
-                            "reason": "disconnected"}  # fmt: skip
-            assert time.monotonic() - killed_at < 25
-            # The page reconnects (to node B now) and negotiates again (an ICE restart).
-            back = peers.add(await connect_beneficiary(b, session_id))
-            assert (await volunteer.expect("peer-joined"))["peer_id"] == back.peer_id
-            beneficiary, helper = RtcPeer(back), RtcPeer(volunteer)
-            try:
-                beneficiary.add_beneficiary_media()
-                await beneficiary.send_offer(to=volunteer.peer_id, restart=True)
-                offer = await helper.answer_offer()
-                assert offer.get("restart") is True
-                await beneficiary.accept_answer()
-                await helper.wait_channel_open(10)
-            finally:
-                await helper.close()
-                await beneficiary.close()
-    finally:
-        await http.close()
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-async def _coordinator_posts(running: Running, coordinator: Account, path: str) -> int:
-    http = await browser_session()
-    try:
-        await login(http, running, coordinator)
-        async with http.get(running.url("/benevoles")) as resp:
-            token = csrf_from(await resp.text())
-        async with http.post(
-            running.url(path), data={"csrf_token": token}, allow_redirects=False
-        ) as resp:
-            return resp.status
-    finally:
-        await http.close()
+    async with assistance(cluster, b) as room:
+        lost = await room.beneficiary(a)
+        await room.volunteer.expect("peer-joined")
+        killed_at = time.monotonic()
+        await cluster.a.kill()
+        # Node B's janitor retires the dead node's socket once its heartbeat expired.
+        left = await room.volunteer.expect("peer-left", 30)
+        assert left == {"peer_id": lost.peer_id, "role": "beneficiary", "reason": "disconnected"}
+        assert time.monotonic() - killed_at < 25
+        # The page reconnects (to node B now) and negotiates again (an ICE restart).
+        back = await room.beneficiary(b)
+        assert (await room.volunteer.expect("peer-joined"))["peer_id"] == back.peer_id
+        beneficiary, helper = RtcPeer(back), RtcPeer(room.volunteer)
+        try:
+            beneficiary.add_beneficiary_media()
+            await beneficiary.send_offer(to=room.volunteer.peer_id, restart=True)
+            offer = await helper.answer_offer()
+            assert offer.get("restart") is True
+            await beneficiary.accept_answer()
+            await helper.wait_channel_open(10)
+        finally:
+            await helper.close()
+            await beneficiary.close()
 
 
 async def test_a_daily_chore_is_done_by_one_node_of_the_cluster() -> None:
@@ -443,25 +324,17 @@ async def test_after_redis_restarted_empty_the_nodes_reconnect_and_relay_resumes
     cluster: Cluster,
 ) -> None:
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
-    account = await _volunteer(cluster)
-    http = await browser_session()
-    try:
-        await login(http, a, account)
-        session_id = await create_assistance(http, a)
-        async with PeerSet() as peers:
-            volunteer = peers.add(await connect_volunteer(a, http, session_id))
-            beneficiary = peers.add(await connect_beneficiary(b, session_id))
-            await volunteer.expect("peer-joined")
-            await cluster.redis.stop()
-            await cluster.redis.start()  # no persistence: it knows nothing any more
-            # Each node writes its records again at its next heartbeat (5 s) and its
-            # subscriptions reconnect; until then a relay may be refused, never lost silently.
-            assert await _relayed_once_recovered(beneficiary, volunteer)
-            assert await _relayed_once_recovered(volunteer, beneficiary)
-            await volunteer.emit("end", {})
-            assert (await beneficiary.expect("ended"))["reason"] == "volunteer"
-    finally:
-        await http.close()
+    async with assistance(cluster, a) as room:
+        beneficiary = await room.beneficiary(b)
+        await room.volunteer.expect("peer-joined")
+        await cluster.redis.stop()
+        await cluster.redis.start()  # no persistence: it knows nothing any more
+        # Each node writes its records again at its next heartbeat (5 s) and its
+        # subscriptions reconnect; until then a relay may be refused, never lost silently.
+        assert await _relayed_once_recovered(beneficiary, room.volunteer)
+        assert await _relayed_once_recovered(room.volunteer, beneficiary)
+        await room.volunteer.emit("end", {})
+        assert (await beneficiary.expect("ended"))["reason"] == "volunteer"
 
 
 async def test_what_the_nodes_send_each_other_through_redis_is_json_never_pickle(
@@ -473,15 +346,10 @@ async def test_what_the_nodes_send_each_other_through_redis_is_json_never_pickle
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(SOCKETIO_CHANNEL, EVENTS_CHANNEL)
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
-    account = await _volunteer(cluster)
-    http = await browser_session()
     try:
-        await login(http, a, account)
-        session_id = await create_assistance(http, a)
-        async with PeerSet() as peers:
-            volunteer = peers.add(await connect_volunteer(a, http, session_id))
-            beneficiary = peers.add(await connect_beneficiary(b, session_id))  # emits across
-            await volunteer.emit("end", {})  # a committed event: RoomEnded
+        async with assistance(cluster, a) as room:
+            beneficiary = await room.beneficiary(b)  # emits across the nodes
+            await room.volunteer.emit("end", {})  # a committed event: RoomEnded
             await beneficiary.expect("ended")
         seen: dict[str, list[object]] = {SOCKETIO_CHANNEL: [], EVENTS_CHANNEL: []}
         async with asyncio.timeout(10):
@@ -492,9 +360,9 @@ async def test_what_the_nodes_send_each_other_through_redis_is_json_never_pickle
         emit = next(m for m in seen[SOCKETIO_CHANNEL] if isinstance(m, dict))
         assert emit["method"] in {"emit", "enter_room", "leave_room", "disconnect"}, emit
         events = next(m for m in seen[EVENTS_CHANNEL] if isinstance(m, dict))
-        assert ["RoomEnded", {"session_id": session_id, "reason": "volunteer"}] in events["events"]
+        ended = ["RoomEnded", {"session_id": room.session_id, "reason": "volunteer"}]
+        assert ended in events["events"]
     finally:
-        await http.close()
         await pubsub.aclose()
         await listener.aclose()
 
@@ -556,7 +424,7 @@ async def _until_served(url: str) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-async def _requests_served(node: Node) -> int:
+async def _requests_served(node: ServeProcess) -> int:
     """How many requests the node answered (its own /metrics, read from loopback)."""
     async with aiohttp.ClientSession() as http, http.get(node.url + "/metrics") as resp:
         assert resp.status == 200, await resp.text()

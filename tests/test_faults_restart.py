@@ -7,35 +7,24 @@ SQLite, restarted on the same port, as a supervisor (systemd) would do it."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
 from server import accounts, assist
 from server.db import make_sessionmaker
-from server.settings import PREFIX, Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import AssistanceSession, Role, SessionStatus
 from tests.browser import Chromium, chromium_with_devices, collect_console_errors
-from tests.conftest import PASSWORD, free_port
+from tests.conftest import PASSWORD
+from tests.processes import STOP_TIMEOUT_S, ServeProcess
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 20_000
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
 SOON_MS = 3_000  # a page tells a dropped socket within this (its disconnect event is immediate)
 expect.set_options(timeout=WAIT_MS)
 FRAMES_JS = (
@@ -57,102 +46,12 @@ OUTAGE_LINE = re.compile(
 )
 
 
-@dataclass
-class ServerProcess:
-    """`python -m server.cli serve` on a fixed port and data folder, started and stopped as a
-    supervisor would."""
-
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
-    log: list[Path] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        """Base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The process environment: our settings only, SQLite under the data folder."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-        env.update(
-            {
-                f"{PREFIX}DATA_DIR": str(self.data_dir),
-                f"{PREFIX}BASE_URL": self.url,
-                f"{PREFIX}SECRET_KEY": "restart-test-secret-" + "k" * 32,
-                f"{PREFIX}LOG_LEVEL": "INFO",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        return env
-
-    @property
-    def settings(self) -> Settings:
-        """The settings the process reads."""
-        return load_settings(self.env)
-
-    def migrate(self) -> None:
-        """`permanence migrate` on the data folder."""
-        subprocess.run(
-            [sys.executable, "-m", "server.cli", "migrate"],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    async def start(self) -> None:
-        """Start `serve` and wait until /healthz answers."""
-        log = self.data_dir / f"server-{len(self.log)}.log"
-        self.log.append(log)
-        with log.open("wb") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *("-m", "server.cli", "serve", "--port", str(self.port)),
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.process.returncode is None, log.read_text()
-                try:
-                    async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, f"not ready: {log.read_text()}"
-                # Polling is the only way to learn another process is listening.
-                await asyncio.sleep(0.1)
-
-    async def stop(self) -> float:
-        """SIGTERM, and wait for the process to exit by itself; how long it took."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(STOP_TIMEOUT_S):
-            code = await self.process.wait()
-        assert code == 0, self.log[-1].read_text()
-        return time.monotonic() - started
-
-    async def kill(self) -> None:
-        """Make sure nothing is left running (test clean-up)."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    """A migrated data folder with a volunteer account, and the server running on it."""
-    made = ServerProcess(tmp_path / "var")
+async def server(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    """A migrated data folder (SQLite) with a volunteer account, and the server running on it."""
+    made = ServeProcess(tmp_path / "var")
     made.data_dir.mkdir()
-    await asyncio.to_thread(made.migrate)
+    await made.migrate()
     engine = make_engine(made.settings.database_url)
     try:
         async with make_sessionmaker(engine, made.settings).begin() as db:
@@ -181,7 +80,7 @@ async def chrome() -> AsyncIterator[Chromium]:
         yield launched
 
 
-async def session_row(server: ServerProcess, session_id: str) -> AssistanceSession:
+async def session_row(server: ServeProcess, session_id: str) -> AssistanceSession:
     """The assistance as the database has it now."""
     engine = make_engine(server.settings.database_url)
     try:
@@ -212,7 +111,7 @@ async def wait_status(
 
 
 async def test_server_restarted_during_an_assistance_both_pages_rejoin_and_video_flows_again(
-    server: ServerProcess, chrome: Chromium
+    server: ServeProcess, chrome: Chromium
 ) -> None:
     """SIGTERM in the middle of a shared screen: both pages say "Reconnexion…"; the server
     started again on the same port and data: both rejoin the same session (same room, same
