@@ -42,6 +42,7 @@ PREFIX = "vp:"
 EVENTS_CHANNEL = PREFIX + "events"
 NODE_BEAT_SECONDS = 5.0
 NODE_TTL_SECONDS = 15.0  # three beats missed: the node is gone
+LIVE_CACHE_SECONDS = 1.0
 RECONNECT_SECONDS = 1.0
 LISTEN_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
@@ -116,7 +117,7 @@ class Node:
         self._task: asyncio.Task[None] | None = None
         self._beat_hooks: list[Callable[[], Awaitable[None]]] = []
         self._restore_hooks: list[Callable[[], Awaitable[None]]] = []
-        self._live_cache: tuple[float, frozenset[str]] = (-1.0, frozenset())
+        self._alive_until: dict[str, float] = {}  # other node → believed alive until
 
     @staticmethod
     def key(node_id: str) -> str:
@@ -142,12 +143,22 @@ class Node:
                 await hook()
 
     async def live(self, node_ids: Iterable[str]) -> frozenset[str]:
-        """Those of ``node_ids`` whose heartbeat has not expired (this node always is)."""
+        """Those of ``node_ids`` whose heartbeat has not expired (this node always is). A node
+        found alive is believed for LIVE_CACHE_SECONDS (a relay to another node's peer then
+        costs one Redis read, not two); a dead one is asked about every time."""
+        now = time.monotonic()
         wanted = sorted(set(node_ids) - {self.id})
-        if not wanted:
-            return frozenset({self.id})
-        values = await self.redis.mget([self.key(n) for n in wanted])
-        return frozenset([self.id, *(n for n, v in zip(wanted, values, strict=True) if v)])
+        fresh = {n for n, until in self._alive_until.items() if until > now}
+        unknown = [n for n in wanted if n not in fresh]
+        if unknown:
+            values = await self.redis.mget([self.key(n) for n in unknown])
+            for found, value in zip(unknown, values, strict=True):
+                if value:
+                    self._alive_until[found] = now + LIVE_CACHE_SECONDS
+                    fresh.add(found)
+                else:
+                    self._alive_until.pop(found, None)
+        return frozenset([self.id, *(n for n in wanted if n in fresh)])
 
     def start(self) -> None:
         """Beat now and then every NODE_BEAT_SECONDS."""
