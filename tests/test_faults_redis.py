@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from server import limits_fallback
+from server.cluster import MAX_CONNECTIONS, redis_client
 from server.settings import Settings, load_settings
 from tests.conftest import Running, browser_session, csrf_from, free_port
 
@@ -183,3 +184,18 @@ async def test_redis_stopped_rate_limits_fall_back_to_memory_and_return_to_redis
         assert await redis_server.limit_keys() > 0
     finally:
         await http.close()
+
+
+async def test_a_burst_of_redis_calls_past_the_pool_size_waits_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """Many more concurrent calls than the pool has connections (relays at 1,000/s on a busy
+    node) all succeed: the cluster's client waits for a free connection, never raises
+    ``MaxConnectionsError`` (redis-py's default pool did, and lost relayed candidates)."""
+    client = redis_client(redis_server.url)
+    try:
+        burst = 5 * MAX_CONNECTIONS
+        answers = await asyncio.gather(*(client.get(f"vp:sock:{i}") for i in range(burst)))
+    finally:
+        await client.aclose()
+    assert answers == [None] * burst
