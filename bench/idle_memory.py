@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.context import BenchEnv, Row
@@ -23,17 +24,18 @@ CONNECT_CONCURRENCY = 50
 PING_TIMEOUT_S = 30.0  # one ping interval is 10 s
 SETTLE_S = 1.0
 
-Connector = Callable[[int], Awaitable[Peer]]
+# A connector may return None for a client that could not connect (counted by the caller).
+Connector = Callable[[int], Awaitable[Peer | None]]
 
 
 async def _connect_all(count: int, connect: Connector) -> list[Peer]:
     semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def one(index: int) -> Peer:
+    async def one(index: int) -> Peer | None:
         async with semaphore:
             return await connect(index)
 
-    return list(await asyncio.gather(*(one(i) for i in range(count))))
+    return [p for p in await asyncio.gather(*(one(i) for i in range(count))) if p is not None]
 
 
 async def _close_all(peers: list[Peer]) -> None:
@@ -57,35 +59,67 @@ async def _ping_round(peers: list[Peer]) -> float:
     return time.perf_counter() - started
 
 
-async def measure(server: ServerProcess, count: int, connect: Connector) -> dict[str, Any]:
-    """Warm up, RSS before, connect ``count`` idle clients, one ping round, RSS after."""
+@dataclass
+class IdleClients:
+    """Idle clients connected to one server, and the readings taken so far."""
+
+    server: ServerProcess
+    peers: list[Peer]
+    rss_before_kib: int
+    connect_s: float
+    readings: dict[str, Any] = field(default_factory=dict)
+
+
+async def connect_idle(server: ServerProcess, count: int, connect: Connector) -> IdleClients:
+    """Warm up (connect and close WARMUP_CLIENTS), RSS before, connect ``count`` idle clients."""
     warm = await _connect_all(WARMUP_CLIENTS, lambda i: connect(count + i))
     await _close_all(warm)
     await asyncio.sleep(SETTLE_S)
     before = rss_kib(server.pid)
     started = time.perf_counter()
     peers = await _connect_all(count, connect)
-    connect_s = time.perf_counter() - started
-    try:
-        ping_wait_s = await _ping_round(peers)
-        await asyncio.sleep(SETTLE_S)
-        after = rss_kib(server.pid)
-        server.check_alive()
-        alive = sum(1 for p in peers if not p.ws.closed)
-    finally:
-        await _close_all(peers)
+    return IdleClients(server, peers, before, time.perf_counter() - started)
+
+
+async def read_idle(idle: IdleClients) -> None:
+    """Once every client has answered a keep-alive ping: RSS after, clients still open."""
+    ping_wait_s = await _ping_round(idle.peers)
     await asyncio.sleep(SETTLE_S)
-    return {
-        "clients": count,
-        "alive_at_measure": alive,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "rss_after_close_kib": rss_kib(server.pid),
-        "kib_per_client": (after - before) / count,
-        "connect_s": connect_s,
-        "connects_per_s": count / connect_s,
+    idle.readings = {
+        "rss_after_kib": rss_kib(idle.server.pid),
+        "alive_at_measure": sum(1 for p in idle.peers if not p.ws.closed),
         "ping_round_s": ping_wait_s,
     }
+    idle.server.check_alive()
+
+
+async def close_idle(idle: IdleClients) -> dict[str, Any]:
+    """Close the clients; RSS once they are gone; every reading of this server."""
+    await _close_all(idle.peers)
+    await asyncio.sleep(SETTLE_S)
+    count, after = len(idle.peers), idle.readings["rss_after_kib"]
+    return {
+        "clients": count,
+        "alive_at_measure": idle.readings["alive_at_measure"],
+        "rss_before_kib": idle.rss_before_kib,
+        "rss_after_kib": after,
+        "rss_after_close_kib": rss_kib(idle.server.pid),
+        "kib_per_client": (after - idle.rss_before_kib) / count,
+        "connect_s": idle.connect_s,
+        "connects_per_s": count / idle.connect_s,
+        "ping_round_s": idle.readings["ping_round_s"],
+    }
+
+
+async def measure(server: ServerProcess, count: int, connect: Connector) -> dict[str, Any]:
+    """Warm up, RSS before, connect ``count`` idle clients, one ping round, RSS after."""
+    idle = await connect_idle(server, count, connect)
+    try:
+        await read_idle(idle)
+    except BaseException:
+        await _close_all(idle.peers)
+        raise
+    return await close_idle(idle)
 
 
 async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:

@@ -41,11 +41,13 @@ from aiohttp import WSMsgType
 from sqlalchemy import func, select
 
 from bench.context import BenchEnv, Row, percentile
+from bench.fixtures import Fixtures
 from bench.procs import CpuMeter, ServerProcess, free_port
 from bench.wsclient import ENGINEIO_PATH, ws_url
 from server import accounts, motifs
 from server.dropin import places as dropin
 from server.passes import CSRF_COOKIE, LOGIN_COOKIE, QUEUE_COOKIE
+from server.settings import Settings
 from server.store.models import (
     Association,
     Availability,
@@ -119,11 +121,17 @@ class QueueData:
     availabilities: int
 
 
-async def _prepare(env: BenchEnv, count: int) -> QueueData:
-    """Volunteers with a login session each; the first holds a permanence all week (open)."""
-    assert env.fixtures.volunteer is not None
-    association_id = env.fixtures.volunteer.association_id
-    async with env.fixtures.sessionmaker.begin() as db:
+async def prepare(
+    fixtures: Fixtures, count: int, association_name: str = "", tag: str = ""
+) -> QueueData:
+    """Volunteers with a login session each; the first holds a permanence all week (open).
+    Of the fixtures' association, or of ``association_name`` (made if needed); ``tag`` keeps
+    the e-mail addresses of several calls apart."""
+    assert fixtures.volunteer is not None
+    association_id = fixtures.volunteer.association_id
+    async with fixtures.sessionmaker.begin() as db:
+        if association_name:
+            association_id = (await accounts.get_or_create_association(db, association_name)).id
         association = await db.get_one(Association, association_id)
         motif_ids = [m.id for m in await motifs.ensure_default_motifs(db, association_id)]
         volunteers = []
@@ -131,7 +139,7 @@ async def _prepare(env: BenchEnv, count: int) -> QueueData:
             user = await accounts.create_user(
                 db,
                 association=association,
-                email=f"file{index}@bench.invalid",
+                email=f"file{tag}{index}@bench.invalid",
                 name=f"Bénévole file {index}",
                 role=Role.VOLUNTEER,
                 password=None,
@@ -160,17 +168,17 @@ async def _prepare(env: BenchEnv, count: int) -> QueueData:
     return QueueData(association_id, volunteers, motif_ids, int(availabilities or 0))
 
 
-async def _join(env: BenchEnv, data: QueueData, count: int) -> list[Person]:
+async def join(fixtures: Fixtures, data: QueueData, count: int) -> list[Person]:
     """``count`` people join through the domain, one transaction each, first in line first.
 
     The server refuses joins past ``queue_max_waiting`` (200 by default); the issue asks for
     500 waiting, so these joins pass a copy of the settings with the cap lifted."""
-    settings = env.fixtures.settings.model_copy(update={"queue_max_waiting": 1_000_000})
+    settings = fixtures.settings.model_copy(update={"queue_max_waiting": 1_000_000})
     people: list[Person] = []
     started = time.perf_counter()
     while len(people) < count:
         # JOIN_BATCH joins per transaction: each join is unchanged, only the commits are fewer.
-        async with env.fixtures.sessionmaker.begin() as db:
+        async with fixtures.sessionmaker.begin() as db:
             for index in range(len(people), min(count, len(people) + JOIN_BATCH)):
                 joined = await dropin.join(
                     db,
@@ -186,13 +194,29 @@ async def _join(env: BenchEnv, data: QueueData, count: int) -> list[Person]:
     return people
 
 
+async def post_leave(
+    http: aiohttp.ClientSession, base_url: str, seed: str, form: dict[str, str], person: Person
+) -> int:
+    """The person leaves through the real form (``POST /aide/quitter``); the HTTP status."""
+    cookie = f"{CSRF_COOKIE}={seed}; {QUEUE_COOKIE}={person.token}"
+    async with http.post(base_url + "/aide/quitter", data=form, headers={"Cookie": cookie}) as resp:
+        await resp.read()
+        return resp.status
+
+
+def leave_form(settings: Settings) -> tuple[str, dict[str, str]]:
+    """A CSRF cookie seed and the form that goes with it, for ``post_leave``."""
+    seed = secrets.token_urlsafe(24)
+    return seed, {"csrf_token": csrf_token(settings.secret_key.get_secret_value(), seed)}
+
+
 def _progress(what: str, started: float) -> None:
     print(f"  {what}: {time.perf_counter() - started:.1f} s", flush=True)
 
 
-async def _leave_all(env: BenchEnv, data: QueueData) -> None:
+async def leave_all(fixtures: Fixtures, data: QueueData) -> None:
     """Close every place still waiting (through the domain), so the next phase starts empty."""
-    async with env.fixtures.sessionmaker.begin() as db:
+    async with fixtures.sessionmaker.begin() as db:
         ids = await dropin.waiting_ids(db, data.association_id)
         for entry_id in ids:
             await dropin.leave(db, entry_id, utcnow())
@@ -268,6 +292,7 @@ class Watcher:
         self.pushes: list[tuple[int, int]] = []  # (receive time ns, total)
         self.total: int | None = None
         self.last: dict[str, Any] = {}
+        self.base_url = ""  # the server (node) it is connected to
         self.client.on("queue", self._on_queue, namespace=NAMESPACE)
 
     async def _on_queue(self, payload: dict[str, Any]) -> None:
@@ -279,6 +304,7 @@ class Watcher:
 
     async def connect(self, base_url: str, cookie: str | None) -> None:
         """Open the socket (websocket transport only, like a browser that can)."""
+        self.base_url = base_url
         await self.client.connect(
             base_url,
             headers={"Cookie": cookie} if cookie else {},
@@ -386,13 +412,15 @@ async def _bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def _watchers(fleet: Fleet, base_url: str, cookies: Sequence[str | None]) -> None:
-    async def one(cookie: str | None) -> None:
+async def watchers(fleet: Fleet, clients: Iterable[tuple[str, str | None]]) -> None:
+    """Connect one volunteer page per (server URL, cookie) to ``fleet``."""
+
+    async def one(base_url: str, cookie: str | None) -> None:
         watcher = Watcher(fleet)
         await watcher.connect(base_url, cookie)
         fleet.watchers.append(watcher)
 
-    await _bounded((one(c) for c in cookies), CONNECT_CONCURRENCY)
+    await _bounded((one(url, c) for url, c in clients), CONNECT_CONCURRENCY)
 
 
 # -- Fan-out ------------------------------------------------------------------------------------
@@ -404,6 +432,8 @@ class Change:
 
     volunteer_ns: list[int]  # one per volunteer delivery
     missing: int  # volunteers that never got it
+    sent_ns: int = 0  # when the change was sent
+    expected: int = 0  # the total it leaves
     pages_ns: int | None = None  # until the last waiting page had its new position
     pushes: list[int] = field(default_factory=list)  # pushes per volunteer during a burst
     status_errors: int = 0
@@ -418,9 +448,16 @@ class Target:
     send: Callable[[int], Awaitable[int]]  # the change number → HTTP status
     total: int  # the total every client should now see
     changes: list[Change] = field(default_factory=list)
+    processes: tuple[str, ...] = ()  # whose CPU counts (names of the pids); () = ``name``
     cpu_s: float = 0.0
-    client_pct: float = 0.0  # this process, during the phase (both servers' clients)
-    other_pct: float = 0.0
+    client_s: float = 0.0  # this process, during the phases (every server's clients)
+    other_s: float = 0.0
+    wall_s: float = 0.0
+
+    def reset(self) -> None:
+        """Forget the changes and CPU of the last phase."""
+        self.changes = []
+        self.cpu_s = self.client_s = self.other_s = self.wall_s = 0.0
 
 
 async def _change(target: Target, count: int, first: int, pages: Sequence[Page]) -> Change:
@@ -443,6 +480,8 @@ async def _change(target: Target, count: int, first: int, pages: Sequence[Page])
     change = Change(
         volunteer_ns=[r - sent for r in received if r is not None],
         missing=sum(1 for r in received if r is None),
+        sent_ns=sent,
+        expected=expected,
         pushes=[len(w.pushes) - b for w, b in zip(fleet.watchers, before, strict=True)],
         status_errors=sum(1 for code in codes if code != 200),
     )
@@ -453,7 +492,7 @@ async def _change(target: Target, count: int, first: int, pages: Sequence[Page])
     return change
 
 
-async def _interleaved(
+async def interleaved(
     targets: Sequence[Target],
     rounds: int,
     count: int,
@@ -462,7 +501,8 @@ async def _interleaved(
 ) -> None:
     """``rounds`` changes of ``count`` on each server, alternating, so that a busy moment of the
     machine weighs on both alike. CPU is read over the whole phase (/proc ticks are 10 ms): each
-    server is idle while the other one works."""
+    server is idle while the other one works. Called again, it adds to the targets' CPU (the
+    cluster benchmark alternates blocks of changes whose processes are the same)."""
     meter, started = CpuMeter(pids), time.perf_counter()
     for _round in range(rounds):
         for target in targets:
@@ -471,16 +511,17 @@ async def _interleaved(
     cpu = meter.stop()
     wall = time.perf_counter() - started
     for target in targets:
-        target.cpu_s = cpu[target.name] / 100 * wall
-        target.client_pct = cpu["bench client"]
-        target.other_pct = cpu["other"]
+        target.cpu_s += sum(cpu[name] for name in target.processes or (target.name,)) / 100 * wall
+        target.client_s += cpu["bench client"] / 100 * wall
+        target.other_s += cpu["other"] / 100 * wall
+        target.wall_s += wall
 
 
 def _ms(values_ns: Iterable[int | None]) -> list[float]:
     return sorted(v / 1e6 for v in values_ns if v is not None)
 
 
-def _summary(phase: str, target: Target) -> dict[str, Any]:
+def summary(phase: str, target: Target) -> dict[str, Any]:
     changes, cpu_s = target.changes, target.cpu_s
     latencies = _ms(v for c in changes for v in c.volunteer_ns)
     first = _ms(min(c.volunteer_ns) for c in changes if c.volunteer_ns)
@@ -491,8 +532,8 @@ def _summary(phase: str, target: Target) -> dict[str, Any]:
         "changes": len(changes),
         "first_p50_ms": percentile(first, 50),
         "first_p99_ms": percentile(first, 99),
-        "client_cpu_pct": target.client_pct,
-        "other_cpu_pct": target.other_pct,
+        "client_cpu_pct": target.client_s / max(target.wall_s, 1e-9) * 100,
+        "other_cpu_pct": target.other_s / max(target.wall_s, 1e-9) * 100,
         "deliveries": len(latencies),
         "missing": sum(c.missing for c in changes),
         "p50_ms": percentile(latencies, 50),
@@ -514,9 +555,8 @@ async def _fanout(
 ) -> dict[str, Any]:
     """Spaced changes without then with waiting pages connected, then bursts; ours vs raw."""
     extra = 2 * sizes.spaced + sizes.bursts * sizes.burst_size
-    people = await _join(env, data, sizes.waiting + extra)
-    seed = secrets.token_urlsafe(24)
-    form = {"csrf_token": csrf_token(env.fixtures.settings.secret_key.get_secret_value(), seed)}
+    people = await join(env.fixtures, data, sizes.waiting + extra)
+    seed, form = leave_form(env.fixtures.settings)
     ours_fleet, raw_fleet = Fleet(), Fleet()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
@@ -525,12 +565,7 @@ async def _fanout(
 
         async def leave(number: int) -> int:
             # People leave in queue order: each change also changes the list volunteers see.
-            cookie = f"{CSRF_COOKIE}={seed}; {QUEUE_COOKIE}={people[number].token}"
-            async with http.post(
-                env.server.url + "/aide/quitter", data=form, headers={"Cookie": cookie}
-            ) as resp:
-                await resp.read()
-                return resp.status
+            return await post_leave(http, env.server.url, seed, form, people[number])
 
         async def raw_change(_number: int) -> int:
             async with http.post(raw.url + "/change", data=form) as resp:
@@ -539,8 +574,8 @@ async def _fanout(
 
         try:
             started = time.perf_counter()
-            await _watchers(ours_fleet, env.server.url, [v.cookie for v in data.volunteers])
-            await _watchers(raw_fleet, raw.url, [None] * len(data.volunteers))
+            await watchers(ours_fleet, ((env.server.url, v.cookie) for v in data.volunteers))
+            await watchers(raw_fleet, ((raw.url, None) for _ in data.volunteers))
             connect_s = time.perf_counter() - started
             total = len(people)
             if not await ours_fleet.wait_for(
@@ -560,10 +595,10 @@ async def _fanout(
             _progress("volunteers connected to both servers", started)
             started = time.perf_counter()
             # A: nobody's waiting page is open (e.g. pages gone to the background).
-            await _interleaved((baseline, ours), sizes.spaced, 1, no_pages, pids)
-            summaries += [_summary("spaced, no waiting page open", t) for t in (baseline, ours)]
+            await interleaved((baseline, ours), sizes.spaced, 1, no_pages, pids)
+            summaries += [summary("spaced, no waiting page open", t) for t in (baseline, ours)]
             for t in (baseline, ours):
-                t.changes, t.cpu_s = [], 0.0
+                t.reset()
 
             _progress("spaced changes, no page open", started)
             # B: every waiting page is open and gets its `position` on each push.
@@ -582,27 +617,27 @@ async def _fanout(
             with_pages = {"ours": pages, "raw": []}
             ours.changes = []
             ours.send = lambda n: leave(sizes.spaced + n)
-            await _interleaved((baseline, ours), sizes.spaced, 1, with_pages, pids)
+            await interleaved((baseline, ours), sizes.spaced, 1, with_pages, pids)
             summaries += [
-                _summary(f"spaced, {len(pages)} waiting pages open", t) for t in (baseline, ours)
+                summary(f"spaced, {len(pages)} waiting pages open", t) for t in (baseline, ours)
             ]
             for t in (baseline, ours):
-                t.changes, t.cpu_s = [], 0.0
+                t.reset()
 
             _progress("spaced changes, pages open", started)
             started = time.perf_counter()
             # C: bursts of simultaneous leaves (pages open); latency to the push showing all.
             ours.send = lambda n: leave(2 * sizes.spaced + n)
-            await _interleaved((baseline, ours), sizes.bursts, sizes.burst_size, with_pages, pids)
+            await interleaved((baseline, ours), sizes.bursts, sizes.burst_size, with_pages, pids)
             summaries += [
-                _summary(f"bursts of {sizes.burst_size} leaves", t) for t in (baseline, ours)
+                summary(f"bursts of {sizes.burst_size} leaves", t) for t in (baseline, ours)
             ]
             _progress("bursts", started)
             position_bytes = max((p.frame_bytes for p in pages), default=0)
             waiting_at_end = ours.total
             reads_ms = await _push_reads(env, data)
         finally:
-            await _leave_all(env, data)
+            await leave_all(env.fixtures, data)
             await ours_fleet.close()
             await raw_fleet.close()
         await _until_pages_forgotten(env, data)
@@ -712,7 +747,7 @@ async def _verify(env: BenchEnv, data: QueueData, people: list[Person], takers: 
 
 async def _take_phase(env: BenchEnv, data: QueueData, sizes: Sizes, n: int) -> dict[str, Any]:
     """``n`` volunteers (fresh sockets) take ``sizes.waiting`` people; latency, rate, checks."""
-    people = await _join(env, data, sizes.waiting)
+    people = await join(env.fixtures, data, sizes.waiting)
     fleet = Fleet()
     takers = []
     try:
@@ -878,7 +913,7 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
     """Start the bare broadcaster, measure the fan-out, then take-next under contention."""
     began = time.perf_counter()
     sizes = QUICK if env.quick else FULL
-    data = await _prepare(env, max(sizes.volunteers, max(sizes.groups)))
+    data = await prepare(env.fixtures, max(sizes.volunteers, max(sizes.groups)))
     log_dir = env.server.log_path.parent
     raw = ServerProcess(
         "bare python-socketio broadcaster",

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from bench.context import BenchEnv, Row, percentile
+from bench.fixtures import SessionFixture
 from bench.procs import CpuMeter
 from bench.wsclient import EVENT_PREFIX, Peer, client_session, connect_assist, connect_raw
 
@@ -114,7 +116,8 @@ class Recorder:
         return on_candidate
 
 
-async def _bounded(coros: list[Any], limit: int) -> list[Any]:
+async def bounded(coros: list[Any], limit: int) -> list[Any]:
+    """Await ``coros`` with at most ``limit`` running at once; their results in order."""
     semaphore = asyncio.Semaphore(limit)
 
     async def one(coro: Any) -> Any:
@@ -127,16 +130,24 @@ async def _bounded(coros: list[Any], limit: int) -> list[Any]:
 async def ours_pairs(http: aiohttp.ClientSession, env: BenchEnv, count: int) -> list[Pair]:
     """Volunteer (login cookie + session_id) then beneficiary (join token) for each session."""
     sessions = await env.new_sessions(count)
+    url, cookie = env.server.url, env.volunteer_cookie
+    coros = [connect_pair(http, s, cookie, url, url) for s in sessions]
+    return await bounded(coros, CONNECT_CONCURRENCY)
 
-    async def make(session_id: str, join_token: str) -> Pair:
-        volunteer, welcome = await connect_assist(
-            http, env.server.url, {"session_id": session_id}, cookie=env.volunteer_cookie
-        )
-        beneficiary, _ = await connect_assist(http, env.server.url, {"join_token": join_token})
-        return Pair(sender=beneficiary, receiver=volunteer, to=welcome["peer_id"])
 
-    coros = [make(s.session_id, s.join_token) for s in sessions]
-    return await _bounded(coros, CONNECT_CONCURRENCY)
+async def connect_pair(
+    http: aiohttp.ClientSession,
+    session: SessionFixture,
+    cookie: str,
+    volunteer_url: str,
+    beneficiary_url: str,
+) -> Pair:
+    """The session's volunteer (login cookie + session_id) on ``volunteer_url``, then its
+    beneficiary (join token) on ``beneficiary_url``: the same server, or two nodes."""
+    auth = {"session_id": session.session_id}
+    volunteer, welcome = await connect_assist(http, volunteer_url, auth, cookie=cookie)
+    beneficiary, _ = await connect_assist(http, beneficiary_url, {"join_token": session.join_token})
+    return Pair(sender=beneficiary, receiver=volunteer, to=welcome["peer_id"])
 
 
 async def raw_pairs(http: aiohttp.ClientSession, env: BenchEnv, count: int) -> list[Pair]:
@@ -147,7 +158,7 @@ async def raw_pairs(http: aiohttp.ClientSession, env: BenchEnv, count: int) -> l
         sender = await connect_raw(http, env.raw.url, f"p{index}", "a")
         return Pair(sender=sender, receiver=receiver, to=FAKE_PEER_ID)
 
-    pairs = await _bounded([make(i) for i in range(count)], CONNECT_CONCURRENCY)
+    pairs = await bounded([make(i) for i in range(count)], CONNECT_CONCURRENCY)
     await asyncio.sleep(0.2)  # the relay registers side a after its handshake completes
     return pairs
 
@@ -214,8 +225,12 @@ async def segment(
     )
 
 
-def summarize(server: str, rate: int, segments: list[Segment]) -> dict[str, Any]:
-    """Percentiles over every message of every segment of one server at one rate."""
+def summarize(
+    server: str, rate: int, segments: list[Segment], processes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Percentiles over every message of every segment of one server at one rate; its CPU is
+    that of ``processes`` (several nodes), by default of the process named ``server``."""
+    server_cpu = sum(sum(seg.cpu_s[name] for seg in segments) for name in processes or (server,))
     latencies = sorted(v for seg in segments for v in seg.latencies_ns)
     lags = sorted(v for seg in segments for v in seg.lags_ns)
     wall = sum(seg.wall_s for seg in segments)
@@ -237,8 +252,12 @@ def summarize(server: str, rate: int, segments: list[Segment]) -> dict[str, Any]
         "mean_us": (sum(latencies) / delivered / 1000) if delivered else None,
         "send_lag_p99_us": percentile(lags, 99) / 1000,
         "send_lag_max_us": lags[-1] / 1000 if lags else None,
-        "server_cpu_us_per_msg": cpu[server] / max(delivered, 1) * 1e6,
-        "server_cpu_pct": cpu[server] / wall * 100,
+        "server_cpu_us_per_msg": server_cpu / max(delivered, 1) * 1e6,
+        "server_cpu_pct": server_cpu / wall * 100,
+        # Every measured process, during this group's segments only (e.g. redis-server).
+        "cpu_us_per_msg_by_process": {
+            name: used / max(delivered, 1) * 1e6 for name, used in cpu.items()
+        },
         "client_cpu_pct": cpu["bench client"] / wall * 100,
         "other_cpu_pct": other_pct,
         "disturbed": _disturbed(lags, other_pct),
@@ -327,38 +346,19 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
     per_peer = (WARMUP_RATE * WARMUP_S + sum(RATES) * duration) / PAIRS
     if per_peer > RATE_LIMIT_BUDGET:
         raise ValueError(f"{per_peer:.0f} events per peer would hit the server's rate limit")
-    runs: list[dict[str, Any]] = []
     async with client_session() as http:
         started = time.perf_counter()
         pairs = {
-            "ours": await ours_pairs(http, env, PAIRS),
             "raw": await raw_pairs(http, env, PAIRS),
+            "ours": await ours_pairs(http, env, PAIRS),
         }
         connect_s = time.perf_counter() - started
-        recorders = {name: Recorder() for name in pairs}
-        for name, group in pairs.items():
-            for pair in group:
-                pair.receiver.on_candidate = recorders[name].handler(pair)
-        pids = {"ours": env.server.pid, "raw": env.raw.pid}
         try:
-            for name in ("raw", "ours"):
-                await _warm_up(pairs[name], recorders[name])
-            # Interleaved segments: a busy moment of the machine weighs on both servers alike.
-            for rate in RATES:
-                segments: dict[str, list[Segment]] = {"raw": [], "ours": []}
-                for _ in range(SEGMENTS):
-                    for name in ("raw", "ours"):
-                        segments[name].append(
-                            await segment(
-                                pairs[name], recorders[name], rate, duration / SEGMENTS, pids
-                            )
-                        )
-                runs += [summarize(name, rate, segments[name]) for name in ("raw", "ours")]
+            pids = {"ours": env.server.pid, "raw": env.raw.pid}
+            runs = await measure_groups(pairs, RATES, duration, pids)
             env.server.check_alive()
         finally:
-            await asyncio.gather(
-                *(p.close() for group in pairs.values() for pair in group for p in pair_peers(pair))
-            )
+            await close_pairs(pairs)
     return {
         "title": "Signalling relay latency (candidate events, one way)",
         "params": {
@@ -375,6 +375,44 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         "rows": [row.as_dict() for row in _rows(runs)],
         "details": [{k: r[k] for k in DETAIL_KEYS} for r in runs],
     }
+
+
+async def measure_groups(
+    pairs: dict[str, list[Pair]],
+    rates: Sequence[int],
+    duration_s: float,
+    pids: dict[str, int],
+    processes: Mapping[str, Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Each group of pairs (a server, or a way of placing peers on nodes) warmed up, then at each
+    rate SEGMENTS segments per group, interleaved group by group so that a busy moment of the
+    machine weighs on all alike; one summary per group and rate, in the groups' order. A
+    group's server CPU is that of ``processes[group]`` (names in ``pids``), else ``pids[group]``."""
+    recorders = {name: Recorder() for name in pairs}
+    for name, group in pairs.items():
+        for pair in group:
+            pair.receiver.on_candidate = recorders[name].handler(pair)
+    for name in pairs:
+        await _warm_up(pairs[name], recorders[name])
+    runs: list[dict[str, Any]] = []
+    for rate in rates:
+        segments: dict[str, list[Segment]] = {name: [] for name in pairs}
+        for _ in range(SEGMENTS):
+            for name in pairs:
+                segments[name].append(
+                    await segment(pairs[name], recorders[name], rate, duration_s / SEGMENTS, pids)
+                )
+        runs += [
+            summarize(name, rate, segments[name], (processes or {}).get(name, ())) for name in pairs
+        ]
+    return runs
+
+
+async def close_pairs(pairs: dict[str, list[Pair]]) -> None:
+    """Close both connections of every pair."""
+    await asyncio.gather(
+        *(p.close() for group in pairs.values() for pair in group for p in pair_peers(pair))
+    )
 
 
 def pair_peers(pair: Pair) -> tuple[Peer, Peer]:

@@ -80,6 +80,22 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
     Benchmark(
+        "cluster-relay",
+        "bench.cluster_relay",
+        "Two nodes (Redis): relay latency and CPU, cross-node vs same node",
+    ),
+    Benchmark(
+        "cluster-queue",
+        "bench.cluster_queue",
+        "Two nodes (Redis): queue change → volunteers' push, spread vs one node",
+    ),
+    Benchmark(
+        "cluster-idle",
+        "bench.cluster_idle",
+        "Two nodes (Redis): 10,000 idle clients, RSS per client and connect time",
+        timeout_s=1200.0,
+    ),
+    Benchmark(
         "soak",
         "bench.soak",
         "Soak: 10 minutes of mixed traffic, growth of memory, files and lag, errors",

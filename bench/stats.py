@@ -41,8 +41,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.cluster import pg_admin, pg_base_url
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import ROOT, ServerProcess, free_port, run_command
 from server import accounts, synthetic
@@ -59,8 +59,6 @@ REQUESTS = 20
 WARMUP = 2
 TARGET_MS = 300.0
 CACHE_DIR = ROOT / "var" / "bench-stats"
-PG_URL_ENV = "PERMANENCE_BENCH_POSTGRES_URL"
-DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 COORDINATOR = "coordination@bench.invalid"
 ASSOCIATION = "Association statistiques du banc d'essai"
 EMPTY = {"from": "2001-01-01", "to": "2001-12-31"}
@@ -86,7 +84,7 @@ def sqlite_url(sessions: int) -> str:
 
 def pg_url(sessions: int) -> str:
     """The cached PostgreSQL database of this code version."""
-    base = make_url(os.environ.get(PG_URL_ENV, DEFAULT_PG_URL))
+    base = make_url(pg_base_url())
     return base.set(database=f"bench_stats_{data_hash()}_{sessions}").render_as_string(
         hide_password=False
     )
@@ -106,14 +104,10 @@ def _meta_path(url: str) -> Path:
     return CACHE_DIR / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".json")
 
 
-async def _pg_admin(url: str) -> Any:
-    return create_async_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-
-
 async def _pg_prepare_database(url: str, sessions: int) -> bool:
     """Create the database (dropping stale bench_stats_*); False if it is already there."""
     name = make_url(url).database
-    admin = await _pg_admin(url)
+    admin = pg_admin(url)
     try:
         async with admin.connect() as conn:
             existing = set(
@@ -331,7 +325,7 @@ async def _measure(label: str, url: str, workdir: Path) -> list[dict[str, Any]]:
 
 
 async def _pg_reachable(url: str) -> str | None:
-    admin = await _pg_admin(url)
+    admin = pg_admin(url)
     try:
         async with asyncio.timeout(5), admin.connect() as conn:
             await conn.execute(text("SELECT 1"))

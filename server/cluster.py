@@ -47,6 +47,7 @@ RECONNECT_SECONDS = 1.0
 LISTEN_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
 OUTBOX_MAX = 10_000  # events waiting for Redis before new ones are dropped
+MAX_CONNECTIONS = 100  # per process; more callers wait for one (redis_client)
 
 
 def texts(values: Iterable[bytes | str] | None) -> list[str]:
@@ -98,14 +99,22 @@ async def stop_tasks(*tasks: asyncio.Task[None] | None) -> None:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """A client for ``url`` with short timeouts: a stalled Redis must not stall the loop."""
-    return aioredis.from_url(
+    """A client for ``url`` with short timeouts: a stalled Redis must not stall the loop.
+
+    Its pool *waits* (up to the same timeout) for a free connection past MAX_CONNECTIONS:
+    redis-py's default pool raises ``MaxConnectionsError`` at once past 100 connections, which
+    under a burst (1,000 relays/s on a busy machine, BENCHMARKS.md "Findings") lost relayed
+    candidates."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=2.0,
         decode_responses=True,
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
         health_check_interval=10,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class Node:

@@ -10,14 +10,15 @@ import random
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bench.cluster import RedisProcess
 from server import limits_fallback
+from server.cluster import MAX_CONNECTIONS, redis_client
 from server.runtime import BOARD_KEY
 from server.settings import Settings, load_settings
 from tests.conftest import (
@@ -38,45 +39,8 @@ FALLBACKS = "permanence_ratelimit_storage_fallback_total"
 LOCAL = "permanence_ratelimit_storage_local"
 
 
-@dataclass
-class RedisServer:
-    """A redis-server of our own, without persistence: a restart starts empty."""
-
-    port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        """redis:// URL of database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        """Start it and wait until it answers PING."""
-        assert REDIS_SERVER is not None
-        self.process = await asyncio.create_subprocess_exec(
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        client = aioredis.Redis.from_url(self.url)
-        try:
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        if await client.ping():
-                            return
-                    except (OSError, aioredis.ConnectionError):
-                        await asyncio.sleep(0.05)
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        """Stop it (SIGTERM) and wait until it is gone."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            async with asyncio.timeout(10):
-                await self.process.wait()
+class RedisServer(RedisProcess):
+    """A redis-server of our own (bench/cluster.py starts and stops it), and what it holds."""
 
     async def client_keys(self, pattern: str) -> list[bytes]:
         """The keys matching ``pattern``."""
@@ -242,3 +206,18 @@ async def test_redis_stopped_a_node_still_serves_its_own_rooms_and_queue_pages(
                 raise AssertionError("this node's records were not written to Redis again")
     finally:
         await http.close()
+
+
+async def test_a_burst_of_redis_calls_past_the_pool_size_waits_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """Many more concurrent calls than the pool has connections (relays at 1,000/s on a busy
+    node) all succeed: the cluster's client waits for a free connection, never raises
+    ``MaxConnectionsError`` (redis-py's default pool did, and lost relayed candidates)."""
+    client = redis_client(redis_server.url)
+    try:
+        burst = 5 * MAX_CONNECTIONS
+        answers = await asyncio.gather(*(client.get(f"vp:sock:{i}") for i in range(burst)))
+    finally:
+        await client.aclose()
+    assert answers == [None] * burst
