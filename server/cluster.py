@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from server.errors import DomainError, Kind
 from server.events import Dispatcher, Event, event_from_json, event_to_json
+from server.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,19 @@ class RedisOutage:
 
 
 REDIS_ERRORS = (RedisError, OSError)
+
+
+class ClusterUnavailable(DomainError):
+    """The other nodes cannot be reached now (Redis does not answer): the peer is told to try
+    again later, as for a database outage."""
+
+    default_kind = Kind.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__(
+            "unavailable",
+            _("Le service est momentanément indisponible. Réessayez dans quelques instants."),
+        )
 outage = RedisOutage()
 
 
@@ -338,6 +353,10 @@ class SocketRegistry:
                 pipe.set(self._key(record.sid), record.member())
             await pipe.execute()
 
+    def local(self) -> dict[str, RoomSocket]:
+        """This node's records, by sid."""
+        return dict(self._mine)
+
     async def restore(self) -> None:
         """Write this node's records again (Redis lost them)."""
         if self._mine:
@@ -357,8 +376,8 @@ class SocketRegistry:
             outage("room socket registry", exc)
 
     async def find(self, sid: str) -> RoomSocket | None:
-        """The room record of ``sid`` if its node is alive (None while Redis does not answer:
-        peers on other nodes cannot be reached then anyway)."""
+        """The room record of ``sid`` if its node is alive; ClusterUnavailable while Redis does
+        not answer (the sender is told to try again, not that its peer is gone)."""
         try:
             member = text(await self.redis.get(self._key(sid)))
             record = RoomSocket.parse(member) if member else None
@@ -366,7 +385,7 @@ class SocketRegistry:
                 return None
         except REDIS_ERRORS as exc:
             outage("room socket registry", exc)
-            return None
+            raise ClusterUnavailable() from exc
         return record
 
     async def take_orphans(self) -> list[RoomSocket]:

@@ -115,6 +115,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             weakref.WeakValueDictionary()
         )
         self.logins = AccountSockets()  # volunteer-side sockets, by account and login
+        self._absent: set[str] = set()  # this node's room records without a socket (janitor)
 
     @asynccontextmanager
     async def _writing(
@@ -387,7 +388,21 @@ class AssistNamespace(socketio.AsyncNamespace):
         cluster = self.app.get(CLUSTER_KEY)
         if cluster is None:
             return
-        for record in await cluster.rooms.take_orphans():
+        records = await cluster.rooms.take_orphans()
+        # This node's own records of sockets gone for two passes in a row, their departure never
+        # written (a disconnect handler that failed under load): retired the same way.
+        manager = self.server.manager
+        absent = {
+            sid: record
+            for sid, record in cluster.rooms.local().items()
+            if not manager.is_connected(sid, NAMESPACE)
+            and not manager.is_pre_connected(sid, NAMESPACE)
+        }
+        for sid in absent.keys() & self._absent:
+            await cluster.rooms.remove(sid)
+            records.append(absent[sid])
+        self._absent = set(absent) - self._absent
+        for record in records:
             role = domain.PeerRole(record.role)
             async with self._writing(record.session_id) as (db, session):
                 held = session is not None and await domain.peer_left(db, session, role, record.sid)

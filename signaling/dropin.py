@@ -90,6 +90,7 @@ class QueueHub:
         self._pending: dict[int, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.pushes = 0  # how many snapshots were sent (tests, benchmarks)
+        self._absent: set[str] = set()  # this node's presence records without a socket
         # The volunteers' sockets, by account and login session (re-checked before pushes).
         self.logins = AccountSockets(roles=(Role.VOLUNTEER, Role.COORDINATOR))
 
@@ -240,17 +241,34 @@ class QueueHub:
 
     async def retire_orphans(self) -> None:
         """Cluster janitor (after each heartbeat): the queue pages and volunteers of a node
-        that died leave the presence; a page's grace time starts as if it had dropped."""
+        that died leave the presence; a page's grace time starts as if it had dropped. So do
+        this node's own records of sockets gone for two passes in a row without their
+        disconnection being written (a handler that failed under load)."""
         presence = self.board.presence
         if not isinstance(presence, RedisPresence):
             return
         changed, pages = await presence.take_orphans()
+        absent = {sid for sid in presence.local_sids() if not self._still_here(sid)}
+        for sid in absent & self._absent:
+            dropped = await presence.drop_local(sid)
+            if dropped is not None:
+                association_id, ident, page = dropped
+                changed.add(association_id)
+                if page:
+                    pages.append((association_id, ident, sid))
+        self._absent = absent - self._absent
         now = utcnow()
         for association_id, entry_id, sid in pages:
             async with self.app[SESSIONMAKER_KEY].begin() as db:
                 await places.disconnected(db, association_id, entry_id, sid, now)
         if changed:
             await self.app[DISPATCHER_KEY].dispatch([QueueChanged(a) for a in sorted(changed)])
+
+    def _still_here(self, sid: str) -> bool:
+        manager = self.sio.manager
+        return bool(
+            manager.is_connected(sid, NAMESPACE) or manager.is_pre_connected(sid, NAMESPACE)
+        )
 
     # -- grace time sweep -------------------------------------------------------------------------
 

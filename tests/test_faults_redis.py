@@ -15,12 +15,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import update
 
 from bench.cluster import RedisProcess
+from server import cluster as cluster_module
 from server import limits_fallback
 from server.cluster import MAX_CONNECTIONS, redis_client
-from server.runtime import BOARD_KEY
+from server.runtime import BOARD_KEY, CLUSTER_KEY
 from server.settings import Settings, load_settings
+from server.store.models import AssistanceSession
 from tests.conftest import (
     Account,
     Running,
@@ -187,6 +190,10 @@ async def test_redis_stopped_a_node_still_serves_its_own_rooms_and_queue_pages(
             candidate = {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}
             await person.emit("candidate", {"to": helper.peer_id, **candidate})
             assert await helper.expect("candidate") == {"from": person.peer_id, **candidate}
+            # A peer on another node cannot be looked up now: "try again later", not "gone".
+            await person.emit("candidate", {"to": "x" * 20, **candidate})
+            error = await person.expect("error")
+            assert error["code"] == "unavailable" and "indisponible" in error["message"]
             desk = peers.add(
                 await connect_peer(
                     running, cookie=login_cookie(http, running), welcome=False, namespace="/queue"
@@ -221,3 +228,48 @@ async def test_a_burst_of_redis_calls_past_the_pool_size_waits_instead_of_failin
     finally:
         await client.aclose()
     assert answers == [None] * burst
+
+
+async def test_records_of_sockets_whose_departure_was_never_written_are_retired(
+    running: Running, volunteer: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disconnect handler that failed under load (the idle benchmark closed 5,000 sockets at
+    once) left a node's records in Redis for as long as the node lived: the node's janitor now
+    retires its own records of sockets gone two passes in a row, as if they had dropped."""
+    monkeypatch.setattr(cluster_module, "NODE_BEAT_SECONDS", 0.2)
+    cluster = running.app[CLUSTER_KEY]
+    presence = running.app[BOARD_KEY].presence
+    association_id = volunteer.user.association_id
+    http = await browser_session()
+    try:
+        await login(http, running, volunteer)
+        session_id = await create_assistance(http, running)
+        async with PeerSet() as peers:
+            helper = peers.add(await connect_volunteer(running, http, session_id))
+            # A beneficiary socket that went away without its departure being written.
+            async with running.sessionmaker.begin() as db:
+                await db.execute(
+                    update(AssistanceSession)
+                    .where(AssistanceSession.id == session_id)
+                    .values(beneficiary_sid="ghost-socket")
+                )
+            await cluster.rooms.add(session_id, "beneficiary", "ghost-socket", None)
+            await presence.volunteer_joined(association_id, 999, "Fantôme", "ghost-queue-page")
+            left = await helper.expect("peer-left", 10)
+            assert left == {"peer_id": "ghost-socket", "role": "beneficiary",
+                            "reason": "disconnected"}  # fmt: skip
+            assert "ghost-socket" not in cluster.rooms.local()
+            assert not await redis_server_keys(running, "vp:sock:ghost-socket")
+            assert await presence.volunteers(association_id) == []
+            async with running.sessionmaker() as db:
+                row = await db.get_one(AssistanceSession, session_id)
+            assert row.beneficiary_sid is None
+            # The live volunteer socket is never taken for a ghost.
+            assert helper.peer_id in cluster.rooms.local()
+    finally:
+        await http.close()
+
+
+async def redis_server_keys(running: Running, pattern: str) -> list[str]:
+    """Keys of the app's Redis matching ``pattern``."""
+    return [key async for key in running.app[CLUSTER_KEY].redis.scan_iter(pattern)]

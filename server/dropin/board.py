@@ -184,6 +184,22 @@ class RedisPresence(Presence):
         if mine is not None:
             await self._remove(*mine)
 
+    def local_sids(self) -> list[str]:
+        """The sockets of this node that have a record."""
+        return list(self._mine)
+
+    async def drop_local(self, sid: str) -> tuple[int, str, bool] | None:
+        """Remove the record of one of this node's sockets (its disconnection was never
+        written): (association, volunteer or entry id, whether a waiting page), or None."""
+        mine = self._mine.pop(sid, None)
+        if mine is None:
+            return None
+        await self._remove(*mine)
+        member = _Member.decode(mine[1])
+        if member is None:
+            return None
+        return member.association_id, member.ident, mine[0] == self.PAGES
+
     async def volunteers(self, association_id: int) -> list[tuple[int, str]]:
         members = await self._members(self._volunteers_key(association_id))
         names = {int(m.ident): m.name for m in members if m.ident.isdigit()}
