@@ -98,6 +98,8 @@ class ClusterUnavailable(DomainError):
             "unavailable",
             _("Le service est momentanément indisponible. Réessayez dans quelques instants."),
         )
+
+
 outage = RedisOutage()
 
 
