@@ -58,6 +58,10 @@ class AccountSockets:
             if login_id is None or self._logins[sid].login_id == login_id
         ]
 
+    def sids(self) -> list[str]:
+        """Every socket opened with a login."""
+        return list(self._logins)
+
     def __len__(self) -> int:
         return len(self._logins)
 

@@ -4,6 +4,7 @@ committed events, and shut it down cleanly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -120,12 +121,16 @@ async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     rooms.subscribe(dispatcher)
     hub.subscribe(dispatcher)
     hub.start()
+    sweep = asyncio.get_running_loop().create_task(rooms.sweep_logins(), name="login-sweep")
     if cluster is not None:
         cluster.node.on_beat(rooms.retire_orphans)
         cluster.node.on_beat(hub.retire_orphans)
     try:
         yield
     finally:
+        sweep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweep
         hub.unsubscribe(dispatcher)
         rooms.unsubscribe(dispatcher)
         await hub.stop()

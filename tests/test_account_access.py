@@ -24,6 +24,7 @@ from server.ratelimit import RATELIMIT_KEY
 from server.runtime import BOARD_KEY
 from server.settings import Settings
 from server.store.models import LoginSession, Role, User, utcnow
+from signaling.assist import LOGIN_RECHECK_SECONDS
 from tests.conftest import (
     PASSWORD,
     Account,
@@ -352,6 +353,27 @@ async def test_a_room_rechecks_the_login_before_telling_a_volunteer_who_joined(
         await desk.room.expect_disconnected()
         assert "Josette" not in repr(desk.room.received)
         assert beneficiary.client.connected
+    finally:
+        await desk.http.close()
+
+
+async def test_a_room_socket_whose_login_was_closed_behind_its_back_is_retired_within_seconds(
+    running: Running, volunteer: Account, peers: PeerSet
+) -> None:
+    """No AccountRevoked (a lost event, a login closed in the database by hand): the node's
+    background sweep re-reads every login behind its volunteer sockets every 5 s, so the
+    volunteer's room socket is retired without anything being relayed through it."""
+    desk = await open_desk(running, volunteer, peers)
+    try:
+        beneficiary = peers.add(await connect_beneficiary(running, desk.session_id))
+        await desk.room.expect("peer-joined")
+        async with running.sessionmaker.begin() as db:
+            await db.execute(
+                update(User).where(User.id == volunteer.user.id).values(is_active=False)
+            )
+        assert await desk.room.expect("ended", LOGIN_RECHECK_SECONDS + 3) == {"reason": "revoked"}
+        await desk.room.expect_disconnected()
+        assert (await beneficiary.expect("peer-left"))["reason"] == "left"
     finally:
         await desk.http.close()
 
