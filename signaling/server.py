@@ -82,20 +82,26 @@ async def close_connections(app: web.Application) -> None:
     there."""
     engine = app[SIO_KEY].eio
     sockets = list(engine.sockets.values())
-    if not sockets:  # engine.io's disconnect() of all waits on an empty set otherwise
+    if not sockets:
         return
     log.info("shutting down: closing %d Socket.IO connection(s)", len(sockets))
-    try:
-        # The namespaces' on_disconnect run; a CLOSE packet is queued and engine.io waits until
-        # each socket's writer has sent it. A socket whose transport is already gone has no
-        # writer left to drain its queue: bounded, or the node never stops (seen in the
-        # cluster tests after a Redis restart, one stop in three).
-        await asyncio.wait_for(engine.disconnect(), CLOSE_TIMEOUT_SECONDS)
-    except TimeoutError:
+    # What engine.io's disconnect() of all does, bounded: the namespaces' on_disconnect run, a
+    # CLOSE packet is queued, and each close waits until its socket's writer has sent it. A
+    # socket whose transport is already gone has no writer left to drain its queue: unbounded,
+    # the node never stopped (seen in the cluster tests after a Redis restart, one stop in three).
+    closes = [
+        asyncio.create_task(socket.close(reason=engine.reason.SERVER_DISCONNECT))
+        for socket in sockets
+    ]
+    _done, pending = await asyncio.wait(closes, timeout=CLOSE_TIMEOUT_SECONDS)
+    if pending:
         log.warning(
-            "shutting down: Socket.IO connections not all closed after %s s, going on",
+            "shutting down: %d Socket.IO connection(s) not closed after %s s, going on",
+            len(pending),
             CLOSE_TIMEOUT_SECONDS,
         )
+    for socket in sockets:
+        engine.sockets.pop(socket.sid, None)
     # Browsers' engine.io ignores the CLOSE packet and engine.io's writer only closes the
     # WebSocket on the end-of-queue marker (what its reader queues when the client goes): queue
     # it, or each WebSocket stays open until the ping timeout.
