@@ -70,6 +70,9 @@ class Rule:
     # Counts that a success may forget (``RateLimiter.forget``): they carry an epoch that
     # forgetting moves on, and the old counts simply expire.
     forgettable: bool = False
+    # Counts of something only this process sees (a socket lives on one node): kept in its
+    # memory even with Redis, which spares a Redis round trip per socket event.
+    local: bool = False
 
 
 # Every login attempt of a client, counted before any hash is computed.
@@ -98,8 +101,8 @@ CODE_SLOW_PER_IP = Rule("code-ip-slow", parse("2/day"))
 CODE_BUDGET_OVERSHOOT = 2
 CONTINUE_PER_SESSION = Rule("continue-session", parse("10/hour"))
 SOCKET_CONNECTS_PER_SESSION = Rule("socket-connect-session", parse("30/minute"), exact=False)
-SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False)
-SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False)
+SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False, local=True)
+SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False, local=True)
 
 
 def budget_items(settings: Settings) -> dict[Family, RateLimitItem]:
@@ -117,10 +120,16 @@ class RateLimiter:
         self._storage = storage
         self._exact = MovingWindowRateLimiter(storage)
         self._fast = SlidingWindowCounterRateLimiter(storage)
+        self._local_storage = _memory_storage()
+        self._local = SlidingWindowCounterRateLimiter(self._local_storage)
         self._budgets: dict[Family, RateLimitItem] = dict(budgets or {})
         self._alerted: dict[Family, float] = {}
 
     def _strategy(self, rule: Rule) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
+        if rule.local:
+            if rule.exact or rule.forgettable:
+                raise ValueError(f"rule {rule.name}: a local rule is approximate, never forgotten")
+            return self._local
         return self._exact if rule.exact else self._fast
 
     async def hit(self, rule: Rule, *identifiers: str) -> bool:
@@ -200,6 +209,7 @@ class RateLimiter:
     async def reset(self) -> None:
         """Forget every counter (tests, and `permanence` admin use)."""
         await self._storage.reset()
+        await self._local_storage.reset()
 
 
 RATELIMIT_KEY = web.AppKey("ratelimit", RateLimiter)
@@ -243,13 +253,17 @@ def days_to_first_code_hit(settings: Settings, live_codes: int, clients: int) ->
     return 1.0 / (hit * guesses)
 
 
+def _memory_storage() -> Storage:
+    storage = storage_from_string("async+memory://")
+    assert isinstance(storage, Storage)
+    return storage
+
+
 def make_storage(redis_url: str) -> Storage:
     """Memory storage, or Redis when a URL is configured — with this process's memory taking
     over while Redis is unreachable (``server/limits_fallback.py``)."""
     if not redis_url:
-        storage = storage_from_string("async+memory://")
-        assert isinstance(storage, Storage)
-        return storage
+        return _memory_storage()
     uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
     redis = storage_from_string(
         uri,

@@ -21,6 +21,7 @@ from bench.cluster import RedisProcess
 from server import cluster as cluster_module
 from server import limits_fallback
 from server.cluster import MAX_CONNECTIONS, redis_client
+from server.ratelimit import RATELIMIT_KEY, SOCKET_EVENTS_PER_PEER
 from server.runtime import BOARD_KEY, CLUSTER_KEY
 from server.settings import Settings, load_settings
 from server.store.models import AssistanceSession
@@ -278,3 +279,14 @@ async def test_records_of_sockets_whose_departure_was_never_written_are_retired(
 async def redis_server_keys(running: Running, pattern: str) -> list[str]:
     """Keys of the app's Redis matching ``pattern``."""
     return [key async for key in running.app[CLUSTER_KEY].redis.scan_iter(pattern)]
+
+
+async def test_a_sockets_own_event_limit_is_counted_in_its_node_not_in_redis(
+    running: Running, redis_server: RedisServer
+) -> None:
+    """A socket lives on one node: its per-peer limits need no Redis round trip per event."""
+    limiter = running.app[RATELIMIT_KEY]
+    for _ in range(SOCKET_EVENTS_PER_PEER.item.amount):
+        assert await limiter.hit(SOCKET_EVENTS_PER_PEER, "some-sid")
+    assert not await limiter.hit(SOCKET_EVENTS_PER_PEER, "some-sid")  # still limited
+    assert not await redis_server.client_keys("*socket-peer*")  # the shared rules do (above)
