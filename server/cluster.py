@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from server.errors import DomainError, Kind
 from server.events import Dispatcher, Event, event_from_json, event_to_json
 from server.i18n import _
+from server.logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +68,17 @@ class RedisOutage:
     ``REDIS_ERRORS`` and reports here, which logs a WARNING at most every ``every`` seconds."""
 
     def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last = -every
-        self._unlogged = 0
+        self._throttle = Throttle(every)
 
     def __call__(self, what: str, exc: BaseException) -> None:
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._last >= self.every:
+        count = self._throttle.due()
+        if count is not None:
             log.warning(
                 "Redis unavailable (%s: %s), live state degraded: %d call(s) since last line",
                 what,
                 exc,
-                self._unlogged,
+                count,
             )
-            self._last, self._unlogged = now, 0
 
 
 REDIS_ERRORS = (RedisError, OSError)
@@ -197,12 +194,12 @@ class Node:
                 for hook in list(self._beat_hooks):
                     try:
                         await hook()
-                    except RedisError:
+                    except REDIS_ERRORS:
                         raise
                     except Exception:
                         log.exception("cluster janitor %r failed", hook)
-            except RedisError as exc:
-                log.warning("cluster heartbeat: Redis unavailable (%s)", exc)
+            except REDIS_ERRORS as exc:
+                outage("cluster heartbeat", exc)
             await asyncio.sleep(NODE_BEAT_SECONDS)
 
     async def stop(self) -> None:
@@ -298,6 +295,22 @@ class EventBus:
         known = [e for e in events if e is not None]
         self.received += len(known)
         await self.dispatcher.dispatch(known, forward=False)
+
+
+class Absences:
+    """A janitor's view of this node's records whose socket is no longer held here: retired on
+    the second pass in a row, so that a socket still connecting, or whose departure is being
+    written, is never taken for a ghost."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def confirmed(self, sids: Iterable[str], held: Callable[[str], bool]) -> set[str]:
+        """Those of ``sids`` not ``held`` now nor at the previous pass."""
+        absent = {sid for sid in sids if not held(sid)}
+        gone = absent & self._seen
+        self._seen = absent - gone
+        return gone
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,3 +73,23 @@ def configure_logging(settings: Settings) -> None:
             handler.addFilter(RequestIdFilter())
         if settings.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
             handler.setFormatter(JsonFormatter())
+
+
+class Throttle:
+    """For a condition that repeats (an outage): at most one log line every ``every`` seconds.
+    ``due()`` counts one occurrence and, when a line is due, returns how many occurrences it
+    stands for (else None)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = -every
+        self._unlogged = 0
+
+    def due(self) -> int | None:
+        """Count one occurrence; the count to log if a line is due now."""
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return None
+        count, self._last, self._unlogged = self._unlogged, now, 0
+        return count

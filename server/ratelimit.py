@@ -74,6 +74,10 @@ class Rule:
     # memory even with Redis, which spares a Redis round trip per socket event.
     local: bool = False
 
+    def __post_init__(self) -> None:
+        if self.local and (self.exact or self.forgettable):
+            raise ValueError(f"rule {self.name}: a local rule is approximate, never forgotten")
+
 
 # Every login attempt of a client, counted before any hash is computed.
 LOGIN_PER_IP = Rule("login-ip", parse("20/minute"), forgettable=True)  # tests forget it
@@ -127,8 +131,6 @@ class RateLimiter:
 
     def _strategy(self, rule: Rule) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
         if rule.local:
-            if rule.exact or rule.forgettable:
-                raise ValueError(f"rule {rule.name}: a local rule is approximate, never forgotten")
             return self._local
         return self._exact if rule.exact else self._fast
 

@@ -10,7 +10,6 @@ This module imports the domain, never the web or socket layers.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from server.dropin.board import Presence, QueueBoard, RedisPresence
 from server.errors import DomainError, Kind
 from server.events import Dispatcher, OpeningChanged
 from server.i18n import N_, _
+from server.logs import Throttle
 from server.metrics import DATABASE_UNAVAILABLE
 from server.settings import Settings
 from server.store.engine import database_unavailable, make_engine
@@ -73,24 +73,20 @@ class OutageReport:
     busy site must not write a line per request."""
 
     def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last = -every
-        self._unlogged = 0
+        self._throttle = Throttle(every)
 
     def __call__(self, layer: str, error: DatabaseUnavailable) -> None:
         DATABASE_UNAVAILABLE.labels(layer).inc()
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._last < self.every:
+        count = self._throttle.due()
+        if count is None:
             return
         cause = error.__cause__
         log.warning(
             "database unavailable (%s), answering 'try again later': %d answer(s) since the "
             "last line",
             type(cause).__name__ if cause else "unknown",
-            self._unlogged,
+            count,
         )
-        self._last, self._unlogged = now, 0
 
 
 OUTAGE_KEY = web.AppKey("outage_report", OutageReport)

@@ -4,6 +4,7 @@ validates every event against its schema and relays signalling to the addressed 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
 from server import text
+from server.cluster import Absences
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
 from server.metrics import SIGNALING_RELAYED, SOCKETS_REVOKED
 from server.ratelimit import (
@@ -42,7 +44,7 @@ from signaling.messages import (
 )
 from signaling.outage import CODE as UNAVAILABLE
 from signaling.outage import outage
-from signaling.revocation import AccountSockets
+from signaling.revocation import AccountSockets, held_here
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/assist"
@@ -115,7 +117,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             weakref.WeakValueDictionary()
         )
         self.logins = AccountSockets()  # volunteer-side sockets, by account and login
-        self._absent: set[str] = set()  # this node's room records without a socket (janitor)
+        self._absent = Absences()  # this node's room records without a socket (janitor)
 
     @asynccontextmanager
     async def _writing(
@@ -392,17 +394,11 @@ class AssistNamespace(socketio.AsyncNamespace):
         records = await cluster.rooms.take_orphans()
         # This node's own records of sockets gone for two passes in a row, their departure never
         # written (a disconnect handler that failed under load): retired the same way.
-        manager = self.server.manager
-        absent = {
-            sid: record
-            for sid, record in cluster.rooms.local().items()
-            if not manager.is_connected(sid, NAMESPACE)
-            and not manager.is_pre_connected(sid, NAMESPACE)
-        }
-        for sid in absent.keys() & self._absent:
+        mine = cluster.rooms.local()
+        held_now = functools.partial(held_here, self.server, namespace=NAMESPACE)
+        for sid in self._absent.confirmed(mine, held_now):
             await cluster.rooms.remove(sid)
-            records.append(absent[sid])
-        self._absent = set(absent) - self._absent
+            records.append(mine[sid])
         for record in records:
             role = domain.PeerRole(record.role)
             async with self._writing(record.session_id) as (db, session):

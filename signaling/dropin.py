@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import timedelta
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.accounts import login_for_token
+from server.cluster import Absences
 from server.dropin import places
 from server.dropin.board import Presence, QueueBoard, RedisPresence
 from server.events import (
@@ -44,7 +46,7 @@ from signaling.assist import refuse
 from signaling.messages import QueueEntryRef, QueueNothing, QueueRemove, QueueTransfer
 from signaling.outage import CODE as UNAVAILABLE
 from signaling.outage import outage
-from signaling.revocation import AccountSockets
+from signaling.revocation import AccountSockets, held_here
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/queue"
@@ -90,7 +92,7 @@ class QueueHub:
         self._pending: dict[int, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.pushes = 0  # how many snapshots were sent (tests, benchmarks)
-        self._absent: set[str] = set()  # this node's presence records without a socket
+        self._absent = Absences()  # this node's presence records without a socket (janitor)
         # The volunteers' sockets, by account and login session (re-checked before pushes).
         self.logins = AccountSockets(roles=(Role.VOLUNTEER, Role.COORDINATOR))
 
@@ -248,27 +250,20 @@ class QueueHub:
         if not isinstance(presence, RedisPresence):
             return
         changed, pages = await presence.take_orphans()
-        absent = {sid for sid in presence.local_sids() if not self._still_here(sid)}
-        for sid in absent & self._absent:
+        held = functools.partial(held_here, self.sio, namespace=NAMESPACE)
+        for sid in self._absent.confirmed(presence.local_sids(), held):
             dropped = await presence.drop_local(sid)
             if dropped is not None:
                 association_id, ident, page = dropped
                 changed.add(association_id)
                 if page:
                     pages.append((association_id, ident, sid))
-        self._absent = absent - self._absent
         now = utcnow()
         for association_id, entry_id, sid in pages:
             async with self.app[SESSIONMAKER_KEY].begin() as db:
                 await places.disconnected(db, association_id, entry_id, sid, now)
         if changed:
             await self.app[DISPATCHER_KEY].dispatch([QueueChanged(a) for a in sorted(changed)])
-
-    def _still_here(self, sid: str) -> bool:
-        manager = self.sio.manager
-        return bool(
-            manager.is_connected(sid, NAMESPACE) or manager.is_pre_connected(sid, NAMESPACE)
-        )
 
     # -- grace time sweep -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+import socketio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.accounts import live_logins
@@ -91,3 +92,9 @@ class AccountSockets:
             else:
                 gone.append(sid)
         return gone
+
+
+def held_here(sio: socketio.AsyncServer, sid: str, namespace: str) -> bool:
+    """Whether this node holds ``sid`` (connected, or still connecting) on ``namespace``."""
+    manager = sio.manager
+    return bool(manager.is_connected(sid, namespace) or manager.is_pre_connected(sid, namespace))
