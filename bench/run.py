@@ -80,6 +80,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
     Benchmark(
+        "combined",
+        "bench.combined",
+        "Event-loop lag under relay + take-next + bookings + dashboard, SQLite and PostgreSQL",
+    ),
+    Benchmark(
         "cluster-relay",
         "bench.cluster_relay",
         "Two nodes (Redis): relay latency and CPU, cross-node vs same node",
