@@ -187,7 +187,7 @@ async def prepare_subject(subject: Subject, needed_slots: int) -> dict[str, Any]
     subject.people = await join(fixtures, subject.queue, WAITING_AT_START)
     timings["queue_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
-    subject.booking = await _prepare_booking(fixtures, needed_slots)
+    subject.booking = await prepare_booking(fixtures, needed_slots)
     timings["booking_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     subject.coordinator_cookie = await _prepare_dashboard(fixtures)
@@ -195,9 +195,9 @@ async def prepare_subject(subject: Subject, needed_slots: int) -> dict[str, Any]
     return timings
 
 
-async def _prepare_booking(fixtures: Fixtures, needed: int) -> Booking:
-    """Volunteers with two 3-hour permanences each weekday, a referrer with TOKENS tokens,
-    and ``needed`` distinct future start times (their slots hold several volunteers each)."""
+async def prepare_booking(fixtures: Fixtures, needed: int, tokens: int = TOKENS) -> Booking:
+    """Volunteers with two 3-hour permanences each weekday, a referrer with ``tokens`` API
+    tokens, and ``needed`` distinct future start times (their slots hold several volunteers)."""
     settings = fixtures.settings
     async with fixtures.sessionmaker.begin() as db:
         association = await accounts.get_or_create_association(
@@ -230,11 +230,10 @@ async def _prepare_booking(fixtures: Fixtures, needed: int) -> Booking:
             role=Role.REFERRER,
             password=None,
         )
-        tokens = [
-            (await api_tokens.create_token(db, referrer, f"combined {i}", list(api_tokens.SCOPES)))[
-                1
-            ]
-            for i in range(TOKENS)
+        scopes = list(api_tokens.SCOPES)
+        raw = [
+            (await api_tokens.create_token(db, referrer, f"combined {i}", scopes))[1]
+            for i in range(tokens)
         ]
         association_id, motif_id = association.id, motif.id
     async with fixtures.sessionmaker() as db:
@@ -254,7 +253,7 @@ async def _prepare_booking(fixtures: Fixtures, needed: int) -> Booking:
         raise RuntimeError(f"{len(starts)} free slots, {needed} needed")
     # Spread over the three months: neighbouring bookings are far apart in time.
     step = len(starts) / needed
-    return Booking(motif_id, tokens, [starts[int(i * step)] for i in range(needed)])
+    return Booking(motif_id, raw, [starts[int(i * step)] for i in range(needed)])
 
 
 async def _prepare_dashboard(fixtures: Fixtures) -> str:
@@ -450,6 +449,7 @@ async def measure(
 ) -> Phase:
     """Run ``work`` between two readings of the lag histogram and of the CPU counters."""
     url = load.subject.url
+    print(f"  {load.subject.label}: {name} ({duration_s:g} s)…", flush=True)
     before = await lag_buckets(load.http, url)
     meter = CpuMeter({"server": load.subject.pid})
     relay_ms = await work()

@@ -95,6 +95,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "Two nodes (Redis): queue change → volunteers' push, spread vs one node",
     ),
     Benchmark(
+        "cluster-writes",
+        "bench.cluster_writes",
+        "Two nodes (Redis, PostgreSQL): bookings/s and takes/s against one node",
+    ),
+    Benchmark(
         "cluster-idle",
         "bench.cluster_idle",
         "Two nodes (Redis): 10,000 idle clients, RSS per client and connect time",
