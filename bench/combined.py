@@ -66,8 +66,8 @@ WAITING_AT_START = 60  # the queue holds at most queue_max_waiting (200) people
 TARGET_LAG_MS = 10.0
 LAG_METRIC = "permanence_event_loop_lag_seconds"
 BUSY_METRIC = "permanence_event_loop_lag_busy_seconds"
-DRAIN_S = 10.0  # after the last operation is due, for the answers
-CALL_TIMEOUT_S = 30.0
+DRAIN_S = 5.0  # after the last operation is due, for the answers
+CALL_TIMEOUT_S = 15.0
 CONNECT_CONCURRENCY = 16
 LOGIN_TTL = timedelta(hours=2)
 
@@ -376,14 +376,15 @@ class Load:
             "Cookie": f"{CSRF_COOKIE}={seed}",
             "X-Forwarded-For": f"10.{index // 250 % 250}.{index % 250}.{secrets.randbelow(250)}",
         }
-        started = time.perf_counter()
-        async with self.http.post(
-            subject.url + "/aide", data=form, headers=headers, allow_redirects=False
-        ) as resp:
-            await resp.read()
-        ok = resp.status == 303 and "attente" in resp.headers.get("Location", "")
-        self.joined += ok
-        self.joins.record(started, "ok" if ok else f"HTTP {resp.status}")
+        self.joined += await self._request(
+            self.joins,
+            "POST",
+            subject.url + "/aide",
+            lambda r: r.status == 303 and "attente" in r.headers.get("Location", ""),
+            data=form,
+            headers=headers,
+            allow_redirects=False,
+        )
 
     async def book(self, index: int) -> None:
         """A referrer's software books the index-th free slot through the partner API."""
@@ -397,24 +398,45 @@ class Load:
             "email": f"combined{index}@bench.invalid",
         }
         token = booking.tokens[index % len(booking.tokens)]
-        started = time.perf_counter()
-        async with self.http.post(
+        self.booked += await self._request(
+            self.bookings,
+            "POST",
             self.subject.url + "/api/v1/bookings",
+            lambda r: r.status == 201,
             json=body,
             headers={"Authorization": f"Bearer {token}"},
-        ) as resp:
-            await resp.read()
-        self.booked += resp.status == 201
-        self.bookings.record(started, "ok" if resp.status == 201 else f"HTTP {resp.status}")
+        )
 
     async def show_dashboard(self, _index: int) -> None:
         """The coordinator opens the statistics dashboard (12 months, the default)."""
+        await self._request(
+            self.dashboard,
+            "GET",
+            self.subject.url + "/stats",
+            lambda r: r.status == 200,
+            headers={"Cookie": self.subject.coordinator_cookie},
+        )
+
+    async def _request(
+        self,
+        ops: Ops,
+        method: str,
+        url: str,
+        expected: Callable[[aiohttp.ClientResponse], bool],
+        **options: Any,
+    ) -> bool:
+        """One timed HTTP request (at most CALL_TIMEOUT_S); whether it got the expected answer."""
         started = time.perf_counter()
-        async with self.http.get(
-            self.subject.url + "/stats", headers={"Cookie": self.subject.coordinator_cookie}
-        ) as resp:
-            await resp.read()
-        self.dashboard.record(started, "ok" if resp.status == 200 else f"HTTP {resp.status}")
+        timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
+        try:
+            async with self.http.request(method, url, timeout=timeout, **options) as resp:
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            ops.record(started, type(exc).__name__)
+            return False
+        ok = expected(resp)
+        ops.record(started, "ok" if ok else f"HTTP {resp.status}")
+        return ok
 
     async def relay(self, duration_s: float) -> list[float]:
         """Candidates at RELAY_RATE for ``duration_s``; one-way latencies (ms) of those

@@ -4,11 +4,13 @@ heartbeat, and Sentry reports scrubbed like the logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -86,6 +88,38 @@ async def test_metrics_answer_a_local_scraper_with_gauges_read_now(
     assert "permanence_event_loop_lag_seconds_count" in text
     # Labels never carry a path: only route names.
     assert "/healthz" not in re.findall(r'route="([^"]*)"', text)
+
+
+def _over(text: str, metric: str, bound: str) -> float:
+    """How many samples of a histogram exceed ``bound`` (seconds, as its ``le`` label)."""
+    return _sample(text, f"{metric}_count") - _sample(text, f'{metric}_bucket{{le="{bound}"}}')
+
+
+async def test_loop_lag_counts_every_stall_and_its_busy_part_only_the_loops_own_work(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    lag, busy = "permanence_event_loop_lag_seconds", "permanence_event_loop_lag_busy_seconds"
+    async with http.get(running.url("/metrics")) as resp:
+        before = await resp.text()
+    # Two stalls of the loop this test shares with the server: 60 ms of CPU (a long callback),
+    # then 60 ms asleep in a blocking call (like a machine whose CPUs are taken by others).
+    spin_until = time.thread_time() + 0.06
+    while time.thread_time() < spin_until:
+        pass
+    await asyncio.sleep(0.03)  # the sampler records the first stall before the second
+    time.sleep(0.06)  # noqa: ASYNC251 - the stall under test
+    async with asyncio.timeout(5):
+        while True:  # the sampler runs every 10 ms: read until it has seen both
+            await asyncio.sleep(0.03)
+            async with http.get(running.url("/metrics")) as resp:
+                after = await resp.text()
+            if _over(after, lag, "0.025") - _over(before, lag, "0.025") >= 2:
+                break
+    late = _over(after, lag, "0.025") - _over(before, lag, "0.025")
+    late_busy = _over(after, busy, "0.025") - _over(before, busy, "0.025")
+    assert late_busy >= 1  # the CPU stall
+    assert late >= late_busy + 1  # the sleep: late, but the loop did not run
+    assert _sample(after, f"{lag}_count") - _sample(before, f"{lag}_count") >= 5
 
 
 async def test_metrics_are_not_shown_through_a_proxy_without_the_token(
