@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp_jinja2
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -33,7 +34,7 @@ from server.readiness import (
 from server.settings import Settings
 from server.store.models import Role, WorkerHeartbeat, utcnow
 from server.web.accesslog import REDACTED, RedactingAccessLogger, Redactor
-from server.web.app import create_app
+from server.web.app import create_app, warm_up
 from server.web.error_reports import init_sentry, scrub
 from server.web.observability import SCRAPE_KEY
 from tests.conftest import Running, free_port, login, make_account
@@ -120,6 +121,16 @@ async def test_loop_lag_counts_every_stall_and_its_busy_part_only_the_loops_own_
     assert late_busy >= 1  # the CPU stall
     assert late >= late_busy + 1  # the sleep: late, but the loop did not run
     assert _sample(after, f"{lag}_count") - _sample(before, f"{lag}_count") >= 5
+
+
+def test_warm_up_compiles_every_template_before_the_first_request(settings: Settings) -> None:
+    app = create_app(settings)
+    env = aiohttp_jinja2.get_env(app)
+    names = env.list_templates(extensions=["html"])
+    assert env.cache is not None and len(names) > 10
+    assert not {name for _loader, name in env.cache}
+    warm_up(app)
+    assert {name for _loader, name in env.cache} == set(names)
 
 
 async def test_metrics_are_not_shown_through_a_proxy_without_the_token(
