@@ -227,9 +227,7 @@ def _rows(what: str, unit: str, tallies: dict[str, Tally], count: str, check: st
             "one node alone",
             target=check,
             met=not one.problems and not two.problems,
-            note="; ".join(
-                f"{way}: {'; '.join(t.problems)}" for way, t in tallies.items() if t.problems
-            ),
+            note=problems,
         ),
     ]
 
