@@ -2,7 +2,7 @@
 takes bookings and draws the dashboard at once (issue 13), on the run's server (SQLite) and on
 a PostgreSQL single process (a throwaway database, no Redis).
 
-Load, open-loop (each operation is due at its time whatever the answers), for COMBINED_S:
+Load, open-loop (each operation is due at its time whatever the answers), for 20 s:
 
 - relay: ``candidate`` events at 1,000 msg/s over 120 beneficiary → volunteer pairs on
   `/assist` (bench/relay_latency.py's pairs, sender and recorder);
@@ -60,7 +60,7 @@ DASHBOARD_RATE = 1
 VOLUNTEERS = 10  # clicking take_next
 BOOKING_VOLUNTEERS = 20
 TOKENS = 50  # the API allows 120 requests a minute per token
-STATS_SESSIONS = 20_000
+STATS_SESSIONS = 10_000
 STATS_DAYS = 730
 WAITING_AT_START = 60  # the queue holds at most queue_max_waiting (200) people
 TARGET_LAG_MS = 10.0
@@ -81,7 +81,7 @@ class Durations:
     combined: float
 
 
-FULL = Durations(idle=8.0, relay=10.0, combined=25.0)
+FULL = Durations(idle=5.0, relay=10.0, combined=20.0)
 QUICK = Durations(idle=3.0, relay=3.0, combined=8.0)
 RELAY_BUDGET = 400  # events per peer: the server allows 600 a minute (server/ratelimit.py)
 
