@@ -32,7 +32,7 @@ from server.store.models import QueueEntry, QueueStatus
 
 CLIENTS = 200
 VOLUNTEERS = 10
-WAITING = 300  # people taken per take round
+WAITING = 150  # people taken per take round (joining them takes a while on PostgreSQL)
 ROUNDS = ("one node", "two nodes", "two nodes", "one node")
 QUICK_CLIENTS, QUICK_WAITING = 50, 60
 ONE, TWO = "one node", "two nodes"
@@ -112,6 +112,7 @@ async def bookings(site: Site, clients: int) -> dict[str, Tally]:
             )
             tally = tallies[way]
             tally.wall_s += time.perf_counter() - began
+            print(f"  bookings, {way}: {time.perf_counter() - began:.1f} s", flush=True)
             cpu = meter.stop()
             tally.cpu_s += sum(cpu[n] for n in names[way]) / 100 * (time.perf_counter() - began)
             for ms, status in results:
@@ -182,6 +183,7 @@ async def takes(site: Site, waiting: int) -> dict[str, Tally]:
             cpu = meter.stop()
         finally:
             await fleet.close()
+        print(f"  takes, {way}: {wall:.1f} s", flush=True)
         tally = tallies[way]
         tally.wall_s += wall
         tally.cpu_s += sum(cpu[n] for n in names[way]) / 100 * wall
