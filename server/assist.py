@@ -153,15 +153,18 @@ async def create_session(
 ) -> AssistanceSession:
     """Open a new assistance for this volunteer with a join link and a join code.
 
-    The session is written by one INSERT, its code included (a code another live session
-    holds makes that INSERT fail in its savepoint: a new code is drawn). Appointments pass
-    ``record_created=False``: their booking is counted by the booking events, and a booking
-    that is moved or cancelled is not an assistance."""
+    The session is written by one INSERT, its code included (a code another session holds
+    makes that INSERT fail in its savepoint: the expired codes are freed and a new code is
+    drawn). Appointments pass ``record_created=False``: their booking is counted by the
+    booking events, and a booking that is moved or cancelled is not an assistance."""
     session_id, salt = new_id(), new_salt()
     token_hash = sha256_hex(join_token(settings.secret_key.get_secret_value(), session_id, salt))
     expires_at = utcnow() + timedelta(hours=settings.session_ttl_hours)
-    await _release_expired_codes(db)
-    for _attempt in range(CODE_ATTEMPTS):
+    for attempt in range(CODE_ATTEMPTS):
+        if attempt == 1:
+            # Expired codes keep their slot (find_by_code ignores them) until a new code meets
+            # one: freed then, not on every session (that UPDATE was a statement per session).
+            await _release_expired_codes(db)
         fresh = _fresh_code(settings, session_id)
         session = AssistanceSession(
             id=session_id,
@@ -182,7 +185,7 @@ async def create_session(
                 db.add(session)
                 await db.flush()
         except IntegrityError:
-            continue  # the code is held by another live session (the rollback dropped the row)
+            continue  # the code is held by another session (the rollback dropped the row)
         if record_created:
             await record(db, EventKind.SESSION_CREATED, session)
         return session

@@ -18,6 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 LIVE_CODE = sa.text("code_hash IS NOT NULL")
+RESERVED = sa.text("reserved_for_id IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -28,7 +29,11 @@ def upgrade() -> None:
         ["association_id", "status", "queued_at", "id"],
     )
     op.create_index(
-        "ix_queue_entries_reserved_for_status", "queue_entries", ["reserved_for_id", "status"]
+        "ix_queue_entries_reserved_for",
+        "queue_entries",
+        ["reserved_for_id", "status", "queued_at", "id"],
+        sqlite_where=RESERVED,
+        postgresql_where=RESERVED,
     )
     op.create_index(
         "ix_assistance_sessions_code_expires_at",
@@ -41,7 +46,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_assistance_sessions_code_expires_at", table_name="assistance_sessions")
-    op.drop_index("ix_queue_entries_reserved_for_status", table_name="queue_entries")
+    op.drop_index("ix_queue_entries_reserved_for", table_name="queue_entries")
     op.drop_index("ix_queue_entries_association_status_queued_id", table_name="queue_entries")
     op.create_index(
         "ix_queue_entries_association_status_queued",
