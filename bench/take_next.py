@@ -50,7 +50,7 @@ class Sizes:
     groups: tuple[int, ...]  # volunteers taking at once; the first is the baseline
 
 
-FULL = Sizes(lengths=(100, 500, 2_000), cpu_takes=40, waiting=300, groups=(1, 10, 5, 2))
+FULL = Sizes(lengths=(100, 500, 2_000), cpu_takes=40, waiting=200, groups=(1, 10, 5, 2))
 QUICK = Sizes(lengths=(100, 500, 2_000), cpu_takes=20, waiting=100, groups=(1, 10, 5, 2))
 TIME_BUDGET_S = 225.0  # of BENCH_TIMEOUT_S (240 s)
 SQLITE_SHARE = 0.45  # of the budget, at most, for SQLite; PostgreSQL has the rest
