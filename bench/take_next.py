@@ -1,6 +1,7 @@
 """take-next against the real server, on SQLite (the run's server) and on PostgreSQL.
 
-Each server gets the contention part first (the queue starts empty), then the queue lengths.
+Each server gets the queue lengths first, then the contention (in another association, whose
+queue starts empty).
 
 1. **CPU per take against the queue length.** One volunteer (a real python-socketio client on
    `/queue` with its login cookie, so it also gets the queue pushes its takes cause) calls
@@ -61,6 +62,7 @@ FLAT_TARGET = 1.5  # CPU per take at the longest queue / at 100 waiting
 P99_TARGET_MS = {"SQLite": 250.0, "PostgreSQL": 100.0}
 CONTENDED = 10  # the p99 target is for this many volunteers
 ASSOCIATION = "Association du banc take-next"
+LONG_QUEUE_ASSOCIATION = "Association du banc take-next, longue file"
 
 
 @dataclass
@@ -71,7 +73,8 @@ class Site:
     url: str
     pid: int
     fixtures: Fixtures
-    data: QueueData
+    data: QueueData  # the association of the contention part (its queue starts empty)
+    long_queue: QueueData  # another association, whose queue grows to the longest length
 
 
 @dataclass
@@ -114,14 +117,14 @@ def _ms(values_ns: list[int]) -> list[float]:
     return sorted(v / 1e6 for v in values_ns)
 
 
-async def _waiting_ids(site: Site) -> list[str]:
+async def _waiting_ids(site: Site, data: QueueData) -> list[str]:
     async with site.fixtures.sessionmaker() as db:
-        return await dropin.waiting_ids(db, site.data.association_id)
+        return await dropin.waiting_ids(db, data.association_id)
 
 
-async def _takers(site: Site, fleet: Fleet, n: int) -> list[Taker]:
+async def _takers(site: Site, data: QueueData, fleet: Fleet, n: int) -> list[Taker]:
     takers = []
-    for volunteer in site.data.volunteers[:n]:
+    for volunteer in data.volunteers[:n]:
         watcher = Watcher(fleet)
         await watcher.connect(site.url, volunteer.cookie)
         fleet.watchers.append(watcher)
@@ -147,14 +150,15 @@ async def _rows_problems(site: Site, by: dict[str, int]) -> list[str]:
 
 async def _cpu_phase(site: Site, sizes: Sizes, length: int) -> dict[str, Any]:
     """One volunteer takes ``sizes.cpu_takes`` people with about ``length`` waiting."""
+    data = site.long_queue
     wanted = length + sizes.cpu_takes // 2
-    present = len(await _waiting_ids(site))
+    present = len(await _waiting_ids(site, data))
     if wanted > present:
-        await join(site.fixtures, site.data, wanted - present)
-    order = await _waiting_ids(site)
+        await join(site.fixtures, data, wanted - present)
+    order = await _waiting_ids(site, data)
     fleet = Fleet()
     try:
-        (taker,) = await _takers(site, fleet, 1)
+        (taker,) = await _takers(site, data, fleet, 1)
         print(f"  {site.name}: taking {sizes.cpu_takes} with {len(order):,} waiting", flush=True)
         start = asyncio.Event()
         cpu_before, began = cpu_seconds(site.pid), time.perf_counter()
@@ -218,10 +222,10 @@ def _verify(order: list[str], takers: list[Taker], still: int) -> list[str]:
 async def _contention_phase(site: Site, sizes: Sizes, n: int) -> dict[str, Any]:
     """``n`` volunteers (fresh sockets) take ``sizes.waiting`` people until nobody waits."""
     await join(site.fixtures, site.data, sizes.waiting)
-    order = await _waiting_ids(site)
+    order = await _waiting_ids(site, site.data)
     fleet = Fleet()
     try:
-        takers = await _takers(site, fleet, n)
+        takers = await _takers(site, site.data, fleet, n)
         start = asyncio.Event()
         loops = [asyncio.create_task(t.run(start)) for t in takers]
         meter = CpuMeter({"ours": site.pid})
@@ -235,7 +239,7 @@ async def _contention_phase(site: Site, sizes: Sizes, n: int) -> dict[str, Any]:
     finally:
         await fleet.close()
     _progress(f"{site.name}: take_next, {n} volunteer(s)", began)
-    problems = _verify(order, takers, len(await _waiting_ids(site)))
+    problems = _verify(order, takers, len(await _waiting_ids(site, site.data)))
     problems += await _rows_problems(
         site, {e: t.volunteer.user_id for t in takers for e in t.taken}
     )
@@ -259,23 +263,28 @@ async def _contention_phase(site: Site, sizes: Sizes, n: int) -> dict[str, Any]:
 
 
 async def _measure(site: Site, sizes: Sizes, seconds: float) -> dict[str, Any]:
-    """Both parts on one server, contention first (the queue starts empty), the queue lengths
-    last; what does not fit in ``seconds`` is left out and said."""
+    """Both parts on one server, the queue lengths first (the goal's measure), then the
+    contention (another association, whose queue starts empty); what does not fit in
+    ``seconds`` is left out and said."""
     result: dict[str, Any] = {"database": site.name, "lengths": [], "phases": [], "skipped": []}
     started = time.perf_counter()
+    end = started + seconds
     try:
         async with asyncio.timeout(seconds):
-            for n in sizes.groups:
-                result["phases"].append(await _contention_phase(site, sizes, n))
             for length in sizes.lengths:
-                result["lengths"].append(await _cpu_phase(site, sizes, length))
+                if time.perf_counter() < end:
+                    result["lengths"].append(await _cpu_phase(site, sizes, length))
             _progress(f"{site.name}: CPU per take at {sizes.lengths} waiting", started)
+            for n in sizes.groups:
+                if time.perf_counter() < end:
+                    result["phases"].append(await _contention_phase(site, sizes, n))
     except TimeoutError:
-        done = {p["volunteers"] for p in result["phases"]}
-        measured = {p["length"] for p in result["lengths"]}
-        result["skipped"] = [f"{n} volunteers" for n in sizes.groups if n not in done] + [
-            f"{n:,} waiting" for n in sizes.lengths if n not in measured
-        ]
+        pass
+    done = {p["volunteers"] for p in result["phases"]}
+    measured = {p["length"] for p in result["lengths"]}
+    result["skipped"] = [f"{n:,} waiting" for n in sizes.lengths if n not in measured] + [
+        f"{n} volunteers" for n in sizes.groups if n not in done
+    ]
     return result
 
 
@@ -413,7 +422,8 @@ def _details(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def _site(name: str, url: str, pid: int, fixtures: Fixtures, sizes: Sizes) -> Site:
     data = await prepare(fixtures, max(sizes.groups), ASSOCIATION, tag="take")
-    return Site(name, url, pid, fixtures, data)
+    long_queue = await prepare(fixtures, 1, LONG_QUEUE_ASSOCIATION, tag="takelong")
+    return Site(name, url, pid, fixtures, data, long_queue)
 
 
 async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
