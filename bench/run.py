@@ -74,8 +74,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
     Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
+    Benchmark("queue", "bench.queue", "Drop-in queue: fan-out to volunteers"),
     Benchmark(
-        "queue", "bench.queue", "Drop-in queue: fan-out to volunteers, take-next under contention"
+        "take",
+        "bench.take_next",
+        "take-next: CPU per take vs queue length, contention (SQLite, PG)",
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
