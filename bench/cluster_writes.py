@@ -26,7 +26,8 @@ from bench.cluster import Site, cluster_site
 from bench.combined import prepare_booking
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import CpuMeter
-from bench.queue import Fleet, Person, QueueData, Taker, Watcher, join, prepare
+from bench.queue import Fleet, Person, QueueData, Watcher, join, prepare
+from bench.take_next import Taker
 from server.dropin import places as dropin
 from server.store.models import QueueEntry, QueueStatus
 
