@@ -70,7 +70,11 @@ class Benchmark:
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("relay", "bench.relay_latency", "Signalling relay latency, ours vs raw WS and bare sio relays"),
+    Benchmark(
+        "relay",
+        "bench.relay_latency",
+        "Signalling relay latency, ours vs raw WS and bare sio relays",
+    ),
     Benchmark("page", "bench.page_weight", "Beneficiary first load bytes, gzip vs identity"),
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),

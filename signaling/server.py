@@ -135,6 +135,7 @@ async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.start()
     sweep = asyncio.get_running_loop().create_task(rooms.sweep_logins(), name="login-sweep")
     if cluster is not None:
+        cluster.relay.on_message(rooms.deliver, rooms.relay_lost)
         cluster.node.on_beat(rooms.retire_orphans)
         cluster.node.on_beat(hub.retire_orphans)
     try:
