@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import secrets
 import sqlite3
 import subprocess
@@ -102,9 +103,7 @@ def pg_url(sessions: int, events_only: bool = False) -> str:
     """The cached PostgreSQL database of this code version (or its events alone)."""
     name = f"events_{events_hash()}" if events_only else data_hash()
     base = make_url(pg_base_url())
-    return base.set(database=f"bench_stats_{name}_{sessions}").render_as_string(
-        hide_password=False
-    )
+    return base.set(database=f"bench_stats_{name}_{sessions}").render_as_string(hide_password=False)
 
 
 def _events_url(url: str, sessions: int) -> str:
@@ -152,10 +151,9 @@ async def _pg_prepare_database(url: str, sessions: int, template: str | None = N
                 return False
             if name in existing:  # an interrupted preparation
                 await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            for stale in existing:
-                if stale.endswith(f"_{sessions}") and stale != name:
-                    if _is_events(stale) == _is_events(name) and stale != template:
-                        await conn.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
+            for stale in existing - {name, template}:
+                if stale.endswith(f"_{sessions}") and _is_events(stale) == _is_events(name):
+                    await conn.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
             copy = f' TEMPLATE "{template}"' if template else ""
             await conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
             return True
@@ -230,6 +228,11 @@ async def prepare_events(url: str, sessions: int) -> dict[str, Any]:
     return result
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _pg_has(url: str) -> bool:
     admin = pg_admin(url)
     try:
@@ -283,12 +286,15 @@ async def prepare(url: str, sessions: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as data_dir:
         env = _env(url, data_dir)
         await run_command([sys.executable, "-m", "server.cli", "migrate"], env)
-        started = time.perf_counter()
+        started, children = time.perf_counter(), _children_cpu()
         output = await _output([sys.executable, "-m", "server.cli", "stats", "rebuild"], env)
         rebuild_s = time.perf_counter() - started
+        rebuild_cpu_s = _children_cpu() - children
     result = {
         **events,
         "rebuild_s": round(rebuild_s, 1),
+        # The command's own CPU: all of the work on SQLite, the client's share on PostgreSQL.
+        "rebuild_command_cpu_s": round(rebuild_cpu_s, 1),
         "rebuild_output": output.strip().splitlines()[-1:],
     }
     meta.write_text(json.dumps(result))
