@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import jsonschema
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from server import geo, motifs
 from server.stats.display import local_today
@@ -536,7 +536,7 @@ async def test_stats_rebuild_command_repairs_the_rollups_with_progress_and_is_id
     assert monthly == _summed_by_month(daily)
     # Damage: rows lost in one month, a stray row in it, stray rows outside the events' months.
     async with running.sessionmaker.begin() as db:
-        await db.execute(StatRollup.__table__.delete().where(StatRollup.dim == "dep"))
+        await db.execute(delete(StatRollup).where(StatRollup.dim == "dep"))
         for table, day in (
             (StatRollup, date(2025, 3, 13)),
             (StatRollup, date(2024, 6, 1)),
