@@ -181,12 +181,15 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
         # Weeks are summed in the database: a seventh of the rows come back to Python (the
         # weekly view over 24 months read ~14,000 daily rows into Python objects before).
         start = _week_start(t.day, db.get_bind().dialect.name) if weekly else t.day
-        volumes.append(
+        # One branch per channel: each a primary-key range (PostgreSQL reads "channel IN (…)"
+        # as a filter over every channel and theme of the association's "all" rows).
+        volumes.extend(
             select(start, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
             .where(t.association_id == association_id, t.dim == "all")
-            .where(t.channel.in_(channels), t.theme == (filters.theme or ALL), period)
+            .where(t.channel == channel, t.theme == (filters.theme or ALL), period)
             .where(t.kind.in_(VOLUME_KINDS))
             .group_by(start, t.kind, t.channel)
+            for channel in channels
         )
     for day, kind, channel, count, duration in await db.execute(_union(volumes)):
         bucket = report.volumes.setdefault(period_of(day, filters.granularity), Counter())
