@@ -14,7 +14,8 @@ Data, in two cached stages (preparing 1M sessions takes minutes):
    run), timed. Keyed on a hash of server/synthetic.py, server/store/models.py, the events,
    rollups and rebuild modules of server/stats/ and the migrations:
    ``var/bench-stats/<hash>-<sessions>.sqlite3`` and ``bench_stats_<hash>_<sessions>``.
-   PostgreSQL databases live on the server of ``PERMANENCE_BENCH_POSTGRES_URL`` (default: the tests' ``postgres@127.0.0.1:5432``).
+   PostgreSQL databases live on the server of ``PERMANENCE_BENCH_POSTGRES_URL`` (default:
+   the tests' ``postgres@127.0.0.1:5432``).
 
 Clear them with ``rm -rf var/bench-stats`` and ``DROP DATABASE bench_stats_…``; stale ones
 (another hash, same stage) are dropped when a new one is prepared. Preparation runs in its own
