@@ -174,7 +174,7 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
     # Volumes: totals from the "*" rows (or the filtered channel), the split by channel from
     # the per-channel rows of the known channels.
     channels = [filters.channel] if filters.channel else [ALL, *CHANNELS]
-    volumes = []
+    volumes: list[Any] = []
     weekly = filters.granularity == "week"
     for table, period in _tiers(filters, days_only=weekly):
         t = table.c
