@@ -351,9 +351,19 @@ def offers_callback(settings: Settings, estimate: int) -> bool:
 
 
 async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
-    """What volunteers see: the first people waiting (with motif), and how many wait."""
+    """What volunteers see: the first people waiting (with motif), and how many wait.
+
+    Columns, not entities: a push reads this on every change, and building 50 ORM objects
+    (identity map, instance state) cost more than the query itself."""
     rows = await db.execute(
-        select(QueueEntry, Motif.name)
+        select(
+            QueueEntry.id,
+            QueueEntry.first_name,
+            Motif.name,
+            QueueEntry.queued_at,
+            QueueEntry.reserved_for_id,
+            QueueEntry.waiting_sid.is_not(None),
+        )
         .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
         .where(
             QueueEntry.association_id == association_id,
@@ -364,14 +374,14 @@ async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
     )
     waiting = [
         Waiting(
-            id=entry.id,
-            first_name=entry.first_name,
+            id=entry_id,
+            first_name=first_name,
             motif=motif,
-            queued_at=entry.queued_at,
-            reserved_for_id=entry.reserved_for_id,
-            connected=entry.waiting_sid is not None,
+            queued_at=queued_at,
+            reserved_for_id=reserved_for_id,
+            connected=bool(connected),
         )
-        for entry, motif in rows
+        for entry_id, first_name, motif, queued_at, reserved_for_id, connected in rows
     ]
     total = len(waiting)
     if total == SHOWN_TO_VOLUNTEERS:
