@@ -350,8 +350,10 @@ def offers_callback(settings: Settings, estimate: int) -> bool:
     return estimate > settings.queue_callback_minutes
 
 
-async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
-    """What volunteers see: the first people waiting (with motif), and how many wait.
+async def snapshot(
+    db: AsyncSession, association_id: int, limit: int = SHOWN_TO_VOLUNTEERS
+) -> Snapshot:
+    """What volunteers see: the first ``limit`` people waiting (with motif), and how many wait.
 
     Columns, not entities: a push reads this on every change, and building 50 ORM objects
     (identity map, instance state) cost more than the query itself."""
@@ -370,7 +372,7 @@ async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
             QueueEntry.status == QueueStatus.WAITING,
         )
         .order_by(QueueEntry.queued_at, QueueEntry.id)
-        .limit(SHOWN_TO_VOLUNTEERS)
+        .limit(limit)
     )
     waiting = [
         Waiting(
@@ -384,7 +386,7 @@ async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
         for entry_id, first_name, motif, queued_at, reserved_for_id, connected in rows
     ]
     total = len(waiting)
-    if total == SHOWN_TO_VOLUNTEERS:
+    if total == limit:
         total = await count_waiting(db, association_id)
     return Snapshot(waiting, total)
 
