@@ -6,6 +6,10 @@ as ours for one person leaving, so both servers send frames of the same size); e
 /change`` numbers the delta after the previous one, lowers its ``total`` by one and emits it as
 ``queue_delta`` to the room: the same information as our push of one change.
 
+Waiting pages connect with ``auth={"page": true}`` and join their own room; each change also
+sends every page, one emit per socket as plain python-socketio code would, its own `position`
+(the fields and size of ours: its rank among the pages, lowered as people leave ahead of it).
+
 No authentication, no database, no coalescing, no per-person emits: what is left of a queue
 push when everything the real server adds is taken away. Run as its own process:
 ``python -m bench.raw_fanout --port 9001``.
@@ -22,6 +26,7 @@ from aiohttp import web
 
 NAMESPACE = "/queue"
 ROOM = "volunteers"
+PAGES_ROOM = "pages"
 PAYLOAD_KEY: web.AppKey[dict[str, Any]] = web.AppKey("payload", dict)
 DELTA_KEY: web.AppKey[dict[str, Any]] = web.AppKey("delta", dict)
 SIO_KEY: web.AppKey[socketio.AsyncServer] = web.AppKey("sio", socketio.AsyncServer)
@@ -36,6 +41,9 @@ class FanoutNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Join the room, get the whole list if there is one; nothing is checked."""
+        if isinstance(auth, dict) and auth.get("page"):
+            await self.enter_room(sid, PAGES_ROOM)
+            return
         await self.enter_room(sid, ROOM)
         if self.app[PAYLOAD_KEY]:
             await self.emit("queue", self.app[PAYLOAD_KEY], to=sid)
@@ -65,7 +73,18 @@ async def change(request: web.Request) -> web.Response:
     payload["version"] = delta["base"] = int(payload["version"])
     delta["version"] = payload["version"] = delta["base"] + 1
     delta["total"] = payload["total"] = int(payload["total"]) - 1
-    await request.app[SIO_KEY].emit("queue_delta", delta, room=ROOM, namespace=NAMESPACE)
+    sio = request.app[SIO_KEY]
+    await sio.emit("queue_delta", delta, room=ROOM, namespace=NAMESPACE)
+    pages = [sid for sid, _eio in sio.manager.get_participants(NAMESPACE, PAGES_ROOM)]
+    for rank, sid in enumerate(pages, start=1):
+        position = {
+            "position": rank,
+            "total": delta["total"],
+            "estimate_minutes": 5 * rank,
+            "open": True,
+            "offer_callback": False,
+        }
+        await sio.emit("position", position, to=sid, namespace=NAMESPACE)
     return web.Response(text="ok")
 
 
