@@ -1079,3 +1079,24 @@ async def test_a_waiting_page_cannot_ask_for_the_volunteers_list(
         await page.close()
     finally:
         await person.close()
+
+
+async def test_the_volunteers_list_shows_the_first_fifty_and_counts_everyone(
+    running: Running, volunteer: Account
+) -> None:
+    """The snapshot read with its count in one query: 50 people shown, in queue order, and the
+    total of all who wait (taken people not counted)."""
+    await open_all_week(running, volunteer)
+    association_id = volunteer.user.association_id
+    ids = await join_directly(running, association_id, dropin.SHOWN_TO_VOLUNTEERS + 7)
+    async with running.sessionmaker.begin() as db:
+        assert await dropin.leave(db, ids[3], utcnow())
+    async with running.sessionmaker() as db:
+        snap = await dropin.snapshot(db, association_id)
+        few = await dropin.snapshot(db, association_id, limit=2)
+        empty = await dropin.snapshot(db, association_id + 1)
+    expected = [i for i in ids if i != ids[3]]
+    assert [p.id for p in snap.waiting] == expected[: dropin.SHOWN_TO_VOLUNTEERS]
+    assert snap.total == len(expected) == dropin.SHOWN_TO_VOLUNTEERS + 6
+    assert [p.id for p in few.waiting] == expected[:2] and few.total == len(expected)
+    assert empty.waiting == [] and empty.total == 0

@@ -356,7 +356,8 @@ async def snapshot(
     """What volunteers see: the first ``limit`` people waiting (with motif), and how many wait.
 
     Columns, not entities: a push reads this on every change, and building 50 ORM objects
-    (identity map, instance state) cost more than the query itself."""
+    (identity map, instance state) cost more than the query itself. The count comes with the
+    rows (a window over every waiting person, computed before the limit): one query."""
     rows = await db.execute(
         select(
             QueueEntry.id,
@@ -365,6 +366,7 @@ async def snapshot(
             QueueEntry.queued_at,
             QueueEntry.reserved_for_id,
             QueueEntry.waiting_sid.is_not(None),
+            func.count().over(),
         )
         .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
         .where(
@@ -374,6 +376,7 @@ async def snapshot(
         .order_by(QueueEntry.queued_at, QueueEntry.id)
         .limit(limit)
     )
+    found = rows.all()
     waiting = [
         Waiting(
             id=entry_id,
@@ -383,12 +386,10 @@ async def snapshot(
             reserved_for_id=reserved_for_id,
             connected=bool(connected),
         )
-        for entry_id, first_name, motif, queued_at, reserved_for_id, connected in rows
+        for entry_id, first_name, motif, queued_at, reserved_for_id, connected, _total in found
     ]
-    total = len(waiting)
-    if total == limit:
-        total = await count_waiting(db, association_id)
-    return Snapshot(waiting, total)
+    total = found[0][-1] if found else 0
+    return Snapshot(waiting, int(total))
 
 
 async def place_of(db: AsyncSession, association_id: int, entry_id: str) -> tuple[int, int] | None:
