@@ -181,8 +181,10 @@ async def cluster_site(env: BenchEnv, nodes: int = 2, single: bool = False) -> A
 
         members = [process(node_name(i), True) for i in range(nodes)]
         lone = process("single", False) if single else None
-        await run_command([sys.executable, "-m", "server.cli", "migrate"], members[0].env)
-        fixtures = Fixtures(load_settings(members[0].env))
+        # nodes=0 with single=True: one process on a throwaway PostgreSQL database, no Redis.
+        first = (members or ([lone] if lone else []))[0]
+        await run_command([sys.executable, "-m", "server.cli", "migrate"], first.env)
+        fixtures = Fixtures(load_settings(first.env))
         await fixtures.setup()
         for member in (*members, *([lone] if lone else [])):
             processes.append(member)

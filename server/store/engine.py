@@ -9,6 +9,8 @@ commit are given by the caller (``server/db.py`` composes them for the applicati
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 FlushHook = Callable[[Session], None]
 AfterCommit = Callable[[Sequence[object]], Awaitable[None]]
@@ -42,6 +45,12 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 # SQLite errors that mean "not now" (another writer holds the lock past busy_timeout, the file
 # vanished), not a bug in a statement.
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Statements that take SQLite's write lock (a transaction holds it until it ends).
+_SQLITE_WRITES = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|REPLACE|BEGIN\s+IMMEDIATE|BEGIN\s+EXCLUSIVE|CREATE|DROP|ALTER)\b",
+    re.IGNORECASE,
+)
 
 
 def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncEngine:
@@ -81,16 +90,96 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
                 raise CannotConnect(f"{type(exc).__name__}: {exc}") from exc
 
     if url.get_backend_name() == "sqlite":
+        _WriterQueue(SQLITE_BUSY_TIMEOUT_S).install(engine)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             cursor.close()
 
     return engine
+
+
+class _WriterQueue:
+    """The writers of one SQLite engine, one at a time, queued in this process's event loop.
+
+    SQLite has one writer at a time. Left to SQLite, a connection that wants to write while
+    another holds the lock sleeps in its busy handler and retries at growing intervals (up to
+    100 ms between tries): under 200 concurrent bookings the lock sat free most of the time
+    while the waiters slept, 27 bookings/s (BENCHMARKS.md, "Booking"). Here a connection that
+    is about to write first takes an asyncio lock, held until its transaction commits or rolls
+    back, so the next writer starts the moment the previous one is done, in arrival order.
+    Other processes on the same file (the CLI, a stand-alone worker) still meet SQLite's own
+    lock and its busy handler; a wait here is bounded by the same busy timeout and fails as
+    SQLite would ("database is locked", which the app reports as an outage)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self._holder: object | None = None  # the DBAPI connection whose transaction writes
+
+    def install(self, engine: AsyncEngine) -> None:
+        """Take the lock before a writing statement; give it back when the transaction ends."""
+        sync_engine = engine.sync_engine
+        dialect = sync_engine.dialect
+        do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
+
+        def _commit(dbapi_connection: Any) -> None:
+            try:
+                do_commit(dbapi_connection)
+            finally:
+                self.release(dbapi_connection)
+
+        def _rollback(dbapi_connection: Any) -> None:
+            try:
+                do_rollback(dbapi_connection)
+            finally:
+                self.release(dbapi_connection)
+
+        # Every root commit and rollback goes through the dialect, the pool's reset-on-return
+        # included (this engine's dialect object only).
+        dialect.do_commit = _commit  # type: ignore[method-assign]
+        dialect.do_rollback = _rollback  # type: ignore[method-assign]
+
+        @event.listens_for(sync_engine, "before_cursor_execute")
+        def _before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if _SQLITE_WRITES.match(statement) and in_greenlet():
+                self.acquire(conn.connection)
+
+        def _gone(dbapi_connection: Any, *_args: Any) -> None:
+            self.release(dbapi_connection)  # closed or invalidated inside a transaction
+
+        event.listen(sync_engine.pool, "checkin", _gone)
+        event.listen(sync_engine.pool, "close", _gone)
+        event.listen(sync_engine.pool, "invalidate", _gone)
+
+    @staticmethod
+    def _raw(connection: Any) -> Any:
+        """The DBAPI connection behind a pool proxy (hooks see either)."""
+        return getattr(connection, "dbapi_connection", connection)
+
+    def acquire(self, connection: Any) -> None:
+        """Wait (in the calling greenlet) until this connection is the process's writer."""
+        raw = self._raw(connection)
+        if raw is None or self._holder is raw:
+            return
+        try:
+            await_(asyncio.wait_for(self._lock.acquire(), self.timeout))
+        except TimeoutError:
+            raise sqlite3.OperationalError(
+                f"database is locked (no turn to write within {self.timeout:.0f} s)"
+            ) from None
+        self._holder = raw
+
+    def release(self, connection: Any) -> None:
+        """The connection's transaction ended: the next writer may go."""
+        raw = self._raw(connection)
+        if raw is not None and self._holder is raw:
+            self._holder = None
+            self._lock.release()
 
 
 class CannotConnect(ConnectionError):
