@@ -255,8 +255,12 @@ async def search(
     duration: timedelta,
     range_start: datetime,
     range_end: datetime,
+    *,
+    with_booked: bool = True,
 ) -> Offers:
-    """Every start in [range_start, range_end): three queries, then computed in Python."""
+    """Every start in [range_start, range_end): three queries, then computed in Python.
+    Without ``with_booked``, two: who offers each start, bookings ignored (``free`` is then
+    ``offered``; a booking checks who is busy under the write lock itself)."""
     if range_end <= range_start:
         return Offers()
     rows = await _permanences(
@@ -270,7 +274,9 @@ async def search(
         return Offers()
     volunteer_ids = sorted({row.volunteer_id for row in rows})
     absences = await _absences(db, volunteer_ids, range_start, range_end + duration)
-    booked = await _booked(db, volunteer_ids, range_start, range_end + duration)
+    booked = (
+        await _booked(db, volunteer_ids, range_start, range_end + duration) if with_booked else {}
+    )
     length = int(duration.total_seconds())
     # A visit at a grid start holds [start, start + held): visit and buffer rounded up to units.
     unit = int(UNIT.total_seconds())

@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
+from server.store.sqlite_cursor import use_one_trip_cursors
+
 FlushHook = Callable[[Session], None]
 AfterCommit = Callable[[Sequence[object]], Awaitable[None]]
 
@@ -99,6 +101,7 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             cursor.close()
+            use_one_trip_cursors(dbapi_connection)
 
     return engine
 
