@@ -105,12 +105,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         driver = self._connection  # the aiosqlite.Connection
 
         def connection() -> sqlite3.Connection:
-            return driver._conn  # type: ignore[attr-defined,no-any-return]
+            return driver._conn  # type: ignore[no-any-return]
 
         async with self._adapt_connection._execute_mutex:
-            outcome: Outcome = await driver._execute(  # type: ignore[attr-defined]
-                _run, connection, operation, parameters, many
-            )
+            outcome: Outcome = await driver._execute(_run, connection, operation, parameters, many)
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
