@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time as clock
+from collections import Counter
+from collections.abc import Iterable
 from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -159,6 +161,11 @@ async def _floor_3(http: aiohttp.ClientSession, base: str, token: str) -> int:
     return status
 
 
+def _answers(statuses: Iterable[int]) -> str:
+    """HTTP statuses and how often, e.g. ``503: 12`` (a 503 is a connection not had in time)."""
+    return ", ".join(f"{status}: {n}" for status, n in sorted(Counter(statuses).items()))
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     return percentile(ordered, 50), percentile(ordered, 99)
@@ -266,7 +273,12 @@ async def _write_phases(
             f"{clients} concurrent API reads",
             target=f">= {TARGET_PER_S[database]:.0f}",
             met=per_s >= TARGET_PER_S[database] and others == 0,
-            note=f"{booked} booked over {len(distinct)} slots, {others} refused or failed",
+            note=f"{booked} booked over {len(distinct)} slots"
+            + (
+                f"; other answers (status: count): {_answers(s for _ms, s in results)}"
+                if others
+                else ""
+            ),
         ),
         Row(
             f"{database}: booking latency p99, {clients} concurrent",
@@ -297,7 +309,12 @@ async def _write_phases(
             "slot capacity",
             target=f"= {contended.capacity}",
             met=won == contended.capacity and won + lost == clients,
-            note=f"{database}: {lost} × 409 slot_taken, {clients - won - lost} other",
+            note=f"{database}: {lost} × 409 slot_taken, {clients - won - lost} other"
+            + (
+                f" ({_answers(s for s in outcomes if s not in (201, 409))})"
+                if won + lost < clients
+                else ""
+            ),
         ),
     ]
 
