@@ -109,7 +109,8 @@ class Site:
     def pids(self) -> dict[str, int]:
         """Every process of the site by name (``node a``, ``node b``…, ``redis``, ``single``)."""
         pids = {node.name: node.pid for node in self.nodes}
-        pids["redis"] = self.redis.pid
+        if self.redis.process is not None:
+            pids["redis"] = self.redis.pid
         if self.single is not None:
             pids[self.single.name] = self.single.pid
         return pids
@@ -148,8 +149,9 @@ async def _drop_database(url: str) -> None:
 @asynccontextmanager
 async def cluster_site(env: BenchEnv, nodes: int = 2, single: bool = False) -> AsyncIterator[Site]:
     """Redis, a migrated throwaway PostgreSQL database, ``nodes`` nodes on both (and, with
-    ``single``, one process on the database without Redis); everything stopped and dropped
-    on the way out. Logs go next to the main server's (``bench/results/<stamp>-<name>.log``)."""
+    ``single``, one process on the database without Redis; ``nodes=0, single=True``: that
+    process alone, no Redis started); everything stopped and dropped on the way out. Logs go
+    next to the main server's (``bench/results/<stamp>-<name>.log``)."""
     # Imported here: bench.run imports the benchmark modules lazily, never this one at start.
     from bench.run import server_environment
 
@@ -162,7 +164,8 @@ async def cluster_site(env: BenchEnv, nodes: int = 2, single: bool = False) -> A
     processes: list[ServerProcess] = []
     fixtures: Fixtures | None = None
     try:
-        await redis.start()
+        if nodes:
+            await redis.start()
 
         def process(name: str, with_redis: bool) -> ServerProcess:
             port = free_port()

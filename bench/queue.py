@@ -1,20 +1,17 @@
-"""Drop-in queue benchmarks against the real server (SQLite), each with a baseline in the same run.
+"""Drop-in queue fan-out against the real server (SQLite), beside a baseline in the same run.
 
-1. **Fan-out.** 50 volunteers watch the queue (real python-socketio clients on `/queue` with their
-   login cookie) while 500+ people wait (made through ``server.dropin.join``). A person leaves
-   through the real form (``POST /aide/quitter`` with their `vp_queue` cookie and a CSRF token);
-   latency = from that request being sent to each volunteer receiving the `queue` push whose
-   ``total`` reflects it (one clock: both ends live in this process). Changes are spaced so pushes
-   do not coalesce, first with no waiting page connected, then with every waiting page connected
-   (each push then also sends a `position` to each of them), then in bursts of simultaneous
-   leaves. Baseline: ``bench/raw_fanout.py``, a bare python-socketio server broadcasting a real
-   `queue` payload of ours (same frame size) to 50 identical clients in a room on ``POST
-   /change``, measured the same way, interleaved change by change with ours.
-2. **take-next under contention.** 2, 5 and 10 volunteers call `take_next` (acknowledged events,
-   real sockets) in closed loops until 500 waiting people are gone: latency of each call, p50/p99,
-   takes per second, and correctness (each person taken exactly once, by the volunteer whose
-   acknowledgement named them, in queue order per volunteer, nobody left waiting); a failure
-   fails the benchmark. Baseline: one volunteer taking all 500 alone.
+50 volunteers watch the queue (real python-socketio clients on `/queue` with their login cookie)
+while 500+ people wait (made through ``server.dropin.join``). A person leaves through the real form
+(``POST /aide/quitter`` with their `vp_queue` cookie and a CSRF token); latency = from that request
+being sent to each volunteer receiving the `queue` push whose ``total`` reflects it (one clock:
+both ends live in this process). Changes are spaced so pushes do not coalesce, first with no
+waiting page connected, then with every waiting page connected (each push then also sends a
+`position` to each of them), then in bursts of simultaneous leaves. Baseline:
+``bench/raw_fanout.py``, a bare python-socketio server broadcasting a real `queue` payload of ours
+(same frame size) to 50 identical clients in a room on ``POST /change``, measured the same way,
+interleaved change by change with ours.
+
+take-next under contention is ``bench/take_next.py`` (benchmark ``take``).
 
 Waiting pages are spoken to by hand (Engine.IO v4 / Socket.IO v5 over aiohttp, as in
 ``bench/wsclient.py``): 500 full python-socketio clients would cost this process more CPU than the
@@ -28,7 +25,6 @@ import json
 import secrets
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import time as wall_time
@@ -52,7 +48,6 @@ from server.store.models import (
     Association,
     Availability,
     QueueEntry,
-    QueueStatus,
     Role,
     User,
     utcnow,
@@ -66,29 +61,24 @@ class Sizes:
     """How much load one run puts on the server."""
 
     volunteers: int  # watching the queue during the fan-out
-    waiting: int  # people waiting at the end of the fan-out and in each take-next phase
+    waiting: int  # people waiting at the end of the fan-out
     spaced: int  # spaced changes per fan-out phase (and as many on the baseline)
     bursts: int
     burst_size: int
-    groups: tuple[int, ...]  # volunteers taking concurrently
     pages: int  # waiting pages open during the second fan-out phase and the bursts
 
 
 # Pages: 200 is the server's default queue_max_waiting. Opening all 500+ pages took 99 s on a
 # busy 2-core machine (each connection makes the server push the whole queue), more than the
 # benchmark's time budget: see BENCHMARKS.md, Findings.
-FULL = Sizes(50, 500, spaced=15, bursts=2, burst_size=20, groups=(2, 5, 10), pages=200)
-QUICK = Sizes(50, 100, spaced=10, bursts=2, burst_size=10, groups=(2, 5, 10), pages=50)
-TIME_BUDGET_S = 228.0  # of BENCH_TIMEOUT_S (240 s); take-next phases that would not fit are skipped
-TAKE_PHASE_RESERVE_S = 40.0
+FULL = Sizes(50, 500, spaced=15, bursts=2, burst_size=20, pages=200)
+QUICK = Sizes(50, 100, spaced=10, bursts=2, burst_size=10, pages=50)
 LOGIN_TTL = timedelta(hours=2)
 FIRST_NAMES = ("Marie", "Mohamed", "Nathalie", "Jean", "Fatou", "Élodie", "Karim", "Josiane")
 CONNECT_CONCURRENCY = 16
 CHANGE_TIMEOUT_S = 10.0
 GAP_S = 0.1  # after a change is fully delivered; > 0: the next change starts a new push
 SETTLE_S = 0.3  # no push for this long: the queue is quiet
-TAKE_TIMEOUT_S = 30.0
-MAX_TAKE_ERRORS = 20
 JOIN_BATCH = 100
 
 
@@ -670,124 +660,6 @@ async def _push_reads(env: BenchEnv, data: QueueData) -> float:
     return sorted(timings)[len(timings) // 2]
 
 
-# -- take-next ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Taker:
-    """One volunteer's closed loop of `take_next` calls."""
-
-    volunteer: Volunteer
-    watcher: Watcher
-    latencies_ns: list[int] = field(default_factory=list)
-    taken: list[str] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    empty: bool = False
-
-    async def run(self, start: asyncio.Event) -> None:
-        """Take until the server says nobody waits (or too many errors)."""
-        await start.wait()
-        while sum(self.errors.values()) < MAX_TAKE_ERRORS:
-            sent = time.perf_counter_ns()
-            ack = await self.watcher.client.call(
-                "take_next", {}, namespace=NAMESPACE, timeout=TAKE_TIMEOUT_S
-            )
-            elapsed = time.perf_counter_ns() - sent
-            if isinstance(ack, dict) and ack.get("ok"):
-                self.latencies_ns.append(elapsed)
-                self.taken.append(str(ack["entry_id"]))
-            elif isinstance(ack, dict) and ack.get("code") == "empty":
-                self.empty = True
-                return
-            else:
-                self.errors[str(ack.get("code") if isinstance(ack, dict) else ack)] += 1
-
-
-async def _verify(env: BenchEnv, data: QueueData, people: list[Person], takers: list[Taker]) -> str:
-    """Every prepared person taken exactly once, by the volunteer whose ack named them, in queue
-    order for each volunteer, nobody waiting; '' when correct, else what went wrong."""
-    problems = []
-    order = {p.entry_id: i for i, p in enumerate(people)}
-    taken = [entry for t in takers for entry in t.taken]
-    counts = Counter(taken)
-    twice = sum(1 for n in counts.values() if n > 1)
-    if twice:
-        problems.append(f"{twice} taken more than once")
-    missing = len(order.keys() - counts.keys())
-    if missing:
-        problems.append(f"{missing} never taken")
-    strangers = len(counts.keys() - order.keys())
-    if strangers:
-        problems.append(f"{strangers} taken who were not prepared")
-    for taker in takers:
-        ranks = [order.get(entry, -1) for entry in taker.taken]
-        if ranks != sorted(ranks):
-            problems.append(f"volunteer {taker.volunteer.user_id} took out of queue order")
-        if not taker.empty:
-            problems.append(f"volunteer {taker.volunteer.user_id} never got 'empty'")
-        if taker.errors:
-            problems.append(f"volunteer {taker.volunteer.user_id} errors {dict(taker.errors)}")
-    by = {entry: t.volunteer.user_id for t in takers for entry in t.taken}
-    async with env.fixtures.sessionmaker() as db:
-        rows = (
-            await db.execute(
-                select(QueueEntry.id, QueueEntry.status, QueueEntry.taken_by_id).where(
-                    QueueEntry.id.in_(list(order))
-                )
-            )
-        ).all()
-        still = await dropin.count_waiting(db, data.association_id)
-    wrong = sum(1 for r in rows if r.status != QueueStatus.TAKEN or by.get(r.id) != r.taken_by_id)
-    if wrong:
-        problems.append(f"{wrong} rows not TAKEN by the volunteer the ack named")
-    if still:
-        problems.append(f"{still} still waiting")
-    return "; ".join(problems)
-
-
-async def _take_phase(env: BenchEnv, data: QueueData, sizes: Sizes, n: int) -> dict[str, Any]:
-    """``n`` volunteers (fresh sockets) take ``sizes.waiting`` people; latency, rate, checks."""
-    people = await join(env.fixtures, data, sizes.waiting)
-    fleet = Fleet()
-    takers = []
-    try:
-        for volunteer in data.volunteers[:n]:
-            watcher = Watcher(fleet)
-            await watcher.connect(env.server.url, volunteer.cookie)
-            fleet.watchers.append(watcher)
-            takers.append(Taker(volunteer, watcher))
-        await fleet.settle()
-        start = asyncio.Event()
-        loops = [asyncio.create_task(t.run(start)) for t in takers]
-        meter = CpuMeter({"ours": env.server.pid})
-        began = time.perf_counter()
-        start.set()
-        await asyncio.gather(*loops)
-        wall = time.perf_counter() - began
-        cpu = meter.stop()
-    finally:
-        await fleet.close()
-    _progress(f"take_next, {n} volunteer(s)", began)
-    problems = await _verify(env, data, people, takers)
-    latencies = _ms(v for t in takers for v in t.latencies_ns)
-    taken = sum(len(t.taken) for t in takers)
-    return {
-        "volunteers": n,
-        "taken": taken,
-        "p50_ms": percentile(latencies, 50),
-        "p90_ms": percentile(latencies, 90),
-        "p99_ms": percentile(latencies, 99),
-        "max_ms": latencies[-1] if latencies else None,
-        "takes_per_s": taken / wall,
-        "server_cpu_pct": cpu["ours"],
-        "client_cpu_pct": cpu["bench client"],
-        "other_cpu_pct": cpu["other"],
-        "per_volunteer": "/".join(str(len(t.taken)) for t in takers),
-        "correct": not problems,
-        "problems": problems,
-    }
-
-
 # -- Report -------------------------------------------------------------------------------------
 
 
@@ -876,44 +748,10 @@ def _fanout_rows(fan: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _take_rows(phases: list[dict[str, Any]]) -> list[Row]:
-    single = phases[0]
-    name = "1 volunteer alone"
-    rows: list[Row] = []
-    for phase in sorted(phases[1:], key=lambda p: int(p["volunteers"])):
-        n = phase["volunteers"]
-        rows += [
-            Row(f"take_next p50, {n} concurrent", "ms", phase["p50_ms"], single["p50_ms"], name),
-            Row(f"take_next p99, {n} concurrent", "ms", phase["p99_ms"], single["p99_ms"], name),
-            Row(
-                f"takes/s, {n} concurrent",
-                "takes/s",
-                phase["takes_per_s"],
-                single["takes_per_s"],
-                name,
-            ),
-        ]
-    for phase in phases:
-        rows.append(
-            Row(
-                f"people taken exactly once, {phase['volunteers']} volunteer(s)",
-                "people",
-                phase["taken"],
-                single["taken"],
-                name,
-                target=f"= {single['taken']}, in order, none left",
-                met=phase["correct"],
-                note="; ".join(phase["problems"]),
-            )
-        )
-    return rows
-
-
 async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
-    """Start the bare broadcaster, measure the fan-out, then take-next under contention."""
-    began = time.perf_counter()
+    """Start the bare broadcaster, measure the fan-out."""
     sizes = QUICK if env.quick else FULL
-    data = await prepare(env.fixtures, max(sizes.volunteers, max(sizes.groups)))
+    data = await prepare(env.fixtures, sizes.volunteers)
     log_dir = env.server.log_path.parent
     raw = ServerProcess(
         "bare python-socketio broadcaster",
@@ -927,18 +765,7 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         fan = await _fanout(env, data, sizes, raw)
     finally:
         await raw.stop()
-    takes, skipped = [], []
-    # The baseline first, then the most contended: under a busy machine, 2 is skipped first.
-    for n in (1, *sorted(sizes.groups, reverse=True)):
-        if time.perf_counter() - began > TIME_BUDGET_S - TAKE_PHASE_RESERVE_S:
-            skipped.append(n)
-            continue
-        takes.append(await _take_phase(env, data, sizes, n))
     env.server.check_alive()
-    correct = all(t["correct"] for t in takes)
-    status = "ok" if correct else "failed"
-    if correct and skipped:
-        status = f"incomplete: take_next with {skipped} volunteers skipped (time budget)"
     details: list[dict[str, Any]] = [
         {
             "phase": s["phase"],
@@ -958,28 +785,9 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         }
         for s in fan["summaries"]
     ]
-    details += [
-        {
-            "phase": f"take_next, {t['volunteers']} volunteer(s)",
-            "server": "ours",
-            "ops": t["taken"],
-            "volunteer_deliveries": None,
-            "first_p50_ms": None,
-            "p50_ms": t["p50_ms"],
-            "p90_ms": t["p90_ms"],
-            "p99_ms": t["p99_ms"],
-            "max_ms": t["max_ms"],
-            "pages_p99_ms": None,
-            "pushes_per_volunteer": None,
-            "server_cpu": f"{t['server_cpu_pct']:.0f}% of a core; taken {t['per_volunteer']}",
-            "client_cpu_pct": t["client_cpu_pct"],
-            "other_cpu_pct": t["other_cpu_pct"],
-        }
-        for t in takes
-    ]
     return {
-        "title": "Drop-in queue: fan-out to volunteers, take-next under contention (SQLite)",
-        "status": status,
+        "title": "Drop-in queue: fan-out to volunteers (SQLite)",
+        "status": "ok",
         "params": {
             "volunteers_watching": len(data.volunteers),
             "waiting": f"{fan['waiting_start']} → {fan['waiting_end']} during the fan-out",
@@ -987,7 +795,6 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             "spaced_changes": f"{sizes.spaced} per phase and server, {GAP_S * 1000:g} ms apart",
             "bursts": f"{sizes.bursts} × {sizes.burst_size} simultaneous leaves",
             "position_frame_bytes": fan["position_frame_bytes"],
-            "take_next_waiting": sizes.waiting,
             "availability_rows": data.availabilities,
             "connect_s": fan["connect_s"],
             "pages_connect_s": fan["pages_connect_s"],
@@ -995,7 +802,6 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             "client": "python-socketio AsyncClient per volunteer; waiting pages by hand",
         },
         "fanout": fan,
-        "take_next": takes,
-        "rows": [row.as_dict() for row in (*_fanout_rows(fan), *_take_rows(takes))],
+        "rows": [row.as_dict() for row in _fanout_rows(fan)],
         "details": details,
     }

@@ -74,11 +74,19 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
     Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
+    Benchmark("queue", "bench.queue", "Drop-in queue: fan-out to volunteers"),
     Benchmark(
-        "queue", "bench.queue", "Drop-in queue: fan-out to volunteers, take-next under contention"
+        "take",
+        "bench.take_next",
+        "take-next: CPU per take vs queue length, contention (SQLite, PG)",
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
+    Benchmark(
+        "combined",
+        "bench.combined",
+        "Event-loop lag under relay + take-next + bookings + dashboard, SQLite and PostgreSQL",
+    ),
     Benchmark(
         "cluster-relay",
         "bench.cluster_relay",
@@ -88,6 +96,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "cluster-queue",
         "bench.cluster_queue",
         "Two nodes (Redis): queue change → volunteers' push, spread vs one node",
+    ),
+    Benchmark(
+        "cluster-writes",
+        "bench.cluster_writes",
+        "Two nodes (Redis, PostgreSQL): bookings/s and takes/s against one node",
     ),
     Benchmark(
         "cluster-idle",

@@ -7,6 +7,7 @@ added: which Socket.IO sid holds each role is stored on the session row.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, select, update
@@ -103,27 +104,41 @@ async def _release_expired_codes(db: AsyncSession) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Code:
+    """A freshly drawn join code and the columns that hold it (valid CODE_TTL_MINUTES)."""
+
+    code: str
+    salt: str
+    digest: str
+    expires_at: datetime
+
+
+def _fresh_code(settings: Settings, session_id: str) -> _Code:
+    secret = settings.secret_key.get_secret_value()
+    salt = new_salt()
+    code = join_code(secret, session_id, salt, settings.code_digits)
+    expires_at = utcnow() + timedelta(minutes=settings.code_ttl_minutes)
+    return _Code(code, salt, code_hash(secret, code), expires_at)
+
+
 async def assign_new_code(db: AsyncSession, settings: Settings, session: AssistanceSession) -> str:
     """Give the session a fresh code of CODE_DIGITS digits valid CODE_TTL_MINUTES, unique among
     live codes."""
     await _release_expired_codes(db)
     session_id = session.id  # read once: a rolled-back savepoint expires the object
     for _attempt in range(CODE_ATTEMPTS):
-        salt = new_salt()
-        code = join_code(
-            settings.secret_key.get_secret_value(), session_id, salt, settings.code_digits
-        )
-        digest = code_hash(settings.secret_key.get_secret_value(), code)
+        fresh = _fresh_code(settings, session_id)
         try:
             async with db.begin_nested():
-                session.code_salt = salt
-                session.code_hash = digest
-                session.code_expires_at = utcnow() + timedelta(minutes=settings.code_ttl_minutes)
+                session.code_salt = fresh.salt
+                session.code_hash = fresh.digest
+                session.code_expires_at = fresh.expires_at
                 await db.flush()
         except IntegrityError:
             await db.refresh(session)  # the code is held by another live session: draw again
             continue
-        return code
+        return fresh.code
     raise RuntimeError("could not find a free join code; too many live sessions?")
 
 
@@ -134,30 +149,47 @@ async def create_session(
     channel: str = "link",
     *,
     record_created: bool = True,
+    beneficiary_name: str | None = None,
 ) -> AssistanceSession:
     """Open a new assistance for this volunteer with a join link and a join code.
 
-    Appointments pass ``record_created=False``: their booking is counted by the booking events,
-    and a booking that is moved or cancelled is not an assistance."""
+    The session is written by one INSERT, its code included (a code another session holds
+    makes that INSERT fail in its savepoint: the expired codes are freed and a new code is
+    drawn). Appointments pass ``record_created=False``: their booking is counted by the
+    booking events, and a booking that is moved or cancelled is not an assistance."""
     session_id, salt = new_id(), new_salt()
-    session = AssistanceSession(
-        id=session_id,
-        association_id=volunteer.association_id,
-        volunteer_id=volunteer.id,
-        channel=channel,
-        token_salt=salt,
-        join_token_hash=sha256_hex(
-            join_token(settings.secret_key.get_secret_value(), session_id, salt)
-        ),
-        expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
-        media_kinds=[],
-    )
-    db.add(session)
-    await db.flush()
-    await assign_new_code(db, settings, session)
-    if record_created:
-        await record(db, EventKind.SESSION_CREATED, session)
-    return session
+    token_hash = sha256_hex(join_token(settings.secret_key.get_secret_value(), session_id, salt))
+    expires_at = utcnow() + timedelta(hours=settings.session_ttl_hours)
+    for attempt in range(CODE_ATTEMPTS):
+        if attempt == 1:
+            # Expired codes keep their slot (find_by_code ignores them) until a new code meets
+            # one: freed then, not on every session (that UPDATE was a statement per session).
+            await _release_expired_codes(db)
+        fresh = _fresh_code(settings, session_id)
+        session = AssistanceSession(
+            id=session_id,
+            association_id=volunteer.association_id,
+            volunteer_id=volunteer.id,
+            channel=channel,
+            token_salt=salt,
+            join_token_hash=token_hash,
+            expires_at=expires_at,
+            media_kinds=[],
+            beneficiary_name=beneficiary_name,
+            code_salt=fresh.salt,
+            code_hash=fresh.digest,
+            code_expires_at=fresh.expires_at,
+        )
+        try:
+            async with db.begin_nested():
+                db.add(session)
+                await db.flush()
+        except IntegrityError:
+            continue  # the code is held by another session (the rollback dropped the row)
+        if record_created:
+            await record(db, EventKind.SESSION_CREATED, session)
+        return session
+    raise RuntimeError("could not find a free join code; too many live sessions?")
 
 
 def _live_clause() -> list[ColumnElement[bool]]:

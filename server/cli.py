@@ -25,7 +25,7 @@ from server.settings import DEFAULT_TIMEZONE, Settings, SettingsError, load_sett
 from server.store.engine import make_engine
 from server.store.models import Role, User, utcnow
 from server.web.accesslog import RedactingAccessLogger
-from server.web.app import create_app
+from server.web.app import create_app, warm_up
 
 log = logging.getLogger("server.cli")
 
@@ -173,11 +173,13 @@ async def _demo_permanences(db: AsyncSession, volunteer: User) -> None:
         )
 
 
-async def freeze_startup_heap(_app: web.Application) -> None:
-    """Once the server has started, move everything alive into the garbage collector's permanent
-    generation: modules, templates, the application. A full collection then scans only what was
-    made since, instead of the whole heap — on a 2-core machine each one stopped every socket for
-    80–170 ms (BENCHMARKS.md, "Relay latency and the garbage collector")."""
+async def freeze_startup_heap(app: web.Application) -> None:
+    """Once the server has started (and built what pages would build lazily), move everything
+    alive into the garbage collector's permanent generation: modules, templates, the
+    application. A full collection then scans only what was made since, instead of the whole
+    heap — on a 2-core machine each one stopped every socket for 80–170 ms (BENCHMARKS.md,
+    "Relay latency and the garbage collector")."""
+    warm_up(app)
     gc.collect()
     gc.freeze()
 

@@ -129,11 +129,24 @@ HTTP_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+# Fine around the 10 ms goal of issue 13: "p99 <= 10 ms" reads off the 0.01 bucket exactly.
+LOOP_LAG_BUCKETS = (
+    *(0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.025),
+    *(0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 LOOP_LAG = Histogram(
     "permanence_event_loop_lag_seconds",
-    "How late the event loop ran a timer that was due (sampled every second): time during which "
+    "How late the event loop ran a timer that was due (sampled every 10 ms): time during which "
     "nothing else, sockets included, was served.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    buckets=LOOP_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+LOOP_LAG_BUSY = Histogram(
+    "permanence_event_loop_lag_busy_seconds",
+    "The part of each loop-lag sample during which the loop's thread was running (at most its "
+    "CPU time over the sample): lag this process caused itself, such as a long callback, as "
+    "opposed to waiting for a CPU taken by other processes.",
+    buckets=LOOP_LAG_BUCKETS,
     registry=REGISTRY,
 )
 LOOP_LAG_LAST = Gauge(

@@ -73,6 +73,10 @@ def entry_room(entry_id: str) -> str:
     return f"entry:{entry_id}"
 
 
+class LoginRevoked(places.QueueError):
+    """A volunteer's socket whose login no longer gives access: refused, then revoked."""
+
+
 def _failure(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "message": message}
 
@@ -456,10 +460,6 @@ class QueueNamespace(socketio.AsyncNamespace):
             return _failure("forbidden", "not connected to the queue")
         if needs_volunteer != (info["kind"] == "volunteer"):
             return _failure("forbidden", f"{event} is not allowed for this peer")
-        if needs_volunteer and await self.hub.logins.revoked(self.app[SESSIONMAKER_KEY], [sid]):
-            # Answered first, then disconnected (an acknowledgement needs the connection).
-            self.server.start_background_task(self.hub.revoke, sid, "revoked")
-            return _failure("forbidden", _("Votre compte n'est plus actif."))
         payload = args[1] if len(args) == 2 else {}
         try:
             message = model.model_validate(payload if payload is not None else {})
@@ -468,6 +468,9 @@ class QueueNamespace(socketio.AsyncNamespace):
         try:
             return await run(sid, info, message)
         except places.QueueError as exc:
+            if isinstance(exc, LoginRevoked):
+                # Answered first, then disconnected (an acknowledgement needs the connection).
+                self.server.start_background_task(self.hub.revoke, sid, "revoked")
             return _failure(exc.code, exc.message)
 
     def _handlers(
@@ -488,16 +491,20 @@ class QueueNamespace(socketio.AsyncNamespace):
             "leave": (QueueNothing, False, self._leave),
         }
 
-    async def _volunteer(self, db: AsyncSession, info: dict[str, Any]) -> User:
-        user = await db.get(User, int(info["user_id"]))
-        if user is None or not user.is_active:
-            raise places.QueueError("forbidden", _("Votre compte n'est plus actif."))
+    async def _volunteer(self, db: AsyncSession, sid: str, info: dict[str, Any]) -> User:
+        """The volunteer behind ``sid``, if the login the socket was opened with still gives
+        access, checked in the action's own transaction (one read); else LoginRevoked."""
+        user = await self.hub.logins.user_in(db, sid)
+        if user is None or user.id != int(info["user_id"]):
+            raise LoginRevoked("forbidden", _("Votre compte n'est plus actif."))
         return user
 
     @contextlib.asynccontextmanager
-    async def _acting(self, info: dict[str, Any]) -> AsyncIterator[tuple[AsyncSession, User]]:
+    async def _acting(
+        self, sid: str, info: dict[str, Any]
+    ) -> AsyncIterator[tuple[AsyncSession, User]]:
         async with self.app[SESSIONMAKER_KEY].begin() as db:
-            yield db, await self._volunteer(db, info)
+            yield db, await self._volunteer(db, sid, info)
 
     def _taken(self, entry: QueueEntry) -> dict[str, Any]:
         """The acknowledgement of a take (the page rang when the take committed)."""
@@ -513,40 +520,40 @@ class QueueNamespace(socketio.AsyncNamespace):
     async def _take_next(
         self, sid: str, info: dict[str, Any], _message: QueueNothing
     ) -> dict[str, Any]:
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             entry = await places.take_next(db, self.app[SETTINGS_KEY], user, utcnow())
         if entry is None:
             return _failure("empty", _("Personne n'attend pour le moment."))
         return self._taken(entry)
 
     async def _take(self, sid: str, info: dict[str, Any], message: QueueEntryRef) -> dict[str, Any]:
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             entry = await places.take(db, self.app[SETTINGS_KEY], user, message.entry_id, utcnow())
         return self._taken(entry)
 
     async def _requeue(
         self, sid: str, info: dict[str, Any], message: QueueEntryRef
     ) -> dict[str, Any]:
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             await places.requeue(db, user, message.entry_id, utcnow())
         return {"ok": True}
 
     async def _transfer(
         self, sid: str, info: dict[str, Any], message: QueueTransfer
     ) -> dict[str, Any]:
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             done = await places.transfer(db, user, message.entry_id, message.volunteer_id, utcnow())
         return {"ok": True, "session_id": done.session_id}
 
     async def _gone(self, sid: str, info: dict[str, Any], message: QueueEntryRef) -> dict[str, Any]:
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             await places.mark_gone(db, user, message.entry_id, utcnow())
         return {"ok": True}
 
     async def _remove(self, sid: str, info: dict[str, Any], message: QueueRemove) -> dict[str, Any]:
         now = utcnow()
         since = now - timedelta(minutes=message.since_minutes) if message.since_minutes else None
-        async with self._acting(info) as (db, user):
+        async with self._acting(sid, info) as (db, user):
             removed = await places.remove(
                 db,
                 user,

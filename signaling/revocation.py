@@ -10,10 +10,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import socketio
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.accounts import live_logins
-from server.store.models import Role
+from server.store.models import LoginSession, Role, User, utcnow
 
 
 @dataclass
@@ -92,6 +93,29 @@ class AccountSockets:
             else:
                 gone.append(sid)
         return gone
+
+    async def user_in(self, db: AsyncSession, sid: str) -> User | None:
+        """The account behind ``sid``'s login if that login still gives access (unexpired, of
+        an active account of one of ``roles``), read in the caller's transaction: the check
+        and the action it guards see the same database. None for a socket without a login."""
+        login = self._logins.get(sid)
+        if login is None:
+            return None
+        query = (
+            select(User)
+            .join(LoginSession, LoginSession.user_id == User.id)
+            .where(
+                LoginSession.id == login.login_id,
+                LoginSession.expires_at > utcnow(),
+                User.is_active.is_(True),
+            )
+        )
+        if self.roles is not None:
+            query = query.where(User.role.in_(list(self.roles)))
+        user = await db.scalar(query)
+        if user is not None:
+            login.checked = asyncio.get_running_loop().time()
+        return user
 
 
 def held_here(sio: socketio.AsyncServer, sid: str, namespace: str) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from server import assist
-from server.store.models import AssistanceSession, User
+from server.store.models import AssistanceSession, User, utcnow
 from server.tokens import code_hash, join_code
 from tests.conftest import Account, Running
 
@@ -46,6 +48,80 @@ async def test_a_code_collision_with_a_live_session_draws_a_new_code(
         assert found is not None and found.id == second_id
         holder_found = await assist.find_by_code(db, settings, clashing)
         assert holder_found is not None and holder_found.id == first_id
+
+
+async def test_a_new_session_whose_first_code_is_held_is_written_with_another_code(
+    running: Running, volunteer: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create_session writes its code in its INSERT: a code held by a live session makes that
+    INSERT fail in its savepoint, and the session is written once with a fresh code."""
+    settings = running.settings
+    secret = settings.secret_key.get_secret_value()
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        holder = await assist.create_session(db, settings, user)
+        holder_id = holder.id
+    new_id = "00000000-0000-4000-8000-000000000001"
+    clashing = join_code(secret, new_id, "clash", settings.code_digits)
+    async with running.sessionmaker.begin() as db:
+        held = await db.get_one(AssistanceSession, holder_id)
+        held.code_hash = code_hash(secret, clashing)
+
+    # The link salt, then the code salts "clash" (held by the holder) and "free".
+    salts: Iterator[str] = iter(["link", "clash", "free"])
+    monkeypatch.setattr(assist, "new_salt", lambda: next(salts))
+    monkeypatch.setattr(assist, "new_id", lambda: new_id)
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        session = await assist.create_session(db, settings, user, beneficiary_name="Aïcha")
+        code = assist.current_code(settings, session)
+
+    assert code == join_code(secret, new_id, "free", settings.code_digits) != clashing
+    async with running.sessionmaker() as db:
+        found = await assist.find_by_code(db, settings, code)
+        assert found is not None and found.id == new_id
+        assert found.beneficiary_name == "Aïcha" and found.code_salt == "free"
+        holder_found = await assist.find_by_code(db, settings, clashing)
+        assert holder_found is not None and holder_found.id == holder_id
+        sessions = await db.scalar(
+            select(func.count())
+            .select_from(AssistanceSession)
+            .where(AssistanceSession.id == new_id)
+        )
+        assert sessions == 1
+
+
+async def test_an_expired_code_keeps_its_slot_until_a_new_session_draws_it(
+    running: Running, volunteer: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expired codes are not freed on every new session: the one a new session draws is freed
+    then (its INSERT fails once), and the new session gets that very code."""
+    settings = running.settings
+    secret = settings.secret_key.get_secret_value()
+    new_id = "00000000-0000-4000-8000-000000000002"
+    clashing = join_code(secret, new_id, "clash", settings.code_digits)
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        holder = await assist.create_session(db, settings, user)
+        holder.code_hash = code_hash(secret, clashing)
+        holder.code_expires_at = utcnow() - timedelta(minutes=1)
+        holder_id = holder.id
+    async with running.sessionmaker() as db:
+        assert await assist.find_by_code(db, settings, clashing) is None  # expired: not live
+
+    salts: Iterator[str] = iter(["link", "clash", "clash"])
+    monkeypatch.setattr(assist, "new_salt", lambda: next(salts))
+    monkeypatch.setattr(assist, "new_id", lambda: new_id)
+    async with running.sessionmaker.begin() as db:
+        user = await db.get_one(User, volunteer.user.id)
+        session = await assist.create_session(db, settings, user)
+        assert assist.current_code(settings, session) == clashing
+
+    async with running.sessionmaker() as db:
+        found = await assist.find_by_code(db, settings, clashing)
+        assert found is not None and found.id == new_id
+        released = await db.get_one(AssistanceSession, holder_id)
+        assert released.code_hash is None
 
 
 async def test_ending_a_session_frees_its_code_and_link(

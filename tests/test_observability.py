@@ -4,17 +4,20 @@ heartbeat, and Sentry reports scrubbed like the logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp_jinja2
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -31,7 +34,7 @@ from server.readiness import (
 from server.settings import Settings
 from server.store.models import Role, WorkerHeartbeat, utcnow
 from server.web.accesslog import REDACTED, RedactingAccessLogger, Redactor
-from server.web.app import create_app
+from server.web.app import create_app, warm_up
 from server.web.error_reports import init_sentry, scrub
 from server.web.observability import SCRAPE_KEY
 from tests.conftest import Running, free_port, login, make_account
@@ -86,6 +89,48 @@ async def test_metrics_answer_a_local_scraper_with_gauges_read_now(
     assert "permanence_event_loop_lag_seconds_count" in text
     # Labels never carry a path: only route names.
     assert "/healthz" not in re.findall(r'route="([^"]*)"', text)
+
+
+def _over(text: str, metric: str, bound: str) -> float:
+    """How many samples of a histogram exceed ``bound`` (seconds, as its ``le`` label)."""
+    return _sample(text, f"{metric}_count") - _sample(text, f'{metric}_bucket{{le="{bound}"}}')
+
+
+async def test_loop_lag_counts_every_stall_and_its_busy_part_only_the_loops_own_work(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    lag, busy = "permanence_event_loop_lag_seconds", "permanence_event_loop_lag_busy_seconds"
+    async with http.get(running.url("/metrics")) as resp:
+        before = await resp.text()
+    # Two stalls of the loop this test shares with the server: 60 ms of CPU (a long callback),
+    # then 60 ms asleep in a blocking call (like a machine whose CPUs are taken by others).
+    spin_until = time.thread_time() + 0.06
+    while time.thread_time() < spin_until:
+        pass
+    await asyncio.sleep(0.03)  # the sampler records the first stall before the second
+    time.sleep(0.06)  # noqa: ASYNC251 - the stall under test
+    async with asyncio.timeout(5):
+        while True:  # the sampler runs every 10 ms: read until it has seen both
+            await asyncio.sleep(0.03)
+            async with http.get(running.url("/metrics")) as resp:
+                after = await resp.text()
+            if _over(after, lag, "0.025") - _over(before, lag, "0.025") >= 2:
+                break
+    late = _over(after, lag, "0.025") - _over(before, lag, "0.025")
+    late_busy = _over(after, busy, "0.025") - _over(before, busy, "0.025")
+    assert late_busy >= 1  # the CPU stall
+    assert late >= late_busy + 1  # the sleep: late, but the loop did not run
+    assert _sample(after, f"{lag}_count") - _sample(before, f"{lag}_count") >= 5
+
+
+def test_warm_up_compiles_every_template_before_the_first_request(settings: Settings) -> None:
+    app = create_app(settings)
+    env = aiohttp_jinja2.get_env(app)
+    names = env.list_templates(extensions=["html"])
+    assert env.cache is not None and len(names) > 10
+    assert not {name for _loader, name in env.cache}
+    warm_up(app)
+    assert {name for _loader, name in env.cache} == set(names)
 
 
 async def test_metrics_are_not_shown_through_a_proxy_without_the_token(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist, fair_use
@@ -405,39 +405,50 @@ def _check_volunteer(volunteer: User) -> None:
         )
 
 
-async def _claim(
-    db: AsyncSession, volunteer: User, now: datetime, entry_id: str | None
-) -> str | None:
-    """Atomically mark one waiting person as taken by this volunteer; their id, or None."""
-    dialect = db.get_bind().dialect.name
-    allowed = or_(QueueEntry.reserved_for_id.is_(None), QueueEntry.reserved_for_id == volunteer.id)
-    if entry_id is not None:
-        target = select(QueueEntry.id).where(QueueEntry.id == entry_id)
-    else:
-        target = (
-            select(QueueEntry.id)
-            .where(
-                QueueEntry.association_id == volunteer.association_id,
-                QueueEntry.status == QueueStatus.WAITING,
-                allowed,
-            )
-            # Someone transferred to this volunteer comes first, then the longest waiting.
-            .order_by(
-                case((QueueEntry.reserved_for_id == volunteer.id, 0), else_=1),
-                QueueEntry.queued_at,
-                QueueEntry.id,
-            )
-            .limit(1)
-        )
-        if dialect == "postgresql":
-            target = target.with_for_update(skip_locked=True)
-    claimed = await db.scalar(
-        update(QueueEntry)
+def _first_waiting(volunteer: User, reserved: bool, dialect: str) -> Select[str]:
+    """The id of the person waiting longest among those reserved for this volunteer
+    (``reserved``) or among those reserved for nobody: one row read from an index in queue
+    order, whatever the length of the queue."""
+    query = (
+        select(QueueEntry.id)
         .where(
-            QueueEntry.id == target.scalar_subquery(),
             QueueEntry.association_id == volunteer.association_id,
             QueueEntry.status == QueueStatus.WAITING,
-            allowed,
+            QueueEntry.reserved_for_id == volunteer.id
+            if reserved
+            else QueueEntry.reserved_for_id.is_(None),
+        )
+        .order_by(QueueEntry.queued_at, QueueEntry.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+async def _claim(
+    db: AsyncSession, volunteer: User, now: datetime, entry_id: str | None
+) -> QueueEntry | None:
+    """Atomically mark one waiting person as taken by this volunteer, in one statement; their
+    row (read by the same statement), or None."""
+    if entry_id is not None:
+        target: ColumnElement[Any] = literal(entry_id)
+    else:
+        # Someone transferred to this volunteer comes first, then the longest waiting.
+        dialect = db.get_bind().dialect.name
+        target = func.coalesce(
+            _first_waiting(volunteer, True, dialect).scalar_subquery(),
+            _first_waiting(volunteer, False, dialect).scalar_subquery(),
+        )
+    return await db.scalar(
+        update(QueueEntry)
+        .where(
+            QueueEntry.id == target,
+            QueueEntry.association_id == volunteer.association_id,
+            # Re-checked on the row itself: on PostgreSQL the subquery may have picked a row
+            # another transaction took in between (READ COMMITTED re-evaluates this WHERE).
+            QueueEntry.status == QueueStatus.WAITING,
+            or_(QueueEntry.reserved_for_id.is_(None), QueueEntry.reserved_for_id == volunteer.id),
         )
         .values(
             status=QueueStatus.TAKEN,
@@ -446,20 +457,18 @@ async def _claim(
             waiting_sid=None,
             reserved_for_id=None,
         )
-        .returning(QueueEntry.id)
-        .execution_options(synchronize_session=False)
+        .returning(QueueEntry)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    return claimed
 
 
 async def _open_room(
-    db: AsyncSession, settings: Settings, volunteer: User, entry_id: str, now: datetime
+    db: AsyncSession, settings: Settings, volunteer: User, entry: QueueEntry, now: datetime
 ) -> QueueEntry:
     """The claimed person gets an assistance session with the volunteer who took them."""
-    entry = await db.get_one(QueueEntry, entry_id, populate_existing=True)
-    session = await assist.create_session(db, settings, volunteer, CHANNEL)
-    if entry.first_name:
-        session.beneficiary_name = entry.first_name
+    session = await assist.create_session(
+        db, settings, volunteer, CHANNEL, beneficiary_name=entry.first_name
+    )
     entry.assistance_session_id = session.id
     await _count(
         db, EventKind.QUEUE_TAKEN, entry, session, duration_seconds=waited_seconds(entry, now)
@@ -480,25 +489,28 @@ async def take_next(
         claimed = await _claim(db, volunteer, now, None)
         if claimed is not None:
             return await _open_room(db, settings, volunteer, claimed, now)
-        # On PostgreSQL the subquery may have picked a row another transaction took in between
-        # (READ COMMITTED re-checks the WHERE): try again while someone still waits.
+        # On PostgreSQL the row picked was taken by another transaction in between, or every
+        # row was locked by other takes (SKIP LOCKED): try again while someone still waits.
         if not await _anyone_for(db, volunteer):
             return None
     return None
 
 
 async def _anyone_for(db: AsyncSession, volunteer: User) -> bool:
+    """Whether someone waits that this volunteer may take (an index probe, not a count)."""
     return bool(
         await db.scalar(
-            select(func.count())
-            .select_from(QueueEntry)
-            .where(
-                QueueEntry.association_id == volunteer.association_id,
-                QueueEntry.status == QueueStatus.WAITING,
-                or_(
-                    QueueEntry.reserved_for_id.is_(None),
-                    QueueEntry.reserved_for_id == volunteer.id,
-                ),
+            select(
+                select(QueueEntry.id)
+                .where(
+                    QueueEntry.association_id == volunteer.association_id,
+                    QueueEntry.status == QueueStatus.WAITING,
+                    or_(
+                        QueueEntry.reserved_for_id.is_(None),
+                        QueueEntry.reserved_for_id == volunteer.id,
+                    ),
+                )
+                .exists()
             )
         )
     )

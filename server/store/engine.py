@@ -10,8 +10,8 @@ commit are given by the caller (``server/db.py`` composes them for the applicati
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from server.store.sqlite_cursor import use_one_trip_cursors
 
@@ -38,6 +37,8 @@ _PENDING = "after_commit.pending"  # items recorded in the open transaction
 _MARKS = "after_commit.marks"  # savepoint → how many items were pending when it began
 _COMMITTED = "after_commit.committed"  # items of committed transactions not handed over yet
 _HANDLER = "after_commit.handler"
+_WRITER = "sqlite.writer"  # the process's SQLite writer lock, held until the transaction ends
+_RELEASES_WRITERS = "releases_sqlite_writers"  # a session class that gives _WRITER back
 
 
 # How long a request may wait for a connection (to open one, or for a free one in the pool)
@@ -47,12 +48,8 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 # SQLite errors that mean "not now" (another writer holds the lock past busy_timeout, the file
 # vanished), not a bug in a statement.
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
-SQLITE_BUSY_TIMEOUT_S = 30.0
-# Statements that take SQLite's write lock (a transaction holds it until it ends).
-_SQLITE_WRITES = re.compile(
-    r"\s*(INSERT|UPDATE|DELETE|REPLACE|BEGIN\s+IMMEDIATE|BEGIN\s+EXCLUSIVE|CREATE|DROP|ALTER)\b",
-    re.IGNORECASE,
-)
+# How long a writer waits for SQLite's lock (its busy handler; this process's queue of writers).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
 def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncEngine:
@@ -92,97 +89,17 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
                 raise CannotConnect(f"{type(exc).__name__}: {exc}") from exc
 
     if url.get_backend_name() == "sqlite":
-        _WriterQueue(SQLITE_BUSY_TIMEOUT_S).install(engine)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000:.0f}")
             cursor.close()
             use_one_trip_cursors(dbapi_connection)
 
     return engine
-
-
-class _WriterQueue:
-    """The writers of one SQLite engine, one at a time, queued in this process's event loop.
-
-    SQLite has one writer at a time. Left to SQLite, a connection that wants to write while
-    another holds the lock sleeps in its busy handler and retries at growing intervals (up to
-    100 ms between tries): under 200 concurrent bookings the lock sat free most of the time
-    while the waiters slept, 27 bookings/s (BENCHMARKS.md, "Booking"). Here a connection that
-    is about to write first takes an asyncio lock, held until its transaction commits or rolls
-    back, so the next writer starts the moment the previous one is done, in arrival order.
-    Other processes on the same file (the CLI, a stand-alone worker) still meet SQLite's own
-    lock and its busy handler; a wait here is bounded by the same busy timeout and fails as
-    SQLite would ("database is locked", which the app reports as an outage)."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._lock = asyncio.Lock()
-        self._holder: object | None = None  # the DBAPI connection whose transaction writes
-
-    def install(self, engine: AsyncEngine) -> None:
-        """Take the lock before a writing statement; give it back when the transaction ends."""
-        sync_engine = engine.sync_engine
-        dialect = sync_engine.dialect
-        do_commit, do_rollback = dialect.do_commit, dialect.do_rollback
-
-        def _commit(dbapi_connection: Any) -> None:
-            try:
-                do_commit(dbapi_connection)
-            finally:
-                self.release(dbapi_connection)
-
-        def _rollback(dbapi_connection: Any) -> None:
-            try:
-                do_rollback(dbapi_connection)
-            finally:
-                self.release(dbapi_connection)
-
-        # Every root commit and rollback goes through the dialect, the pool's reset-on-return
-        # included (this engine's dialect object only).
-        dialect.do_commit = _commit  # type: ignore[method-assign]
-        dialect.do_rollback = _rollback  # type: ignore[method-assign]
-
-        @event.listens_for(sync_engine, "before_cursor_execute")
-        def _before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if _SQLITE_WRITES.match(statement) and in_greenlet():
-                self.acquire(conn.connection)
-
-        def _gone(dbapi_connection: Any, *_args: Any) -> None:
-            self.release(dbapi_connection)  # closed or invalidated inside a transaction
-
-        event.listen(sync_engine.pool, "checkin", _gone)
-        event.listen(sync_engine.pool, "close", _gone)
-        event.listen(sync_engine.pool, "invalidate", _gone)
-
-    @staticmethod
-    def _raw(connection: Any) -> Any:
-        """The DBAPI connection behind a pool proxy (hooks see either)."""
-        return getattr(connection, "dbapi_connection", connection)
-
-    def acquire(self, connection: Any) -> None:
-        """Wait (in the calling greenlet) until this connection is the process's writer."""
-        raw = self._raw(connection)
-        if raw is None or self._holder is raw:
-            return
-        try:
-            await_(asyncio.wait_for(self._lock.acquire(), self.timeout))
-        except TimeoutError:
-            raise sqlite3.OperationalError(
-                f"database is locked (no turn to write within {self.timeout:.0f} s)"
-            ) from None
-        self._holder = raw
-
-    def release(self, connection: Any) -> None:
-        """The connection's transaction ended: the next writer may go."""
-        raw = self._raw(connection)
-        if raw is not None and self._holder is raw:
-            self._holder = None
-            self._lock.release()
 
 
 class CannotConnect(ConnectionError):
@@ -243,17 +160,60 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+class _Writers:
+    """This process's writers of one SQLite database, first come first served.
+
+    SQLite has one writer at a time. Without this queue, the writers of one process wait for
+    its lock in SQLite's busy handler, which sleeps 1, 2, 5 … up to 100 ms between attempts
+    and serves nobody in order: under ten concurrent takes, some waited seconds while later
+    ones went first. Here they wait on an asyncio lock (FIFO, woken at once), and only its
+    holder asks SQLite for the lock; other processes still meet the busy handler."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock = asyncio.Lock()
+
+    def for_loop(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # an engine used from another event loop (tests)
+            self.loop, self.lock = loop, asyncio.Lock()
+        return self.lock
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, _Writers] = weakref.WeakKeyDictionary()
+
+
+async def _queue_for_write(db: AsyncSession, engine: Engine) -> None:
+    """Wait for this process's earlier writers, then hold the queue until the session's
+    transaction ends (commit, rollback or close: ``_install_after_commit``). Sessions of
+    another sessionmaker than ``make_session_factory``'s do not queue."""
+    session = db.sync_session
+    if not getattr(type(session), _RELEASES_WRITERS, False) or _WRITER in session.info:
+        return
+    lock = _WRITERS.setdefault(engine, _Writers()).for_loop()
+    try:
+        async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_SECONDS):
+            await lock.acquire()
+    except TimeoutError as exc:
+        raise sa_exc.OperationalError(
+            "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+        ) from exc
+    session.info[_WRITER] = lock
+
+
 async def begin_write(db: AsyncSession) -> None:
-    """On SQLite, take the write lock now (BEGIN IMMEDIATE) unless a transaction is open."""
+    """On SQLite, take the write lock now (BEGIN IMMEDIATE) unless a transaction is open,
+    after this process's earlier writers (``_Writers``)."""
     # Two reasons. pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
     # issued first starts one of its own and its RELEASE commits: the caller's transaction would
-    # no longer be one. And concurrent writers queue on busy_timeout (30 s) instead of failing at
-    # once with "database is locked" when a reader tries to become a writer.
+    # no longer be one. And concurrent writers queue instead of failing at once with "database
+    # is locked" when a reader tries to become a writer.
     conn = await db.connection()
     if conn.dialect.name != "sqlite":
         return
     driver = (await conn.get_raw_connection()).driver_connection  # an aiosqlite.Connection
     if driver is not None and not driver.in_transaction:
+        await _queue_for_write(db, conn.sync_engine)
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -310,6 +270,13 @@ def _install_after_commit(session_class: type[Session]) -> None:
         if pending:
             session.info.setdefault(_COMMITTED, []).extend(pending)
 
+    @event.listens_for(session_class, "after_transaction_end")
+    def _ended(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:  # the root transaction: let the next writer in
+            writer: asyncio.Lock | None = session.info.pop(_WRITER, None)
+            if writer is not None:
+                writer.release()
+
     @event.listens_for(session_class, "after_soft_rollback")
     def _rolled_back(session: Session, previous: SessionTransaction) -> None:
         marks: dict[int, int] = session.info.get(_MARKS, {})
@@ -335,7 +302,7 @@ def make_session_factory(
 
     The hooks are attached to a Session class of this sessionmaker only, never to SQLAlchemy's
     global ``Session``: two applications in one process (tests) do not see each other's."""
-    session_class: type[Session] = type("StoreSession", (Session,), {})
+    session_class: type[Session] = type("StoreSession", (Session,), {_RELEASES_WRITERS: True})
     for hook in flush_hooks:
 
         def _after_flush(session: Session, _context: Any, hook: FlushHook = hook) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -217,7 +218,17 @@ class AssistanceSession(Base):
     volunteer: Mapped[User] = relationship(foreign_keys=[volunteer_id], lazy="raise_on_sql")
     observer: Mapped[User | None] = relationship(foreign_keys=[observer_id], lazy="raise_on_sql")
 
-    __table_args__ = (Index("ix_assistance_sessions_volunteer_status", "volunteer_id", "status"),)
+    __table_args__ = (
+        Index("ix_assistance_sessions_volunteer_status", "volunteer_id", "status"),
+        # The codes that still hold a slot, by expiry: each new session frees the expired ones
+        # (server/assist.py) without reading every session ever made.
+        Index(
+            "ix_assistance_sessions_code_expires_at",
+            "code_expires_at",
+            sqlite_where=text("code_hash IS NOT NULL"),
+            postgresql_where=text("code_hash IS NOT NULL"),
+        ),
+    )
 
     @property
     def is_live(self) -> bool:
@@ -542,10 +553,28 @@ class QueueEntry(Base):
     end_reason: Mapped[str | None] = mapped_column(String(20), default=None)
 
     __table_args__ = (
+        # The queue order (queued_at, id) within an association's waiting people: the next
+        # person to take, the list volunteers see and the positions are read in this order,
+        # without sorting the whole queue.
         Index(
-            "ix_queue_entries_association_status_queued", "association_id", "status", "queued_at"
+            "ix_queue_entries_association_status_queued_id",
+            "association_id",
+            "status",
+            "queued_at",
+            "id",
         ),
         Index("ix_queue_entries_client_key_hash", "client_key_hash"),
+        # The people reserved for a volunteer (a transfer) come first in their next take: found
+        # in queue order without reading the others (a handful of rows, hence partial).
+        Index(
+            "ix_queue_entries_reserved_for",
+            "reserved_for_id",
+            "status",
+            "queued_at",
+            "id",
+            sqlite_where=text("reserved_for_id IS NOT NULL"),
+            postgresql_where=text("reserved_for_id IS NOT NULL"),
+        ),
     )
 
 

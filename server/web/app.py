@@ -13,6 +13,7 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_datetime
 
+from server import geo
 from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.logs import configure_logging
@@ -87,6 +88,20 @@ def setup_templates(app: web.Application) -> None:
     env.filters["grouped_code"] = grouped_code
     env.globals["photo_limits"] = photo_limits()
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
+
+
+def warm_up(app: web.Application) -> None:
+    """Do now, before the first request, what pages do lazily once per process: compile every
+    template, load Babel's French data and the map of France. On a first request each stopped
+    every socket of the node (the first /stats: 90 ms of CPU, BENCHMARKS.md "Combined load"),
+    and what they build is then long-lived: made before the startup heap is frozen
+    (server/cli.py), the garbage collector no longer scans it."""
+    env = aiohttp_jinja2.get_env(app)
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)
+    format_datetime(datetime.now(ZoneInfo("UTC")), "EEEE d MMMM y HH:mm", locale=DEFAULT_LOCALE)
+    geo.map_paths()
+    geo.departements()
 
 
 WORKER_KEY = web.AppKey("worker", Worker)

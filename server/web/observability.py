@@ -26,6 +26,7 @@ from server.logs import REQUEST_ID
 from server.metrics import (
     HTTP_SECONDS,
     LOOP_LAG,
+    LOOP_LAG_BUSY,
     LOOP_LAG_LAST,
     SCRAPE_ERRORS,
     Snapshot,
@@ -44,7 +45,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # A proxy's id is kept if it looks like one (UUIDs, nginx's $request_id, hex, base64url):
 # nothing a client could use to smuggle text into the logs.
 WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
-LOOP_SAMPLE_SECONDS = 1.0
+# A timer due every 10 ms: a stall of the loop longer than that always delays one, so the lag's
+# distribution is seen over time (p99 over a 20-second window rests on ~2,000 samples), for
+# ~20 µs of CPU per sample (0.2 % of a core).
+LOOP_SAMPLE_SECONDS = 0.01
 SCRAPE_DATABASE_TIMEOUT_SECONDS = 2.0
 
 
@@ -73,16 +77,21 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: sample the event loop's lag every second for the life of the app."""
+    """cleanup_ctx: sample the event loop's lag (how late a due timer runs) every
+    LOOP_SAMPLE_SECONDS for the life of the app."""
 
     async def sample() -> None:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + LOOP_SAMPLE_SECONDS
+            ran_before = time.thread_time()
             await asyncio.sleep(LOOP_SAMPLE_SECONDS)
             lag = max(0.0, loop.time() - due)
             LOOP_LAG.observe(lag)
             LOOP_LAG_LAST.set(lag)
+            # On a machine shared with other work, a late timer may only mean no CPU was free:
+            # the loop's own share of the lag is at most the CPU its thread used meanwhile.
+            LOOP_LAG_BUSY.observe(min(lag, time.thread_time() - ran_before))
 
     task = asyncio.create_task(sample(), name="loop-lag")
     try:
