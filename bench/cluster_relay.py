@@ -6,7 +6,8 @@ pairs, each connected once, measured in interleaved segments by ``bench/relay_la
 machinery (open-loop sender, ``perf_counter_ns`` stamps in the frame, ``CpuMeter``):
 
 - **cross-node**: the volunteer on one node, the beneficiary on the other (half the pairs each
-  way), so every candidate goes through python-socketio's ``AsyncRedisManager``;
+  way), so every candidate goes through Redis, on the target node's own relay channel
+  (``server/cluster.py`` ``RelayChannel``);
 - **same node** (the baseline): both peers on one node (half the pairs on each node), the
   nodes still running with Redis (rate-limit counters, presence), the relay itself local;
 - **one process, no Redis** (a second reference): a third server on the same database without
@@ -127,7 +128,7 @@ def _rows(by: dict[tuple[str, int], dict[str, Any]], rate: int) -> list[Row]:
                 "µs",
                 cross[key],
                 same[key],
-                "both peers on one node, Redis manager",
+                "both peers on one node, with Redis",
                 target,
                 met,
                 note,
@@ -160,7 +161,7 @@ def _rows(by: dict[tuple[str, int], dict[str, Any]], rate: int) -> list[Row]:
             "µs",
             cross["server_cpu_us_per_msg"],
             same["server_cpu_us_per_msg"],
-            "both peers on one node, Redis manager",
+            "both peers on one node, with Redis",
         ),
         Row(
             f"server CPU per message, same node (both nodes) {at}",
@@ -174,7 +175,7 @@ def _rows(by: dict[tuple[str, int], dict[str, Any]], rate: int) -> list[Row]:
             "µs",
             cross["redis_cpu_us_per_msg"],
             same["redis_cpu_us_per_msg"],
-            "both peers on one node, Redis manager",
+            "both peers on one node, with Redis",
         ),
     ]
     return rows

@@ -14,7 +14,8 @@ from bench.procs import ServerProcess
 
 @dataclass
 class BenchEnv:
-    """The real server (ours), the raw baseline relay, and fresh data on demand.
+    """The real server (ours), the baseline relays (raw aiohttp WebSocket, bare python-socketio),
+    and fresh data on demand.
 
     A benchmark module exposes ``async def run(server_url: str, env: BenchEnv) -> dict`` and
     gets ``server_url == env.server.url``.
@@ -22,6 +23,7 @@ class BenchEnv:
 
     server: ServerProcess
     raw: ServerProcess
+    sio: ServerProcess
     fixtures: Fixtures
     quick: bool
 

@@ -54,9 +54,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time consumed so far by a process (all its threads)."""
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time consumed so far by a process (all its threads), or by one of
+    its threads (``thread``: its id; the main thread's is the pid)."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    stat = Path(path).read_text(encoding="ascii")
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is the state (field 3 of stat(5)): utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK

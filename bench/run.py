@@ -1,10 +1,11 @@
 """``make bench`` → ``python -m bench.run [--only NAME] [--quick] [--quiet-wait S] [--write-doc]``.
 
 Starts the real server (``python -m server.cli migrate`` then ``serve``) on a free port with a
-temporary data directory and SQLite, and the raw aiohttp relay baseline (bench/raw_relay.py) as
-a second process; prepares data through the domain modules; runs the benchmarks of
-``BENCHMARKS``; prints a table; writes ``bench/results/<UTC time>.json`` (and ``latest.json``);
-with ``--write-doc``, rewrites each benchmark's marked section of BENCHMARKS.md.
+temporary data directory and SQLite, and the baseline relays, raw aiohttp (bench/raw_relay.py)
+and bare python-socketio (bench/raw_sio_relay.py), as processes of their own; prepares data
+through the domain modules; runs the benchmarks of ``BENCHMARKS``; prints a table; writes
+``bench/results/<UTC time>.json`` (and ``latest.json``); with ``--write-doc``, rewrites each
+benchmark's marked section of BENCHMARKS.md.
 
 Adding a benchmark is one line in ``BENCHMARKS``: a module exposing
 ``async def run(server_url: str, env: BenchEnv) -> dict`` whose result holds ``"title"`` and
@@ -69,7 +70,11 @@ class Benchmark:
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("relay", "bench.relay_latency", "Signalling relay latency, ours vs raw WS relay"),
+    Benchmark(
+        "relay",
+        "bench.relay_latency",
+        "Signalling relay latency, ours vs raw WS and bare sio relays",
+    ),
     Benchmark("page", "bench.page_weight", "Beneficiary first load bytes, gzip vs identity"),
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
@@ -283,7 +288,7 @@ async def run_all(
     """Start both servers, prepare data, run each benchmark with a time limit, stop everything."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    port, raw_port = free_port(), free_port()
+    port, raw_port, sio_port = free_port(), free_port(), free_port()
     env = server_environment(workdir / "data", port)
     await run_command([sys.executable, "-m", "server.cli", "migrate"], env)
     settings = load_settings(env)
@@ -303,6 +308,13 @@ async def run_all(
         raw_port,
         RESULTS_DIR / f"{stamp}-raw-relay.log",
     )
+    sio = ServerProcess(
+        "bare python-socketio relay",
+        [sys.executable, "-m", "bench.raw_sio_relay", "--port", str(sio_port)],
+        env,
+        sio_port,
+        RESULTS_DIR / f"{stamp}-raw-sio-relay.log",
+    )
     report: dict[str, Any] = {
         "command": " ".join(["python -m bench.run", *sys.argv[1:]]).strip(),
         "machine": machine_info(),
@@ -312,7 +324,8 @@ async def run_all(
     try:
         await ours.start("/healthz")
         await raw.start("/healthz")
-        bench_env = BenchEnv(server=ours, raw=raw, fixtures=fixtures, quick=quick)
+        await sio.start("/healthz")
+        bench_env = BenchEnv(server=ours, raw=raw, sio=sio, fixtures=fixtures, quick=quick)
         failures_seen = 0
         for bench in selected:
             print(f"\n== {bench.name}: {bench.title}", flush=True)
@@ -344,6 +357,7 @@ async def run_all(
         report["fixture_failures"] = fixtures.creation_failures
         await ours.stop()
         await raw.stop()
+        await sio.stop()
         await fixtures.close()
     out = RESULTS_DIR / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")

@@ -1,25 +1,36 @@
 """Statistics dashboard and API over 1,000,000 synthetic sessions (``--quick``: 100,000), on
-SQLite and on PostgreSQL.
+SQLite and on PostgreSQL, and the time ``permanence stats rebuild`` takes to recompute their
+rollups.
 
-Data: ``server.synthetic.generate`` over two years (730 days) for one association with a
-coordinator, then ``rebuild_rollups`` (inside ``generate``). Preparing 1M sessions
-takes minutes, so the databases are cached, keyed on a hash of server/synthetic.py,
-server/stats/ and the migrations:
+Data, in two cached stages (preparing 1M sessions takes minutes):
 
-- SQLite: ``var/bench-stats/<hash>-<sessions>.sqlite3`` (``var/`` is git-ignored);
-- PostgreSQL: database ``bench_stats_<hash>_<sessions>`` on the server of
-  ``PERMANENCE_BENCH_POSTGRES_URL`` (default: the tests' ``postgres@127.0.0.1:5432``).
+1. events: ``server.synthetic.generate`` over two years (730 days) for one association with a
+   coordinator, without its rollup rebuild; the insert is timed. Keyed on a hash of
+   server/synthetic.py, server/stats/events.py and the stat_events columns, so a change to the
+   rollups reuses them: ``var/bench-stats/events-<hash>-<sessions>.sqlite3`` and the
+   PostgreSQL database ``bench_stats_events_<hash>_<sessions>``;
+2. rollups: a copy of the events (SQLite's backup API; ``CREATE DATABASE … TEMPLATE`` on
+   PostgreSQL), migrated, then ``python -m server.cli stats rebuild`` (the command operators
+   run), timed. Keyed on a hash of server/synthetic.py, server/store/models.py, the events,
+   rollups and rebuild modules of server/stats/ and the migrations:
+   ``var/bench-stats/<hash>-<sessions>.sqlite3`` and ``bench_stats_<hash>_<sessions>``.
+   PostgreSQL databases live on the server of ``PERMANENCE_BENCH_POSTGRES_URL`` (default:
+   the tests' ``postgres@127.0.0.1:5432``).
 
 Clear them with ``rm -rf var/bench-stats`` and ``DROP DATABASE bench_stats_…``; stale ones
-(another hash) are dropped when a new one is prepared. Preparation runs in its own process
-(``python -m bench.stats --prepare [--quick]``, also runnable beforehand): if the runner's time
-limit stops this benchmark, that process goes on, and the next run finds the cache.
+(another hash, same stage) are dropped when a new one is prepared. Preparation runs in its own
+process (``python -m bench.stats --prepare [--quick] [--events]``, also runnable beforehand):
+if the runner's time limit stops this benchmark, that process goes on, and the next run finds
+the cache.
 
 Measure: a real server (``server.cli serve``) per database, the coordinator logged in, each
 request sequentially ≥ 20 times (after 2 warm-ups): /stats for 12 and 24 months, 24 months
-filtered by channel, theme, both, the map toggle, /stats.csv (départements), /api/v1/stats.
-Baseline, side by side: the same request on the same server over an EMPTY period (2001): the
-fixed cost of auth, filters, the (empty) rollup queries and rendering.
+filtered by channel, theme, both, weekly, the map toggle, /stats.csv (départements),
+/api/v1/stats. Baseline, side by side: the same request on the same server over an EMPTY
+period (2001): the fixed cost of auth, filters, the (empty) rollup queries and rendering.
+The rebuild's row: the command's wall time (target ≤ 60 s at 1M sessions) beside the bulk
+insert of the same events (``executemany`` at the driver's speed), both from the cache's
+preparation (the run that prepared it, which may be an earlier one: its date is in the meta).
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import secrets
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,25 +65,34 @@ from server.passes import LOGIN_COOKIE
 from server.settings import PREFIX, load_settings
 from server.stats.display import local_today
 from server.store.engine import make_engine
-from server.store.models import Role, User
+from server.store.models import Role, StatEvent, User
 
 SESSIONS, QUICK_SESSIONS = 1_000_000, 100_000
 DAYS = 730
 REQUESTS = 20
 WARMUP = 2
 TARGET_MS = 300.0
+REBUILD_TARGET_S = 60.0
+PREVIOUS_REBUILD = "202–211 s at 1M sessions before the monthly chunks (BENCHMARKS.md, 2026-11-25)"
 CACHE_DIR = ROOT / "var" / "bench-stats"
 COORDINATOR = "coordination@bench.invalid"
 ASSOCIATION = "Association statistiques du banc d'essai"
 EMPTY = {"from": "2001-01-01", "to": "2001-12-31"}
-HASHED = ("server/synthetic.py", "server/store/models.py")
+HASHED = (
+    "server/synthetic.py",
+    "server/store/models.py",
+    "server/stats/events.py",
+    "server/stats/rollups.py",
+    "server/stats/rebuild.py",
+)
+EVENTS_HASHED = ("server/synthetic.py", "server/stats/events.py")
 
 
 def data_hash() -> str:
-    """What the cached databases depend on: the generator, the rollups, the schema."""
+    """What the cached databases depend on: the generator, the rollups, the schema (not the
+    code that reads them: a change to the queries reuses the rebuilt rollups)."""
     digest = hashlib.sha256()
     files = [ROOT / name for name in HASHED]
-    files += sorted((ROOT / "server" / "stats").glob("*.py"))
     files += sorted((ROOT / "server" / "store" / "migrations" / "versions").glob("*.py"))
     for path in files:
         digest.update(path.name.encode())
@@ -77,17 +100,33 @@ def data_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def sqlite_url(sessions: int) -> str:
-    """The cached SQLite database of this code version."""
-    return f"sqlite+aiosqlite:///{CACHE_DIR / f'{data_hash()}-{sessions}.sqlite3'}"
+def events_hash() -> str:
+    """What the cached events alone depend on: the generator and the stat_events columns.
+    A change to the rollups or to another table reuses them (cloned, migrated, rebuilt)."""
+    digest = hashlib.sha256()
+    for name in EVENTS_HASHED:
+        digest.update(name.encode())
+        digest.update((ROOT / name).read_bytes())
+    for col in StatEvent.__table__.columns:
+        digest.update(f"{col.name}:{col.type}:{col.nullable};".encode())
+    return digest.hexdigest()[:12]
 
 
-def pg_url(sessions: int) -> str:
-    """The cached PostgreSQL database of this code version."""
+def sqlite_url(sessions: int, events_only: bool = False) -> str:
+    """The cached SQLite database of this code version (or its events alone)."""
+    name = f"events-{events_hash()}" if events_only else data_hash()
+    return f"sqlite+aiosqlite:///{CACHE_DIR / f'{name}-{sessions}.sqlite3'}"
+
+
+def pg_url(sessions: int, events_only: bool = False) -> str:
+    """The cached PostgreSQL database of this code version (or its events alone)."""
+    name = f"events_{events_hash()}" if events_only else data_hash()
     base = make_url(pg_base_url())
-    return base.set(database=f"bench_stats_{data_hash()}_{sessions}").render_as_string(
-        hide_password=False
-    )
+    return base.set(database=f"bench_stats_{name}_{sessions}").render_as_string(hide_password=False)
+
+
+def _events_url(url: str, sessions: int) -> str:
+    return pg_url(sessions, True) if url.startswith("postgresql") else sqlite_url(sessions, True)
 
 
 def _settings(url: str, data_dir: Path) -> Any:
@@ -100,13 +139,25 @@ def _settings(url: str, data_dir: Path) -> Any:
     )
 
 
+def _env(url: str, data_dir: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env.update({f"{PREFIX}DATA_DIR": data_dir, f"{PREFIX}DATABASE_URL": url})
+    env[f"{PREFIX}SECRET_KEY"] = "b" * 48
+    return env
+
+
 def _meta_path(url: str) -> Path:
     return CACHE_DIR / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".json")
 
 
-async def _pg_prepare_database(url: str, sessions: int) -> bool:
-    """Create the database (dropping stale bench_stats_*); False if it is already there."""
-    name = make_url(url).database
+def _is_events(name: str) -> bool:
+    return name.startswith(("bench_stats_events_", "events-"))
+
+
+async def _pg_prepare_database(url: str, sessions: int, template: str | None = None) -> bool:
+    """Create the database (a copy of ``template`` if given), dropping stale ones of its
+    stage (events or rollups); False if it is already there."""
+    name = make_url(url).database or ""
     admin = pg_admin(url)
     try:
         async with admin.connect() as conn:
@@ -119,9 +170,11 @@ async def _pg_prepare_database(url: str, sessions: int) -> bool:
                 return False
             if name in existing:  # an interrupted preparation
                 await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            for stale in (e for e in existing if e.endswith(f"_{sessions}") and e != name):
-                await conn.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            for stale in existing - {name, template}:
+                if stale.endswith(f"_{sessions}") and _is_events(stale) == _is_events(name):
+                    await conn.execute(text(f'DROP DATABASE "{stale}" WITH (FORCE)'))
+            copy = f' TEMPLATE "{template}"' if template else ""
+            await conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
             return True
     finally:
         await admin.dispose()
@@ -134,24 +187,23 @@ def _sqlite_cached(url: str, meta: Path, sessions: int) -> bool:
         return True
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for stale in CACHE_DIR.glob(f"*-{sessions}.sqlite3*"):
-        stale.unlink()
+        if _is_events(stale.name) == _is_events(path.name):
+            stale.unlink()
     return False
 
 
-async def prepare(url: str, sessions: int) -> dict[str, Any]:
-    """Migrate, create the association and coordinator, generate; timings saved with the cache."""
+async def prepare_events(url: str, sessions: int) -> dict[str, Any]:
+    """The events stage: migrate, create the association and its users, insert the synthetic
+    events (``synthetic.generate`` without its rollup rebuild); the insert is timed."""
     meta = _meta_path(url)
     if url.startswith("postgresql"):
         if not await _pg_prepare_database(url, sessions):
             return dict(json.loads(meta.read_text()))
-    else:
-        if _sqlite_cached(url, meta, sessions):
-            return dict(json.loads(meta.read_text()))
+    elif _sqlite_cached(url, meta, sessions):
+        return dict(json.loads(meta.read_text()))
     with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as data_dir:
         settings = _settings(url, Path(data_dir))
-        env = {f"{PREFIX}DATA_DIR": data_dir, f"{PREFIX}DATABASE_URL": url}
-        env[f"{PREFIX}SECRET_KEY"] = "b" * 48
-        await run_command([sys.executable, "-m", "server.cli", "migrate"], {**os.environ, **env})
+        await run_command([sys.executable, "-m", "server.cli", "migrate"], _env(url, data_dir))
         engine = make_engine(url)
         try:
             async with make_sessionmaker(engine, settings).begin() as db:
@@ -173,36 +225,97 @@ async def prepare(url: str, sessions: int) -> dict[str, Any]:
                     role=Role.COORDINATOR,
                     password=None,
                 )
-                rebuilds: list[tuple[float, int]] = []
+
+                async def no_rebuild(db: Any, zone: Any, association_id: int | None = None) -> int:
+                    return 0
+
+                # The rollups are the next stage's (the command's) work.
                 rebuild = synthetic.rebuild_rollups
-
-                async def timed_rebuild(
-                    db: Any, zone: Any, association_id: int | None = None
-                ) -> int:
-                    begun = time.perf_counter()
-                    written = await rebuild(db, zone, association_id)
-                    rebuilds.append((time.perf_counter() - begun, written))
-                    return written
-
-                # Time the rebuild generate() runs, not a second one.
-                synthetic.rebuild_rollups = timed_rebuild  # type: ignore[assignment]
+                synthetic.rebuild_rollups = no_rebuild  # type: ignore[assignment]
                 try:
                     started = time.perf_counter()
                     events = await synthetic.generate(
                         db, settings, association.id, sessions, days=DAYS
                     )
-                    total_s = time.perf_counter() - started
+                    insert_s = time.perf_counter() - started
                 finally:
                     synthetic.rebuild_rollups = rebuild
-                rebuild_s, rows = rebuilds[0]
         finally:
             await engine.dispose()
+    result = {"sessions": sessions, "events": events, "insert_s": round(insert_s, 1)}
+    meta.write_text(json.dumps(result))
+    return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _pg_has(url: str) -> bool:
+    admin = pg_admin(url)
+    try:
+        async with admin.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": make_url(url).database},
+            )
+    finally:
+        await admin.dispose()
+    return found is not None
+
+
+async def _output(argv: list[str], env: dict[str, str]) -> str:
+    """Run a command to completion; its output, or raise with it if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    text_out = output.decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{text_out}")
+    return text_out
+
+
+def _copy_sqlite(source: str, target: str) -> None:
+    """A consistent copy of a SQLite database (the backup API, WAL included)."""
+    with (
+        sqlite3.connect(make_url(source).database or "") as src,
+        sqlite3.connect(make_url(target).database or "") as dst,
+    ):
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+async def prepare(url: str, sessions: int) -> dict[str, Any]:
+    """A copy of the cached events, migrated, then ``permanence stats rebuild`` (timed)."""
+    meta = _meta_path(url)
+    events_url = _events_url(url, sessions)
+    if url.startswith("postgresql"):
+        if meta.exists() and await _pg_has(url):
+            return dict(json.loads(meta.read_text()))
+        events = await prepare_events(events_url, sessions)
+        await _pg_prepare_database(url, sessions, template=make_url(events_url).database)
+    else:
+        if _sqlite_cached(url, meta, sessions):
+            return dict(json.loads(meta.read_text()))
+        events = await prepare_events(events_url, sessions)
+        _copy_sqlite(events_url, url)
+    with tempfile.TemporaryDirectory(prefix="vp-bench-stats-") as data_dir:
+        env = _env(url, data_dir)
+        await run_command([sys.executable, "-m", "server.cli", "migrate"], env)
+        started, children = time.perf_counter(), _children_cpu()
+        output = await _output([sys.executable, "-m", "server.cli", "stats", "rebuild"], env)
+        rebuild_s = time.perf_counter() - started
+        rebuild_cpu_s = _children_cpu() - children
     result = {
-        "sessions": sessions,
-        "events": events,
-        "generate_and_rebuild_s": round(total_s, 1),
+        **events,
+        "prepared_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rebuild_s": round(rebuild_s, 1),
-        "daily_rollup_rows": rows,
+        # The command's own CPU: all of the work on SQLite, the client's share on PostgreSQL.
+        "rebuild_command_cpu_s": round(rebuild_cpu_s, 1),
+        "rebuild_output": output.strip().splitlines()[-1:],
     }
     meta.write_text(json.dumps(result))
     return result
@@ -336,7 +449,7 @@ async def _pg_reachable(url: str) -> str | None:
     return None
 
 
-def _rows(details: Iterable[dict[str, Any]]) -> list[Row]:
+def _rows(details: Iterable[dict[str, Any]], prepared: Iterable[dict[str, Any]]) -> list[Row]:
     rows = []
     for d in details:
         for q in ("p50", "p95"):
@@ -352,6 +465,23 @@ def _rows(details: Iterable[dict[str, Any]]) -> list[Row]:
                     met=ours <= TARGET_MS,
                 )
             )
+    for p in prepared:
+        if p.get("rebuild_s") is None:
+            continue
+        rows.append(
+            Row(
+                f"{p['database']}: permanence stats rebuild, {p['sessions']:,} sessions"
+                f" ({p['events']:,} events)",
+                "s",
+                p["rebuild_s"],
+                p.get("insert_s"),
+                "bulk insert of the same events",
+                target=f"≤ {REBUILD_TARGET_S:.0f} s",
+                met=p["rebuild_s"] <= REBUILD_TARGET_S,
+                note=f"prepared {p.get('prepared_at', '?')}; the command's own CPU"
+                f" {p.get('rebuild_command_cpu_s')} s",
+            )
+        )
     return rows
 
 
@@ -381,27 +511,34 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             "cache": "var/bench-stats/ and PostgreSQL bench_stats_<hash>_<sessions>",
             **{
                 f"{p['database']} preparation": (
-                    f"{p.get('events', 0):,} events, generate + rebuild"
-                    f" {p.get('generate_and_rebuild_s')} s, of which rebuild_rollups"
-                    f" {p.get('rebuild_s')} s, {p.get('daily_rollup_rows', 0):,} daily rollup rows"
+                    f"{p.get('events', 0):,} events inserted in {p.get('insert_s')} s,"
+                    f" rollups rebuilt by `permanence stats rebuild` in {p.get('rebuild_s')} s"
+                    f" ({p.get('rebuild_output')}) on {p.get('prepared_at')}"
                 )
                 for p in prepared
             },
+            "previous rebuild": PREVIOUS_REBUILD,
         },
-        "rows": [row.as_dict() for row in _rows(details)],
+        "rows": [row.as_dict() for row in _rows(details, prepared)],
         "details": details,
     }
 
 
 def main() -> None:
-    """``python -m bench.stats --prepare [--quick]``: build the cached databases beforehand."""
+    """``python -m bench.stats --prepare [--quick] [--events]``: build the cached databases
+    beforehand (``--events``: only the events, the slow stage the rollup code does not change)."""
     parser = argparse.ArgumentParser(prog="python -m bench.stats")
     parser.add_argument("--prepare", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--events", action="store_true")
     parser.add_argument("--prepare-url")
     parser.add_argument("--sessions", type=int)
     args = parser.parse_args()
     sessions = args.sessions or (QUICK_SESSIONS if args.quick else SESSIONS)
+    if args.events:
+        for url in (sqlite_url(sessions, True), pg_url(sessions, True)):
+            print(json.dumps(asyncio.run(prepare_events(url, sessions))), flush=True)
+        return
     urls = [args.prepare_url] if args.prepare_url else [sqlite_url(sessions), pg_url(sessions)]
     for url in urls:
         print(json.dumps(asyncio.run(prepare(url, sessions))), flush=True)

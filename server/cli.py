@@ -1,5 +1,5 @@
-"""The `permanence` command: migrate, create-user, serve, demo, worker, purge. It loads settings
-and runs."""
+"""The `permanence` command: migrate, create-user, serve, demo, worker, purge, stats rebuild.
+It loads settings and runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 import time as clock
 from datetime import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from alembic import command
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import accounts, availability, links, motifs, retention, synthetic
 from server.db import make_sessionmaker
 from server.settings import DEFAULT_TIMEZONE, Settings, SettingsError, load_settings
+from server.stats import rebuild
 from server.store.engine import make_engine
 from server.store.models import Role, User, utcnow
 from server.web.accesslog import RedactingAccessLogger
@@ -135,6 +137,33 @@ async def _demo_history(
         f"Historique synthétique : {_number(sessions)} assistances sur un an, "
         f"{_number(events)} événements statistiques ({elapsed:.1f} s)."
     )
+
+
+async def _stats_rebuild(settings: Settings, association_id: int | None) -> int:
+    engine = make_engine(settings.database_url)
+    started = clock.perf_counter()
+
+    def report(step: rebuild.Progress) -> None:
+        print(
+            f"{step.done}/{step.total} mois ({step.month:%Y-%m}) : {_number(step.rows)} lignes"
+            f" journalières, {step.elapsed_s:.1f} s",
+            flush=True,
+        )
+
+    try:
+        written = await rebuild.rebuild_in_chunks(
+            make_sessionmaker(engine, settings),
+            ZoneInfo(settings.timezone),
+            association_id,
+            progress=report,
+        )
+    finally:
+        await engine.dispose()
+    print(
+        f"Statistiques recalculées : {_number(written)} lignes journalières en"
+        f" {clock.perf_counter() - started:.1f} s."
+    )
+    return written
 
 
 def _number(value: int) -> str:
@@ -261,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="purge personal data past PERMANENCE_RETENTION_MONTHS (the worker does it daily)",
     )
     purge.add_argument("--dry-run", action="store_true", help="count only, change nothing")
+    stats = sub.add_parser("stats", help="statistics upkeep")
+    stats_sub = stats.add_subparsers(dest="stats_command", required=True)
+    rebuild_parser = stats_sub.add_parser(
+        "rebuild",
+        help="recompute the statistics rollups from the events, one month per transaction"
+        " (safe while the server runs, idempotent), with progress",
+    )
+    rebuild_parser.add_argument(
+        "--association", type=int, metavar="ID", help="only this association (default: all)"
+    )
     return parser
 
 
@@ -292,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "purge":
         report = asyncio.run(_purge(settings, args.dry_run))
         print("\n".join(retention.describe(report)))
+    elif args.command == "stats":  # one sub-command: rebuild
+        asyncio.run(_stats_rebuild(settings, args.association))
     elif args.command == "worker":
         from server import worker
 

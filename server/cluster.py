@@ -14,6 +14,9 @@ default). With it:
 - ``SocketRegistry``: the sockets of assistance rooms on every node (session, role, account),
   so that a relay to a peer on another node is checked like one to a local peer, and a dead
   node's peers leave their rooms.
+- ``RelayChannel``: signalling relayed to a peer of another node goes on that node's own
+  channel (``vp:relay:<node>``), so only the target node reads it; python-socketio's manager
+  channel, which every node decodes, carries only what is for a whole room.
 
 Redis here is a message bus and a presence board, never the record: everything durable stays in
 the database, and a lost Redis loses only live state that the pages rebuild when they
@@ -46,6 +49,13 @@ EVENTS_CHANNEL = PREFIX + "events"
 NODE_BEAT_SECONDS = 5.0
 NODE_TTL_SECONDS = 15.0  # three beats missed: the node is gone
 LIVE_CACHE_SECONDS = 1.0
+# A room record found is believed this long (a socket never changes node, room or role; the
+# target node checks the room again on delivery, so a stale record delivers nothing).
+FOUND_CACHE_SECONDS = 2.0
+FOUND_CACHE_MAX = 10_000
+RELAY_CHANNEL = PREFIX + "relay:"
+RELAY_OUTBOX_MAX = 10_000
+RELAY_BATCH_MAX = 200  # publications per Redis round trip
 RECONNECT_SECONDS = 1.0
 LISTEN_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 3.0
@@ -346,6 +356,7 @@ class SocketRegistry:
         self.node = node
         self.redis = node.redis
         self._mine: dict[str, RoomSocket] = {}  # this node's sockets, to write them again
+        self._found: dict[str, tuple[RoomSocket, float]] = {}  # sid → record, believed until
         node.on_restore(self.restore)
 
     @staticmethod
@@ -393,15 +404,29 @@ class SocketRegistry:
     async def find(self, sid: str) -> RoomSocket | None:
         """The room record of ``sid`` if its node is alive; ClusterUnavailable while Redis does
         not answer (the sender is told to try again, not that its peer is gone)."""
+        now = time.monotonic()
+        cached = self._found.get(sid)
         try:
-            member = text(await self.redis.get(self._key(sid)))
-            record = RoomSocket.parse(member) if member else None
+            if cached is not None and cached[1] > now:
+                record: RoomSocket | None = cached[0]
+            else:
+                member = text(await self.redis.get(self._key(sid)))
+                record = RoomSocket.parse(member) if member else None
+                if record is not None:
+                    self._remember(sid, record, now)
             if record is None or record.node not in await self.node.live([record.node]):
                 return None
         except REDIS_ERRORS as exc:
             outage("room socket registry", exc)
             raise ClusterUnavailable() from exc
         return record
+
+    def _remember(self, sid: str, record: RoomSocket, now: float) -> None:
+        if len(self._found) >= FOUND_CACHE_MAX:
+            self._found = {k: v for k, v in self._found.items() if v[1] > now}
+            if len(self._found) >= FOUND_CACHE_MAX:
+                self._found.clear()
+        self._found[sid] = (record, now + FOUND_CACHE_SECONDS)
 
     async def take_orphans(self) -> list[RoomSocket]:
         """Records of nodes that died, removed by this call (each orphan goes to one caller,
@@ -419,22 +444,132 @@ class SocketRegistry:
         return taken
 
 
+Delivery = Callable[[str], Awaitable[None]]
+Lost = Callable[[str, str], Awaitable[None]]
+
+
+class RelayChannel:
+    """Messages relayed to one peer of another node, on that node's own Redis channel.
+
+    A message is ``<target sid>|<session id>|<Socket.IO frame>``, the frame encoded once by the
+    sender; the target node checks the sid is still in that session's room and hands the frame
+    to its socket, without decoding it (``on_message``). The sender's messages go out in order
+    through one task, several per Redis round trip (a pipeline); if Redis does not take them,
+    each sender is told (``on_lost``), as for a lookup that fails.
+    """
+
+    def __init__(self, redis: aioredis.Redis, node_id: str) -> None:
+        self.redis = redis
+        self.node_id = node_id
+        self.received = 0  # messages for this node's peers (tests, benchmarks)
+        self._deliver: Delivery | None = None
+        self._lost: Lost | None = None
+        self._outbox: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue(RELAY_OUTBOX_MAX)
+        self._listener: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stopping = False
+
+    @staticmethod
+    def channel(node_id: str) -> str:
+        return RELAY_CHANNEL + node_id
+
+    def on_message(self, deliver: Delivery, lost: Lost) -> None:
+        """``deliver(message)`` for each message to this node's peers; ``lost(sender, event)``
+        for each message of this node's senders that Redis did not take."""
+        self._deliver, self._lost = deliver, lost
+
+    def send(
+        self, node_id: str, to: str, session_id: str, frame: str, sender: str, event: str
+    ) -> bool:
+        """Queue one message for ``to`` on ``node_id``; False if the queue is full."""
+        try:
+            self._outbox.put_nowait((node_id, f"{to}|{session_id}|{frame}", sender, event))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def start(self, wait: bool = True) -> None:
+        """Listen on this node's channel (returns once subscribed, if ``wait``) and send."""
+        loop = asyncio.get_running_loop()
+        self._listener = loop.create_task(self._listen(), name="relay-channel")
+        self._sender = loop.create_task(self._send(), name="relay-channel-sender")
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), 5.0)
+
+    async def stop(self) -> None:
+        """Stop sending and listening."""
+        self._stopping = True
+        await stop_tasks(self._listener, self._sender)
+
+    async def _send(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < RELAY_BATCH_MAX and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for node_id, message, _sender, _frame in batch:
+                        pipe.publish(self.channel(node_id), message)
+                    await pipe.execute()
+            except REDIS_ERRORS as exc:
+                outage("relay channel publish", exc)
+                if self._lost is not None:
+                    for _node, _message, sender, event in batch:
+                        with contextlib.suppress(Exception):
+                            await self._lost(sender, event)
+
+    async def _listen(self) -> None:
+        # Polled like EventBus._listen, for the same reason (a clean stop).
+        while not self._stopping:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel(self.node_id))
+                self._ready.set()
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    self.received += 1
+                    if self._deliver is not None:
+                        try:
+                            await self._deliver(message["data"])
+                        except Exception:
+                            log.exception("relay channel: delivery failed")
+            except REDIS_ERRORS as exc:
+                outage("relay channel subscription", exc)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()
+            if not self._stopping:
+                await asyncio.sleep(RECONNECT_SECONDS)
+
+
 @dataclass
 class Cluster:
-    """This node's view of the cluster: the Redis client, its heartbeat, the event bus and the
-    rooms' socket registry (``server/runtime.py`` builds it when Redis is configured)."""
+    """This node's view of the cluster: the Redis client, its heartbeat, the event bus, the
+    rooms' socket registry and the relay channel (``server/runtime.py`` builds it when Redis
+    is configured)."""
 
     redis: aioredis.Redis
     node: Node
     bus: EventBus
     rooms: SocketRegistry
+    relay: RelayChannel
 
     @classmethod
     def connect(cls, url: str, dispatcher: Dispatcher) -> Cluster:
         """Everything for ``url``; nothing runs until ``start``."""
         redis = redis_client(url)
         node = Node(redis)
-        return cls(redis, node, EventBus(redis, dispatcher, node.id), SocketRegistry(node))
+        return cls(
+            redis,
+            node,
+            EventBus(redis, dispatcher, node.id),
+            SocketRegistry(node),
+            RelayChannel(redis, node.id),
+        )
 
     async def start(self) -> None:
         """Beat, then listen to the other nodes. A node starts even if Redis does not answer
@@ -448,9 +583,11 @@ class Cluster:
             reachable = False
         self.node.start()
         await self.bus.start(wait=reachable)
+        await self.relay.start(wait=reachable)
 
     async def stop(self) -> None:
         """Stop listening and beating; close the connections."""
+        await self.relay.stop()
         await self.bus.stop()
         await self.node.stop()
         with contextlib.suppress(TimeoutError, *REDIS_ERRORS):

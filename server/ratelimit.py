@@ -114,6 +114,78 @@ def budget_items(settings: Settings) -> dict[Family, RateLimitItem]:
     return {family: parse(getattr(settings, f"budget_{family}")) for family in FAMILIES}
 
 
+class LocalWindows:
+    """Sliding-window counters in this process's memory, for the ``local`` rules (a socket's own
+    events, thousands a second on one node): ``limits``' sliding-window counter (the previous
+    window's count, weighted by how much of it still overlaps the last ``expiry`` seconds, plus
+    the current window's), kept as one small list per key.
+
+    Synchronous: a dict lookup and a few additions per hit. ``limits``' memory storage took
+    ~25 µs a hit at 1,000 events/s, most of it an expiry task, scheduled again on every hit, that
+    walks every key (BENCHMARKS.md). Here keys idle for two windows are dropped by a sweep that
+    runs at most once per ``SWEEP_SECONDS``.
+    """
+
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        # key -> [window number, previous window's count, current window's count, window length]
+        self._counts: dict[tuple[str, ...], list[int]] = {}
+        self._swept = time.time()
+
+    def _entry(self, item: RateLimitItem, key: tuple[str, ...], now: float) -> list[int]:
+        expiry = item.get_expiry()
+        window = int(now // expiry)
+        entry = self._counts.get(key)
+        if entry is None or entry[0] < window - 1:
+            entry = self._counts[key] = [window, 0, 0, expiry]
+        elif entry[0] == window - 1:
+            entry[0], entry[1], entry[2] = window, entry[2], 0
+        return entry
+
+    @staticmethod
+    def _weighted(entry: list[int], now: float) -> int:
+        expiry = entry[3]
+        overlap = expiry - now % expiry  # of the previous window, still in the last `expiry` s
+        return int(entry[1] * overlap / expiry + entry[2])
+
+    def hit(self, item: RateLimitItem, key: tuple[str, ...], cost: int = 1) -> bool:
+        """Count ``cost`` for ``key``; False (nothing counted) once the limit would be passed."""
+        now = time.time()
+        if now - self._swept >= self.SWEEP_SECONDS:
+            self._sweep(now)
+        entry = self._entry(item, key, now)
+        if self._weighted(entry, now) + cost > item.amount:
+            return False
+        entry[2] += cost
+        return True
+
+    def test(self, item: RateLimitItem, key: tuple[str, ...], cost: int = 1) -> bool:
+        """Whether ``cost`` more would pass, uncounted."""
+        now = time.time()
+        return self._weighted(self._entry(item, key, now), now) + cost <= item.amount
+
+    @staticmethod
+    def reset_time(item: RateLimitItem) -> float:
+        """When the current window ends (what ``limits`` reports as a sliding window's reset)."""
+        expiry = item.get_expiry()
+        return (time.time() // expiry + 1) * expiry
+
+    def _sweep(self, now: float) -> None:
+        """Drop the keys whose both windows are over: they count nothing any more."""
+        self._swept = now
+        idle = [key for key, e in self._counts.items() if (e[0] + 2) * e[3] <= now]
+        for key in idle:
+            del self._counts[key]
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def reset(self) -> None:
+        """Forget every count."""
+        self._counts.clear()
+
+
 class RateLimiter:
     """Counts hits per rule and identifier; ``hit`` answers False once the limit is passed.
     ``spend`` counts a family's global budget."""
@@ -124,20 +196,21 @@ class RateLimiter:
         self._storage = storage
         self._exact = MovingWindowRateLimiter(storage)
         self._fast = SlidingWindowCounterRateLimiter(storage)
-        self._local_storage = _memory_storage()
-        self._local = SlidingWindowCounterRateLimiter(self._local_storage)
+        self._local = LocalWindows()
         self._budgets: dict[Family, RateLimitItem] = dict(budgets or {})
         self._alerted: dict[Family, float] = {}
 
     def _strategy(self, rule: Rule) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
-        if rule.local:
-            return self._local
         return self._exact if rule.exact else self._fast
 
     async def hit(self, rule: Rule, *identifiers: str) -> bool:
         """Record one attempt; True while under the limit."""
-        identifiers = await self._with_epoch(rule, identifiers)
-        if await self._strategy(rule).hit(rule.item, rule.name, *identifiers):
+        if rule.local:
+            passed = self._local.hit(rule.item, (rule.name, *identifiers))
+        else:
+            identifiers = await self._with_epoch(rule, identifiers)
+            passed = await self._strategy(rule).hit(rule.item, rule.name, *identifiers)
+        if passed:
             return True
         RATE_LIMITED.labels(rule.name).inc()
         return False
@@ -179,6 +252,8 @@ class RateLimiter:
 
     async def allowed(self, rule: Rule, *identifiers: str) -> bool:
         """Whether one more attempt would pass, without counting it."""
+        if rule.local:
+            return self._local.test(rule.item, (rule.name, *identifiers))
         identifiers = await self._with_epoch(rule, identifiers)
         return await self._strategy(rule).test(rule.item, rule.name, *identifiers)
 
@@ -193,6 +268,8 @@ class RateLimiter:
 
     async def retry_after(self, rule: Rule, *identifiers: str) -> int:
         """Seconds until one more attempt passes under a rule (at least 1)."""
+        if rule.local:
+            return max(1, int(self._local.reset_time(rule.item) - time.time()) + 1)
         identifiers = await self._with_epoch(rule, identifiers)
         stats = await self._strategy(rule).get_window_stats(rule.item, rule.name, *identifiers)
         return max(1, int(stats.reset_time - time.time()) + 1)
@@ -211,7 +288,7 @@ class RateLimiter:
     async def reset(self) -> None:
         """Forget every counter (tests, and `permanence` admin use)."""
         await self._storage.reset()
-        await self._local_storage.reset()
+        self._local.reset()
 
 
 RATELIMIT_KEY = web.AppKey("ratelimit", RateLimiter)

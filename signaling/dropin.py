@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.accounts import login_for_token
 from server.cluster import Absences
 from server.dropin import places
-from server.dropin.board import Presence, QueueBoard, RedisPresence
+from server.dropin.board import Presence, QueueBoard, RedisPresence, queue_delta
 from server.events import (
     AccountRevoked,
     Dispatcher,
@@ -95,7 +95,12 @@ class QueueHub:
         self._dirty: set[int] = set()
         self._pending: dict[int, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self.pushes = 0  # how many snapshots were sent (tests, benchmarks)
+        self.pushes = 0  # how many pushes were made (tests, benchmarks)
+        # The last view pushed to each association's volunteers of this node, numbered: a push
+        # sends them what changed since (`queue_delta`), the whole view goes to a socket that
+        # has none yet (it connected, or it missed a delta and asked).
+        self._views: dict[int, dict[str, Any]] = {}
+        self._needs_view: set[str] = set()
         self._absent = Absences()  # this node's presence records without a socket (janitor)
         # The volunteers' sockets, by account and login session (re-checked before pushes).
         self.logins = AccountSockets(roles=(Role.VOLUNTEER, Role.COORDINATOR))
@@ -229,21 +234,77 @@ class QueueHub:
         room = volunteers_room(association_id)
         volunteers = self._local(room)
         if not volunteers and not self._local(waiting_room(association_id)):
+            self._views.pop(association_id, None)  # nobody here holds it any more
             return
         # First the logins behind the volunteers' sockets: a revoked one neither gets this push
         # nor counts in the estimates computed next.
         await self.still_allowed(volunteers)
         queue, positions = await self.board.push_views(association_id)
         self.pushes += 1
-        await self.sio.emit("queue", queue, room=room, namespace=NAMESPACE, ignore_queue=True)
+        await self._send_view(association_id, queue)
+        await self._send_positions(positions)
+
+    async def _send_positions(self, positions: list[tuple[str, dict[str, Any]]]) -> None:
+        """Each open waiting page of this node its own `position`. One frame per page is
+        unavoidable (each holds another number); a room emit per page also made a task per
+        socket and waited on it, half of a push's CPU with 200 pages open: the frames go
+        straight to each socket's Engine.IO queue instead, in order, with no task."""
+        eio = self.sio.eio
         for entry_id, position in positions:
+            sids = self._local_eio(entry_room(entry_id))
+            if not sids:
+                continue
+            encoded = socketio.packet.Packet(
+                socketio.packet.EVENT, data=["position", position], namespace=NAMESPACE
+            ).encode()
+            for eio_sid in sids:
+                await eio.send(eio_sid, encoded)
+
+    def _local_eio(self, room: str) -> list[str]:
+        """The Engine.IO sessions of this node's sockets in ``room``."""
+        return [eio for _sid, eio in self.sio.manager.get_participants(NAMESPACE, room)]
+
+    async def _send_view(self, association_id: int, queue: dict[str, Any]) -> None:
+        """Number the new view and send it: what changed to the sockets holding the previous
+        one, the whole view to those without. A client that sees a gap in the numbers asks for
+        the whole view (`queue_sync`); frames to one socket keep their order."""
+        previous = self._views.get(association_id)
+        queue["version"] = previous["version"] + 1 if previous else 1
+        self._views[association_id] = queue
+        room = volunteers_room(association_id)
+        here = self._local(room)
+        fresh = [sid for sid in here if previous is None or sid in self._needs_view]
+        self._needs_view.difference_update(fresh)
+        if previous is not None and len(fresh) < len(here):
+            delta = queue_delta(previous, queue)
             await self.sio.emit(
-                "position",
-                position,
-                room=entry_room(entry_id),
+                "queue_delta",
+                delta,
+                room=room,
+                skip_sid=fresh,
                 namespace=NAMESPACE,
                 ignore_queue=True,
             )
+        if fresh:
+            await self.sio.emit("queue", queue, to=fresh, namespace=NAMESPACE, ignore_queue=True)
+
+    async def send_view(self, sid: str, association_id: int) -> None:
+        """Send one volunteer's socket the whole current view (it missed a delta); when there
+        is none yet, the next push brings it."""
+        view = self._views.get(association_id)
+        if view is None:
+            self._needs_view.add(sid)
+            self.changed(association_id)
+            return
+        await self.sio.emit("queue", view, to=sid, namespace=NAMESPACE, ignore_queue=True)
+
+    def volunteer_arrived(self, sid: str) -> None:
+        """A volunteer's socket joined its room: the next push gives it the whole view."""
+        self._needs_view.add(sid)
+
+    def volunteer_gone(self, sid: str) -> None:
+        """A volunteer's socket left."""
+        self._needs_view.discard(sid)
 
     async def retire_orphans(self) -> None:
         """Cluster janitor (after each heartbeat): the queue pages and volunteers of a node
@@ -350,6 +411,7 @@ class QueueNamespace(socketio.AsyncNamespace):
         await self.save_session(
             sid, {"kind": "volunteer", "user_id": user.id, "association_id": association_id}
         )
+        self.hub.volunteer_arrived(sid)  # before the room: a push in between sends it the view
         await self.enter_room(sid, volunteers_room(association_id))
         await self.presence.volunteer_joined(association_id, user.id, user.name, sid)
         await self._presence_changed(association_id)  # estimates depend on who is here
@@ -402,6 +464,7 @@ class QueueNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
         """A volunteer leaves the queue page, or a waiting page drops (its grace time starts)."""
         self.hub.logins.discard(sid)
+        self.hub.volunteer_gone(sid)
         info = await self._info(sid)
         if not info:
             return
@@ -489,6 +552,7 @@ class QueueNamespace(socketio.AsyncNamespace):
             "gone": (QueueEntryRef, True, self._gone),
             "remove": (QueueRemove, True, self._remove),
             "leave": (QueueNothing, False, self._leave),
+            "queue_sync": (QueueNothing, True, self._sync),
         }
 
     async def _volunteer(self, db: AsyncSession, sid: str, info: dict[str, Any]) -> User:
@@ -564,6 +628,11 @@ class QueueNamespace(socketio.AsyncNamespace):
             )
         QUEUE_REMOVED_IN_BULK.labels(message.reason).inc(removed)
         return {"ok": True, "removed": removed}
+
+    async def _sync(self, sid: str, info: dict[str, Any], _message: QueueNothing) -> dict[str, Any]:
+        """The page missed a delta (a gap in the versions): the whole view comes as `queue`."""
+        await self.hub.send_view(sid, int(info["association_id"]))
+        return {"ok": True}
 
     async def _leave(
         self, sid: str, info: dict[str, Any], _message: QueueNothing

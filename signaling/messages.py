@@ -155,7 +155,9 @@ def decode(event: str, payload: object) -> ClientMessage:
         raise MessageError(
             "malformed", f"{event}: payload must be a JSON object, got {_json_kind(payload)}"
         )
-    size = _json_size(event, payload, MAX_PAYLOAD_SIZE)
+    size = _flat_json_size(payload)
+    if size is None:  # nested values: the full walk
+        size = _json_size(event, payload, MAX_PAYLOAD_SIZE)
     if size > MAX_PAYLOAD_SIZE:
         raise MessageError(
             "too_large", f"{event}: payload is larger than {MAX_PAYLOAD_SIZE} characters of JSON"
@@ -172,6 +174,13 @@ def encode_relay(message: ClientMessage, sender: str) -> dict[str, object]:
     For ``state`` the server adds ``role``; ``bye`` and ``end`` are not relayed as such (the
     server emits ``peer-left`` and ``ended``), their dict is only given for completeness.
     """
+    if type(message) is Candidate:  # the bulk of the relay: spelled out, 5 µs less than dump
+        return {
+            "from": sender,
+            "candidate": message.candidate,
+            "sdpMid": message.sdpMid,
+            "sdpMLineIndex": message.sdpMLineIndex,
+        }
     relayed: dict[str, object] = {"from": sender}
     # Required fields are always set, so exclude_unset only drops an omitted optional `restart`.
     relayed.update(message.model_dump(exclude={"to"}, exclude_unset=True))
@@ -397,6 +406,30 @@ def _json_size(context: str, value: object, budget: int) -> int:
             raise MessageError(
                 "malformed", f"{where}: value of type {type(item).__name__} is not JSON"
             )
+    return size
+
+
+def _flat_json_size(payload: dict[object, object]) -> int | None:
+    """``_json_size`` of an object whose keys are strings and values scalars (every relayed
+    candidate), without the walk's stack; None for anything else, which the walk then sizes."""
+    size = 2 + len(payload)
+    if size > MAX_PAYLOAD_SIZE:
+        return size
+    for key, item in payload.items():
+        kind = type(item)
+        if type(key) is not str:
+            return None
+        if kind is str:
+            size += len(item) + 2  # type: ignore[arg-type]
+        elif kind is int:
+            size += item.bit_length() * 302 // 1000 + 2  # type: ignore[attr-defined]
+        elif item is None or kind is bool:
+            size += 5
+        elif kind is float:
+            size += 24
+        else:
+            return None
+        size += len(key) + 3
     return size
 
 

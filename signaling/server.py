@@ -28,6 +28,17 @@ MAX_PACKET_BYTES = 100 * 1024  # an SDP is at most 64 KB; anything bigger is ref
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 SOCKETIO_CHANNEL = "vp:socketio"
 CLOSE_TIMEOUT_SECONDS = 5.0
+# Engine.IO settings of every Socket.IO server we run; the bare python-socketio relay of the
+# benchmarks (bench/raw_sio_relay.py) uses the very same, so that it differs from ours only by
+# what our namespaces do.
+ENGINE_OPTIONS: dict[str, Any] = {
+    "async_mode": "aiohttp",
+    "max_http_buffer_size": MAX_PACKET_BYTES,
+    "ping_interval": 10,
+    "ping_timeout": 10,
+    "logger": False,
+    "engineio_logger": False,
+}
 
 
 def origin_checker(settings: Settings) -> Any:
@@ -56,13 +67,8 @@ def create_sio(app: web.Application) -> socketio.AsyncServer:
     )
     sio = socketio.AsyncServer(
         client_manager=manager,
-        async_mode="aiohttp",
         cors_allowed_origins=origin_checker(settings),
-        max_http_buffer_size=MAX_PACKET_BYTES,
-        ping_interval=10,
-        ping_timeout=10,
-        logger=False,
-        engineio_logger=False,
+        **ENGINE_OPTIONS,
     )
     sio.register_namespace(AssistNamespace(app))
     sio.register_namespace(QueueNamespace(app))
@@ -129,6 +135,7 @@ async def socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.start()
     sweep = asyncio.get_running_loop().create_task(rooms.sweep_logins(), name="login-sweep")
     if cluster is not None:
+        cluster.relay.on_message(rooms.deliver, rooms.relay_lost)
         cluster.node.on_beat(rooms.retire_orphans)
         cluster.node.on_beat(hub.retire_orphans)
     try:

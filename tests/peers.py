@@ -26,6 +26,7 @@ from aiortc.mediastreams import AudioStreamTrack
 from yarl import URL
 
 from server import assist
+from server.dropin.board import apply_queue_delta
 from server.passes import LOGIN_COOKIE
 from server.store.models import AssistanceSession
 from tests.conftest import Running
@@ -59,6 +60,10 @@ class SignalPeer:
         self.disconnected = asyncio.Event()
         self.connect_error: object = None
         self.welcome: dict[str, Any] = {}
+        # `/queue`: the volunteers' view as the page keeps it (whole `queue`, then each
+        # `queue_delta` applied); every delta's result is also queued as a `queue` event.
+        self.queue_view: dict[str, Any] | None = None
+        self.queue_gaps: list[dict[str, Any]] = []
         self.client.on("*", self._record, namespace=namespace)
         self.client.on("connect_error", self._refused, namespace=namespace)
         self.client.on("disconnect", self._gone, namespace=namespace)
@@ -67,6 +72,22 @@ class SignalPeer:
         data = args[0] if len(args) == 1 else list(args)
         self.received.append((event, data))
         self.queues[event].put_nowait(data)
+        if event == "queue":
+            self.queue_view = data
+        elif event == "queue_delta":
+            self._apply_delta(data)
+
+    def _apply_delta(self, delta: dict[str, Any]) -> None:
+        """What the volunteer's page does with a `queue_delta`: apply it to its view when it
+        follows it, ignore one already included, and note a gap (the page then asks)."""
+        view = self.queue_view
+        if view is not None and delta["version"] <= view["version"]:
+            return
+        if view is None or delta["base"] != view["version"]:
+            self.queue_gaps.append(delta)
+            return
+        self.queue_view = apply_queue_delta(view, delta)
+        self.queues["queue"].put_nowait(self.queue_view)
 
     async def _refused(self, data: object = None) -> None:
         self.connect_error = data

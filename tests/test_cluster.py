@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.cluster import EVENTS_CHANNEL, Turns
+from server.cluster import EVENTS_CHANNEL, RELAY_CHANNEL, Turns
 from server.db import make_sessionmaker
 from server.store.engine import make_engine
 from server.store.models import Role
@@ -341,22 +341,41 @@ async def test_what_the_nodes_send_each_other_through_redis_is_json_never_pickle
     cluster: Cluster,
 ) -> None:
     """python-socketio's Redis manager (and our event bus) must not unpickle what anyone able
-    to write to Redis sends: every message on both channels is JSON."""
+    to write to Redis sends: every message on both channels is JSON. A relay to another node's
+    peer goes on that node's own channel as text: target, session, and the Socket.IO frame."""
     listener = aioredis.Redis.from_url(cluster.redis.url)
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(SOCKETIO_CHANNEL, EVENTS_CHANNEL)
+    await pubsub.psubscribe(RELAY_CHANNEL + "*")
     a, b = cluster.on(cluster.a), cluster.on(cluster.b)
+    candidate = {"candidate": "", "sdpMid": None, "sdpMLineIndex": None}
     try:
         async with assistance(cluster, a) as room:
             beneficiary = await room.beneficiary(b)  # emits across the nodes
+            await room.volunteer.expect("peer-joined")
+            await beneficiary.emit("candidate", {"to": room.volunteer.peer_id, **candidate})
+            assert await room.volunteer.expect("candidate") == {
+                "from": beneficiary.peer_id,
+                **candidate,
+            }
             await room.volunteer.emit("end", {})  # a committed event: RoomEnded
             await beneficiary.expect("ended")
         seen: dict[str, list[object]] = {SOCKETIO_CHANNEL: [], EVENTS_CHANNEL: []}
+        relayed: list[str] = []
         async with asyncio.timeout(10):
-            while not all(seen.values()):
+            while not all(seen.values()) or not relayed:
                 message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
+                if message is None:
+                    continue
+                if message["type"] == "pmessage":
+                    relayed.append(message["data"].decode())
+                else:
                     seen[message["channel"].decode()].append(json.loads(message["data"]))
+        to, session_id, frame = relayed[0].split("|", 2)
+        assert (to, session_id) == (room.volunteer.peer_id, room.session_id)
+        assert frame.startswith("2/assist,")
+        event = ["candidate", {"from": beneficiary.peer_id, **candidate}]
+        assert json.loads(frame.removeprefix("2/assist,")) == event
         emit = next(m for m in seen[SOCKETIO_CHANNEL] if isinstance(m, dict))
         assert emit["method"] in {"emit", "enter_room", "leave_room", "disconnect"}, emit
         events = next(m for m in seen[EVENTS_CHANNEL] if isinstance(m, dict))

@@ -18,7 +18,7 @@ from yarl import URL
 from server.availability import opening
 from server.dropin import places as dropin
 from server.passes import QUEUE_COOKIE
-from server.runtime import BOARD_KEY
+from server.runtime import BOARD_KEY, SESSIONMAKER_KEY
 from server.settings import Settings
 from server.store.models import (
     AssistanceSession,
@@ -34,7 +34,7 @@ from server.store.models import (
     utcnow,
 )
 from server.tokens import sha256_hex
-from signaling.dropin import NAMESPACE, QUEUE_HUB_KEY
+from signaling.dropin import NAMESPACE, QUEUE_HUB_KEY, volunteers_room
 from signaling.server import SIO_KEY
 from tests.conftest import (
     Account,
@@ -950,3 +950,153 @@ async def test_handling_time_is_measured_from_recent_drop_in_sessions(
         minutes = await dropin.handling_minutes(db, running.settings, association_id)
     assert minutes == pytest.approx(10, abs=0.1)
     assert running.settings.queue_handling_minutes != 10
+
+
+async def join_live(running: Running, association_id: int, count: int) -> list[str]:
+    """People join through the app's own sessionmaker: its committed events reach the hub."""
+    ids = []
+    for index in range(count):
+        async with running.app[SESSIONMAKER_KEY].begin() as db:
+            joined = await dropin.join(
+                db, running.settings, association_id, None, f"L{index}", None, utcnow()
+            )
+            ids.append(joined.entry.id)
+    return ids
+
+
+def shown(view: dict[str, Any]) -> dict[str, Any]:
+    """A volunteers' view without what moves with the clock."""
+    people = [{k: v for k, v in p.items() if k != "waited_seconds"} for p in view["waiting"]]
+    kept = {k: v for k, v in view.items() if k not in ("server_time", "version", "waiting")}
+    return {**kept, "waiting": people}
+
+
+async def test_deltas_keep_the_volunteers_list_equal_to_a_whole_one(
+    running: Running, volunteer: Account
+) -> None:
+    """After joins, a take, a put-back (order changes), a reservation and a departure, the list
+    built from the `queue_delta` pushes equals the whole `queue` a new page gets."""
+    await open_all_week(running, volunteer)
+    other = await make_account(running, "yann@example.org")
+    association_id = volunteer.user.association_id
+    vol, vol_http = await volunteer_peer(running, volunteer)
+    fresh: SignalPeer | None = None
+    fresh_http = None
+    try:
+        await until(vol, "queue", lambda q: q["total"] == 0)
+        ids = await join_live(running, association_id, 3)
+        await until(vol, "queue", lambda q: q["total"] == 3)
+        taken = await vol.call("take_next", {})
+        assert taken["ok"] and taken["entry_id"] == ids[0]
+        await until(vol, "queue", lambda q: q["total"] == 2)
+        assert (await vol.call("requeue", {"entry_id": ids[0]}))["ok"]
+        back = await until(vol, "queue", lambda q: q["total"] == 3)
+        assert [p["id"] for p in back["waiting"]] == ids
+        moved = await vol.call("transfer", {"entry_id": ids[1], "volunteer_id": other.user.id})
+        assert moved["ok"]
+        await until(vol, "queue", lambda q: q["waiting"][1]["reserved_for_id"] == other.user.id)
+        async with running.app[SESSIONMAKER_KEY].begin() as db:
+            assert await dropin.leave(db, ids[2], utcnow())
+        built = await until(vol, "queue", lambda q: q["total"] == 2)
+        deltas = [data for event, data in vol.received if event == "queue_delta"]
+        assert len(deltas) >= 5 and vol.queue_gaps == []
+        assert any("order" in d for d in deltas)  # the put-back came back first
+        fresh, fresh_http = await volunteer_peer(running, volunteer)
+        whole = await until(fresh, "queue", lambda q: len(q["volunteers"]) == 1)
+        # The newcomer's own arrival was one more push for the first page: wait for it too.
+        built = vol.queue_view
+        assert built is not None and shown(built) == shown(whole)
+        assert [p["id"] for p in whole["waiting"]] == [ids[0], ids[1]]
+    finally:
+        for peer, http in ((vol, vol_http), (fresh, fresh_http)):
+            if peer is not None:
+                await peer.close()
+            if http is not None:
+                await http.close()
+
+
+async def test_a_volunteer_page_that_missed_a_delta_asks_and_gets_the_whole_list(
+    running: Running, volunteer: Account
+) -> None:
+    """A page that did not get one delta sees the gap in the versions; `queue_sync` sends it
+    the whole list, and the next deltas follow it."""
+    await open_all_week(running, volunteer)
+    association_id = volunteer.user.association_id
+    hub = running.app[QUEUE_HUB_KEY]
+    sio = running.app[SIO_KEY]
+    vol, vol_http = await volunteer_peer(running, volunteer)
+    # A second page of the same volunteer stays in the room: the pushes go on meanwhile.
+    desk, desk_http = await volunteer_peer(running, volunteer)
+    try:
+        await join_live(running, association_id, 2)
+        await until(vol, "queue", lambda q: q["total"] == 2)
+        sid = vol.client.get_sid(NAMESPACE)
+        room = volunteers_room(association_id)
+        # The page misses the push of the third arrival (as if its frame were lost).
+        await sio.leave_room(sid, room, namespace=NAMESPACE)
+        pushes = hub.pushes
+        [third] = await join_live(running, association_id, 1)
+        for _ in range(100):
+            if hub.pushes > pushes:
+                break
+            await asyncio.sleep(0.02)
+        assert hub.pushes > pushes
+        await sio.enter_room(sid, room, namespace=NAMESPACE)
+        assert vol.queue_view is not None and vol.queue_view["total"] == 2
+        await join_live(running, association_id, 1)
+        for _ in range(100):
+            if vol.queue_gaps:
+                break
+            await asyncio.sleep(0.02)
+        assert vol.queue_gaps, "the page never saw the gap"
+        assert vol.queue_view["total"] == 2  # the delta after the gap was not applied
+        assert await vol.call("queue_sync", {}) == {"ok": True}
+        whole = await until(vol, "queue", lambda q: q["total"] == 4)
+        assert third in [p["id"] for p in whole["waiting"]]
+        await join_live(running, association_id, 1)
+        after = await until(vol, "queue", lambda q: q["total"] == 5)
+        assert after["version"] == whole["version"] + 1 and len(vol.queue_gaps) == 1
+        assert shown(after) == shown(await until(desk, "queue", lambda q: q["total"] == 5))
+        assert desk.queue_gaps == []
+    finally:
+        for peer, http in ((vol, vol_http), (desk, desk_http)):
+            await peer.close()
+            await http.close()
+
+
+async def test_a_waiting_page_cannot_ask_for_the_volunteers_list(
+    running: Running, volunteer: Account
+) -> None:
+    """`queue_sync` is a volunteer's event: names and motifs never go to a waiting page."""
+    await open_all_week(running, volunteer)
+    person = await browser_session()
+    try:
+        await join_by_http(running, person, first_name="Inès")
+        page = await waiting_peer(running, person)
+        answer = await page.call("queue_sync", {})
+        assert answer["ok"] is False and answer["code"] == "forbidden"
+        await page.expect_nothing("queue", "queue_delta")
+        await page.close()
+    finally:
+        await person.close()
+
+
+async def test_the_volunteers_list_shows_the_first_fifty_and_counts_everyone(
+    running: Running, volunteer: Account
+) -> None:
+    """The snapshot read with its count in one query: 50 people shown, in queue order, and the
+    total of all who wait (taken people not counted)."""
+    await open_all_week(running, volunteer)
+    association_id = volunteer.user.association_id
+    ids = await join_directly(running, association_id, dropin.SHOWN_TO_VOLUNTEERS + 7)
+    async with running.sessionmaker.begin() as db:
+        assert await dropin.leave(db, ids[3], utcnow())
+    async with running.sessionmaker() as db:
+        snap = await dropin.snapshot(db, association_id)
+        few = await dropin.snapshot(db, association_id, limit=2)
+        empty = await dropin.snapshot(db, association_id + 1)
+    expected = [i for i in ids if i != ids[3]]
+    assert [p.id for p in snap.waiting] == expected[: dropin.SHOWN_TO_VOLUNTEERS]
+    assert snap.total == len(expected) == dropin.SHOWN_TO_VOLUNTEERS + 6
+    assert [p.id for p in few.waiting] == expected[:2] and few.total == len(expected)
+    assert empty.waiting == [] and empty.total == 0

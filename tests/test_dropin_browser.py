@@ -11,11 +11,28 @@ import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy import select
 
-from server.store.models import AssistanceSession, CallbackRequest, OutboxMessage, QueueEntry
+from server.dropin import places as dropin
+from server.runtime import SESSIONMAKER_KEY
+from server.store.models import (
+    AssistanceSession,
+    CallbackRequest,
+    OutboxMessage,
+    QueueEntry,
+    utcnow,
+)
+from signaling.dropin import NAMESPACE, QUEUE_HUB_KEY, volunteers_room
+from signaling.server import SIO_KEY
 from tests.browser import Chromium, assert_accessible, chromium_with_devices, screenshot
 from tests.conftest import Account, Running, make_account
 from tests.test_browser import consent, log_in, wait_frames_advance, wait_status
-from tests.test_dropin import add_motif, join_directly, open_all_week
+from tests.test_dropin import (
+    add_motif,
+    join_directly,
+    join_live,
+    open_all_week,
+    until,
+    volunteer_peer,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -149,4 +166,50 @@ async def test_turn_changes_the_title_and_a_closed_queue_offers_a_call_back(
     await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"))
     await expect(page).to_have_title(re.compile("C'est votre tour"))
     await page.wait_for_url("**/b")
+    assert errors == []
+
+
+async def test_a_volunteer_page_that_missed_a_delta_asks_for_the_list_and_shows_it_right(
+    running: Running, volunteer: Account, chrome: Chromium, backend: str
+) -> None:
+    """The page keeps the list from `queue_delta` pushes; when one never reached it, the next
+    one does not follow its version: it asks (`queue_sync`) and shows the whole list again,
+    never the list with a change missing."""
+    await open_all_week(running, volunteer)
+    association_id = volunteer.user.association_id
+    first, _second = await join_directly(running, association_id, 2)
+    hub = running.app[QUEUE_HUB_KEY]
+    sio = running.app[SIO_KEY]
+    errors: list[str] = []
+    vol = await chrome.page(errors=errors)
+    await log_in(vol, running, volunteer)
+    await vol.goto(running.url("/file"))
+    await expect(vol.locator("#queue-rows tr")).to_have_count(2)
+    # Another queue page of the volunteer stays in the room, so the pushes go on meanwhile.
+    desk, desk_http = await volunteer_peer(running, volunteer)
+    try:
+        await until(desk, "queue", lambda q: q["total"] == 2)
+        desk_sid = desk.client.get_sid(NAMESPACE)
+        [page_sid] = [sid for sid in hub.logins.of(volunteer.user.id) if sid != desk_sid]
+        room = volunteers_room(association_id)
+        await sio.leave_room(page_sid, room, namespace=NAMESPACE)
+        await join_live(running, association_id, 1)  # "L0": the page misses this push
+        await until(desk, "queue", lambda q: q["total"] == 3)
+        await sio.enter_room(page_sid, room, namespace=NAMESPACE)
+        await expect(vol.locator("#queue-rows tr")).to_have_count(2)
+        async with running.app[SESSIONMAKER_KEY].begin() as db:
+            assert await dropin.leave(db, first, utcnow())
+        # The delta of that departure does not follow the page's version: it asks again.
+        await until(desk, "queue", lambda q: q["total"] == 2)
+        rows = vol.locator("#queue-rows tr")
+        await expect(rows).to_have_count(2)
+        await expect(rows.nth(0)).to_contain_text("P1")
+        await expect(rows.nth(1)).to_contain_text("L0")
+        await expect(vol.locator("#queue-count")).to_have_text("2 personne(s) en attente")
+        # And the deltas after it apply again.
+        await join_live(running, association_id, 1)
+        await expect(rows).to_have_count(3)
+    finally:
+        await desk.close()
+        await desk_http.close()
     assert errors == []

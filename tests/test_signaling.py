@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -850,13 +851,13 @@ async def test_an_expired_session_relays_nothing_more_and_ends(
     async with running.sessionmaker.begin() as db:
         session = await db.get_one(AssistanceSession, session_id)
         session.expires_at = utcnow() - timedelta(seconds=1)
-    # The peers' socket sessions still hold the old expiry: push it into the past as well,
+    # The peers' seats on the node still hold the old expiry: push it into the past as well,
     # as time itself would.
     namespace = running.app[SIO_KEY].namespace_handlers["/assist"]
+    assert isinstance(namespace, AssistNamespace)
     for peer in (volunteer, beneficiary):
-        info = await namespace.get_session(peer.peer_id)
-        info["expires_at"] = utcnow().timestamp() - 1
-        await namespace.save_session(peer.peer_id, info)
+        seat = namespace._seats[peer.peer_id]
+        namespace._seats[peer.peer_id] = replace(seat, expires_at=utcnow().timestamp() - 1)
     await beneficiary.emit("offer", {"to": volunteer.peer_id, "sdp": SDP})
     assert await volunteer.expect("ended") == {"reason": "expired"}
     assert await beneficiary.expect("ended") == {"reason": "expired"}

@@ -4,6 +4,7 @@ suppression in CSV and API, bad input and access rules."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import jsonschema
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from server import geo, motifs
 from server.stats.display import local_today
@@ -21,7 +22,7 @@ from server.stats.events import EventKind, record
 from server.stats.export import TABLES
 from server.stats.filters import parse_filters
 from server.stats.queries import Report, build_report
-from server.stats.rebuild import rebuild_rollups
+from server.stats.rebuild import rebuild_in_chunks, rebuild_rollups
 from server.stats.rollups import SESSIONS, UNMET
 from server.store.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
 from server.web.views.api_v1 import openapi_document
@@ -486,3 +487,121 @@ async def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralise
     assert {"'+33 6 12", "'-1+2", "'@SUM(A1:A9)", "'\tTAB", "'\rCR"} <= labels
     for row in cells["volunteers"] + cells["organisations"]:
         assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row), row
+
+
+async def test_weekly_volumes_are_the_sums_of_their_local_days(
+    running: Running, coordinator: Account
+) -> None:
+    association_id = coordinator.user.association_id
+    zone = ZoneInfo(running.settings.timezone)
+    moments = [*BOUNDARIES, *(DAY + timedelta(days=n, hours=n % 13) for n in range(0, 40, 3))]
+    async with running.sessionmaker.begin() as db:
+        for number, moment in enumerate(moments):
+            channel = "link" if number % 2 else "drop_in"
+            event = await record(
+                db, EventKind.SHEET_FILED, association_id=association_id, channel=channel
+            )
+            event.occurred_at = moment
+    expected: dict[date, int] = {}
+    for moment in moments:
+        local = moment.astimezone(zone).date()
+        monday = local - timedelta(days=local.weekday())
+        expected[monday] = expected.get(monday, 0) + 1
+    async with running.sessionmaker() as db:
+        # From a Wednesday: the first week is counted from that day, under its Monday.
+        filters = parse_filters(
+            {"from": "2025-02-26", "to": "2025-05-01", "step": "week"}, DAY.date()
+        )
+        report = await build_report(db, association_id, filters)
+    assert {week: c[SESSIONS] for week, c in report.volumes.items() if c[SESSIONS]} == expected
+    assert all(week.weekday() == 0 for week in report.volumes)
+    for counts in report.volumes.values():
+        assert counts[f"{SESSIONS}:link"] + counts[f"{SESSIONS}:drop_in"] == counts[SESSIONS]
+    assert report.totals[SESSIONS] == len(moments)
+
+
+async def test_stats_rebuild_command_repairs_the_rollups_with_progress_and_is_idempotent(
+    running: Running, coordinator: Account, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server import cli
+
+    args = cli.build_parser().parse_args(["stats", "rebuild"])
+    assert (args.command, args.stats_command, args.association) == ("stats", "rebuild", None)
+    association_id = await _setup(running, coordinator)
+    async with running.sessionmaker.begin() as db:
+        event = await record(db, EventKind.SHEET_FILED, association_id=association_id)
+        event.occurred_at = BOUNDARIES[0]  # February, a month before the others
+    daily = await _rollups(running, association_id)
+    monthly = await _monthly(running, association_id)
+    assert monthly == _summed_by_month(daily)
+    # Damage: rows lost in one month, a stray row in it, stray rows outside the events' months.
+    async with running.sessionmaker.begin() as db:
+        await db.execute(delete(StatRollup).where(StatRollup.dim == "dep"))
+        for table, day in (
+            (StatRollup, date(2025, 3, 13)),
+            (StatRollup, date(2024, 6, 1)),
+            (StatRollupMonthly, date(2026, 1, 1)),
+        ):
+            db.add(
+                table(
+                    association_id=association_id,
+                    dim="all",
+                    channel="*",
+                    theme="*",
+                    day=day,
+                    kind="stray",
+                    value="",
+                    count=5,
+                    duration_sum=0,
+                )
+            )
+    assert await _rollups(running, association_id) != daily
+    for _run in range(2):  # a second run changes nothing
+        await cli._stats_rebuild(running.settings, args.association)  # what main() runs
+        out = capsys.readouterr().out
+        assert "1/2 mois (2025-02)" in out
+        assert "2/2 mois (2025-03)" in out
+        assert "Statistiques recalculées" in out
+        assert await _rollups(running, association_id) == daily
+        assert await _monthly(running, association_id) == monthly
+
+
+async def test_a_rebuild_while_events_are_recorded_loses_and_doubles_nothing(
+    running: Running, coordinator: Account
+) -> None:
+    association_id = coordinator.user.association_id
+    zone = ZoneInfo(running.settings.timezone)
+    months = [datetime(2025, month, 10, 9, tzinfo=UTC) for month in (1, 2, 3, 4)]
+    rows = [
+        {
+            "occurred_at": months[n % 4] + timedelta(hours=n % 8, days=n % 11),
+            "association_id": association_id,
+            "kind": EventKind.SHEET_FILED.value,
+            "channel": "link",
+            "themes": ["papiers"],
+            "organisations": [],
+        }
+        for n in range(400)
+    ]
+    async with running.sessionmaker.begin() as db:
+        await db.execute(insert(StatEvent), rows)  # no rollups yet: the rebuild makes them
+
+    async def write() -> None:
+        for n in range(24):
+            async with running.sessionmaker.begin() as db:
+                event = await record(
+                    db, EventKind.SHEET_FILED, association_id=association_id, channel="drop_in"
+                )
+                event.occurred_at = months[n % 4] + timedelta(days=n)
+            await asyncio.sleep(0)
+
+    written, _ = await asyncio.gather(
+        rebuild_in_chunks(running.sessionmaker, zone, association_id), write()
+    )
+    assert written > 0
+    during = await _rollups(running, association_id)
+    async with running.sessionmaker.begin() as db:
+        await rebuild_rollups(db, zone, association_id)
+    assert await _rollups(running, association_id) == during
+    sheets = sum(v[0] for k, v in during.items() if k[:3] == ("all", "*", "*"))
+    assert sheets == 400 + 24

@@ -305,7 +305,8 @@ class QueueBoard:
         volunteers: list[tuple[int, str]],
         now: datetime,
     ) -> dict[str, Any]:
-        """The `queue` payload (PROTOCOL.md) of one snapshot."""
+        """The `queue` payload (PROTOCOL.md) of one snapshot (without its ``version``, which
+        the socket hub numbers)."""
         state = facts.opening
         return {
             "server_time": now.isoformat(),
@@ -377,3 +378,70 @@ class QueueBoard:
         handling = await places.handling_minutes(db, self.settings, association_id)
         volunteers = len(await self.presence.volunteers(association_id))
         return places.estimate_minutes(waiting + 1, volunteers, handling)
+
+
+# -- Deltas of the volunteers' view -------------------------------------------------------------
+
+# Header fields of the `queue` payload a `queue_delta` carries only when they changed.
+DELTA_HEADER = ("open", "next_change", "handling_minutes", "volunteers")
+# A person's field that moves with the clock, not with the queue: never a reason to resend them.
+CLOCK_FIELD = "waited_seconds"
+
+
+def _same_person(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(key) == value for key, value in new.items() if key != CLOCK_FIELD)
+
+
+def queue_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The `queue_delta` (PROTOCOL.md) that turns the view ``old`` into ``new``: who left the
+    shown list, who is new or changed there (with their fields), the new order only when
+    appending the newcomers to what stays would not give it, the header fields that changed.
+    ``version`` and ``base`` are taken from the two views."""
+    before = {person["id"]: person for person in old["waiting"]}
+    after_ids = [person["id"] for person in new["waiting"]]
+    kept = set(after_ids)
+    removed = [person_id for person_id in before if person_id not in kept]
+    upserted = [
+        person
+        for person in new["waiting"]
+        if person["id"] not in before or not _same_person(before[person["id"]], person)
+    ]
+    delta: dict[str, Any] = {
+        "version": new["version"],
+        "base": old["version"],
+        "server_time": new["server_time"],
+        "total": new["total"],
+        "removed": removed,
+        "upserted": upserted,
+    }
+    appended = [person_id for person_id in before if person_id in kept]
+    appended += [person_id for person_id in after_ids if person_id not in before]
+    if appended != after_ids:
+        delta["order"] = after_ids
+    for key in DELTA_HEADER:
+        if old.get(key) != new.get(key):
+            delta[key] = new[key]
+    return delta
+
+
+def apply_queue_delta(view: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """The view after ``delta`` (the rule every client follows; web/static/js/queue.js does the
+    same). ``view`` must be at version ``delta["base"]``: a client with another version has
+    missed a delta and asks for the whole list (`queue_sync`) instead."""
+    if view.get("version") != delta["base"]:
+        raise ValueError(f"delta from version {delta['base']} on view {view.get('version')}")
+    gone = set(delta["removed"])
+    people = {p["id"]: p for p in view["waiting"] if p["id"] not in gone}
+    order = [person_id for person_id in people]
+    for person in delta["upserted"]:
+        if person["id"] not in people:
+            order.append(person["id"])
+        people[person["id"]] = person
+    if "order" in delta:
+        order = list(delta["order"])
+    result = {key: value for key, value in view.items() if key != "waiting"}
+    for key in ("version", "server_time", "total", *DELTA_HEADER):
+        if key in delta:
+            result[key] = delta[key]
+    result["waiting"] = [people[person_id] for person_id in order]
+    return result

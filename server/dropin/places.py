@@ -350,33 +350,46 @@ def offers_callback(settings: Settings, estimate: int) -> bool:
     return estimate > settings.queue_callback_minutes
 
 
-async def snapshot(db: AsyncSession, association_id: int) -> Snapshot:
-    """What volunteers see: the first people waiting (with motif), and how many wait."""
+async def snapshot(
+    db: AsyncSession, association_id: int, limit: int = SHOWN_TO_VOLUNTEERS
+) -> Snapshot:
+    """What volunteers see: the first ``limit`` people waiting (with motif), and how many wait.
+
+    Columns, not entities: a push reads this on every change, and building 50 ORM objects
+    (identity map, instance state) cost more than the query itself. The count comes with the
+    rows (a window over every waiting person, computed before the limit): one query."""
     rows = await db.execute(
-        select(QueueEntry, Motif.name)
+        select(
+            QueueEntry.id,
+            QueueEntry.first_name,
+            Motif.name,
+            QueueEntry.queued_at,
+            QueueEntry.reserved_for_id,
+            QueueEntry.waiting_sid.is_not(None),
+            func.count().over(),
+        )
         .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
         .where(
             QueueEntry.association_id == association_id,
             QueueEntry.status == QueueStatus.WAITING,
         )
         .order_by(QueueEntry.queued_at, QueueEntry.id)
-        .limit(SHOWN_TO_VOLUNTEERS)
+        .limit(limit)
     )
+    found = rows.all()
     waiting = [
         Waiting(
-            id=entry.id,
-            first_name=entry.first_name,
+            id=entry_id,
+            first_name=first_name,
             motif=motif,
-            queued_at=entry.queued_at,
-            reserved_for_id=entry.reserved_for_id,
-            connected=entry.waiting_sid is not None,
+            queued_at=queued_at,
+            reserved_for_id=reserved_for_id,
+            connected=bool(connected),
         )
-        for entry, motif in rows
+        for entry_id, first_name, motif, queued_at, reserved_for_id, connected, _total in found
     ]
-    total = len(waiting)
-    if total == SHOWN_TO_VOLUNTEERS:
-        total = await count_waiting(db, association_id)
-    return Snapshot(waiting, total)
+    total = found[0][-1] if found else 0
+    return Snapshot(waiting, int(total))
 
 
 async def place_of(db: AsyncSession, association_id: int, entry_id: str) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select, union_all
+from sqlalchemy import Date, DateTime, Table, and_, cast, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import geo
@@ -135,6 +135,14 @@ def _next_month(day: date) -> date:
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
+def _week_start(day: Any, dialect: str) -> Any:
+    """The Monday of a date column's week, in SQL (``period_of`` in Python)."""
+    if dialect == "postgresql":
+        return cast(func.date_trunc("week", cast(day, DateTime)), Date)
+    # Back six days, then forward to the next Monday (or the same day if it is one).
+    return func.date(day, "-6 days", "weekday 1", type_=Date)
+
+
 def _union(statements: list[Any]) -> Any:
     return statements[0] if len(statements) == 1 else union_all(*statements)
 
@@ -166,15 +174,22 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
     # Volumes: totals from the "*" rows (or the filtered channel), the split by channel from
     # the per-channel rows of the known channels.
     channels = [filters.channel] if filters.channel else [ALL, *CHANNELS]
-    volumes = []
-    for table, period in _tiers(filters, days_only=filters.granularity != "month"):
+    volumes: list[Any] = []
+    weekly = filters.granularity == "week"
+    for table, period in _tiers(filters, days_only=weekly):
         t = table.c
-        volumes.append(
-            select(t.day, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
+        # Weeks are summed in the database: a seventh of the rows come back to Python (the
+        # weekly view over 24 months read ~14,000 daily rows into Python objects before).
+        start = _week_start(t.day, db.get_bind().dialect.name) if weekly else t.day
+        # One branch per channel: each a primary-key range (PostgreSQL reads "channel IN (…)"
+        # as a filter over every channel and theme of the association's "all" rows).
+        volumes.extend(
+            select(start, t.kind, t.channel, func.sum(t.count), func.sum(t.duration_sum))
             .where(t.association_id == association_id, t.dim == "all")
-            .where(t.channel.in_(channels), t.theme == (filters.theme or ALL), period)
+            .where(t.channel == channel, t.theme == (filters.theme or ALL), period)
             .where(t.kind.in_(VOLUME_KINDS))
-            .group_by(t.day, t.kind, t.channel)
+            .group_by(start, t.kind, t.channel)
+            for channel in channels
         )
     for day, kind, channel, count, duration in await db.execute(_union(volumes)):
         bucket = report.volumes.setdefault(period_of(day, filters.granularity), Counter())

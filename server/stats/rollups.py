@@ -224,9 +224,12 @@ def _values(event: StatEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in _FACT_COLUMNS}
 
 
-def _upsert_rows(dialect: str, rows: list[dict[str, Any]], table: Table) -> Any:
+def _upsert(dialect: str, table: Table) -> Any:
+    """One ``INSERT … ON CONFLICT DO UPDATE`` statement per dialect and table, executed with a
+    list of rows (executemany): SQLAlchemy compiles it once and caches it, where a multi-row
+    ``VALUES`` is a new statement to compile for every number of rows."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(rows)
+    statement = insert(table)
     return statement.on_conflict_do_update(
         index_elements=list(KEY_COLUMNS),
         set_={
@@ -289,7 +292,4 @@ def apply_flush(session: Session, zone: ZoneInfo) -> None:
         _accumulate(months, (*key[:4], key[4].replace(day=1), *key[5:]), count, duration)
     connection = session.connection()
     for table, changes in ((ROLLUPS, totals), (MONTHLY, months)):
-        rows = _rows(changes)
-        for start in range(0, len(rows), 500):
-            statement = _upsert_rows(connection.dialect.name, rows[start : start + 500], table)
-            connection.execute(statement)
+        connection.execute(_upsert(connection.dialect.name, table), _rows(changes))

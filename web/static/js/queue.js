@@ -18,8 +18,13 @@ const ui = {
 };
 // Ticked people stay ticked when a push redraws the list.
 const picked = new Set();
+// The list as last pushed: a whole `queue` on connect, then each `queue_delta` applied to it
+// (their versions follow each other; after a gap the page asks for the whole list again).
 let latest = null;
-let receivedAt = 0;
+let syncing = false;
+// When each person's waited_seconds was true (performance.now()): a delta resends only the
+// people who changed, so the others keep the time of an earlier push.
+const waitedAt = new Map();
 
 function waitedText(seconds) {
   return seconds < 60 ? t("seconds") : t("minutes", { minutes: Math.floor(seconds / 60) });
@@ -45,7 +50,8 @@ function row(person, index) {
   }
   const waited = node.querySelector(".waited");
   waited.dataset.waited = String(person.waited_seconds);
-  waited.textContent = waitedText(person.waited_seconds);
+  waited.dataset.at = String(waitedAt.get(person.id) ?? performance.now());
+  waited.textContent = waitedText(waitedNow(waited));
   show(node.querySelector(".offline"), !person.connected);
   for (const form of node.querySelectorAll("form")) {
     form.dataset.entry = person.id;
@@ -59,9 +65,61 @@ function row(person, index) {
   return node;
 }
 
+function waitedNow(cell) {
+  return Number(cell.dataset.waited) + Math.floor((performance.now() - Number(cell.dataset.at)) / 1000);
+}
+
+function stamp(people) {
+  const now = performance.now();
+  for (const person of people) waitedAt.set(person.id, now);
+}
+
+// A whole list: it replaces what the page had, whatever its version.
+function onQueue(queue) {
+  syncing = false;
+  waitedAt.clear();
+  stamp(queue.waiting);
+  render(queue);
+}
+
+// What changed since version `base` (PROTOCOL.md; server/dropin/board.py apply_queue_delta).
+function onDelta(delta) {
+  if (!latest || delta.version <= latest.version) return; // before the whole list, or already in
+  if (delta.base !== latest.version) {
+    resync();
+    return;
+  }
+  const gone = new Set(delta.removed);
+  const people = new Map(latest.waiting.filter((p) => !gone.has(p.id)).map((p) => [p.id, p]));
+  for (const id of gone) waitedAt.delete(id);
+  let order = [...people.keys()];
+  for (const person of delta.upserted) {
+    if (!people.has(person.id)) order.push(person.id);
+    people.set(person.id, person);
+  }
+  stamp(delta.upserted);
+  if (delta.order) order = delta.order;
+  const next = { ...latest, waiting: order.map((id) => people.get(id)) };
+  for (const key of ["version", "server_time", "total", "open", "next_change", "handling_minutes", "volunteers"]) {
+    if (key in delta) next[key] = delta[key];
+  }
+  render(next);
+}
+
+// A delta was missed: ask for the whole list (it comes as a `queue` event).
+async function resync() {
+  if (syncing) return;
+  syncing = true;
+  try {
+    const answer = await signaling.request("queue_sync", {}, 10000);
+    if (!answer?.ok) syncing = false;
+  } catch {
+    syncing = false; // no answer: the next delta tries again
+  }
+}
+
 function render(queue) {
   latest = queue;
-  receivedAt = performance.now();
   ui.status.textContent = queue.open ? t("open") : t("closed");
   ui.status.className = queue.open ? "ok" : "muted";
   ui.count.textContent = queue.total ? t("waiting_n", { total: queue.total }) : t("nobody");
@@ -90,10 +148,7 @@ function removePayload(form, submitter) {
 // Wait times tick locally between pushes.
 setInterval(() => {
   if (!latest) return;
-  const elapsed = Math.floor((performance.now() - receivedAt) / 1000);
-  for (const cell of ui.rows.querySelectorAll(".waited")) {
-    cell.textContent = waitedText(Number(cell.dataset.waited) + elapsed);
-  }
+  for (const cell of ui.rows.querySelectorAll(".waited")) cell.textContent = waitedText(waitedNow(cell));
 }, 15000);
 
 function showError(message) {
@@ -102,7 +157,8 @@ function showError(message) {
 }
 
 const signaling = connectQueue()
-  .on("queue", render)
+  .on("queue", onQueue)
+  .on("queue_delta", onDelta)
   .on("connect", () => showError(""))
   .on("disconnect", () => showError(t("disconnected")))
   .on("transferred", onTransferred);

@@ -15,7 +15,7 @@ const ASSIST = {
 
 const QUEUE = {
   namespace: "/queue",
-  events: ["queue", "transferred", "position", "turn", "removed"],
+  events: ["queue", "queue_delta", "transferred", "position", "turn", "removed"],
   refusals: ["unauthorized", "forbidden", "rate_limited"],
   final: null,
 };
