@@ -41,6 +41,7 @@ from server.store.models import (
     AppointmentStatus,
     AppointmentUnit,
     AssistanceSession,
+    Association,
     Role,
     SessionStatus,
     User,
@@ -155,6 +156,8 @@ class Booked:
     manage_token: str
     join_url: str
     code: str
+    motif_name: str  # the confirmation names both, read before the write lock
+    association_name: str
 
 
 async def _least_loaded_first(
@@ -177,6 +180,22 @@ async def _least_loaded_first(
     counts = {volunteer_id: number for volunteer_id, number in rows}
     random.shuffle(ids)  # spreads equal loads, and concurrent bookings start on different people
     return sorted(ids, key=lambda volunteer_id: counts.get(volunteer_id, 0))
+
+
+async def _holding_units(
+    db: AsyncSession, volunteer_ids: Iterable[int], units: list[datetime]
+) -> set[int]:
+    """Who among these volunteers holds any of these units (is booked then, buffer included)."""
+    rows = await db.scalars(
+        select(AppointmentUnit.volunteer_id)
+        .where(
+            AppointmentUnit.volunteer_id.in_(list(volunteer_ids)),
+            AppointmentUnit.unit_start >= units[0],
+            AppointmentUnit.unit_start <= units[-1],
+        )
+        .distinct()
+    )
+    return set(rows)
 
 
 class _UnitsTaken(Exception):
@@ -274,22 +293,36 @@ async def _book(
     ends_at = starts_at + duration
     buffer = timedelta(minutes=settings.booking_buffer_minutes)
 
+    # Reads that need no lock come first: who offers this start (permanences, absences), their
+    # load that day, their accounts and the association (the confirmation names it). On SQLite
+    # every other writer waits while this one holds the write lock, and each statement under it
+    # costs a trip to SQLite's thread and back through a busy event loop.
+    offers = await search(
+        db, settings, association_id, duration, starts_at, starts_at + UNIT, with_booked=False
+    )
+    offered = offers.offered_at(starts_at)
+    if not offered:
+        raise BookingError(
+            "outside_availability",
+            _("Personne n'est disponible à cet horaire. Choisissez un créneau de la liste."),
+            "starts_at",
+        )
+    candidates = await _least_loaded_first(db, settings, offered, starts_at)
+    accounts = {
+        user.id: user for user in await db.scalars(select(User).where(User.id.in_(candidates)))
+    }
+    association = await db.get_one(Association, association_id)
+    units = units_for(starts_at, ends_at, buffer)
+
     await begin_write(db)
     # Everything below is undone together if anything fails, even if the caller catches the
     # error and commits: a refused booking leaves nothing behind.
     async with db.begin_nested():
-        offers = await search(db, settings, association_id, duration, starts_at, starts_at + UNIT)
-        if not offers.offered_at(starts_at):
-            raise BookingError(
-                "outside_availability",
-                _("Personne n'est disponible à cet horaire. Choisissez un créneau de la liste."),
-                "starts_at",
-            )
-        free = offers.free_at(starts_at)
+        busy = await _holding_units(db, candidates, units)
+        free = [volunteer_id for volunteer_id in candidates if volunteer_id not in busy]
         if not free:
             raise _slot_taken()
-        units = units_for(starts_at, ends_at, buffer)
-        for volunteer_id in await _least_loaded_first(db, settings, free, starts_at):
+        for volunteer_id in free:
             appointment = Appointment(
                 association_id=association_id,
                 volunteer_id=volunteer_id,
@@ -334,7 +367,7 @@ async def _book(
         else:
             raise _slot_taken()
 
-        volunteer = await db.get_one(User, volunteer_id)
+        volunteer = accounts[volunteer_id]
         session = await assist.create_session(
             db, settings, volunteer, channel="appointment", record_created=False
         )
@@ -351,6 +384,8 @@ async def _book(
         manage_token=manage_token,
         join_url=assist.link_for(settings, session),
         code=assist.current_code(settings, session) or "",
+        motif_name=motif.name,
+        association_name=association.name,
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import accounts
 from server.availability import (
+    UNIT,
     AvailabilityError,
     Slot,
     absence_range,
@@ -24,11 +25,12 @@ from server.availability import (
     list_availabilities,
     list_exceptions,
     occupied_span,
+    search,
     slots_by_day,
     window_end_utc,
 )
 from server.db import make_sessionmaker
-from server.motifs import ensure_default_motifs
+from server.motifs import duration_for, ensure_default_motifs
 from server.settings import Settings
 from server.store.engine import make_engine
 from server.store.models import Motif, Role, User, VisitKind
@@ -343,6 +345,37 @@ async def test_overseas_permanences_follow_their_own_zone_through_the_paris_chan
                 date(2027, 3, 22),
                 date(2027, 3, 30),
             ]
+
+
+async def test_a_one_start_search_offers_what_the_search_of_its_days_offers_at_that_start(
+    sm: Maker, settings: Settings
+) -> None:
+    # A booking searches one start and reads only the permanences that can offer it; this
+    # holds it to the search over whole days, the October clock change and other zones included.
+    place = await make_place(sm, volunteers=5)
+    first, second, third, overseas, night = place.volunteers
+    await permanence(sm, first, TUESDAY, "09:30", "12:30")
+    await permanence(sm, second, TUESDAY, "11:00", "13:00")
+    await permanence(sm, third, TUESDAY + 1, "09:00", "10:00")
+    await permanence(sm, overseas, TUESDAY, "09:00", "12:00", tz="Pacific/Noumea")
+    await permanence(sm, night, SUNDAY, "01:00", "04:00")  # 31 October: 02:00–03:00 twice
+    duration = duration_for(place.motif, VisitKind.FIRST)
+    for day in (date(2027, 3, 1), date(2027, 10, 30)):
+        start = datetime.combine(day, time(0), PARIS).astimezone(UTC)
+        end = start + timedelta(days=4)  # Saturday to Tuesday in October
+        checked = 0
+        async with sm() as db:
+            whole = await search(db, settings, place.association_id, duration, start, end)
+            moment = start
+            while moment < end:
+                one = await search(
+                    db, settings, place.association_id, duration, moment, moment + UNIT
+                )
+                assert one.offered_at(moment) == whole.offered_at(moment), moment
+                assert one.free_at(moment) == whole.free_at(moment), moment
+                checked += bool(whole.offered_at(moment))
+                moment += timedelta(minutes=15)
+        assert checked > 20, day  # the ranges do hold offered starts
 
 
 async def test_minimum_notice_and_horizon_bound_the_slots(sm: Maker, settings: Settings) -> None:

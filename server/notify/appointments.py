@@ -117,7 +117,7 @@ async def appointment_booked(
     person's calendar. What became of the confirmation (its SMS may be withheld)."""
     appointment = booked.appointment
     gate = SmsGate.of(settings, sms_budget)
-    motif_name, association_name = await _names(db, appointment)
+    motif_name, association_name = booked.motif_name, booked.association_name
     when, details = _details(settings, booked, motif_name, association_name)
     hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
     email_join, sms_join = (

@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, SessionTransaction
 
+from server.store.sqlite_cursor import use_one_trip_cursors
+
 FlushHook = Callable[[Session], None]
 AfterCommit = Callable[[Sequence[object]], Awaitable[None]]
 
@@ -95,6 +97,7 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000:.0f}")
             cursor.close()
+            use_one_trip_cursors(dbapi_connection)
 
     return engine
 
