@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from server.store.sqlite_cursor import use_one_trip_cursors
 
@@ -183,11 +184,10 @@ class _Writers:
 _WRITERS: weakref.WeakKeyDictionary[Engine, _Writers] = weakref.WeakKeyDictionary()
 
 
-async def _queue_for_write(db: AsyncSession, engine: Engine) -> None:
+async def _queue_for_write(session: Session, engine: Engine) -> None:
     """Wait for this process's earlier writers, then hold the queue until the session's
     transaction ends (commit, rollback or close: ``_install_after_commit``). Sessions of
     another sessionmaker than ``make_session_factory``'s do not queue."""
-    session = db.sync_session
     if not getattr(type(session), _RELEASES_WRITERS, False) or _WRITER in session.info:
         return
     lock = _WRITERS.setdefault(engine, _Writers()).for_loop()
@@ -213,8 +213,25 @@ async def begin_write(db: AsyncSession) -> None:
         return
     driver = (await conn.get_raw_connection()).driver_connection  # an aiosqlite.Connection
     if driver is not None and not driver.in_transaction:
-        await _queue_for_write(db, conn.sync_engine)
+        await _queue_for_write(db.sync_session, conn.sync_engine)
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _take_write_turn(session: Session) -> None:
+    """``begin_write`` for a session about to write without having called it (a flush of
+    changed objects, an ORM ``insert``/``update``/``delete``): on SQLite, wait for this
+    process's earlier writers and take SQLite's lock, in the session's greenlet. Otherwise such
+    a writer would meet a lock that queued writers hand to each other without a gap, sleeping
+    in SQLite's busy handler until it times out under a steady stream of them."""
+    if _WRITER in session.info or not in_greenlet():
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    conn = session.connection()
+    driver = conn.connection.driver_connection  # an aiosqlite.Connection
+    if driver is not None and not driver.in_transaction:
+        await_(_queue_for_write(session, conn.engine))
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def after_commit(db: AsyncSession | Session, item: object) -> None:
@@ -310,6 +327,16 @@ def make_session_factory(
 
         event.listen(session_class, "after_flush", _after_flush)
     _install_after_commit(session_class)
+
+    @event.listens_for(session_class, "before_flush")
+    def _flush_writes(session: Session, _context: Any, _instances: Any) -> None:
+        _take_write_turn(session)
+
+    @event.listens_for(session_class, "do_orm_execute")
+    def _statement_writes(state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            _take_write_turn(state.session)
+
     return async_sessionmaker(
         engine,
         class_=HandingSession,
