@@ -427,6 +427,23 @@ async def rebuild_month(
     star = "association_id, dim, theme, day, kind, value"
     month_keys = "association_id, dim, channel, theme, kind, value"
     month_star = "association_id, dim, theme, kind, value"
+    overwrite = _OVERWRITE
+    if dialect == "postgresql":
+        # Plain INSERTs: ON CONFLICT's speculative insertion cost ~20 % of the server's CPU
+        # (100k sessions: 22.4 -> 18.0 s). No conflict is left to resolve: a daily row of the
+        # month that the deletion above missed has a prefix newer than the search (a live
+        # event's), and that event, read under the lock, gives the month's rows the same
+        # prefix: every prefix of the rows to write that the search did not know is deleted
+        # here. A conflict would still fail loudly (unique violation), never count twice.
+        rows = await db.execute(
+            text(f"SELECT DISTINCT association_id, dim, channel, theme FROM {_DAYS}")  # noqa: S608
+        )
+        written_prefixes = {tuple(row) for row in rows}
+        written_prefixes |= {(a, dim, ALL, theme) for a, dim, _, theme in written_prefixes}
+        known = set(prefixes[ROLLUPS.name])
+        fresh = sorted(p for p in written_prefixes if p not in known)
+        await _delete_days(db, ROLLUPS, fresh, month, following)
+        overwrite = ""
     written = 0
     for statement in (
         # "WHERE 1 = 1": SQLite's reading of INSERT … SELECT … ON CONFLICT needs a WHERE.
@@ -434,7 +451,7 @@ async def rebuild_month(
         f"SELECT association_id, dim, '{ALL}', theme, day, kind, value, SUM(count),"  # noqa: S608
         f" SUM(duration_sum) FROM {_DAYS} WHERE 1 = 1 GROUP BY {star} ORDER BY {star}",
     ):
-        result = await db.execute(text(_INSERT.format(table=ROLLUPS.name) + statement + _OVERWRITE))
+        result = await db.execute(text(_INSERT.format(table=ROLLUPS.name) + statement + overwrite))
         written += int(result.rowcount or 0)  # type: ignore[attr-defined]
     for statement in (
         f"SELECT association_id, dim, channel, theme, :month, kind, value, SUM(count),"  # noqa: S608
