@@ -22,8 +22,9 @@ from server.stats.events import EventKind, record
 from server.stats.export import TABLES
 from server.stats.filters import parse_filters
 from server.stats.queries import Report, build_report
-from server.stats.rebuild import rebuild_in_chunks, rebuild_rollups
+from server.stats.rebuild import event_months, rebuild_in_chunks, rebuild_month, rebuild_rollups
 from server.stats.rollups import SESSIONS, UNMET
+from server.store.engine import begin_write
 from server.store.models import Role, StatEvent, StatRollup, StatRollupMonthly, User
 from server.web.views.api_v1 import openapi_document
 from tests.conftest import Account, Running, login, make_account
@@ -605,3 +606,27 @@ async def test_a_rebuild_while_events_are_recorded_loses_and_doubles_nothing(
     assert await _rollups(running, association_id) == during
     sheets = sum(v[0] for k, v in during.items() if k[:3] == ("all", "*", "*"))
     assert sheets == 400 + 24
+
+
+async def test_a_month_rebuilt_with_a_stale_prefix_search_overwrites_the_rows_it_missed(
+    running: Running, coordinator: Account
+) -> None:
+    # Prefixes found before the rows existed (live events recorded since the search): the
+    # month's rebuild must still replace those rows, not add to them nor fail on them.
+    association_id = await _setup(running, coordinator)
+    daily = await _rollups(running, association_id)
+    monthly = await _monthly(running, association_id)
+    zone = ZoneInfo(running.settings.timezone)
+    stale: dict[str, list[tuple[Any, ...]]] = {
+        StatRollup.__tablename__: [],
+        StatRollupMonthly.__tablename__: [],
+    }
+    async with running.sessionmaker.begin() as db:
+        months = await event_months(db, zone)
+    assert months
+    for month in months:
+        async with running.sessionmaker.begin() as db:
+            await begin_write(db)
+            await rebuild_month(db, zone, month, association_id, stale)
+    assert await _rollups(running, association_id) == daily
+    assert await _monthly(running, association_id) == monthly

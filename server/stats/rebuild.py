@@ -64,7 +64,8 @@ PREFIX_COLUMNS = KEY_COLUMNS[:4]  # the primary key's columns before ``day``
 Executor = AsyncSession | AsyncConnection
 _INSERT = f"INSERT INTO {{table}} ({', '.join(KEY_COLUMNS)}, count, duration_sum) "
 # A row the deletion missed (its prefix is newer than the rebuild's search: a live event's)
-# holds a count the month's events, read under the lock, include: overwrite it.
+# holds a count the month's events, read under the lock, include: overwrite it (SQLite;
+# PostgreSQL deletes those rows too and inserts without ON CONFLICT, see ``rebuild_month``).
 _OVERWRITE = (
     f" ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET count = excluded.count,"
     " duration_sum = excluded.duration_sum"
@@ -427,6 +428,24 @@ async def rebuild_month(
     star = "association_id, dim, theme, day, kind, value"
     month_keys = "association_id, dim, channel, theme, kind, value"
     month_star = "association_id, dim, theme, kind, value"
+    overwrite = _OVERWRITE
+    if dialect == "postgresql":
+        # Plain INSERTs: ON CONFLICT's speculative insertion cost ~20 % of the server's CPU
+        # (100k sessions: 22.4 -> 18.3 s, daily rows). No conflict is left to resolve: a row of
+        # the month that the deletion above missed has a prefix newer than the search (a live
+        # event's), and that event, read under the lock, gives the month's rows the same
+        # prefix: every prefix of the rows to write that the search did not know is deleted
+        # here. A conflict would still fail loudly (unique violation), never count twice.
+        rows = await db.execute(
+            text(f"SELECT DISTINCT association_id, dim, channel, theme FROM {_DAYS}")  # noqa: S608
+        )
+        written_prefixes = {tuple(row) for row in rows}
+        written_prefixes |= {(a, dim, ALL, theme) for a, dim, _, theme in written_prefixes}
+        for table in (ROLLUPS, MONTHLY):  # the month's rows share the daily rows' prefixes
+            known = set(prefixes[table.name])
+            fresh = sorted(p for p in written_prefixes if p not in known)
+            await _delete_days(db, table, fresh, month, following)
+        overwrite = ""
     written = 0
     for statement in (
         # "WHERE 1 = 1": SQLite's reading of INSERT … SELECT … ON CONFLICT needs a WHERE.
@@ -434,7 +453,7 @@ async def rebuild_month(
         f"SELECT association_id, dim, '{ALL}', theme, day, kind, value, SUM(count),"  # noqa: S608
         f" SUM(duration_sum) FROM {_DAYS} WHERE 1 = 1 GROUP BY {star} ORDER BY {star}",
     ):
-        result = await db.execute(text(_INSERT.format(table=ROLLUPS.name) + statement + _OVERWRITE))
+        result = await db.execute(text(_INSERT.format(table=ROLLUPS.name) + statement + overwrite))
         written += int(result.rowcount or 0)  # type: ignore[attr-defined]
     for statement in (
         f"SELECT association_id, dim, channel, theme, :month, kind, value, SUM(count),"  # noqa: S608
@@ -445,7 +464,7 @@ async def rebuild_month(
         f" ORDER BY {month_star}",
     ):
         await db.execute(
-            text(_INSERT.format(table=MONTHLY.name) + statement + _OVERWRITE).bindparams(
+            text(_INSERT.format(table=MONTHLY.name) + statement + overwrite).bindparams(
                 bindparam("month", type_=Date)
             ),
             {"month": month},
