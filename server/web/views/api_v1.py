@@ -228,9 +228,14 @@ def _booking(appointment: Appointment) -> dict[str, Any]:
     }
 
 
-async def _active_motif(request: web.Request, motif_id: int) -> Motif:
-    async with request.app[SESSIONMAKER_KEY]() as db:
-        found = await motifs.get_motif(db, request[USER_KEY].association_id, motif_id)
+async def _active_motif(
+    request: web.Request, motif_id: int, db: AsyncSession | None = None
+) -> Motif:
+    """The association's active motif ``motif_id``, read in ``db`` if given."""
+    if db is None:
+        async with request.app[SESSIONMAKER_KEY]() as own:
+            return await _active_motif(request, motif_id, own)
+    found = await motifs.get_motif(db, request[USER_KEY].association_id, motif_id)
     if found is None or not found.is_active:
         raise DomainError("invalid_motif", _("Motif inconnu."), "motif_id", kind=Kind.NOT_FOUND)
     return found
@@ -342,7 +347,6 @@ async def list_bookings(request: web.Request, _input: m.NoInput) -> m.BookingLis
 async def create_booking(request: web.Request, body: m.BookingRequest) -> m.BookingCreated:
     """Book a slot on behalf of a beneficiary; answers the join link, code and manage URL."""
     settings = request.app[SETTINGS_KEY]
-    motif = await _active_motif(request, body.motif_id)
     needs = body.needs or m.Needs.model_validate({})
     contact = ContactInfo(
         first_name=body.first_name,
@@ -360,7 +364,9 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
     user = request[USER_KEY]
     now = utcnow()
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        referrer = await db.get_one(User, user.id)
+        # The motif is read once, in the booking's transaction; the referrer is the account the
+        # token authenticated in this request (active, a referrer), not read again.
+        motif = await _active_motif(request, body.motif_id, db)
         booked = await booking.book(
             db,
             settings,
@@ -370,8 +376,9 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
             starts_at=body.starts_at,
             contact=contact,
             via="api",
-            referrer=referrer,
+            referrer=user,
             now=now,
+            motif=motif,
         )
         await _fold_stamp(request, db)
         await notifications.appointment_booked(
