@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import DomainError, Kind
@@ -53,8 +53,15 @@ async def create_token(
     return token, raw
 
 
-async def authenticate(db: AsyncSession, raw: str) -> tuple[ApiToken, User] | None:
-    """The live token and its active referrer account, or None."""
+async def authenticate(
+    db: AsyncSession, raw: str, *, stamp: bool = True
+) -> tuple[ApiToken, User] | None:
+    """The live token and its active referrer account, or None.
+
+    With ``stamp`` the token's "last used" time is updated in ``db``'s transaction when due
+    (``stamp_due``); without it the caller stamps it later with ``stamp`` (the API folds the
+    stamp into a write request's own transaction instead of paying a write transaction of its
+    own)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
     row = (
@@ -73,11 +80,29 @@ async def authenticate(db: AsyncSession, raw: str) -> tuple[ApiToken, User] | No
         return None
     token, user = row
     now = utcnow()
-    # Record use at most once a minute: a write on every request would serialise all API
-    # reads on SQLite's single writer.
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+    if stamp and stamp_due(token, now):
         token.last_used_at = now
     return token, user
+
+
+def stamp_due(token: ApiToken, now: datetime) -> bool:
+    """Whether the token's use at ``now`` should be recorded: at most once a minute, since a
+    write on every request would serialise all API reads on SQLite's single writer."""
+    return token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION
+
+
+async def stamp(db: AsyncSession, token_id: int, now: datetime) -> None:
+    """Record the token's use at ``now`` in ``db``'s transaction (one UPDATE, no read); a later
+    stamp already written by a concurrent request is kept."""
+    await db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def list_tokens(db: AsyncSession, user: User) -> list[ApiToken]:

@@ -42,6 +42,7 @@ from server.store.models import (
     AppointmentUnit,
     AssistanceSession,
     Association,
+    Motif,
     Role,
     SessionStatus,
     User,
@@ -214,8 +215,14 @@ async def book(
     via: str,
     referrer: User | None = None,
     now: datetime,
+    motif: Motif | None = None,
 ) -> Booked:
-    """Book a visit at `starts_at` with a free volunteer, in the caller's transaction."""
+    """Book a visit at `starts_at` with a free volunteer, in the caller's transaction.
+
+    ``motif``: the motif ``motif_id`` when the caller already read it in this transaction
+    (it is not read again)."""
+    if motif is not None and (motif.id != motif_id or motif.association_id != association_id):
+        raise ValueError("motif must be the association's motif motif_id")
     if referrer is not None and (
         referrer.role not in (Role.REFERRER, Role.COORDINATOR)
         or referrer.association_id != association_id
@@ -237,6 +244,7 @@ async def book(
         now=now,
         manage_token=secrets.token_urlsafe(32),
         event=EventKind.APPOINTMENT_BOOKED,
+        motif=motif,
     )
 
 
@@ -254,6 +262,7 @@ async def _book(
     now: datetime,
     manage_token: str,
     event: EventKind,
+    motif: Motif | None = None,
 ) -> Booked:
     if starts_at.tzinfo is None or now.tzinfo is None:
         raise ValueError("starts_at and now must be timezone-aware")
@@ -282,7 +291,8 @@ async def _book(
             % {"n": settings.booking_horizon_days},
             "starts_at",
         )
-    motif = await get_motif(db, association_id, motif_id)
+    if motif is None:
+        motif = await get_motif(db, association_id, motif_id)
     if motif is None or not motif.is_active:
         raise BookingError(
             "motif_unavailable",

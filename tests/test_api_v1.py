@@ -18,12 +18,12 @@ import pytest
 import regress
 from openapi_schema_validator import oas31_format_checker
 from openapi_spec_validator import validate
-from sqlalchemy import select
+from sqlalchemy import select, update
 from yarl import URL
 
 from server import api_tokens, availability, motifs
 from server.passes import LOGIN_COOKIE
-from server.store.models import Appointment, OutboxMessage, Role, User, utcnow
+from server.store.models import ApiToken, Appointment, OutboxMessage, Role, User, utcnow
 from server.web.api import models as m
 from server.web.views.api_v1 import openapi_document
 from tests.conftest import Account, Running, csrf_from, login, make_account
@@ -475,3 +475,60 @@ async def test_schemathesis_finds_no_server_error_and_no_contradiction_with_the_
     print(report)  # shown by pytest -s, and on failure
     assert process.returncode == 0, report
     assert time.monotonic() - started < 60, report
+
+
+async def _last_used(running: Running, raw: str) -> Any:
+    async with running.sessionmaker() as db:
+        return await db.scalar(
+            select(ApiToken.last_used_at).where(ApiToken.token_hash == api_tokens.sha256_hex(raw))
+        )
+
+
+async def _age_stamp(running: Running, raw: str) -> None:
+    """Move the token's last use two minutes back, so the next use is due a stamp."""
+    async with running.sessionmaker.begin() as db:
+        await db.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == api_tokens.sha256_hex(raw))
+            .values(last_used_at=utcnow() - timedelta(minutes=2))
+        )
+
+
+async def test_the_last_used_stamp_is_written_by_reads_bookings_and_refusals_once_a_minute(
+    running: Running, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    raw = world["token"]
+    assert await _last_used(running, raw) is None
+    # A read: the stamp is written on its own after the answer.
+    tomorrow = (utcnow() + timedelta(days=1)).date().isoformat()
+    async with http.get(
+        running.url(f"/api/v1/slots?motif_id={world['motif_id']}&from={tomorrow}&days=3"),
+        headers=_auth(raw),
+    ) as resp:
+        slots = [slot["starts_at"] for slot in (await resp.json())["slots"]]
+    first = await _last_used(running, raw)
+    assert first is not None and utcnow() - first < timedelta(minutes=1)
+    # Within the minute, a booking leaves it as it is.
+    async with http.post(
+        running.url("/api/v1/bookings"), json=_booking(world, slots[0]), headers=_auth(raw)
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    assert await _last_used(running, raw) == first
+    # Due again: a refused booking still writes it (on its own, its transaction rolled back).
+    await _age_stamp(running, raw)
+    before = utcnow()
+    async with http.post(
+        running.url("/api/v1/bookings"), json=_booking(world, slots[0]), headers=_auth(raw)
+    ) as resp:
+        assert resp.status == 409, await resp.text()
+    refused = await _last_used(running, raw)
+    assert refused is not None and refused >= before
+    # Due again: a booking writes it in its own transaction.
+    await _age_stamp(running, raw)
+    before = utcnow()
+    async with http.post(
+        running.url("/api/v1/bookings"), json=_booking(world, slots[-1]), headers=_auth(raw)
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    booked = await _last_used(running, raw)
+    assert booked is not None and booked >= before

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from limits import parse
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import api_tokens, availability, booking, links, motifs
 from server.contact import ContactInfo, Needs
@@ -36,11 +39,16 @@ from server.web.api.openapi import document as build_document
 from server.web.request import current_user
 from server.web.views import stats as stats_views
 
+log = logging.getLogger(__name__)
+
 API_PER_TOKEN = Rule("api-token", parse("120/minute"))
 MAX_BODY = 16 * 1024
 JSON = "application/json"
 UTF_8 = frozenset({"utf-8", "utf8"})
 USER_KEY: web.RequestKey[User] = web.RequestKey("api_user", User)
+# The token whose "last used" stamp is due: (token id, time of use). A write operation folds it
+# into its own transaction (``_fold_stamp``); otherwise the wrapper writes it after the handler.
+STAMP_KEY: web.RequestKey[tuple[int, datetime] | None] = web.RequestKey("api_token_stamp", tuple)
 
 routes = web.RouteTableDef()
 
@@ -63,13 +71,16 @@ AUTH_ERRORS: dict[Security, dict[int, str]] = {
 async def _bearer(request: web.Request, scope: str | None) -> User:
     header = request.headers.get("Authorization", "")
     raw = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    async with request.app[SESSIONMAKER_KEY].begin() as db:
-        found = await api_tokens.authenticate(db, raw) if raw else None
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        found = await api_tokens.authenticate(db, raw, stamp=False) if raw else None
     if found is None:
         raise DomainError(
             "unauthorized", _("Jeton d'accès absent ou invalide."), kind=Kind.UNAUTHENTICATED
         )
     token, user = found
+    now = utcnow()
+    if api_tokens.stamp_due(token, now):
+        request[STAMP_KEY] = (token.id, now)
     if scope is not None and scope not in token.scopes:
         raise DomainError(
             "forbidden",
@@ -146,11 +157,17 @@ def operation(op: Operation[InT]) -> Callable[[OperationHandler[InT]], Handler]:
     def decorator(handler: OperationHandler[InT]) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
-            if op.security == "bearer":
-                request[USER_KEY] = await _bearer(request, op.scope)
-            else:
+            if op.security != "bearer":
                 request[USER_KEY] = _coordinator(request)
-            answer = await handler(request, await _input(request, op))
+                answer = await handler(request, await _input(request, op))
+            else:
+                try:
+                    request[USER_KEY] = await _bearer(request, op.scope)
+                    answer = await handler(request, await _input(request, op))
+                except Exception:
+                    await _stamp_alone(request, failing=True)
+                    raise
+                await _stamp_alone(request)
             return web.Response(
                 text=answer.model_dump_json(by_alias=True),
                 status=op.status,
@@ -164,6 +181,37 @@ def operation(op: Operation[InT]) -> Callable[[OperationHandler[InT]], Handler]:
 
 
 # -- Helpers --------------------------------------------------------------------------------------
+
+
+async def _fold_stamp(request: web.Request, db: AsyncSession) -> None:
+    """Write the token's due "last used" stamp in the handler's transaction ``db`` (once it
+    holds the write lock): the request pays one UPDATE instead of a write transaction of its
+    own. The stamp counts as written only once that transaction commits (``_stamped``)."""
+    pending = request.get(STAMP_KEY)
+    if pending is not None:
+        await api_tokens.stamp(db, *pending)
+
+
+def _stamped(request: web.Request) -> None:
+    """The handler's transaction that carried ``_fold_stamp`` committed."""
+    request[STAMP_KEY] = None
+
+
+async def _stamp_alone(request: web.Request, *, failing: bool = False) -> None:
+    """Write a due stamp no handler transaction carried (read operations, refusals, errors).
+    When the request is ``failing``, a stamp that cannot be written is logged, so that the
+    request's own error is the one answered."""
+    pending = request.get(STAMP_KEY)
+    if pending is None:
+        return
+    request[STAMP_KEY] = None
+    try:
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await api_tokens.stamp(db, *pending)
+    except Exception:
+        if not failing:
+            raise
+        log.warning("API token %s: last-used stamp not written", pending[0], exc_info=True)
 
 
 def _booking(appointment: Appointment) -> dict[str, Any]:
@@ -180,9 +228,14 @@ def _booking(appointment: Appointment) -> dict[str, Any]:
     }
 
 
-async def _active_motif(request: web.Request, motif_id: int) -> Motif:
-    async with request.app[SESSIONMAKER_KEY]() as db:
-        found = await motifs.get_motif(db, request[USER_KEY].association_id, motif_id)
+async def _active_motif(
+    request: web.Request, motif_id: int, db: AsyncSession | None = None
+) -> Motif:
+    """The association's active motif ``motif_id``, read in ``db`` if given."""
+    if db is None:
+        async with request.app[SESSIONMAKER_KEY]() as own:
+            return await _active_motif(request, motif_id, own)
+    found = await motifs.get_motif(db, request[USER_KEY].association_id, motif_id)
     if found is None or not found.is_active:
         raise DomainError("invalid_motif", _("Motif inconnu."), "motif_id", kind=Kind.NOT_FOUND)
     return found
@@ -294,7 +347,6 @@ async def list_bookings(request: web.Request, _input: m.NoInput) -> m.BookingLis
 async def create_booking(request: web.Request, body: m.BookingRequest) -> m.BookingCreated:
     """Book a slot on behalf of a beneficiary; answers the join link, code and manage URL."""
     settings = request.app[SETTINGS_KEY]
-    motif = await _active_motif(request, body.motif_id)
     needs = body.needs or m.Needs.model_validate({})
     contact = ContactInfo(
         first_name=body.first_name,
@@ -312,7 +364,9 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
     user = request[USER_KEY]
     now = utcnow()
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        referrer = await db.get_one(User, user.id)
+        # The motif is read once, in the booking's transaction; the referrer is the account the
+        # token authenticated in this request (active, a referrer), not read again.
+        motif = await _active_motif(request, body.motif_id, db)
         booked = await booking.book(
             db,
             settings,
@@ -322,12 +376,15 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
             starts_at=body.starts_at,
             contact=contact,
             via="api",
-            referrer=referrer,
+            referrer=user,
             now=now,
+            motif=motif,
         )
+        await _fold_stamp(request, db)
         await notifications.appointment_booked(
             db, settings, booked, now, sms_budget=request.app[RATELIMIT_KEY]
         )
+    _stamped(request)
     return m.BookingCreated.model_validate(
         {
             **_booking(booked.appointment),
@@ -361,6 +418,7 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
         referrer = await db.get_one(User, user.id)
         now = utcnow()
         appointment = await booking.cancel_for_referrer(db, path.booking_id, referrer, now)
+        await _fold_stamp(request, db)
         await notifications.appointment_cancelled(
             db,
             request.app[SETTINGS_KEY],
@@ -368,6 +426,7 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
             now,
             sms_budget=request.app[RATELIMIT_KEY],
         )
+    _stamped(request)
     return m.Booking.model_validate(_booking(appointment))
 
 
