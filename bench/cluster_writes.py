@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
 
 from bench.cluster import Site, cluster_site
 from bench.combined import prepare_booking
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import CpuMeter
-from bench.queue import Fleet, Person, QueueData, Watcher, join, prepare
-from bench.take_next import Taker
+from bench.queue import Fleet, QueueData, Watcher, join, prepare
+from bench.take_next import Taker, rows_problems, verify_takes
 from server.dropin import places as dropin
-from server.store.models import QueueEntry, QueueStatus
 
 CLIENTS = 200
 VOLUNTEERS = 10
@@ -126,38 +124,6 @@ async def bookings(site: Site, clients: int) -> dict[str, Tally]:
     return tallies
 
 
-async def _verify(site: Site, people: list[Person], takers: list[Taker]) -> list[str]:
-    """Everyone taken exactly once, by the volunteer the ack named, in queue order per
-    volunteer, nobody left waiting."""
-    problems = []
-    order = {p.entry_id: i for i, p in enumerate(people)}
-    counts = Counter(entry for t in takers for entry in t.taken)
-    if twice := sum(1 for n in counts.values() if n > 1):
-        problems.append(f"{twice} taken more than once")
-    if missing := len(order.keys() - counts.keys()):
-        problems.append(f"{missing} never taken")
-    for taker in takers:
-        ranks = [order.get(entry, -1) for entry in taker.taken]
-        if ranks != sorted(ranks) or -1 in ranks:
-            problems.append(f"volunteer {taker.volunteer.user_id} took out of order")
-        if taker.errors:
-            problems.append(f"volunteer {taker.volunteer.user_id} errors {dict(taker.errors)}")
-    by = {entry: t.volunteer.user_id for t in takers for entry in t.taken}
-    async with site.fixtures.sessionmaker() as db:
-        rows = (
-            await db.execute(
-                select(QueueEntry.id, QueueEntry.status, QueueEntry.taken_by_id).where(
-                    QueueEntry.id.in_(list(order))
-                )
-            )
-        ).all()
-    if wrong := sum(
-        1 for r in rows if r.status != QueueStatus.TAKEN or by.get(r.id) != r.taken_by_id
-    ):
-        problems.append(f"{wrong} rows not TAKEN by the volunteer the ack named")
-    return problems
-
-
 async def takes(site: Site, waiting: int) -> dict[str, Tally]:
     """ROUNDS of VOLUNTEERS volunteers taking ``waiting`` people back to back."""
     data: QueueData = await prepare(site.fixtures, VOLUNTEERS, "Grappe, file", "writes-")
@@ -190,10 +156,12 @@ async def takes(site: Site, waiting: int) -> dict[str, Tally]:
         tally.cpu_s += sum(cpu[n] for n in names[way]) / 100 * wall
         tally.done += sum(len(t.taken) for t in takers)
         tally.latencies_ms += [ns / 1e6 for t in takers for ns in t.latencies_ns]
-        tally.problems += await _verify(site, people, takers)
         async with site.fixtures.sessionmaker() as db:
-            if still := await dropin.count_waiting(db, data.association_id):
-                tally.problems.append(f"{still} still waiting")
+            still = await dropin.count_waiting(db, data.association_id)
+        tally.problems += verify_takes([p.entry_id for p in people], takers, still)
+        tally.problems += await rows_problems(
+            site.fixtures, {e: t.volunteer.user_id for t in takers for e in t.taken}
+        )
     return tallies
 
 

@@ -17,12 +17,13 @@ push when everything the real server adds is taken away. Run as its own process:
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import socketio
 from aiohttp import web
+
+from bench.baseline import healthz, serve
 
 NAMESPACE = "/queue"
 ROOM = "volunteers"
@@ -88,11 +89,6 @@ async def change(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Readiness probe for the bench runner."""
-    return web.Response(text="ok")
-
-
 def create_app() -> web.Application:
     """The baseline broadcaster."""
     app = web.Application()
@@ -110,11 +106,7 @@ def create_app() -> web.Application:
 
 def main() -> None:
     """``python -m bench.raw_fanout --port N``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, print=None)
+    serve(create_app, __doc__)
 
 
 if __name__ == "__main__":

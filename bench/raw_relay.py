@@ -8,9 +8,9 @@ everything our signalling server adds is taken away. Run as its own process:
 
 from __future__ import annotations
 
-import argparse
-
 from aiohttp import WSMsgType, web
+
+from bench.baseline import healthz, serve
 
 # Same cadence as Engine.IO's ping_interval in signaling/server.py, so that idle connections
 # carry a keep-alive timer on both servers.
@@ -40,11 +40,6 @@ async def relay(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Readiness probe for the bench runner."""
-    return web.Response(text="ok")
-
-
 def create_app() -> web.Application:
     """The baseline relay application."""
     app = web.Application()
@@ -56,11 +51,7 @@ def create_app() -> web.Application:
 
 def main() -> None:
     """``python -m bench.raw_relay --port N``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, print=None)
+    serve(create_app, __doc__)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ does. Run as its own process: ``python -m bench.raw_sio_relay --port 9001``.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import socketio
 from aiohttp import web
 
+from bench.baseline import healthz, serve
 from signaling.server import ENGINE_OPTIONS
 
 NAMESPACE = "/assist"
@@ -35,11 +35,6 @@ class BareRelay(socketio.AsyncNamespace):
         await self.emit("candidate", payload, to=payload["to"])
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Readiness probe for the bench runner."""
-    return web.Response(text="ok")
-
-
 def create_app() -> web.Application:
     """The bare python-socketio relay application."""
     app = web.Application()
@@ -52,11 +47,7 @@ def create_app() -> web.Application:
 
 def main() -> None:
     """``python -m bench.raw_sio_relay --port N``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, print=None)
+    serve(create_app, __doc__)
 
 
 if __name__ == "__main__":

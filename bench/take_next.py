@@ -133,9 +133,9 @@ async def _takers(site: Site, data: QueueData, fleet: Fleet, n: int) -> list[Tak
     return takers
 
 
-async def _rows_problems(site: Site, by: dict[str, int]) -> list[str]:
+async def rows_problems(fixtures: Fixtures, by: dict[str, int]) -> list[str]:
     """The database agrees with the acknowledgements: each row TAKEN by the one they named."""
-    async with site.fixtures.sessionmaker() as db:
+    async with fixtures.sessionmaker() as db:
         rows = (
             await db.execute(
                 select(QueueEntry.id, QueueEntry.status, QueueEntry.taken_by_id).where(
@@ -176,7 +176,9 @@ async def _cpu_phase(site: Site, sizes: Sizes, length: int) -> dict[str, Any]:
         problems.append(f"{len(taker.taken)} of {sizes.cpu_takes} taken")
     if taker.errors:
         problems.append(f"errors {dict(taker.errors)}")
-    problems += await _rows_problems(site, {e: taker.volunteer.user_id for e in taker.taken})
+    problems += await rows_problems(
+        site.fixtures, {e: taker.volunteer.user_id for e in taker.taken}
+    )
     latencies = _ms(taker.latencies_ns)
     return {
         "length": length,
@@ -191,7 +193,7 @@ async def _cpu_phase(site: Site, sizes: Sizes, length: int) -> dict[str, Any]:
     }
 
 
-def _verify(order: list[str], takers: list[Taker], still: int) -> list[str]:
+def verify_takes(order: list[str], takers: list[Taker], still: int) -> list[str]:
     """Every prepared person taken exactly once, in queue order for each volunteer, nobody
     waiting; each problem found."""
     problems = []
@@ -239,9 +241,9 @@ async def _contention_phase(site: Site, sizes: Sizes, n: int) -> dict[str, Any]:
     finally:
         await fleet.close()
     _progress(f"{site.name}: take_next, {n} volunteer(s)", began)
-    problems = _verify(order, takers, len(await _waiting_ids(site, site.data)))
-    problems += await _rows_problems(
-        site, {e: t.volunteer.user_id for t in takers for e in t.taken}
+    problems = verify_takes(order, takers, len(await _waiting_ids(site, site.data)))
+    problems += await rows_problems(
+        site.fixtures, {e: t.volunteer.user_id for t in takers for e in t.taken}
     )
     latencies = _ms([v for t in takers for v in t.latencies_ns])
     taken = sum(len(t.taken) for t in takers)
