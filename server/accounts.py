@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import text
@@ -278,25 +279,42 @@ async def user_for_login_token(db: AsyncSession, token: str) -> User | None:
     return None if login is None else login.user
 
 
+def _giving_access(query: Select[Any], roles: Collection[Role] | None) -> Select[Any]:
+    """``query`` (over LoginSession joined to User) narrowed to logins that still give access:
+    unexpired, of an active account, of one of ``roles`` if given."""
+    query = query.where(LoginSession.expires_at > utcnow(), User.is_active.is_(True))
+    if roles is not None:
+        query = query.where(User.role.in_(list(roles)))
+    return query
+
+
 async def live_logins(
     db: AsyncSession, login_ids: Collection[int], roles: Collection[Role] | None = None
 ) -> set[int]:
-    """Which of these login sessions still give access: unexpired, of an active account (of
-    one of ``roles`` if given). Sockets re-check their login with it before a push."""
+    """Which of these login sessions still give access (``_giving_access``). Sockets re-check
+    their login with it before a push."""
     if not login_ids:
         return set()
     query = (
         select(LoginSession.id)
         .join(User, User.id == LoginSession.user_id)
-        .where(
-            LoginSession.id.in_(list(login_ids)),
-            LoginSession.expires_at > utcnow(),
-            User.is_active.is_(True),
-        )
+        .where(LoginSession.id.in_(list(login_ids)))
     )
-    if roles is not None:
-        query = query.where(User.role.in_(list(roles)))
-    return set(await db.scalars(query))
+    return set(await db.scalars(_giving_access(query, roles)))
+
+
+async def live_login_user(
+    db: AsyncSession, login_id: int, roles: Collection[Role] | None = None
+) -> User | None:
+    """The account behind login session ``login_id`` if it still gives access
+    (``_giving_access``), read in ``db``'s transaction."""
+    query = (
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.id == login_id)
+    )
+    user: User | None = await db.scalar(_giving_access(query, roles))
+    return user
 
 
 async def close_login_session(db: AsyncSession, token: str) -> None:

@@ -53,15 +53,10 @@ async def create_token(
     return token, raw
 
 
-async def authenticate(
-    db: AsyncSession, raw: str, *, stamp: bool = True
-) -> tuple[ApiToken, User] | None:
-    """The live token and its active referrer account, or None.
-
-    With ``stamp`` the token's "last used" time is updated in ``db``'s transaction when due
-    (``stamp_due``); without it the caller stamps it later with ``stamp`` (the API folds the
-    stamp into a write request's own transaction instead of paying a write transaction of its
-    own)."""
+async def authenticate(db: AsyncSession, raw: str) -> tuple[ApiToken, User] | None:
+    """The live token and its active referrer account, or None. Reads only: the caller records
+    the use with ``stamp`` when ``stamp_due`` (the API folds it into a write request's own
+    transaction instead of paying a write transaction of its own)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
     row = (
@@ -79,9 +74,6 @@ async def authenticate(
     if row is None:
         return None
     token, user = row
-    now = utcnow()
-    if stamp and stamp_due(token, now):
-        token.last_used_at = now
     return token, user
 
 

@@ -219,6 +219,38 @@ class Node:
             await self.redis.delete(self.key(self.id))
 
 
+async def listen(
+    redis: aioredis.Redis,
+    channel: str,
+    handle: Callable[[str], Awaitable[None]],
+    ready: asyncio.Event,
+    stopping: Callable[[], bool],
+    what: str,
+) -> None:
+    """``handle`` each message published on ``channel`` until ``stopping()``, subscribing again
+    after a Redis failure; ``ready`` is set once subscribed.
+
+    Polled with a short timeout rather than ``pubsub.listen()``: a task cancelled inside
+    redis-py's read after a reconnection sometimes never finished cancelling, and the node then
+    never stopped. Here a stop only sets a flag."""
+    while not stopping():
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            ready.set()
+            while not stopping():
+                message = await pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
+                if message is not None and message.get("type") == "message":
+                    await handle(message["data"])
+        except REDIS_ERRORS as exc:
+            outage(f"{what} subscription", exc)
+        finally:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.aclose()
+        if not stopping():
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+
 class EventBus:
     """Committed events to and from the other nodes, over one Redis pub/sub channel."""
 
@@ -273,25 +305,14 @@ class EventBus:
         await stop_tasks(self._task, self._sender)
 
     async def _listen(self) -> None:
-        # Polled with a short timeout rather than ``pubsub.listen()``: a task cancelled inside
-        # redis-py's read after a reconnection sometimes never finished cancelling, and the
-        # node then never stopped. Here ``stop`` only sets a flag.
-        while not self._stopping:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                self._ready.set()
-                while not self._stopping:
-                    message = await pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
-                    if message is not None and message.get("type") == "message":
-                        await self._received(message["data"])
-            except REDIS_ERRORS as exc:
-                outage("event bus subscription", exc)
-            finally:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
-            if not self._stopping:
-                await asyncio.sleep(RECONNECT_SECONDS)
+        await listen(
+            self.redis,
+            EVENTS_CHANNEL,
+            self._received,
+            self._ready,
+            lambda: self._stopping,
+            "event bus",
+        )
 
     async def _received(self, data: str) -> None:
         try:
@@ -521,29 +542,22 @@ class RelayChannel:
                             await self._lost(sender, event)
 
     async def _listen(self) -> None:
-        # Polled like EventBus._listen, for the same reason (a clean stop).
-        while not self._stopping:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await listen(
+            self.redis,
+            self.channel(self.node_id),
+            self._received,
+            self._ready,
+            lambda: self._stopping,
+            "relay channel",
+        )
+
+    async def _received(self, message: str) -> None:
+        self.received += 1
+        if self._deliver is not None:
             try:
-                await pubsub.subscribe(self.channel(self.node_id))
-                self._ready.set()
-                while not self._stopping:
-                    message = await pubsub.get_message(timeout=LISTEN_POLL_SECONDS)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    self.received += 1
-                    if self._deliver is not None:
-                        try:
-                            await self._deliver(message["data"])
-                        except Exception:
-                            log.exception("relay channel: delivery failed")
-            except REDIS_ERRORS as exc:
-                outage("relay channel subscription", exc)
-            finally:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
-            if not self._stopping:
-                await asyncio.sleep(RECONNECT_SECONDS)
+                await self._deliver(message)
+            except Exception:
+                log.exception("relay channel: delivery failed")
 
 
 @dataclass

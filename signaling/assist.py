@@ -15,7 +15,6 @@ from typing import Any
 
 import socketio
 from aiohttp import web
-from socketio import packet
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
@@ -32,6 +31,7 @@ from server.ratelimit import (
 from server.runtime import CLUSTER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession
 from signaling.access import Refused, session_access
+from signaling.frames import encode_event, send_frame
 from signaling.messages import (
     Answer,
     Bye,
@@ -443,10 +443,7 @@ class AssistNamespace(socketio.AsyncNamespace):
                 "offers, the volunteers answer",
             )
             return
-        packet_ = self.server.packet_class(
-            packet.EVENT, namespace=NAMESPACE, data=[message.event, encode_relay(message, sid)]
-        )
-        frame: str = packet_.encode()  # text: a relayed message carries no binary
+        frame = encode_event(self.server, NAMESPACE, message.event, encode_relay(message, sid))
         if node is None:
             await self._send_here(message.to, frame)
         else:
@@ -458,13 +455,10 @@ class AssistNamespace(socketio.AsyncNamespace):
         _RELAYED[message.event].inc()
 
     async def _send_here(self, target: str, frame: str) -> None:
-        """One encoded event to one socket of this node, straight to its Engine.IO queue: what
-        the manager's emit does for a room, without its task per recipient and the wait on
-        them (a fifth of a relayed message's CPU)."""
+        """One encoded event to one socket of this node (``signaling/frames.py``)."""
         eio_sid = self.server.manager.eio_sid_from_sid(target, NAMESPACE)
-        if eio_sid is None:  # gone meanwhile
-            return
-        await self.server.eio.send(eio_sid, frame)
+        if eio_sid is not None:  # else gone meanwhile
+            await send_frame(self.server, (eio_sid,), frame)
 
     async def deliver(self, message: str) -> None:
         """A message relayed from another node to a peer of this one (``RelayChannel``): handed

@@ -43,6 +43,7 @@ from server.runtime import BOARD_KEY, DISPATCHER_KEY, SESSIONMAKER_KEY, SETTINGS
 from server.settings import Settings
 from server.store.models import QueueEntry, QueueStatus, Role, User, utcnow
 from signaling.assist import refuse
+from signaling.frames import encode_event, send_frame
 from signaling.messages import QueueEntryRef, QueueNothing, QueueRemove, QueueTransfer
 from signaling.outage import CODE as UNAVAILABLE
 from signaling.outage import outage
@@ -245,20 +246,13 @@ class QueueHub:
         await self._send_positions(positions)
 
     async def _send_positions(self, positions: list[tuple[str, dict[str, Any]]]) -> None:
-        """Each open waiting page of this node its own `position`. One frame per page is
-        unavoidable (each holds another number); a room emit per page also made a task per
-        socket and waited on it, half of a push's CPU with 200 pages open: the frames go
-        straight to each socket's Engine.IO queue instead, in order, with no task."""
-        eio = self.sio.eio
+        """Each open waiting page of this node its own `position` (one frame per page: each holds
+        another number), straight to its socket (``signaling/frames.py``)."""
         for entry_id, position in positions:
             sids = self._local_eio(entry_room(entry_id))
-            if not sids:
-                continue
-            encoded = socketio.packet.Packet(
-                socketio.packet.EVENT, data=["position", position], namespace=NAMESPACE
-            ).encode()
-            for eio_sid in sids:
-                await eio.send(eio_sid, encoded)
+            if sids:
+                frame = encode_event(self.sio, NAMESPACE, "position", position)
+                await send_frame(self.sio, sids, frame)
 
     def _local_eio(self, room: str) -> list[str]:
         """The Engine.IO sessions of this node's sockets in ``room``."""

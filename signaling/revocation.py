@@ -10,11 +10,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import socketio
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.accounts import live_logins
-from server.store.models import LoginSession, Role, User, utcnow
+from server.accounts import live_login_user, live_logins
+from server.store.models import Role, User
 
 
 @dataclass
@@ -101,18 +100,7 @@ class AccountSockets:
         login = self._logins.get(sid)
         if login is None:
             return None
-        query = (
-            select(User)
-            .join(LoginSession, LoginSession.user_id == User.id)
-            .where(
-                LoginSession.id == login.login_id,
-                LoginSession.expires_at > utcnow(),
-                User.is_active.is_(True),
-            )
-        )
-        if self.roles is not None:
-            query = query.where(User.role.in_(list(self.roles)))
-        user = await db.scalar(query)
+        user = await live_login_user(db, login.login_id, self.roles)
         if user is not None:
             login.checked = asyncio.get_running_loop().time()
         return user

@@ -72,7 +72,7 @@ async def _bearer(request: web.Request, scope: str | None) -> User:
     header = request.headers.get("Authorization", "")
     raw = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
     async with request.app[SESSIONMAKER_KEY]() as db:
-        found = await api_tokens.authenticate(db, raw, stamp=False) if raw else None
+        found = await api_tokens.authenticate(db, raw) if raw else None
     if found is None:
         raise DomainError(
             "unauthorized", _("Jeton d'accès absent ou invalide."), kind=Kind.UNAUTHENTICATED
