@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 
 from server import cli
 from server.settings import PREFIX, Settings, load_settings
+from server.web.assets import VENDORED, WEB_DIR
 from server.web.middlewares import CSP
-from server.web.routes import VENDORED, WEB_DIR
 from tests.conftest import Running, free_port
 
 ROOT = Path(__file__).parents[1]

@@ -41,6 +41,7 @@ from tests.conftest import (
     Running,
     browser_session,
     csrf_from,
+    entered_room,
     login,
     make_account,
 )
@@ -407,7 +408,7 @@ async def test_volunteer_sees_pushed_queue_takes_next_and_the_person_enters_the_
         await until(vol, "queue", lambda q: q["total"] == 0)
 
         async with person.get(running.url("/aide/entrer"), allow_redirects=False) as resp:
-            assert resp.status == 303 and resp.headers["Location"] == "/b"
+            await entered_room(resp)
         async with person.get(running.url("/b")) as resp:
             assert resp.status == 200
         async with vol_http.get(running.url(answer["url"])) as resp:

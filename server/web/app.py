@@ -30,22 +30,16 @@ from server.runtime import (
 from server.settings import Settings
 from server.tokens import grouped_code
 from server.web.accesslog import redaction, redaction_ctx
+from server.web.assets import ASSETS_KEY, WEB_DIR, Assets
 from server.web.error_reports import error_reports_ctx
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.observability import observe, setup_observability
-from server.web.routes import WEB_DIR, setup_routes, static_file
+from server.web.routes import setup_routes
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
 from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024
-
-
-def static_url(path: str) -> str:
-    """URL of a static file (web/static or vendored), with a version query from its mtime."""
-    file = static_file(path)
-    version = int(file.stat().st_mtime) if file.exists() else 0
-    return f"/static/{path}?v={version}"
 
 
 def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], str]:
@@ -71,8 +65,8 @@ def photo_limits() -> dict[str, Any]:
 
 
 def setup_templates(app: web.Application) -> None:
-    """Jinja2 with autoescape, gettext (Babel catalogue), the static_url helper and the photo
-    limits."""
+    """Jinja2 with autoescape, gettext (Babel catalogue), the static files' helpers
+    (server/web/assets.py) and the photo limits."""
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -83,7 +77,10 @@ def setup_templates(app: web.Application) -> None:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
-    env.globals["static_url"] = static_url
+    assets = app[ASSETS_KEY]
+    env.globals["static_url"] = assets.url
+    env.globals["module_tags"] = assets.module_tags
+    env.globals["prefetch_tags"] = assets.prefetch_tags
     env.globals["code_digits"] = app[SETTINGS_KEY].code_digits
     env.filters["grouped_code"] = grouped_code
     env.globals["photo_limits"] = photo_limits()
@@ -102,6 +99,7 @@ def warm_up(app: web.Application) -> None:
     format_datetime(datetime.now(ZoneInfo("UTC")), "EEEE d MMMM y HH:mm", locale=DEFAULT_LOCALE)
     geo.map_paths()
     geo.departements()
+    app[ASSETS_KEY].script_src()  # hashes every module once
 
 
 WORKER_KEY = web.AppKey("worker", Worker)
@@ -149,6 +147,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS_KEY] = settings
     app[DISPATCHER_KEY] = Dispatcher()
+    app[ASSETS_KEY] = Assets()
     setup_templates(app)
     # First in, last out: it reads the finished route table at startup and filters the logs
     # while everything else starts and stops.

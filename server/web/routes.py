@@ -4,10 +4,9 @@ Templates build links with ``url("name", ...)``, views with ``url_for``/``see_ot
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
+from server.web.assets import STATIC_DIR, VENDORED, WEB_DIR
 from server.web.views import (
     access_tokens,
     agenda,
@@ -29,20 +28,6 @@ from server.web.views import (
     stats,
 )
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
-STATIC_DIR = WEB_DIR / "static"
-NODE_MODULES = WEB_DIR / "node_modules"
-# Browser files of npm packages (web/package.json, installed by `npm ci`), served from our own
-# origin under /static/vendor/ (never from a CDN): name under /static/vendor/ → file.
-VENDORED = {
-    "socket.io.esm.min.js": NODE_MODULES / "socket.io-client" / "dist" / "socket.io.esm.min.js",
-    # ALTCHA's "external" build: no inline styles (its CSS is a file) and no Worker built from
-    # a blob (the PBKDF2 Worker is a file), so it runs under our CSP. Loaded only on a public
-    # form under pressure (templates/_pow.html).
-    "altcha/altcha.min.js": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.min.js",
-    "altcha/altcha.css": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.css",
-    "altcha/pbkdf2.js": NODE_MODULES / "altcha" / "dist" / "workers" / "pbkdf2.js",
-}
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
@@ -64,12 +49,6 @@ VIEW_MODULES = (
     access_tokens,
     api_v1,
 )
-
-
-def static_file(path: str) -> Path:
-    """The file served at /static/<path>: a vendored npm file or one under web/static."""
-    vendored = VENDORED.get(path.removeprefix("vendor/")) if path.startswith("vendor/") else None
-    return vendored or STATIC_DIR / path
 
 
 async def vendored_file(request: web.Request) -> web.StreamResponse:

@@ -23,6 +23,7 @@ from server.web.request import (
     see_other,
     url_for,
 )
+from signaling.ice import session_ice_servers
 
 routes = web.RouteTableDef()
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)
@@ -94,6 +95,7 @@ def room_context(
         "config": {
             "role": role.value,
             "session_id": session.id,
+            "ice": session_ice_servers(settings, session.id),
         },
     }
 

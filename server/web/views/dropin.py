@@ -246,7 +246,7 @@ async def enter(request: web.Request) -> web.StreamResponse:
             session = await db.get(AssistanceSession, entry.assistance_session_id)
     if session is None or not session.is_live:
         raise see_other(request, "dropin-waiting")
-    raise enter_session(request, session)
+    return enter_session(request, session)
 
 
 @routes.post("/aide/quitter", name="dropin-leave")

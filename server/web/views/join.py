@@ -25,6 +25,7 @@ from server.web.request import (
     url_for,
 )
 from server.web.views.handoff import note_contact_proof
+from signaling.ice import session_ice_servers
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
 routes = web.RouteTableDef()
@@ -35,9 +36,12 @@ TOO_MANY_CODES = N_(
 )
 
 
-def enter_session(request: web.Request, session: AssistanceSession) -> web.HTTPSeeOther:
-    """Give the browser a pass for this session and send it to the room (token out of the URL)."""
-    response = web.HTTPSeeOther(location=url_for(request, "beneficiary-room"))
+def enter_session(request: web.Request, session: AssistanceSession) -> web.Response:
+    """Give the browser a pass for this session and show the room at once. No redirect to
+    /b: on a slow mobile link that is a round trip (150–400 ms) before anything shows; the
+    page's script puts /b in the address bar (and takes the link's token out of it), so a
+    reload opens /b with the pass."""
+    response = _room_page(request, session)
     settings = request.app[SETTINGS_KEY]
     value = passes.beneficiary_pass(settings, session.id)
     seconds = min(
@@ -111,7 +115,7 @@ async def join_link(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     await note_contact_proof(request, session)
-    raise enter_session(request, session)
+    return enter_session(request, session)
 
 
 def _code_page(
@@ -150,7 +154,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
     if session is None:
         await ratelimit.wrong_code(limiter)
         return _code_page(request, error=_(INVALID_CODE), status=400)
-    raise enter_session(request, session)
+    return enter_session(request, session)
 
 
 async def _pass_session(request: web.Request) -> AssistanceSession | None:
@@ -167,9 +171,17 @@ async def room(request: web.Request) -> web.StreamResponse:
     session = await _pass_session(request)
     if session is None:
         return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+    return _room_page(request, session)
+
+
+def _room_page(request: web.Request, session: AssistanceSession) -> web.Response:
+    """The room of `session`, with what its script needs before the first offer (the ICE
+    servers: no request for them after "Commencer")."""
     config = {
         "role": "beneficiary",
         "session_id": session.id,
+        "room_url": url_for(request, "beneficiary-room"),
+        "ice": session_ice_servers(request.app[SETTINGS_KEY], session.id),
     }
     context = {"config": config, "beneficiary_name": session.beneficiary_name}
     return render(request, "beneficiary/room.html", context)

@@ -1,12 +1,16 @@
 // The beneficiary's page: consent, then share screen / camera / photo, talk and chat.
 // The beneficiary is always the offerer: one Peer (rtc.js) per volunteer or observer.
 import { $, on, show, el, t, config, setStatus, announce, toLayer, isUnit } from "./common.js";
-import { connectAssist } from "./signaling.js";
+import { connectAssist, preconnect } from "./signaling.js";
 import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
 
 const HELPER_ROLES = ["volunteer", "observer"];
+
+// The link or the code opened this room directly (no redirect, one round trip less on a slow
+// network): put the room's own address in the bar, without the link's token; a reload opens it.
+if (config.room_url && location.pathname !== config.room_url) history.replaceState(null, "", config.room_url);
 
 const ui = {
   consent: $("step-consent"),
@@ -84,7 +88,7 @@ const mic = createMic({
 
 // --- Consent and start --------------------------------------------------------------------
 
-async function start(event) {
+function start(event) {
   event.preventDefault();
   const name = $("first-name").value.trim().slice(0, 40);
   show(ui.consent, false);
@@ -94,9 +98,6 @@ async function start(event) {
   updateSharingUi();
   keepAwake();
   mic.enable(false);
-  await watchIceServers((servers) => {
-    iceServers = servers;
-  });
   signaling = connectAssist(name ? { name } : {});
   signaling
     .on("connect", () => show(ui.connError, false))
@@ -513,6 +514,15 @@ function finish(reason) {
 
 // --- Wiring -------------------------------------------------------------------------------
 
+// While the person reads the consent text: the ICE servers came with the page, the
+// signalling connection opens (without joining the room: that waits for "Commencer") and the
+// first connection gathers its network candidates, so that "Commencer" costs one round trip.
+watchIceServers((servers) => {
+  iceServers = servers;
+});
+preconnect();
+setTimeout(() => Peer.warmUp(() => iceServers), 0);
+
 show(ui.shareScreen, canScreen);
 show(ui.shareCamera, canCamera);
 show(ui.continueBox, mobile);
@@ -532,5 +542,7 @@ on(document, "visibilitychange", () => {
   if (signaling) keepAwake();
 });
 document.body.dataset.vpStatus = "waiting";
+$("start-button").disabled = false;
+show($("start-wait"), false);
 // Every handler is wired: the page does what its buttons say (tests and benchmarks read this).
 document.body.dataset.vpReady = "true";

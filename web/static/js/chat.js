@@ -36,4 +36,6 @@ export function setupChatForm({ form, input, log, send, notify, clearNotice = fa
     addChatLine(log, t("you"), text, true);
     input.value = "";
   });
+  const button = form?.querySelector("button[type=submit]");
+  if (button) button.disabled = false;
 }

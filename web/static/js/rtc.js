@@ -27,12 +27,24 @@ async function fetchIceServers() {
   }
 }
 
-// Gives `use` the ICE servers once fetched, then again every 10 minutes.
-export async function watchIceServers(use) {
-  use(await fetchIceServers());
+// Gives `use` the ICE servers: at once those the page came with (config.ice, no round trip),
+// else once fetched; then fresh ones every 10 minutes.
+export function watchIceServers(use) {
+  const given = config.ice?.iceServers;
+  if (Array.isArray(given)) use(given);
+  else fetchIceServers().then(use);
   setInterval(async () => {
     use(await fetchIceServers());
   }, ICE_REFRESH_MS);
+}
+
+// The offerer's first connection, made before anyone is there to offer it to: its local offer is
+// set and its candidates gathered while the person reads the consent text (Peer.warmUp). The
+// first Peer that opens a connection with the same ICE servers takes it; else it is dropped.
+let warm = null; // {pc, conn, servers}
+
+function sameServers(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 // Runs async tasks one after another: offers, answers and candidates must be applied in the
@@ -68,6 +80,21 @@ function parseMessage(data) {
   } catch {
     return null;
   }
+}
+
+// A new RTCPeerConnection and its bookkeeping. The offerer's has fixed transceivers, so that
+// sharing, pausing and the microphone never renegotiate, and the `assist` data channel.
+function newConnection(iceServers, offerer) {
+  const pc = new RTCPeerConnection({ iceServers });
+  const conn = {
+    pc, channel: null, pending: [], video: null, audio: null, timer: 0, restarts: 0, restartWanted: false, offered: false,
+  };
+  if (offerer) {
+    conn.video = pc.addTransceiver("video", { direction: "sendonly" });
+    conn.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
+    conn.channel = pc.createDataChannel("assist", { ordered: true });
+  }
+  return conn;
 }
 
 // Our side of the link with one remote peer. The beneficiary's side is the offerer (one Peer
@@ -185,11 +212,37 @@ export class Peer extends Emitter {
 
   // --- Connections ----------------------------------------------------------------------------
 
+  // Offerer, before the first Peer exists: make the warm connection (see `warm`).
+  static warmUp(iceServers) {
+    if (warm || typeof RTCPeerConnection === "undefined") return;
+    const servers = iceServers();
+    const conn = newConnection(servers, true);
+    warm = { conn, servers };
+    conn.pc.createOffer()
+      .then((offer) => conn.pc.setLocalDescription(offer))
+      .then(() => {
+        conn.offered = true;
+      })
+      .catch((err) => {
+        console.debug("no warm connection", err);
+        if (warm?.conn === conn) warm = null;
+        conn.pc.close();
+      });
+  }
+
   _open() {
     const previous = this._conn;
     this._dispose();
-    const pc = new RTCPeerConnection({ iceServers: this._iceServers() });
-    const conn = { pc, channel: null, pending: [], video: null, audio: null, timer: 0, restarts: 0, restartWanted: false };
+    const servers = this._iceServers();
+    let conn = null;
+    if (this.offerer && warm?.conn.offered && !previous && sameServers(warm.servers, servers)) {
+      conn = warm.conn; // its candidates so far are in its local description
+    } else {
+      conn = newConnection(servers, this.offerer);
+      if (warm && this.offerer) warm.conn.pc.close();
+    }
+    if (this.offerer) warm = null;
+    const { pc } = conn;
     this._conn = conn;
     // Addressed to `this.id` as it is when each is found: the answerer keeps a connection
     // across the offerer's reconnection, under its new peer id.
@@ -198,12 +251,9 @@ export class Peer extends Emitter {
     pc.oniceconnectionstatechange = () => this._onIceState(conn);
     pc.onconnectionstatechange = () => this._onConnectionState(conn);
     if (this.offerer) {
-      // Fixed transceivers, so sharing, pausing and the microphone never renegotiate.
-      conn.video = pc.addTransceiver("video", { direction: "sendonly" });
-      conn.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
       if (this._video) conn.video.sender.replaceTrack(this._video).catch(console.warn);
       if (this._audio) conn.audio.sender.replaceTrack(this._audio).catch(console.warn);
-      this._useChannel(conn, pc.createDataChannel("assist", { ordered: true }));
+      this._useChannel(conn, conn.channel);
     } else {
       pc.ondatachannel = ({ channel }) => {
         if (channel.label === "assist") this._useChannel(conn, channel);
@@ -249,8 +299,13 @@ export class Peer extends Emitter {
     const { pc } = conn;
     if (this._conn !== conn || pc.signalingState === "closed") return;
     if (restart) pc.restartIce();
-    await pc.setLocalDescription(await pc.createOffer());
+    // A warm connection's first offer is already set (and its candidates gathered).
+    const warmed = conn.offered && !restart;
+    if (!warmed) await pc.setLocalDescription(await pc.createOffer());
+    conn.offered = false;
     this._signaling.emit("offer", { to: this.id, sdp: pc.localDescription.sdp, restart });
+    // Its gathering may have ended before anyone listened: say so, as trickling would have.
+    if (warmed && pc.iceGatheringState === "complete") this._signaling.emit("candidate", candidatePayload(this.id, null));
   }
 
   async _restart(conn, afterReconnect) {

@@ -1,9 +1,25 @@
 // The one place that opens Socket.IO connections: the rooms' /assist namespace and the drop-in
 // queue's /queue namespace (see signaling/PROTOCOL.md), both with the same reconnection rules.
-import { io } from "../vendor/socket.io.esm.min.js";
+import { Manager } from "../vendor/socket.io.esm.min.js";
 import { Emitter, t } from "./common.js";
 
 const RETRY_MS = 3000;
+
+// One Engine.IO connection per page, shared by its namespaces. WebSocket first; where a proxy
+// breaks it, socket.io-client only falls back to long polling when told to try every
+// transport (nginx keeps a polling session on its node). Not opened until asked.
+let manager = null;
+
+function sharedManager() {
+  manager ??= new Manager({ transports: ["websocket", "polling"], tryAllTransports: true, autoConnect: false });
+  return manager;
+}
+
+// Opens the page's Engine.IO connection now, without joining any namespace: on a slow network
+// the WebSocket handshake (a round trip or two) is then done by the time the page needs it.
+export function preconnect() {
+  sharedManager().open();
+}
 
 const ASSIST = {
   namespace: "/assist",
@@ -37,11 +53,7 @@ class Signaling extends Emitter {
     super();
     this._ended = false;
     this._closed = false;
-    // WebSocket first; where a proxy breaks it, socket.io-client only falls back to long
-    // polling when told to try every transport (nginx keeps a polling session on its node).
-    const options = { transports: ["websocket", "polling"], tryAllTransports: true };
-    if (auth) options.auth = auth;
-    const socket = io(namespace, options);
+    const socket = sharedManager().socket(namespace, auth ? { auth } : {});
     this._socket = socket;
     for (const name of events) socket.on(name, (data) => this.fire(name, data && typeof data === "object" ? data : {}));
     if (final) {
@@ -68,6 +80,7 @@ class Signaling extends Emitter {
       const shown = refused ? code : "network";
       this.fire("connect_error", { code: shown, message: t(`conn_${shown}`), fatal });
     });
+    socket.connect();
   }
 
   // Signalling is only meaningful on the current connection: never queue it for a later

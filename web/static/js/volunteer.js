@@ -62,8 +62,8 @@ const mic = createMic({
 
 // --- Signalling -----------------------------------------------------------------------------
 
-async function connect() {
-  await watchIceServers((servers) => {
+function connect() {
+  watchIceServers((servers) => {
     iceServers = servers;
   });
   signaling = connectAssist({ session_id: config.session_id });
