@@ -67,7 +67,8 @@ def format_duration(length: timedelta, locale: str = DEFAULT_LOCALE) -> str:
     hours = format_unit(minutes // 60, "duration-hour", "short", locale=locale)
     if minutes % 60 == 0:
         return hours
-    return f"{hours} {format_unit(minutes % 60, 'duration-minute', 'short', locale=locale)}"
+    rest = format_unit(minutes % 60, "duration-minute", "short", locale=locale)
+    return f"{hours}\N{NO-BREAK SPACE}{rest}"
 
 
 def describe(session: AssistanceSession, locale: str = DEFAULT_LOCALE) -> str:
