@@ -60,11 +60,12 @@ export class DataMeter {
     this._done += bytes;
   }
 
-  // A connection about to close: its stats can still be read now, not after close().
+  // A connection about to close: its stats can still be read now, not after close(). The
+  // promise settles once its last reading is counted.
   closing(pc) {
-    if (!this._open.has(pc) || this._closing.has(pc)) return;
+    if (!this._open.has(pc) || this._closing.has(pc)) return Promise.resolve();
     this._closing.add(pc);
-    this._read(pc).finally(() => this._fold(pc));
+    return this._read(pc).finally(() => this._fold(pc));
   }
 
   async read() {
