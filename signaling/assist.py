@@ -484,7 +484,7 @@ class AssistNamespace(socketio.AsyncNamespace):
         if isinstance(message, StateUpdate):
             if role is not domain.PeerRole.BENEFICIARY:
                 await self._error(sid, "state", "forbidden", "only the beneficiary sends state")
-                return
+                return None
             async with self._writing(session_id) as (db, session):
                 if session is not None:
                     await domain.media_state(db, session, message.state, message.media)
@@ -511,7 +511,7 @@ class AssistNamespace(socketio.AsyncNamespace):
         elif isinstance(message, End):
             if role is not domain.PeerRole.VOLUNTEER:
                 await self._error(sid, "end", "forbidden", "only the session's volunteer ends it")
-                return
+                return None
             async with self._writing(session_id) as (db, session):
                 if session is not None:  # the room is told after the commit (RoomEnded)
                     await domain.end_session(db, session, "volunteer")
