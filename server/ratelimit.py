@@ -107,6 +107,8 @@ CONTINUE_PER_SESSION = Rule("continue-session", parse("10/hour"))
 SOCKET_CONNECTS_PER_SESSION = Rule("socket-connect-session", parse("30/minute"), exact=False)
 SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False, local=True)
 SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False, local=True)
+# The beneficiary's data-used reports (one every 30 s is enough; each is a database write).
+SOCKET_USAGE_PER_PEER = Rule("socket-usage", parse("1/10 seconds"), exact=False, local=True)
 
 
 def budget_items(settings: Settings) -> dict[Family, RateLimitItem]:

@@ -22,7 +22,7 @@ cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by 
   and are kept.
 - ``assistance_sessions`` (created_at, ended_at): **anonymised**: ``beneficiary_name`` and
   ``verified_person_key`` (a keyed hash of the contact the person proved) become NULL; the
-  rest is technical (times, media, pauses).
+  rest is technical (times, media, pauses, data used).
 - ``handoff_sheets`` (updated_at, follow_up_on: a follow-up date not yet past the cutoff keeps
   the sheet): **anonymised**: actions done, orientation partner and contact, next steps, postal
   code and ``person_key`` become NULL, sharing with later volunteers is withdrawn, ``purged_at``

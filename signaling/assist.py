@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import text
+from server import data_used, text
 from server.cluster import Absences, ClusterUnavailable
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
 from server.metrics import SIGNALING_RELAYED, SOCKETS_REVOKED
@@ -27,6 +27,7 @@ from server.ratelimit import (
     SOCKET_CONNECTS_PER_SESSION,
     SOCKET_ERRORS_PER_PEER,
     SOCKET_EVENTS_PER_PEER,
+    SOCKET_USAGE_PER_PEER,
 )
 from server.runtime import CLUSTER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession
@@ -42,6 +43,7 @@ from signaling.messages import (
     Offer,
     RelayedMessage,
     StateUpdate,
+    Usage,
     decode,
     encode_relay,
 )
@@ -355,7 +357,7 @@ class AssistNamespace(socketio.AsyncNamespace):
             else:
                 info = await self._info(sid)
                 if info:
-                    await self._handle(sid, info, message)
+                    return await self._handle(sid, info, message)
         except Exception as exc:
             error = outage(self.app, exc)
             if error is None:
@@ -473,13 +475,16 @@ class AssistNamespace(socketio.AsyncNamespace):
         failure = {"code": UNAVAILABLE, "message": unavailable.message, "event": event[:40]}
         await self.emit("error", failure, to=sender, ignore_queue=True)
 
-    async def _handle(self, sid: str, info: dict[str, Any], message: ClientMessage) -> None:
+    async def _handle(
+        self, sid: str, info: dict[str, Any], message: ClientMessage
+    ) -> dict[str, object] | None:
+        """A room event (not relayed); what it returns is the client's acknowledgement."""
         session_id: str = info["session_id"]
         role = domain.PeerRole(info["role"])
         if isinstance(message, StateUpdate):
             if role is not domain.PeerRole.BENEFICIARY:
                 await self._error(sid, "state", "forbidden", "only the beneficiary sends state")
-                return
+                return None
             async with self._writing(session_id) as (db, session):
                 if session is not None:
                     await domain.media_state(db, session, message.state, message.media)
@@ -506,10 +511,33 @@ class AssistNamespace(socketio.AsyncNamespace):
         elif isinstance(message, End):
             if role is not domain.PeerRole.VOLUNTEER:
                 await self._error(sid, "end", "forbidden", "only the session's volunteer ends it")
-                return
+                return None
             async with self._writing(session_id) as (db, session):
                 if session is not None:  # the room is told after the commit (RoomEnded)
                     await domain.end_session(db, session, "volunteer")
+        elif isinstance(message, Usage):
+            return await self._usage(sid, session_id, role, message)
+        return None
+
+    async def _usage(
+        self, sid: str, session_id: str, role: domain.PeerRole, message: Usage
+    ) -> dict[str, object]:
+        """The beneficiary's data used so far, kept on the session row if it grows
+        (``server/data_used.py``); acknowledged with the figure stored."""
+        refused: tuple[str, str] | None = None
+        if role is not domain.PeerRole.BENEFICIARY:
+            refused = ("forbidden", "only the beneficiary reports the data it used")
+        elif not await self.app[RATELIMIT_KEY].hit(SOCKET_USAGE_PER_PEER, sid):
+            refused = ("rate_limited", "one usage report per socket every 10 seconds")
+        else:
+            async with self._writing(session_id) as (_db, session):
+                stored = None if session is None else data_used.record(session, sid, message.bytes)
+            if stored is not None:
+                return {"ok": True, "bytes": stored}
+            refused = ("forbidden", "this socket no longer holds the beneficiary's seat")
+        code, why = refused
+        await self._error(sid, message.event, code, why)
+        return {"ok": False, "code": code}
 
     async def kick(self, sid: str, reason: str) -> None:
         """Retire one peer: it is told why, leaves for good and its seat is freed."""

@@ -1,10 +1,10 @@
 """Typed, size-limited wire messages of PROTOCOL.md, with one decode/encode path for each side.
 
-Socket.IO events from clients (``offer``, ``answer``, ``candidate``, ``state``, ``bye``, ``end``)
-go through :func:`decode`, which only ever returns a model or raises :class:`MessageError`; the
-server relays :func:`encode_relay`'s dict. Data-channel messages (peer to peer, never seen by the
-server) go through :func:`decode_datachannel` / :func:`encode_datachannel`, used by Python test
-peers and tools.
+Socket.IO events from clients (``offer``, ``answer``, ``candidate``, ``state``, ``bye``, ``end``,
+``usage``) go through :func:`decode`, which only ever returns a model or raises
+:class:`MessageError`; the server relays :func:`encode_relay`'s dict. Data-channel messages
+(peer to peer, never seen by the server) go through :func:`decode_datachannel` /
+:func:`encode_datachannel`, used by Python test peers and tools.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
+
+from server.data_used import MAX_DATA_BYTES
 
 ErrorCode: TypeAlias = Literal["malformed", "too_large", "unknown_event"]
 
@@ -133,12 +135,21 @@ class End(_Message):
     event: ClassVar[str] = "end"
 
 
-ClientMessage: TypeAlias = Offer | Answer | Candidate | StateUpdate | Bye | End
+class Usage(_Message):
+    """The bytes the beneficiary's device has spent on the session's peer connections so far
+    (every connection of this page, and of earlier pages of the same tab)."""
+
+    event: ClassVar[str] = "usage"
+
+    bytes: Annotated[int, Field(ge=0, le=MAX_DATA_BYTES)]
+
+
+ClientMessage: TypeAlias = Offer | Answer | Candidate | StateUpdate | Bye | End | Usage
 RelayedMessage: TypeAlias = Offer | Answer | Candidate
 """The messages addressed to one peer (they have ``.to``) and relayed to it as they came."""
 
 _CLIENT_MODELS: Mapping[str, type[ClientMessage]] = {
-    model.event: model for model in (Offer, Answer, Candidate, StateUpdate, Bye, End)
+    model.event: model for model in (Offer, Answer, Candidate, StateUpdate, Bye, End, Usage)
 }
 CLIENT_EVENTS: frozenset[str] = frozenset(_CLIENT_MODELS)
 

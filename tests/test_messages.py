@@ -37,6 +37,7 @@ from signaling.messages import (
     PhotoStart,
     Pointer,
     StateUpdate,
+    Usage,
     decode,
     decode_datachannel,
     encode_datachannel,
@@ -54,6 +55,7 @@ VALID: dict[str, dict[str, Any]] = {
     "state": {"state": "sharing", "media": "screen"},
     "bye": {"reason": "left"},
     "end": {},
+    "usage": {"bytes": 14_200_000},
 }
 
 
@@ -73,7 +75,8 @@ def with_(event: str, **changes: object) -> dict[str, object]:
 
 
 def test_client_events_are_exactly_those_of_the_protocol() -> None:
-    assert frozenset({"offer", "answer", "candidate", "state", "bye", "end"}) == CLIENT_EVENTS
+    expected = {"offer", "answer", "candidate", "state", "bye", "end", "usage"}
+    assert frozenset(expected) == CLIENT_EVENTS
 
 
 @pytest.mark.parametrize(
@@ -85,6 +88,7 @@ def test_client_events_are_exactly_those_of_the_protocol() -> None:
         ("state", StateUpdate),
         ("bye", Bye),
         ("end", End),
+        ("usage", Usage),
     ],
 )
 def test_every_event_decodes_its_valid_payload(event: str, model: type[ClientMessage]) -> None:
@@ -363,7 +367,18 @@ def json_like(scalars: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
 JSON_LIKE = json_like(SCALARS | st.integers(min_value=-(10**5000), max_value=10**5000))
 JSON_TEXT_LIKE = json_like(SCALARS)
 FIELD_NAMES = st.sampled_from(
-    ["to", "sdp", "restart", "candidate", "sdpMid", "sdpMLineIndex", "state", "media", "reason"]
+    [
+        "to",
+        "sdp",
+        "restart",
+        "candidate",
+        "sdpMid",
+        "sdpMLineIndex",
+        "state",
+        "media",
+        "reason",
+        "bytes",
+    ]
 )
 NEAR_VALID = st.sampled_from(sorted(VALID)).flatmap(
     lambda event: st.tuples(
@@ -382,7 +397,7 @@ def assert_model_or_message_error(event: object, payload: object) -> None:
         assert error.code in {"malformed", "too_large", "unknown_event"}
         assert error.message
     else:
-        assert isinstance(message, Offer | Answer | Candidate | StateUpdate | Bye | End)
+        assert isinstance(message, Offer | Answer | Candidate | StateUpdate | Bye | End | Usage)
         relayed = encode_relay(message, PEER)
         assert relayed["from"] == PEER
         json.dumps(relayed, allow_nan=False)

@@ -99,3 +99,38 @@ async def test_migrations_match_models_on_postgresql(tmp_path: Path) -> None:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def test_the_data_used_migration_adds_a_nullable_byte_count_and_takes_it_back(
+    tmp_path: Path,
+) -> None:
+    """e2d5b8a4c601 (issue 14): one nullable integer column on the sessions (no default: rows
+    written before it read as "not measured"); its downgrade removes that column only."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.sqlite3'}"
+    settings = load_settings(
+        {
+            "PERMANENCE_DATA_DIR": str(tmp_path),
+            "PERMANENCE_DATABASE_URL": url,
+            "PERMANENCE_SECRET_KEY": "s" * 40,
+        }
+    )
+    config = alembic_config(settings)
+
+    def columns(connection: Connection) -> dict[str, Any]:
+        return {c["name"]: c for c in inspect(connection).get_columns("assistance_sessions")}
+
+    await asyncio.to_thread(command.upgrade, config, "c4a7e2f19b3d")
+    engine = make_engine(url)
+    async with engine.connect() as conn:
+        before = await conn.run_sync(columns)
+    assert "data_bytes" not in before
+    await asyncio.to_thread(command.upgrade, config, "e2d5b8a4c601")
+    async with engine.connect() as conn:
+        after = await conn.run_sync(columns)
+    assert set(after) - set(before) == {"data_bytes"}
+    assert after["data_bytes"]["nullable"] is True
+    assert after["data_bytes"]["type"].python_type is int
+    await asyncio.to_thread(command.downgrade, config, "c4a7e2f19b3d")
+    async with engine.connect() as conn:
+        assert set(await conn.run_sync(columns)) == set(before)
+    await engine.dispose()

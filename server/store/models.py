@@ -210,6 +210,9 @@ class AssistanceSession(Base):
     media_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
     pause_count: Mapped[int] = mapped_column(Integer, default=0)
     reconnect_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Bytes the beneficiary's device spent on the session's peer connections, as its page last
+    # reported them (server/data_used.py); only ever grows. None: nothing reported.
+    data_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # Socket.IO sids currently holding each role, so that any server node can route and replace.
     beneficiary_sid: Mapped[str | None] = mapped_column(String(64), default=None)
     volunteer_sid: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import handoff, links
+from server import data_used, handoff, links
 from server.accounts import AccountError
 from server.i18n import _
 from server.qr import qr_svg
@@ -107,7 +107,11 @@ async def room(request: web.Request) -> web.StreamResponse:
     session, role = await _load(request)
     settings = request.app[SETTINGS_KEY]
     if session.status == SessionStatus.ENDED:
-        context = {"assistance": session, "is_owner": role is domain.PeerRole.VOLUNTEER}
+        context = {
+            "assistance": session,
+            "is_owner": role is domain.PeerRole.VOLUNTEER,
+            "data_used": data_used.describe(session),
+        }
         return render(request, "assistance/ended.html", context)
     context = room_context(settings, session, role)
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -168,6 +172,17 @@ async def invite_observer(request: web.Request) -> web.StreamResponse:
         context["observer_error"] = str(exc)
         return render(request, "assistance/room.html", context, status=400)
     raise see_other(request, "assistance-room", session_id=session.id)
+
+
+@routes.get(ROOM + "/donnees", name="assistance-data-used")
+@login_required(*STAFF)
+async def data_used_figure(request: web.Request) -> web.StreamResponse:
+    """The data the beneficiary's device used, as stored, for the room's ended panel."""
+    session, _role = await _load(request)
+    return web.json_response(
+        {"bytes": session.data_bytes, "text": data_used.describe(session)},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @routes.post(ROOM + "/end", name="assistance-end")

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
-from server import assist, booking, handoff, links, passes
+from server import assist, booking, data_used, handoff, links, passes
 from server.contact import PROOF_PARAMETER
 from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
@@ -126,6 +126,8 @@ def _form_page(
         "min_day": today.isoformat(),
         "max_day": (today + timedelta(days=handoff.FOLLOW_UP_MAX_DAYS)).isoformat(),
         "has_contact": bool(subject.phone or subject.email),
+        # What the beneficiary's device used (a visio session only), as stored: issue 14.
+        "data_used": data_used.describe(subject.session) if subject.session else None,
     }
     return render(request, "handoff/form.html", context, status)
 

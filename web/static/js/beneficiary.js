@@ -5,6 +5,7 @@ import { connectAssist, preconnect } from "./signaling.js";
 import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
+import { UsageReporter } from "./usage.js";
 
 const HELPER_ROLES = ["volunteer", "observer"];
 
@@ -57,6 +58,7 @@ let wakeLock = null;
 let pipWindow = null;
 let moveDot = null;
 let moveTimer = 0;
+let usage = null; // issue 14: the data this device uses, reported to the server (usage.js)
 
 // Real phones have no screen sharing, but desktop Chromium emulating a phone still exposes
 // getDisplayMedia: trust the platform signals as well as the feature test.
@@ -99,6 +101,7 @@ function start(event) {
   keepAwake();
   mic.enable(false);
   signaling = connectAssist(name ? { name } : {});
+  usage = new UsageReporter(signaling);
   signaling
     .on("connect", () => show(ui.connError, false))
     .on("welcome", onWelcome)
@@ -133,6 +136,7 @@ function onConnectError({ code, message, fatal }) {
 
 function onWelcome(msg) {
   socketUp = true;
+  if (typeof msg.session?.id === "string") usage?.session(msg.session.id);
   if (msg.session?.status === "ended") {
     finish("expired");
     return;
@@ -186,6 +190,7 @@ function addPeer(id, role) {
     })
     .on("message", (msg) => onMessage(role, msg))
     .on("change", refresh);
+  usage?.watch(peer);
   peer.start();
 }
 
@@ -495,6 +500,7 @@ async function keepAwake() {
 function finish(reason) {
   if (ended) return;
   ended = true;
+  usage?.stop();
   releaseTrack();
   mic.stop();
   for (const id of [...peers.keys()]) closePeer(id);

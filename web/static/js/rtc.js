@@ -109,7 +109,8 @@ function newConnection(iceServers, offerer) {
 // Events: "track" (a remote MediaStreamTrack), "message" (a well-formed {t, ...} from the data
 // channel), "offer" (answerer: a remote offer is being applied, the remote peer is there),
 // "renewed" (a fresh connection replaced the previous one: its media and half-received data are
-// gone), "change" (the connection's state changed or a negotiation finished: update the page).
+// gone), "change" (the connection's state changed or a negotiation finished: update the page),
+// "connection" / "closing" (an RTCPeerConnection was made / is about to be closed: usage.js).
 export class Peer extends Emitter {
   constructor(id, { signaling, iceServers, offerer = false, video = null, audio = null, sendAudio = true }) {
     super();
@@ -244,6 +245,7 @@ export class Peer extends Emitter {
     if (this.offerer) warm = null;
     const { pc } = conn;
     this._conn = conn;
+    this.fire("connection", pc); // issue 14: usage.js counts the bytes of every connection
     // Addressed to `this.id` as it is when each is found: the answerer keeps a connection
     // across the offerer's reconnection, under its new peer id.
     pc.onicecandidate = ({ candidate }) => this._signaling.emit("candidate", candidatePayload(this.id, candidate));
@@ -268,6 +270,7 @@ export class Peer extends Emitter {
     if (!conn) return;
     this._conn = null;
     clearTimeout(conn.timer);
+    this.fire("closing", conn.pc); // its stats can still be read (usage.js)
     conn.channel?.close();
     conn.pc.close();
   }

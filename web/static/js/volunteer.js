@@ -6,6 +6,7 @@ import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
 import { PhotoInbox } from "./photo.js";
+import { showDataUsed } from "./usage.js";
 
 const observer = config.role === "observer";
 
@@ -368,6 +369,7 @@ function finish() {
   show(ui.endForm, false);
   show(ui.paused, false);
   show(ui.ended, true);
+  showDataUsed(config.data_used_url, $("ended-data-used")); // issue 14: as the server stored it
   for (const button of document.querySelectorAll(".stage button, .chat-form button")) button.disabled = true;
   $("ended-title")?.focus();
 }
