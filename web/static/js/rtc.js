@@ -4,6 +4,7 @@
 // when a restart cannot help, a fresh connection — and the page only calls its methods and
 // listens to its events.
 import { config, Emitter } from "./common.js";
+import { withOpusFecDtx } from "./media.js";
 
 // TURN credentials expire (TURN_TTL_SECONDS, 1 h by default): refresh them well before.
 const ICE_REFRESH_MS = 10 * 60 * 1000;
@@ -77,14 +78,16 @@ function parseMessage(data) {
 //
 // Options: `signaling` (the /assist connection), `iceServers()` (the current ICE servers),
 // `offerer`, `video`/`audio` (tracks to send from the start), `sendAudio` (false: answer
-// receive-only, for an observer).
+// receive-only, for an observer), `tuning` (offerer, optional: `transceivers(video, audio)`
+// when they are created, before the offer; `senders(videoSender, audioSender)` whenever the
+// video changes and once a connection is negotiated: media.js settings, no renegotiation).
 //
 // Events: "track" (a remote MediaStreamTrack), "message" (a well-formed {t, ...} from the data
-// channel), "offer" (answerer: a remote offer is being applied, the remote peer is there),
+// channel), "open" (the data channel opened: say again what the other side must know), "offer" (answerer: a remote offer is being applied, the remote peer is there),
 // "renewed" (a fresh connection replaced the previous one: its media and half-received data are
 // gone), "change" (the connection's state changed or a negotiation finished: update the page).
 export class Peer extends Emitter {
-  constructor(id, { signaling, iceServers, offerer = false, video = null, audio = null, sendAudio = true }) {
+  constructor(id, { signaling, iceServers, offerer = false, video = null, audio = null, sendAudio = true, tuning = null }) {
     super();
     this.id = id; // the remote peer_id; the answerer takes it from each offer
     this.offerer = offerer;
@@ -93,6 +96,7 @@ export class Peer extends Emitter {
     this._video = video;
     this._audio = audio;
     this._sendAudio = sendAudio;
+    this._tuning = tuning;
     this._conn = null; // {pc, channel, pending, video, audio, timer, restarts, restartWanted}
     this._attempt = 0;
     this._closed = false;
@@ -140,7 +144,13 @@ export class Peer extends Emitter {
   // Offerer: the video to send (null: nothing leaves the device), without renegotiating.
   setVideoTrack(track) {
     this._video = track;
-    this._conn?.video?.sender.replaceTrack(track).catch((err) => console.debug(err));
+    const conn = this._conn;
+    conn?.video?.sender.replaceTrack(track).then(() => this._tune(conn)).catch((err) => console.debug(err));
+  }
+
+  // Offerer: apply the tuning's sender settings again (what it returns has changed).
+  retune() {
+    if (this._conn) this._tune(this._conn);
   }
 
   // The microphone to send, without renegotiating; the promise says whether it was put on.
@@ -201,6 +211,7 @@ export class Peer extends Emitter {
       // Fixed transceivers, so sharing, pausing and the microphone never renegotiate.
       conn.video = pc.addTransceiver("video", { direction: "sendonly" });
       conn.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
+      this._tuning?.transceivers(conn.video, conn.audio);
       if (this._video) conn.video.sender.replaceTrack(this._video).catch(console.warn);
       if (this._audio) conn.audio.sender.replaceTrack(this._audio).catch(console.warn);
       this._useChannel(conn, pc.createDataChannel("assist", { ordered: true }));
@@ -224,6 +235,12 @@ export class Peer extends Emitter {
 
   _useChannel(conn, channel) {
     conn.channel = channel;
+    const opened = () => {
+      if (this._conn === conn) this.fire("open");
+    };
+    // A channel the remote side created may already be open when it is announced.
+    if (channel.readyState === "open") queueMicrotask(opened);
+    else channel.onopen = opened;
     channel.onmessage = (event) => {
       const msg = parseMessage(event.data);
       if (msg) this.fire("message", msg);
@@ -232,6 +249,11 @@ export class Peer extends Emitter {
 
   _audioTransceiver(conn) {
     return conn.audio ?? conn.pc.getTransceivers().find((tr) => tr.receiver.track.kind === "audio");
+  }
+
+  _tune(conn) {
+    if (!this._tuning || this._conn !== conn || !conn.video) return;
+    this._tuning.senders(conn.video.sender, conn.audio.sender);
   }
 
   _flush(conn) {
@@ -249,7 +271,7 @@ export class Peer extends Emitter {
     const { pc } = conn;
     if (this._conn !== conn || pc.signalingState === "closed") return;
     if (restart) pc.restartIce();
-    await pc.setLocalDescription(await pc.createOffer());
+    await pc.setLocalDescription(withOpusFecDtx(await pc.createOffer()));
     this._signaling.emit("offer", { to: this.id, sdp: pc.localDescription.sdp, restart });
   }
 
@@ -289,6 +311,7 @@ export class Peer extends Emitter {
       return;
     }
     this._flush(conn);
+    this._tune(conn); // encodings exist for sure once negotiated
     if (conn.restartWanted) {
       conn.restartWanted = false;
       await this._restart(conn, false);
@@ -313,7 +336,7 @@ export class Peer extends Emitter {
       audio.direction = this._sendAudio ? "sendrecv" : "recvonly";
       if (this._audio && this._sendAudio) await audio.sender.replaceTrack(this._audio);
     }
-    await pc.setLocalDescription(await pc.createAnswer());
+    await pc.setLocalDescription(withOpusFecDtx(await pc.createAnswer()));
     if (this._conn === conn) this._signaling.emit("answer", { to: this.id, sdp: pc.localDescription.sdp });
     this.fire("change");
   }
