@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -21,9 +22,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.async_api import Browser, Playwright
+from playwright.async_api import Browser, Page, Playwright, expect
 
-from tests.browser import CHROMIUM, launch
+from tests.browser import CHROMIUM, collect_console_errors, launch
 from tests.processes import ROOT, ServeProcess
 
 # What `tbf` needs besides the rate (NOTES.md): with loopback's default 64 KiB MTU it drops
@@ -33,6 +34,18 @@ LATENCY = "300ms"
 MTU = "1500"
 VOLUNTEER_EMAIL = "benevole@netns.invalid"
 VOLUNTEER_PASSWORD = "netns-benevole-2026"
+# Keeps every RTCPeerConnection of the page in `window.vpConnections` (as in test_browser.py),
+# so tests and benchmarks can read its stats.
+RECORD_CONNECTIONS_JS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.vpConnections = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.vpConnections.push(this);
+    }
+  };
+})()"""
 
 
 def unavailable() -> str | None:
@@ -171,3 +184,36 @@ async def weak_link(
                 await browser.close()
         finally:
             await server.stop()
+
+
+async def connected_room(
+    link: WeakLink, errors: list[str], init_script: str = "", wait_ms: float = 40_000
+) -> tuple[Page, Page]:
+    """The volunteer logs in and opens an assistance; the beneficiary joins by its link and
+    consents; both pages connected, each recording its connections (and running
+    `init_script` first, if given). Returns (volunteer, beneficiary)."""
+    pages = []
+    for viewport in ({"width": 1400, "height": 1000}, {"width": 1280, "height": 900}):
+        context = await link.browser.new_context(locale="fr-FR", viewport=viewport)
+        page = await context.new_page()
+        collect_console_errors(page, errors)
+        await page.add_init_script(RECORD_CONNECTIONS_JS)
+        if init_script:
+            await page.add_init_script(init_script)
+        pages.append(page)
+    vol, ben = pages
+    await vol.goto(link.url("/login"))
+    await vol.get_by_label("Adresse e-mail").fill(link.email)
+    await vol.get_by_label("Mot de passe").fill(link.password)
+    await vol.get_by_role("button", name="Se connecter").click()
+    await vol.wait_for_url("**/tableau", timeout=wait_ms)
+    await vol.get_by_role("button", name="Nouvelle assistance").click()
+    await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"), timeout=wait_ms)
+    join = (await vol.locator("#join-link").inner_text()).strip()
+    await ben.goto(join, timeout=wait_ms)
+    await ben.get_by_role("button", name="Commencer").click()
+    for page in (ben, vol):
+        await expect(page.locator("body")).to_have_attribute(
+            "data-vp-status", "connected", timeout=wait_ms
+        )
+    return vol, ben

@@ -5,7 +5,6 @@ video in "audio only" mode until "normal" resumes it. Figures: bench/weak_media.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from tests.browser import collect_console_errors
-from tests.netns import WeakLink, unavailable, weak_link
+from tests.netns import WeakLink, connected_room, unavailable, weak_link
 
 pytestmark = pytest.mark.browser
 
@@ -64,17 +62,6 @@ UNTIL_OUTBOUND_JS = f"""async ([check, ms]) => {{
   }}
   return null;
 }}"""
-# Keeps every RTCPeerConnection of the page in `window.vpConnections` (as in test_browser.py).
-RECORD_CONNECTIONS_JS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.vpConnections = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.vpConnections.push(this);
-    }
-  };
-})()"""
 
 
 @pytest.fixture
@@ -88,37 +75,6 @@ async def link(tmp_path: Path) -> AsyncIterator[WeakLink]:
         weak_link(playwright, tmp_path, "media", RATE_KBIT) as made,
     ):
         yield made
-
-
-async def connected_room(link: WeakLink, errors: list[str]) -> tuple[Page, Page]:
-    """The volunteer logs in and opens an assistance; the beneficiary joins by its link and
-    consents; both pages connected. Returns (volunteer, beneficiary)."""
-    volunteer_context = await link.browser.new_context(
-        locale="fr-FR", viewport={"width": 1400, "height": 1000}
-    )
-    vol = await volunteer_context.new_page()
-    collect_console_errors(vol, errors)
-    await vol.add_init_script(RECORD_CONNECTIONS_JS)
-    await vol.goto(link.url("/login"))
-    await vol.get_by_label("Adresse e-mail").fill(link.email)
-    await vol.get_by_label("Mot de passe").fill(link.password)
-    await vol.get_by_role("button", name="Se connecter").click()
-    await vol.wait_for_url("**/tableau")
-    await vol.get_by_role("button", name="Nouvelle assistance").click()
-    await vol.wait_for_url(re.compile(r"/assistance/[^/]+$"))
-    join = (await vol.locator("#join-link").inner_text()).strip()
-
-    beneficiary_context = await link.browser.new_context(
-        locale="fr-FR", viewport={"width": 1280, "height": 900}
-    )
-    ben = await beneficiary_context.new_page()
-    collect_console_errors(ben, errors)
-    await ben.add_init_script(RECORD_CONNECTIONS_JS)
-    await ben.goto(join)
-    await ben.get_by_role("button", name="Commencer").click()
-    await expect(ben.locator("body")).to_have_attribute("data-vp-status", "connected")
-    await expect(vol.locator("body")).to_have_attribute("data-vp-status", "connected")
-    return vol, ben
 
 
 async def until_sent(ben: Page, check: str) -> dict[str, Any]:
