@@ -78,6 +78,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("page", "bench.page_weight", "Beneficiary first load bytes, gzip vs identity"),
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
+    Benchmark(
+        "weak-media",
+        "bench.weak_media",
+        "Screen share and voice at 300 kbit/s (tbf): width, fps, freezes, concealment",
+    ),
     Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
     Benchmark("queue", "bench.queue", "Drop-in queue: fan-out to volunteers"),
     Benchmark(

@@ -44,12 +44,15 @@ CHROMIUM_ARGS = [
 _NOT_CONTEXT_OPTIONS = {"default_browser_type"}
 
 
-async def launch(playwright: Playwright) -> Browser:
-    """Debian's Chromium with the WebRTC/headless flags; each launch gets a fresh profile."""
+async def launch(playwright: Playwright, executable: str | Path = CHROMIUM) -> Browser:
+    """Debian's Chromium with the WebRTC/headless flags; each launch gets a fresh profile.
+
+    `executable` may be a wrapper that execs Debian's Chromium (tests/netns.py runs it inside a
+    network namespace)."""
     if shutil.which(CHROMIUM) is None:
         raise RuntimeError("Debian's chromium is not installed: run `make system-deps`")
     return await playwright.chromium.launch(
-        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        executable_path=str(executable), args=CHROMIUM_ARGS, headless=True
     )
 
 

@@ -31,6 +31,8 @@ class ServeProcess:
     name: str = "server"
     settings_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # Put before the command (e.g. ``ip netns exec NAME``: tests/netns.py).
+    prefix: list[str] = field(default_factory=list)
     process: asyncio.subprocess.Process | None = None
     logs: list[Path] = field(default_factory=list)
 
@@ -84,6 +86,7 @@ class ServeProcess:
         self.logs.append(log)
         with log.open("wb") as out:
             self.process = await asyncio.create_subprocess_exec(
+                *self.prefix,
                 sys.executable,
                 *("-m", "server.cli", "serve", "--port", str(self.port)),
                 cwd=ROOT,
@@ -92,18 +95,22 @@ class ServeProcess:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert self.process.returncode is None, log.read_text()
+            if await self.healthy():
+                return
+            assert time.monotonic() < deadline, f"not ready: {log.read_text()}"
+            # Polling is the only way to learn another process is listening.
+            await asyncio.sleep(0.1)
+
+    async def healthy(self) -> bool:
+        """Whether /healthz answers 200 (from this process's network)."""
         async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.process.returncode is None, log.read_text()
-                try:
-                    async with http.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, f"not ready: {log.read_text()}"
-                # Polling is the only way to learn another process is listening.
-                await asyncio.sleep(0.1)
+            try:
+                async with http.get(self.url + "/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
 
     async def stop(self) -> float:
         """SIGTERM, and wait for the process to exit by itself, cleanly; how long it took. One

@@ -6,6 +6,7 @@ import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
 import { UsageReporter } from "./usage.js";
+import { isDataMode, preferCodecs, tuneAudioSender, tuneVideoSender } from "./media.js";
 
 const HELPER_ROLES = ["volunteer", "observer"];
 
@@ -19,6 +20,7 @@ const ui = {
   endStep: $("step-ended"),
   title: $("room-title"),
   notice: $("notice"),
+  dataMode: $("data-mode-notice"),
   connError: $("conn-error"),
   shareScreen: $("share-screen"),
   shareCamera: $("share-camera"),
@@ -50,6 +52,7 @@ let iceServers = [];
 let track = null;
 let media = null; // "screen" | "camera" while a live track is shared
 let paused = false;
+let dataMode = "normal"; // the volunteer's low-data mode (media.js DATA_MODES)
 let everShared = false;
 let ended = false;
 let socketUp = false;
@@ -79,6 +82,17 @@ const canPip = "documentPictureInPicture" in window && !mobile;
 function notify(text) {
   ui.notice.textContent = text;
 }
+
+// Every connection's senders follow what is shared and the low-data mode (media.js).
+const tuning = {
+  transceivers(video) {
+    preferCodecs(video, { mobile });
+  },
+  senders(video, audio) {
+    if (media) tuneVideoSender(video, media, dataMode);
+    tuneAudioSender(audio);
+  },
+};
 
 const mic = createMic({
   button: ui.mic,
@@ -178,8 +192,9 @@ function addPeer(id, role) {
     signaling,
     iceServers: () => iceServers,
     offerer: true,
-    video: paused ? null : track,
+    video: sendableTrack(),
     audio: mic.track,
+    tuning,
   });
   peers.set(id, peer);
   peer
@@ -188,7 +203,7 @@ function addPeer(id, role) {
       ui.remoteAudio.srcObject = new MediaStream([remote]);
       ui.remoteAudio.play().catch(() => {});
     })
-    .on("message", (msg) => onMessage(role, msg))
+    .on("message", (msg) => onMessage(role, msg, peer))
     .on("change", refresh);
   usage?.watch(peer);
   peer.start();
@@ -214,8 +229,10 @@ function refresh() {
 
 // --- Data channel -----------------------------------------------------------------------------
 
-function onMessage(role, msg) {
-  if (isChat(msg)) {
+function onMessage(role, msg, peer) {
+  if (role === "volunteer" && msg.t === "data-mode") {
+    if (isDataMode(msg.mode)) setDataMode(msg.mode, peer);
+  } else if (isChat(msg)) {
     showChat(ui.chatLog, t(role === "observer" ? "observer" : "volunteer"), msg);
   } else if (role === "volunteer" && msg.t === "pointer") {
     drawPointer(msg);
@@ -310,7 +327,7 @@ async function share(kind) {
   });
   ui.preview.srcObject = new MediaStream([track]);
   ui.preview.play().catch(() => {});
-  setVideoTrack(track);
+  setVideoTrack(sendableTrack());
   notify("");
   afterSharingChange(ui.pause);
 }
@@ -325,7 +342,7 @@ function pauseSharing() {
 function resumeSharing() {
   if (!track || !paused) return;
   paused = false;
-  setVideoTrack(track);
+  setVideoTrack(sendableTrack());
   afterSharingChange(ui.pause);
 }
 
@@ -344,6 +361,25 @@ function releaseTrack() {
   ui.preview.srcObject = null;
   for (const node of ui.layer.querySelectorAll(".vp-pointer, .vp-highlight")) node.remove();
   pipWindow?.close();
+}
+
+// What may leave the device now: nothing while paused or in the audio-only mode.
+function sendableTrack() {
+  return track && !paused && dataMode !== "audio" ? track : null;
+}
+
+// --- Low-data mode (chosen by the volunteer, applied to every helper) ---------------------
+
+function setDataMode(mode, from) {
+  from.send({ t: "data-mode", mode }); // tells the volunteer's page what is in effect
+  if (mode === dataMode) return;
+  dataMode = mode;
+  setVideoTrack(sendableTrack()); // each Peer retunes its sender once the track is in place
+  const text = t(`data_mode_${mode}`);
+  ui.dataMode.textContent = mode === "normal" ? "" : text;
+  show(ui.dataMode, mode !== "normal");
+  announce(text);
+  updateSharingUi();
 }
 
 function setVideoTrack(value) {
@@ -368,7 +404,9 @@ function updateSharingUi() {
   show(ui.localPaused, paused);
   show(ui.pip, canPip && sharing);
   let info = "";
-  if (sharing) info = t(paused ? "info_paused" : media === "screen" ? "info_screen" : "info_camera");
+  if (sharing && paused) info = t("info_paused");
+  else if (sharing && dataMode === "audio") info = t("info_audio_only");
+  else if (sharing) info = t(media === "screen" ? "info_screen" : "info_camera");
   ui.sharingInfo.textContent = info;
 }
 
@@ -527,7 +565,7 @@ watchIceServers((servers) => {
   iceServers = servers;
 });
 preconnect();
-setTimeout(() => Peer.warmUp(() => iceServers), 0);
+setTimeout(() => Peer.warmUp(() => iceServers, tuning), 0);
 
 show(ui.shareScreen, canScreen);
 show(ui.shareCamera, canCamera);

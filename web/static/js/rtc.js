@@ -4,6 +4,7 @@
 // when a restart cannot help, a fresh connection — and the page only calls its methods and
 // listens to its events.
 import { config, Emitter } from "./common.js";
+import { withOpusFecDtx } from "./media.js";
 
 // TURN credentials expire (TURN_TTL_SECONDS, 1 h by default): refresh them well before.
 const ICE_REFRESH_MS = 10 * 60 * 1000;
@@ -84,7 +85,7 @@ function parseMessage(data) {
 
 // A new RTCPeerConnection and its bookkeeping. The offerer's has fixed transceivers, so that
 // sharing, pausing and the microphone never renegotiate, and the `assist` data channel.
-function newConnection(iceServers, offerer) {
+function newConnection(iceServers, offerer, tuning) {
   const pc = new RTCPeerConnection({ iceServers });
   const conn = {
     pc, channel: null, pending: [], video: null, audio: null, timer: 0, restarts: 0, restartWanted: false, offered: false,
@@ -92,6 +93,7 @@ function newConnection(iceServers, offerer) {
   if (offerer) {
     conn.video = pc.addTransceiver("video", { direction: "sendonly" });
     conn.audio = pc.addTransceiver("audio", { direction: "sendrecv" });
+    tuning?.transceivers(conn.video, conn.audio);
     conn.channel = pc.createDataChannel("assist", { ordered: true });
   }
   return conn;
@@ -104,15 +106,17 @@ function newConnection(iceServers, offerer) {
 //
 // Options: `signaling` (the /assist connection), `iceServers()` (the current ICE servers),
 // `offerer`, `video`/`audio` (tracks to send from the start), `sendAudio` (false: answer
-// receive-only, for an observer).
+// receive-only, for an observer), `tuning` (offerer, optional: `transceivers(video, audio)`
+// when they are created, before the offer; `senders(videoSender, audioSender)` whenever the
+// video changes and once a connection is negotiated: media.js settings, no renegotiation).
 //
 // Events: "track" (a remote MediaStreamTrack), "message" (a well-formed {t, ...} from the data
-// channel), "offer" (answerer: a remote offer is being applied, the remote peer is there),
+// channel), "open" (the data channel opened: say again what the other side must know), "offer" (answerer: a remote offer is being applied, the remote peer is there),
 // "renewed" (a fresh connection replaced the previous one: its media and half-received data are
 // gone), "change" (the connection's state changed or a negotiation finished: update the page),
 // "connection" / "closing" (an RTCPeerConnection was made / is about to be closed: usage.js).
 export class Peer extends Emitter {
-  constructor(id, { signaling, iceServers, offerer = false, video = null, audio = null, sendAudio = true }) {
+  constructor(id, { signaling, iceServers, offerer = false, video = null, audio = null, sendAudio = true, tuning = null }) {
     super();
     this.id = id; // the remote peer_id; the answerer takes it from each offer
     this.offerer = offerer;
@@ -121,6 +125,7 @@ export class Peer extends Emitter {
     this._video = video;
     this._audio = audio;
     this._sendAudio = sendAudio;
+    this._tuning = tuning;
     this._conn = null; // {pc, channel, pending, video, audio, timer, restarts, restartWanted}
     this._attempt = 0;
     this._closed = false;
@@ -168,7 +173,13 @@ export class Peer extends Emitter {
   // Offerer: the video to send (null: nothing leaves the device), without renegotiating.
   setVideoTrack(track) {
     this._video = track;
-    this._conn?.video?.sender.replaceTrack(track).catch((err) => console.debug(err));
+    const conn = this._conn;
+    conn?.video?.sender.replaceTrack(track).then(() => this._tune(conn)).catch((err) => console.debug(err));
+  }
+
+  // Offerer: apply the tuning's sender settings again (what it returns has changed).
+  retune() {
+    if (this._conn) this._tune(this._conn);
   }
 
   // The microphone to send, without renegotiating; the promise says whether it was put on.
@@ -214,13 +225,13 @@ export class Peer extends Emitter {
   // --- Connections ----------------------------------------------------------------------------
 
   // Offerer, before the first Peer exists: make the warm connection (see `warm`).
-  static warmUp(iceServers) {
+  static warmUp(iceServers, tuning = null) {
     if (warm || typeof RTCPeerConnection === "undefined") return;
     const servers = iceServers();
-    const conn = newConnection(servers, true);
+    const conn = newConnection(servers, true, tuning);
     warm = { conn, servers };
     conn.pc.createOffer()
-      .then((offer) => conn.pc.setLocalDescription(offer))
+      .then((offer) => conn.pc.setLocalDescription(withOpusFecDtx(offer)))
       .then(() => {
         conn.offered = true;
       })
@@ -239,7 +250,7 @@ export class Peer extends Emitter {
     if (this.offerer && warm?.conn.offered && !previous && sameServers(warm.servers, servers)) {
       conn = warm.conn; // its candidates so far are in its local description
     } else {
-      conn = newConnection(servers, this.offerer);
+      conn = newConnection(servers, this.offerer, this._tuning);
       if (warm && this.offerer) warm.conn.pc.close();
     }
     if (this.offerer) warm = null;
@@ -277,6 +288,12 @@ export class Peer extends Emitter {
 
   _useChannel(conn, channel) {
     conn.channel = channel;
+    const opened = () => {
+      if (this._conn === conn) this.fire("open");
+    };
+    // A channel the remote side created may already be open when it is announced.
+    if (channel.readyState === "open") queueMicrotask(opened);
+    else channel.onopen = opened;
     channel.onmessage = (event) => {
       const msg = parseMessage(event.data);
       if (msg) this.fire("message", msg);
@@ -285,6 +302,11 @@ export class Peer extends Emitter {
 
   _audioTransceiver(conn) {
     return conn.audio ?? conn.pc.getTransceivers().find((tr) => tr.receiver.track.kind === "audio");
+  }
+
+  _tune(conn) {
+    if (!this._tuning || this._conn !== conn || !conn.video) return;
+    this._tuning.senders(conn.video.sender, conn.audio.sender);
   }
 
   _flush(conn) {
@@ -304,7 +326,7 @@ export class Peer extends Emitter {
     if (restart) pc.restartIce();
     // A warm connection's first offer is already set (and its candidates gathered).
     const warmed = conn.offered && !restart;
-    if (!warmed) await pc.setLocalDescription(await pc.createOffer());
+    if (!warmed) await pc.setLocalDescription(withOpusFecDtx(await pc.createOffer()));
     conn.offered = false;
     this._signaling.emit("offer", { to: this.id, sdp: pc.localDescription.sdp, restart });
     // Its gathering may have ended before anyone listened: say so, as trickling would have.
@@ -347,6 +369,7 @@ export class Peer extends Emitter {
       return;
     }
     this._flush(conn);
+    this._tune(conn); // encodings exist for sure once negotiated
     if (conn.restartWanted) {
       conn.restartWanted = false;
       await this._restart(conn, false);
@@ -371,7 +394,7 @@ export class Peer extends Emitter {
       audio.direction = this._sendAudio ? "sendrecv" : "recvonly";
       if (this._audio && this._sendAudio) await audio.sender.replaceTrack(this._audio);
     }
-    await pc.setLocalDescription(await pc.createAnswer());
+    await pc.setLocalDescription(withOpusFecDtx(await pc.createAnswer()));
     if (this._conn === conn) this._signaling.emit("answer", { to: this.id, sdp: pc.localDescription.sdp });
     this.fire("change");
   }

@@ -7,6 +7,7 @@ import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
 import { PhotoInbox } from "./photo.js";
 import { showDataUsed } from "./usage.js";
+import { isDataMode } from "./media.js";
 
 const observer = config.role === "observer";
 
@@ -33,6 +34,8 @@ const ui = {
   endForm: $("end-form"),
   ended: $("ended-panel"),
   notice: $("notice"),
+  dataModeForm: $("data-mode-form"),
+  dataModeState: $("data-mode-state"),
 };
 
 let signaling = null;
@@ -47,6 +50,8 @@ let pointing = false;
 let drag = null;
 let lastMove = 0;
 let lastKey = "";
+let dataMode = "normal"; // the low-data mode chosen here
+let appliedMode = null; // the one the beneficiary's page said it applies
 
 function notify(text) {
   if (ui.notice) ui.notice.textContent = text;
@@ -132,14 +137,19 @@ function benePeer() {
         playAudio();
       }
     })
+    .on("open", sendDataMode) // a fresh or reloaded page starts in "normal": say it again
     .on("message", (msg) => {
-      if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
+      if (msg.t === "data-mode") onDataModeApplied(msg);
+      else if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
       else if (msg.t.startsWith("photo-") && inbox.receive(msg)) {
         show(ui.photosEmpty, false);
         announce(t("photo_received"));
       }
     })
-    .on("renewed", clearMedia)
+    .on("renewed", () => {
+      clearMedia();
+      showDataMode(null);
+    })
     .on("change", refresh);
 }
 
@@ -161,6 +171,34 @@ function closeBene() {
   bene.close();
   bene = null;
   clearMedia();
+  showDataMode(null);
+}
+
+// --- Low-data mode: chosen here, applied by the beneficiary's page --------------------------
+
+function sendDataMode() {
+  if (observer || !ui.dataModeForm) return;
+  send({ t: "data-mode", mode: dataMode });
+}
+
+function onDataModeApplied(msg) {
+  if (isDataMode(msg.mode)) showDataMode(msg.mode);
+}
+
+function showDataMode(applied) {
+  appliedMode = applied;
+  if (!ui.dataModeState) return;
+  const input = ui.dataModeForm.querySelector(`input[value="${appliedMode}"]`);
+  ui.dataModeState.textContent = input
+    ? t("data_mode_applied", { mode: input.parentElement.textContent.trim() })
+    : t("data_mode_pending");
+}
+
+function chooseDataMode(event) {
+  if (!isDataMode(event.target.value)) return;
+  dataMode = event.target.value;
+  if (appliedMode !== dataMode) showDataMode(null);
+  sendDataMode();
 }
 
 function onState(msg) {
@@ -389,6 +427,10 @@ on(ui.layer, "pointercancel", () => {
 });
 on(ui.mic, "click", mic.toggle);
 on(ui.sound, "click", playAudio);
+if (ui.dataModeForm) {
+  on(ui.dataModeForm, "change", chooseDataMode);
+  on(ui.dataModeForm, "submit", (event) => event.preventDefault());
+}
 setupChatForm({ form: ui.chatForm, input: ui.chatInput, log: ui.chatLog, send, notify, clearNotice: true });
 on(ui.video, "resize", refresh);
 on($("photo-close"), "click", () => ui.dialog.close());
