@@ -10,9 +10,8 @@ from aiohttp import web
 
 from server.i18n import _
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
-from server.settings import Settings
+from server.turn import session_ice_servers
 from signaling.access import Refused, session_access
-from signaling.turn import ice_servers, turn_credentials
 
 PATH = "/api/ice-servers"
 NAME = "ice-servers"
@@ -36,21 +35,6 @@ async def ice_servers_view(request: web.Request) -> web.Response:
         message = _("Accès refusé : cette assistance n'existe pas ou ne vous concerne pas.")
         return web.json_response({"error": {"code": "forbidden", "message": message}}, status=403)
     return web.json_response(session_ice_servers(settings, access.session.id))
-
-
-def session_ice_servers(settings: Settings, session_id: str) -> dict[str, object]:
-    """``{"iceServers": [...], "ttl": seconds}`` for one session. Room pages carry it from the
-    start (one round trip less before the first offer); they ask this endpoint again before
-    the TURN credentials expire."""
-    credentials = (
-        turn_credentials(
-            settings.turn_secret.get_secret_value(), session_id, settings.turn_ttl_seconds
-        )
-        if settings.turn_urls
-        else None
-    )
-    servers = ice_servers(settings.stun_urls, settings.turn_urls, credentials)
-    return {"iceServers": servers, "ttl": settings.turn_ttl_seconds}
 
 
 def add_routes(app: web.Application) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling.turn import TurnCredentials, ice_servers, turn_credentials
+from server.turn import TurnCredentials, ice_servers, turn_credentials
 
 TURNSERVER = "/usr/bin/turnserver"
 UCLIENT = "/usr/bin/turnutils_uclient"

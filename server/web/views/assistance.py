@@ -15,6 +15,7 @@ from server.qr import qr_svg
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import AssistanceSession, Role, SessionStatus, User
+from server.turn import session_ice_servers
 from server.web.request import (
     check_csrf,
     login_required,
@@ -23,7 +24,6 @@ from server.web.request import (
     see_other,
     url_for,
 )
-from signaling.ice import session_ice_servers
 
 routes = web.RouteTableDef()
 STAFF = (Role.VOLUNTEER, Role.COORDINATOR)

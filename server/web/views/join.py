@@ -16,6 +16,7 @@ from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Appointment, AppointmentStatus, AssistanceSession, utcnow
 from server.timezones import When
 from server.tokens import sha256_hex
+from server.turn import session_ice_servers
 from server.web.request import (
     beneficiary_session_id,
     check_csrf,
@@ -25,7 +26,6 @@ from server.web.request import (
     url_for,
 )
 from server.web.views.handoff import note_contact_proof
-from signaling.ice import session_ice_servers
 
 INVALID_LINK = N_("Ce lien ne marche pas ou plus. Demandez un nouveau lien ou un code au bénévole.")
 routes = web.RouteTableDef()

@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from server.settings import Settings
+
 
 @dataclass(frozen=True)
 class TurnCredentials:
@@ -65,3 +67,18 @@ def ice_servers(
             }
         )
     return servers
+
+
+def session_ice_servers(settings: Settings, session_id: str) -> dict[str, object]:
+    """``{"iceServers": [...], "ttl": seconds}`` for one session: what `GET /api/ice-servers`
+    answers and what the room pages carry from the start (one round trip less before the first
+    offer; they ask the endpoint again before the TURN credentials expire)."""
+    credentials = (
+        turn_credentials(
+            settings.turn_secret.get_secret_value(), session_id, settings.turn_ttl_seconds
+        )
+        if settings.turn_urls
+        else None
+    )
+    servers = ice_servers(settings.stun_urls, settings.turn_urls, credentials)
+    return {"iceServers": servers, "ttl": settings.turn_ttl_seconds}
