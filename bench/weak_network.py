@@ -290,7 +290,7 @@ def short_path(url: str) -> str:
     """Path and a trimmed query, with link tokens masked."""
     parts = urlsplit(url)
     path = re.sub(r"^/j/[^/?]+", "/j/…", parts.path)
-    query = re.sub(r"(sid|t|token)=[^&]+", r"\1=…", parts.query)
+    query = re.sub(r"(^|&)(sid|t|token)=[^&]+", r"\1\2=…", parts.query)
     text = f"{path}?{query}" if query else path
     if parts.scheme in ("ws", "wss"):
         text = f"{parts.scheme}:{text}"
