@@ -10,7 +10,8 @@ benchmark's marked section of BENCHMARKS.md.
 Adding a benchmark is one line in ``BENCHMARKS``: a module exposing
 ``async def run(server_url: str, env: BenchEnv) -> dict`` whose result holds ``"title"`` and
 ``"rows"`` (``Row.as_dict()`` items: ours vs its baseline from the same run), optionally
-``"status"``, ``"params"`` and ``"details"`` (a list of flat dicts, shown as a table).
+``"status"``, ``"params"``, ``"details"`` (a list of flat dicts, shown as a table) and
+``"tables"`` (more such tables: ``{"title": str, "rows": [flat dicts]}``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "weak-media",
         "bench.weak_media",
         "Screen share and voice at 300 kbit/s (tbf): width, fps, freezes, concealment",
+    ),
+    Benchmark(
+        "weaknet",
+        "bench.weak_network",
+        "Beneficiary's path on emulated Fast/Slow 3G and a 4× slower CPU (Chromium, Pixel 7)",
+        timeout_s=1500.0,
     ),
     Benchmark("booking", "bench.booking", "Slot search, booking throughput, contention (API)"),
     Benchmark("queue", "bench.queue", "Drop-in queue: fan-out to volunteers"),
@@ -263,6 +270,10 @@ def section_md(bench: Benchmark, result: dict[str, Any], report: dict[str, Any])
     if result.get("details"):
         header, rows = details_table(result["details"])
         parts += ["Details:", "", md_table(header, rows), ""]
+    for table in result.get("tables", []):
+        if table.get("rows"):
+            header, rows = details_table(table["rows"])
+            parts += [f"{table['title']}:", "", md_table(header, rows), ""]
     for key, label in (
         ("lazy_imports_not_counted", "Lazy `import()` targets, not counted"),
         ("not_counted", "Referenced but not counted (images, icons, fonts)"),
