@@ -102,7 +102,7 @@ export function withOpusFecDtx(description) {
   const payloads = [...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000/gim)].map((match) => match[1]);
   let result = sdp;
   for (const pt of payloads) {
-    const fmtp = new RegExp(`^a=fmtp:${pt} (.*)$`, "m");
+    const fmtp = new RegExp(`^a=fmtp:${pt} ([^\\r\\n]*)`, "m");
     if (fmtp.test(result)) {
       result = result.replace(fmtp, (_line, params) => {
         const kept = params.split(";").map((p) => p.trim())
@@ -110,7 +110,7 @@ export function withOpusFecDtx(description) {
         return `a=fmtp:${pt} ${[...kept, "useinbandfec=1", "usedtx=1"].join(";")}`;
       });
     } else {
-      result = result.replace(new RegExp(`^(a=rtpmap:${pt} opus/48000.*)$`, "mi"),
+      result = result.replace(new RegExp(`^(a=rtpmap:${pt} opus/48000[^\\r\\n]*)`, "mi"),
         `$1\r\na=fmtp:${pt} useinbandfec=1;usedtx=1`);
     }
   }
