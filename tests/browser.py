@@ -39,6 +39,18 @@ CHROMIUM_ARGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--auto-select-desktop-capture-source=Entire screen",
 ]
+# An init script: every RTCPeerConnection the page creates, kept in `window.vpConnections`, so a
+# test can read its stats or tell an ICE restart on the same connection from a fresh one.
+RECORD_CONNECTIONS_JS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.vpConnections = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.vpConnections.push(this);
+    }
+  };
+})()"""
 # Descriptor keys that choose a browser engine rather than configure a context: every
 # descriptor runs on Chromium here (the iPhone ones name WebKit).
 _NOT_CONTEXT_OPTIONS = {"default_browser_type"}

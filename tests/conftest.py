@@ -27,6 +27,7 @@ from server.settings import Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import Base, Role, User
 from server.web.app import create_app
+from tests.peers import PeerSet
 
 POSTGRES_URL = os.environ.get(
     "PERMANENCE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -254,3 +255,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     session = await browser_session()
     yield session
     await session.close()
+
+
+@pytest.fixture
+async def peers(running: Running) -> AsyncIterator[PeerSet]:
+    """Every Socket.IO peer a test opens, closed before the server stops."""
+    async with PeerSet() as opened:
+        yield opened
+
+
+@pytest.fixture
+async def session_id(running: Running, http: aiohttp.ClientSession, volunteer: Account) -> str:
+    """A new assistance, opened by the logged-in volunteer through the real form."""
+    await login(http, running, volunteer)
+    return await create_assistance(http, running)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, Playwright, expect
 
-from tests.browser import CHROMIUM, collect_console_errors, launch
+from tests.browser import CHROMIUM, RECORD_CONNECTIONS_JS, collect_console_errors, launch
 from tests.processes import ROOT, ServeProcess
 
 # What `tbf` needs besides the rate (NOTES.md): with loopback's default 64 KiB MTU it drops
@@ -34,18 +34,6 @@ LATENCY = "300ms"
 MTU = "1500"
 VOLUNTEER_EMAIL = "benevole@netns.invalid"
 VOLUNTEER_PASSWORD = "netns-benevole-2026"
-# Keeps every RTCPeerConnection of the page in `window.vpConnections` (as in test_browser.py),
-# so tests and benchmarks can read its stats.
-RECORD_CONNECTIONS_JS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.vpConnections = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.vpConnections.push(this);
-    }
-  };
-})()"""
 
 
 def unavailable() -> str | None:

@@ -8,7 +8,7 @@ import fractions
 from collections import defaultdict
 from collections.abc import Mapping
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import av
@@ -29,7 +29,9 @@ from server import assist
 from server.dropin.board import apply_queue_delta
 from server.passes import LOGIN_COOKIE
 from server.store.models import AssistanceSession
-from tests.conftest import Running
+
+if TYPE_CHECKING:  # conftest imports this module for its fixtures
+    from tests.conftest import Running
 
 NAMESPACE = "/assist"
 EVENT_TIMEOUT = 5.0

@@ -9,7 +9,7 @@ import asyncio
 import html
 import inspect
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,13 +53,6 @@ QUEUE = "/queue"
 def settings(settings: Settings) -> Settings:
     """Behind a trusted proxy: each test client chooses its address with X-Forwarded-For."""
     return settings.model_copy(update={"trust_proxy": True})
-
-
-@pytest.fixture
-async def peers(running: Running) -> AsyncIterator[PeerSet]:
-    """Every Socket.IO client a test opens, closed before the server stops."""
-    async with PeerSet() as opened:
-        yield opened
 
 
 @dataclass

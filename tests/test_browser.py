@@ -15,6 +15,7 @@ from server.store.models import AssistanceSession
 from signaling.assist import NAMESPACE as ASSIST_NAMESPACE
 from signaling.server import SIO_KEY
 from tests.browser import (
+    RECORD_CONNECTIONS_JS,
     Chromium,
     assert_accessible,
     chromium_with_devices,
@@ -77,18 +78,6 @@ POINTER_POSITION_JS = """() => {
   const y = layer.top + parseFloat(ring.style.top);
   return [(x - left) / width, (y - top) / height];
 }"""
-# Keeps every RTCPeerConnection the page creates in `window.vpConnections`, so a test can tell
-# an ICE restart on the same connection from a fresh connection.
-RECORD_CONNECTIONS_JS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.vpConnections = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.vpConnections.push(this);
-    }
-  };
-})()"""
 # The remote ICE username fragment of the page's only connection: it changes on an ICE restart.
 REMOTE_UFRAG_JS = """() => {
   const sdp = window.vpConnections[0]?.remoteDescription?.sdp ?? '';

@@ -4,7 +4,6 @@ the figure the volunteer reads on the ended page, the handoff form and the ended
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,29 +15,13 @@ from server.data_used import MAX_DATA_BYTES
 from server.ratelimit import RATELIMIT_KEY
 from server.store.models import AssistanceSession, utcnow
 from tests.conftest import (
-    Account,
     Running,
     browser_session,
-    create_assistance,
     csrf_from,
     login,
     make_account,
 )
 from tests.peers import PeerSet, SignalPeer, connect_beneficiary, connect_volunteer
-
-
-@pytest.fixture
-async def peers(running: Running) -> AsyncIterator[PeerSet]:
-    """Every Socket.IO peer a test opens, closed before the server stops."""
-    async with PeerSet() as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session_id(running: Running, http: aiohttp.ClientSession, volunteer: Account) -> str:
-    """A new assistance, opened by the logged-in volunteer through the real form."""
-    await login(http, running, volunteer)
-    return await create_assistance(http, running)
 
 
 async def pair(

@@ -4,13 +4,11 @@ python-socketio clients, the real database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
-import pytest
 from sqlalchemy import select
 
 from server.assist import MAX_RECORDED_PER_SESSION, current_code, link_for
@@ -40,20 +38,6 @@ from tests.peers import (
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 NAME = "Josette"
 CANDIDATE = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host"
-
-
-@pytest.fixture
-async def peers(running: Running) -> AsyncIterator[PeerSet]:
-    """Every Socket.IO peer a test opens, closed before the server stops."""
-    async with PeerSet() as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session_id(running: Running, http: aiohttp.ClientSession, volunteer: Account) -> str:
-    """A new assistance, opened by the logged-in volunteer through the real form."""
-    await login(http, running, volunteer)
-    return await create_assistance(http, running)
 
 
 async def load(running: Running, session_id: str) -> AssistanceSession:

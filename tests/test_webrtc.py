@@ -13,7 +13,7 @@ import av
 import pytest
 
 from signaling.messages import Pointer, decode_datachannel, encode_datachannel
-from tests.conftest import Account, Running, create_assistance, login
+from tests.conftest import Running
 from tests.peers import (
     PatternTrack,
     PeerSet,
@@ -40,13 +40,6 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
         return ["127.0.0.1"] if use_ipv4 else []
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", loopback)
-
-
-@pytest.fixture
-async def session_id(running: Running, http: aiohttp.ClientSession, volunteer: Account) -> str:
-    """A new assistance, opened by the logged-in volunteer through the real form."""
-    await login(http, running, volunteer)
-    return await create_assistance(http, running)
 
 
 @pytest.fixture
