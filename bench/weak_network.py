@@ -91,7 +91,7 @@ from playwright.async_api import Error as PlaywrightError
 from bench import page_weight
 from bench.context import BenchEnv, Row
 from bench.share_latency import ARM_FRAME_JS, DEMO_EMAIL, DEMO_PASSWORD, Volunteer
-from tests.browser import launch
+from tests.browser import Chromium, launch
 
 RUNS = 5
 QUICK_RUNS = 2
@@ -505,9 +505,7 @@ class Beneficiary:
         address: str,
     ) -> Beneficiary:
         """New context and page; emulation set before the first navigation."""
-        device = {
-            k: v for k, v in playwright.devices[DEVICE].items() if k != "default_browser_type"
-        }
+        device = Chromium(playwright, browser).device(DEVICE)
         context = await browser.new_context(
             **device, locale="fr-FR", extra_http_headers={"X-Forwarded-For": address}
         )
