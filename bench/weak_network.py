@@ -478,8 +478,8 @@ def table_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         "http_requests": sum(r["kind"] in ("http", "redirect") for r in rows),
         "redirects": sum(r["kind"] == "redirect" for r in rows),
         "ws_handshakes": sum(r["what"].startswith("handshake") for r in rows),
-        "ws_frames": sum(r["kind"].startswith("ws ") for r in rows),
-        "entries_before_welcome": len(before_welcome),
+        "ws_frame_rows": sum(r["kind"].startswith("ws ") for r in rows),
+        "rows_before_welcome": len(before_welcome),
     }
 
 
