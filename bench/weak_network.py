@@ -14,8 +14,8 @@ and ``Emulation.setCPUThrottlingRate`` for the old phone). Profiles, as the issu
 
 What this emulation shapes, as seen here in Chromium 156 (page-side marks and CDP times of the
 round-trip tables): every HTTP request and the WebSocket handshake pay the latency once plus the
-throughput; WebSocket *frames* get no added latency (offer → answer ≈ 160 ms on "Slow 3G", against
-≈ 100 ms on loopback), so the signalling exchanges are optimistic by about one latency each;
+throughput; WebSocket *frames* get no added latency (offer → answer ≈ 160 ms on "Slow 3G", about
+as on loopback), so the signalling exchanges are optimistic by about one latency each;
 WebRTC does pay it (ICE checking → connected ≈ 0.8 s and DTLS ≈ 1.1 s more on "Slow 3G", both a
 few ms on loopback). bench/weak_media.py measures media quality under a ``tbf`` limit.
 
