@@ -14,8 +14,8 @@ and ``Emulation.setCPUThrottlingRate`` for the old phone). Profiles, as the issu
 
 What this emulation shapes, as seen here in Chromium 156 (page-side marks and CDP times of the
 round-trip tables): every HTTP request and the WebSocket handshake pay the latency once plus the
-throughput; WebSocket *frames* get no added latency (offer → answer ≈ 160 ms on "Slow 3G", against
-≈ 100 ms on loopback), so the signalling exchanges are optimistic by about one latency each;
+throughput; WebSocket *frames* get no added latency (offer → answer ≈ 160 ms on "Slow 3G", about
+as on loopback), so the signalling exchanges are optimistic by about one latency each;
 WebRTC does pay it (ICE checking → connected ≈ 0.8 s and DTLS ≈ 1.1 s more on "Slow 3G", both a
 few ms on loopback). bench/weak_media.py measures media quality under a ``tbf`` limit.
 
@@ -91,7 +91,7 @@ from playwright.async_api import Error as PlaywrightError
 from bench import page_weight
 from bench.context import BenchEnv, Row
 from bench.share_latency import ARM_FRAME_JS, DEMO_EMAIL, DEMO_PASSWORD, Volunteer
-from tests.browser import launch
+from tests.browser import Chromium, launch
 
 RUNS = 5
 QUICK_RUNS = 2
@@ -478,8 +478,8 @@ def table_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         "http_requests": sum(r["kind"] in ("http", "redirect") for r in rows),
         "redirects": sum(r["kind"] == "redirect" for r in rows),
         "ws_handshakes": sum(r["what"].startswith("handshake") for r in rows),
-        "ws_frames": sum(r["kind"].startswith("ws ") for r in rows),
-        "entries_before_welcome": len(before_welcome),
+        "ws_frame_rows": sum(r["kind"].startswith("ws ") for r in rows),
+        "rows_before_welcome": len(before_welcome),
     }
 
 
@@ -505,9 +505,7 @@ class Beneficiary:
         address: str,
     ) -> Beneficiary:
         """New context and page; emulation set before the first navigation."""
-        device = {
-            k: v for k, v in playwright.devices[DEVICE].items() if k != "default_browser_type"
-        }
+        device = Chromium(playwright, browser).device(DEVICE)
         context = await browser.new_context(
             **device, locale="fr-FR", extra_http_headers={"X-Forwarded-For": address}
         )
