@@ -1,7 +1,8 @@
-"""Beneficiary first load: the bytes the server actually puts on the wire for `/j/<token>` → `/b`
-and every same-origin script and stylesheet the page pulls in (HTML ``<script src>``,
-``<link rel=stylesheet|modulepreload|preload>``, CSS ``@import``, and ES-module static
-``import``/``export … from`` followed recursively).
+"""Beneficiary first load: the bytes the server actually puts on the wire for `/j/<token>` (the
+room itself since issue 14; a redirect to `/b` before) and every same-origin script and
+stylesheet the page pulls in (HTML ``<script src>``, ``<link rel=stylesheet|modulepreload|
+preload>``, CSS ``@import``, and ES-module static ``import``/``export … from`` followed
+recursively, through the page's import map as a browser resolves them).
 
 Measured twice in the same run: with ``Accept-Encoding: gzip`` (what a phone gets) and with
 ``Accept-Encoding: identity`` (the baseline: the same files uncompressed). The client never
@@ -10,6 +11,7 @@ decompresses before counting (``auto_decompress=False``); it only gunzips afterw
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -91,12 +93,25 @@ class PageRefs(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.refs: list[tuple[str, str]] = []  # (kind, url)
         self.uncounted: list[tuple[str, str]] = []
+        self.import_map: dict[str, str] = {}
+        self._in_import_map = False
+
+    def handle_data(self, data: str) -> None:
+        """The import map's JSON (module URL → the URL actually fetched)."""
+        if self._in_import_map:
+            self.import_map.update(json.loads(data).get("imports", {}))
+
+    def handle_endtag(self, tag: str) -> None:
+        """End of the import map, if in it."""
+        self._in_import_map = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """Collect what the browser fetches before the page is usable."""
         a = {name: value or "" for name, value in attrs}
         rel = a.get("rel", "").lower().split()
-        if tag == "script" and a.get("src"):
+        if tag == "script" and a.get("type", "").lower() == "importmap":
+            self._in_import_map = True
+        elif tag == "script" and a.get("src"):
             kind = "module" if a.get("type", "").lower() == "module" else "script"
             self.refs.append((kind, a["src"]))
         elif tag == "link" and a.get("href"):
@@ -111,6 +126,11 @@ class PageRefs(HTMLParser):
                 self.uncounted.append((f"link rel={' '.join(rel)}", a["href"]))
         elif tag in {"img", "source", "audio", "video"} and a.get("src"):
             self.uncounted.append((tag, a["src"]))
+
+
+def _mapped(import_map: dict[str, str], url: str) -> str:
+    """The URL a browser fetches for a module URL, through the page's import map."""
+    return import_map.get(urldefrag(url).url, url)
 
 
 def _same_origin(url: str, origin: str) -> bool:
@@ -131,6 +151,7 @@ async def crawl(
     """Fetch everything ``page`` pulls in, recursively; same-origin only."""
     parser = PageRefs()
     parser.feed(page.text)
+    mapped = {urljoin(page.url, k): urljoin(page.url, v) for k, v in parser.import_map.items()}
     queue = [(kind, urljoin(page.url, ref)) for kind, ref in parser.refs]
     seen: set[str] = set()
     fetched: list[Fetched] = []
@@ -152,8 +173,8 @@ async def crawl(
             continue
         if kind == "module":
             static, dynamic = module_imports(item.text)
-            queue.extend(("module", urljoin(url, spec)) for spec in static)
-            lazy.extend(urljoin(url, spec) for spec in dynamic)
+            queue.extend(("module", _mapped(mapped, urljoin(url, s))) for s in static)
+            lazy.extend(_mapped(mapped, urljoin(url, spec)) for spec in dynamic)
         elif kind == "stylesheet":
             queue.extend(("stylesheet", urljoin(url, s)) for s in CSS_IMPORT.findall(item.text))
             uncounted.extend(
@@ -165,18 +186,15 @@ async def crawl(
 
 
 async def first_load(server_url: str, join_token: str, encoding: str) -> dict[str, Any]:
-    """`/j/<token>` (303 + pass cookie), then `/b` and its scripts and stylesheets."""
+    """`/j/<token>` (the room, with the pass cookie), then its scripts and stylesheets."""
     jar = aiohttp.CookieJar(unsafe=True)  # unsafe: accept cookies from 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar, auto_decompress=False) as http:
-        join = await fetch(http, f"{server_url}/j/{join_token}", "redirect", encoding)
-        if join.status != 303:
-            return {"error": f"/j/<token> answered {join.status}, expected 303", "files": [join]}
-        page = await fetch(http, f"{server_url}/b", "document", encoding)
+        page = await fetch(http, f"{server_url}/j/{join_token}", "document", encoding)
         if page.status != 200:
             snippet = " ".join(page.text.split())[:160]
-            return {"error": f"/b answered {page.status}: {snippet}", "files": [join, page]}
+            return {"error": f"/j/<token> answered {page.status}: {snippet}", "files": [page]}
         crawled = await crawl(http, page, server_url, encoding)
-    return {**crawled, "files": [join, page, *crawled["fetched"]]}
+    return {**crawled, "files": [page, *crawled["fetched"]]}
 
 
 def _summary(files: list[Fetched]) -> dict[str, int]:

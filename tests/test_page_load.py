@@ -20,7 +20,7 @@ from playwright.async_api import Request, Route, WebSocket, expect
 
 from server import assist
 from server.store.models import AssistanceSession
-from server.web.assets import STATIC_IMPORT, Assets
+from server.web.assets import DYNAMIC_IMPORT, SOON, STATIC_DIR, STATIC_IMPORT, Assets
 from tests.browser import Chromium, chromium_with_devices
 from tests.conftest import Account, Running, browser_session, entered_room, login
 from tests.test_browser import consent, join_link, log_in, open_assistance, wait_status
@@ -30,7 +30,8 @@ WAIT_MS = 15_000
 expect.set_options(timeout=WAIT_MS)
 IMMUTABLE = "public, max-age=31536000, immutable"
 IMPORT_MAP = re.compile(r'<script type="importmap">(.*?)</script>', re.DOTALL)
-PRELOADS = re.compile(r'<link rel="modulepreload" href="([^"]+)">')
+PRELOADS = re.compile(r'<link rel="modulepreload" href="([^"]+)"(?: fetchpriority="low")?>')
+LOW_PRELOADS = re.compile(r'<link rel="modulepreload" href="([^"]+)" fetchpriority="low">')
 ENTRY = re.compile(r'<script type="module" src="([^"]+)"></script>')
 
 
@@ -128,6 +129,19 @@ async def test_the_room_page_loads_every_module_at_once_through_its_import_map(
                     wanted.add(imports[plain])
                     todo.append(imports[plain])
     assert wanted and wanted <= preloaded, wanted - preloaded
+    # What the script imports at once (SOON) is preloaded too, after the rest.
+    soon = {imports[f"/static/{path}"] for path in SOON["js/beneficiary.js"]}
+    assert soon <= set(LOW_PRELOADS.findall(html)) and not soon & wanted
+
+
+def test_what_a_page_script_imports_at_once_is_what_it_imports_dynamically() -> None:
+    """SOON (server/web/assets.py) names exactly the page script's immediate dynamic imports
+    (photo.js, loaded on the first photo only, stays out)."""
+    for entry, modules in SOON.items():
+        source = (STATIC_DIR / entry).read_text()
+        dynamic = {f"js/{spec.removeprefix('./')}" for spec in DYNAMIC_IMPORT.findall(source)}
+        assert set(modules) <= dynamic
+        assert dynamic - set(modules) == {"js/photo.js"}
 
 
 def _normalise(path: str) -> str:
@@ -258,3 +272,35 @@ async def test_the_code_page_fetches_the_rooms_files_while_the_person_types(
             .filter((e) => e.transferSize > 0).map((e) => e.name)"""
     )
     assert from_network == [], from_network
+
+
+async def test_commencer_pressed_before_the_connections_scripts_waits_for_them(
+    running: Running, volunteer: Account, chrome: Chromium
+) -> None:
+    """The consent step is usable before Socket.IO and WebRTC's modules arrive (they are most
+    of the page's script): "Commencer" pressed then opens the room at once and connects as
+    soon as they are there."""
+    vol = await chrome.page()
+    await log_in(vol, running, volunteer)
+    session_id = await open_assistance(vol)
+    errors: list[str] = []
+    ben = await chrome.page("Pixel 7", errors=errors)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_signaling(route: Route, request: Request) -> None:
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    await ben.route(re.compile(r"/static/js/signaling\.js"), hold_signaling)
+    await ben.goto(await join_link(running, session_id), wait_until="commit")
+    await held.wait()
+    await expect(ben.locator("body")).to_have_attribute("data-vp-ready", "true")
+    await consent(ben)
+    await wait_status(ben, "waiting")
+    assert await beneficiary_sid(running, session_id) is None
+    release.set()
+    await wait_status(ben, "connected")
+    await wait_status(vol, "connected")
+    assert errors == []

@@ -64,6 +64,12 @@ STATIC_IMPORT = re.compile(
     r"""(?:^|[;\s}])(?:import|export)\s*(?:[\w$*{}\s,]+?\s*from\s*)?["']([^"'\n]+)["']""",
     re.MULTILINE,
 )
+DYNAMIC_IMPORT = re.compile(r"""\bimport\(\s*["']([^"'\n]+)["']\s*\)""")
+# Modules a page script imports dynamically as soon as it runs: not needed to read and use the
+# page's first screen (the beneficiary's consent), so they must not delay it, but needed right
+# after. They are preloaded at low priority (and prefetched with the script by pages before).
+# tests/test_page_load.py checks that each is a dynamic import of its script.
+SOON = {"js/beneficiary.js": ("js/signaling.js", "js/rtc.js", "js/usage.js")}
 VERSION_CHARS = 16
 CHECK_EVERY_SECONDS = 1.0
 
@@ -178,12 +184,26 @@ class Assets:
         """The CSP source that allows the import map, and nothing else inline."""
         return self._import_map()[1]
 
+    def soon_graph(self, entry: str) -> list[str]:
+        """The modules `entry` imports dynamically at once (SOON), with their own imports,
+        less those it imports statically."""
+        first = set(self.module_graph(entry))
+        paths: list[str] = []
+        for module in SOON.get(entry, ()):
+            for path in [module, *self.module_graph(module)]:
+                if path not in first and path not in paths and path != entry:
+                    paths.append(path)
+        return paths
+
     def module_tags(self, entry: str) -> Markup:
         """The <head> tags that load the page script `entry` (e.g. "js/beneficiary.js")."""
         text, _source = self._import_map()
         lines = [f'<script type="importmap">{text}</script>']
         for path in self.module_graph(entry):
             lines.append(f'<link rel="modulepreload" href="{escape(self.url(path))}">')
+        for path in self.soon_graph(entry):
+            url = escape(self.url(path))
+            lines.append(f'<link rel="modulepreload" href="{url}" fetchpriority="low">')
         lines.append(f'<script type="module" src="{escape(self.url(entry))}"></script>')
         return Markup("\n".join(lines))  # noqa: S704 (every URL escaped)
 
@@ -192,7 +212,7 @@ class Assets:
         same), fetched at low priority while the person reads or types on this one."""
         paths: list[str] = []
         for entry in entries:
-            for path in [entry, *self.module_graph(entry)]:
+            for path in [entry, *self.module_graph(entry), *self.soon_graph(entry)]:
                 if path not in paths:
                     paths.append(path)
         tags = [f'<link rel="prefetch" href="{escape(self.url(p))}">' for p in paths]

@@ -1,11 +1,10 @@
 // The beneficiary's page: consent, then share screen / camera / photo, talk and chat.
 // The beneficiary is always the offerer: one Peer (rtc.js) per volunteer or observer.
+// Only what the consent step needs is imported here; the connection's modules (Socket.IO,
+// WebRTC, data use: most of the page's script) come just after, see `connection` below.
 import { $, on, show, el, t, config, setStatus, announce, toLayer, isUnit } from "./common.js";
-import { connectAssist, preconnect } from "./signaling.js";
-import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
-import { UsageReporter } from "./usage.js";
 import { isDataMode, preferCodecs, tuneAudioSender, tuneVideoSender } from "./media.js";
 
 const HELPER_ROLES = ["volunteer", "observer"];
@@ -47,6 +46,7 @@ const ui = {
 };
 
 const peers = new Map(); // peer_id -> Peer
+let rtc = null; // rtc.js, once loaded (see `connection`)
 let signaling = null;
 let iceServers = [];
 let track = null;
@@ -104,7 +104,7 @@ const mic = createMic({
 
 // --- Consent and start --------------------------------------------------------------------
 
-function start(event) {
+async function start(event) {
   event.preventDefault();
   const name = $("first-name").value.trim().slice(0, 40);
   show(ui.consent, false);
@@ -114,6 +114,16 @@ function start(event) {
   updateSharingUi();
   keepAwake();
   mic.enable(false);
+  let connectAssist;
+  let UsageReporter;
+  try {
+    ({ connectAssist, UsageReporter } = await connection);
+  } catch (err) {
+    console.warn("visio-permanence: the connection's scripts did not load", err);
+    ui.connError.textContent = t("conn_load");
+    show(ui.connError, true);
+    return;
+  }
   signaling = connectAssist(name ? { name } : {});
   usage = new UsageReporter(signaling);
   signaling
@@ -188,7 +198,7 @@ function onPeerLeft(msg) {
 
 function addPeer(id, role) {
   closePeer(id);
-  const peer = new Peer(id, {
+  const peer = new rtc.Peer(id, {
     signaling,
     iceServers: () => iceServers,
     offerer: true,
@@ -558,14 +568,22 @@ function finish(reason) {
 
 // --- Wiring -------------------------------------------------------------------------------
 
-// While the person reads the consent text: the ICE servers came with the page, the
-// signalling connection opens (without joining the room: that waits for "Commencer") and the
-// first connection gathers its network candidates, so that "Commencer" costs one round trip.
-watchIceServers((servers) => {
-  iceServers = servers;
-});
-preconnect();
-setTimeout(() => Peer.warmUp(() => iceServers, tuning), 0);
+// The connection's modules, fetched at once (preloaded at low priority: the consent step's
+// files go first on a slow link) but not waited for: the page is usable without them, and
+// "Commencer" waits for them if pressed first. Then, while the person reads the consent text:
+// the ICE servers came with the page, the signalling connection opens (without joining the
+// room: that waits for "Commencer") and the first connection gathers its network candidates,
+// so that "Commencer" costs one round trip. server/web/assets.py SOON lists these imports.
+const connection = Promise.all([import("./signaling.js"), import("./rtc.js"), import("./usage.js")])
+  .then(([signalingModule, rtcModule, usageModule]) => {
+    rtc = rtcModule;
+    rtc.watchIceServers((servers) => {
+      iceServers = servers;
+    });
+    signalingModule.preconnect();
+    setTimeout(() => rtc.Peer.warmUp(() => iceServers, tuning), 0);
+    return { connectAssist: signalingModule.connectAssist, UsageReporter: usageModule.UsageReporter };
+  });
 
 show(ui.shareScreen, canScreen);
 show(ui.shareCamera, canCamera);
