@@ -48,11 +48,12 @@ run: setup ## migrate, load the demo (with a year of synthetic statistics) and s
 serve: setup
 	$(BIN)/permanence serve --host $(HOST) --port $(PORT)
 
-system-deps: ## Debian's Chromium (browser tests, driven by Playwright), coturn (TURN tests), nginx (log format test)
-	@command -v chromium >/dev/null && command -v turnserver >/dev/null && test -x /usr/sbin/nginx || { \
+system-deps: ## Debian's Chromium (browser tests, driven by Playwright), coturn (TURN tests), nginx (log format test), iproute2 (ip netns and tc: the weak-network tests)
+	@command -v chromium >/dev/null && command -v turnserver >/dev/null && test -x /usr/sbin/nginx \
+	  && command -v tc >/dev/null && command -v ip >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn nginx >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium coturn nginx iproute2 >/dev/null; }
 
 lint: $(BIN)/.installed ## style, the layers (import-linter contracts in pyproject.toml), dependencies
 	$(BIN)/ruff check server signaling tests bench
