@@ -122,7 +122,7 @@ async def test_low_data_modes_reach_the_beneficiary_who_is_told(link: WeakLink) 
     state = vol.locator("#data-mode-state")
 
     await vol.get_by_label("Image moins fréquente (2 images par seconde au plus)").check()
-    low = "Économie de données : le bénévole voit votre écran moins souvent."
+    low = "Économie de données : le bénévole voit ce que vous montrez moins souvent."
     await expect(notice).to_have_text(low)
     await expect(ben.locator("#vp-live")).to_have_text(low)
     await expect(state).to_contain_text("En vigueur chez la personne : Image moins fréquente")
@@ -135,7 +135,7 @@ async def test_low_data_modes_reach_the_beneficiary_who_is_told(link: WeakLink) 
 
     await vol.get_by_label("Son et photos seulement (pas de vidéo)").check()
     audio = (
-        "Économie de données : le bénévole ne voit plus votre écran. Il vous entend. "
+        "Économie de données : le bénévole ne voit plus ce que vous montrez. Il vous entend. "
         "Vous pouvez envoyer une photo."
     )
     await expect(notice).to_have_text(audio)
@@ -144,7 +144,7 @@ async def test_low_data_modes_reach_the_beneficiary_who_is_told(link: WeakLink) 
     # With no track on the sender, the encoder has nothing to send: the byte count freezes.
     sent = await until_sent(ben, "!sent.track")
     await expect(ben.locator("#sharing-info")).to_have_text(
-        "Économie de données : le bénévole ne voit pas votre écran."
+        "Économie de données : le bénévole ne voit pas ce que vous montrez."
     )
     # Photos still go: the data channel is untouched.
     png = await vol.screenshot()
@@ -158,7 +158,7 @@ async def test_low_data_modes_reach_the_beneficiary_who_is_told(link: WeakLink) 
     await vol.get_by_label("Normal").check()
     await expect(notice).to_be_hidden()
     await expect(ben.locator("#vp-live")).to_have_text(
-        "Fin de l'économie de données : le bénévole voit de nouveau votre écran."
+        "Fin de l'économie de données : le bénévole voit de nouveau ce que vous montrez."
     )
     await expect(state).to_contain_text("En vigueur chez la personne : Normal")
     await video_bytes_grow(ben, 5_000)
