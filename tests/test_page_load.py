@@ -304,3 +304,29 @@ async def test_commencer_pressed_before_the_connections_scripts_waits_for_them(
     await wait_status(ben, "connected")
     await wait_status(vol, "connected")
     assert errors == []
+
+
+async def test_after_the_code_a_reload_opens_b_and_never_sends_the_code_again(
+    running: Running, volunteer: Account, chrome: Chromium
+) -> None:
+    """The code's answer is the room itself (a POST): once the page has put /b in the address
+    bar, a reload asks GET /b with the pass, not the form again."""
+    vol = await chrome.page()
+    await log_in(vol, running, volunteer)
+    await open_assistance(vol)
+    code = re.sub(r"\D", "", await vol.locator("#join-code").inner_text())
+    errors: list[str] = []
+    ben = await chrome.page("Pixel 7", errors=errors)
+    await ben.goto(running.url("/code"))
+    await ben.get_by_label("Code à 8 chiffres").fill(code)
+    await ben.get_by_role("button", name="Continuer").click()
+    await expect(ben.locator("body")).to_have_attribute("data-vp-ready", "true")
+    assert urlsplit(ben.url).path == "/b"
+    sent: list[tuple[str, str]] = []
+    ben.on("request", lambda request: sent.append((request.method, urlsplit(request.url).path)))
+    response = await ben.reload()
+    assert response is not None and response.status == 200
+    assert ("GET", "/b") in sent and not [r for r in sent if r[0] == "POST"], sent
+    await expect(ben.locator("#step-consent")).to_be_visible()
+    await expect(ben.locator("body")).to_have_attribute("data-vp-ready", "true")
+    assert errors == []
