@@ -22,16 +22,12 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import aiohttp
 
 from bench.context import BenchEnv, Row
+from server.web.assets import DYNAMIC_IMPORT, STATIC_IMPORT
 
 TARGET_BYTES = 60_000  # "≤ 60 KB", read strictly as 60,000 bytes
 GZIP = "gzip"
 IDENTITY = "identity"
-# Static imports only (they block the first render); `import("…")` is lazy and listed apart.
-STATIC_IMPORT = re.compile(
-    r"""(?:^|[;\s}])(?:import|export)\s*(?:[\w$*{}\s,]+?\s*from\s*)?["']([^"'\n]+)["']""",
-    re.MULTILINE,
-)
-DYNAMIC_IMPORT = re.compile(r"""\bimport\(\s*["']([^"'\n]+)["']\s*\)""")
+# Modules: static imports block the first render (followed); `import("…")` is listed apart.
 CSS_IMPORT = re.compile(r"""@import\s+(?:url\()?\s*["']?([^"')\s;]+)""")
 CSS_URL = re.compile(r"""url\(\s*["']?([^"')]+)["']?\s*\)""")
 

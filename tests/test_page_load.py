@@ -10,13 +10,14 @@ import asyncio
 import base64
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from playwright.async_api import Request, Route, WebSocket, expect
+from playwright.async_api import Page, Request, Route, WebSocket, expect
 
 from server import assist
 from server.store.models import AssistanceSession
@@ -39,6 +40,27 @@ ENTRY = re.compile(r'<script type="module" src="([^"]+)"></script>')
 async def chrome() -> AsyncIterator[Chromium]:
     async with chromium_with_devices() as launched:
         yield launched
+
+
+class Held:
+    """Requests of a page for the URLs matching a pattern, held until `release` is set (a
+    script arriving late on a slow network)."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @classmethod
+    async def on(cls, page: Page, pattern: str) -> Held:
+        held = cls()
+
+        async def hold(route: Route, request: Request) -> None:
+            held.requested.set()
+            await held.release.wait()
+            await route.continue_()
+
+        await page.route(re.compile(pattern), hold)
+        return held
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -120,10 +142,9 @@ async def test_the_room_page_loads_every_module_at_once_through_its_import_map(
                 assert resp.status == 200, url
                 assert resp.headers["Cache-Control"] == IMMUTABLE, url
                 source = await resp.text()
-            base = urlsplit(url).path
+            folder = posixpath.dirname(urlsplit(url).path)
             for specifier in STATIC_IMPORT.findall(source):
-                plain = urlsplit(running.url(base)).path.rsplit("/", 1)[0] + "/" + specifier
-                plain = _normalise(plain)
+                plain = posixpath.normpath(posixpath.join(folder, specifier))
                 assert plain in imports, (url, specifier)
                 if imports[plain] not in wanted:
                     wanted.add(imports[plain])
@@ -142,16 +163,6 @@ def test_what_a_page_script_imports_at_once_is_what_it_imports_dynamically() -> 
         dynamic = {f"js/{spec.removeprefix('./')}" for spec in DYNAMIC_IMPORT.findall(source)}
         assert set(modules) <= dynamic
         assert dynamic - set(modules) == {"js/photo.js"}
-
-
-def _normalise(path: str) -> str:
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part == "..":
-            parts.pop()
-        elif part not in ("", "."):
-            parts.append(part)
-    return "/" + "/".join(parts)
 
 
 # --- The room, in Chromium --------------------------------------------------------------------
@@ -207,19 +218,11 @@ async def test_buttons_pressed_before_the_script_arrives_never_reload_the_page(
     await log_in(vol, running, volunteer)
     session_id = await open_assistance(vol)
     ben = await chrome.page("Pixel 7")
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    async def hold_page_script(route: Route, request: Request) -> None:
-        held.set()
-        await release.wait()
-        await route.continue_()
-
-    await ben.route(re.compile(r"/static/js/beneficiary\.js"), hold_page_script)
+    script = await Held.on(ben, r"/static/js/beneficiary\.js")
     navigations: list[str] = []
     ben.on("framenavigated", lambda frame: navigations.append(frame.url))
     goto = asyncio.create_task(ben.goto(await join_link(running, session_id), wait_until="commit"))
-    await held.wait()
+    await script.requested.wait()
     await goto
     start = ben.locator("#start-button")
     await expect(start).to_be_visible()
@@ -235,7 +238,7 @@ async def test_buttons_pressed_before_the_script_arrives_never_reload_the_page(
     assert len(navigations) == before
     await expect(ben.locator("#step-consent")).to_be_visible()
 
-    release.set()
+    script.release.set()
     await expect(start).to_be_enabled()
     await expect(ben.locator("#start-wait")).to_be_hidden()
     await start.click()
@@ -285,22 +288,14 @@ async def test_commencer_pressed_before_the_connections_scripts_waits_for_them(
     session_id = await open_assistance(vol)
     errors: list[str] = []
     ben = await chrome.page("Pixel 7", errors=errors)
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    async def hold_signaling(route: Route, request: Request) -> None:
-        held.set()
-        await release.wait()
-        await route.continue_()
-
-    await ben.route(re.compile(r"/static/js/signaling\.js"), hold_signaling)
+    script = await Held.on(ben, r"/static/js/signaling\.js")
     await ben.goto(await join_link(running, session_id), wait_until="commit")
-    await held.wait()
+    await script.requested.wait()
     await expect(ben.locator("body")).to_have_attribute("data-vp-ready", "true")
     await consent(ben)
     await wait_status(ben, "waiting")
     assert await beneficiary_sid(running, session_id) is None
-    release.set()
+    script.release.set()
     await wait_status(ben, "connected")
     await wait_status(vol, "connected")
     assert errors == []

@@ -94,7 +94,8 @@ class Assets:
     def __init__(self) -> None:
         self._versions: dict[str, tuple[_Stamp | None, str]] = {}
         self._imports: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self._map: tuple[tuple[tuple[str, str], ...], Markup, str] | None = None
+        self._map: tuple[Markup, str] | None = None
+        self._module_list: list[str] = []
         self._checked = 0.0
 
     # -- versions ---------------------------------------------------------------------------
@@ -109,6 +110,10 @@ class Assets:
             if _stamp(static_file(path)) != stamp:
                 del self._versions[path]
                 self._map = None
+        modules = self._modules()
+        if modules != self._module_list:
+            self._module_list = modules
+            self._map = None
 
     def version(self, path: str) -> str:
         """The version of the file served at /static/<path> ("" if there is none)."""
@@ -169,16 +174,16 @@ class Assets:
         return ours + vendored
 
     def _import_map(self) -> tuple[Markup, str]:
+        """The import map and its CSP source, built again only when a module changed (every
+        page response asks for the CSP source: no file is read or listed for it)."""
         self._fresh()
-        modules = self._modules()
-        key = tuple((path, self.version(path)) for path in modules)
-        if self._map is None or self._map[0] != key:
-            imports = {f"/static/{path}": self.url(path) for path, version in key if version}
+        if self._map is None:
+            imports = {f"/static/{p}": self.url(p) for p in self._module_list if self.version(p)}
             text = json.dumps({"imports": imports}, separators=(",", ":"))
             digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
             # JSON of our own paths (no "<"): safe inside <script>.
-            self._map = (key, Markup(text), f"'sha256-{digest}'")  # noqa: S704
-        return self._map[1], self._map[2]
+            self._map = (Markup(text), f"'sha256-{digest}'")  # noqa: S704
+        return self._map
 
     def script_src(self) -> str:
         """The CSP source that allows the import map, and nothing else inline."""
