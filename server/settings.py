@@ -364,6 +364,38 @@ class Settings(BaseSettings):
         description='Counts below this are shown as "< N" in statistics exports and the API, so '
         "that nobody can be re-identified.",
     )
+    vault_max_document_mb: int = Field(
+        10,
+        gt=0,
+        le=100,
+        description="Largest document (encrypted) a person can put in their vault, in MB.",
+    )
+    vault_max_mb: int = Field(
+        200, gt=0, description="Space of one vault (all its encrypted documents), in MB."
+    )
+    vault_max_documents: int = Field(100, gt=0, description="Documents one vault can hold.")
+    vault_retention_months: int = Field(
+        24,
+        gt=0,
+        description="A vault nobody opened for this many months is deleted, documents and all, "
+        "after notices 30 and 7 days before (when the person left a phone or an e-mail).",
+    )
+    vault_storage: Literal["auto", "files", "database"] = Field(
+        "auto",
+        description="Where encrypted documents are stored: `files` under DATA_DIR/vault, "
+        "`database` (table `vault_blobs`, shared by every node), `auto`: `database` on "
+        "PostgreSQL, `files` on SQLite.",
+    )
+    vault_trustee_code_minutes: int = Field(
+        60,
+        gt=0,
+        description="How long the code a personne de confiance gives a person stays valid.",
+    )
+    vault_recovery_request_minutes: int = Field(
+        15,
+        gt=0,
+        description="How long a new device waits for its personne de confiance to answer.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @classmethod

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -741,3 +742,140 @@ class WorkerHeartbeat(Base):
     node: Mapped[str] = mapped_column(String(100), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- Vault (coffre-fort numérique, server/vault/DESIGN.md) -----------------------------------------
+# The server holds ciphertext and the hashes of capabilities only: no column below can be read
+# as a document, a name or a key without a secret that only the person's devices (or their
+# personne de confiance) hold.
+
+
+class Vault(Base):
+    """A person's vault, found by the hash of its access capability, never by its id."""
+
+    __tablename__ = "vaults"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    access_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    recovery_lookup_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # b64u(iv ‖ AES-GCM(recovery key, vault key)): 60 bytes, 80 characters.
+    recovery_box: Mapped[str] = mapped_column(String(100))
+    # The person agreed that document categories are kept in clear for the statistics.
+    share_facts: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where the vault was made from, when the person came from a room: for the statistics only.
+    association_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    departement: Mapped[str | None] = mapped_column(String(3), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Optional, given by the person only so that they are told before a retention deletion.
+    contact_phone: Mapped[str | None] = mapped_column(String(20), default=None)
+    contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # Retention notices already sent for the current period of inactivity (0, 1 or 2).
+    notices_sent: Mapped[int] = mapped_column(Integer, default=0)
+    # Totals kept in the same transaction as the documents, so that a quota check reads one row.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    document_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class VaultDocument(Base):
+    """One encrypted document: its wrapped key, encrypted metadata and where its blob lives."""
+
+    __tablename__ = "vault_documents"
+
+    # Made by the browser (UUID4) and bound into the ciphertext's additional data.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    wrapped_key: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(20), default=None)
+    # "files" or "database": where the blob was written (server/vault/storage.py).
+    storage: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VaultBlobChunk(Base):
+    """A piece of a document's ciphertext, for the `database` storage (several nodes). No foreign
+    key: chunks are written before the document row commits; orphans are removed by the purge."""
+
+    __tablename__ = "vault_blobs"
+
+    document_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VaultEvent(Base):
+    """Something that happened to a vault, shown to the person (who named or used a trustee)."""
+
+    __tablename__ = "vault_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The trustee's name and association as shown when it happened (staff, not the person).
+    trustee_name: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+class TrusteeKey(Base):
+    """A staff account's public key as personne de confiance; the private key never leaves the
+    browser that made it. A new key replaces the old one (``replaced_at``)."""
+
+    __tablename__ = "trustee_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    replaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class TrusteeCode(Base):
+    """A short-lived code a trustee gives a person so that they can name them."""
+
+    __tablename__ = "trustee_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trustee_key_id: Mapped[int] = mapped_column(
+        ForeignKey("trustee_keys.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class VaultGrant(Base):
+    """The vault key wrapped for a trustee with the person's consent; revoking erases it."""
+
+    __tablename__ = "vault_grants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"), index=True)
+    trustee_key_id: Mapped[int] = mapped_column(
+        ForeignKey("trustee_keys.id", ondelete="CASCADE"), index=True
+    )
+    wrapped_key: Mapped[str | None] = mapped_column(Text, default=None)
+    label: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class VaultRecoveryRequest(Base):
+    """A new device asking a trustee for the vault key: its public key, then the answer."""
+
+    __tablename__ = "vault_recovery_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    public_key: Mapped[str] = mapped_column(Text)
+    poll_token_hash: Mapped[str] = mapped_column(String(64))
+    pairing_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    wrapped_key: Mapped[str | None] = mapped_column(Text, default=None)
+    grant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("vault_grants.id", ondelete="CASCADE"), default=None
+    )
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
