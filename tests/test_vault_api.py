@@ -6,6 +6,7 @@ a browser would send. What it stores must never contain a document's bytes in cl
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from server.store.models import (
 from server.vault import storage as vault_storage
 from server.vault.context import session_of_token, vault_context_token
 from tests.conftest import Account, Running
+from tests.test_bad_input import UNPARSEABLE, Body
 from tests.vault_client import (
     Answer,
     EncryptedDocument,
@@ -561,6 +563,41 @@ async def test_creation_needs_a_fresh_proof_of_work(
     assert await count(running, Vault) == 1
 
 
+async def test_unparseable_bodies_get_a_json_400_on_every_vault_route(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """The unreadable bodies of tests/test_bad_input.py (charsets, codecs, broken multipart)
+    and JSON in strange charsets, sent to every vault route that reads a body, with a valid
+    capability: never a 5xx, a JSON 400 (404 for recovery, whatever the cause), nothing
+    stored."""
+    device = await new_vault(running, http)
+    document = encrypt_document(device.keys, document_with(1 * KB))
+    assert (await device.upload(document)).status == 201
+    bodies = [
+        *UNPARSEABLE,
+        Body("JSON, claimed rot13", "application/json; charset=rot13", b'{"phone": 7, "meta": 7}'),
+        Body("JSON, unknown charset", "application/json; charset=nope", b'{"email": []}'),
+        Body("JSON, invalid UTF-8", "application/json", b'{"meta": "\xff"}'),
+        Body("JSON array", "application/json", b"[]"),
+    ]
+    routes = [
+        ("POST", "/coffre/api/vault", 400),
+        ("POST", "/coffre/api/recover", 404),
+        ("POST", "/coffre/api/documents", 400),
+        ("PUT", "/coffre/api/vault/contact", 400),
+        ("PUT", f"/coffre/api/documents/{document.id}", 400),
+    ]
+    failures = []
+    for n, ((method, path, expected), body) in enumerate(itertools.product(routes, bodies)):
+        headers = {"Content-Type": body.content_type, "X-Forwarded-For": f"192.0.2.{n}"}
+        answer = await device.request(method, path, data=body.data, headers=headers)
+        if answer.status != expected or not answer.error.get("message"):
+            failures.append(f"{method} {path} ({body.name}): {answer.status} {answer.body}")
+    assert not failures, "\n".join(failures)
+    assert await count(running, Vault) == 1
+    assert await count(running, VaultDocument) == 1
+
+
 def _vault_body(**changes: Any) -> dict[str, Any]:
     keys = VaultKeys.new()
     code = RecoveryCode.new()
@@ -797,8 +834,8 @@ async def test_page_config_names_the_api_and_limits(
         "contact": "/coffre/api/vault/contact",
         "recover": "/coffre/api/recover",
         "documents": "/coffre/api/documents",
-        "document": "/coffre/api/documents/{id}",
-        "blob": "/coffre/api/documents/{id}/blob",
+        "document": "/coffre/api/documents/{document_id}",
+        "blob": "/coffre/api/documents/{document_id}/blob",
     }
     assert config["limits"]["max_document_bytes"] == 10 * 1024 * 1024
     assert config["limits"]["max_bytes"] == 200 * 1024 * 1024

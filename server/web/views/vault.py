@@ -15,6 +15,7 @@ memory; ``client_max_size`` only bounds ``request.read()``, which is not used he
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,8 +95,9 @@ def _storages(request: web.Request) -> Storages:
 async def _body(request: web.Request) -> dict[str, Any]:
     """The JSON object of a request; VaultError (400) for anything else."""
     try:
-        body = await request.json()
-    except ValueError:
+        # JSON is UTF-8 (RFC 8259): whatever charset the request claims is not used.
+        body = json.loads(await request.read())
+    except ValueError:  # not JSON, not UTF-8
         body = None
     if not isinstance(body, dict):
         raise VaultError("invalid_json", _(vaults.BAD_DATA))
@@ -139,7 +141,7 @@ async def page(request: web.Request) -> web.StreamResponse:
             "contact": url_for(request, "vault-contact"),
             "recover": url_for(request, "vault-recover"),
             "documents": url_for(request, "vault-documents"),
-            # Paths with an "{id}" placeholder for the page to fill.
+            # Paths with a "{document_id}" placeholder for the page to fill.
             "document": request.app.router["vault-document"].canonical,
             "blob": request.app.router["vault-document-blob"].canonical,
         },
@@ -309,14 +311,14 @@ async def add_document(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.get("/coffre/api/documents/{id}/blob", name="vault-document-blob")
+@routes.get("/coffre/api/documents/{document_id}/blob", name="vault-document-blob")
 async def blob(request: web.Request) -> web.StreamResponse:
     """A document's ciphertext, streamed as stored."""
     vault = await _vault(request)
     await _within(request, (READS_PER_VAULT,), vault.id)
     await _within(request, (READS_PER_IP,), client_key(request))
     async with request.app[SESSIONMAKER_KEY]() as db:
-        document = await vaults.get_document(db, vault, request.match_info["id"])
+        document = await vaults.get_document(db, vault, request.match_info["document_id"])
     chunks = _storages(request).of(document.storage).read(document.id)
     try:
         first = await anext(chunks, b"")
@@ -338,7 +340,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@routes.put("/coffre/api/documents/{id}", name="vault-document")
+@routes.put("/coffre/api/documents/{document_id}", name="vault-document")
 async def update_document(request: web.Request) -> web.StreamResponse:
     """New encrypted metadata (a rename) and category for a document."""
     vault = await _vault(request)
@@ -346,16 +348,18 @@ async def update_document(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         document = await vaults.update_document(
-            db, vault, request.match_info["id"], body.get("meta"), body.get("category")
+            db, vault, request.match_info["document_id"], body.get("meta"), body.get("category")
         )
     return _json({"document": vaults.document_json(document)})
 
 
-@routes.delete("/coffre/api/documents/{id}", name="vault-document")
+@routes.delete("/coffre/api/documents/{document_id}", name="vault-document")
 async def delete_document(request: web.Request) -> web.StreamResponse:
     """Delete one document, its blob with it (204)."""
     vault = await _vault(request)
     await _within(request, (CHANGES_PER_VAULT,), vault.id)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        await vaults.delete_document(db, request.app[SETTINGS_KEY], vault, request.match_info["id"])
+        await vaults.delete_document(
+            db, request.app[SETTINGS_KEY], vault, request.match_info["document_id"]
+        )
     return _no_content()
