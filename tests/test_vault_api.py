@@ -162,7 +162,9 @@ async def test_document_is_stored_encrypted_and_recovered_byte_identical(
     assert made.answer.status == 201, made.answer
     assert made.answer.headers["Cache-Control"] == "no-store"
     device = VaultHttp(http, running.base_url, made.keys)
-    data = document_with(600 * KB)  # three chunks of the database storage
+    # Three chunks of the database storage, and more than the app's client_max_size (256 KiB):
+    # the upload is streamed, never read whole.
+    data = document_with(600 * KB)
     document = encrypt_document(made.keys, data, name=f"{MARKER.decode()}.pdf", category="caf")
     answer = await device.upload(document)
     assert answer.status == 201, answer
@@ -533,6 +535,22 @@ async def test_recover_is_rate_limited_per_client(
     assert answer.status == 200 and keys is not None
 
 
+async def test_failed_authentications_are_rate_limited_per_client(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """Thirty wrong capabilities in ten minutes from one client, then 429 even with the right
+    one from there; the vault still opens from elsewhere."""
+    device = await new_vault(running, http)
+    here = {"X-Forwarded-For": "198.51.100.7"}
+    for _ in range(30):
+        stranger = VaultHttp(http, running.base_url, VaultKeys.new())
+        assert (await stranger.request("GET", "/coffre/api/vault", headers=here)).status == 401
+    answer = await device.request("GET", "/coffre/api/vault", headers=here)
+    assert answer.status == 429 and answer.error["code"] == "rate_limited"
+    elsewhere = {"X-Forwarded-For": "198.51.100.8"}
+    assert (await device.request("GET", "/coffre/api/vault", headers=elsewhere)).status == 200
+
+
 async def test_creation_needs_a_fresh_proof_of_work(
     running: Running, http: aiohttp.ClientSession
 ) -> None:
@@ -886,6 +904,18 @@ async def test_orphan_blobs_older_than_a_day_are_removed(
     async with running.sessionmaker() as db:
         assert old_chunk not in set(await db.scalars(select(VaultBlobChunk.document_id)))
     assert await device.read(kept.id) == document_with(2 * KB)
+
+
+def test_auto_storage_is_the_database_on_postgresql_and_files_on_sqlite(
+    settings: Settings,
+) -> None:
+    """VAULT_STORAGE=auto follows the database; an explicit choice wins."""
+    pg = settings.model_copy(update={"database_url": "postgresql+asyncpg://u@h/db"})
+    lite = settings.model_copy(update={"database_url": "sqlite+aiosqlite:///x.sqlite3"})
+    assert vault_storage.current_name(pg) == "database"
+    assert vault_storage.current_name(lite) == "files"
+    forced = lite.model_copy(update={"vault_storage": "database"})
+    assert vault_storage.current_name(forced) == "database"
 
 
 def test_recovery_code_parsing_catches_typing_mistakes() -> None:
