@@ -834,6 +834,19 @@ async def test_contact_is_kept_and_removed(running: Running, http: aiohttp.Clien
     async with running.sessionmaker() as db:
         vault = await db.scalar(select(Vault))
         assert vault is not None and vault.contact_phone == "+33612345678"
+    landline = await device.request(
+        "PUT", "/coffre/api/vault/contact", json={"phone": "01 44 55 66 77"}
+    )
+    assert landline.status == 400 and landline.error["code"] == "no_reachable_contact"
+    both = await device.request(
+        "PUT",
+        "/coffre/api/vault/contact",
+        json={"phone": "01 44 55 66 77", "email": "Camille@Exemple.fr"},
+    )
+    assert both.status == 200
+    async with running.sessionmaker() as db:
+        vault = await db.scalar(select(Vault))
+        assert vault is not None and vault.contact_email == "Camille@exemple.fr"
     bad = await device.request("PUT", "/coffre/api/vault/contact", json={"email": "nope"})
     assert bad.status == 400 and bad.error["field"] == "email"
     answer = await device.request("PUT", "/coffre/api/vault/contact", json={})
