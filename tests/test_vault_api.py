@@ -227,6 +227,29 @@ async def test_blob_answer_is_the_stored_ciphertext_with_no_store(
         assert await resp.read() == document.blob
 
 
+async def test_head_of_a_blob_gives_its_length_without_the_bytes(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    device = await new_vault(running, http)
+    document = encrypt_document(device.keys, document_with(3 * KB))
+    assert (await device.upload(document)).status == 201
+    async with http.head(
+        running.url(f"/coffre/api/documents/{document.id}/blob"), headers=device.keys.headers
+    ) as resp:
+        assert resp.status == 200
+        assert int(resp.headers["Content-Length"]) == len(document.blob)
+        assert await resp.read() == b""
+
+
+async def test_a_json_body_over_the_apps_size_limit_is_a_french_413(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """JSON bodies stay under aiohttp's client_max_size (256 KiB): past it, a French 413."""
+    device = await new_vault(running, http)
+    answer = await device.request("PUT", "/coffre/api/vault/contact", data=b"{" + b" " * 300_000)
+    assert answer.status == 413 and answer.error["message"] == "Ce que vous envoyez est trop gros."
+
+
 # -- Who may do what ------------------------------------------------------------------------------
 
 

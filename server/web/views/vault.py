@@ -56,6 +56,7 @@ READS_PER_IP = Rule("vault-read-ip", parse("1200/hour"))
 CHANGES_PER_VAULT = Rule("vault-change-vault", parse("300/hour"))
 
 TOO_MANY = N_("Trop d'essais. Attendez quelques minutes puis réessayez.")
+BODY_TOO_LARGE = N_("Ce que vous envoyez est trop gros.")
 FIELD_PARTS = ("id", "key", "meta", "category")
 FIELD_MAX_BYTES = vaults.META_MAX_CHARS + 64
 # Multipart framing and the fields around the blob, over the blob's own limit.
@@ -99,6 +100,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = json.loads(await request.read())
     except ValueError:  # not JSON, not UTF-8
         body = None
+    except web.HTTPRequestEntityTooLarge:  # over client_max_size: aiohttp's text is English
+        raise VaultError("body_too_large", _(BODY_TOO_LARGE), kind=Kind.TOO_LARGE) from None
     if not isinstance(body, dict):
         raise VaultError("invalid_json", _(vaults.BAD_DATA))
     return body
@@ -330,6 +333,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
     response.content_length = document.size
     _no_store(response)
     await response.prepare(request)
+    if request.method == "HEAD":  # the length only: a body would break the connection's framing
+        await chunks.aclose()
+        await response.write_eof()
+        return response
     try:
         await response.write(first)
         async for chunk in chunks:
