@@ -98,6 +98,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "take-next: CPU per take vs queue length, contention (SQLite, PG)",
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
+    Benchmark("vault", "bench.vault_upload", "Vault: server CPU per MB uploaded and downloaded"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
     Benchmark(
         "combined",
