@@ -26,6 +26,7 @@ from server.web.views import (
     notifications,
     referrers,
     stats,
+    vault,
     vault_trustees,
 )
 
@@ -49,6 +50,7 @@ VIEW_MODULES = (
     referrers,
     access_tokens,
     api_v1,
+    vault,
     vault_trustees,
 )
 
