@@ -58,7 +58,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Delete, Update
 
 from server.settings import Settings
-from server.vault import retention as vault_retention
 from server.store.engine import begin_write
 from server.store.models import (
     Appointment,
@@ -70,6 +69,7 @@ from server.store.models import (
     QueueEntry,
     WaitlistEntry,
 )
+from server.vault import retention as vault_retention
 
 log = logging.getLogger(__name__)
 
