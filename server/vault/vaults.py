@@ -114,7 +114,9 @@ class Limits:
 
 
 def _megabytes(count: int) -> str:
-    return f"{count // MB}" if count % MB == 0 else f"{count / MB:.1f}".replace(".", ",")
+    """Bytes as French megabytes: "12", "0,5" (one decimal below 10, none when it is 0)."""
+    value = round(count / MB, 1 if count < 10 * MB else 0)
+    return f"{value:g}".replace(".", ",")
 
 
 def vault_full(limits: Limits) -> VaultError:
