@@ -28,7 +28,7 @@ from server.web.views import (
     stats,
 )
 
-CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
+CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
     health,
