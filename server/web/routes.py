@@ -26,6 +26,7 @@ from server.web.views import (
     notifications,
     referrers,
     stats,
+    vault,
 )
 
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
@@ -48,6 +49,7 @@ VIEW_MODULES = (
     referrers,
     access_tokens,
     api_v1,
+    vault,
 )
 
 
