@@ -27,6 +27,7 @@ from server.web.views import (
     referrers,
     stats,
     vault,
+    vault_trustees,
 )
 
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
@@ -50,6 +51,7 @@ VIEW_MODULES = (
     access_tokens,
     api_v1,
     vault,
+    vault_trustees,
 )
 
 
