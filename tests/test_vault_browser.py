@@ -6,22 +6,26 @@ step (server/vault/DESIGN.md, issue 15)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import secrets
 import struct
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
-from sqlalchemy import func, select, text
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Download, FilePayload, Page, expect
+from sqlalchemy import func, select
 
+from server.db import make_sessionmaker
 from server.settings import Settings
-from server.store.models import Vault, VaultBlobChunk, VaultDocument
+from server.store.engine import make_engine
+from server.store.models import Base, Vault, VaultBlobChunk, VaultDocument
+from server.web.app import create_app
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
 from tests.conftest import Running
 from tests.vault_client import RecoveryCode
@@ -64,7 +68,9 @@ def pdf_with(marker: str) -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    )
     return out.getvalue()
 
 
@@ -72,23 +78,31 @@ def png(width: int = 320, height: int = 240) -> bytes:
     """A colourful PNG, as a phone's camera would hand a picture to the page."""
     rows = b"".join(
         b"\x00"
-        + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, (x ^ y) & 255))
+        + bytes(
+            v for x in range(width) for v in (x * 255 // width, y * 255 // height, (x ^ y) & 255)
+        )
         for y in range(height)
     )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
-# -- What the server holds --------------------------------------------------------------------------
+# -- What the server holds ------------------------------------------------------------------------
 
 
-async def stored_bytes(running: Running) -> bytes:
-    """Every byte the server keeps about vaults: the SQLite file with its WAL and SHM, or the
-    vault tables' rows on PostgreSQL, plus every file under DATA_DIR/vault."""
+def files_bytes(running: Running) -> list[bytes]:
+    """The SQLite file with its WAL and SHM (when SQLite), and every file under DATA_DIR/vault."""
     parts: list[bytes] = []
     url = running.settings.database_url
     if url.startswith("sqlite"):
@@ -97,18 +111,22 @@ async def stored_bytes(running: Running) -> bytes:
             path = Path(f"{db_file}{suffix}")
             if path.exists():
                 parts.append(path.read_bytes())
-    else:
+    return parts + [path.read_bytes() for path in blob_files(running)]
+
+
+async def stored_bytes(running: Running) -> bytes:
+    """Every byte the server keeps about vaults: the database (the SQLite files, or the vault
+    tables' rows on PostgreSQL) and every file under DATA_DIR/vault."""
+    parts = files_bytes(running)
+    if not running.settings.database_url.startswith("sqlite"):
         async with running.sessionmaker() as db:
-            for table in VAULT_TABLES:
-                for row in (await db.execute(text(f"SELECT * FROM {table}"))).all():
+            for name in VAULT_TABLES:
+                for row in (await db.execute(select(Base.metadata.tables[name]))).all():
                     for value in row:
                         if isinstance(value, bytes | bytearray | memoryview):
                             parts.append(bytes(value))
                         elif value is not None:
                             parts.append(str(value).encode())
-    vault_dir = running.settings.data_dir / "vault"
-    if vault_dir.exists():
-        parts.extend(path.read_bytes() for path in sorted(vault_dir.rglob("*")) if path.is_file())
     return b"\n".join(parts)
 
 
@@ -123,6 +141,10 @@ async def counts(running: Running) -> dict[str, int]:
             "vaults": await db.scalar(select(func.count()).select_from(Vault)) or 0,
             "documents": await db.scalar(select(func.count()).select_from(VaultDocument)) or 0,
             "chunks": await db.scalar(select(func.count()).select_from(VaultBlobChunk)) or 0,
+            "chunked": await db.scalar(
+                select(func.count(func.distinct(VaultBlobChunk.document_id)))
+            )
+            or 0,
             "files": len(blob_files(running)),
         }
 
@@ -141,20 +163,26 @@ async def tamper(running: Running, document_id: str) -> None:
             data[40] ^= 0x01
             chunk.data = bytes(data)
             return
+    flip_file_byte(running, document_id)
+
+
+def flip_file_byte(running: Running, document_id: str) -> None:
     (path,) = [p for p in blob_files(running) if p.name == document_id]
     data = bytearray(path.read_bytes())
     data[40] ^= 0x01
     path.write_bytes(bytes(data))
 
 
-# -- Driving the page -------------------------------------------------------------------------------
+# -- Driving the page -----------------------------------------------------------------------------
 
 
 async def at_step(page: Page, step: str) -> None:
     await expect(page.locator("body")).to_have_attribute("data-vault-step", step)
 
 
-async def open_page(chrome: Chromium, running: Running, errors: list[str], path: str = "/coffre") -> Page:
+async def open_page(
+    chrome: Chromium, running: Running, errors: list[str], path: str = "/coffre"
+) -> Page:
     page = await chrome.page(PHONE, errors=errors)
     await page.goto(running.url(path))
     return page
@@ -203,13 +231,22 @@ async def create_vault(page: Page, share_facts: bool = False, check: bool = True
 
 
 async def add_document(
-    page: Page, name: str, data: bytes, mime: str, category: str, *, photo: bool = False,
-    expires_on: str | None = None, expect_error: str | None = None,
+    page: Page,
+    name: str,
+    data: bytes,
+    mime: str,
+    category: str,
+    *,
+    photo: bool = False,
+    expires_on: str | None = None,
+    expect_error: str | None = None,
 ) -> None:
     before = await page.locator("#docs-list > li").count()
     target = "#photo-input" if photo else "#file-input"
     file_name = "photo.png" if photo else f"{name}.pdf"
-    await page.set_input_files(target, files=[{"name": file_name, "mimeType": mime, "buffer": data}])
+    await page.set_input_files(
+        target, files=[FilePayload(name=file_name, mimeType=mime, buffer=data)]
+    )
     await at_step(page, "add")
     await page.select_option("#add-category", category)
     await page.fill("#add-name", name)
@@ -243,19 +280,21 @@ async def opened_bytes(page: Page, name: str) -> bytes:
     assert await page.locator("#viewer-download").get_attribute("href") == url
     async with page.expect_download() as info:
         await page.click("#viewer-download")
-    download = await info.value
-    return Path(await download.path()).read_bytes()
+    return read(await (await info.value).path())
 
 
 async def downloaded_bytes(page: Page, name: str) -> tuple[str, bytes]:
     async with page.expect_download() as info:
         await doc_item(page, name).get_by_role("button", name="Télécharger").click()
     download = await info.value
-    path = await download.path()
-    return download.suggested_filename, Path(path).read_bytes()
+    return download.suggested_filename, read(await download.path())
 
 
-# -- Tests ------------------------------------------------------------------------------------------
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+# -- Tests ----------------------------------------------------------------------------------------
 
 
 async def test_vault_created_filled_and_restored_with_the_server_holding_only_ciphertext(
@@ -271,7 +310,9 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
     code = await create_vault(page)
 
     await page.click("#choose-file")  # the button opens the file input (nothing else)
-    await add_document(page, "Attestation CAF", pdf, "application/pdf", "caf", expires_on="2031-05-20")
+    await add_document(
+        page, "Attestation CAF", pdf, "application/pdf", "caf", expires_on="2031-05-20"
+    )
     item = doc_item(page, "Attestation CAF")
     await expect(item).to_contain_text("CAF")
     await expect(item).to_contain_text("Valable jusqu'au 20 mai 2031")
@@ -314,3 +355,206 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
     await at_step(third, "docs")
     await expect(third.locator("#docs-list > li")).to_have_count(2)
     assert errors == []
+
+
+async def test_documents_renamed_tampered_deleted_exported_and_the_vault_erased(
+    chrome: Chromium, running: Running
+) -> None:
+    """Rename; a flipped byte of a stored blob gives the French error and shows nothing; one
+    document deleted (row and blob gone); the zip export holds every document byte for byte;
+    the contact for notices; the vault deleted (rows and blobs gone, the device forgets it)."""
+    errors: list[str] = []
+    page = await open_page(chrome, running, errors)
+    await create_vault(page, share_facts=True, check=False)
+    first, second = pdf_with("first"), pdf_with("second")
+    await add_document(page, "Avis impots", first, "application/pdf", "impots")
+    await add_document(page, "Ordonnance", second, "application/pdf", "sante")
+    await add_document(page, "Photo", png(64, 48), "image/png", "autre", photo=True)
+    photo = await opened_bytes(page, "Photo")
+    async with running.sessionmaker() as db:
+        rows = {d.category: d for d in await db.scalars(select(VaultDocument))}
+    assert set(rows) == {"impots", "sante", "autre"}, "share_facts: categories in clear"
+
+    # Rename, with a new type and a date.
+    await doc_item(page, "Avis impots").get_by_role("button", name="Renommer").click()
+    await at_step(page, "edit")
+    await assert_accessible(page, "rename")
+    await page.fill("#edit-name", "Avis d'impôt 2026")
+    await page.fill("#edit-expiry", "2027-12-31")
+    await page.click("#edit-form button[type=submit]")
+    await at_step(page, "docs")
+    await expect(doc_item(page, "Avis d'impôt 2026")).to_contain_text("31 décembre 2027")
+
+    # Tampered: the error, and nothing shown or downloaded.
+    await tamper(running, rows["sante"].id)
+    await doc_item(page, "Ordonnance").get_by_role("button", name="Ouvrir").click()
+    await expect(page.locator("#docs-error")).to_have_text(TAMPERED)
+    await expect(page.locator("#viewer")).to_be_hidden()
+    await expect(page.locator("#viewer-body > *")).to_have_count(0)
+    await assert_accessible(page, "documents, tampered error")
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    await doc_item(page, "Ordonnance").get_by_role("button", name="Télécharger").click()
+    await expect(page.locator("#docs-error")).to_have_text(TAMPERED)
+
+    # Delete one: asked first, then the row and its blob are gone.
+    await doc_item(page, "Ordonnance").get_by_role("button", name="Supprimer").click()
+    await at_step(page, "remove")
+    await expect(page.locator("#remove-text")).to_contain_text("Ordonnance")
+    await assert_accessible(page, "delete a document")
+    await page.click("#remove-yes")
+    await at_step(page, "docs")
+    await expect(page.locator("#docs-list > li")).to_have_count(2)
+    assert [d for d in downloads if "Ordonnance" in d.suggested_filename] == []
+    async with running.sessionmaker() as db:
+        assert await db.get(VaultDocument, rows["sante"].id) is None
+        chunks = await db.scalar(
+            select(func.count())
+            .select_from(VaultBlobChunk)
+            .where(VaultBlobChunk.document_id == rows["sante"].id)
+        )
+    assert chunks == 0
+    assert not [p for p in blob_files(running) if p.name == rows["sante"].id]
+
+    # Settings: usage, history, contact, export.
+    await page.click("#go-settings")
+    await at_step(page, "settings")
+    await expect(page.locator("#usage-text")).to_contain_text("2 document(s) sur 100")
+    await expect(page.locator("#events-list")).to_contain_text("vous avez créé votre coffre-fort")
+    await assert_accessible(page, "settings")
+    await page.fill("#contact-phone", "06 12 34 56 78")
+    await page.click("#contact-form button[type=submit]")
+    await expect(page.locator("#settings-status")).to_contain_text("C'est noté")
+    async with running.sessionmaker() as db:
+        vault = await db.scalar(select(Vault))
+        assert vault is not None and vault.contact_phone
+    async with page.expect_download() as info:
+        await page.click("#export")
+    download = await info.value
+    assert download.suggested_filename.endswith(".zip")
+    with zipfile.ZipFile(io.BytesIO(read(await download.path()))) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    assert entries == {"Impôts/Avis d'impôt 2026.pdf": first, "Autre/Photo.jpg": photo}
+    await expect(page.locator("#export-status")).to_contain_text("téléchargé")
+
+    # The whole vault: asked first, then gone for everyone, and this device forgets it.
+    await page.click("#go-erase")
+    await at_step(page, "erase")
+    await assert_accessible(page, "delete the vault")
+    await page.click("#erase-yes")
+    await at_step(page, "erased")
+    await assert_accessible(page, "vault deleted")
+    assert await counts(running) == dict.fromkeys(
+        ("vaults", "documents", "chunks", "chunked", "files"), 0
+    )
+    await page.goto(running.url("/coffre"))
+    await at_step(page, "intro")
+    assert errors == []
+
+
+async def test_wrong_codes_are_told_apart_and_a_typo_never_reaches_the_server(
+    chrome: Chromium, running: Running
+) -> None:
+    """A typing mistake is said by the page without asking the server; an unknown code gets
+    the server's 404 message; a browser without WebCrypto storage is told plainly."""
+    errors: list[str] = []
+    known = await open_page(chrome, running, errors)
+    code = await create_vault(known, check=False)
+    requests: list[str] = []
+    page = await chrome.page(PHONE, errors=errors, requests=requests)
+    await page.goto(running.url("/coffre"))
+    await at_step(page, "intro")
+    await page.click("#go-restore")
+    await at_step(page, "restore")
+    last = code[-1]
+    typo = code[:-1] + ("0" if last != "0" else "1")
+    await page.fill("#restore-code", typo)
+    await page.click("#restore-button")
+    await expect(page.locator("#restore-error")).to_have_text(
+        "Il y a une faute de frappe dans le code. Vérifiez chaque caractère."
+    )
+    await page.fill("#restore-code", code[:12])
+    await page.click("#restore-button")
+    await expect(page.locator("#restore-error")).to_contain_text("25 caractères")
+    assert not [url for url in requests if "/coffre/api/recover" in url]
+    await assert_accessible(page, "restore, typing mistake")
+
+    unknown = RecoveryCode.new().text
+    await page.fill("#restore-code", unknown)
+    await page.click("#restore-button")
+    error = page.locator("#restore-error")
+    await expect(error).to_be_visible()
+    message = await error.text_content() or ""
+    assert "faute de frappe" not in message and len(message) > 20
+    assert [url for url in requests if "/coffre/api/recover" in url]
+    await at_step(page, "restore")
+    # The 404's console line is the one expected.
+    errors[:] = [e for e in errors if "/coffre/api/recover" not in e and "404" not in e]
+
+    bare = await chrome.page(PHONE, errors=errors)
+    await bare.add_init_script("Object.defineProperty(window, 'indexedDB', { value: undefined });")
+    await bare.goto(running.url("/coffre"))
+    await at_step(bare, "unsupported")
+    await assert_accessible(bare, "unsupported browser")
+    assert errors == []
+
+
+async def test_a_full_vault_and_a_too_large_document_are_refused_in_french(
+    chrome: Chromium, settings: Settings
+) -> None:
+    """With 1 MB per vault and per document: a document over the limit is refused before it is
+    sent; the one that does not fit any more gets the server's message; nothing is left."""
+    small = settings.model_copy(update={"vault_max_mb": 1, "vault_max_document_mb": 1})
+    async with serve(small) as running:
+        errors: list[str] = []
+        page = await open_page(chrome, running, errors)
+        await create_vault(page, check=False)
+        await add_document(
+            page,
+            "Trop gros",
+            padded_pdf(1_200_000),
+            "application/pdf",
+            "autre",
+            expect_error="Ce document est trop lourd (1,1 Mo). La limite est de 1 Mo.",
+        )
+        await assert_accessible(page, "add, too large")
+        await page.click("#add-cancel")
+        await at_step(page, "docs")
+        await add_document(page, "Premier", padded_pdf(600_000), "application/pdf", "autre")
+        await add_document(
+            page,
+            "Second",
+            padded_pdf(600_000),
+            "application/pdf",
+            "autre",
+            expect_error=(
+                "Votre coffre-fort est plein (1 Mo). "
+                "Supprimez un document pour en ajouter un autre."
+            ),
+        )
+        await assert_accessible(page, "add, vault full")
+        found = await counts(running)
+        assert (found["documents"], found["files"] + found["chunked"]) == (1, 1)
+        errors[:] = [e for e in errors if "413" not in e]
+        assert errors == []
+
+
+def padded_pdf(size: int) -> bytes:
+    """A PDF of about `size` bytes (a comment of random text fills it)."""
+    head = pdf_with("padded")
+    return head + b"%" + secrets.token_hex(max(0, size - len(head)) // 2).encode() + b"\n"
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Running]:
+    """The app on the settings' port with these settings (like conftest's `running`)."""
+    app = create_app(settings)
+    port = int(settings.base_url.rsplit(":", 1)[1])
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    engine = make_engine(settings.database_url)
+    try:
+        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
+    finally:
+        await engine.dispose()
+        await server.close()
