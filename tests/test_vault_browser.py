@@ -7,6 +7,7 @@ step (server/vault/DESIGN.md, issue 15)."""
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import struct
 import zipfile
@@ -27,7 +28,8 @@ from server.store.engine import make_engine
 from server.store.models import Base, Vault, VaultBlobChunk, VaultDocument
 from server.web.app import create_app
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
-from tests.conftest import Running
+from tests.conftest import Account, Running
+from tests.test_browser import log_in
 from tests.vault_client import RecoveryCode
 
 WAIT_MS = 20_000
@@ -558,3 +560,99 @@ async def serve(settings: Settings) -> AsyncIterator[Running]:
     finally:
         await engine.dispose()
         await server.close()
+
+
+def digits(text: str | None) -> str:
+    return re.sub(r"\D", "", text or "")
+
+
+async def test_a_personne_de_confiance_reopens_the_vault_on_a_new_phone_and_is_revoked(
+    chrome: Chromium, running: Running, volunteer: Account
+) -> None:
+    """The person names a volunteer right after creating the vault (K still in memory); a new
+    phone asks through them (the same check digits on both screens), gets the vault and the
+    same document; the person sees the use, revokes, and names them again later, which asks
+    the recovery code again."""
+    errors: list[str] = []
+    staff = await chrome.page(errors=errors)
+    await log_in(staff, running, volunteer)
+    await staff.goto(running.url("/coffre/confiance"))
+    await staff.click("#make-key")
+    await expect(staff.locator("#code-section")).to_be_visible()
+    await staff.click("#make-code")
+    await expect(staff.locator("#trustee-code")).not_to_be_empty()
+    trustee_code = await staff.locator("#trustee-code").text_content() or ""
+
+    person = await open_page(chrome, running, errors)
+    await at_step(person, "intro")
+    await person.click("#go-create")
+    await person.click("#create-button")
+    await at_step(person, "sheet")
+    code = (await person.locator("#sheet-code").text_content() or "").strip()
+    await person.click("#sheet-kept")
+    label = await person.locator("#check-label").text_content() or ""
+    group = int(label.split("n° ")[1].split(" ")[0])
+    await person.fill("#check-group", code.split("-")[group - 1])
+    await person.click("#check-form button[type=submit]")
+    await at_step(person, "trustee")
+    await expect(person.locator("#trustee-recovery-row")).to_be_hidden()
+    await person.fill("#trustee-code", trustee_code)
+    await person.click("#trustee-find")
+    await expect(person.locator("#trustee-name")).to_have_text(volunteer.user.name)
+    await assert_accessible(person, "personne de confiance, confirm")
+    await person.fill("#trustee-label", "Mme Martin")
+    await person.click("#trustee-give")
+    await at_step(person, "docs")
+    pdf = pdf_with("trusted")
+    await add_document(person, "Titre de séjour", pdf, "application/pdf", "identite")
+
+    phone = await open_page(chrome, running, errors)
+    await phone.click("#go-restore")
+    await phone.click("#go-pairing")
+    await at_step(phone, "pairing")
+    await expect(phone.locator("#pairing-code")).not_to_be_empty()
+    await assert_accessible(phone, "pairing")
+    pairing = digits(await phone.locator("#pairing-code").text_content())
+    check = digits(await phone.locator("#pairing-check").text_content())
+    assert len(pairing) == 6 and len(check) == 6
+
+    await staff.fill("#pairing-code", pairing)
+    await staff.click("#find-request")
+    await expect(staff.locator("#request-result")).to_be_visible()
+    assert digits(await staff.locator("#check-digits").text_content()) == check
+    await staff.get_by_label("Mme Martin").check()
+    await staff.click("#answer")
+    await expect(staff.locator("#answer-done")).to_be_visible()
+
+    await at_step(phone, "docs")
+    assert await opened_bytes(phone, "Titre de séjour") == pdf
+
+    await person.click("#go-settings")
+    await at_step(person, "settings")
+    await expect(person.locator("#events-list")).to_contain_text(
+        f"votre personne de confiance {volunteer.user.name}"
+    )
+    await person.get_by_role("button", name=f"Retirer l'accès de {volunteer.user.name}").click()
+    await expect(person.locator("#settings-status")).to_have_text(
+        "L'accès de cette personne est retiré."
+    )
+    await expect(person.locator("#trustees-list")).to_contain_text("accès retiré le")
+
+    # Named again from the settings: K is no longer in memory, the code is asked.
+    await staff.click("#make-code")
+    await expect(staff.locator("#trustee-code")).not_to_have_text(trustee_code)
+    second_code = await staff.locator("#trustee-code").text_content() or ""
+    await person.click("#add-trustee")
+    await at_step(person, "trustee")
+    await expect(person.locator("#trustee-recovery-row")).to_be_visible()
+    await assert_accessible(person, "personne de confiance, code asked again")
+    await person.fill("#trustee-recovery", code)
+    await person.fill("#trustee-code", second_code)
+    await person.click("#trustee-find")
+    await person.fill("#trustee-label", "Mme Martin")
+    await person.click("#trustee-give")
+    await at_step(person, "settings")
+    await expect(
+        person.get_by_role("button", name=f"Retirer l'accès de {volunteer.user.name}")
+    ).to_be_visible()
+    assert errors == []
