@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Download, FilePayload, Page, expect
 from sqlalchemy import func, select
 
+from bench.page_weight import GZIP, TARGET_BYTES, page_first_load
 from server.db import make_sessionmaker
 from server.settings import Settings
 from server.store.engine import make_engine
@@ -656,3 +657,18 @@ async def test_a_personne_de_confiance_reopens_the_vault_on_a_new_phone_and_is_r
         person.get_by_role("button", name=f"Retirer l'accès de {volunteer.user.name}")
     ).to_be_visible()
     assert errors == []
+
+
+async def test_the_vault_page_first_load_stays_under_60_kb_compressed(running: Running) -> None:
+    """HTML, CSS and the scripts needed before the first tap, as gzip puts them on the wire
+    (bench/page_weight.py); the QR code, export, restore and trustee parts load later."""
+    loaded = await page_first_load(running.base_url, "/coffre", GZIP)
+    assert "error" not in loaded, loaded.get("error")
+    paths = [f.url.removeprefix(running.base_url).split("?")[0] for f in loaded["files"]]
+    assert "/static/js/vault-core.js" in paths and "/static/js/vault.js" in paths
+    assert not [p for p in paths if "uqr" in p or "fflate" in p or "vault-restore" in p]
+    lazy = {url.removeprefix(running.base_url).split("?")[0] for url in loaded["lazy"]}
+    assert {"/static/js/vault-sheet.js", "/static/js/vault-export.js"} <= lazy
+    wire = sum(f.wire_bytes for f in loaded["files"])
+    assert all(f.status == 200 for f in loaded["files"])
+    assert wire <= TARGET_BYTES, f"{wire} bytes on the wire: {paths}"
