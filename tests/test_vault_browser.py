@@ -31,6 +31,7 @@ from server.web.app import create_app
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
 from tests.conftest import Account, Running
 from tests.test_browser import log_in
+from tests.test_page_load import Held
 from tests.vault_client import RecoveryCode
 
 WAIT_MS = 20_000
@@ -309,8 +310,10 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
     errors: list[str] = []
     marker = f"VPMARK{secrets.token_hex(8).upper()}"
     pdf = pdf_with(marker)
-    page = await open_page(chrome, running, errors)
+    page = await open_page(chrome, running, errors, "/")
+    await page.get_by_role("link", name="Mon coffre-fort").click()
     code = await create_vault(page)
+    assert await page.locator("#sheet-code").text_content() == "", "the code left the page"
 
     await page.click("#choose-file")  # the button opens the file input (nothing else)
     await add_document(
@@ -493,6 +496,17 @@ async def test_wrong_codes_are_told_apart_and_a_typo_never_reaches_the_server(
     await at_step(page, "restore")
     # The 404's console line is the one expected.
     errors[:] = [e for e in errors if "/coffre/api/recover" not in e and "404" not in e]
+
+    # Before its script is there, the page says it is getting ready (nothing works yet).
+    slow = await chrome.page(PHONE, errors=errors)
+    held = await Held.on(slow, r"/static/js/vault\.js")
+    await slow.goto(running.url("/coffre"), wait_until="commit")
+    await held.requested.wait()
+    await expect(slow.locator("#step-loading")).to_be_visible()
+    await expect(slow.locator("#step-intro")).to_be_hidden()
+    await assert_accessible(slow, "getting ready")
+    held.release.set()
+    await at_step(slow, "intro")
 
     bare = await chrome.page(PHONE, errors=errors)
     await bare.add_init_script("Object.defineProperty(window, 'indexedDB', { value: undefined });")

@@ -340,7 +340,10 @@ async function checkCode() {
 // Loads the vault's state and shows the documents. A vault the server no longer knows (deleted
 // on another device, or after the retention period) is forgotten here.
 async function openDocs({ focus = true } = {}) {
+  // The recovery code leaves the page once the person moved on (it was shown once).
   fresh = null;
+  setText("sheet-code", "");
+  $("sheet-qr")?.replaceChildren();
   go("docs", { focus });
   setError("docs-error", null);
   if (!current) setText("docs-status", t("opening"));
