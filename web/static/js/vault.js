@@ -290,7 +290,11 @@ async function create() {
 }
 
 async function showSheet() {
-  setText("sheet-code", fresh.code);
+  // Group by group, so that a narrow screen wraps between groups, never inside one.
+  const groups = fresh.code.split("-");
+  $("sheet-code").replaceChildren(
+    ...groups.map((group, i) => el("span", { className: "code-group", textContent: i < groups.length - 1 ? `${group}-` : group })),
+  );
   go("sheet");
   try {
     const sheet = await load("sheet");
