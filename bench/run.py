@@ -79,6 +79,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("page", "bench.page_weight", "Beneficiary first load bytes, gzip vs identity"),
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
+    Benchmark("vault", "bench.vault_upload", "Vault: 5 MB photo encrypted + uploaded (Pixel 7)"),
     Benchmark(
         "weak-media",
         "bench.weak_media",

@@ -23,6 +23,7 @@ from playwright.async_api import Download, FilePayload, Page, expect
 from sqlalchemy import func, select
 
 from bench.page_weight import GZIP, TARGET_BYTES, page_first_load
+from bench.vault_upload import measure
 from server.db import make_sessionmaker
 from server.settings import Settings
 from server.store.engine import make_engine
@@ -673,6 +674,7 @@ async def test_a_personne_de_confiance_reopens_the_vault_on_a_new_phone_and_is_r
     assert errors == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_vault_page_first_load_stays_under_60_kb_compressed(running: Running) -> None:
     """HTML, CSS and the scripts needed before the first tap, as gzip puts them on the wire
     (bench/page_weight.py); the QR code, export, restore and trustee parts load later."""
@@ -686,3 +688,14 @@ async def test_the_vault_page_first_load_stays_under_60_kb_compressed(running: R
     wire = sum(f.wire_bytes for f in loaded["files"])
     assert all(f.status == 200 for f in loaded["files"])
     assert wire <= TARGET_BYTES, f"{wire} bytes on the wire: {paths}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_upload_benchmark_times_an_encrypted_and_a_plain_upload(
+    running: Running,
+) -> None:
+    """bench/vault_upload.py runs against the real server: both uploads stored, then deleted."""
+    found = await measure(running.base_url, 1)
+    assert len(found["encrypted_ms"]) == len(found["plain_ms"]) == 1
+    assert found["encrypted_median_ms"] > 0 and found["plain_median_ms"] > 0
+    assert (await counts(running))["documents"] == 0
