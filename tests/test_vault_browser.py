@@ -382,6 +382,20 @@ async def test_documents_renamed_tampered_deleted_exported_and_the_vault_erased(
         rows = {d.category: d for d in await db.scalars(select(VaultDocument))}
     assert set(rows) == {"impots", "sante", "autre"}, "share_facts: categories in clear"
 
+    # Offline: said plainly, nothing else changes; back online, the list comes back.
+    await page.context.set_offline(True)
+    await doc_item(page, "Photo").get_by_role("button", name="Ouvrir").click()
+    await expect(page.locator("#docs-error")).to_contain_text("La connexion ne marche pas")
+    await page.click("#go-settings")
+    await page.locator("#step-settings").get_by_role("button", name="Retour à mes documents").click()
+    await expect(page.locator("#docs-retry")).to_be_visible()
+    await assert_accessible(page, "documents, offline")
+    await page.context.set_offline(False)
+    await page.click("#docs-retry")
+    await expect(page.locator("#docs-retry")).to_be_hidden()
+    await expect(page.locator("#docs-list > li")).to_have_count(3)
+    errors[:] = [e for e in errors if "ERR_INTERNET_DISCONNECTED" not in e]
+
     # Rename, with a new type and a date.
     await doc_item(page, "Avis impots").get_by_role("button", name="Renommer").click()
     await at_step(page, "edit")
@@ -631,6 +645,11 @@ async def test_a_personne_de_confiance_reopens_the_vault_on_a_new_phone_and_is_r
     pairing = digits(await phone.locator("#pairing-code").text_content())
     check = digits(await phone.locator("#pairing-check").text_content())
     assert len(pairing) == 6 and len(check) == 6
+    # A reload while waiting keeps the same request (its private key stays on the phone).
+    await phone.reload()
+    await at_step(phone, "pairing")
+    assert digits(await phone.locator("#pairing-code").text_content()) == pairing
+    assert digits(await phone.locator("#pairing-check").text_content()) == check
 
     await staff.fill("#pairing-code", pairing)
     await staff.click("#find-request")

@@ -196,6 +196,7 @@ function wire() {
     openDocs();
   });
   on($("docs-list"), "click", onDocAction);
+  on($("docs-retry"), "click", () => openDocs());
   on($("viewer-close"), "click", closeViewer);
   on($("edit-form"), "submit", (event) => {
     event.preventDefault();
@@ -350,6 +351,7 @@ async function openDocs({ focus = true } = {}) {
   $("sheet-qr")?.replaceChildren();
   go("docs", { focus });
   setError("docs-error", null);
+  show($("docs-retry"), false);
   if (!current) setText("docs-status", t("opening"));
   try {
     current = await client.state();
@@ -357,6 +359,7 @@ async function openDocs({ focus = true } = {}) {
     renderDocs();
   } catch (err) {
     setText("docs-status", "");
+    show($("docs-retry"), true);
     if (err instanceof core.VaultError && err.status === 401) {
       await core.forgetDevice();
       client = null;
