@@ -387,7 +387,9 @@ async def test_documents_renamed_tampered_deleted_exported_and_the_vault_erased(
     await doc_item(page, "Photo").get_by_role("button", name="Ouvrir").click()
     await expect(page.locator("#docs-error")).to_contain_text("La connexion ne marche pas")
     await page.click("#go-settings")
-    await page.locator("#step-settings").get_by_role("button", name="Retour à mes documents").click()
+    await (
+        page.locator("#step-settings").get_by_role("button", name="Retour à mes documents").click()
+    )
     await expect(page.locator("#docs-retry")).to_be_visible()
     await assert_accessible(page, "documents, offline")
     await page.context.set_offline(False)
