@@ -23,7 +23,7 @@ from playwright.async_api import Download, FilePayload, Page, expect
 from sqlalchemy import func, select
 
 from bench.page_weight import GZIP, TARGET_BYTES, page_first_load
-from bench.vault_upload import measure
+from bench.vault_page_upload import measure
 from server.db import make_sessionmaker
 from server.settings import Settings
 from server.store.engine import make_engine
@@ -715,7 +715,7 @@ async def test_the_vault_page_first_load_stays_under_60_kb_compressed(running: R
 async def test_the_upload_benchmark_times_an_encrypted_and_a_plain_upload(
     running: Running,
 ) -> None:
-    """bench/vault_upload.py runs against the real server: both uploads stored, then deleted."""
+    """bench/vault_page_upload.py runs against the real server: both uploads stored, then deleted."""
     found = await measure(running.base_url, 1)
     assert len(found["encrypted_ms"]) == len(found["plain_ms"]) == 1
     assert found["encrypted_median_ms"] > 0 and found["plain_median_ms"] > 0
