@@ -50,6 +50,9 @@ class EventKind(enum.StrEnum):
     VAULT_CREATED = "vault_created"
     VAULT_DOCUMENT_ADDED = "vault_document_added"
     VAULT_DELETED = "vault_deleted"
+    # A document of the person's vault shown to the volunteer during a session (over the data
+    # channel, never through the server): `reason` is `copy` when "Donner une copie" was chosen.
+    VAULT_DOCUMENT_SHOWN = "vault_document_shown"
 
 
 UNKNOWN_DEPARTEMENT = "99"  # a postal code was given but could not be placed (foreign, invalid)
