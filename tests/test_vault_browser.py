@@ -715,7 +715,7 @@ async def test_the_vault_page_first_load_stays_under_60_kb_compressed(running: R
 async def test_the_upload_benchmark_times_an_encrypted_and_a_plain_upload(
     running: Running,
 ) -> None:
-    """bench/vault_page_upload.py runs against the real server: both uploads stored, then deleted."""
+    """bench/vault_page_upload.py against the real server: both uploads stored, then deleted."""
     found = await measure(running.base_url, 1)
     assert len(found["encrypted_ms"]) == len(found["plain_ms"]) == 1
     assert found["encrypted_median_ms"] > 0 and found["plain_median_ms"] > 0
