@@ -80,6 +80,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
     Benchmark(
+        "vault-page", "bench.vault_page_upload", "Vault: 5 MB photo encrypted + uploaded (Pixel 7)"
+    ),
+    Benchmark(
         "weak-media",
         "bench.weak_media",
         "Screen share and voice at 300 kbit/s (tbf): width, fps, freezes, concealment",

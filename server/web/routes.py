@@ -30,7 +30,7 @@ from server.web.views import (
     vault_trustees,
 )
 
-CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
+CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
     health,
