@@ -374,6 +374,33 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
     await third.reload()
     await at_step(third, "docs")
     await expect(third.locator("#docs-list > li")).to_have_count(2)
+
+    # A borrowed computer forgets the vault: its keys leave the browser, the documents stay.
+    await third.click("#go-settings")
+    await third.click("#go-forget")
+    await at_step(third, "forget")
+    await assert_accessible(third, "forget on this device, confirmation")
+    await third.click("#forget-yes")
+    await at_step(third, "forgotten")
+    await assert_accessible(third, "forgotten on this device")
+    await third.reload()
+    await at_step(third, "intro")
+    assert await third.evaluate(
+        """() => new Promise((resolve) => {
+          const open = indexedDB.open("vp-vault");
+          open.onsuccess = () => {
+            const db = open.result;
+            const names = [...db.objectStoreNames];
+            if (!names.length) { db.close(); resolve(0); return; }
+            const count = db.transaction(names, "readonly").objectStore(names[0]).count();
+            count.onsuccess = () => { db.close(); resolve(count.result); };
+          };
+        })"""
+    ) == 0, "the keys are gone from this browser"
+    assert (await counts(running))["documents"] == 2
+    await other.reload()
+    await at_step(other, "docs")
+    await expect(other.locator("#docs-list > li")).to_have_count(2)
     assert errors == []
 
 

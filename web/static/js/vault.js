@@ -223,6 +223,8 @@ function wire() {
     go("erase");
   });
   on($("erase-yes"), "click", eraseVault);
+  on($("go-forget"), "click", () => go("forget"));
+  on($("forget-yes"), "click", forgetHere);
 }
 
 async function openRestore() {
@@ -792,6 +794,15 @@ async function eraseVault() {
   } finally {
     busy(button, false);
   }
+}
+
+// A borrowed device (a computer at the association): the keys leave this browser, the vault
+// stays on the server for the person's other devices and their recovery code.
+async function forgetHere() {
+  await core.forgetDevice();
+  client = null;
+  current = null;
+  go("forgotten");
 }
 
 start().catch((err) => {
