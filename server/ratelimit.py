@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 # Families of public actions with a global budget (all clients together), each a setting
 # ``BUDGET_<FAMILY>`` such as ``200/hour``.
-Family = Literal["wrong_codes", "bookings", "callback_requests", "queue_joins", "sms"]
+Family = Literal[
+    "wrong_codes", "bookings", "callback_requests", "queue_joins", "sms", "vault_upload_mb"
+]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 ALERT_EVERY_SECONDS = 60.0
 
@@ -205,13 +207,17 @@ class RateLimiter:
     def _strategy(self, rule: Rule) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
         return self._exact if rule.exact else self._fast
 
-    async def hit(self, rule: Rule, *identifiers: str) -> bool:
-        """Record one attempt; True while under the limit."""
+    async def hit(self, rule: Rule, *identifiers: str, cost: int = 1) -> bool:
+        """Record one attempt (``cost`` units of it: MB for byte rules); True while under the
+        limit."""
         if rule.local:
+            if cost != 1:
+                raise ValueError(f"rule {rule.name}: a local rule counts one at a time")
             passed = self._local.hit(rule.item, (rule.name, *identifiers))
         else:
             identifiers = await self._with_epoch(rule, identifiers)
-            passed = await self._strategy(rule).hit(rule.item, rule.name, *identifiers)
+            strategy = self._strategy(rule)
+            passed = await strategy.hit(rule.item, rule.name, *identifiers, cost=cost)
         if passed:
             return True
         RATE_LIMITED.labels(rule.name).inc()

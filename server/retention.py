@@ -57,6 +57,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Delete, Update
 
+from server.notify.deliver import SmsBudget
 from server.settings import Settings
 from server.store.engine import begin_write
 from server.store.models import (
@@ -263,10 +264,13 @@ async def purge(
     *,
     dry_run: bool = False,
     chunk_size: int = CHUNK_SIZE,
+    sms_budget: SmsBudget | None = None,
 ) -> PurgeReport:
     """Purge the personal data of records past the retention period; how many per table.
 
     Commits after each chunk, so ``db`` must not be inside ``begin()``. A dry run only counts.
+    ``sms_budget``: the global SMS budget the vaults' retention notices spend (the worker passes
+    the app's rate limiter; ``permanence purge``, run by hand, has none).
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
@@ -292,6 +296,7 @@ async def purge(
             now,
             dry_run=dry_run,
             chunk_size=min(chunk_size, vault_retention.CHUNK_SIZE),
+            sms_budget=sms_budget,
         )
     )
     if report.total and not dry_run:

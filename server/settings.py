@@ -192,6 +192,11 @@ class Settings(BaseSettings):
         description="Global budget of SMS sent (cost); past it no SMS leaves, e-mail is used "
         "where given, and an alert is raised.",
     )
+    budget_vault_upload_mb: str = Field(
+        "20000/day",
+        description="Global budget of MB uploaded to vaults (all clients); past it new documents "
+        "are refused for a while (the person is told to try again later) and an alert is raised.",
+    )
     metrics_token: SecretStr = Field(
         SecretStr(""),
         description="Bearer token for `/metrics` (Prometheus). Empty: the endpoint answers only "
@@ -501,6 +506,7 @@ class Settings(BaseSettings):
         "budget_callback_requests",
         "budget_queue_joins",
         "budget_sms",
+        "budget_vault_upload_mb",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

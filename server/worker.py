@@ -35,6 +35,7 @@ from server.db import make_sessionmaker
 from server.events import Dispatcher, OutboxWritten
 from server.logs import configure_logging
 from server.notify import Notifier, SendError
+from server.notify.deliver import SmsBudget
 from server.notify.outbox import (
     DEFAULT_LEASE,
     MAX_ATTEMPTS,
@@ -76,6 +77,7 @@ class Worker:
         settings: Settings | None = None,
         retention_delay: timedelta = RETENTION_DELAY,
         retention_interval: timedelta = RETENTION_INTERVAL,
+        sms_budget: SmsBudget | None = None,
     ) -> None:
         """``settings`` turns on the housekeeping (expiry of old call-back requests) and the
         daily retention purge, first ``retention_delay`` after ``run`` starts."""
@@ -89,6 +91,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.clock = clock
         self.settings = settings
+        self.sms_budget = sms_budget  # the vaults' retention notices spend BUDGET_SMS
         self._housekeeping_due: datetime | None = None
         self.retention_delay = retention_delay
         self.retention_interval = retention_interval
@@ -150,7 +153,9 @@ class Worker:
         if self.settings is None:
             return None
         async with self.sessionmaker() as db:
-            report = await retention.purge(db, self.settings, self.clock())
+            report = await retention.purge(
+                db, self.settings, self.clock(), sms_budget=self.sms_budget
+            )
         self.last_purge = report
         self.purged.set()
         return report

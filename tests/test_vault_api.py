@@ -1047,3 +1047,26 @@ async def test_new_vault_helper(running: Running, http: aiohttp.ClientSession) -
     assert made.answer.body["vault"]["usage"]["documents"] == 0
     assert made.answer.body["vault"]["share_facts"] is True
     assert made.answer.body["vault"]["expires_after_months"] == 24
+
+
+@pytest.mark.parametrize("vault_settings", [{"budget_vault_upload_mb": "3/day"}])
+async def test_past_the_global_upload_budget_new_documents_wait_and_stored_ones_stay(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    """BUDGET_VAULT_UPLOAD_MB counts MB stored by every client together (each document costs at
+    least 1 MB of it): once spent, an upload is refused with a French 503 before a byte is
+    stored, and the documents already kept are still read."""
+    first = await new_vault(running, http)
+    second = await new_vault(running, http)
+    kept = []
+    for device in (first, second, first):
+        document = encrypt_document(device.keys, document_with(50 * KB))
+        assert (await device.upload(document)).status == 201
+        kept.append((device, document))
+    answer = await second.upload(encrypt_document(second.keys, document_with(50 * KB)))
+    assert answer.status == 503, answer
+    assert answer.error["code"] == "vault_busy"
+    assert answer.error["message"].startswith("Le coffre-fort reçoit beaucoup de documents")
+    assert await count(running, VaultDocument) == 3
+    for device, document in kept:
+        assert await device.read(document.id) == document_with(50 * KB)

@@ -385,8 +385,9 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
     await assert_accessible(third, "forgotten on this device")
     await third.reload()
     await at_step(third, "intro")
-    assert await third.evaluate(
-        """() => new Promise((resolve) => {
+    assert (
+        await third.evaluate(
+            """() => new Promise((resolve) => {
           const open = indexedDB.open("vp-vault");
           open.onsuccess = () => {
             const db = open.result;
@@ -396,7 +397,9 @@ async def test_vault_created_filled_and_restored_with_the_server_holding_only_ci
             count.onsuccess = () => { db.close(); resolve(count.result); };
           };
         })"""
-    ) == 0, "the keys are gone from this browser"
+        )
+        == 0
+    ), "the keys are gone from this browser"
     assert (await counts(running))["documents"] == 2
     await other.reload()
     await at_step(other, "docs")

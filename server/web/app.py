@@ -18,7 +18,7 @@ from server.events import Dispatcher, OutboxWritten
 from server.i18n import DEFAULT_LOCALE, translations
 from server.logs import configure_logging
 from server.notify import Notifier
-from server.ratelimit import ratelimit_ctx
+from server.ratelimit import RATELIMIT_KEY, ratelimit_ctx
 from server.runtime import (
     DISPATCHER_KEY,
     SESSIONMAKER_KEY,
@@ -115,6 +115,7 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         notifier,
         poll_seconds=settings.outbox_poll_seconds,
         settings=settings,
+        sms_budget=app[RATELIMIT_KEY],
     )
     app[WORKER_KEY] = worker
     dispatcher = app[DISPATCHER_KEY]

@@ -50,12 +50,20 @@ RECOVER_PER_IP = (
 AUTH_FAILURES_PER_IP = Rule("vault-auth-fail-ip", parse("30/10 minutes"))
 UPLOADS_PER_VAULT = Rule("vault-upload-vault", parse("60/hour"))
 UPLOADS_PER_IP = Rule("vault-upload-ip", parse("200/hour"))
+# Bytes stored per client a day, in MB (an association's computer, behind one address, may add
+# documents for many people); all clients together: the BUDGET_VAULT_UPLOAD_MB family.
+UPLOAD_MB_PER_IP = Rule("vault-upload-mb-ip", parse("2000/day"))
+MB = 1_000_000
 # Reading every document (the zip export, a new device) is 100 reads at most.
 READS_PER_VAULT = Rule("vault-read-vault", parse("600/hour"))
 READS_PER_IP = Rule("vault-read-ip", parse("1200/hour"))
 CHANGES_PER_VAULT = Rule("vault-change-vault", parse("300/hour"))
 
 TOO_MANY = N_("Trop d'essais. Attendez quelques minutes puis réessayez.")
+BUSY = N_(
+    "Le coffre-fort reçoit beaucoup de documents en ce moment. Réessayez dans quelques heures. "
+    "Vos documents déjà gardés restent accessibles."
+)
 BODY_TOO_LARGE = N_("Ce que vous envoyez est trop gros.")
 INTERRUPTED = N_("L'envoi du document a été interrompu. Vérifiez votre connexion et réessayez.")
 FIELD_PARTS = ("id", "key", "meta", "category")
@@ -273,7 +281,13 @@ async def add_document(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     vault = await _vault(request)
     await _within(request, (UPLOADS_PER_VAULT,), vault.id)
-    await _within(request, (UPLOADS_PER_IP,), client_key(request))
+    client = client_key(request)
+    await _within(request, (UPLOADS_PER_IP,), client)
+    limiter = request.app[RATELIMIT_KEY]
+    if await limiter.under_pressure("vault_upload_mb"):
+        raise VaultError("vault_busy", _(BUSY), kind=Kind.UNAVAILABLE)
+    if not await limiter.allowed(UPLOAD_MB_PER_IP, client):
+        raise _too_many()
     limits = vaults.Limits.of(settings)
     vaults.upload_limit(vault, limits)  # full already: say so before reading anything
     length = request.content_length
@@ -311,6 +325,9 @@ async def add_document(request: web.Request) -> web.StreamResponse:
         raise VaultError("invalid_multipart", _(vaults.BAD_DATA)) from exc
     except ConnectionError as exc:  # the phone lost its network mid-upload: nothing was kept
         raise VaultError("upload_interrupted", _(INTERRUPTED), "blob") from exc
+    megabytes = -(-stored.size // MB)  # rounded up: a 1 kB document costs 1 MB of the budgets
+    await limiter.hit(UPLOAD_MB_PER_IP, client, cost=megabytes)
+    await limiter.spend("vault_upload_mb", cost=megabytes)
     return _json(
         {"document": vaults.document_json(stored), "usage": vaults.usage_json(fresh, limits)},
         status=201,
