@@ -134,8 +134,17 @@ class Trustee:
         ) as resp:
             return resp.status, await resp.json()
 
+    async def pick(self, request: dict[str, Any], grant: dict[str, Any]) -> tuple[int, Any]:
+        """Pick the person: the server records the use and gives the wrapped key."""
+        return await self.post(
+            f"/coffre/confiance/demandes/{request['id']}/personne", {"grant_id": grant["id"]}
+        )
+
     async def answer(self, request: dict[str, Any], grant: dict[str, Any]) -> tuple[int, Any]:
-        vault_key = unseal(self.key, grant["wrapped_key"])
+        status, opened = await self.pick(request, grant)
+        if status != 200:
+            return status, opened
+        vault_key = unseal(self.key, opened["wrapped_key"])
         wrapped = seal(request["public_key"], vault_key)
         return await self.post(
             f"/coffre/confiance/demandes/{request['id']}",
@@ -313,6 +322,37 @@ async def test_a_revoked_grant_cannot_be_used_and_its_key_is_erased(
         "trustee_added",
         "trustee_revoked",
     ]
+
+
+async def test_a_trustee_reads_a_wrapped_key_only_by_picking_a_person_which_the_person_sees(
+    running: Running, trustee: Trustee, http: aiohttp.ClientSession
+) -> None:
+    """The pairing lookup lists labels, never wrapped keys; picking a person is what hands over
+    their wrapped key, and it is recorded on their vault at once, even if the trustee never
+    answers; one request opens one person's key, not every grant the trustee holds."""
+    first = await make_vault(running)
+    second = await make_vault(running)
+    one = await name_trustee(http, running, first, await trustee.code(), "Mme Diallo")
+    two = await name_trustee(http, running, second, await trustee.code(), "M. Petit")
+    _device, request = await new_device(http, running)
+    status, found = await trustee.pairing(request["pairing_code"])
+    assert status == 200 and len(found["grants"]) == 2
+    assert all("wrapped_key" not in grant for grant in found["grants"])
+    assert [kind for kind, _name in await events(running, first)] == ["trustee_added"]
+
+    status, opened = await trustee.pick(found["request"], one["trustee"])
+    assert status == 200 and unseal(trustee.key, opened["wrapped_key"]) == first.key
+    assert [kind for kind, _name in await events(running, first)] == [
+        "trustee_added",
+        "trustee_used",
+    ]
+    # Picking again (a retry) gives the same key and records nothing more; another person's
+    # key needs another request, made by that person's new device.
+    assert (await trustee.pick(found["request"], one["trustee"]))[0] == 200
+    assert len(await events(running, first)) == 2
+    status, refused = await trustee.pick(found["request"], two["trustee"])
+    assert status == 409 and refused["error"]["code"] == "request_used"
+    assert [kind for kind, _name in await events(running, second)] == ["trustee_added"]
 
 
 async def test_another_trustee_cannot_answer_with_someone_elses_grant(

@@ -76,7 +76,9 @@ def make_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) 
             # whose malloc arena and stack left the heap fragmented (the soak benchmark's
             # slow memory growth). An idle connection costs one sleeping thread.
             kwargs |= {"pool_size": 15, "max_overflow": 0}
-    engine = create_async_engine(url, **kwargs)
+    # A failed statement's error never quotes its parameters: some are a link's id, a person's
+    # phone or a vault's document id, and error messages reach the logs (SECURITY.md).
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if url.get_backend_name() != "sqlite":
 
         @event.listens_for(engine.sync_engine, "do_connect")

@@ -534,11 +534,11 @@ class PendingGrant:
     grant: VaultGrant
 
     def as_json(self) -> dict[str, str | None]:
-        """``{id, label, wrapped_key, created_at}``: the browser decrypts label and key."""
+        """``{id, label, created_at}``: the browser decrypts the label. The wrapped key is not
+        here: the trustee gets it by opening one grant (``open_grant``), which the person sees."""
         return {
             "id": self.grant.id,
             "label": self.grant.label,
-            "wrapped_key": self.grant.wrapped_key,
             "created_at": self.grant.created_at.isoformat(),
         }
 
@@ -584,19 +584,7 @@ def request_json(request: VaultRecoveryRequest) -> dict[str, str]:
     return {"id": request.id, "public_key": request.public_key, "check": check_digits(spki)}
 
 
-async def answer_request(
-    db: AsyncSession,
-    user: User,
-    request_id: str,
-    grant_id: object,
-    wrapped_key: object,
-    now: datetime,
-) -> VaultRecoveryRequest:
-    """The trustee answers a request with one of ITS usable grants: the vault key, decrypted
-    in their browser and encrypted again for the device's key. The use is recorded on the
-    vault (``trustee_used``, shown to the person) and on the grant."""
-    await begin_write(db)
-    key = await _required_key(db, user)
+async def _live_request(db: AsyncSession, request_id: str, now: datetime) -> VaultRecoveryRequest:
     request = await db.scalar(
         select(VaultRecoveryRequest)
         .where(
@@ -608,6 +596,10 @@ async def answer_request(
     )
     if request is None:
         raise _unknown_request()
+    return request
+
+
+async def _usable_grant(db: AsyncSession, key: TrusteeKey, grant_id: object) -> VaultGrant:
     grant = None
     if isinstance(grant_id, str) and len(grant_id) <= 36:
         grant = await db.scalar(
@@ -628,26 +620,77 @@ async def answer_request(
             "grant_id",
             kind=Kind.FORBIDDEN,
         )
+    return grant
+
+
+async def open_grant(
+    db: AsyncSession, user: User, request_id: str, grant_id: object, now: datetime
+) -> str:
+    """The trustee picked the person of a live request: the vault key wrapped for them, to
+    decrypt in their browser. This is the use the person sees (``trustee_used``): a trustee
+    never reads a wrapped key without it being recorded, and one request opens one grant."""
+    await begin_write(db)
+    key = await _required_key(db, user)
+    request = await _live_request(db, request_id, now)
+    grant = await _usable_grant(db, key, grant_id)
+    if request.grant_id is not None and request.grant_id != grant.id:
+        raise TrusteeError(
+            "request_used",
+            _(
+                "Cette demande a déjà servi pour une autre personne. Demandez-lui d'en faire "
+                "une nouvelle."
+            ),
+            "grant_id",
+            kind=Kind.CONFLICT,
+        )
+    if request.grant_id is None:
+        request.grant_id = grant.id
+        grant.last_used_at = now
+        names = (
+            await db.execute(
+                select(User.name, Association.name)
+                .join(Association, Association.id == User.association_id)
+                .where(User.id == user.id)
+            )
+        ).one()
+        db.add(_event(grant.vault_id, TRUSTEE_USED, now, _shown_name(*names)))
+        await db.flush()
+    assert grant.wrapped_key is not None  # _usable_grant checked it
+    return grant.wrapped_key
+
+
+async def answer_request(
+    db: AsyncSession,
+    user: User,
+    request_id: str,
+    grant_id: object,
+    wrapped_key: object,
+    now: datetime,
+) -> VaultRecoveryRequest:
+    """The trustee answers a request with the grant they opened for it (``open_grant``, where
+    the use was recorded): the vault key, decrypted in their browser and encrypted again for
+    the device's key."""
+    await begin_write(db)
+    key = await _required_key(db, user)
+    request = await _live_request(db, request_id, now)
+    grant = await _usable_grant(db, key, grant_id)  # still usable: not revoked meanwhile
+    if request.grant_id != grant.id:
+        raise TrusteeError(
+            "grant_not_opened",
+            _("Choisissez d'abord la personne, puis validez."),
+            "grant_id",
+            kind=Kind.CONFLICT,
+        )
     answer = rsa_ciphertext(wrapped_key, block_bytes_of(request.public_key), "wrapped_key")
     # One answer only: a concurrent answer to the same request finds answered_at set.
     done = await db.execute(
         update(VaultRecoveryRequest)
         .where(VaultRecoveryRequest.id == request.id, VaultRecoveryRequest.answered_at.is_(None))
-        .values(wrapped_key=answer, grant_id=grant.id, answered_at=now)
+        .values(wrapped_key=answer, answered_at=now)
         .execution_options(synchronize_session=False)
     )
     if not done.rowcount:  # type: ignore[attr-defined]
         raise _unknown_request()
-    grant.last_used_at = now
-    names = (
-        await db.execute(
-            select(User.name, Association.name)
-            .join(Association, Association.id == User.association_id)
-            .where(User.id == user.id)
-        )
-    ).one()
-    db.add(_event(grant.vault_id, TRUSTEE_USED, now, _shown_name(*names)))
-    await db.flush()
     await db.refresh(request)
     return request
 

@@ -33,6 +33,9 @@ SECRET_PARAMETERS: dict[str, str] = {
     # Not a credential (the vault's capability is a header), but the one thing in a vault
     # request's URL that links it to a vault: kept out of the logs with the client's address.
     "document_id": "vault document id (/coffre/api/documents/…): would tie an address to a vault",
+    "grant_id": "a trustee's grant (/coffre/api/trustees/…): would tie an address to a vault",
+    "request_id": "a new device's recovery request: would tie its address to a vault",
+    "pairing_code": "the 6 digits a person reads to their personne de confiance (live 15 minutes)",
 }
 # Path parameters kept in the logs: ids that grant nothing by themselves (every page behind them
 # checks the login and the association), and public names.

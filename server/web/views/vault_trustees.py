@@ -240,6 +240,7 @@ async def trustee_page(request: web.Request) -> web.StreamResponse:
             "key": url_for(request, "vault-trustee-key-register"),
             "code": url_for(request, "vault-trustee-code"),
             "pairing": url_for(request, "vault-trustee-pairing", pairing_code="CODE"),
+            "open": url_for(request, "vault-trustee-open", request_id="REQUEST"),
             "answer": url_for(request, "vault-trustee-answer", request_id="REQUEST"),
         },
     }
@@ -296,6 +297,22 @@ async def pairing(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         {"request": trustees.request_json(found), "grants": [g.as_json() for g in grants]}
     )
+
+
+@routes.post(STAFF_PAGE + "/demandes/{request_id}/personne", name="vault-trustee-open")
+@login_required()
+@json_api
+async def open_grant(request: web.Request) -> web.StreamResponse:
+    """The trustee picked the person: the vault key wrapped for them (decrypted in this
+    browser). Recorded on the person's vault before the key leaves the server."""
+    await check_csrf(request)
+    body = await _json_body(request)
+    user = required_user(request)
+    async with request.app[SESSIONMAKER_KEY].begin() as db:
+        wrapped = await trustees.open_grant(
+            db, user, request.match_info["request_id"][:36], body.get("grant_id"), utcnow()
+        )
+    return web.json_response({"wrapped_key": wrapped})
 
 
 @routes.post(STAFF_PAGE + "/demandes/{request_id}", name="vault-trustee-answer")

@@ -254,8 +254,12 @@ async function answer(event) {
   ui.answer.disabled = true;
   let vaultKey = null;
   try {
+    // Opening the grant is the use the person will see in their vault's history.
+    const opened = await call("POST", config.urls.open.replace("REQUEST", encodeURIComponent(current.request.id)), {
+      grant_id: grant.id,
+    });
     try {
-      vaultKey = new Uint8Array(await crypto.subtle.decrypt({ name: "RSA-OAEP" }, keys.privateKey, fromB64u(grant.wrapped_key)));
+      vaultKey = new Uint8Array(await crypto.subtle.decrypt({ name: "RSA-OAEP" }, keys.privateKey, fromB64u(opened.wrapped_key)));
     } catch {
       throw new ApiError(t("decrypt_failed"));
     }
