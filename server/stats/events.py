@@ -44,6 +44,10 @@ class EventKind(enum.StrEnum):
     # A handoff sheet was filed at the end of a session: its coded facts (themes, organisations,
     # outcome, autonomy), the helping volunteer, the person's département.
     SHEET_FILED = "sheet_filed"
+    # The vault (issue 15). VAULT_DOCUMENT_SHOWN: a document shown in a session over the data
+    # channel, with the session's association and département; `reason` "copy" when a copy was
+    # given. Never which document, nor its category.
+    VAULT_DOCUMENT_SHOWN = "vault_document_shown"
 
 
 UNKNOWN_DEPARTEMENT = "99"  # a postal code was given but could not be placed (foreign, invalid)
