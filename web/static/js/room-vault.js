@@ -1,0 +1,223 @@
+// The person's vault in the room (issue 15), loaded only when they press "Montrer un document"
+// or when the volunteer suggests keeping a photo: the room's first load stays as small as it was.
+// A document is decrypted here (vault-core.js) and goes to the volunteer peer to peer over the
+// data channel (transfer.js), never through the server; the page then tells the server that a
+// document was shown, for the statistics (`vault-shown`, PROTOCOL.md). A photo the person sent
+// can be added to their vault, encrypted here like any document.
+import { $, on, show, el, t, config, announce } from "./common.js";
+import { loadDevice, VaultClient } from "./vault-core.js";
+import { limitsOf, sendFile } from "./transfer.js";
+
+const vaultConfig = config.vault ?? {};
+const categories = new Map((vaultConfig.categories ?? []).map(({ code, label }) => [code, label]));
+let client = null;
+
+// This device's vault client, or null when the device has no vault.
+async function openVault() {
+  if (client) return client;
+  const device = await loadDevice();
+  if (!device || !vaultConfig.urls) return null;
+  client = new VaultClient(device, vaultConfig.urls);
+  return client;
+}
+
+function errorText(err, fallback) {
+  if (err?.code === "tampered") return t("vault_tampered");
+  return err?.serverMessage || t(fallback);
+}
+
+// --- "Montrer un document" ----------------------------------------------------------------
+
+const picker = {
+  dialog: $("vault-dialog"),
+  form: $("vault-form"),
+  status: $("vault-status"),
+  docsSet: $("vault-docs-set"),
+  docs: $("vault-docs"),
+  how: $("vault-how"),
+  send: $("vault-send"),
+  link: $("vault-dialog-link"),
+};
+let pickerTask = null; // {channels, notify, shown} of the picker open now
+
+function closePicker() {
+  pickerTask = null;
+  if (picker.dialog.open) picker.dialog.close();
+}
+
+function documentChoice(doc, index, sendable) {
+  const input = el("input", { type: "radio", name: "vault-doc", value: doc.id, id: `vault-doc-${index}` });
+  const label = el("label", { htmlFor: input.id, className: "vault-doc" });
+  if (!doc.meta) {
+    input.disabled = true;
+    label.append(input, " ", t("vault_damaged"));
+    return label;
+  }
+  input.disabled = !sendable;
+  const category = categories.get(doc.meta.category) ?? "";
+  label.append(input, " ", el("span", { className: "vault-doc-name" }, doc.meta.name));
+  if (category) label.append(" ", el("span", { className: "vault-doc-category" }, `(${category})`));
+  if (!sendable) label.append(" ", el("span", { className: "muted" }, t("vault_not_sendable")));
+  return label;
+}
+
+// Opens the picker: the documents of this device's vault, then how to show the chosen one.
+// channels(): the open data channels; notify(text): the page's notice; shown(copy): after a
+// document was sent (the page tells the server).
+export async function pickDocument({ channels, notify, shown }) {
+  pickerTask = { channels, notify, shown };
+  picker.docs.replaceChildren();
+  show(picker.docsSet, false);
+  show(picker.how, false);
+  show(picker.send, false);
+  show(picker.link, false);
+  picker.status.textContent = t("vault_loading");
+  if (!picker.dialog.open) picker.dialog.showModal();
+  let documents;
+  try {
+    const vault = await openVault();
+    if (!vault) {
+      picker.status.textContent = t("vault_none");
+      show(picker.link, true);
+      return;
+    }
+    documents = await vault.list();
+  } catch (err) {
+    console.warn("vault not listed", err);
+    picker.status.textContent = errorText(err, "vault_list_error");
+    return;
+  }
+  if (pickerTask === null) return; // closed meanwhile
+  if (!documents.length) {
+    picker.status.textContent = t("vault_empty");
+    show(picker.link, true);
+    return;
+  }
+  const limits = limitsOf("doc");
+  documents.forEach((doc, index) => {
+    const sendable = Boolean(doc.meta && limits?.types.includes(doc.meta.mime) && doc.meta.size <= limits.max_bytes);
+    picker.docs.append(documentChoice(doc, index, sendable));
+  });
+  picker.status.textContent = "";
+  show(picker.docsSet, true);
+  show(picker.how, true);
+  show(picker.send, true);
+  picker.docs.querySelector("input:not(:disabled)")?.focus();
+}
+
+async function sendChosen(event) {
+  event.preventDefault();
+  const task = pickerTask;
+  const chosen = picker.form.querySelector('input[name="vault-doc"]:checked');
+  if (!task) return;
+  if (!chosen) {
+    picker.status.textContent = t("vault_choose");
+    picker.docs.querySelector("input:not(:disabled)")?.focus();
+    return;
+  }
+  const copy = picker.form.querySelector('input[name="vault-copy"]:checked')?.value === "copy";
+  closePicker();
+  const channels = task.channels();
+  if (!channels.length) {
+    task.notify(t("not_connected"));
+    return;
+  }
+  task.notify(t("vault_sending"));
+  let doc;
+  try {
+    doc = await client.read(chosen.value); // AES-GCM checks it: a changed byte fails here
+  } catch (err) {
+    console.warn("vault document not read", err);
+    task.notify(errorText(err, "vault_read_error"));
+    return;
+  }
+  try {
+    await sendFile("doc", { mime: doc.meta.mime, bytes: doc.bytes }, { name: doc.meta.name.slice(0, 120), copy }, channels);
+  } catch (err) {
+    console.warn("vault document not sent", err);
+    task.notify(t("vault_send_error"));
+    return;
+  }
+  task.notify(t(copy ? "vault_copy_given" : "vault_shown"));
+  task.shown(copy);
+}
+
+on(picker.form, "submit", sendChosen);
+on($("vault-cancel"), "click", closePicker);
+on(picker.dialog, "close", () => {
+  pickerTask = null;
+});
+
+// --- The volunteer's suggestion: keep a photo in the vault ---------------------------------------
+
+const offer = {
+  panel: $("vault-suggest"),
+  title: $("vault-suggest-title"),
+  photo: $("vault-suggest-photo"),
+  add: $("vault-suggest-add"),
+  category: $("vault-suggest-category"),
+  yes: $("vault-suggest-yes"),
+  open: $("vault-suggest-open"),
+  no: $("vault-suggest-no"),
+  status: $("vault-suggest-status"),
+};
+let offered = null; // {bytes, url} of the photo suggested now
+
+function closeOffer() {
+  if (offered) URL.revokeObjectURL(offered.url);
+  offered = null;
+  offer.photo.removeAttribute("src");
+  show(offer.panel, false);
+}
+
+// The volunteer suggests keeping `photo` ({mime, bytes}, as the person sent it) in the vault.
+export async function suggestPhoto(photo) {
+  closeOffer();
+  offered = { bytes: photo.bytes, mime: photo.mime, url: URL.createObjectURL(new Blob([photo.bytes], { type: photo.mime })) };
+  offer.photo.src = offered.url;
+  offer.status.textContent = "";
+  if (!offer.category.options.length) {
+    for (const [code, label] of categories) offer.category.append(el("option", { value: code }, label));
+  }
+  let vault = null;
+  try {
+    vault = await openVault();
+  } catch (err) {
+    console.warn("vault device not read", err);
+  }
+  show(offer.add, Boolean(vault));
+  show(offer.yes, Boolean(vault));
+  show(offer.open, !vault);
+  show(offer.panel, true);
+  offer.yes.disabled = false;
+  announce(t("vault_suggested"));
+  offer.title.focus();
+}
+
+async function addOffered() {
+  if (!offered || !client) return;
+  const { bytes, mime } = offered;
+  offer.yes.disabled = true;
+  offer.status.textContent = t("vault_adding");
+  try {
+    const day = new Date().toLocaleDateString(document.documentElement.lang || "fr");
+    await client.add(new Blob([bytes], { type: mime }), {
+      name: t("vault_photo_name", { date: day }),
+      mime,
+      category: offer.category.value,
+      expires_on: null,
+    });
+  } catch (err) {
+    console.warn("photo not added to the vault", err);
+    offer.status.textContent = errorText(err, "vault_add_error");
+    offer.yes.disabled = false;
+    return;
+  }
+  closeOffer();
+  const notice = $("notice");
+  notice.textContent = t("vault_added");
+  announce(t("vault_added"));
+}
+
+on(offer.yes, "click", addOffered);
+on(offer.no, "click", closeOffer);
