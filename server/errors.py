@@ -24,6 +24,7 @@ class Kind(enum.StrEnum):
     NOT_FOUND = "not_found"  # nothing there, or nothing this caller may see: 404
     CONFLICT = "conflict"  # the state changed or does not allow it now: 409
     GONE = "gone"  # it existed and no longer does (cancelled, purged): 410
+    TOO_LARGE = "too_large"  # over a size or space limit (a vault's document, its quota): 413
     RATE_LIMITED = "rate_limited"  # too many attempts: 429
     UNAVAILABLE = "unavailable"  # no capacity right now (a full queue): 503
 

@@ -44,7 +44,13 @@ class EventKind(enum.StrEnum):
     # A handoff sheet was filed at the end of a session: its coded facts (themes, organisations,
     # outcome, autonomy), the helping volunteer, the person's département.
     SHEET_FILED = "sheet_filed"
-    # The vault (issue 15). VAULT_DOCUMENT_SHOWN: a document shown in a session over the data
+    # Vault (coffre-fort). `departement` where known (the room the vault was made from); `theme`
+    # the document's category code, or `non_precise` when the person keeps it encrypted;
+    # `reason` of a deletion: `person` or `retention`.
+    VAULT_CREATED = "vault_created"
+    VAULT_DOCUMENT_ADDED = "vault_document_added"
+    VAULT_DELETED = "vault_deleted"
+    # VAULT_DOCUMENT_SHOWN: a document shown in a session over the data
     # channel, with the session's association and département; `reason` "copy" when a copy was
     # given. Never which document, nor its category.
     VAULT_DOCUMENT_SHOWN = "vault_document_shown"
@@ -72,6 +78,7 @@ async def record(
     motif_id: int | None = None,
     reason: str | None = None,
     postal_code: str | None = None,
+    departement: str | None = None,
     theme: str | None = None,
     themes: list[str] | None = None,
     organisations: list[str] | None = None,
@@ -80,8 +87,10 @@ async def record(
     volunteer_id: int | None = None,
 ) -> StatEvent:
     """Add one event in the caller's transaction. Without a session, the caller says which
-    association and channel it belongs to. The rollups (server/stats/rollups.py) are updated
-    when the event is flushed, in the same transaction (``maintain_rollups``)."""
+    association and channel it belongs to. The département comes from a postal code, or is
+    given as one when the caller already has it (never both). The rollups
+    (server/stats/rollups.py) are updated when the event is flushed, in the same transaction
+    (``maintain_rollups``)."""
     if reason is not None and len(reason) > 20:
         raise ValueError(f"a statistics reason is a short code, got {reason!r}")
     event = StatEvent(
@@ -94,7 +103,7 @@ async def record(
         duration_seconds=duration_seconds,
         motif_id=motif_id,
         reason=reason,
-        departement=departement_of(postal_code),
+        departement=departement_of(postal_code) if postal_code else departement,
         theme=theme,
         themes=list(themes or []),
         organisations=list(organisations or []),

@@ -49,7 +49,14 @@ VENDORED = {
     "altcha/altcha.min.js": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.min.js",
     "altcha/altcha.css": NODE_MODULES / "altcha" / "dist" / "external" / "altcha.css",
     "altcha/pbkdf2.js": NODE_MODULES / "altcha" / "dist" / "workers" / "pbkdf2.js",
+    # The vault page's lazily imported parts (never on its first load): the recovery sheet's
+    # QR code, drawn in the browser because the code must not reach the server, and the export
+    # of every document as one zip, made in the browser from the decrypted documents.
+    "uqr.esm.js": NODE_MODULES / "uqr" / "dist" / "index.mjs",
+    "fflate.esm.js": NODE_MODULES / "fflate" / "esm" / "browser.js",
 }
+# Vendored files that are ES modules: they go in the import map like ours.
+ES_MODULE_SUFFIXES = (".esm.min.js", ".esm.js")
 
 
 def static_file(path: str) -> Path:
@@ -170,7 +177,7 @@ class Assets:
         ours = sorted(
             str(file.relative_to(STATIC_DIR)) for file in (STATIC_DIR / "js").glob("*.js")
         )
-        vendored = [f"vendor/{name}" for name in VENDORED if name.endswith(".esm.min.js")]
+        vendored = [f"vendor/{name}" for name in VENDORED if name.endswith(ES_MODULE_SUFFIXES)]
         return ours + vendored
 
     def _import_map(self) -> tuple[Markup, str]:

@@ -53,8 +53,13 @@ CSP = "; ".join(
 COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
+# JSON, not pages: the partner API, the vault's API (its browser script reads the French message
+# of every refusal), and the health checks.
+API_PREFIXES = ("/api/", "/coffre/api/")
+
+
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+    return request.path.startswith(API_PREFIXES) or request.path in ("/healthz", "/readyz")
 
 
 @web.middleware
@@ -150,6 +155,7 @@ STATUS_OF_KIND: dict[Kind, int] = {
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
     Kind.GONE: 410,
+    Kind.TOO_LARGE: 413,
     Kind.RATE_LIMITED: 429,
     Kind.UNAVAILABLE: 503,
 }

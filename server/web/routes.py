@@ -26,9 +26,11 @@ from server.web.views import (
     notifications,
     referrers,
     stats,
+    vault,
+    vault_trustees,
 )
 
-CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}
+CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
     health,
@@ -48,6 +50,8 @@ VIEW_MODULES = (
     referrers,
     access_tokens,
     api_v1,
+    vault,
+    vault_trustees,
 )
 
 
