@@ -17,6 +17,8 @@ from server.store.models import Appointment, AppointmentStatus, AssistanceSessio
 from server.timezones import When
 from server.tokens import sha256_hex
 from server.turn import session_ice_servers
+from server.vault.context import vault_context_token
+from server.vault.vaults import CATEGORIES as VAULT_CATEGORIES
 from server.web.request import (
     beneficiary_session_id,
     check_csrf,
@@ -176,12 +178,28 @@ async def room(request: web.Request) -> web.StreamResponse:
 
 def _room_page(request: web.Request, session: AssistanceSession) -> web.Response:
     """The room of `session`, with what its script needs before the first offer (the ICE
-    servers: no request for them after "Commencer")."""
+    servers: no request for them after "Commencer") and what "Montrer un document" needs
+    (issue 15): the vault API's addresses, the categories' labels and the link to the vault
+    page, signed with this session so that a vault made from it is counted under its
+    association."""
+    settings = request.app[SETTINGS_KEY]
     config = {
         "role": "beneficiary",
         "session_id": session.id,
         "room_url": url_for(request, "beneficiary-room"),
-        "ice": session_ice_servers(request.app[SETTINGS_KEY], session.id),
+        "ice": session_ice_servers(settings, session.id),
+        "vault": {
+            "link": url_for(
+                request, "vault", {"depuis": vault_context_token(settings, session.id)}
+            ),
+            "urls": {
+                "vault": url_for(request, "vault-api"),
+                "documents": url_for(request, "vault-documents"),
+            },
+            "categories": [
+                {"code": code, "label": _(label)} for code, label in VAULT_CATEGORIES.items()
+            ],
+        },
     }
     context = {"config": config, "beneficiary_name": session.beneficiary_name}
     return render(request, "beneficiary/room.html", context)

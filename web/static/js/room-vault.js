@@ -66,6 +66,7 @@ function documentChoice(doc, index, sendable) {
 // document was sent (the page tells the server).
 export async function pickDocument({ channels, notify, shown }) {
   pickerTask = { channels, notify, shown };
+  picker.form.reset(); // "Montrer seulement" again, whatever was chosen last time
   picker.docs.replaceChildren();
   show(picker.docsSet, false);
   show(picker.how, false);
