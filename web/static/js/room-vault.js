@@ -1,5 +1,6 @@
 // The person's vault in the room (issue 15), loaded only when they press "Montrer un document"
 // or when the volunteer suggests keeping a photo: the room's first load stays as small as it was.
+// Its markup and French strings come then too (`GET /b/coffre-fort`, beneficiary/_vault.html).
 // A document is decrypted here (vault-core.js) and goes to the volunteer peer to peer over the
 // data channel (transfer.js), never through the server; the page then tells the server that a
 // document was shown, for the statistics (`vault-shown`, PROTOCOL.md). A photo the person sent
@@ -8,16 +9,38 @@ import { $, on, show, el, t, config, announce } from "./common.js";
 import { loadDevice, VaultClient } from "./vault-core.js";
 import { limitsOf, sendFile } from "./transfer.js";
 
-const vaultConfig = config.vault ?? {};
-const categories = new Map((vaultConfig.categories ?? []).map(({ code, label }) => [code, label]));
+let parts = null; // {urls, categories, link, i18n} once the parts are in the page
+let loading = null;
+let categories = new Map();
 let client = null;
+
+// The vault parts in the page (fetched once; a failed fetch is tried again on the next use).
+async function ready() {
+  if (parts) return;
+  loading ??= (async () => {
+    const response = await fetch(config.vault.parts_url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const html = new DOMParser().parseFromString(await response.text(), "text/html");
+    const data = JSON.parse(html.getElementById("vp-vault")?.textContent ?? "null");
+    if (!data?.urls) throw new Error("the vault parts hold no config");
+    $("vault-parts").replaceChildren(...[...html.body.children].filter((node) => node.localName !== "script")
+      .map((node) => document.importNode(node, true)));
+    Object.assign(config.i18n, data.i18n);
+    categories = new Map(data.categories.map(({ code, label }) => [code, label]));
+    parts = data;
+    wire();
+  })().finally(() => {
+    loading = null;
+  });
+  await loading;
+}
 
 // This device's vault client, or null when the device has no vault.
 async function openVault() {
   if (client) return client;
   const device = await loadDevice();
-  if (!device || !vaultConfig.urls) return null;
-  client = new VaultClient(device, vaultConfig.urls);
+  if (!device) return null;
+  client = new VaultClient(device, parts.urls);
   return client;
 }
 
@@ -28,16 +51,40 @@ function errorText(err, fallback) {
 
 // --- "Montrer un document" ----------------------------------------------------------------
 
-const picker = {
-  dialog: $("vault-dialog"),
-  form: $("vault-form"),
-  status: $("vault-status"),
-  docsSet: $("vault-docs-set"),
-  docs: $("vault-docs"),
-  how: $("vault-how"),
-  send: $("vault-send"),
-  link: $("vault-dialog-link"),
-};
+let picker = null;
+let offer = null;
+
+function wire() {
+  picker = {
+    dialog: $("vault-dialog"),
+    form: $("vault-form"),
+    status: $("vault-status"),
+    docsSet: $("vault-docs-set"),
+    docs: $("vault-docs"),
+    how: $("vault-how"),
+    send: $("vault-send"),
+    link: $("vault-dialog-link"),
+  };
+  offer = {
+    panel: $("vault-suggest"),
+    title: $("vault-suggest-title"),
+    photo: $("vault-suggest-photo"),
+    add: $("vault-suggest-add"),
+    category: $("vault-suggest-category"),
+    yes: $("vault-suggest-yes"),
+    open: $("vault-suggest-open"),
+    no: $("vault-suggest-no"),
+    status: $("vault-suggest-status"),
+  };
+  on(picker.form, "submit", sendChosen);
+  on($("vault-cancel"), "click", closePicker);
+  on(picker.dialog, "close", () => {
+    pickerTask = null;
+  });
+  on(offer.yes, "click", addOffered);
+  on(offer.no, "click", closeOffer);
+}
+
 let pickerTask = null; // {channels, notify, shown} of the picker open now
 
 function closePicker() {
@@ -65,6 +112,7 @@ function documentChoice(doc, index, sendable) {
 // channels(): the open data channels; notify(text): the page's notice; shown(copy): after a
 // document was sent (the page tells the server).
 export async function pickDocument({ channels, notify, shown }) {
+  await ready();
   pickerTask = { channels, notify, shown };
   picker.form.reset(); // "Montrer seulement" again, whatever was chosen last time
   picker.docs.replaceChildren();
@@ -143,25 +191,9 @@ async function sendChosen(event) {
   task.shown(copy);
 }
 
-on(picker.form, "submit", sendChosen);
-on($("vault-cancel"), "click", closePicker);
-on(picker.dialog, "close", () => {
-  pickerTask = null;
-});
 
 // --- The volunteer's suggestion: keep a photo in the vault ---------------------------------------
 
-const offer = {
-  panel: $("vault-suggest"),
-  title: $("vault-suggest-title"),
-  photo: $("vault-suggest-photo"),
-  add: $("vault-suggest-add"),
-  category: $("vault-suggest-category"),
-  yes: $("vault-suggest-yes"),
-  open: $("vault-suggest-open"),
-  no: $("vault-suggest-no"),
-  status: $("vault-suggest-status"),
-};
 let offered = null; // {bytes, url} of the photo suggested now
 
 function closeOffer() {
@@ -173,13 +205,11 @@ function closeOffer() {
 
 // The volunteer suggests keeping `photo` ({mime, bytes}, as the person sent it) in the vault.
 export async function suggestPhoto(photo) {
+  await ready();
   closeOffer();
   offered = { bytes: photo.bytes, mime: photo.mime, url: URL.createObjectURL(new Blob([photo.bytes], { type: photo.mime })) };
   offer.photo.src = offered.url;
   offer.status.textContent = "";
-  if (!offer.category.options.length) {
-    for (const [code, label] of categories) offer.category.append(el("option", { value: code }, label));
-  }
   let vault = null;
   try {
     vault = await openVault();
@@ -219,6 +249,3 @@ async function addOffered() {
   notice.textContent = t("vault_added");
   announce(t("vault_added"));
 }
-
-on(offer.yes, "click", addOffered);
-on(offer.no, "click", closeOffer);
