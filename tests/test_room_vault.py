@@ -5,7 +5,10 @@ and département, never with anything about the document."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -16,8 +19,10 @@ from server.ratelimit import RATELIMIT_KEY
 from server.stats.events import EventKind
 from server.store.models import AssistanceSession, QueueEntry, QueueStatus, StatEvent
 from server.tokens import sha256_hex
-from tests.conftest import Running
+from server.vault.context import session_of_token
+from tests.conftest import Running, browser_session, entered_room
 from tests.peers import PeerSet, SignalPeer, connect_beneficiary, connect_volunteer
+from tests.test_browser import join_link
 
 
 async def pair(
@@ -149,3 +154,29 @@ async def test_a_page_reporting_in_a_loop_stops_being_counted(
             )
             await db.flush()
     assert len(await shown_events(running, session_id)) == limit
+
+
+async def test_the_rooms_vault_parts_need_the_rooms_pass(
+    running: Running, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    """`GET /b/coffre-fort` (the picker and the suggestion, fetched when first used): for the
+    holder of the session's pass only, with the vault API's addresses and the link to the vault
+    page signed with the session."""
+    url = running.url(str(running.app.router["beneficiary-vault"].url_for()))
+    async with await browser_session() as stranger, stranger.get(url) as resp:
+        assert resp.status == 404
+        assert "vp-vault" not in await resp.text()
+    async with await browser_session() as person:
+        async with person.get(await join_link(running, session_id)) as resp:
+            await entered_room(resp)
+        async with person.get(url) as resp:
+            assert resp.status == 200
+            html = await resp.text()
+    found = re.search(r'<script type="application/json" id="vp-vault">(.*?)</script>', html)
+    assert found is not None
+    parts = json.loads(found.group(1))
+    assert parts["urls"] == {"vault": "/coffre/api/vault", "documents": "/coffre/api/documents"}
+    assert [c["code"] for c in parts["categories"]][:3] == ["identite", "caf", "impots"]
+    token = parse_qs(urlsplit(parts["link"]).query)["depuis"][0]
+    assert session_of_token(running.settings, token) == session_id
+    assert 'id="vault-dialog"' in html and 'id="vault-suggest"' in html

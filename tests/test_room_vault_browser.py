@@ -141,12 +141,11 @@ def vault_urls(running: Running) -> dict[str, str]:
     }
 
 
-async def person_with_vault(
+async def person_without_vault(
     chrome: Chromium, running: Running, session_id: str, errors: list[str], requests: list[str]
 ) -> Page:
-    """The person's phone in the room, first without a vault (the room offers the link to make
-    one, signed with the session), then with one made on this phone: after a reload, the room
-    offers "Montrer un document"."""
+    """The person's phone in the room, without a vault: the room offers the link to make one,
+    in a new tab, signed with the session."""
     ben = await chrome.page("Pixel 7", errors=errors, requests=requests)
     await ben.goto(await join_link(running, session_id))
     await ben.wait_for_url("**/b")
@@ -157,10 +156,23 @@ async def person_with_vault(
     href = urlsplit(await link.get_attribute("href") or "")
     assert href.path == "/coffre" and parse_qs(href.query)["depuis"][0]
     assert await link.get_attribute("target") == "_blank"
+    return ben
 
+
+async def make_vault(ben: Page, running: Running) -> None:
+    """A vault made on this phone, as the vault page makes it."""
     worker = "/static/vendor/altcha/pbkdf2.js"
     made = await ben.evaluate(CREATE_VAULT_JS, {"urls": vault_urls(running), "worker": worker})
     assert made is True
+
+
+async def person_with_vault(
+    chrome: Chromium, running: Running, session_id: str, errors: list[str], requests: list[str]
+) -> Page:
+    """The person's phone in the room, first without a vault, then with one made on this
+    phone: after a reload, the room offers "Montrer un document"."""
+    ben = await person_without_vault(chrome, running, session_id, errors, requests)
+    await make_vault(ben, running)
     await ben.reload()
     await consent(ben)
     await expect(ben.get_by_role("button", name="Montrer un document")).to_be_visible()
@@ -214,6 +226,14 @@ async def saved_bytes(page: Page, url: str | None = None, link: Locator | None =
     """What an object URL of the page holds, as a download gives it."""
     download = await saved(page, url, link)
     return read_bytes(await download.path())
+
+
+async def send_photo(ben: Page, png: bytes) -> None:
+    """The person sends a photo (a PNG, sent as the JPEG the page makes of it)."""
+    await ben.locator("#photo-input").set_input_files(
+        files=[{"name": "carte.png", "mimeType": "image/png", "buffer": png}]
+    )
+    await expect(ben.locator("#notice")).to_have_text("Photo envoyée.")
 
 
 async def shown_events(running: Running, session_id: str) -> list[StatEvent]:
@@ -393,22 +413,35 @@ async def test_the_volunteer_suggests_keeping_a_photo_and_the_person_adds_it_to_
     vol = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
     await log_in(vol, running, volunteer)
     session_id = await open_assistance(vol)
-    ben = await person_with_vault(chrome, running, session_id, errors, [])
+    ben = await person_without_vault(chrome, running, session_id, errors, [])
     await wait_status(vol, "connected")
+    photos = vol.locator("#photos li.received-photo")
+    offer = ben.get_by_role("region", name="Garder cette photo ?")
+    suggest = "Proposer de l'ajouter à son coffre-fort"
 
-    png = await vol.screenshot()
-    await ben.locator("#photo-input").set_input_files(
-        files=[{"name": "carte.png", "mimeType": "image/png", "buffer": png}]
-    )
-    await expect(ben.locator("#notice")).to_have_text("Photo envoyée.")
-    photo = vol.locator("#photos li.received-photo")
-    await expect(photo).to_have_count(1)
+    # No vault on this phone yet: the suggestion offers to open the vault page.
+    await send_photo(ben, await vol.screenshot())
+    await expect(photos).to_have_count(1)
+    await photos.first.get_by_role("button", name=suggest).click()
+    await expect(photos.first.get_by_role("button", name="Proposé à la personne")).to_be_disabled()
+    await expect(offer).to_be_visible()
+    opening = offer.get_by_role("link", name="Ouvrir mon coffre-fort")
+    await expect(opening).to_be_visible()
+    assert urlsplit(await opening.get_attribute("href") or "").path == "/coffre"
+    await expect(offer.get_by_role("button", name="Ajouter à mon coffre-fort")).to_be_hidden()
+    await offer.get_by_role("button", name="Non merci").click()
+    await expect(offer).to_be_hidden()
+
+    # With a vault (made meanwhile, in another tab as far as the room knows): added.
+    await make_vault(ben, running)
+    await send_photo(ben, await vol.screenshot(full_page=True))
+    await expect(photos).to_have_count(2)
+    photo = photos.first
     sent = await saved_bytes(vol, await photo.locator("img").get_attribute("src"))
     assert sent.startswith(b"\xff\xd8\xff")  # the JPEG the person's page made
 
-    await photo.get_by_role("button", name="Proposer de l'ajouter à son coffre-fort").click()
+    await photo.get_by_role("button", name=suggest).click()
     await expect(photo.get_by_role("button", name="Proposé à la personne")).to_be_disabled()
-    offer = ben.get_by_role("region", name="Garder cette photo ?")
     await expect(offer).to_be_visible()
     await expect(offer).to_contain_text(
         "Le bénévole vous propose de garder cette photo dans votre coffre-fort."
