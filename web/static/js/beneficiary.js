@@ -48,6 +48,7 @@ const ui = {
 };
 
 const peers = new Map(); // peer_id -> Peer
+const roles = new Map(); // peer_id -> "volunteer" | "observer"
 let rtc = null; // rtc.js, once loaded (see `connection`)
 let signaling = null;
 let iceServers = [];
@@ -213,6 +214,7 @@ function addPeer(id, role) {
     tuning,
   });
   peers.set(id, peer);
+  roles.set(id, role);
   peer
     .on("track", (remote) => {
       if (remote.kind !== "audio" || role !== "volunteer") return;
@@ -229,6 +231,7 @@ function closePeer(id) {
   const peer = peers.get(id);
   if (!peer) return;
   peers.delete(id);
+  roles.delete(id);
   peer.close();
 }
 
@@ -259,9 +262,12 @@ function onMessage(role, msg, peer) {
   }
 }
 
-function openChannels() {
-  return [...peers.values()].map((peer) => peer.channel).filter(Boolean);
+function openChannels(role = null) {
+  return [...peers].filter(([id]) => !role || roles.get(id) === role).map(([, peer]) => peer.channel).filter(Boolean);
 }
+
+// A document of the vault goes to the volunteer the person talks with, not to an observer.
+const volunteerChannels = () => openChannels("volunteer");
 
 // To every helper at once; false when none is connected.
 function sendAll(message) {
@@ -494,7 +500,7 @@ function vaultFailed(err) {
 }
 
 async function showDocument() {
-  if (!openChannels().length) {
+  if (!volunteerChannels().length) {
     notify(t("not_connected"));
     return;
   }
@@ -502,7 +508,7 @@ async function showDocument() {
   try {
     const vault = await vaultModule();
     await vault.pickDocument({
-      channels: openChannels,
+      channels: volunteerChannels,
       notify,
       shown: (copy) => signaling?.emit("vault-shown", { copy }),
     });
