@@ -183,12 +183,20 @@ async def crawl(
 
 async def first_load(server_url: str, join_token: str, encoding: str) -> dict[str, Any]:
     """`/j/<token>` (the room, with the pass cookie), then its scripts and stylesheets."""
+    return await page_first_load(server_url, f"/j/{join_token}", encoding, "/j/<token>")
+
+
+async def page_first_load(
+    server_url: str, path: str, encoding: str, shown: str | None = None
+) -> dict[str, Any]:
+    """A page, then its scripts and stylesheets (`shown`: the path as errors name it)."""
     jar = aiohttp.CookieJar(unsafe=True)  # unsafe: accept cookies from 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar, auto_decompress=False) as http:
-        page = await fetch(http, f"{server_url}/j/{join_token}", "document", encoding)
+        page = await fetch(http, f"{server_url}{path}", "document", encoding)
         if page.status != 200:
             snippet = " ".join(page.text.split())[:160]
-            return {"error": f"/j/<token> answered {page.status}: {snippet}", "files": [page]}
+            name = shown or path
+            return {"error": f"{name} answered {page.status}: {snippet}", "files": [page]}
         crawled = await crawl(http, page, server_url, encoding)
     return {**crawled, "files": [page, *crawled["fetched"]]}
 
@@ -254,6 +262,10 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             "rows": [row.as_dict()],
         }
     ours, base = _summary(gz["files"]), _summary(plain["files"])
+    # The vault page (issue 15): the same goal, before the first tap (its lazy parts apart).
+    vault_gz = await page_first_load(server_url, "/coffre", GZIP)
+    vault_plain = await page_first_load(server_url, "/coffre", IDENTITY)
+    vault = _summary(vault_gz["files"])
     rows = [
         Row(
             "beneficiary first load, body bytes (gzip vs identity)",
@@ -271,6 +283,16 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             ours["wire_bytes"] + ours["header_bytes"],
             base["wire_bytes"] + base["header_bytes"],
             "same files uncompressed",
+        ),
+        Row(
+            "vault page (/coffre) first load, body bytes (gzip vs identity)",
+            "bytes",
+            vault["wire_bytes"],
+            _summary(vault_plain["files"])["wire_bytes"],
+            "same files uncompressed",
+            f"≤ {TARGET_BYTES:,}",
+            "error" not in vault_gz and vault["wire_bytes"] <= TARGET_BYTES,
+            note=vault_gz.get("error", f"{vault['requests']} requests"),
         ),
     ]
     return {

@@ -80,6 +80,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("memory", "bench.idle_memory", "RSS per idle client, ours vs raw WS server"),
     Benchmark("share", "bench.share_latency", "Partager click → first decoded frame (Chromium)"),
     Benchmark(
+        "vault-page", "bench.vault_page_upload", "Vault: 5 MB photo encrypted + uploaded (Pixel 7)"
+    ),
+    Benchmark(
         "weak-media",
         "bench.weak_media",
         "Screen share and voice at 300 kbit/s (tbf): width, fps, freezes, concealment",
@@ -98,6 +101,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "take-next: CPU per take vs queue length, contention (SQLite, PG)",
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
+    Benchmark("vault", "bench.vault_upload", "Vault: server CPU per MB uploaded and downloaded"),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
     Benchmark(
         "combined",

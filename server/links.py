@@ -46,6 +46,7 @@ INVITATION = Link("invitation", "/invitation/{token}")
 QUEUE = Link("queue", "/file")
 CALLBACKS = Link("callbacks", "/rappels")
 STATS = Link("stats", "/stats")
+VAULT = Link("vault", "/coffre")
 
 ALL: tuple[Link, ...] = (
     HOME,
@@ -62,4 +63,5 @@ ALL: tuple[Link, ...] = (
     QUEUE,
     CALLBACKS,
     STATS,
+    VAULT,
 )

@@ -29,6 +29,10 @@ cutoff (``now`` minus RETENTION_MONTHS calendar months). What happens, table by 
   is set. Themes, organisations, autonomy and outcome (taxonomy codes) stay.
 - Notification files written by the ``file`` back-ends (``DATA_DIR/mail/*.eml``,
   ``DATA_DIR/sms/*.txt``) older than the cutoff are **deleted**.
+- ``vaults`` (last_used_at, VAULT_RETENTION_MONTHS, not RETENTION_MONTHS): notices 30 and 7
+  days before when the person left a contact, then **deleted** with their documents, blobs,
+  events and grants; expired trustee codes and recovery requests and orphan blobs are
+  **deleted** too (``server/vault/retention.py``).
 - ``stat_events`` and the statistics rollups hold no personal data: **never touched**.
 
 Each table is processed in chunks of CHUNK_SIZE rows, one short transaction each (a single
@@ -65,6 +69,7 @@ from server.store.models import (
     QueueEntry,
     WaitlistEntry,
 )
+from server.vault import retention as vault_retention
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +87,8 @@ class PurgeReport:
 
     @property
     def total(self) -> int:
-        """Rows and files purged in all."""
-        return sum(self.counts.values())
+        """Rows and files purged in all (the vaults' notices are not purges)."""
+        return sum(n for name, n in self.counts.items() if name != vault_retention.NOTICES)
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,15 @@ async def purge(
     report.counts[SPOOL_FILES] = await asyncio.to_thread(
         _purge_spool, settings.data_dir, cutoff, dry_run
     )
+    report.counts.update(
+        await vault_retention.purge_vaults(
+            db,
+            settings,
+            now,
+            dry_run=dry_run,
+            chunk_size=min(chunk_size, vault_retention.CHUNK_SIZE),
+        )
+    )
     if report.total and not dry_run:
         log.info("retention purge (before %s): %s", cutoff.isoformat(), report.counts)
     return report
@@ -346,6 +360,10 @@ LABELS: tuple[tuple[str, str, bool, bool], ...] = (
     ("assistance_sessions", "Assistances", True, False),
     ("handoff_sheets", "Fiches navette", True, False),
     (SPOOL_FILES, "Fichiers d'e-mails et de SMS", False, True),
+    (vault_retention.VAULTS, "Coffres-forts inutilisés (avec leurs documents)", False, True),
+    (vault_retention.CODES, "Codes de personne de confiance expirés", False, True),
+    (vault_retention.REQUESTS, "Demandes d'accès à un coffre-fort expirées", True, True),
+    (vault_retention.ORPHANS, "Fichiers chiffrés sans document", False, True),
 )
 
 
@@ -366,5 +384,10 @@ def describe(report: PurgeReport) -> list[str]:
             verb += "e" if feminine else ""
             verb += "s" if count > 1 else ""
         lines.append(f"  {label} : {count} {verb}")
+    notices = report.counts.get(vault_retention.NOTICES, 0)
+    lines.append(
+        f"  Avis avant suppression d'un coffre-fort : {notices} "
+        + ("à écrire" if report.dry_run else ("écrits" if notices > 1 else "écrit"))
+    )
     lines.append("Les événements statistiques (sans donnée personnelle) sont conservés.")
     return lines

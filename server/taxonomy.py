@@ -53,6 +53,21 @@ OUTCOMES: dict[str, str] = {
     "oriented": N_("Orientée vers une autre structure"),
 }
 
+# Document categories of the vault (coffre-fort, server/vault/DESIGN.md): the codes the page
+# sends and the statistics count; ``non_precise`` when the person keeps the category encrypted.
+VAULT_CATEGORIES: dict[str, str] = {
+    "identite": N_("Identité"),
+    "caf": N_("CAF"),
+    "impots": N_("Impôts"),
+    "sante": N_("Santé"),
+    "logement": N_("Logement"),
+    "emploi": N_("Emploi"),
+    "retraite": N_("Retraite"),
+    "autre": N_("Autre"),
+}
+VAULT_NON_PRECISE = "non_precise"
+VAULT_NON_PRECISE_LABEL = N_("Non précisé (gardé chiffré)")
+
 # The theme of each default motif (server/motifs.py), so that demand that never became a session
 # (people who left the queue, call-backs unanswered) still counts under a theme.
 DEFAULT_MOTIF_THEMES: dict[str, str] = {

@@ -312,6 +312,11 @@ async def test_purge_removes_old_personal_data_and_keeps_recent_records_and_stat
         "assistance_sessions": 1,
         "handoff_sheets": 1,
         "notification_files": 0,
+        "vault_notices": 0,
+        "vaults": 0,
+        "trustee_codes": 0,
+        "vault_recovery_requests": 0,
+        "vault_orphan_blobs": 0,
     }
     after = await snapshot(sessionmaker, old)
     assert after["appointment"] == ("", None, None, None, None, {})

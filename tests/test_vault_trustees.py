@@ -464,7 +464,7 @@ async def test_the_person_side_needs_the_vault_capability(
     ):
         status, refused = await api(http, running, method, path, headers=headers, body={})
         assert status == 401, (method, path, refused)
-        assert refused["error"]["code"] == "vault_unauthorized"
+        assert refused["error"]["code"] == "unknown_vault"
 
 
 async def test_guessing_trustee_codes_is_rate_limited(

@@ -1,12 +1,13 @@
-"""The browser's side of the vault in Python, exactly as server/vault/DESIGN.md says (``cryptography``
-for AES-GCM, AES-KW and HKDF-SHA-256), and a small HTTP client of ``/coffre/api/``: what the
-vault tests, the benchmark and other tests use instead of a browser.
+"""The browser's side of the vault in Python, exactly as server/vault/DESIGN.md says
+(``cryptography`` for AES-GCM, AES-KW and HKDF-SHA-256), and a small HTTP client of
+``/coffre/api/``: what the vault tests, the benchmark and other tests use instead of a browser.
 
 Nothing here talks to the server's code: only to its HTTP API, like a browser would."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -243,7 +244,7 @@ def document_form(
     for name, value in fields.items():
         part = writer.append(value)
         part.set_content_disposition("form-data", name=name)
-    blob: Any = _stream(document.blob, piece) if stream else document.blob
+    blob: Any = _stream(document.blob, piece) if stream else io.BytesIO(document.blob)
     part = writer.append(blob, {"Content-Type": "application/octet-stream"})
     part.set_content_disposition("form-data", name="blob", filename="blob")
     return writer

@@ -50,9 +50,8 @@ class EventKind(enum.StrEnum):
     VAULT_CREATED = "vault_created"
     VAULT_DOCUMENT_ADDED = "vault_document_added"
     VAULT_DELETED = "vault_deleted"
-    # VAULT_DOCUMENT_SHOWN: a document shown in a session over the data
-    # channel, with the session's association and département; `reason` "copy" when a copy was
-    # given. Never which document, nor its category.
+    # A document of the person's vault shown to the volunteer during a session (over the data
+    # channel, never through the server): `reason` is `copy` when "Donner une copie" was chosen.
     VAULT_DOCUMENT_SHOWN = "vault_document_shown"
 
 

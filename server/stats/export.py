@@ -26,7 +26,17 @@ TABLES: dict[str, str] = {
     "volunteers": N_("Charge des bénévoles"),
     "departements": N_("Par département"),
     "ranking": N_("Où ouvrir une permanence"),
+    "vault": N_("Coffre-fort : par période"),
+    "vault_categories": N_("Coffre-fort : documents par type"),
+    "vault_departements": N_("Coffre-fort : par département"),
 }
+# The vault's columns: CSV names and the event kind each counts.
+VAULT_COLUMNS: tuple[tuple[str, EventKind], ...] = (
+    ("vaults_created", EventKind.VAULT_CREATED),
+    ("documents_added", EventKind.VAULT_DOCUMENT_ADDED),
+    ("documents_shown", EventKind.VAULT_DOCUMENT_SHOWN),
+    ("vaults_deleted", EventKind.VAULT_DELETED),
+)
 _FACET_TABLES = {
     "organisations": ("org", taxonomy.ORGANISATIONS),
     "outcomes": ("outcome", taxonomy.OUTCOMES),
@@ -67,6 +77,49 @@ def volunteer_rows(report: Report) -> list[tuple[str, str, int]]:
     )
 
 
+def vault_volume_rows(report: Report) -> list[tuple[str, list[int]]]:
+    """(period label, counts in VAULT_COLUMNS order) for every period of the report."""
+    rows = []
+    for start in report.periods:
+        counts = report.vault.volumes.get(start, Counter())
+        rows.append(
+            (
+                period_label(start, report.filters.granularity),
+                [counts[kind.value] for _name, kind in VAULT_COLUMNS],
+            )
+        )
+    return rows
+
+
+def vault_category_rows(report: Report) -> list[tuple[str, str, int]]:
+    """(code, French label, documents added) per category, in the page's order, then the
+    documents whose category stays encrypted, then any unknown code."""
+    counts = report.vault.categories
+    rows = [
+        (code, _(label), counts.get(code, 0)) for code, label in taxonomy.VAULT_CATEGORIES.items()
+    ]
+    hidden = taxonomy.VAULT_NON_PRECISE
+    rows.append((hidden, _(taxonomy.VAULT_NON_PRECISE_LABEL), counts.get(hidden, 0)))
+    known = {*taxonomy.VAULT_CATEGORIES, hidden}
+    rows += [(code, code, n) for code, n in sorted(counts.items()) if code not in known]
+    return rows
+
+
+def vault_departement_rows(report: Report) -> list[tuple[str, str, list[int]]]:
+    """(code, name, counts in VAULT_COLUMNS order) per département with a vault step; vaults
+    made without a room ("" : not known) last."""
+    names = {d.code: d.name for d in report.departements}
+    rows = [
+        (code, names.get(code, code), [counts[kind.value] for _name, kind in VAULT_COLUMNS])
+        for code, counts in sorted(report.vault.departements.items())
+        if code
+    ]
+    if "" in report.vault.departements:
+        counts = report.vault.departements[""]
+        rows.append(("", _("inconnu"), [counts[kind.value] for _name, kind in VAULT_COLUMNS]))
+    return rows
+
+
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
 # names typed by people (volunteers, unknown codes) could then open links or leak other cells.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -86,7 +139,26 @@ def export_table(report: Report, table: str, small: int) -> tuple[list[str], lis
     return header, [[spreadsheet_safe(cell) for cell in line] for line in body]
 
 
+def _vault_table(report: Report, table: str, small: int) -> tuple[list[str], list[list[Any]]]:
+    columns = [name for name, _kind in VAULT_COLUMNS]
+    if table == "vault":
+        return ["period", *columns], [
+            [label, *(shown(n, small) for n in counts)]
+            for label, counts in vault_volume_rows(report)
+        ]
+    if table == "vault_categories":
+        return ["category", "label", "documents_added"], [
+            [code, label, shown(n, small)] for code, label, n in vault_category_rows(report)
+        ]
+    return ["departement", "name", *columns], [
+        [code or "inconnu", name, *(shown(n, small) for n in counts)]
+        for code, name, counts in vault_departement_rows(report)
+    ]
+
+
 def _table(report: Report, table: str, small: int) -> tuple[list[str], list[list[Any]]]:
+    if table.startswith("vault"):
+        return _vault_table(report, table, small)
     if table == "volumes":
         header = ["period", "sessions"]
         header += [f"sessions_{c}" for c in CHANNELS]

@@ -26,6 +26,7 @@ from server.stats.rollups import (
     ROLLUPS,
     SESSIONS,
     UNMET,
+    VAULT_KINDS,
 )
 from server.store.models import User
 
@@ -63,6 +64,23 @@ class DepartementFigures:
 
 
 @dataclass
+class VaultFigures:
+    """The vault's section (coffre-fort): its steps by period, documents added by category,
+    and by département (where the vault was made from a room; "" otherwise). Every channel
+    and theme: the dashboard's channel and theme filters are about sessions, not vaults."""
+
+    volumes: dict[date, Counter[str]] = field(default_factory=dict)  # period -> kind -> n
+    totals: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)  # documents added by category
+    departements: dict[str, Counter[str]] = field(default_factory=dict)  # code -> kind -> n
+
+    @property
+    def is_empty(self) -> bool:
+        """No vault step in the period."""
+        return not any(self.totals.values())
+
+
+@dataclass
 class Report:
     """Everything /stats, its CSV files and the API show, for one association and filters."""
 
@@ -76,6 +94,7 @@ class Report:
     volunteer_names: dict[str, str] = field(default_factory=dict)
     departements: list[DepartementFigures] = field(default_factory=list)
     unknown: DepartementFigures = field(default_factory=lambda: DepartementFigures("", "", None))
+    vault: VaultFigures = field(default_factory=VaultFigures)
 
     @property
     def is_empty(self) -> bool:
@@ -264,4 +283,47 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
         else:
             line.demand += int(count)
     report.departements = list(by_code.values())
+    report.vault = await _vault_figures(db, association_id, filters)
     return report
+
+
+async def _vault_figures(db: AsyncSession, association_id: int, filters: Filters) -> VaultFigures:
+    """The vault's steps of the period, from the rollups' "all channels" rows."""
+    figures = VaultFigures()
+    weekly = filters.granularity == "week"
+    volumes = []
+    for table, period in _tiers(filters, days_only=weekly):
+        t = table.c
+        start = _week_start(t.day, db.get_bind().dialect.name) if weekly else t.day
+        volumes.append(
+            select(start, t.kind, func.sum(t.count))
+            .where(t.association_id == association_id, t.dim == "all")
+            .where(t.channel == ALL, t.theme == ALL, period, t.kind.in_(VAULT_KINDS))
+            .group_by(start, t.kind)
+        )
+    for day, kind, count in await db.execute(_union(volumes)):
+        period_start = period_of(day, filters.granularity)
+        figures.volumes.setdefault(period_start, Counter())[kind] += int(count)
+        figures.totals[kind] += int(count)
+    tiers = _tiers(filters)
+    categories = [
+        select(table.c.theme, func.sum(table.c.count))
+        .where(table.c.association_id == association_id, table.c.dim == "all")
+        .where(table.c.channel == ALL, table.c.theme != ALL, period)
+        .where(table.c.kind == EventKind.VAULT_DOCUMENT_ADDED.value)
+        .group_by(table.c.theme)
+        for table, period in tiers
+    ]
+    for theme, count in await db.execute(_union(categories)):
+        figures.categories[theme] += int(count)
+    deps = [
+        select(table.c.value, table.c.kind, func.sum(table.c.count))
+        .where(table.c.association_id == association_id, table.c.dim == "dep")
+        .where(table.c.channel == ALL, table.c.theme == ALL, period)
+        .where(table.c.kind.in_(VAULT_KINDS))
+        .group_by(table.c.value, table.c.kind)
+        for table, period in tiers
+    ]
+    for code, kind, count in await db.execute(_union(deps)):
+        figures.departements.setdefault(code, Counter())[kind] += int(count)
+    return figures

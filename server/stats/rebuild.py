@@ -36,12 +36,12 @@ from server.stats.events import EventKind
 from server.stats.rollups import (
     ALL,
     BUCKET_LIMITS,
-    DEP_KINDS,
     KEY_COLUMNS,
     KIND_CHANNELS,
     LONGEST_BUCKET,
     MONTHLY,
     NONE,
+    PLACED_KINDS,
     ROLLUPS,
     SESSIONS,
     UNMET,
@@ -145,7 +145,7 @@ def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime)
         "theme": e.theme,
         "themes": cast(e.themes, Text),
         "organisations": case((sheet, cast(e.organisations, Text))),
-        "departement": case((or_(kind.in_(DEP_KINDS), unmet == 1), e.departement)),
+        "departement": case((or_(kind.in_(PLACED_KINDS), unmet == 1), e.departement)),
         "outcome": case((sheet, func.substr(e.outcome, 1, 40))),
         "autonomy": case((sheet, func.substr(e.autonomy, 1, 40))),
         "volunteer": case((sheet, cast(e.volunteer_id, Text))),
@@ -203,7 +203,7 @@ def _expand_statements() -> list[str]:
     """The INSERTs turning the grouped facts into the chunk's daily rows, channel by channel."""
     facet_values = {
         "all": ("''", "1 = 1"),
-        "dep": ("COALESCE(f.departement, '')", f"f.kind IN ({_sql_list(DEP_KINDS)})"),
+        "dep": ("COALESCE(f.departement, '')", f"f.kind IN ({_sql_list(PLACED_KINDS)})"),
         "outcome": ("f.outcome", f"f.kind = '{SESSIONS}' AND f.outcome <> ''"),
         "autonomy": ("f.autonomy", f"f.kind = '{SESSIONS}' AND f.autonomy <> ''"),
         "vol": ("f.volunteer", f"f.kind = '{SESSIONS}' AND f.volunteer IS NOT NULL"),

@@ -11,7 +11,8 @@ would be as big as the events). The key is::
 
 - ``day``: the local date in the deployment's time zone (``settings.timezone``).
 - ``dim``/``value``: ``all``/"" (every event), ``dep``/département code ("" when no postal code
-  was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``),
+  was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``) and
+  the vault's kinds (``VAULT_KINDS``: their own section of the page; ``PLACED_KINDS`` is both),
   and, on sheets only, ``outcome``, ``autonomy``, ``org`` (one row per organisation),
   ``vol`` (volunteer id) and ``dur`` (duration bucket). No key exists that no query reads.
 - ``channel`` and ``theme`` are written twice: the event's own value ("" for none) and ``'*'``
@@ -108,7 +109,16 @@ DEMAND_KINDS = (
     EventKind.QUEUE_JOINED.value,
     EventKind.CALLBACK_REQUESTED.value,
 )
-DEP_KINDS = (SESSIONS, UNMET, *DEMAND_KINDS)  # the kinds counted by département
+DEP_KINDS = (SESSIONS, UNMET, *DEMAND_KINDS)  # the kinds the map counts by département
+# The vault's steps (coffre-fort), counted by month and by département in their own section;
+# ``vault_document_added`` carries the document's category as its theme.
+VAULT_KINDS = (
+    EventKind.VAULT_CREATED.value,
+    EventKind.VAULT_DOCUMENT_ADDED.value,
+    EventKind.VAULT_DOCUMENT_SHOWN.value,
+    EventKind.VAULT_DELETED.value,
+)
+PLACED_KINDS = (*DEP_KINDS, *VAULT_KINDS)  # the kinds with a row per département
 ROLLUPS: Table = StatRollup.__table__  # type: ignore[assignment]
 MONTHLY: Table = StatRollupMonthly.__table__  # type: ignore[assignment]
 KEY_COLUMNS = ("association_id", "dim", "channel", "theme", "day", "kind", "value")
@@ -185,7 +195,7 @@ def _keys(event: Mapping[str, Any], zone: ZoneInfo) -> Iterator[Key]:
     association = event["association_id"] or 0
     for counted in kinds:
         dims: list[tuple[str, str]] = [("all", NONE)]
-        if counted in DEP_KINDS:
+        if counted in PLACED_KINDS:
             dims.append(("dep", event["departement"] or NONE))
         if counted == SESSIONS:
             if event["outcome"]:

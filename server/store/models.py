@@ -770,8 +770,10 @@ class Vault(Base):
     # Optional, given by the person only so that they are told before a retention deletion.
     contact_phone: Mapped[str | None] = mapped_column(String(20), default=None)
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
-    # Retention notices already sent for the current period of inactivity (0, 1 or 2).
+    # Retention notices already sent for the current period of inactivity (0, 1 or 2), and
+    # when the last one was written: the vault is kept at least 7 days after it.
     notices_sent: Mapped[int] = mapped_column(Integer, default=0)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Totals kept in the same transaction as the documents, so that a quota check reads one row.
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     document_count: Mapped[int] = mapped_column(Integer, default=0)

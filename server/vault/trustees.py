@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.errors import DomainError, Kind
 from server.i18n import _
 from server.settings import Settings
+from server.store.engine import begin_write
 from server.store.models import (
     Association,
     TrusteeCode,
@@ -256,6 +257,7 @@ async def register_key(
     """Register this account's public key; an older key is marked replaced (its grants can no
     longer be answered: the browser that held its private key is not this one). Registering
     the same key again changes nothing."""
+    await begin_write(db)
     key = parse_public_key(public_key)
     current = await current_key(db, user)
     if current is not None and current.fingerprint == key.fingerprint:
@@ -292,6 +294,7 @@ async def make_code(
 ) -> tuple[str, datetime]:
     """A fresh trustee code for this account's key (valid VAULT_TRUSTEE_CODE_MINUTES), to give
     to a person; only its keyed hash is stored."""
+    await begin_write(db)
     key = await _required_key(db, user)
     code = "".join(secrets.choice(CROCKFORD) for _i in range(TRUSTEE_CODE_LENGTH))
     expires_at = now + timedelta(minutes=settings.vault_trustee_code_minutes)
@@ -368,6 +371,7 @@ async def add_grant(
 ) -> VaultGrant:
     """Name the trustee of a code: store the vault key and the label the person chose, both
     encrypted for the trustee's key; the code is used up; the person's history says so."""
+    await begin_write(db)
     trustee = await trustee_for_code(db, settings, raw_code, now)
     block = block_bytes_of(trustee.public_key)
     wrapped = rsa_ciphertext(wrapped_key, block, "wrapped_key")
@@ -441,6 +445,7 @@ async def grants_of(db: AsyncSession, vault: Vault) -> list[GrantView]:
 async def revoke_grant(db: AsyncSession, vault: Vault, grant_id: str, now: datetime) -> None:
     """Revoke one of the vault's grants: the wrapped key and label are erased, requests it was
     answering are dropped, the event stays in the person's history. Revoking twice is fine."""
+    await begin_write(db)
     grant = await db.scalar(
         select(VaultGrant).where(VaultGrant.id == grant_id, VaultGrant.vault_id == vault.id)
     )
@@ -476,6 +481,7 @@ async def create_request(
 ) -> NewRequest:
     """A new device asks for help: its public key, a pairing code unique among live requests
     (valid VAULT_RECOVERY_REQUEST_MINUTES), a poll token. Only hashes of both are kept."""
+    await begin_write(db)
     key = parse_public_key(public_key)
     poll_token = secrets.token_bytes(32)
     for _attempt in range(PAIRING_ATTEMPTS):
@@ -589,6 +595,7 @@ async def answer_request(
     """The trustee answers a request with one of ITS usable grants: the vault key, decrypted
     in their browser and encrypted again for the device's key. The use is recorded on the
     vault (``trustee_used``, shown to the person) and on the grant."""
+    await begin_write(db)
     key = await _required_key(db, user)
     request = await db.scalar(
         select(VaultRecoveryRequest)
@@ -675,6 +682,7 @@ async def poll_request(
             kind=Kind.NOT_FOUND,
         )
     if request.answered_at is None and request.expires_at <= now:
+        await begin_write(db)
         await db.delete(request)
         raise TrusteeError(
             "request_expired",
@@ -686,6 +694,7 @@ async def poll_request(
         )
     if request.answered_at is None or request.wrapped_key is None:
         return Poll(ready=False)
+    await begin_write(db)
     deleted = await db.execute(
         delete(VaultRecoveryRequest)
         .where(VaultRecoveryRequest.id == request.id)
@@ -718,6 +727,7 @@ async def count_expired(db: AsyncSession, now: datetime) -> tuple[int, int]:
 
 async def purge_expired(db: AsyncSession, now: datetime) -> tuple[int, int]:
     """Delete expired trustee codes and recovery requests (answered or not); how many."""
+    await begin_write(db)
     codes = await db.execute(
         delete(TrusteeCode)
         .where(TrusteeCode.expires_at <= now)

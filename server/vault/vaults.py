@@ -19,7 +19,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.contact import check_phone_region, normalize_email, normalize_phone
+from server.contact import (
+    ContactError,
+    can_receive_sms,
+    check_phone_region,
+    normalize_email,
+    normalize_phone,
+)
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.settings import Settings
@@ -114,7 +120,9 @@ class Limits:
 
 
 def _megabytes(count: int) -> str:
-    return f"{count // MB}" if count % MB == 0 else f"{count / MB:.1f}".replace(".", ",")
+    """Bytes as French megabytes: "12", "0,5" (one decimal below 10, none when it is 0)."""
+    value = round(count / MB, 1 if count < 10 * MB else 0)
+    return f"{value:g}".replace(".", ",")
 
 
 def vault_full(limits: Limits) -> VaultError:
@@ -351,11 +359,18 @@ async def set_contact(
     phone_text = (phone or "").strip() if isinstance(phone, str) else ""
     email_text = (email or "").strip() if isinstance(email, str) else ""
     clean_phone = (
-        check_phone_region(normalize_phone(phone_text), settings.phone_regions)
+        check_phone_region(normalize_phone(phone_text, settings.timezone), settings.phone_regions)
         if phone_text
         else None
     )
     clean_email = normalize_email(email_text) if email_text else None
+    if clean_email is None and clean_phone is not None and not can_receive_sms(clean_phone):
+        # The notices go by SMS: a landline alone would never be told.
+        raise ContactError(
+            "no_reachable_contact",
+            _("Ce numéro est un fixe : il ne reçoit pas de SMS. Donnez un portable ou un e-mail."),
+            "phone",
+        )
     await begin_write(db)
     vault.contact_phone = clean_phone
     vault.contact_email = clean_email

@@ -30,6 +30,9 @@ REDACTED = "<redacted>"
 SECRET_PARAMETERS: dict[str, str] = {
     "token": "a link's secret: join (/j/), appointment manage, invitation, handoff sheet, "
     "call-back cancel",
+    # Not a credential (the vault's capability is a header), but the one thing in a vault
+    # request's URL that links it to a vault: kept out of the logs with the client's address.
+    "document_id": "vault document id (/coffre/api/documents/…): would tie an address to a vault",
 }
 # Path parameters kept in the logs: ids that grant nothing by themselves (every page behind them
 # checks the login and the association), and public names.

@@ -23,7 +23,16 @@ from server.stats.display import (
     period_label,
     quantile_classes,
 )
-from server.stats.export import TABLES, export_table, facet_rows, theme_rows, volunteer_rows
+from server.stats.export import (
+    TABLES,
+    export_table,
+    facet_rows,
+    theme_rows,
+    vault_category_rows,
+    vault_departement_rows,
+    vault_volume_rows,
+    volunteer_rows,
+)
 from server.stats.filters import FilterError, Filters, default_filters, parse_filters
 from server.stats.queries import DepartementFigures, Report, build_report
 from server.stats.rollups import CHANNELS, DEMAND_KINDS, DURATION_BUCKETS, SESSIONS, UNMET
@@ -188,6 +197,10 @@ def page_context(report: Report, map_kind: str) -> dict[str, Any]:
         "unknown": report.unknown,
         "ranking": report.ranking()[:20],
         "map": build_map(report, map_kind),
+        "vault": report.vault,
+        "vault_volumes": vault_volume_rows(report),
+        "vault_categories": _bars([(label, n) for _code, label, n in vault_category_rows(report)]),
+        "vault_departements": vault_departement_rows(report),
         "map_kind": map_kind,
         **_form_context(f),
         "tables": TABLES,

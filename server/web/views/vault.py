@@ -15,6 +15,7 @@ memory; ``client_max_size`` only bounds ``request.read()``, which is not used he
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,6 +56,7 @@ READS_PER_IP = Rule("vault-read-ip", parse("1200/hour"))
 CHANGES_PER_VAULT = Rule("vault-change-vault", parse("300/hour"))
 
 TOO_MANY = N_("Trop d'essais. Attendez quelques minutes puis réessayez.")
+BODY_TOO_LARGE = N_("Ce que vous envoyez est trop gros.")
 FIELD_PARTS = ("id", "key", "meta", "category")
 FIELD_MAX_BYTES = vaults.META_MAX_CHARS + 64
 # Multipart framing and the fields around the blob, over the blob's own limit.
@@ -94,9 +96,12 @@ def _storages(request: web.Request) -> Storages:
 async def _body(request: web.Request) -> dict[str, Any]:
     """The JSON object of a request; VaultError (400) for anything else."""
     try:
-        body = await request.json()
-    except ValueError:
+        # JSON is UTF-8 (RFC 8259): whatever charset the request claims is not used.
+        body = json.loads(await request.read())
+    except ValueError:  # not JSON, not UTF-8
         body = None
+    except web.HTTPRequestEntityTooLarge:  # over client_max_size: aiohttp's text is English
+        raise VaultError("body_too_large", _(BODY_TOO_LARGE), kind=Kind.TOO_LARGE) from None
     if not isinstance(body, dict):
         raise VaultError("invalid_json", _(vaults.BAD_DATA))
     return body
@@ -139,7 +144,7 @@ async def page(request: web.Request) -> web.StreamResponse:
             "contact": url_for(request, "vault-contact"),
             "recover": url_for(request, "vault-recover"),
             "documents": url_for(request, "vault-documents"),
-            # Paths with an "{id}" placeholder for the page to fill.
+            # Paths with a "{document_id}" placeholder for the page to fill.
             "document": request.app.router["vault-document"].canonical,
             "blob": request.app.router["vault-document-blob"].canonical,
         },
@@ -309,14 +314,14 @@ async def add_document(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.get("/coffre/api/documents/{id}/blob", name="vault-document-blob")
+@routes.get("/coffre/api/documents/{document_id}/blob", name="vault-document-blob")
 async def blob(request: web.Request) -> web.StreamResponse:
     """A document's ciphertext, streamed as stored."""
     vault = await _vault(request)
     await _within(request, (READS_PER_VAULT,), vault.id)
     await _within(request, (READS_PER_IP,), client_key(request))
     async with request.app[SESSIONMAKER_KEY]() as db:
-        document = await vaults.get_document(db, vault, request.match_info["id"])
+        document = await vaults.get_document(db, vault, request.match_info["document_id"])
     chunks = _storages(request).of(document.storage).read(document.id)
     try:
         first = await anext(chunks, b"")
@@ -328,6 +333,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
     response.content_length = document.size
     _no_store(response)
     await response.prepare(request)
+    if request.method == "HEAD":  # the length only: a body would break the connection's framing
+        await chunks.aclose()
+        await response.write_eof()
+        return response
     try:
         await response.write(first)
         async for chunk in chunks:
@@ -338,7 +347,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@routes.put("/coffre/api/documents/{id}", name="vault-document")
+@routes.put("/coffre/api/documents/{document_id}", name="vault-document")
 async def update_document(request: web.Request) -> web.StreamResponse:
     """New encrypted metadata (a rename) and category for a document."""
     vault = await _vault(request)
@@ -346,16 +355,18 @@ async def update_document(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         document = await vaults.update_document(
-            db, vault, request.match_info["id"], body.get("meta"), body.get("category")
+            db, vault, request.match_info["document_id"], body.get("meta"), body.get("category")
         )
     return _json({"document": vaults.document_json(document)})
 
 
-@routes.delete("/coffre/api/documents/{id}", name="vault-document")
+@routes.delete("/coffre/api/documents/{document_id}", name="vault-document")
 async def delete_document(request: web.Request) -> web.StreamResponse:
     """Delete one document, its blob with it (204)."""
     vault = await _vault(request)
     await _within(request, (CHANGES_PER_VAULT,), vault.id)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        await vaults.delete_document(db, request.app[SETTINGS_KEY], vault, request.match_info["id"])
+        await vaults.delete_document(
+            db, request.app[SETTINGS_KEY], vault, request.match_info["document_id"]
+        )
     return _no_content()

@@ -19,14 +19,13 @@ from typing import Any
 
 from aiohttp import web
 from limits import parse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import DomainError, Kind
 from server.i18n import _
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Vault, utcnow
-from server.vault import access, trustees
+from server.vault import trustees, vaults
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -36,6 +35,7 @@ from server.web.request import (
     required_user,
     url_for,
 )
+from server.web.views.vault import AUTH_FAILURES_PER_IP
 
 routes = web.RouteTableDef()
 
@@ -120,16 +120,23 @@ async def _limit(request: web.Request, rule: Rule, *identifiers: str) -> None:
         raise _too_many()
 
 
-async def _vault(request: web.Request, db: AsyncSession) -> Vault:
-    """The vault the request's ``Authorization: Vault`` capability opens, or a 401."""
-    capability = access.access_from_header(request.headers.get("Authorization"))
-    vault = await access.vault_for_access(db, capability) if capability else None
-    if vault is None:
-        raise DomainError(
-            "vault_unauthorized",
-            _("Ce coffre-fort n'est pas ouvert sur cet appareil. Rouvrez-le avec votre code."),
-            kind=Kind.UNAUTHENTICATED,
-        )
+async def _vault(request: web.Request) -> Vault:
+    """The vault the request's ``Authorization: Vault`` capability opens (its use recorded, at
+    most hourly), or a 401; failures are counted per client like on the other vault routes."""
+    limiter = request.app[RATELIMIT_KEY]
+    client = client_key(request)
+    if not await limiter.allowed(AUTH_FAILURES_PER_IP, client):
+        raise _too_many()
+    try:
+        async with request.app[SESSIONMAKER_KEY]() as db:
+            vault = await vaults.authenticate(db, request.headers.get("Authorization"))
+    except DomainError:
+        await limiter.hit(AUTH_FAILURES_PER_IP, client)
+        raise
+    now = utcnow()
+    if vaults.touch_due(vault, now):
+        async with request.app[SESSIONMAKER_KEY].begin() as db:
+            await vaults.touch(db, vault.id, now)
     return vault
 
 
@@ -146,9 +153,9 @@ async def _code_lookup_allowed(request: web.Request, vault: Vault) -> None:
 async def trustee_key(request: web.Request) -> web.StreamResponse:
     """Whom a trustee code names, with their public key, before the person confirms."""
     settings = request.app[SETTINGS_KEY]
+    vault = await _vault(request)
+    await _code_lookup_allowed(request, vault)
     async with request.app[SESSIONMAKER_KEY]() as db:
-        vault = await _vault(request, db)
-        await _code_lookup_allowed(request, vault)
         info = await trustees.trustee_for_code(db, settings, request.query.get("code"), utcnow())
     return web.json_response(info.as_json())
 
@@ -159,9 +166,9 @@ async def add_trustee(request: web.Request) -> web.StreamResponse:
     """Name a trustee: the vault key and a label, both encrypted for the trustee's key."""
     settings = request.app[SETTINGS_KEY]
     body = await _json_body(request)
+    vault = await _vault(request)
+    await _code_lookup_allowed(request, vault)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        vault = await _vault(request, db)
-        await _code_lookup_allowed(request, vault)
         grant = await trustees.add_grant(
             db,
             settings,
@@ -180,8 +187,8 @@ async def add_trustee(request: web.Request) -> web.StreamResponse:
 @json_api
 async def revoke_trustee(request: web.Request) -> web.StreamResponse:
     """Revoke a trustee: the key wrapped for them is erased; the history keeps the event."""
+    vault = await _vault(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
-        vault = await _vault(request, db)
         await trustees.revoke_grant(db, vault, request.match_info["grant_id"][:36], utcnow())
     return web.Response(status=204)
 

@@ -196,6 +196,7 @@ function wire() {
     openDocs();
   });
   on($("docs-list"), "click", onDocAction);
+  on($("docs-retry"), "click", () => openDocs());
   on($("viewer-close"), "click", closeViewer);
   on($("edit-form"), "submit", (event) => {
     event.preventDefault();
@@ -290,7 +291,11 @@ async function create() {
 }
 
 async function showSheet() {
-  setText("sheet-code", fresh.code);
+  // Group by group, so that a narrow screen wraps between groups, never inside one.
+  const groups = fresh.code.split("-");
+  $("sheet-code").replaceChildren(
+    ...groups.map((group, i) => el("span", { className: "code-group", textContent: i < groups.length - 1 ? `${group}-` : group })),
+  );
   go("sheet");
   try {
     const sheet = await load("sheet");
@@ -340,9 +345,13 @@ async function checkCode() {
 // Loads the vault's state and shows the documents. A vault the server no longer knows (deleted
 // on another device, or after the retention period) is forgotten here.
 async function openDocs({ focus = true } = {}) {
+  // The recovery code leaves the page once the person moved on (it was shown once).
   fresh = null;
+  setText("sheet-code", "");
+  $("sheet-qr")?.replaceChildren();
   go("docs", { focus });
   setError("docs-error", null);
+  show($("docs-retry"), false);
   if (!current) setText("docs-status", t("opening"));
   try {
     current = await client.state();
@@ -350,6 +359,7 @@ async function openDocs({ focus = true } = {}) {
     renderDocs();
   } catch (err) {
     setText("docs-status", "");
+    show($("docs-retry"), true);
     if (err instanceof core.VaultError && err.status === 401) {
       await core.forgetDevice();
       client = null;

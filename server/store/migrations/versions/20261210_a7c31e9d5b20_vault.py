@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("contact_phone", sa.String(20), nullable=True),
         sa.Column("contact_email", sa.String(254), nullable=True),
         sa.Column("notices_sent", sa.Integer(), nullable=False),
+        sa.Column("notified_at", UTCDateTime(), nullable=True),
         sa.Column("used_bytes", sa.BigInteger(), nullable=False),
         sa.Column("document_count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_vaults")),

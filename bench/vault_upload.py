@@ -1,0 +1,160 @@
+"""The vault's server cost: CPU per uploaded and per downloaded MB of ciphertext, and the wall
+time of one 5 MB upload on loopback, against a bare aiohttp server doing the same streaming to a
+file (bench/raw_upload.py) in the same run.
+
+The documents are encrypted beforehand by this process exactly as the browser does
+(tests/vault_client.py), so the server's figures hold its own work only: the capability lookup,
+the multipart parsing, the streaming write with its fsync and atomic rename (``files`` storage,
+the bench server runs on SQLite), the quota statement and the row. The browser's side
+(encrypting a 5 MB photo in the Pixel 7 emulation) is measured by the vault page's tests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from bench.context import BenchEnv, Row, percentile
+from bench.procs import ServerProcess, cpu_seconds, free_port
+from tests.vault_client import (
+    VaultHttp,
+    VaultKeys,
+    create_vault,
+    document_form,
+    encrypt_document,
+)
+
+DOCUMENT_MB = 5
+COUNT = 10
+QUICK_COUNT = 3
+MB = 1024 * 1024
+
+
+async def _ours(server_url: str, env: BenchEnv, count: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        made = await create_vault(http, server_url)
+        if made.answer.status != 201:
+            raise RuntimeError(f"vault creation failed: {made.answer}")
+        device = VaultHttp(http, server_url, made.keys)
+        documents = [
+            encrypt_document(made.keys, os.urandom(DOCUMENT_MB * MB - 28)) for _ in range(count)
+        ]
+        return await _measure(
+            env.server.pid,
+            [lambda d=d: device.upload(d) for d in documents],
+            [lambda d=d: device.blob(d.id) for d in documents],
+            sum(len(d.blob) for d in documents),
+        )
+
+
+async def _raw(raw: ServerProcess, env: BenchEnv, count: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        made_keys = VaultKeys.new()
+        documents = [
+            encrypt_document(made_keys, os.urandom(DOCUMENT_MB * MB - 28)) for _ in range(count)
+        ]
+        names: list[str] = []
+
+        async def upload(document: Any) -> int:
+            async with http.post(raw.url + "/upload", data=document_form(document)) as resp:
+                names.append((await resp.json())["name"])
+                return resp.status
+
+        async def download(index: int) -> int:
+            async with http.get(f"{raw.url}/blob/{names[index]}") as resp:
+                await resp.read()
+                return resp.status
+
+        return await _measure(
+            raw.pid,
+            [lambda d=d: upload(d) for d in documents],
+            [lambda i=i: download(i) for i in range(count)],
+            sum(len(d.blob) for d in documents),
+        )
+
+
+async def _measure(
+    pid: int, uploads: list[Any], downloads: list[Any], total_bytes: int
+) -> dict[str, Any]:
+    """Sequential uploads then downloads: server CPU per MB and wall time per upload."""
+    walls: list[float] = []
+    cpu = cpu_seconds(pid)
+    for send in uploads:
+        started = time.perf_counter()
+        answer = await send()
+        walls.append((time.perf_counter() - started) * 1000)
+        status = answer if isinstance(answer, int) else answer.status
+        if status != 201:
+            raise RuntimeError(f"upload refused: {answer}")
+    upload_cpu = cpu_seconds(pid) - cpu
+    cpu = cpu_seconds(pid)
+    for fetch in downloads:
+        answer = await fetch()
+        status = answer if isinstance(answer, int) else answer[0]
+        if status != 200:
+            raise RuntimeError(f"download refused: {status}")
+    download_cpu = cpu_seconds(pid) - cpu
+    megabytes = total_bytes / MB
+    walls.sort()
+    return {
+        "upload_cpu_ms_per_mb": upload_cpu * 1000 / megabytes,
+        "download_cpu_ms_per_mb": download_cpu * 1000 / megabytes,
+        "upload_p50_ms": percentile(walls, 50),
+        "upload_max_ms": walls[-1],
+        "megabytes": megabytes,
+    }
+
+
+async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
+    """Start the bare upload server, upload and download the same documents to both."""
+    count = QUICK_COUNT if env.quick else COUNT
+    log_dir = env.server.log_path.parent
+    raw = ServerProcess(
+        "bare aiohttp upload server",
+        [sys.executable, "-m", "bench.raw_upload", "--port", str(port := free_port())],
+        env.server.env,
+        port,
+        log_dir / f"{env.server.log_path.stem.removesuffix('-server')}-raw-upload.log",
+    )
+    await raw.start("/healthz")
+    try:
+        baseline = await _raw(raw, env, count)
+    finally:
+        await raw.stop()
+    ours = await _ours(server_url, env, count)
+    env.server.check_alive()
+    name = "bare aiohttp upload"
+    rows = [
+        Row(
+            "upload: server CPU per MB",
+            "ms",
+            ours["upload_cpu_ms_per_mb"],
+            baseline["upload_cpu_ms_per_mb"],
+            name,
+        ),
+        Row(
+            "download: server CPU per MB",
+            "ms",
+            ours["download_cpu_ms_per_mb"],
+            baseline["download_cpu_ms_per_mb"],
+            name,
+        ),
+        Row(
+            f"one {DOCUMENT_MB} MB upload, p50 wall time (loopback)",
+            "ms",
+            ours["upload_p50_ms"],
+            baseline["upload_p50_ms"],
+            name,
+        ),
+    ]
+    return {
+        "title": f"Vault: server CPU per MB of ciphertext, {DOCUMENT_MB} MB documents (SQLite)",
+        "status": "ok",
+        "params": {"documents": count, "document_mb": DOCUMENT_MB},
+        "rows": [r.as_dict() for r in rows],
+        "details": [{"server": "ours", **ours}, {"server": name, **baseline}],
+    }
