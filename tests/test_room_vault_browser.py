@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +27,12 @@ from server.store.models import (
     AssistanceSession,
     Base,
     StatEvent,
+    User,
     VaultBlobChunk,
     VaultDocument,
 )
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
-from tests.conftest import PG_UNREACHABLE, Account, Running
+from tests.conftest import PG_UNREACHABLE, Account, Running, make_account
 from tests.test_browser import consent, join_link, log_in, open_assistance, wait_status
 
 pytestmark = pytest.mark.browser
@@ -458,4 +460,49 @@ async def test_the_volunteer_suggests_keeping_a_photo_and_the_person_adds_it_to_
     assert base64.b64decode(kept["data"]) == sent  # the same JPEG, byte for byte
     async with running.sessionmaker() as db:
         assert await db.scalar(select(text("count(*)")).select_from(VaultDocument)) == 1
+    assert errors == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_document_goes_to_the_volunteer_and_not_to_an_invited_observer(
+    running: Running, volunteer: Account, chrome: Chromium
+) -> None:
+    """An observer sees the photos the person sends (as before), not the documents of their
+    vault, and cannot suggest keeping a photo."""
+    errors: list[str] = []
+    observer = await make_account(running, "sacha@example.org")
+    vol = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
+    await log_in(vol, running, volunteer)
+    session_id = await open_assistance(vol)
+    async with running.app[SESSIONMAKER_KEY].begin() as db:
+        session = await db.get_one(AssistanceSession, session_id)
+        owner = await db.get_one(User, volunteer.user.id)
+        await assist.invite_observer(db, session, owner, observer.email)
+    obs = await chrome.page(errors=errors, viewport={"width": 1400, "height": 1000})
+    await log_in(obs, running, observer)
+    await obs.goto(running.url(f"/assistance/{session_id}"))
+    ben = await person_with_vault(chrome, running, session_id, errors, [])
+    await wait_status(vol, "connected")
+    await wait_status(obs, "connected")
+    name = "Attestation CAF"
+    await ben.evaluate(
+        ADD_DOCUMENT_JS,
+        {
+            "urls": vault_urls(running),
+            "data": base64.b64encode(a_pdf("CAF")).decode(),
+            "name": name,
+            "mime": "application/pdf",
+            "category": "caf",
+        },
+    )
+
+    await show_document(ben, name, copy=True)
+    await expect(ben.locator("#notice")).to_have_text("Document montré. Le bénévole a une copie.")
+    await expect(vol.locator("#photos li.received-doc")).to_have_count(1)
+    await send_photo(ben, await vol.screenshot())
+    await expect(vol.locator("#photos li.received-photo")).to_have_count(1)
+    observed = obs.locator("#photos li.received-photo")
+    await expect(observed).to_have_count(1)  # sent after the document, received after it too
+    await expect(obs.locator("#photos li.received-doc")).to_have_count(0)
+    await expect(observed.get_by_role("button", name=re.compile("coffre-fort"))).to_have_count(0)
     assert errors == []
