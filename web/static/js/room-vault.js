@@ -181,7 +181,15 @@ async function sendChosen(event) {
     return;
   }
   try {
-    await sendFile("doc", { mime: doc.meta.mime, bytes: doc.bytes }, { name: doc.meta.name.slice(0, 120), copy }, channels);
+    let shown = -1; // the percentage last shown: one notice per 10 %
+    const progress = (fraction) => {
+      const percent = Math.floor(fraction * 10) * 10;
+      if (percent === shown || percent >= 100) return;
+      shown = percent;
+      task.notify(t("vault_sending_progress", { percent }));
+    };
+    const fields = { name: doc.meta.name.slice(0, 120), copy };
+    await sendFile("doc", { mime: doc.meta.mime, bytes: doc.bytes }, fields, channels, progress);
   } catch (err) {
     console.warn("vault document not sent", err);
     task.notify(t("vault_send_error"));

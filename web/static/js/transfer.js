@@ -63,8 +63,8 @@ async function drain(channel) {
 
 // Sends a file of `kind` ({mime, bytes}, plus the kind's own start fields in `fields`) on each
 // channel in turn; resolves with its id. Throws when it breaks the kind's limits or a channel
-// closes on the way.
-export async function sendFile(kind, { mime, bytes }, fields, channels) {
+// closes on the way. `onProgress(fraction)` follows a long send (a document on a slow network).
+export async function sendFile(kind, { mime, bytes }, fields, channels, onProgress = null) {
   const kindLimits = limits[kind];
   if (!kindLimits) throw new Error(`the page config has no ${kind} limits`);
   if (!kindLimits.types.includes(mime)) throw new Error(`${kind}: type ${mime} not allowed`);
@@ -72,12 +72,14 @@ export async function sendFile(kind, { mime, bytes }, fields, channels) {
   const size = kindLimits.chunk_bytes;
   const id = uid();
   const chunks = Math.ceil(bytes.length / size);
-  for (const channel of channels) {
+  const total = chunks * channels.length;
+  for (const [index, channel] of channels.entries()) {
     channel.send(JSON.stringify({ t: `${kind}-start`, id, mime, size: bytes.length, chunks, ...fields }));
     for (let seq = 0; seq < chunks; seq += 1) {
       await drain(channel);
       const data = toBase64(bytes.subarray(seq * size, (seq + 1) * size));
       channel.send(JSON.stringify({ t: `${kind}-chunk`, id, seq, data }));
+      onProgress?.((index * chunks + seq + 1) / total);
     }
     channel.send(JSON.stringify({ t: `${kind}-end`, id }));
   }
