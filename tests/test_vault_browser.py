@@ -7,6 +7,7 @@ step (server/vault/DESIGN.md, issue 15)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import secrets
 import struct
@@ -101,6 +102,18 @@ def png(width: int = 320, height: int = 240) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame marker."""
+    at = 2
+    while at < len(data):
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        at += 2 + length
+    raise AssertionError("no start-of-frame marker")
 
 
 # -- What the server holds ------------------------------------------------------------------------
@@ -376,8 +389,9 @@ async def test_documents_renamed_tampered_deleted_exported_and_the_vault_erased(
     first, second = pdf_with("first"), pdf_with("second")
     await add_document(page, "Avis impots", first, "application/pdf", "impots")
     await add_document(page, "Ordonnance", second, "application/pdf", "sante")
-    await add_document(page, "Photo", png(64, 48), "image/png", "autre", photo=True)
+    await add_document(page, "Photo", png(2600, 40), "image/png", "autre", photo=True)
     photo = await opened_bytes(page, "Photo")
+    assert jpeg_size(photo) == (2400, 37), "a camera photo is downscaled to 2400 px at most"
     async with running.sessionmaker() as db:
         rows = {d.category: d for d in await db.scalars(select(VaultDocument))}
     assert set(rows) == {"impots", "sante", "autre"}, "share_facts: categories in clear"
@@ -513,6 +527,22 @@ async def test_wrong_codes_are_told_apart_and_a_typo_never_reaches_the_server(
     await at_step(page, "restore")
     # The 404's console line is the one expected.
     errors[:] = [e for e in errors if "/coffre/api/recover" not in e and "404" not in e]
+
+    # The QR code scanned in the page, where the browser has a BarcodeDetector (stood in for
+    # here: headless Chromium on Linux has none; the camera is Chromium's fake one).
+    scanner = await chrome.page(PHONE, errors=errors)
+    qr_text = json.dumps(f"{running.url('/coffre')}#code={code}")
+    await scanner.add_init_script(
+        "window.BarcodeDetector = class { async detect(video) {"
+        f" return video.videoWidth ? [{{ rawValue: {qr_text} }}] : []; }} }};"
+    )
+    await scanner.goto(running.url("/coffre"))
+    await scanner.click("#go-restore")
+    await scanner.click("#scan-qr")
+    await at_step(scanner, "docs")
+    await expect(scanner.locator("#docs-status")).to_have_text(
+        "Votre coffre-fort est ouvert sur cet appareil."
+    )
 
     # Before its script is there, the page says it is getting ready (nothing works yet).
     slow = await chrome.page(PHONE, errors=errors)
