@@ -57,6 +57,7 @@ CHANGES_PER_VAULT = Rule("vault-change-vault", parse("300/hour"))
 
 TOO_MANY = N_("Trop d'essais. Attendez quelques minutes puis réessayez.")
 BODY_TOO_LARGE = N_("Ce que vous envoyez est trop gros.")
+INTERRUPTED = N_("L'envoi du document a été interrompu. Vérifiez votre connexion et réessayez.")
 FIELD_PARTS = ("id", "key", "meta", "category")
 FIELD_MAX_BYTES = vaults.META_MAX_CHARS + 64
 # Multipart framing and the fields around the blob, over the blob's own limit.
@@ -308,6 +309,8 @@ async def add_document(request: web.Request) -> web.StreamResponse:
         )
     except (ValueError, AssertionError) as exc:  # aiohttp's multipart parser: a broken body
         raise VaultError("invalid_multipart", _(vaults.BAD_DATA)) from exc
+    except ConnectionError as exc:  # the phone lost its network mid-upload: nothing was kept
+        raise VaultError("upload_interrupted", _(INTERRUPTED), "blob") from exc
     return _json(
         {"document": vaults.document_json(stored), "usage": vaults.usage_json(fresh, limits)},
         status=201,
