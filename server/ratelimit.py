@@ -111,6 +111,11 @@ SOCKET_EVENTS_PER_PEER = Rule("socket-peer", parse("600/minute"), exact=False, l
 SOCKET_ERRORS_PER_PEER = Rule("socket-errors", parse("50/minute"), exact=False, local=True)
 # The beneficiary's data-used reports (one every 30 s is enough; each is a database write).
 SOCKET_USAGE_PER_PEER = Rule("socket-usage", parse("1/10 seconds"), exact=False, local=True)
+# "Document montré" reports (issue 15), each a statistics row: picking and sending a document
+# takes longer than this anyway.
+SOCKET_VAULT_SHOWN_PER_PEER = Rule(
+    "socket-vault-shown", parse("1/10 seconds"), exact=False, local=True
+)
 
 
 def budget_items(settings: Settings) -> dict[Family, RateLimitItem]:

@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import data_used, text
+from server import data_used, room_vault, text
 from server.cluster import Absences, ClusterUnavailable
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
 from server.metrics import SIGNALING_RELAYED, SOCKETS_REVOKED
@@ -28,6 +28,7 @@ from server.ratelimit import (
     SOCKET_ERRORS_PER_PEER,
     SOCKET_EVENTS_PER_PEER,
     SOCKET_USAGE_PER_PEER,
+    SOCKET_VAULT_SHOWN_PER_PEER,
 )
 from server.runtime import CLUSTER_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import AssistanceSession
@@ -44,6 +45,7 @@ from signaling.messages import (
     RelayedMessage,
     StateUpdate,
     Usage,
+    VaultShown,
     decode,
     encode_relay,
 )
@@ -517,6 +519,8 @@ class AssistNamespace(socketio.AsyncNamespace):
                     await domain.end_session(db, session, "volunteer")
         elif isinstance(message, Usage):
             return await self._usage(sid, session_id, role, message)
+        elif isinstance(message, VaultShown):
+            return await self._vault_shown(sid, session_id, role, message)
         return None
 
     async def _usage(
@@ -534,6 +538,28 @@ class AssistNamespace(socketio.AsyncNamespace):
                 stored = None if session is None else data_used.record(session, sid, message.bytes)
             if stored is not None:
                 return {"ok": True, "bytes": stored}
+            refused = ("forbidden", "this socket no longer holds the beneficiary's seat")
+        code, why = refused
+        await self._error(sid, message.event, code, why)
+        return {"ok": False, "code": code}
+
+    async def _vault_shown(
+        self, sid: str, session_id: str, role: domain.PeerRole, message: VaultShown
+    ) -> dict[str, object]:
+        """The beneficiary showed a vault document over the data channel: one statistics event
+        (``server/room_vault.py``); the document itself never reaches the server."""
+        refused: tuple[str, str] | None = None
+        if role is not domain.PeerRole.BENEFICIARY:
+            refused = ("forbidden", "only the beneficiary shows documents of their vault")
+        elif not await self.app[RATELIMIT_KEY].hit(SOCKET_VAULT_SHOWN_PER_PEER, sid):
+            refused = ("rate_limited", "one vault-shown report per socket every 10 seconds")
+        else:
+            async with self._writing(session_id) as (db, session):
+                taken = session is not None and await room_vault.document_shown(
+                    db, session, sid, gave_copy=message.give_copy
+                )
+            if taken:
+                return {"ok": True}
             refused = ("forbidden", "this socket no longer holds the beneficiary's seat")
         code, why = refused
         await self._error(sid, message.event, code, why)

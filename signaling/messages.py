@@ -1,7 +1,7 @@
 """Typed, size-limited wire messages of PROTOCOL.md, with one decode/encode path for each side.
 
 Socket.IO events from clients (``offer``, ``answer``, ``candidate``, ``state``, ``bye``, ``end``,
-``usage``) go through :func:`decode`, which only ever returns a model or raises
+``usage``, ``vault-shown``) go through :func:`decode`, which only ever returns a model or raises
 :class:`MessageError`; the server relays :func:`encode_relay`'s dict. Data-channel messages
 (peer to peer, never seen by the server) go through :func:`decode_datachannel` /
 :func:`encode_datachannel`, used by Python test peers and tools.
@@ -22,6 +22,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -43,6 +44,13 @@ MAX_CHAT_CHARS = 1_000
 MAX_PHOTO_BYTES = 5 * 1024 * 1024
 MAX_CHUNK_BYTES = 16 * 1024
 MAX_CHUNK_BASE64_CHARS = 4 * -(-MAX_CHUNK_BYTES // 3)
+# A vault document shown in a session: at most the deployment's VAULT_MAX_DOCUMENT_MB (the
+# settings' default here; `decode_datachannel` takes the deployment's), never more than the
+# setting's own ceiling.
+MEBIBYTE = 1024 * 1024
+DEFAULT_MAX_DOCUMENT_BYTES = 10 * MEBIBYTE
+CEILING_DOCUMENT_BYTES = 100 * MEBIBYTE
+MAX_DOCUMENT_NAME_CHARS = 120
 # A photo-chunk with a full 16 KiB chunk is about 21.9 k characters; leave room, refuse the rest.
 MAX_DATACHANNEL_CHARS = 32_768
 
@@ -135,6 +143,16 @@ class End(_Message):
     event: ClassVar[str] = "end"
 
 
+class VaultShown(_Message):
+    """The beneficiary showed a document of their vault over the data channel (for the
+    statistics: whether a copy was given, never what the document was)."""
+
+    event: ClassVar[str] = "vault-shown"
+
+    # "copy" on the wire; not the attribute's name, which BaseModel.copy() holds.
+    give_copy: bool = Field(alias="copy")
+
+
 class Usage(_Message):
     """The bytes the beneficiary's device has spent on the session's peer connections so far
     (every connection of this page, and of earlier pages of the same tab)."""
@@ -144,12 +162,13 @@ class Usage(_Message):
     bytes: Annotated[int, Field(ge=0, le=MAX_DATA_BYTES)]
 
 
-ClientMessage: TypeAlias = Offer | Answer | Candidate | StateUpdate | Bye | End | Usage
+ClientMessage: TypeAlias = Offer | Answer | Candidate | StateUpdate | Bye | End | Usage | VaultShown
 RelayedMessage: TypeAlias = Offer | Answer | Candidate
 """The messages addressed to one peer (they have ``.to``) and relayed to it as they came."""
 
 _CLIENT_MODELS: Mapping[str, type[ClientMessage]] = {
-    model.event: model for model in (Offer, Answer, Candidate, StateUpdate, Bye, End, Usage)
+    model.event: model
+    for model in (Offer, Answer, Candidate, StateUpdate, Bye, End, Usage, VaultShown)
 }
 CLIENT_EVENTS: frozenset[str] = frozenset(_CLIENT_MODELS)
 
@@ -257,16 +276,6 @@ def _check_chunk(data: str) -> str:
     return data
 
 
-def _check_photo_size(size: int) -> int:
-    if size > MAX_PHOTO_BYTES:
-        raise PydanticCustomError(
-            "too_large",
-            "photo of {size} bytes, the limit is {limit}",
-            {"size": size, "limit": MAX_PHOTO_BYTES},
-        )
-    return size
-
-
 class Pointer(_Message):
     """Where the volunteer points or clicks on the beneficiary's screen."""
 
@@ -294,38 +303,69 @@ class Chat(_Message):
     text: Annotated[str, StringConstraints(max_length=MAX_CHAT_CHARS)]
 
 
-class PhotoStart(_Message):
-    """Announces a photo of ``size`` bytes sent in ``chunks`` photo-chunk messages."""
+class _TransferStart(_Message):
+    """Announces a file of ``size`` bytes sent in ``chunks`` chunk messages (one chunked-transfer
+    path for photos and documents: ``web/static/js/transfer.js``)."""
 
-    t: Literal["photo-start"] = "photo-start"
+    t: str  # each kind's literal; declared here so that it comes first on the wire
     id: MessageId
-    mime: Literal["image/jpeg", "image/png", "image/webp"]
-    size: Annotated[int, Field(ge=1), AfterValidator(_check_photo_size)]
+    size: Annotated[int, Field(ge=1)]
     chunks: Annotated[int, Field(ge=1)]
 
+    def _limit(self, info: ValidationInfo) -> int:  # pragma: no cover - each kind says
+        raise NotImplementedError
+
     @model_validator(mode="after")
-    def _chunks_fit_size(self) -> PhotoStart:
+    def _fits(self, info: ValidationInfo) -> _TransferStart:
+        limit = self._limit(info)
+        if self.size > limit:
+            raise PydanticCustomError(
+                "too_large",
+                "{kind} of {size} bytes, the limit is {limit}",
+                {"kind": self.t, "size": self.size, "limit": limit},
+            )
         # Each chunk carries 1..16 KiB, so the count is bounded both ways by the size.
         if not -(-self.size // MAX_CHUNK_BYTES) <= self.chunks <= self.size:
             raise ValueError(f"{self.chunks} chunks cannot carry {self.size} bytes")
         return self
 
 
-class PhotoChunk(_Message):
-    """One base64 piece (≤ 16 KiB decoded) of the photo ``id``; ``seq`` counts from 0."""
+ChunkData = Annotated[
+    str,
+    StringConstraints(max_length=MAX_CHUNK_BASE64_CHARS),
+    AfterValidator(_check_chunk),
+]
+"""One base64 piece of a file, ≤ 16 KiB decoded."""
 
-    t: Literal["photo-chunk"] = "photo-chunk"
+
+class _TransferChunk(_Message):
+    """One base64 piece (≤ 16 KiB decoded) of the file ``id``; ``seq`` counts from 0."""
+
+    t: str
     id: MessageId
-    seq: Annotated[int, Field(ge=0, lt=MAX_PHOTO_BYTES)]
-    data: Annotated[
-        str,
-        StringConstraints(max_length=MAX_CHUNK_BASE64_CHARS),
-        AfterValidator(_check_chunk),
-    ]
+    seq: Annotated[int, Field(ge=0, lt=CEILING_DOCUMENT_BYTES)]
+    data: ChunkData
 
     def decoded(self) -> bytes:
         """The bytes this chunk carries."""
         return b64decode(self.data, validate=True)
+
+
+class PhotoStart(_TransferStart):
+    """Announces a photo of ``size`` bytes sent in ``chunks`` photo-chunk messages."""
+
+    t: Literal["photo-start"] = "photo-start"
+    mime: Literal["image/jpeg", "image/png", "image/webp"]
+
+    def _limit(self, info: ValidationInfo) -> int:
+        return MAX_PHOTO_BYTES
+
+
+class PhotoChunk(_TransferChunk):
+    """One base64 piece (≤ 16 KiB decoded) of the photo ``id``; ``seq`` counts from 0."""
+
+    t: Literal["photo-chunk"] = "photo-chunk"
+    seq: Annotated[int, Field(ge=0, lt=MAX_PHOTO_BYTES)]
 
 
 class PhotoEnd(_Message):
@@ -335,18 +375,79 @@ class PhotoEnd(_Message):
     id: MessageId
 
 
+class DocStart(_TransferStart):
+    """Announces a document of the beneficiary's vault, decrypted on their device, sent in
+    ``chunks`` doc-chunk messages; ``copy``: the person gave a copy (the volunteer's page offers
+    to save it only then). At most the deployment's VAULT_MAX_DOCUMENT_MB."""
+
+    t: Literal["doc-start"] = "doc-start"
+    mime: Literal["application/pdf", "image/jpeg", "image/png", "image/webp"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_NAME_CHARS)]
+    give_copy: bool = Field(alias="copy")  # "copy" on the wire, as VaultShown
+
+    def _limit(self, info: ValidationInfo) -> int:
+        context = info.context if isinstance(info.context, dict) else {}
+        limit = context.get("max_document_bytes", DEFAULT_MAX_DOCUMENT_BYTES)
+        return min(int(limit), CEILING_DOCUMENT_BYTES)
+
+
+class DocChunk(_TransferChunk):
+    """One base64 piece (≤ 16 KiB decoded) of the document ``id``; ``seq`` counts from 0."""
+
+    t: Literal["doc-chunk"] = "doc-chunk"
+
+
+class DocEnd(_Message):
+    """All chunks of the document ``id`` were sent."""
+
+    t: Literal["doc-end"] = "doc-end"
+    id: MessageId
+
+
+class VaultSuggest(_Message):
+    """The volunteer suggests the person keeps the photo ``photo`` (a photo-start id they sent)
+    in their vault; the person's page asks them."""
+
+    t: Literal["vault-suggest"] = "vault-suggest"
+    photo: MessageId
+
+
+_DATACHANNEL_MODELS = (
+    Pointer,
+    Highlight,
+    Chat,
+    PhotoStart,
+    PhotoChunk,
+    PhotoEnd,
+    DocStart,
+    DocChunk,
+    DocEnd,
+    VaultSuggest,
+)
 DataChannelMessage: TypeAlias = Annotated[
-    Pointer | Highlight | Chat | PhotoStart | PhotoChunk | PhotoEnd, Field(discriminator="t")
+    Pointer
+    | Highlight
+    | Chat
+    | PhotoStart
+    | PhotoChunk
+    | PhotoEnd
+    | DocStart
+    | DocChunk
+    | DocEnd
+    | VaultSuggest,
+    Field(discriminator="t"),
 ]
 _DATACHANNEL: TypeAdapter[DataChannelMessage] = TypeAdapter(DataChannelMessage)
 DATACHANNEL_TYPES: tuple[str, ...] = tuple(
-    model.model_fields["t"].default
-    for model in (Pointer, Highlight, Chat, PhotoStart, PhotoChunk, PhotoEnd)
+    model.model_fields["t"].default for model in _DATACHANNEL_MODELS
 )
 
 
-def decode_datachannel(text: str) -> DataChannelMessage:
-    """Parse one JSON text message of the ``assist`` data channel; raise MessageError if invalid."""
+def decode_datachannel(
+    text: str, *, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+) -> DataChannelMessage:
+    """Parse one JSON text message of the ``assist`` data channel; raise MessageError if invalid.
+    ``max_document_bytes``: the deployment's VAULT_MAX_DOCUMENT_MB, in bytes."""
     if type(text) is not str:
         raise MessageError(
             "malformed", f"data-channel message must be text, got {type(text).__name__}"
@@ -357,7 +458,9 @@ def decode_datachannel(text: str) -> DataChannelMessage:
             f"data-channel message of {len(text)} characters, the limit is {MAX_DATACHANNEL_CHARS}",
         )
     try:
-        return _DATACHANNEL.validate_json(text, strict=True)
+        return _DATACHANNEL.validate_json(
+            text, strict=True, context={"max_document_bytes": max_document_bytes}
+        )
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             if error["type"] == "union_tag_invalid":
@@ -372,7 +475,7 @@ def decode_datachannel(text: str) -> DataChannelMessage:
 
 def encode_datachannel(message: DataChannelMessage) -> str:
     """JSON text of a data-channel message, as a browser peer expects it."""
-    return message.model_dump_json()
+    return message.model_dump_json(by_alias=True)
 
 
 # --- Helpers --------------------------------------------------------------------------------

@@ -20,14 +20,19 @@ from signaling.messages import (
     MAX_CHAT_CHARS,
     MAX_CHUNK_BYTES,
     MAX_DATACHANNEL_CHARS,
+    MAX_DOCUMENT_NAME_CHARS,
     MAX_PAYLOAD_SIZE,
     MAX_PHOTO_BYTES,
     MAX_SDP_CHARS,
+    MEBIBYTE,
     Answer,
     Bye,
     Candidate,
     Chat,
     ClientMessage,
+    DocChunk,
+    DocEnd,
+    DocStart,
     End,
     Highlight,
     MessageError,
@@ -38,6 +43,8 @@ from signaling.messages import (
     Pointer,
     StateUpdate,
     Usage,
+    VaultShown,
+    VaultSuggest,
     decode,
     decode_datachannel,
     encode_datachannel,
@@ -56,6 +63,7 @@ VALID: dict[str, dict[str, Any]] = {
     "bye": {"reason": "left"},
     "end": {},
     "usage": {"bytes": 14_200_000},
+    "vault-shown": {"copy": True},
 }
 
 
@@ -75,7 +83,7 @@ def with_(event: str, **changes: object) -> dict[str, object]:
 
 
 def test_client_events_are_exactly_those_of_the_protocol() -> None:
-    expected = {"offer", "answer", "candidate", "state", "bye", "end", "usage"}
+    expected = {"offer", "answer", "candidate", "state", "bye", "end", "usage", "vault-shown"}
     assert frozenset(expected) == CLIENT_EVENTS
 
 
@@ -89,13 +97,14 @@ def test_client_events_are_exactly_those_of_the_protocol() -> None:
         ("bye", Bye),
         ("end", End),
         ("usage", Usage),
+        ("vault-shown", VaultShown),
     ],
 )
 def test_every_event_decodes_its_valid_payload(event: str, model: type[ClientMessage]) -> None:
     message = decode(event, VALID[event])
 
     assert type(message) is model
-    assert message.model_dump(exclude_unset=True) == VALID[event]
+    assert message.model_dump(exclude_unset=True, by_alias=True) == VALID[event]
 
 
 def test_offer_keeps_sdp_and_restart() -> None:
@@ -397,7 +406,9 @@ def assert_model_or_message_error(event: object, payload: object) -> None:
         assert error.code in {"malformed", "too_large", "unknown_event"}
         assert error.message
     else:
-        assert isinstance(message, Offer | Answer | Candidate | StateUpdate | Bye | End | Usage)
+        assert isinstance(
+            message, Offer | Answer | Candidate | StateUpdate | Bye | End | Usage | VaultShown
+        )
         relayed = encode_relay(message, PEER)
         assert relayed["from"] == PEER
         json.dumps(relayed, allow_nan=False)
@@ -491,6 +502,24 @@ def chunk_data(size: int) -> str:
             PhotoChunk(id="p1", seq=0, data="aGVsbG8="),
         ),
         ('{"t":"photo-end","id":"p1"}', PhotoEnd(id="p1")),
+        (
+            '{"t":"doc-start","id":"d1","size":40000,"chunks":3,"mime":"application/pdf",'
+            '"name":"Avis d\'imposition 2026.pdf","copy":false}',
+            DocStart(
+                id="d1",
+                mime="application/pdf",
+                size=40_000,
+                chunks=3,
+                name="Avis d'imposition 2026.pdf",
+                copy=False,
+            ),
+        ),
+        (
+            '{"t":"doc-chunk","id":"d1","seq":2,"data":"aGVsbG8="}',
+            DocChunk(id="d1", seq=2, data="aGVsbG8="),
+        ),
+        ('{"t":"doc-end","id":"d1"}', DocEnd(id="d1")),
+        ('{"t":"vault-suggest","photo":"p1"}', VaultSuggest(photo="p1")),
     ],
 )
 def test_datachannel_decodes_every_message_type(text: str, expected: object) -> None:
@@ -508,6 +537,10 @@ def test_datachannel_types_are_those_of_the_protocol() -> None:
         "photo-start",
         "photo-chunk",
         "photo-end",
+        "doc-start",
+        "doc-chunk",
+        "doc-end",
+        "vault-suggest",
     )
 
 
@@ -544,6 +577,75 @@ def test_photo_of_exactly_five_mebibytes_is_accepted() -> None:
     assert decode_datachannel(text) == PhotoStart(
         id="p", mime="image/webp", size=MAX_PHOTO_BYTES, chunks=chunks
     )
+
+
+def doc_start(**changes: object) -> dict[str, object]:
+    """A valid doc-start with some fields replaced."""
+    return {
+        "t": "doc-start",
+        "id": "d",
+        "mime": "application/pdf",
+        "size": 40_000,
+        "chunks": 3,
+        "name": "impots.pdf",
+        "copy": False,
+        **changes,
+    }
+
+
+def test_a_document_may_reach_the_deployments_limit_and_no_more() -> None:
+    ten = 10 * MEBIBYTE
+    at_limit = json.dumps(doc_start(size=ten, chunks=ten // MAX_CHUNK_BYTES, copy=True))
+    message = decode_datachannel(at_limit)
+    assert message == DocStart(
+        id="d", mime="application/pdf", size=ten, chunks=640, name="impots.pdf", copy=True
+    )
+    assert json.loads(encode_datachannel(message))["copy"] is True
+    over = json.dumps(doc_start(size=ten + 1, chunks=641))
+    with pytest.raises(MessageError) as caught:
+        decode_datachannel(over)
+    assert caught.value.code == "too_large"
+    # A deployment with VAULT_MAX_DOCUMENT_MB = 20 takes it; one with 5 refuses even 6 MiB.
+    assert isinstance(decode_datachannel(over, max_document_bytes=20 * MEBIBYTE), DocStart)
+    six = json.dumps(doc_start(size=6 * MEBIBYTE, chunks=384))
+    with pytest.raises(MessageError) as caught:
+        decode_datachannel(six, max_document_bytes=5 * MEBIBYTE)
+    assert caught.value.code == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (doc_start(name="n" * (MAX_DOCUMENT_NAME_CHARS + 1)), "too_large"),
+        (doc_start(name=""), "malformed"),
+        (doc_start(mime="text/html"), "malformed"),
+        (doc_start(mime="image/svg+xml"), "malformed"),
+        (doc_start(copy="yes"), "malformed"),
+        (doc_start(copy=None), "malformed"),
+        ({k: v for k, v in doc_start().items() if k != "copy"}, "malformed"),
+        (doc_start(give_copy=True), "malformed"),
+        (doc_start(chunks=2), "malformed"),
+        (doc_start(size=0), "malformed"),
+        (doc_start(id="a b"), "malformed"),
+        (
+            {"t": "doc-chunk", "id": "d", "seq": 0, "data": chunk_data(MAX_CHUNK_BYTES + 1)},
+            "too_large",
+        ),
+        ({"t": "doc-chunk", "id": "d", "seq": -1, "data": "aGVsbG8="}, "malformed"),
+        ({"t": "doc-end"}, "malformed"),
+        ({"t": "vault-suggest"}, "malformed"),
+        ({"t": "vault-suggest", "photo": "p 1"}, "malformed"),
+        ({"t": "vault-suggest", "photo": "p" * 65}, "too_large"),
+        ({"t": "vault-suggest", "photo": "p1", "category": "impots"}, "malformed"),
+    ],
+)
+def test_datachannel_refuses_invalid_documents_and_suggestions(
+    message: dict[str, object], code: str
+) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode_datachannel(json.dumps(message))
+
+    assert caught.value.code == code
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,14 @@ from server.web.middlewares import authentication, compression, error_pages, sec
 from server.web.observability import observe, setup_observability
 from server.web.routes import setup_routes
 from server.worker import SHUTDOWN_GRACE_SECONDS, Worker, stop_task
-from signaling.messages import MAX_CHUNK_BYTES, MAX_PHOTO_BYTES, PhotoStart
+from signaling.messages import (
+    MAX_CHUNK_BYTES,
+    MAX_DOCUMENT_NAME_CHARS,
+    MAX_PHOTO_BYTES,
+    MEBIBYTE,
+    DocStart,
+    PhotoStart,
+)
 from signaling.server import create_sio, socketio_ctx
 
 MAX_REQUEST_BYTES = 256 * 1024
@@ -64,9 +71,20 @@ def photo_limits() -> dict[str, Any]:
     }
 
 
+def document_limits(settings: Settings) -> dict[str, Any]:
+    """The data channel's limits for the documents of a vault shown in a session (issue 15):
+    VAULT_MAX_DOCUMENT_MB, the chunk size of photos, the types of DocStart."""
+    return {
+        "max_bytes": settings.vault_max_document_mb * MEBIBYTE,
+        "chunk_bytes": MAX_CHUNK_BYTES,
+        "types": list(get_args(DocStart.model_fields["mime"].annotation)),
+        "max_name": MAX_DOCUMENT_NAME_CHARS,
+    }
+
+
 def setup_templates(app: web.Application) -> None:
     """Jinja2 with autoescape, gettext (Babel catalogue), the static files' helpers
-    (server/web/assets.py) and the photo limits."""
+    (server/web/assets.py) and the photo and document limits."""
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
@@ -84,6 +102,7 @@ def setup_templates(app: web.Application) -> None:
     env.globals["code_digits"] = app[SETTINGS_KEY].code_digits
     env.filters["grouped_code"] = grouped_code
     env.globals["photo_limits"] = photo_limits()
+    env.globals["doc_limits"] = document_limits(app[SETTINGS_KEY])
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])
 
 

@@ -17,6 +17,8 @@ from server.store.models import Appointment, AppointmentStatus, AssistanceSessio
 from server.timezones import When
 from server.tokens import sha256_hex
 from server.turn import session_ice_servers
+from server.vault.context import vault_context_token
+from server.vault.vaults import CATEGORIES as VAULT_CATEGORIES
 from server.web.request import (
     beneficiary_session_id,
     check_csrf,
@@ -176,15 +178,49 @@ async def room(request: web.Request) -> web.StreamResponse:
 
 def _room_page(request: web.Request, session: AssistanceSession) -> web.Response:
     """The room of `session`, with what its script needs before the first offer (the ICE
-    servers: no request for them after "Commencer")."""
+    servers: no request for them after "Commencer"), the link to the vault page and where its
+    vault parts are (issue 15: fetched only when used)."""
+    settings = request.app[SETTINGS_KEY]
     config = {
         "role": "beneficiary",
         "session_id": session.id,
         "room_url": url_for(request, "beneficiary-room"),
-        "ice": session_ice_servers(request.app[SETTINGS_KEY], session.id),
+        "ice": session_ice_servers(settings, session.id),
+        "vault": {
+            "link": _vault_link(request, session),
+            "parts_url": url_for(request, "beneficiary-vault"),
+        },
     }
     context = {"config": config, "beneficiary_name": session.beneficiary_name}
     return render(request, "beneficiary/room.html", context)
+
+
+def _vault_link(request: web.Request, session: AssistanceSession) -> str:
+    """The vault page, signed with this session: a vault made from it is counted under the
+    session's association (``server/vault/context.py``)."""
+    token = vault_context_token(request.app[SETTINGS_KEY], session.id)
+    return url_for(request, "vault", {"depuis": token})
+
+
+@routes.get("/b/coffre-fort", name="beneficiary-vault")
+async def room_vault(request: web.Request) -> web.StreamResponse:
+    """The room's vault parts (issue 15), fetched by the room's script the first time the person
+    shows a document or is offered to keep a photo: the picker, the suggestion, their French
+    strings, the vault API's addresses and the categories' labels."""
+    session = await _pass_session(request)
+    if session is None:
+        return render(request, "beneficiary/invalid.html", {"message": _(INVALID_LINK)}, 404)
+    vault = {
+        "link": _vault_link(request, session),
+        "urls": {
+            "vault": url_for(request, "vault-api"),
+            "documents": url_for(request, "vault-documents"),
+        },
+        "categories": [
+            {"code": code, "label": _(label)} for code, label in VAULT_CATEGORIES.items()
+        ],
+    }
+    return render(request, "beneficiary/_vault.html", {"vault": vault})
 
 
 @routes.post("/b/continue", name="beneficiary-handover")

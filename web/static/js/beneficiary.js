@@ -25,6 +25,8 @@ const ui = {
   shareCamera: $("share-camera"),
   sendPhoto: $("send-photo"),
   photoInput: $("photo-input"),
+  vaultShow: $("vault-show"),
+  vaultLink: $("vault-link"),
   controls: $("share-controls"),
   sharingInfo: $("sharing-info"),
   pause: $("pause"),
@@ -46,6 +48,7 @@ const ui = {
 };
 
 const peers = new Map(); // peer_id -> Peer
+const roles = new Map(); // peer_id -> "volunteer" | "observer"
 let rtc = null; // rtc.js, once loaded (see `connection`)
 let signaling = null;
 let iceServers = [];
@@ -62,6 +65,9 @@ let pipWindow = null;
 let moveDot = null;
 let moveTimer = 0;
 let usage = null; // issue 14: the data this device uses, reported to the server (usage.js)
+// The last photos sent, by id: the volunteer may suggest keeping one in the vault (issue 15).
+const sentPhotos = new Map();
+const KEPT_PHOTOS = 6;
 
 // Real phones have no screen sharing, but desktop Chromium emulating a phone still exposes
 // getDisplayMedia: trust the platform signals as well as the feature test.
@@ -112,6 +118,7 @@ async function start(event) {
   ui.title.focus();
   setStatus("waiting");
   updateSharingUi();
+  offerVault();
   keepAwake();
   mic.enable(false);
   let connectAssist;
@@ -207,6 +214,7 @@ function addPeer(id, role) {
     tuning,
   });
   peers.set(id, peer);
+  roles.set(id, role);
   peer
     .on("track", (remote) => {
       if (remote.kind !== "audio" || role !== "volunteer") return;
@@ -223,6 +231,7 @@ function closePeer(id) {
   const peer = peers.get(id);
   if (!peer) return;
   peers.delete(id);
+  roles.delete(id);
   peer.close();
 }
 
@@ -248,12 +257,17 @@ function onMessage(role, msg, peer) {
     drawPointer(msg);
   } else if (role === "volunteer" && msg.t === "highlight") {
     drawHighlight(msg);
+  } else if (role === "volunteer" && msg.t === "vault-suggest" && sentPhotos.has(msg.photo)) {
+    vaultModule().then((vault) => vault.suggestPhoto(sentPhotos.get(msg.photo))).catch(vaultFailed);
   }
 }
 
-function openChannels() {
-  return [...peers.values()].map((peer) => peer.channel).filter(Boolean);
+function openChannels(role = null) {
+  return [...peers].filter(([id]) => !role || roles.get(id) === role).map(([, peer]) => peer.channel).filter(Boolean);
 }
+
+// A document of the vault goes to the volunteer the person talks with, not to an observer.
+const volunteerChannels = () => openChannels("volunteer");
 
 // To every helper at once; false when none is connected.
 function sendAll(message) {
@@ -445,13 +459,63 @@ async function sendChosenPhoto() {
     const { encodePhoto, sendPhoto } = await import("./photo.js");
     const photo = await encodePhoto(file);
     if (!media) sendState(true);
-    await sendPhoto(photo, channels);
+    const id = await sendPhoto(photo, channels);
+    sentPhotos.set(id, photo);
+    if (sentPhotos.size > KEPT_PHOTOS) sentPhotos.delete(sentPhotos.keys().next().value);
     notify(t("photo_sent"));
   } catch (err) {
     console.warn("photo not sent", err);
     notify(t("photo_error"));
   } finally {
     ui.sendPhoto.disabled = false;
+  }
+}
+
+// --- The vault (issue 15) ---------------------------------------------------------------------
+
+// "Montrer un document" when this device holds a vault, else the link to make one (in a new
+// tab: the session goes on). Only the names of the browser's databases are read here: the
+// vault's code (room-vault.js, vault-core.js) is loaded when the person asks for it.
+async function offerVault() {
+  let present = null; // unknown where the browser cannot list its databases
+  if (!globalThis.crypto?.subtle || !globalThis.indexedDB) present = false;
+  else if (indexedDB.databases) {
+    try {
+      present = (await indexedDB.databases()).some((db) => db.name === "vp-vault");
+    } catch {
+      present = null;
+    }
+  }
+  show(ui.vaultShow, present !== false);
+  show(ui.vaultLink, present === false);
+}
+
+function vaultModule() {
+  return import("./room-vault.js");
+}
+
+function vaultFailed(err) {
+  console.warn("visio-permanence: the vault's script did not load", err);
+  notify(t("conn_load"));
+}
+
+async function showDocument() {
+  if (!volunteerChannels().length) {
+    notify(t("not_connected"));
+    return;
+  }
+  ui.vaultShow.disabled = true;
+  try {
+    const vault = await vaultModule();
+    await vault.pickDocument({
+      channels: volunteerChannels,
+      notify,
+      shown: (copy) => signaling?.emit("vault-shown", { copy }),
+    });
+  } catch (err) {
+    vaultFailed(err);
+  } finally {
+    ui.vaultShow.disabled = false;
   }
 }
 
@@ -593,6 +657,7 @@ on(ui.shareScreen, "click", () => share("screen"));
 on(ui.shareCamera, "click", () => share("camera"));
 on(ui.sendPhoto, "click", () => ui.photoInput.click());
 on(ui.photoInput, "change", sendChosenPhoto);
+on(ui.vaultShow, "click", showDocument);
 on(ui.pause, "click", pauseSharing);
 on(ui.resume, "click", resumeSharing);
 on(ui.stop, "click", stopSharing);

@@ -1,11 +1,13 @@
 // The volunteer's room: answers the beneficiary's offers, shows the shared screen, points,
-// talks, chats and receives photos. An invited observer only watches.
+// talks, chats and receives photos and the documents the person shows from their vault. An
+// invited observer only watches.
 import { $, on, show, el, t, config, setStatus, announce, frameRect, toLayer, clamp01 } from "./common.js";
 import { connectAssist } from "./signaling.js";
 import { watchIceServers, Peer } from "./rtc.js";
 import { isChat, showChat, setupChatForm } from "./chat.js";
 import { createMic } from "./mic.js";
-import { PhotoInbox } from "./photo.js";
+import { Receiver } from "./transfer.js";
+import { ReceivedList } from "./received.js";
 import { showDataUsed } from "./usage.js";
 import { isDataMode } from "./media.js";
 
@@ -141,10 +143,7 @@ function benePeer() {
     .on("message", (msg) => {
       if (msg.t === "data-mode") onDataModeApplied(msg);
       else if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
-      else if (msg.t.startsWith("photo-") && inbox.receive(msg)) {
-        show(ui.photosEmpty, false);
-        announce(t("photo_received"));
-      }
+      else inbox.receive(msg);
     })
     .on("renewed", () => {
       clearMedia();
@@ -159,7 +158,7 @@ function onOffer(msg) {
   bene.acceptOffer(msg);
 }
 
-// The remote media and half-received photos belong to a connection that is gone.
+// The remote media and half-received files belong to a connection that is gone.
 function clearMedia() {
   ui.video.srcObject = null;
   ui.audio.srcObject = null;
@@ -234,16 +233,26 @@ function send(message) {
   return bene?.send(message) ?? false;
 }
 
-const inbox = new PhotoInbox(ui.photos, (url, n) => {
-  const alt = t("photo_alt", { n });
-  const button = el("button", { type: "button", className: "photo-thumb", title: t("photo_zoom") }, el("img", { src: url, alt }));
-  on(button, "click", () => {
+// Photos and documents: shown here for this session only, never uploaded (received.js).
+const received = new ReceivedList({
+  list: ui.photos,
+  empty: ui.photosEmpty,
+  zoom(url, alt) {
     ui.photoFull.src = url;
     ui.photoFull.alt = alt;
     ui.dialog.classList.remove("zoomed");
     ui.dialog.showModal();
-  });
-  return button;
+  },
+  // The main volunteer may suggest keeping a photo in the person's vault; an observer may not.
+  suggest: observer ? null : (photo) => {
+    const sent = send({ t: "vault-suggest", photo });
+    if (!sent) notify(t("not_connected"));
+    return sent;
+  },
+});
+const inbox = new Receiver((file) => {
+  received.add(file);
+  announce(t(file.kind === "doc" ? "doc_received" : "photo_received"));
 });
 
 // --- Pointer mode ---------------------------------------------------------------------------
@@ -403,6 +412,9 @@ function finish() {
   closeBene();
   mic.stop();
   signaling?.close();
+  received.clear(); // what the person showed was for the session only
+  ui.photosEmpty.textContent = t("received_ended");
+  show(ui.photosEmpty, true);
   setStatus("ended");
   show(ui.endForm, false);
   show(ui.paused, false);
