@@ -20,6 +20,7 @@ import aiohttp
 
 from bench.context import BenchEnv, Row, percentile
 from bench.procs import ServerProcess, cpu_seconds, free_port
+from server.settings import PREFIX
 from tests.vault_client import (
     VaultHttp,
     VaultKeys,
@@ -34,7 +35,7 @@ QUICK_COUNT = 3
 MB = 1024 * 1024
 
 
-async def _ours(server_url: str, env: BenchEnv, count: int) -> dict[str, Any]:
+async def _ours(server_url: str, pid: int, count: int) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         made = await create_vault(http, server_url)
         if made.answer.status != 201:
@@ -44,7 +45,7 @@ async def _ours(server_url: str, env: BenchEnv, count: int) -> dict[str, Any]:
             encrypt_document(made.keys, os.urandom(DOCUMENT_MB * MB - 28)) for _ in range(count)
         ]
         return await _measure(
-            env.server.pid,
+            pid,
             [lambda d=d: device.upload(d) for d in documents],
             [lambda d=d: device.blob(d.id) for d in documents],
             sum(len(d.blob) for d in documents),
@@ -125,8 +126,33 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         baseline = await _raw(raw, env, count)
     finally:
         await raw.stop()
-    ours = await _ours(server_url, env, count)
+    ours = await _ours(server_url, env.server.pid, count)
     env.server.check_alive()
+    # The same data, served by a node that keeps blobs in the database (what several nodes use).
+    environ = {**env.server.env, f"{PREFIX}VAULT_STORAGE": "database"}
+    db_port = free_port()
+    environ[f"{PREFIX}BASE_URL"] = f"http://127.0.0.1:{db_port}"
+    in_database = ServerProcess(
+        "server, database storage",
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(db_port),
+        ],
+        environ,
+        db_port,
+        log_dir / f"{env.server.log_path.stem.removesuffix('-server')}-server-dbstorage.log",
+    )
+    await in_database.start("/healthz")
+    try:
+        chunks = await _ours(in_database.url, in_database.pid, count)
+    finally:
+        await in_database.stop()
     name = "bare aiohttp upload"
     rows = [
         Row(
@@ -144,6 +170,20 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             name,
         ),
         Row(
+            "upload: server CPU per MB, database storage (SQLite)",
+            "ms",
+            chunks["upload_cpu_ms_per_mb"],
+            baseline["upload_cpu_ms_per_mb"],
+            name,
+        ),
+        Row(
+            "download: server CPU per MB, database storage (SQLite)",
+            "ms",
+            chunks["download_cpu_ms_per_mb"],
+            baseline["download_cpu_ms_per_mb"],
+            name,
+        ),
+        Row(
             f"one {DOCUMENT_MB} MB upload, p50 wall time (loopback)",
             "ms",
             ours["upload_p50_ms"],
@@ -156,5 +196,9 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         "status": "ok",
         "params": {"documents": count, "document_mb": DOCUMENT_MB},
         "rows": [r.as_dict() for r in rows],
-        "details": [{"server": "ours", **ours}, {"server": name, **baseline}],
+        "details": [
+            {"server": "ours, files storage", **ours},
+            {"server": "ours, database storage", **chunks},
+            {"server": name, **baseline},
+        ],
     }

@@ -49,7 +49,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import JSON, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server import geo
+from server import geo, taxonomy
+from server.room_vault import COPY_REASON
 from server.settings import Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
 from server.stats.rebuild import rebuild_rollups
@@ -77,6 +78,17 @@ UNMET_KINDS = {"no_slot_found": 40, "queue_left": 35, "callback_expired": 25}
 QUEUE_LEFT_REASONS = {"left": 55, "lost": 35, "gone": 10}
 CALLBACK_EXPIRED_REASONS = {"too_old": 60, "unreachable": 40}
 APPOINTMENT_CANCELLED = 0.08
+# The vault (coffre-fort): some people make one during a session and add a few documents, some
+# show one; half keep the category encrypted. Drawn from a generator of their own, so that the
+# rest of the history is the same with or without them.
+VAULT_CREATED_SHARE = 0.06
+VAULT_SHOWN_SHARE = 0.05
+VAULT_COPY_SHARE = 0.3
+VAULT_CATEGORY_SHARED = 0.5
+VAULT_CATEGORIES = {
+    "identite": 30, "caf": 20, "impots": 15, "sante": 10, "logement": 10, "emploi": 5,
+    "retraite": 5, "autre": 5,
+}  # fmt: skip
 APPOINTMENT_NO_SHOW = 0.06
 
 THEMES = {
@@ -390,6 +402,7 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
     """Every event of the history, day by day (so that rows arrive nearly in time order, which
     keeps the occurred_at index warm): the sessions held, then the demand left unmet."""
     draws = _Draws()
+    vault_rng = random.Random(f"vault-{ctx.association_id}-{sessions}")
     held = allocate(sessions, ctx.day_weights)
     missed = allocate(round(sessions * UNMET_PER_SESSION), ctx.day_weights)
     index = unmet_index = 0
@@ -397,7 +410,9 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
         month = midnight.astimezone(ctx.zone).month
         for _ in range(held[day]):
             start = _office_time(rng, draws, midnight)
-            yield from _session(rng, ctx, draws, f"{MARKER}{index:09d}", start, month)
+            sid = f"{MARKER}{index:09d}"
+            yield from _session(rng, ctx, draws, sid, start, month)
+            yield from _vault(vault_rng, ctx, sid, start)
             index += 1
         for _ in range(missed[day]):
             when = _office_time(rng, draws, midnight)
@@ -501,6 +516,28 @@ def _session(
         volunteer=volunteer,
         duration=duration,
     )
+
+
+_VAULT_CATEGORY = _Choice(VAULT_CATEGORIES)
+
+
+def _vault(rng: random.Random, ctx: _Context, sid: str, start: datetime) -> Iterator[Row]:
+    """The vault steps of a session: a vault made from the room and its first documents, or a
+    document shown (what issue 15's statistics count; no content, no name)."""
+    assoc, later = ctx.association_id, start + timedelta(minutes=5)
+    draw = rng.random()
+    if draw < VAULT_CREATED_SHARE:
+        dep = _departement(rng, ctx.served)
+        yield _row(assoc, K.VAULT_CREATED, later, sid, None, dep=dep)
+        for n in range(1 + int(rng.expovariate(1 / 1.5))):
+            shared = rng.random() < VAULT_CATEGORY_SHARED
+            category = _VAULT_CATEGORY(rng) if shared else taxonomy.VAULT_NON_PRECISE
+            added = later + timedelta(minutes=n + 1)
+            yield _row(assoc, K.VAULT_DOCUMENT_ADDED, added, sid, None, dep=dep, theme=category)
+    elif draw < VAULT_CREATED_SHARE + VAULT_SHOWN_SHARE:
+        reason = COPY_REASON if rng.random() < VAULT_COPY_SHARE else None
+        dep = _departement(rng, ctx.served)
+        yield _row(assoc, K.VAULT_DOCUMENT_SHOWN, later, sid, "link", dep=dep, reason=reason)
 
 
 def _unmet(

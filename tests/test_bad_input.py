@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import time
@@ -109,6 +110,10 @@ def post_paths(app: web.Application) -> list[str]:
     return sorted(set(paths))
 
 
+# Staff routes that the trustee page's script calls with JSON (server/web/views/vault_trustees.py).
+JSON_STAFF_ROUTES = ("/coffre/confiance/",)
+
+
 async def _logged_in(running: Running, account: Account) -> aiohttp.ClientSession:
     http = await browser_session()
     await login(http, running, account)
@@ -142,6 +147,12 @@ async def test_unparseable_form_bodies_get_the_french_400_page_on_every_post_rou
                 where = f"{who} POST {path} ({body.name}): {resp.status}"
                 if resp.status >= 500:
                     failures.append(where)
+                elif resp.status == 400 and path.startswith(JSON_STAFF_ROUTES):
+                    # The trustee page's script calls these: a French message in JSON.
+                    error = json.loads(page).get("error", {}) if "json" in resp.content_type else {}
+                    if not error.get("message"):
+                        failures.append(where + " without a French JSON error")
+                    answered_400[who].add(path)
                 elif resp.status == 400:
                     if UNREADABLE not in page or "text/html" not in resp.content_type:
                         failures.append(where + " without the French page")

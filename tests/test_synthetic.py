@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import accounts, callback_requests, geo, motifs, synthetic, taxonomy
+from server import accounts, callback_requests, geo, motifs, room_vault, synthetic, taxonomy
 from server.db import make_sessionmaker
 from server.dropin.places import LeftReason
 from server.settings import Settings, load_settings
@@ -226,7 +226,13 @@ async def test_history_holds_no_personal_data_and_fills_the_rollups(
         {r.value for r in LeftReason}
         | set(callback_requests.OUTCOME_LABELS)
         | {"visio_link", "too_old", "unreachable"}
+        | {room_vault.COPY_REASON}
     )
+    # The vault's steps, like the real ones: categories are taxonomy codes or "non_precise".
+    categories = {e.theme for e in rows if e.kind == EventKind.VAULT_DOCUMENT_ADDED}
+    assert categories <= {*taxonomy.VAULT_CATEGORIES, taxonomy.VAULT_NON_PRECISE}
+    assert taxonomy.VAULT_NON_PRECISE in categories and len(categories) > 3
+    assert any(e.kind == EventKind.VAULT_DOCUMENT_SHOWN for e in rows)
     assert reasons <= known_reasons
     assert all(e.session_id and e.session_id.startswith(synthetic.MARKER) for e in rows)
     assert {e.kind for e in rows} <= {kind.value for kind in EventKind}

@@ -20,7 +20,6 @@ from server.stats.filters import parse_filters
 from server.stats.queries import build_report
 from server.stats.rebuild import rebuild_rollups
 from server.store.models import StatRollup, StatRollupMonthly, User
-from server.vault import vaults
 from tests.conftest import Account, Running, login
 from tests.vault_client import VaultHttp, create_vault, encrypt_document
 
@@ -162,8 +161,3 @@ async def test_the_vault_api_feeds_the_statistics(
     assert report.vault.totals["vault_created"] == 2
     # The category is counted only when the person agreed; otherwise "non précisé".
     assert report.vault.categories == Counter({"caf": 1, "non_precise": 1})
-
-
-def test_the_statistics_know_the_vault_categories_of_the_page() -> None:
-    assert taxonomy.VAULT_CATEGORIES == vaults.CATEGORIES
-    assert taxonomy.VAULT_NON_PRECISE == vaults.NON_PRECISE

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import taxonomy
 from server.contact import (
     ContactError,
     can_receive_sms,
@@ -63,17 +64,10 @@ DOCUMENT_KEY_BYTES = 40  # AES-KW of a 256-bit key
 META_MAX_CHARS = 4096
 TOUCH_EVERY = timedelta(hours=1)  # last_used_at is written at most this often
 EVENTS_SHOWN = 50
-NON_PRECISE = "non_precise"  # a document's category is kept encrypted: counted as this
-CATEGORIES: dict[str, str] = {  # code → French label (for the page)
-    "identite": N_("Identité"),
-    "caf": N_("CAF"),
-    "impots": N_("Impôts"),
-    "sante": N_("Santé"),
-    "logement": N_("Logement"),
-    "emploi": N_("Emploi"),
-    "retraite": N_("Retraite"),
-    "autre": N_("Autre"),
-}
+# The document categories (code → French label) live in the taxonomy, with the statistics'
+# other codes; a document whose category stays encrypted is counted as NON_PRECISE.
+NON_PRECISE = taxonomy.VAULT_NON_PRECISE
+CATEGORIES = taxonomy.VAULT_CATEGORIES
 # What the browser makes with crypto.randomUUID(): lower-case UUID version 4.
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

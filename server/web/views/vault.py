@@ -86,7 +86,7 @@ def _no_content() -> web.StreamResponse:
     return _no_store(web.Response(status=204))
 
 
-def _too_many() -> VaultError:
+def too_many() -> VaultError:
     return VaultError("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
 
 
@@ -95,14 +95,14 @@ async def _within(request: web.Request, rules: tuple[Rule, ...], identifier: str
     limiter = request.app[RATELIMIT_KEY]
     for rule in rules:
         if not await limiter.hit(rule, identifier):
-            raise _too_many()
+            raise too_many()
 
 
 def _storages(request: web.Request) -> Storages:
     return Storages(request.app[SETTINGS_KEY], request.app[SESSIONMAKER_KEY])
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     """The JSON object of a request; VaultError (400) for anything else."""
     try:
         # JSON is UTF-8 (RFC 8259): whatever charset the request claims is not used.
@@ -116,13 +116,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _vault(request: web.Request) -> Vault:
+async def request_vault(request: web.Request) -> Vault:
     """The vault the request's capability opens (its last use recorded, at most hourly);
     VaultError 401 otherwise, failures counted per client."""
     limiter = request.app[RATELIMIT_KEY]
     client = client_key(request)
     if not await limiter.allowed(AUTH_FAILURES_PER_IP, client):
-        raise _too_many()
+        raise too_many()
     try:
         async with request.app[SESSIONMAKER_KEY]() as db:
             vault = await vaults.authenticate(db, request.headers.get("Authorization"))
@@ -188,7 +188,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
     """The recovery box of the vault a recovery lookup finds; one 404 whatever the cause."""
     await _within(request, RECOVER_PER_IP, client_key(request))
     try:
-        body = await _body(request)
+        body = await json_body(request)
     except VaultError:
         body = {}
     async with request.app[SESSIONMAKER_KEY].begin() as db:
@@ -202,7 +202,7 @@ async def recover(request: web.Request) -> web.StreamResponse:
 async def create(request: web.Request) -> web.StreamResponse:
     """Create a vault from the browser's capabilities and recovery box (201 ``{vault}``)."""
     await _within(request, CREATE_PER_IP, client_key(request))
-    body = await _body(request)
+    body = await json_body(request)
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         # The proof of work is spent in the same transaction: a refused vault does not use it.
@@ -222,7 +222,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 @routes.get("/coffre/api/vault", name="vault-api")
 async def show(request: web.Request) -> web.StreamResponse:
     """The vault, its documents, its personnes de confiance and what happened to it."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         vault = await db.get_one(Vault, vault.id)
         return _json(await vaults.overview(db, request.app[SETTINGS_KEY], vault))
@@ -231,7 +231,7 @@ async def show(request: web.Request) -> web.StreamResponse:
 @routes.delete("/coffre/api/vault", name="vault-api")
 async def delete_vault(request: web.Request) -> web.StreamResponse:
     """Delete the vault now, documents and all (204)."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         await vaults.delete_vault(db, request.app[SETTINGS_KEY], vault, "person")
     return _no_content()
@@ -240,9 +240,9 @@ async def delete_vault(request: web.Request) -> web.StreamResponse:
 @routes.put("/coffre/api/vault/contact", name="vault-contact")
 async def contact(request: web.Request) -> web.StreamResponse:
     """Keep or forget the phone / e-mail for retention notices."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _within(request, (CHANGES_PER_VAULT,), vault.id)
-    body = await _body(request)
+    body = await json_body(request)
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         vault = await db.get_one(Vault, vault.id)
@@ -279,7 +279,7 @@ async def _blob_chunks(reader: MultipartReader, part: BodyPartReader) -> AsyncIt
 async def add_document(request: web.Request) -> web.StreamResponse:
     """Store one encrypted document: fields first, then the ``blob`` part, streamed (201)."""
     settings = request.app[SETTINGS_KEY]
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _within(request, (UPLOADS_PER_VAULT,), vault.id)
     client = client_key(request)
     await _within(request, (UPLOADS_PER_IP,), client)
@@ -287,7 +287,7 @@ async def add_document(request: web.Request) -> web.StreamResponse:
     if await limiter.under_pressure("vault_upload_mb"):
         raise VaultError("vault_busy", _(BUSY), kind=Kind.UNAVAILABLE)
     if not await limiter.allowed(UPLOAD_MB_PER_IP, client):
-        raise _too_many()
+        raise too_many()
     limits = vaults.Limits.of(settings)
     vaults.upload_limit(vault, limits)  # full already: say so before reading anything
     length = request.content_length
@@ -337,7 +337,7 @@ async def add_document(request: web.Request) -> web.StreamResponse:
 @routes.get("/coffre/api/documents/{document_id}/blob", name="vault-document-blob")
 async def blob(request: web.Request) -> web.StreamResponse:
     """A document's ciphertext, streamed as stored."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _within(request, (READS_PER_VAULT,), vault.id)
     await _within(request, (READS_PER_IP,), client_key(request))
     async with request.app[SESSIONMAKER_KEY]() as db:
@@ -370,9 +370,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
 @routes.put("/coffre/api/documents/{document_id}", name="vault-document")
 async def update_document(request: web.Request) -> web.StreamResponse:
     """New encrypted metadata (a rename) and category for a document."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _within(request, (CHANGES_PER_VAULT,), vault.id)
-    body = await _body(request)
+    body = await json_body(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         document = await vaults.update_document(
             db, vault, request.match_info["document_id"], body.get("meta"), body.get("category")
@@ -383,7 +383,7 @@ async def update_document(request: web.Request) -> web.StreamResponse:
 @routes.delete("/coffre/api/documents/{document_id}", name="vault-document")
 async def delete_document(request: web.Request) -> web.StreamResponse:
     """Delete one document, its blob with it (204)."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _within(request, (CHANGES_PER_VAULT,), vault.id)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         await vaults.delete_document(

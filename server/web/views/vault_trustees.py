@@ -12,20 +12,17 @@ codes) or per account (pairing codes), so that nobody can enumerate them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
 
 from aiohttp import web
 from limits import parse
 
 from server.errors import DomainError, Kind
-from server.i18n import _
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import Vault, utcnow
-from server.vault import trustees, vaults
+from server.vault import trustees
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -35,13 +32,12 @@ from server.web.request import (
     required_user,
     url_for,
 )
-from server.web.views.vault import AUTH_FAILURES_PER_IP
+from server.web.views.vault import json_body, request_vault, too_many
 
 routes = web.RouteTableDef()
 
 API = "/coffre/api"
 STAFF_PAGE = "/coffre/confiance"
-MAX_JSON_BYTES = 8 * 1024  # the largest body here: a 4096-bit key or two RSA blocks
 
 # Trustee codes (40 bits): typed once or twice by a person; a stranger guessing codes gets a
 # few tries per hour from one client and one vault.
@@ -83,61 +79,9 @@ def json_api(handler: Handler) -> Handler:
     return wrapper
 
 
-def _bad_request() -> DomainError:
-    return DomainError(
-        "invalid_body", _("La demande n'est pas valide. Rechargez la page et recommencez.")
-    )
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object (small), or a 400."""
-    if request.content_type != "application/json":
-        raise _bad_request()
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise _bad_request()
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise _bad_request()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad_request() from None
-    if not isinstance(body, dict):
-        raise _bad_request()
-    return body
-
-
-def _too_many() -> DomainError:
-    return DomainError(
-        "rate_limited",
-        _("Trop d'essais. Attendez quelques minutes puis réessayez."),
-        kind=Kind.RATE_LIMITED,
-    )
-
-
 async def _limit(request: web.Request, rule: Rule, *identifiers: str) -> None:
     if not await request.app[RATELIMIT_KEY].hit(rule, *identifiers):
-        raise _too_many()
-
-
-async def _vault(request: web.Request) -> Vault:
-    """The vault the request's ``Authorization: Vault`` capability opens (its use recorded, at
-    most hourly), or a 401; failures are counted per client like on the other vault routes."""
-    limiter = request.app[RATELIMIT_KEY]
-    client = client_key(request)
-    if not await limiter.allowed(AUTH_FAILURES_PER_IP, client):
-        raise _too_many()
-    try:
-        async with request.app[SESSIONMAKER_KEY]() as db:
-            vault = await vaults.authenticate(db, request.headers.get("Authorization"))
-    except DomainError:
-        await limiter.hit(AUTH_FAILURES_PER_IP, client)
-        raise
-    now = utcnow()
-    if vaults.touch_due(vault, now):
-        async with request.app[SESSIONMAKER_KEY].begin() as db:
-            await vaults.touch(db, vault.id, now)
-    return vault
+        raise too_many()
 
 
 async def _code_lookup_allowed(request: web.Request, vault: Vault) -> None:
@@ -153,7 +97,7 @@ async def _code_lookup_allowed(request: web.Request, vault: Vault) -> None:
 async def trustee_key(request: web.Request) -> web.StreamResponse:
     """Whom a trustee code names, with their public key, before the person confirms."""
     settings = request.app[SETTINGS_KEY]
-    vault = await _vault(request)
+    vault = await request_vault(request)
     await _code_lookup_allowed(request, vault)
     async with request.app[SESSIONMAKER_KEY]() as db:
         info = await trustees.trustee_for_code(db, settings, request.query.get("code"), utcnow())
@@ -165,8 +109,8 @@ async def trustee_key(request: web.Request) -> web.StreamResponse:
 async def add_trustee(request: web.Request) -> web.StreamResponse:
     """Name a trustee: the vault key and a label, both encrypted for the trustee's key."""
     settings = request.app[SETTINGS_KEY]
-    body = await _json_body(request)
-    vault = await _vault(request)
+    body = await json_body(request)
+    vault = await request_vault(request)
     await _code_lookup_allowed(request, vault)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         grant = await trustees.add_grant(
@@ -187,7 +131,7 @@ async def add_trustee(request: web.Request) -> web.StreamResponse:
 @json_api
 async def revoke_trustee(request: web.Request) -> web.StreamResponse:
     """Revoke a trustee: the key wrapped for them is erased; the history keeps the event."""
-    vault = await _vault(request)
+    vault = await request_vault(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         await trustees.revoke_grant(db, vault, request.match_info["grant_id"][:36], utcnow())
     return web.Response(status=204)
@@ -199,7 +143,7 @@ async def create_recovery_request(request: web.Request) -> web.StreamResponse:
     """A new device asks its trustee for the vault key (no vault capability: it has none)."""
     settings = request.app[SETTINGS_KEY]
     await _limit(request, RECOVERY_REQUESTS_PER_CLIENT, client_key(request))
-    body = await _json_body(request)
+    body = await json_body(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         made = await trustees.create_request(db, settings, body.get("public_key"), utcnow())
     return web.json_response(made.as_json(), status=201)
@@ -254,7 +198,7 @@ async def trustee_page(request: web.Request) -> web.StreamResponse:
 async def register_key(request: web.Request) -> web.StreamResponse:
     """Register this account's public key (made in this browser); replaces an older one."""
     await check_csrf(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     user = required_user(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         key = await trustees.register_key(db, user, body.get("public_key"), utcnow())
@@ -306,7 +250,7 @@ async def open_grant(request: web.Request) -> web.StreamResponse:
     """The trustee picked the person: the vault key wrapped for them (decrypted in this
     browser). Recorded on the person's vault before the key leaves the server."""
     await check_csrf(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     user = required_user(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         wrapped = await trustees.open_grant(
@@ -322,7 +266,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
     """Answer a request with one of this account's grants (the key re-encrypted for the
     device in this browser); the person's history shows it."""
     await check_csrf(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     user = required_user(request)
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         await trustees.answer_request(
