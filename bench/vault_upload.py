@@ -11,15 +11,19 @@ the bench server runs on SQLite), the quota statement and the row. The browser's
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
 from typing import Any
 
 import aiohttp
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from bench.cluster import pg_admin, pg_base_url
 from bench.context import BenchEnv, Row, percentile
-from bench.procs import ServerProcess, cpu_seconds, free_port
+from bench.procs import ServerProcess, cpu_seconds, free_port, run_command
 from server.settings import PREFIX
 from tests.vault_client import (
     VaultHttp,
@@ -50,6 +54,26 @@ async def _ours(server_url: str, pid: int, count: int) -> dict[str, Any]:
             [lambda d=d: device.blob(d.id) for d in documents],
             sum(len(d.blob) for d in documents),
         )
+
+
+async def _other_node(
+    env: BenchEnv, count: int, overrides: dict[str, str], log_stem: str, label: str
+) -> dict[str, Any]:
+    """A second server process on the bench server's settings with ``overrides``, measured."""
+    port = free_port()
+    environ = {**env.server.env, **overrides, f"{PREFIX}BASE_URL": f"http://127.0.0.1:{port}"}
+    node = ServerProcess(
+        f"server ({label})",
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        environ,
+        port,
+        env.server.log_path.parent / f"{log_stem}-server-{label}.log",
+    )
+    await node.start("/healthz")
+    try:
+        return await _ours(node.url, node.pid, count)
+    finally:
+        await node.stop()
 
 
 async def _raw(raw: ServerProcess, env: BenchEnv, count: int) -> dict[str, Any]:
@@ -128,31 +152,30 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         await raw.stop()
     ours = await _ours(server_url, env.server.pid, count)
     env.server.check_alive()
-    # The same data, served by a node that keeps blobs in the database (what several nodes use).
-    environ = {**env.server.env, f"{PREFIX}VAULT_STORAGE": "database"}
-    db_port = free_port()
-    environ[f"{PREFIX}BASE_URL"] = f"http://127.0.0.1:{db_port}"
-    in_database = ServerProcess(
-        "server, database storage",
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(db_port),
-        ],
-        environ,
-        db_port,
-        log_dir / f"{env.server.log_path.stem.removesuffix('-server')}-server-dbstorage.log",
-    )
-    await in_database.start("/healthz")
+    # The same data, served by a node that keeps blobs in the database chunks (what several
+    # nodes use, on PostgreSQL), first on SQLite, then on PostgreSQL when it is reachable.
+    log_stem = env.server.log_path.stem.removesuffix("-server")
+    chunks = await _other_node(env, count, {f"{PREFIX}VAULT_STORAGE": "database"}, log_stem, "db")
+    on_pg: dict[str, Any] | None = None
+    pg_note = ""
+    database = f"bench_vault_{os.getpid()}"
+    pg_url = make_url(pg_base_url()).set(database=database).render_as_string(hide_password=False)
+    admin = pg_admin(pg_url)
     try:
-        chunks = await _ours(in_database.url, in_database.pid, count)
+        async with asyncio.timeout(5), admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{database}"'))
+    except Exception as exc:
+        pg_note = f"PostgreSQL unreachable: {type(exc).__name__}"
+    else:
+        try:
+            pg_env = {**env.server.env, f"{PREFIX}DATABASE_URL": pg_url}
+            await run_command([sys.executable, "-m", "server.cli", "migrate"], pg_env)
+            on_pg = await _other_node(env, count, {f"{PREFIX}DATABASE_URL": pg_url}, log_stem, "pg")
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     finally:
-        await in_database.stop()
+        await admin.dispose()
     name = "bare aiohttp upload"
     rows = [
         Row(
@@ -183,6 +206,26 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
             baseline["download_cpu_ms_per_mb"],
             name,
         ),
+        *(
+            [
+                Row(
+                    "upload: server CPU per MB, database storage (PostgreSQL)",
+                    "ms",
+                    on_pg["upload_cpu_ms_per_mb"],
+                    baseline["upload_cpu_ms_per_mb"],
+                    name,
+                ),
+                Row(
+                    "download: server CPU per MB, database storage (PostgreSQL)",
+                    "ms",
+                    on_pg["download_cpu_ms_per_mb"],
+                    baseline["download_cpu_ms_per_mb"],
+                    name,
+                ),
+            ]
+            if on_pg is not None
+            else []
+        ),
         Row(
             f"one {DOCUMENT_MB} MB upload, p50 wall time (loopback)",
             "ms",
@@ -192,13 +235,14 @@ async def run(server_url: str, env: BenchEnv) -> dict[str, Any]:
         ),
     ]
     return {
-        "title": f"Vault: server CPU per MB of ciphertext, {DOCUMENT_MB} MB documents (SQLite)",
+        "title": f"Vault: server CPU per MB of ciphertext, {DOCUMENT_MB} MB documents",
         "status": "ok",
-        "params": {"documents": count, "document_mb": DOCUMENT_MB},
+        "params": {"documents": count, "document_mb": DOCUMENT_MB, "postgresql": pg_note or "yes"},
         "rows": [r.as_dict() for r in rows],
         "details": [
             {"server": "ours, files storage", **ours},
-            {"server": "ours, database storage", **chunks},
+            {"server": "ours, database storage (SQLite)", **chunks},
+            *([{"server": "ours, database storage (PostgreSQL)", **on_pg}] if on_pg else []),
             {"server": name, **baseline},
         ],
     }

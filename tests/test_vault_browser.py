@@ -778,5 +778,6 @@ async def test_the_upload_benchmark_times_an_encrypted_and_a_plain_upload(
     """bench/vault_page_upload.py against the real server: both uploads stored, then deleted."""
     found = await measure(running.base_url, 1)
     assert len(found["encrypted_ms"]) == len(found["plain_ms"]) == 1
+    assert len(found["encrypted_ms_cpu4"]) == len(found["plain_ms_cpu4"]) == 1
     assert found["encrypted_median_ms"] > 0 and found["plain_median_ms"] > 0
     assert (await counts(running))["documents"] == 0
