@@ -234,6 +234,8 @@ def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> 
     queue, callbacks = links.QUEUE.url(settings), links.CALLBACKS.url(settings)
     print(f"  File (bénévoles) :    {queue}   Rappels : {callbacks}")
     print(f"  Statistiques (coordination) : {links.STATS.url(settings)}")
+    vault, trustee = links.VAULT.url(settings), links.TRUSTEE.url(settings)
+    print(f"  Coffre-fort (bénéficiaire) : {vault}   Personne de confiance : {trustee}")
     mail = settings.data_dir / "mail"
     print(f"  E-mails envoyés :     {mail} (EMAIL_BACKEND={settings.email_backend})")
     for email, name, role, password in logins:

@@ -47,6 +47,7 @@ QUEUE = Link("queue", "/file")
 CALLBACKS = Link("callbacks", "/rappels")
 STATS = Link("stats", "/stats")
 VAULT = Link("vault", "/coffre")
+TRUSTEE = Link("vault-trustee-page", "/coffre/confiance")
 
 ALL: tuple[Link, ...] = (
     HOME,
@@ -64,4 +65,5 @@ ALL: tuple[Link, ...] = (
     CALLBACKS,
     STATS,
     VAULT,
+    TRUSTEE,
 )

@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,35 @@ def postgres_database() -> Iterator[str]:
         pool.submit(asyncio.run, drop()).result()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database with the current schema, made once per test process: each test
+    gets a copy of the file (under a millisecond) instead of creating ~40 tables (~90 ms)."""
+    path = tmp_path_factory.mktemp("schema") / "template.sqlite3"
+
+    async def create() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{path}")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await engine.dispose()
+
+    # Session fixtures may first be requested from inside a test's running loop: use a thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, create()).result()
+    return path
+
+
+# Empties every table and restarts every sequence in one statement: the rows of the previous test
+# are few, and DELETE is several times faster than TRUNCATE's file operations on ~40 tables.
+_DELETES = " ".join(f'DELETE FROM "{t.name}";' for t in reversed(Base.metadata.sorted_tables))  # noqa: S608
+_RESTART_SEQUENCES = (
+    "PERFORM setval(c.oid::regclass, 1, false) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind = 'S' AND n.nspname = current_schema();"
+)
+_EMPTY_POSTGRES = f"DO $$ BEGIN {_DELETES} {_RESTART_SEQUENCES} END $$"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Run the test on SQLite and on PostgreSQL."""
@@ -93,18 +123,14 @@ async def database_url(
 ) -> AsyncIterator[str]:
     """A fresh, empty database with the current schema."""
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
-        engine = make_engine(url)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        await engine.dispose()
-        yield url
+        path = tmp_path / "test.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
     url = request.getfixturevalue("postgres_database")
     engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await conn.execute(text(_EMPTY_POSTGRES))
     await engine.dispose()
     yield url
 

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, web
 from limits import parse
 
-from server import pow
+from server import links, pow
 from server.errors import Kind
 from server.i18n import N_, _
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -139,7 +139,7 @@ async def request_vault(request: web.Request) -> Vault:
 # -- The page -------------------------------------------------------------------------------------
 
 
-@routes.get("/coffre", name="vault")
+@routes.get(links.VAULT.path, name=links.VAULT.name)
 async def page(request: web.Request) -> web.StreamResponse:
     """The person's vault page; ``?depuis=<token>`` names the room it was opened from."""
     settings = request.app[SETTINGS_KEY]

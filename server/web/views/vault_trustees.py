@@ -18,6 +18,7 @@ from functools import wraps
 from aiohttp import web
 from limits import parse
 
+from server import links
 from server.errors import DomainError, Kind
 from server.ratelimit import RATELIMIT_KEY, Rule
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
@@ -37,7 +38,7 @@ from server.web.views.vault import json_body, request_vault, too_many
 routes = web.RouteTableDef()
 
 API = "/coffre/api"
-STAFF_PAGE = "/coffre/confiance"
+STAFF_PAGE = links.TRUSTEE.path
 
 # Trustee codes (40 bits): typed once or twice by a person; a stranger guessing codes gets a
 # few tries per hour from one client and one vault.
@@ -165,7 +166,7 @@ async def poll_recovery_request(request: web.Request) -> web.StreamResponse:
 # -- The trustee's side (staff) -----------------------------------------------------------------
 
 
-@routes.get(STAFF_PAGE, name="vault-trustee-page")
+@routes.get(STAFF_PAGE, name=links.TRUSTEE.name)
 @login_required()
 async def trustee_page(request: web.Request) -> web.StreamResponse:
     """The personne de confiance page: a key on this device, codes to give, requests."""
