@@ -486,7 +486,7 @@ async def test_documents_renamed_tampered_deleted_exported_and_the_vault_erased(
     # Settings: usage, history, contact, export.
     await page.click("#go-settings")
     await at_step(page, "settings")
-    await expect(page.locator("#usage-text")).to_contain_text("2 document(s) sur 100")
+    await expect(page.locator("#usage-text")).to_contain_text("2 documents sur 100")
     await expect(page.locator("#events-list")).to_contain_text("vous avez créé votre coffre-fort")
     await assert_accessible(page, "settings")
     await page.fill("#contact-phone", "06 12 34 56 78")

@@ -18,6 +18,14 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
 }
 
+// The form of `key` for `count` in the page's language: `key_one`, `key_other` (and `key_few`,
+// `key_many`… where a language has them), chosen by Intl.PluralRules; `count` is a variable too.
+export function tn(key, count, vars = {}) {
+  const form = new Intl.PluralRules(document.documentElement.lang || "fr").select(count);
+  const chosen = config.i18n?.[`${key}_${form}`] !== undefined ? `${key}_${form}` : `${key}_other`;
+  return t(chosen, { ...vars, count });
+}
+
 export const $ = (id) => document.getElementById(id);
 
 // Named events for the objects pages listen to (a socket, a peer): `on(type, handler)` is

@@ -2,7 +2,7 @@
 // cryptography and the API are vault-core.js; what is not needed before the first tap comes
 // later, by import(): the recovery sheet's QR code (vault-sheet.js), restoring on another device
 // (vault-restore.js), the personne de confiance (vault-trust.js), the export (vault-export.js).
-import { $, on, show, el, t, config, announce } from "./common.js";
+import { $, on, show, el, t, tn, config, announce } from "./common.js";
 import * as core from "./vault-core.js";
 
 const urls = config.urls ?? {};
@@ -681,10 +681,9 @@ function renderSettings() {
     bar.value = usage.max_bytes ? Math.min(100, Math.round((usage.bytes / usage.max_bytes) * 100)) : 0;
     setText(
       "usage-text",
-      t("usage", {
+      tn("usage", usage.documents, {
         used: formatSize(usage.bytes),
         max: formatSize(usage.max_bytes),
-        count: usage.documents,
         max_count: usage.max_documents,
       }),
     );
@@ -772,7 +771,7 @@ async function exportAll() {
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
-    setText("export-status", skipped ? `${t("export_done")} ${t("export_skipped", { count: skipped })}` : t("export_done"));
+    setText("export-status", skipped ? `${t("export_done")} ${tn("export_skipped", skipped)}` : t("export_done"));
   } catch (err) {
     setText("export-status", "");
     setError("settings-error", err);
