@@ -11,6 +11,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,14 @@ class Running:
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[Running]:
     """The real application factory, served on 127.0.0.1 at the settings' port."""
+    async with serve(settings) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Running]:
+    """The app made from these settings, on their port, until the block ends (``running`` for
+    a test that needs other settings than its fixture's)."""
     app = create_app(settings)
     port = int(settings.base_url.rsplit(":", 1)[1])
     server = TestServer(app, host="127.0.0.1", port=port)

@@ -265,6 +265,16 @@ class PeerSet:
         await asyncio.gather(*(peer.close() for peer in self._peers))
 
 
+async def pair(
+    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
+) -> tuple[SignalPeer, SignalPeer]:
+    """The volunteer, then the beneficiary, connected to the session's room."""
+    volunteer = peers.add(await connect_volunteer(running, http, session_id))
+    beneficiary = peers.add(await connect_beneficiary(running, session_id))
+    await volunteer.expect("peer-joined")
+    return volunteer, beneficiary
+
+
 # --- aiortc peers -------------------------------------------------------------------------------
 
 

@@ -21,17 +21,7 @@ from tests.conftest import (
     login,
     make_account,
 )
-from tests.peers import PeerSet, SignalPeer, connect_beneficiary, connect_volunteer
-
-
-async def pair(
-    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
-) -> tuple[SignalPeer, SignalPeer]:
-    """Volunteer then beneficiary connected."""
-    volunteer = peers.add(await connect_volunteer(running, http, session_id))
-    beneficiary = peers.add(await connect_beneficiary(running, session_id))
-    await volunteer.expect("peer-joined")
-    return volunteer, beneficiary
+from tests.peers import PeerSet, SignalPeer, connect_beneficiary, pair
 
 
 async def stored(running: Running, session_id: str) -> int | None:

@@ -10,15 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
 
-from server.db import make_sessionmaker
 from server.settings import Settings
-from server.store.engine import make_engine
 from server.store.models import Appointment, OutboxMessage, OutboxStatus, WaitlistEntry, utcnow
-from server.web.app import create_app
-from tests.conftest import Running, browser_session, csrf_from, entered_room
+from tests.conftest import Running, browser_session, csrf_from, entered_room, serve
 from tests.smtp_server import LocalSmtpServer, RecordingHandler
 from tests.test_booking_pages import book, make_place, slot_times, text_of
 
@@ -132,16 +128,8 @@ async def smtp_running(settings: Settings, smtp: LocalSmtpServer) -> AsyncIterat
             "smtp_tls": "none",
         }
     )
-    app = create_app(settings)
-    port = int(settings.base_url.rsplit(":", 1)[1])
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    engine = make_engine(settings.database_url)
-    try:
-        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
-    finally:
-        await engine.dispose()
-        await server.close()
+    async with serve(settings) as served:
+        yield served
 
 
 async def test_the_confirmation_reaches_a_real_smtp_server_with_a_working_join_link(

@@ -21,18 +21,8 @@ from server.store.models import AssistanceSession, QueueEntry, QueueStatus, Stat
 from server.tokens import sha256_hex
 from server.vault.context import session_of_token
 from tests.conftest import Running, browser_session, entered_room
-from tests.peers import PeerSet, SignalPeer, connect_beneficiary, connect_volunteer
+from tests.peers import PeerSet, SignalPeer, connect_beneficiary, pair
 from tests.test_browser import join_link
-
-
-async def pair(
-    running: Running, http: aiohttp.ClientSession, session_id: str, peers: PeerSet
-) -> tuple[SignalPeer, SignalPeer]:
-    """Volunteer then beneficiary connected."""
-    volunteer = peers.add(await connect_volunteer(running, http, session_id))
-    beneficiary = peers.add(await connect_beneficiary(running, session_id))
-    await volunteer.expect("peer-joined")
-    return volunteer, beneficiary
 
 
 async def shown_events(running: Running, session_id: str) -> list[StatEvent]:

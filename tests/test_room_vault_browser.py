@@ -22,11 +22,9 @@ from sqlalchemy import select, text, update
 from server import assist
 from server.ratelimit import RATELIMIT_KEY
 from server.runtime import SESSIONMAKER_KEY
-from server.stats.events import EventKind
 from server.store.models import (
     AssistanceSession,
     Base,
-    StatEvent,
     User,
     VaultBlobChunk,
     VaultDocument,
@@ -34,6 +32,8 @@ from server.store.models import (
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
 from tests.conftest import PG_UNREACHABLE, Account, Running, make_account
 from tests.test_browser import consent, join_link, log_in, open_assistance, wait_status
+from tests.test_room_vault import shown_events
+from tests.test_vault_browser import pdf_with
 
 pytestmark = pytest.mark.browser
 
@@ -101,32 +101,6 @@ async def chrome() -> AsyncIterator[Chromium]:
     """A fresh Chromium per test."""
     async with chromium_with_devices() as launched:
         yield launched
-
-
-def a_pdf(marker: str) -> bytes:
-    """A small but real PDF whose text holds ``marker``."""
-    stream = f"BT /F1 18 Tf 40 700 Td ({marker}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def vault_urls(running: Running) -> dict[str, str]:
@@ -238,20 +212,6 @@ async def send_photo(ben: Page, png: bytes) -> None:
     await expect(ben.locator("#notice")).to_have_text("Photo envoyée.")
 
 
-async def shown_events(running: Running, session_id: str) -> list[StatEvent]:
-    """The committed `vault_document_shown` events of the session."""
-    async with running.sessionmaker() as db:
-        rows = await db.scalars(
-            select(StatEvent)
-            .where(
-                StatEvent.session_id == session_id,
-                StatEvent.kind == EventKind.VAULT_DOCUMENT_SHOWN.value,
-            )
-            .order_by(StatEvent.id)
-        )
-        return list(rows)
-
-
 async def database_holds(running: Running, needle: bytes) -> bool:
     """Whether any row of any table, read as text, holds `needle` (both databases)."""
     async with running.sessionmaker() as db:
@@ -309,7 +269,7 @@ async def test_a_document_shown_reaches_the_volunteer_peer_to_peer_and_never_the
     await wait_status(vol, "connected")
 
     marker = f"MARQUEUR-{secrets.token_hex(12)}"
-    pdf = a_pdf(marker)
+    pdf = pdf_with(marker)
     urls = vault_urls(running)
     name = "Avis d'impôt 2026"
     document_id = await ben.evaluate(
@@ -489,7 +449,7 @@ async def test_a_document_goes_to_the_volunteer_and_not_to_an_invited_observer(
         ADD_DOCUMENT_JS,
         {
             "urls": vault_urls(running),
-            "data": base64.b64encode(a_pdf("CAF")).decode(),
+            "data": base64.b64encode(pdf_with("CAF")).decode(),
             "name": name,
             "mime": "application/pdf",
             "category": "caf",

@@ -16,14 +16,11 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
-from server.db import make_sessionmaker
 from server.metrics import REGISTRY
 from server.notify.deliver import SmsGate, Withheld, deliver
 from server.settings import DEFAULT_PHONE_REGIONS, Settings, SettingsError, load_settings
-from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
     AppointmentStatus,
@@ -31,8 +28,7 @@ from server.store.models import (
     OutboxMessage,
     WaitlistEntry,
 )
-from server.web.app import create_app
-from tests.conftest import Running, browser_session, csrf_from
+from tests.conftest import Running, browser_session, csrf_from, serve
 from tests.test_booking_pages import book, form_token, make_place, slot_times, text_of
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -45,17 +41,8 @@ WITHHELD_NOTICE = 'id="sms-withheld"'
 @asynccontextmanager
 async def served(settings: Settings, **changes: Any) -> AsyncIterator[Running]:
     """The real app with these settings changed, on the settings' port (as ``running``)."""
-    settings = settings.model_copy(update=changes)
-    app = create_app(settings)
-    port = int(settings.base_url.rsplit(":", 1)[1])
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    engine = make_engine(settings.database_url)
-    try:
-        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
-    finally:
-        await engine.dispose()
-        await server.close()
+    async with serve(settings.model_copy(update=changes)) as running:
+        yield running
 
 
 def sample(name: str, **labels: str) -> float:

@@ -49,6 +49,7 @@ from tests.vault_client import (
     b64u,
     challenge,
     create_vault,
+    creation_body,
     decrypt_meta,
     encrypt_document,
     encrypt_meta,
@@ -643,14 +644,7 @@ async def test_creation_needs_a_fresh_proof_of_work(
     running: Running, http: aiohttp.ClientSession
 ) -> None:
     """No solution, a wrong one, a replayed one: 400 and no vault; a fresh one: 201."""
-    keys = VaultKeys.new()
-    code = RecoveryCode.new()
-    body: dict[str, Any] = {
-        "access": b64u(keys.access),
-        "recovery_lookup": b64u(code.lookup),
-        "recovery_box": code.box(keys.key),
-        "share_facts": True,
-    }
+    body = creation_body(VaultKeys.new(), RecoveryCode.new(), share_facts=True)
 
     async def post(**extra: Any) -> Answer:
         async with http.post(running.url("/coffre/api/vault"), json={**body, **extra}) as resp:

@@ -14,24 +14,19 @@ import struct
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Download, FilePayload, Page, expect
 from sqlalchemy import func, select
 
 from bench.page_weight import GZIP, TARGET_BYTES, page_first_load
 from bench.vault_page_upload import measure
-from server.db import make_sessionmaker
 from server.settings import Settings
-from server.store.engine import make_engine
 from server.store.models import Base, Vault, VaultBlobChunk, VaultDocument
-from server.web.app import create_app
 from tests.browser import Chromium, assert_accessible, chromium_with_devices
-from tests.conftest import Account, Running
+from tests.conftest import Account, Running, serve
 from tests.test_browser import log_in
 from tests.test_page_load import Held
 from tests.vault_client import RecoveryCode
@@ -637,21 +632,6 @@ def padded_pdf(size: int) -> bytes:
     """A PDF of about `size` bytes (a comment of random text fills it)."""
     head = pdf_with("padded")
     return head + b"%" + secrets.token_hex(max(0, size - len(head)) // 2).encode() + b"\n"
-
-
-@asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Running]:
-    """The app on the settings' port with these settings (like conftest's `running`)."""
-    app = create_app(settings)
-    port = int(settings.base_url.rsplit(":", 1)[1])
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    engine = make_engine(settings.database_url)
-    try:
-        yield Running(app, server, settings.base_url, make_sessionmaker(engine, settings), settings)
-    finally:
-        await engine.dispose()
-        await server.close()
 
 
 def digits(text: str | None) -> str:

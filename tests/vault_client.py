@@ -312,6 +312,16 @@ async def challenge(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any
         return data
 
 
+def creation_body(keys: VaultKeys, code: RecoveryCode, share_facts: bool) -> dict[str, Any]:
+    """What the page posts to create a vault, without its proof of work."""
+    return {
+        "access": b64u(keys.access),
+        "recovery_lookup": b64u(code.lookup),
+        "recovery_box": code.box(keys.key),
+        "share_facts": share_facts,
+    }
+
+
 async def create_vault(
     http: aiohttp.ClientSession,
     base_url: str,
@@ -323,13 +333,8 @@ async def create_vault(
     """Make a vault as the page does: keys, recovery code and box, a solved proof of work."""
     keys = VaultKeys.new()
     code = RecoveryCode.new()
-    body: dict[str, Any] = {
-        "access": b64u(keys.access),
-        "recovery_lookup": b64u(code.lookup),
-        "recovery_box": code.box(keys.key),
-        "share_facts": share_facts,
-        "altcha": solved(await challenge(http, base_url)),
-    }
+    body = creation_body(keys, code, share_facts)
+    body["altcha"] = solved(await challenge(http, base_url))
     if context is not None:
         body["context"] = context
     async with http.post(base_url + "/coffre/api/vault", json=body, headers=headers) as resp:

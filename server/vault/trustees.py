@@ -430,14 +430,15 @@ class GrantView:
 
 
 async def grants_of(db: AsyncSession, vault: Vault) -> list[GrantView]:
-    """The vault's trustees, newest first, revoked ones included (``GET /coffre/api/vault``)."""
+    """The vault's trustees in the order they were named, revoked ones included (``GET
+    /coffre/api/vault``)."""
     rows = await db.execute(
         select(VaultGrant, User.name, Association.name, TrusteeKey.fingerprint)
         .join(TrusteeKey, TrusteeKey.id == VaultGrant.trustee_key_id)
         .join(User, User.id == TrusteeKey.user_id)
         .join(Association, Association.id == User.association_id)
         .where(VaultGrant.vault_id == vault.id)
-        .order_by(VaultGrant.created_at.desc(), VaultGrant.id)
+        .order_by(VaultGrant.created_at, VaultGrant.id)
     )
     return [GrantView(grant, name, assoc, fp) for grant, name, assoc, fp in rows]
 

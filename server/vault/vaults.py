@@ -33,15 +33,12 @@ from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
 from server.store.models import (
-    Association,
-    TrusteeKey,
-    User,
     Vault,
     VaultDocument,
     VaultEvent,
-    VaultGrant,
     utcnow,
 )
+from server.vault import trustees
 from server.vault.access import (
     access_from_header,
     b64u_decode,
@@ -305,16 +302,7 @@ async def touch(db: AsyncSession, vault_id: str, now: datetime) -> None:
 async def overview(db: AsyncSession, settings: Settings, vault: Vault) -> dict[str, Any]:
     """What the vault page shows: the vault, its documents, its trustees and its events."""
     documents = await list_documents(db, vault)
-    trustees = (
-        await db.execute(
-            select(VaultGrant, User.name, Association.name, TrusteeKey.fingerprint)
-            .join(TrusteeKey, TrusteeKey.id == VaultGrant.trustee_key_id)
-            .join(User, User.id == TrusteeKey.user_id)
-            .join(Association, Association.id == User.association_id)
-            .where(VaultGrant.vault_id == vault.id)
-            .order_by(VaultGrant.created_at)
-        )
-    ).all()
+    grants = await trustees.grants_of(db, vault)
     events = await db.scalars(
         select(VaultEvent)
         .where(VaultEvent.vault_id == vault.id)
@@ -324,17 +312,7 @@ async def overview(db: AsyncSession, settings: Settings, vault: Vault) -> dict[s
     return {
         "vault": vault_json(vault, settings),
         "documents": [document_json(d) for d in documents],
-        "trustees": [
-            {
-                "id": grant.id,
-                "name": name,
-                "association": association,
-                "fingerprint": fingerprint,
-                "created_at": grant.created_at.isoformat(),
-                "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
-            }
-            for grant, name, association, fingerprint in trustees
-        ],
+        "trustees": [grant.as_json() for grant in grants],
         "events": [
             {"kind": e.kind, "at": e.at.isoformat()}
             | ({"trustee": e.trustee_name} if e.trustee_name else {})

@@ -4,6 +4,8 @@
 // and encrypting it again for the device's public key. No vault key ever leaves this page in
 // clear, and the server never sees the private key.
 import { $, config, on, show, t } from "./common.js";
+// The vault's encodings and check digits: one definition for both screens that must agree.
+import { b64u, checkDigits, fromB64u } from "./vault-core.js";
 
 const DB_NAME = "vp-trustee";
 const STORE = "keys";
@@ -36,30 +38,11 @@ let current = null; // {request, grants} found by a pairing code
 
 // -- Encoding -----------------------------------------------------------------------------
 
-function b64u(bytes) {
-  let text = "";
-  for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
-  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function fromB64u(text) {
-  const plain = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
-  return Uint8Array.from(plain, (c) => c.charCodeAt(0));
-}
-
-async function sha256(bytes) {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-}
-
 function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// The first 3 bytes of sha256(device spki), each % 100: the device shows the same digits.
-export async function checkDigits(spkiBytes) {
-  const digest = await sha256(spkiBytes);
-  return Array.from(digest.slice(0, 3), (b) => String(b % 100).padStart(2, "0")).join(" ");
-}
+const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 
 // -- IndexedDB ------------------------------------------------------------------------------
 
@@ -208,7 +191,7 @@ async function findRequest(event) {
   try {
     const found = await call("GET", config.urls.pairing.replace("CODE", encodeURIComponent(digits || "0")));
     // Digits from the very key we will encrypt for, not from what the server says.
-    ui.checkDigits.textContent = await checkDigits(fromB64u(found.request.public_key));
+    ui.checkDigits.textContent = (await checkDigits(fromB64u(found.request.public_key))).join(" ");
     ui.grantList.replaceChildren();
     for (const grant of found.grants) {
       const label = document.createElement("label");
