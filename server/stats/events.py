@@ -53,6 +53,15 @@ class EventKind(enum.StrEnum):
     # A document of the person's vault shown to the volunteer during a session (over the data
     # channel, never through the server): `reason` is `copy` when "Donner une copie" was chosen.
     VAULT_DOCUMENT_SHOWN = "vault_document_shown"
+    # Rights check (server/rights/), counted once per check when it is settled (added to the
+    # handoff sheet, or its session over): `departement` of the commune the check was made for,
+    # never the session nor the person. RIGHTS_CHECKED: one per check. RIGHTS_UNCLAIMED: one per
+    # benefit found probably due and not already received; `theme` the benefit's code
+    # (server/rights/benefits.py BENEFITS), `reason` the band of its estimated monthly amount
+    # (server/rights/benefits.py AMOUNT_BANDS; None for a benefit without an amount such as the
+    # free complémentaire santé solidaire).
+    RIGHTS_CHECKED = "rights_checked"
+    RIGHTS_UNCLAIMED = "rights_unclaimed"
 
 
 UNKNOWN_DEPARTEMENT = "99"  # a postal code was given but could not be placed (foreign, invalid)
