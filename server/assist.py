@@ -18,6 +18,7 @@ from server import links
 from server.accounts import AccountError, account_email
 from server.events import PeerRevoked, RoomEnded, publish
 from server.i18n import _
+from server.rights import checks as rights_checks
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.models import (
@@ -348,6 +349,7 @@ async def end_session(
     duration = int((now - started).total_seconds()) if started else None
     kind = EventKind.SESSION_ENDED if started else EventKind.SESSION_ABANDONED
     await record(db, kind, session, duration_seconds=duration)
+    await rights_checks.session_ended(db, session.id, now)
     return True
 
 

@@ -37,6 +37,7 @@ from server.errors import DomainError, Kind
 from server.geo import normalize_postal_code
 from server.i18n import DEFAULT_LOCALE, _
 from server.notify.deliver import SmsBudget, SmsGate, deliver
+from server.rights import checks as rights_checks
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
@@ -459,6 +460,7 @@ async def save(
                 raise
         else:
             await _record_filed(db, subject, sheet, clean, volunteer)
+            await rights_checks.sheet_filed(db, sheet)
             gate = SmsGate.of(settings, sms_budget)
             sent = await _send_link(db, gate, settings, subject, sheet, token, now)
             return Saved(sheet, token, sent)

@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Delete, Update
 
 from server.notify.deliver import SmsBudget
+from server.rights import checks as rights_checks
 from server.settings import Settings
 from server.store.engine import begin_write
 from server.store.models import (
@@ -89,7 +90,11 @@ class PurgeReport:
     @property
     def total(self) -> int:
         """Rows and files purged in all (the vaults' notices are not purges)."""
-        return sum(n for name, n in self.counts.items() if name != vault_retention.NOTICES)
+        return sum(
+            n
+            for name, n in self.counts.items()
+            if name not in (vault_retention.NOTICES, rights_checks.SETTLED)
+        )
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,12 @@ async def purge(
             sms_budget=sms_budget,
         )
     )
+    if dry_run:
+        report.counts.update(await rights_checks.pending(db, now, cutoff))
+        await db.rollback()
+    else:
+        async with db.begin():
+            report.counts.update(await rights_checks.purge(db, now, cutoff))
     if report.total and not dry_run:
         log.info("retention purge (before %s): %s", cutoff.isoformat(), report.counts)
     return report
@@ -365,6 +376,8 @@ LABELS: tuple[tuple[str, str, bool, bool], ...] = (
     ("assistance_sessions", "Assistances", True, False),
     ("handoff_sheets", "Fiches navette", True, False),
     (SPOOL_FILES, "Fichiers d'e-mails et de SMS", False, True),
+    (rights_checks.DELETED, "Vérifications de droits (réponses et résultats)", True, True),
+    (rights_checks.FORGOTTEN, "Réponses de vérifications de droits effacées", True, True),
     (vault_retention.VAULTS, "Coffres-forts inutilisés (avec leurs documents)", False, True),
     (vault_retention.CODES, "Codes de personne de confiance expirés", False, True),
     (vault_retention.REQUESTS, "Demandes d'accès à un coffre-fort expirées", True, True),

@@ -26,6 +26,7 @@ from server.events import Dispatcher, OpeningChanged
 from server.i18n import N_, _
 from server.logs import Throttle
 from server.metrics import DATABASE_UNAVAILABLE
+from server.rights.engine import RightsEngine
 from server.settings import Settings
 from server.store.engine import database_unavailable, make_engine
 from server.store.models import AssistanceSession, QueueEntry
@@ -39,6 +40,8 @@ DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 BOARD_KEY = web.AppKey("queue_board", QueueBoard)
 PASSWORDS_KEY = web.AppKey("passwords", Passwords)
 CLUSTER_KEY = web.AppKey("cluster", Cluster)  # only with PERMANENCE_REDIS_URL (several nodes)
+# The rights check's process pool (server/rights/engine.py); absent with RIGHTS_WORKERS=0.
+RIGHTS_KEY = web.AppKey("rights_engine", RightsEngine)
 
 # While the database cannot be reached, pages, the API and socket events answer "try again
 # later" (503 + Retry-After, a French message) instead of an error 500 or a hang.
@@ -155,3 +158,24 @@ async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         passwords.close()
+
+
+async def rights_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: start the rights check's process pool with the application, warming in the
+    background (the server listens meanwhile), and stop it at the end. A pool set beforehand
+    (the tests share one) is used as it is and left running."""
+    given = app.get(RIGHTS_KEY)
+    workers = app[SETTINGS_KEY].rights_workers
+    engine = None
+    if given is None and workers > 0:
+        settings = app[SETTINGS_KEY]
+        engine = RightsEngine(
+            workers, timeout=settings.rights_timeout_seconds, queue_max=settings.rights_queue_max
+        )
+        engine.start_in_background()
+        app[RIGHTS_KEY] = engine
+    try:
+        yield
+    finally:
+        if engine is not None:
+            await engine.close()

@@ -369,6 +369,27 @@ class Settings(BaseSettings):
         description='Counts below this are shown as "< N" in statistics exports and the API, so '
         "that nobody can be re-identified.",
     )
+    rights_workers: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Worker processes of the rights check (OpenFisca-France, server/rights/), "
+        "started and warmed with each server process; about 250 MB each. 0 turns the rights "
+        "check off on this node.",
+    )
+    rights_timeout_seconds: int = Field(
+        30,
+        gt=0,
+        le=300,
+        description="A rights check taking longer fails with a French message and its pool is "
+        "restarted.",
+    )
+    rights_queue_max: int = Field(
+        16,
+        gt=0,
+        description="Rights checks in flight at once on one node; past that a check is refused "
+        'with "réessayez dans une minute" rather than queued.',
+    )
     vault_max_document_mb: int = Field(
         10,
         gt=0,

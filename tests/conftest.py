@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from server import accounts
 from server.db import make_sessionmaker
+from server.rights.engine import RightsEngine
+from server.runtime import RIGHTS_KEY
 from server.settings import Settings, load_settings
 from server.store.engine import make_engine
 from server.store.models import Base, Role, User
@@ -156,6 +158,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             "PERMANENCE_TURN_URLS": "turn:127.0.0.1:3478?transport=udp",
             "PERMANENCE_TURN_SECRET": "turn-test-secret",
             "PERMANENCE_LOG_LEVEL": "WARNING",
+            # One OpenFisca pool per test would cost seconds each: the rights tests share one
+            # (tests/test_rights_*.py, the `rights_engine` fixture).
+            "PERMANENCE_RIGHTS_WORKERS": "0",
         }
     )
 
@@ -182,11 +187,26 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         yield served
 
 
+@pytest.fixture(scope="session")
+def rights_engine() -> Iterator[RightsEngine]:
+    """One OpenFisca-France pool for the whole test run (it takes seconds to warm): the rights
+    tests give it to their apps through ``serve(..., rights=)``."""
+    engine = RightsEngine(2, timeout=60)
+    engine.start_in_background()
+    yield engine
+    engine.shutdown()
+
+
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Running]:
+async def serve(
+    settings: Settings, *, rights: RightsEngine | None = None
+) -> AsyncIterator[Running]:
     """The app made from these settings, on their port, until the block ends (``running`` for
-    a test that needs other settings than its fixture's)."""
+    a test that needs other settings than its fixture's). ``rights``: the shared rights engine
+    (``rights_engine``), which the app then uses and leaves running."""
     app = create_app(settings)
+    if rights is not None:
+        app[RIGHTS_KEY] = rights
     port = int(settings.base_url.rsplit(":", 1)[1])
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()

@@ -111,7 +111,10 @@ BENEFITS: dict[str, Benefit] = {
         ),
         Benefit(
             "css_participation",
-            N_("Complémentaire santé solidaire avec participation (moins de 1 € par jour et par personne)"),
+            N_(
+                "Complémentaire santé solidaire avec participation (moins de 1 € par jour "
+                "et par personne)"
+            ),
             "css_participation_forfaitaire",
             "famille",
             Period.MONTH,
@@ -177,7 +180,10 @@ BENEFITS: dict[str, Benefit] = {
             Period.YEAR,
             "energie",
             "https://chequeenergie.gouv.fr/",
-            N_("Vérifier sur chequeenergie.gouv.fr (envoyé sans demande selon la déclaration d'impôts)"),
+            N_(
+                "Vérifier sur chequeenergie.gouv.fr (envoyé sans demande, d'après la "
+                "déclaration d'impôts)"
+            ),
         ),
     )
 }

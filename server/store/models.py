@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -693,6 +694,38 @@ class HandoffSheet(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class RightsCheck(Base):
+    """A rights check (server/rights/): the answers the volunteer typed with the person, the
+    results OpenFisca-France gave, in one session or from one handoff sheet. The answers are
+    forgotten when the session ends unless the person agreed to keep them with the sheet; the
+    check goes with its sheet's retention purge, or at the session's end when it was not put
+    on a sheet (server/rights/checks.py)."""
+
+    __tablename__ = "rights_checks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    association_id: Mapped[int] = mapped_column(ForeignKey("associations.id"), index=True)
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assistance_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("assistance_sessions.id", ondelete="CASCADE"), unique=True, default=None
+    )
+    handoff_sheet_id: Mapped[str | None] = mapped_column(
+        ForeignKey("handoff_sheets.id", ondelete="CASCADE"), unique=True, default=None
+    )
+    period: Mapped[str] = mapped_column(String(7))  # the month checked, "2026-12"
+    model_version: Mapped[str] = mapped_column(String(20))  # openfisca-france's version
+    departement: Mapped[str] = mapped_column(String(3))  # of the commune checked
+    answers: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    keep_answers: Mapped[bool] = mapped_column(Boolean, default=False)  # the person agreed
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    on_sheet: Mapped[bool] = mapped_column(Boolean, default=False)  # next steps of the sheet
+    show_amounts: Mapped[bool] = mapped_column(Boolean, default=False)  # the person agreed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # When its statistics events were recorded (once: server/rights/checks.py settle()).
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 # -- Statistics rollups -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from server.runtime import (
     cluster_ctx,
     database_ctx,
     passwords_ctx,
+    rights_ctx,
 )
 from server.settings import Settings
 from server.tokens import grouped_code
@@ -178,6 +179,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(ratelimit_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(rights_ctx)
     sio = create_sio(app)
     app.cleanup_ctx.append(socketio_ctx)
     setup_observability(app, sio)
