@@ -11,6 +11,7 @@ Values cross the process boundary as plain Python: a dict of variable → float 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -50,6 +51,11 @@ WARM_VARIABLES = (
     ("cheque_energie", "2025"),
 )
 
+# Workers run at a lower priority than the web process: a check may take a second longer when
+# the machine is busy, a room's signalling must not wait for it (the event loop keeps its lag
+# under 20 ms while checks run: tests/test_rights_engine.py).
+NICENESS = 10
+
 _system: Any = None
 load_seconds: float | None = None
 
@@ -63,6 +69,8 @@ def system() -> Any:
     """The tax-benefit system of this process, loaded (and warmed) on first use."""
     global _system, load_seconds
     if _system is None:
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)  # once: the workers forked from a warm fork server inherit it
         started = time.perf_counter()
         from openfisca_france import FranceTaxBenefitSystem
 
