@@ -155,9 +155,9 @@ def _check_amount(errors: dict[str, str], path: str, value: object, limit: int) 
     if amount < 0:
         errors[path] = _("Un montant ne peut pas être négatif.")
     elif amount > limit:
-        errors[path] = _(
-            "%(n)s € par mois, c'est beaucoup : vérifiez le montant (par mois, net)."
-        ) % {"n": f"{limit:,}".replace(",", "\u202f")}
+        errors[path] = _("Plus de %(n)s € par mois : vérifiez le montant (par mois, en net).") % {
+            "n": f"{limit:,}".replace(",", "\u202f")
+        }
     return amount
 
 
