@@ -173,6 +173,24 @@ NOTIFICATIONS_FAILED = Counter(
     ["channel", "permanent"],
     registry=REGISTRY,
 )
+RIGHTS_CHECKS = Counter(
+    "permanence_rights_checks",
+    "Rights checks computed by this node's OpenFisca-France pool, by outcome (ok, failed: "
+    "a worker died or the check timed out, busy: refused because the pool was full).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RIGHTS_CHECK_SECONDS = Histogram(
+    "permanence_rights_check_seconds",
+    "Time from asking the pool to the answer, for checks that succeeded.",
+    buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 8, 13, 30),
+    registry=REGISTRY,
+)
+RIGHTS_POOL_RESTARTS = Counter(
+    "permanence_rights_pool_restarts",
+    "Times the rights check's process pool was replaced (a worker died or hung).",
+    registry=REGISTRY,
+)
 SCRAPE_ERRORS = Counter(
     "permanence_scrape_errors",
     "Parts of a /metrics scrape that could not be read in time (source=database: the queue and "

@@ -32,6 +32,7 @@ from typing import Any
 
 from server.errors import DomainError, Kind
 from server.i18n import _
+from server.metrics import RIGHTS_CHECK_SECONDS, RIGHTS_CHECKS, RIGHTS_POOL_RESTARTS
 from server.rights import compute
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class RightsEngine:
                 with contextlib.suppress(Exception):
                     process.kill()
         broken.shutdown(wait=False, cancel_futures=True)
+        RIGHTS_POOL_RESTARTS.inc()
         self._start_pool()
 
     # -- work ------------------------------------------------------------------------------
@@ -187,8 +189,10 @@ class RightsEngine:
         if self._closed or executor is None:
             raise _off()
         if self._in_flight >= self.queue_max:
+            RIGHTS_CHECKS.labels("busy").inc()
             raise _busy()
         self._in_flight += 1
+        started = time.perf_counter()
         try:
             try:
                 await asyncio.wait_for(
@@ -198,12 +202,16 @@ class RightsEngine:
                 log.error("rights engine: the pool did not start: %r", exc)
                 self._replace(executor, kill=True)
                 raise _failed() from exc
+            # The pool may have been replaced meanwhile (another check saw a worker die).
+            executor = self._executor
+            if executor is None:
+                raise _off()
             loop = asyncio.get_running_loop()
             try:
                 future = loop.run_in_executor(
                     executor, compute.calculate, situation, tuple(variables)
                 )
-                return await asyncio.wait_for(future, self.timeout)
+                out: dict[str, Any] = await asyncio.wait_for(future, self.timeout)
             except BrokenProcessPool as exc:
                 log.error("rights engine: a worker died; starting a new pool")
                 self._replace(executor, kill=False)
@@ -215,5 +223,12 @@ class RightsEngine:
             except Exception as exc:  # the model refused the situation: our bug, logged
                 log.exception("rights engine: the check failed in the model")
                 raise _failed() from exc
+            RIGHTS_CHECKS.labels("ok").inc()
+            RIGHTS_CHECK_SECONDS.observe(time.perf_counter() - started)
+            return out
+        except EngineUnavailable as exc:
+            if exc.code == "rights_failed":
+                RIGHTS_CHECKS.labels("failed").inc()
+            raise
         finally:
             self._in_flight -= 1

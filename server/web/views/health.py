@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from server import readiness
 from server.metrics import CONTENT_TYPE
-from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
+from server.runtime import RIGHTS_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
 from server.store.models import utcnow
 from server.tokens import constant_time_equal
 from server.web.observability import NODE_KEY, SCRAPE_KEY
@@ -62,8 +62,18 @@ async def readyz(request: web.Request) -> web.Response:
         "problems": problems,
         "warnings": settings.notification_backend_problems(),
         "node": node.name,
+        # The rights check's pool: "warming" for a few seconds after start; never a reason to
+        # take the node out of the balancer (everything else works without it).
+        "rights": _rights_state(request),
     }
     return web.json_response(body, status=503 if problems else 200)
+
+
+def _rights_state(request: web.Request) -> str:
+    engine = request.app.get(RIGHTS_KEY)
+    if engine is None:
+        return "off"
+    return "ok" if engine.ready else "warming"
 
 
 def _local_scraper(request: web.Request) -> bool:
