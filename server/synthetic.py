@@ -30,7 +30,7 @@ carries their département.
 
 Some sessions include a rights check (issue 16): one ``rights_checked`` and one
 ``rights_unclaimed`` per benefit found probably due and not received, with its amount band,
-as ``server/rights/statistics.py`` records them (coded facts only). Checks are more frequent
+as ``server/rights/tally.py`` records them (coded facts only). Checks are more frequent
 on social, housing, family and money sessions, and find more in the under-served départements.
 
 Every synthetic event carries a ``session_id`` starting with MARKER, so that existing synthetic

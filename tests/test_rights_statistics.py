@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from server import geo, synthetic
 from server.rights.benefits import AMOUNT_BANDS, BAND_ESTIMATE, BENEFITS
 from server.rights.figures import TABLES, about
-from server.rights.statistics import record_check
+from server.rights.tally import record_check
 from server.stats.display import local_today
 from server.stats.filters import parse_filters
 from server.stats.queries import build_report

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from server.rights.statistics import record_check
+from server.rights.tally import record_check
 from server.stats.events import EventKind, record
 from server.store.models import Role
 from tests.browser import assert_accessible, chromium_with_devices, screenshot

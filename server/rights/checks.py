@@ -13,7 +13,7 @@ replaces it. How long each part lives:
   On a sheet they follow the sheet's retention: deleted when the sheet is purged.
 - **The statistics** are recorded once per check, when it is settled (put on the sheet, its
   session over, or ``SETTLE_AFTER`` without change): coded facts only
-  (``server/rights/statistics.py``). Doing it again after that does not count twice.
+  (``server/rights/tally.py``). Doing it again after that does not count twice.
 
 Calling the model takes seconds: ``evaluate`` runs it outside any database transaction, and the
 ``save_*`` functions then store what it gave.
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.rights import statistics
+from server.rights import tally
 from server.rights.answers import Answers, parse_answers, situation
 from server.rights.benefits import amount_band
 from server.rights.engine import RightsEngine
@@ -214,7 +214,7 @@ async def settle(db: AsyncSession, check: RightsCheck, now: datetime | None = No
                 AssistanceSession.id == check.assistance_session_id
             )
         )
-    await statistics.record_check(
+    await tally.record_check(
         db,
         association_id=check.association_id,
         departement=check.departement,

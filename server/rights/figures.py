@@ -1,7 +1,7 @@
 """Droits potentiels non réclamés: the rights checks' figures as published on /stats, in its
 CSV files and in /api/v1/stats, from the raw counts of ``server.stats.queries.RightsFigures``.
 
-From events to figures (the events: ``server/rights/statistics.py``):
+From events to figures (the events: ``server/rights/tally.py``):
 
 - **checks**: ``rights_checked`` events; **checks with rights**: those that found at least one
   benefit probably due and not received (derived kind ``rights_found``).

@@ -128,7 +128,7 @@ VAULT_KINDS = (
     EventKind.VAULT_DOCUMENT_SHOWN.value,
     EventKind.VAULT_DELETED.value,
 )
-# Rights checks (server/rights/statistics.py): one ``rights_checked`` per check (``reason``
+# Rights checks (server/rights/tally.py): one ``rights_checked`` per check (``reason``
 # CHECK_FOUND when it found a benefit probably due and not received, else CHECK_NONE), one
 # ``rights_unclaimed`` per such benefit (``theme`` its code, ``reason`` its amount band).
 RIGHTS_CHECKED = EventKind.RIGHTS_CHECKED.value
