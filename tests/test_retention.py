@@ -30,6 +30,7 @@ from server.store.models import (
     CallbackRequest,
     CallbackStatus,
     HandoffSheet,
+    RightsCheck,
     OutboxMessage,
     OutboxStatus,
     QueueEntry,
@@ -209,6 +210,25 @@ async def make_person(
             updated_at=at,
         )
         db.add_all([attempt, sheet])
+        await db.flush()
+        db.add(
+            RightsCheck(
+                association_id=association_id,
+                volunteer_id=volunteer_id,
+                assistance_session_id=session.id,
+                handoff_sheet_id=sheet.id,
+                period=f"{at:%Y-%m}",
+                model_version="176.1.8",
+                departement="59",
+                answers={"postal_code": "59000", "housing": "hosted"},
+                keep_answers=True,  # the person agreed: they go with the sheet
+                results=[{"code": "rsa", "verdict": "likely", "amount": 569, "reason": "likely"}],
+                on_sheet=True,
+                created_at=at,
+                updated_at=at,
+                settled_at=at,
+            )
+        )
         db.add(
             StatEvent(
                 occurred_at=at,
@@ -317,7 +337,14 @@ async def test_purge_removes_old_personal_data_and_keeps_recent_records_and_stat
         "trustee_codes": 0,
         "vault_recovery_requests": 0,
         "vault_orphan_blobs": 0,
+        # The old sheet's rights check goes with the sheet (settled long ago: no new count).
+        "rights_checks_settled": 0,
+        "rights_answers_forgotten": 0,
+        "rights_checks": 1,
     }
+    async with sessionmaker() as db:
+        kept = (await db.scalars(select(RightsCheck.handoff_sheet_id))).all()
+    assert kept == [recent.sheet]
     after = await snapshot(sessionmaker, old)
     assert after["appointment"] == ("", None, None, None, None, {})
     assert after["waitlist"] is None
@@ -359,7 +386,7 @@ async def test_dry_run_reports_and_changes_nothing(
     old = await make_person(sessionmaker, place, OLD)
     before = await snapshot(sessionmaker, old)
     report = await purge(sessionmaker, settings, dry_run=True)
-    assert report.dry_run and report.counts["appointments"] == 1 and report.total == 7
+    assert report.dry_run and report.counts["appointments"] == 1 and report.total == 8
     assert await snapshot(sessionmaker, old) == before
     assert "  Rendez-vous : 1 à anonymiser" in retention.describe(report)
 

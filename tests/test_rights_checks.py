@@ -130,7 +130,7 @@ async def test_the_end_of_the_session_forgets_the_answers_and_counts_the_check_o
         # cover has no amount; "à vérifier" and "probablement pas" are not counted.
         assert sorted((e.kind, e.theme or "", e.reason or "") for e in events) == sorted(
             [
-                ("rights_checked", "", ""),
+                ("rights_checked", "", "found"),
                 ("rights_unclaimed", "rsa", "400_800"),
                 ("rights_unclaimed", "css_gratuite", ""),
             ]
