@@ -153,7 +153,12 @@ BAD_ANSWERS = [
     ("commune of another code", answers(commune="13055"), "commune", "Choisissez la commune"),
     ("tenant without rent", answers(housing="tenant"), "rent", "loyer"),
     ("child of 40", answers(children=[40]), "children.0", "enfant"),
-    ("handicap without its rate", answers(adult={"disability": "unset"}), "adults.0.disability", "taux"),
+    (
+        "handicap without its rate",
+        answers(adult={"disability": "unset"}),
+        "adults.0.disability",
+        "taux",
+    ),
 ]
 
 
@@ -247,11 +252,11 @@ async def test_nobody_but_the_volunteer_of_the_session_or_sheet_checks_or_reads_
             for base in (f"/assistance/{session_id}/droits", f"/fiches/{sheet.id}/droits"):
                 status, _page = await get(other, running, base)
                 assert status == expected, (account.email, base, status)
-                status, data = await post_json(
+                status, _data = await post_json(
                     other, running, base, {"answers": REFERENCE}, other_token
                 )
                 assert status == expected, (account.email, base, status)
-                status, data = await post_json(
+                status, _data = await post_json(
                     other, running, base + "/fiche", {"on_sheet": True}, other_token
                 )
                 assert status == expected, (account.email, base, status)
