@@ -61,9 +61,7 @@ def answers(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def rights_running(
-    settings: Settings, rights_engine: RightsEngine
-) -> AsyncIterator[Running]:
+async def rights_running(settings: Settings, rights_engine: RightsEngine) -> AsyncIterator[Running]:
     """The app with the shared warm engine."""
     async with serve(settings, rights=rights_engine) as served:
         yield served
@@ -233,7 +231,7 @@ async def test_nobody_but_the_volunteer_of_the_session_or_sheet_checks_or_reads_
     referrer = await make_account(running, "ref@ccas.example.org", Role.REFERRER)
     http, session_id, token = await room(running, owner)
     async with http:
-        status, data = await post_json(
+        status, _data = await post_json(
             http, running, f"/assistance/{session_id}/droits", {"answers": REFERENCE}, token
         )
         assert status == 200
