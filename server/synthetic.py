@@ -28,6 +28,11 @@ resolved / 20 % partial / 12 % follow-up / 8 % oriented, durations log-normal ar
 Like the real events, every step of a person's demand (booking, queue, call-back, sheet)
 carries their département.
 
+Some sessions include a rights check (issue 16): one ``rights_checked`` and one
+``rights_unclaimed`` per benefit found probably due and not received, with its amount band,
+as ``server/rights/statistics.py`` records them (coded facts only). Checks are more frequent
+on social, housing, family and money sessions, and find more in the under-served départements.
+
 Every synthetic event carries a ``session_id`` starting with MARKER, so that existing synthetic
 history can be found (``has_history``) and replaced (``delete_history``) without touching real
 events.
@@ -50,10 +55,12 @@ from sqlalchemy import JSON, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server import geo, taxonomy
+from server.rights.benefits import BENEFITS
 from server.room_vault import COPY_REASON
 from server.settings import Settings
 from server.stats.events import UNKNOWN_DEPARTEMENT, EventKind
 from server.stats.rebuild import rebuild_rollups
+from server.stats.rollups import CHECK_FOUND, CHECK_NONE
 from server.store.models import Motif, Role, StatEvent, User, utcnow
 
 MARKER = "synthetic-"
@@ -90,6 +97,34 @@ VAULT_CATEGORIES = {
     "retraite": 5, "autre": 5,
 }  # fmt: skip
 APPOINTMENT_NO_SHOW = 0.06
+# Rights checks (droits potentiels non réclamés): the share of sessions with one, by main theme;
+# how often a check finds something (higher where permanences are lacking); how many benefits
+# then; which ones, and the bands of their estimated monthly amounts. Drawn from a generator
+# of their own, like the vault's.
+RIGHTS_CHECK_SHARE = {"social_sante": 0.25, "logement": 0.2, "famille": 0.2, "argent_impots": 0.15}
+RIGHTS_CHECK_OTHER = 0.03
+RIGHTS_FOUND_SHARE = 0.4
+RIGHTS_FOUND_UNDER_SERVED = 0.6
+RIGHTS_HOW_MANY = {1: 60, 2: 30, 3: 10}
+RIGHTS_BENEFITS = {
+    "ppa": 22, "aide_logement": 20, "css_gratuite": 14, "rsa": 12, "css_participation": 7,
+    "cheque_energie": 6, "asf": 4, "af": 3, "cf": 3, "paje_base": 3, "aah": 2, "aspa": 2, "ars": 2,
+}  # fmt: skip
+RIGHTS_BANDS: dict[str, dict[str | None, int]] = {
+    "ppa": {"50_100": 20, "100_200": 45, "200_400": 35},
+    "aide_logement": {"50_100": 15, "100_200": 40, "200_400": 40, "400_800": 5},
+    "css_gratuite": {None: 1},  # no amount
+    "rsa": {"200_400": 35, "400_800": 60, "800_plus": 5},
+    "css_participation": {"lt50": 100},
+    "cheque_energie": {"lt50": 100},  # a yearly 48–277 € counted for a twelfth
+    "asf": {"100_200": 40, "200_400": 60},
+    "af": {"100_200": 70, "200_400": 30},
+    "cf": {"100_200": 30, "200_400": 70},
+    "paje_base": {"100_200": 60, "200_400": 40},
+    "aah": {"400_800": 40, "800_plus": 60},
+    "aspa": {"200_400": 30, "400_800": 50, "800_plus": 20},
+    "ars": {"lt50": 60, "50_100": 40},  # a yearly ~420 € per child counted for a twelfth
+}
 
 THEMES = {
     "social_sante": 30,
@@ -385,6 +420,9 @@ class _Draws:
         self.unmet_kind = _Choice(UNMET_KINDS)
         self.left_reason = _Choice(QUEUE_LEFT_REASONS)
         self.expired_reason = _Choice(CALLBACK_EXPIRED_REASONS)
+        self.rights_benefit = _Choice(
+            {code: weight for code, weight in RIGHTS_BENEFITS.items() if code in BENEFITS}
+        )
 
 
 def allocate(total: int, weights: Sequence[float]) -> list[int]:
@@ -403,6 +441,7 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
     keeps the occurred_at index warm): the sessions held, then the demand left unmet."""
     draws = _Draws()
     vault_rng = random.Random(f"vault-{ctx.association_id}-{sessions}")
+    rights_rng = random.Random(f"rights-{ctx.association_id}-{sessions}")
     held = allocate(sessions, ctx.day_weights)
     missed = allocate(round(sessions * UNMET_PER_SESSION), ctx.day_weights)
     index = unmet_index = 0
@@ -411,8 +450,10 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
         for _ in range(held[day]):
             start = _office_time(rng, draws, midnight)
             sid = f"{MARKER}{index:09d}"
-            yield from _session(rng, ctx, draws, sid, start, month)
+            rows = list(_session(rng, ctx, draws, sid, start, month))
+            yield from rows
             yield from _vault(vault_rng, ctx, sid, start)
+            yield from _rights(rights_rng, ctx, draws, rows[-1])
             index += 1
         for _ in range(missed[day]):
             when = _office_time(rng, draws, midnight)
@@ -538,6 +579,43 @@ def _vault(rng: random.Random, ctx: _Context, sid: str, start: datetime) -> Iter
         reason = COPY_REASON if rng.random() < VAULT_COPY_SHARE else None
         dep = _departement(rng, ctx.served)
         yield _row(assoc, K.VAULT_DOCUMENT_SHOWN, later, sid, "link", dep=dep, reason=reason)
+
+
+_RIGHTS_HOW_MANY = _Choice(RIGHTS_HOW_MANY)
+_RIGHTS_BAND = {code: _Choice(bands) for code, bands in RIGHTS_BANDS.items()}
+RIGHTS_MARKER = MARKER + "rights"  # a check's events are tied to no session, even here
+
+
+def _rights(rng: random.Random, ctx: _Context, draws: _Draws, sheet: Row) -> Iterator[Row]:
+    """Maybe a rights check made during the session of ``sheet`` (its handoff sheet's row), as
+    ``record_check`` leaves it when the sheet is filed: the session's département and channel,
+    the benefits found probably due and not received with their amount bands."""
+    when, channel, dep, theme = sheet[0], sheet[4], sheet[9], sheet[10]
+    if rng.random() >= RIGHTS_CHECK_SHARE.get(theme, RIGHTS_CHECK_OTHER):
+        return
+    assoc = ctx.association_id
+    found_share = RIGHTS_FOUND_UNDER_SERVED if dep in UNDER_SERVED else RIGHTS_FOUND_SHARE
+    found: list[str] = []
+    if rng.random() < found_share:
+        how_many = _RIGHTS_HOW_MANY(rng)
+        while len(found) < how_many:
+            code = draws.rights_benefit(rng)
+            if code not in found:
+                found.append(code)
+    reason = CHECK_FOUND if found else CHECK_NONE
+    yield _row(assoc, K.RIGHTS_CHECKED, when, RIGHTS_MARKER, channel, dep=dep, reason=reason)
+    for code in found:
+        band = _RIGHTS_BAND[code](rng)
+        yield _row(
+            assoc,
+            K.RIGHTS_UNCLAIMED,
+            when,
+            RIGHTS_MARKER,
+            channel,
+            dep=dep,
+            theme=code,
+            reason=band,
+        )
 
 
 def _unmet(

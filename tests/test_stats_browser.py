@@ -1,6 +1,6 @@
-"""The statistics dashboard in real Chromium: map, ranking, a CSV download that parses, no
-console error (the page needs no JavaScript); the coordinator's other list pages pass the
-accessibility check too."""
+"""The statistics dashboard in real Chromium: map (its three layers), ranking, the rights
+checks' section, a CSV download that parses, no console error (the page needs no JavaScript);
+the coordinator's other list pages pass the accessibility check too."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
+from server.rights.statistics import record_check
 from server.stats.events import EventKind, record
 from server.store.models import Role
 from tests.browser import assert_accessible, chromium_with_devices, screenshot
@@ -35,6 +36,16 @@ async def _events(running: Running, coordinator: Account) -> None:
                 duration_seconds=600 + 60 * i,
                 postal_code=postal,
             )
+        # Rights checks: Paris published, Lozère hatched on the map (fewer than 5).
+        for departement, times in (("75", 6), ("48", 2)):
+            for _ in range(times):
+                await record_check(
+                    db,
+                    association_id=coordinator.user.association_id,
+                    departement=departement,
+                    channel="drop_in",
+                    unclaimed=[("ppa", "100_200"), ("css_gratuite", None)],
+                )
         for postal in ["48000"] * 6 + ["13001"] * 7 + ["97200"] * 5:
             await record(
                 db,
@@ -73,6 +84,17 @@ async def test_coordinator_sees_the_map_and_downloads_a_csv(
         assert "Lozère (48)" in await first.inner_text()
         await screenshot(page, "stats-dashboard")
         await assert_accessible(page, "statistics, unmet demand map")
+        await page.locator("#map-rights-link").click()
+        await page.wait_for_url("**carte=rights**")
+        assert await page.locator("#rights-checks").inner_text() == "8"
+        lozere = page.locator('path[data-code="48"]')
+        assert await lozere.get_attribute("fill") == "url(#map-suppressed)"
+        await page.locator("#map-table-link").click()
+        await expect(page.locator("#droits-departements")).to_be_in_viewport()
+        row = page.locator("#droits-departements tbody tr").first
+        assert "Paris (75)" in await row.inner_text()
+        await screenshot(page, "stats-rights-map")
+        await assert_accessible(page, "statistics, rights map and section")
         async with page.expect_download() as info:
             await page.locator('a.csv-link[data-table="departements"]').click()
         download = await info.value

@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server import accounts, callback_requests, geo, motifs, room_vault, synthetic, taxonomy
 from server.db import make_sessionmaker
 from server.dropin.places import LeftReason
+from server.rights.benefits import AMOUNT_BANDS, BENEFITS
 from server.settings import Settings, load_settings
 from server.stats.events import EventKind
+from server.stats.rollups import CHECK_FOUND, CHECK_NONE
 from server.store.engine import make_engine
 from server.store.models import (
     Appointment,
@@ -227,12 +229,28 @@ async def test_history_holds_no_personal_data_and_fills_the_rollups(
         | set(callback_requests.OUTCOME_LABELS)
         | {"visio_link", "too_old", "unreachable"}
         | {room_vault.COPY_REASON}
+        | {CHECK_FOUND, CHECK_NONE}  # rights checks, and the amount bands of what they found
+        | {code for code, _low, _high in AMOUNT_BANDS}
     )
     # The vault's steps, like the real ones: categories are taxonomy codes or "non_precise".
     categories = {e.theme for e in rows if e.kind == EventKind.VAULT_DOCUMENT_ADDED}
     assert categories <= {*taxonomy.VAULT_CATEGORIES, taxonomy.VAULT_NON_PRECISE}
     assert taxonomy.VAULT_NON_PRECISE in categories and len(categories) > 3
     assert any(e.kind == EventKind.VAULT_DOCUMENT_SHOWN for e in rows)
+    # Rights checks, as record_check leaves them: codes only, the same marker for all (no
+    # session id of their own), about one session in six, a few benefits each.
+    checks = [e for e in rows if e.kind == EventKind.RIGHTS_CHECKED]
+    unclaimed = [e for e in rows if e.kind == EventKind.RIGHTS_UNCLAIMED]
+    assert 0.08 * SESSIONS < len(checks) < 0.25 * SESSIONS
+    assert {e.session_id for e in checks + unclaimed} == {synthetic.RIGHTS_MARKER}
+    found = sum(1 for e in checks if e.reason == CHECK_FOUND)
+    assert 0.3 < found / len(checks) < 0.6 and found <= len(unclaimed) <= 3 * found
+    assert {e.theme for e in unclaimed} == set(BENEFITS)
+    for event in unclaimed:
+        bands = synthetic.RIGHTS_BANDS[event.theme or ""]
+        assert event.reason in bands and (event.reason is None) == BENEFITS[event.theme].boolean
+        facts = (event.duration_seconds, event.volunteer_id, event.outcome, event.themes)
+        assert facts == (None, None, None, [])
     assert reasons <= known_reasons
     assert all(e.session_id and e.session_id.startswith(synthetic.MARKER) for e in rows)
     assert {e.kind for e in rows} <= {kind.value for kind in EventKind}

@@ -9,5 +9,6 @@
 - ``export.py``: the dashboard's tables as CSV and the API's JSON.
 
 Imports point one way: events ← rollups ← rebuild, and rollups ← filters ← queries ←
-display ← export.
+display ← export. The rights checks' figures (``queries.RightsFigures``) are published by
+``server/rights/figures.py``: server.rights imports server.stats, never the other way.
 """

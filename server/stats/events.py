@@ -55,7 +55,9 @@ class EventKind(enum.StrEnum):
     VAULT_DOCUMENT_SHOWN = "vault_document_shown"
     # Rights check (server/rights/), counted once per check when it is settled (added to the
     # handoff sheet, or its session over): `departement` of the commune the check was made for,
-    # never the session nor the person. RIGHTS_CHECKED: one per check. RIGHTS_UNCLAIMED: one per
+    # never the session nor the person (server/rights/statistics.py record_check writes them).
+    # RIGHTS_CHECKED: one per check, `reason` "found" when it found at least one benefit below,
+    # else "none" (server/stats/rollups.py CHECK_FOUND, CHECK_NONE). RIGHTS_UNCLAIMED: one per
     # benefit found probably due and not already received; `theme` the benefit's code
     # (server/rights/benefits.py BENEFITS), `reason` the band of its estimated monthly amount
     # (server/rights/benefits.py AMOUNT_BANDS; None for a benefit without an amount such as the

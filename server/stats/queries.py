@@ -23,6 +23,7 @@ from server.stats.rollups import (
     DEMAND_KINDS,
     DEP_KINDS,
     MONTHLY,
+    RIGHTS_PREFIX,
     ROLLUPS,
     SESSIONS,
     UNMET,
@@ -81,6 +82,24 @@ class VaultFigures:
 
 
 @dataclass
+class RightsFigures:
+    """The rights checks' section (droits potentiels non réclamés), raw counts by kind:
+    ``rights_checked``, ``rights_found``, ``rights_unclaimed`` and the band kinds
+    (``rights_band:<code>``), over the period, by benefit and by département ("" not known;
+    "99" could not be placed). The channel filter applies, the theme filter does not (a
+    check's benefits are not the sessions' themes). server/rights/figures.py publishes them."""
+
+    totals: Counter[str] = field(default_factory=Counter)  # kind -> n
+    benefits: dict[str, Counter[str]] = field(default_factory=dict)  # code -> kind -> n
+    departements: dict[str, Counter[str]] = field(default_factory=dict)  # code -> kind -> n
+
+    @property
+    def is_empty(self) -> bool:
+        """No rights check in the period."""
+        return not any(self.totals.values())
+
+
+@dataclass
 class Report:
     """Everything /stats, its CSV files and the API show, for one association and filters."""
 
@@ -95,6 +114,7 @@ class Report:
     departements: list[DepartementFigures] = field(default_factory=list)
     unknown: DepartementFigures = field(default_factory=lambda: DepartementFigures("", "", None))
     vault: VaultFigures = field(default_factory=VaultFigures)
+    rights: RightsFigures = field(default_factory=RightsFigures)
 
     @property
     def is_empty(self) -> bool:
@@ -284,6 +304,7 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
             line.demand += int(count)
     report.departements = list(by_code.values())
     report.vault = await _vault_figures(db, association_id, filters)
+    report.rights = await _rights_figures(db, association_id, filters)
     return report
 
 
@@ -326,4 +347,27 @@ async def _vault_figures(db: AsyncSession, association_id: int, filters: Filters
     ]
     for code, kind, count in await db.execute(_union(deps)):
         figures.departements.setdefault(code, Counter())[kind] += int(count)
+    return figures
+
+
+async def _rights_figures(db: AsyncSession, association_id: int, filters: Filters) -> RightsFigures:
+    """The rights checks of the period (the filtered channel, every theme), in one grouped
+    query over the ``all``, ``dep`` and ``benefit`` rows of the rights kinds."""
+    figures = RightsFigures()
+    statements = [
+        select(table.c.dim, table.c.value, table.c.kind, func.sum(table.c.count))
+        .where(table.c.association_id == association_id)
+        .where(table.c.dim.in_(("all", "dep", "benefit")))
+        .where(table.c.channel == (filters.channel or ALL), table.c.theme == ALL, period)
+        .where(table.c.kind.startswith(RIGHTS_PREFIX, autoescape=True))
+        .group_by(table.c.dim, table.c.value, table.c.kind)
+        for table, period in _tiers(filters)
+    ]
+    for dim, value, kind, count in await db.execute(_union(statements)):
+        if dim == "all":
+            figures.totals[kind] += int(count)
+        elif dim == "dep":
+            figures.departements.setdefault(value, Counter())[kind] += int(count)
+        else:
+            figures.benefits.setdefault(value, Counter())[kind] += int(count)
     return figures

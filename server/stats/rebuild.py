@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -36,12 +37,18 @@ from server.stats.events import EventKind
 from server.stats.rollups import (
     ALL,
     BUCKET_LIMITS,
+    CHECK_FOUND,
     KEY_COLUMNS,
     KIND_CHANNELS,
     LONGEST_BUCKET,
     MONTHLY,
     NONE,
     PLACED_KINDS,
+    RIGHTS_BAND,
+    RIGHTS_CHECKED,
+    RIGHTS_EVENT_KINDS,
+    RIGHTS_FOUND,
+    RIGHTS_UNCLAIMED,
     ROLLUPS,
     SESSIONS,
     UNMET,
@@ -119,10 +126,12 @@ def _bucket_sql() -> Any:
 
 def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime) -> Any:
     """stat_events grouped by what the rollups keep, with the derived columns computed in SQL:
-    local day, dashboard channel, unmet flag, duration bucket; facts no key uses are nulled."""
+    local day, dashboard channel, derived kind (``rollups.derived_kind``), duration bucket,
+    benefit; facts no key uses are nulled."""
     e = StatEvent
     kind = e.kind
     sheet = kind == SESSIONS
+    rights = kind.in_(RIGHTS_EVENT_KINDS)
     channel = case(
         *(
             (kind.in_(sorted(k.value for k in kinds)), literal(dashboard_channel))
@@ -130,22 +139,34 @@ def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime)
         ),
         else_=func.substr(func.coalesce(e.channel, NONE), 1, 20),
     )
-    unmet = case(
-        (and_(kind == EventKind.QUEUE_LEFT.value, e.reason.in_(UNMET_QUEUE_REASONS)), 1),
-        (and_(kind == EventKind.CALLBACK_RESOLVED.value, e.reason.in_(UNMET_CALLBACK_REASONS)), 1),
-        (kind.in_(sorted(k.value for k in UNMET_KINDS)), 1),
-        else_=0,
+    derived = case(
+        (and_(kind == EventKind.QUEUE_LEFT.value, e.reason.in_(UNMET_QUEUE_REASONS)), UNMET),
+        (
+            and_(kind == EventKind.CALLBACK_RESOLVED.value, e.reason.in_(UNMET_CALLBACK_REASONS)),
+            UNMET,
+        ),
+        (kind.in_(sorted(k.value for k in UNMET_KINDS)), UNMET),
+        (and_(kind == RIGHTS_CHECKED, e.reason == CHECK_FOUND), RIGHTS_FOUND),
+        (
+            and_(kind == RIGHTS_UNCLAIMED, e.reason != NONE),
+            func.substr(literal(RIGHTS_BAND) + e.reason, 1, 40),
+        ),
+        else_=null(),
     )
     keys = {
         "association_id": func.coalesce(e.association_id, 0),
         "day": _local_day_sql(dialect, zone, first, last),
         "kind": func.substr(kind, 1, 40),
         "channel": channel,
-        "unmet": unmet,
-        "theme": e.theme,
-        "themes": cast(e.themes, Text),
+        "derived": derived,
+        # A rights event's theme is its benefit (the ``benefit`` dimension), not a theme.
+        "theme": case((rights, null()), else_=e.theme),
+        "themes": case((rights, null()), else_=cast(e.themes, Text)),
+        "benefit": case(
+            (kind == RIGHTS_UNCLAIMED, func.substr(func.coalesce(e.theme, NONE), 1, 40))
+        ),
         "organisations": case((sheet, cast(e.organisations, Text))),
-        "departement": case((or_(kind.in_(PLACED_KINDS), unmet == 1), e.departement)),
+        "departement": case((or_(kind.in_(PLACED_KINDS), derived.is_not(None)), e.departement)),
         "outcome": case((sheet, func.substr(e.outcome, 1, 40))),
         "autonomy": case((sheet, func.substr(e.autonomy, 1, 40))),
         "volunteer": case((sheet, cast(e.volunteer_id, Text))),
@@ -203,7 +224,12 @@ def _expand_statements() -> list[str]:
     """The INSERTs turning the grouped facts into the chunk's daily rows, channel by channel."""
     facet_values = {
         "all": ("''", "1 = 1"),
-        "dep": ("COALESCE(f.departement, '')", f"f.kind IN ({_sql_list(PLACED_KINDS)})"),
+        "dep": (
+            "COALESCE(f.departement, '')",
+            f"(f.kind IN ({_sql_list(PLACED_KINDS)})"
+            f" OR substr(f.kind, 1, {len(RIGHTS_BAND)}) = '{RIGHTS_BAND}')",
+        ),
+        "benefit": ("f.benefit", "f.benefit IS NOT NULL"),
         "outcome": ("f.outcome", f"f.kind = '{SESSIONS}' AND f.outcome <> ''"),
         "autonomy": ("f.autonomy", f"f.kind = '{SESSIONS}' AND f.autonomy <> ''"),
         "vol": ("f.volunteer", f"f.kind = '{SESSIONS}' AND f.volunteer IS NOT NULL"),
@@ -244,10 +270,10 @@ async def _create_temporary(db: Executor, dialect: str) -> None:
     await db.execute(
         text(
             f"CREATE {temporary} {_FACTS} (gid {serial}, association_id INTEGER, day DATE,"
-            " kind VARCHAR(40), channel VARCHAR(20), unmet INTEGER, theme VARCHAR(30),"
-            " themes TEXT, organisations TEXT, departement VARCHAR(3), outcome VARCHAR(40),"
-            " autonomy VARCHAR(40), volunteer VARCHAR(40), bucket VARCHAR(10), n BIGINT,"
-            " duration BIGINT)"
+            " kind VARCHAR(40), channel VARCHAR(20), derived VARCHAR(40), theme VARCHAR(30),"
+            " themes TEXT, benefit VARCHAR(40), organisations TEXT, departement VARCHAR(3),"
+            " outcome VARCHAR(40), autonomy VARCHAR(40), volunteer VARCHAR(40),"
+            " bucket VARCHAR(10), n BIGINT, duration BIGINT)"
         )
     )
     for name, field_sql in ((_FACT_THEMES, "th VARCHAR(30)"), (_FACT_ORGS, "org VARCHAR(40)")):
@@ -411,14 +437,15 @@ async def rebuild_month(
     await db.execute(
         insert(fact_table).from_select([c.name for c in facts.selected_columns], facts)
     )
-    # Unmet demand is a kind of its own: copies of the unmet events (themes and département kept).
+    # A derived kind (unmet demand, a check that found a right, an amount band) is a kind of
+    # its own: copies of the events that have one (themes, benefit and département kept).
     await db.execute(
         text(
-            f"INSERT INTO {_FACTS} (association_id, day, kind, channel, unmet, theme, themes,"  # noqa: S608
-            " departement, n, duration) SELECT association_id, day, :unmet, channel, 0, theme,"
-            f" themes, departement, n, duration FROM {_FACTS} WHERE unmet = 1"
-        ),
-        {"unmet": UNMET},
+            f"INSERT INTO {_FACTS} (association_id, day, kind, channel, derived, theme, themes,"  # noqa: S608
+            " benefit, departement, n, duration) SELECT association_id, day, derived, channel,"
+            " NULL, theme, themes, benefit, departement, n, duration"
+            f" FROM {_FACTS} WHERE derived IS NOT NULL"
+        )
     )
     if dialect == "postgresql":
         await db.execute(text(f"ANALYZE {_FACTS}"))

@@ -11,19 +11,29 @@ would be as big as the events). The key is::
 
 - ``day``: the local date in the deployment's time zone (``settings.timezone``).
 - ``dim``/``value``: ``all``/"" (every event), ``dep``/département code ("" when no postal code
-  was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``) and
-  the vault's kinds (``VAULT_KINDS``: their own section of the page; ``PLACED_KINDS`` is both),
-  and, on sheets only, ``outcome``, ``autonomy``, ``org`` (one row per organisation),
-  ``vol`` (volunteer id) and ``dur`` (duration bucket). No key exists that no query reads.
+  was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``), the
+  vault's kinds (``VAULT_KINDS``: their own section of the page) and the rights checks' kinds
+  (``RIGHTS_KINDS`` and the band kinds; ``is_placed`` says which), ``benefit``/benefit code on
+  the unclaimed rights and their band kinds, and, on sheets only, ``outcome``, ``autonomy``,
+  ``org`` (one row per organisation), ``vol`` (volunteer id) and ``dur`` (duration bucket). No
+  key exists that no query reads.
 - ``channel`` and ``theme`` are written twice: the event's own value ("" for none) and ``'*'``
   ("all"). An unfiltered query reads only the ``'*'`` rows, a filtered one only its value: no
   double counting, and the rows read stay few (about kinds × départements per day).
 - Themes are multi-valued on sheets: the event gets one row per distinct theme (its ``theme``
   plus its ``themes``) besides the ``'*'`` row, so "by theme" counts a sheet under each of its
   themes (their sum can exceed the total) and a theme filter counts it once.
-- ``kind`` is the event kind, plus the synthetic kind ``unmet`` for unmet demand: people who left
-  the queue (left/lost/gone), call-backs expired or closed on a wrong number, booking searches
-  that found no slot. ``channel`` is normalised to link/appointment/drop_in/callback.
+- ``kind`` is the event kind, plus at most one derived kind (``derived_kind``): ``unmet`` for
+  unmet demand (people who left the queue (left/lost/gone), call-backs expired or closed on a
+  wrong number, booking searches that found no slot); ``rights_found`` for a rights check that
+  found at least one benefit probably due and not received (its ``reason`` is ``found``);
+  ``rights_band:<band>`` for an unclaimed benefit whose estimated monthly amount falls in that
+  band (its ``reason``), so that an estimated total can be summed by département and by benefit
+  without any amount in the events. ``channel`` is normalised to
+  link/appointment/drop_in/callback.
+- A rights event's ``theme`` is its benefit's code: it is counted under the ``benefit``
+  dimension, not as a theme (the dashboard's theme filter is about sessions), so its rows have
+  no theme but ``'*'`` and "".
 
 Monthly tier (table ``stat_rollups_monthly``): the same keys with ``day`` = the first local
 day of the month, kept in the same transaction. A period reads its whole months there and
@@ -118,7 +128,19 @@ VAULT_KINDS = (
     EventKind.VAULT_DOCUMENT_SHOWN.value,
     EventKind.VAULT_DELETED.value,
 )
-PLACED_KINDS = (*DEP_KINDS, *VAULT_KINDS)  # the kinds with a row per département
+# Rights checks (server/rights/statistics.py): one ``rights_checked`` per check (``reason``
+# CHECK_FOUND when it found a benefit probably due and not received, else CHECK_NONE), one
+# ``rights_unclaimed`` per such benefit (``theme`` its code, ``reason`` its amount band).
+RIGHTS_CHECKED = EventKind.RIGHTS_CHECKED.value
+RIGHTS_UNCLAIMED = EventKind.RIGHTS_UNCLAIMED.value
+RIGHTS_FOUND = "rights_found"  # derived: a check that found at least one unclaimed benefit
+RIGHTS_BAND = "rights_band:"  # derived, + the band code: an unclaimed benefit in that band
+RIGHTS_PREFIX = "rights_"  # every rights kind, derived or not, starts with it
+CHECK_FOUND = "found"
+CHECK_NONE = "none"
+RIGHTS_KINDS = (RIGHTS_CHECKED, RIGHTS_FOUND, RIGHTS_UNCLAIMED)
+RIGHTS_EVENT_KINDS = (RIGHTS_CHECKED, RIGHTS_UNCLAIMED)  # the recorded ones (theme = benefit)
+PLACED_KINDS = (*DEP_KINDS, *VAULT_KINDS, *RIGHTS_KINDS)  # kinds with a row per département
 ROLLUPS: Table = StatRollup.__table__  # type: ignore[assignment]
 MONTHLY: Table = StatRollupMonthly.__table__  # type: ignore[assignment]
 KEY_COLUMNS = ("association_id", "dim", "channel", "theme", "day", "kind", "value")
@@ -145,6 +167,22 @@ def is_unmet(kind: str, reason: str | None) -> bool:
     if kind == EventKind.CALLBACK_RESOLVED:
         return reason in UNMET_CALLBACK_REASONS
     return kind in UNMET_KINDS
+
+
+def derived_kind(kind: str, reason: str | None) -> str | None:
+    """The rollups' derived kind of an event (``unmet``, ``rights_found``, a band kind), if any."""
+    if is_unmet(kind, reason):
+        return UNMET
+    if kind == RIGHTS_CHECKED and reason == CHECK_FOUND:
+        return RIGHTS_FOUND
+    if kind == RIGHTS_UNCLAIMED and reason:
+        return (RIGHTS_BAND + reason)[:40]
+    return None
+
+
+def is_placed(kind: str) -> bool:
+    """True for the kinds counted by département (a row per département code)."""
+    return kind in PLACED_KINDS or kind.startswith(RIGHTS_BAND)
 
 
 def duration_bucket(seconds: int | None) -> str | None:
@@ -186,17 +224,26 @@ def _keys(event: Mapping[str, Any], zone: ZoneInfo) -> Iterator[Key]:
     occurred: datetime = event["occurred_at"]
     day = occurred.astimezone(zone).date()
     kind: str = event["kind"]
-    named = (event["theme"], *_strings(event["themes"]))
+    benefit = None
+    if kind in RIGHTS_EVENT_KINDS:  # the theme of a rights event is its benefit, not a theme
+        named: tuple[Any, ...] = ()
+        if kind == RIGHTS_UNCLAIMED:
+            benefit = (event["theme"] or NONE)[:40]
+    else:
+        named = (event["theme"], *_strings(event["themes"]))
     themes = list(dict.fromkeys(t[:30] for t in named if t)) or [NONE]
     kinds = [kind[:40]]
-    if is_unmet(kind, event["reason"]):
-        kinds.append(UNMET)
+    derived = derived_kind(kind, event["reason"])
+    if derived is not None:
+        kinds.append(derived)
     channel = channel_of(kind, event["channel"])
     association = event["association_id"] or 0
     for counted in kinds:
         dims: list[tuple[str, str]] = [("all", NONE)]
-        if counted in PLACED_KINDS:
+        if is_placed(counted):
             dims.append(("dep", event["departement"] or NONE))
+        if benefit is not None:
+            dims.append(("benefit", benefit))
         if counted == SESSIONS:
             if event["outcome"]:
                 dims.append(("outcome", event["outcome"][:40]))

@@ -640,6 +640,66 @@ class Departement(BaseModel):
     unmet_per_100k: Rate
 
 
+Share = Annotated[
+    float | None,
+    Field(
+        description="In percent, one decimal; null when its count or the checks it divides by "
+        "are suppressed (below small_count), or there is no check"
+    ),
+]
+EstimatedEuros = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        description="Estimated monthly total in euros: the sum of the middles of the amount "
+        "bands (1,000 for 800 and more), rounded to two significant figures; null when the "
+        "benefits with an amount behind it are below small_count, or the benefit has no "
+        "amount (free complémentaire santé solidaire)",
+    ),
+]
+
+
+class RightsBenefit(BaseModel):
+    """One benefit found probably due and not received by rights checks."""
+
+    code: str = Field(description="Benefit code (server/rights/benefits.py)")
+    label: str
+    unclaimed: Count = Field(description="Checks that found this benefit")
+    share_of_checks_pct: Share
+    estimated_monthly_eur: EstimatedEuros
+
+
+class RightsDepartement(BaseModel):
+    """The rights checks of one département (of the commune checked)."""
+
+    code: str = Field(description='INSEE code, or "inconnu"')
+    name: str
+    population: int | None
+    checks: Count
+    unclaimed: Count = Field(description="Benefits found probably due and not received")
+    unclaimed_per_100k: Rate
+    share_with_rights_pct: Share = Field(
+        description="Checks that found at least one benefit, in percent of the checks; null "
+        "when suppressed"
+    )
+    estimated_monthly_eur: EstimatedEuros
+
+
+class RightsReport(BaseModel):
+    """Droits potentiels non réclamés: what the rights checks (OpenFisca-France) made during
+    sessions found, as coded facts. The channel filter applies; the theme filter does not."""
+
+    checks: Count
+    checks_with_rights: Count = Field(description="Checks that found at least one benefit")
+    share_with_rights_pct: Share
+    unclaimed: Count = Field(description="Benefits found probably due and not received")
+    estimated_monthly_eur: EstimatedEuros
+    benefits: list[RightsBenefit] = Field(description="Every benefit of the catalogue, in order")
+    departements: list[RightsDepartement] = Field(
+        description='Every département in INSEE order, then "inconnu"'
+    )
+
+
 class StatisticsReport(BaseModel):
     """The coordinator's statistics."""
 
@@ -658,6 +718,7 @@ class StatisticsReport(BaseModel):
     ranking: list[Departement] = Field(
         description="Where to open a permanence: highest unmet demand per 100k first"
     )
+    rights: RightsReport
 
 
 def error_text(model: type[BaseModel], field: str, error_type: str) -> tuple[str, str] | None:

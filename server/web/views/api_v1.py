@@ -30,6 +30,7 @@ from server.i18n import _
 from server.notify import appointments as notifications
 from server.passes import LOGIN_COOKIE, secure_cookie_name
 from server.ratelimit import RATELIMIT_KEY, Rule
+from server.rights import figures as rights_figures
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.stats.export import report_json
 from server.store.models import Appointment, Motif, Role, User, VisitKind, utcnow
@@ -443,8 +444,10 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
         description="Sessions (handoff sheets), demand and unmet demand (left the queue, "
         "call-backs expired or wrong number, searches without a slot) by period, channel, "
         "theme, organisation, outcome, autonomy, duration, volunteer and département, with "
-        "rates per 100,000 inhabitants. Default period: the last 12 calendar months; at "
-        "most 5 years. API tokens belong to referrers and never see statistics.",
+        "rates per 100,000 inhabitants; and the rights checks' benefits probably due and not "
+        "received (droits potentiels non réclamés) by benefit and by département, with an "
+        "estimated monthly total. Default period: the last 12 calendar months; at most 5 "
+        "years. API tokens belong to referrers and never see statistics.",
     )
 )
 async def stats(request: web.Request, _query: m.StatisticsQuery) -> m.StatisticsReport:
@@ -454,7 +457,8 @@ async def stats(request: web.Request, _query: m.StatisticsQuery) -> m.Statistics
     filters = stats_views.filters_or_error(request)
     report = await stats_views.load_report(request, filters)
     small = request.app[SETTINGS_KEY].stats_small_count
-    return m.StatisticsReport.model_validate(report_json(report, small))
+    rights = rights_figures.rights_json(rights_figures.publish(report, small))
+    return m.StatisticsReport.model_validate({**report_json(report, small), "rights": rights})
 
 
 # -- The document ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The coordinator's statistics: /stats (volumes, themes, map of France, where to open a
-permanence) and /stats.csv. Figures come from the rollups (server/stats/)."""
+permanence, the vault, the rights checks) and /stats.csv. Figures come from the rollups
+(server/stats/); the rights checks' are published by server/rights/figures.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from server import geo, taxonomy
 from server.i18n import _
+from server.rights import figures as rights_figures
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.stats.display import (
     class_of,
@@ -35,18 +37,29 @@ from server.stats.export import (
 )
 from server.stats.filters import FilterError, Filters, default_filters, parse_filters
 from server.stats.queries import DepartementFigures, Report, build_report
-from server.stats.rollups import CHANNELS, DEMAND_KINDS, DURATION_BUCKETS, SESSIONS, UNMET
+from server.stats.rollups import (
+    CHANNELS,
+    DEMAND_KINDS,
+    DURATION_BUCKETS,
+    RIGHTS_UNCLAIMED,
+    SESSIONS,
+    UNMET,
+)
 from server.store.models import Role
 from server.web.middlewares import status_of
 from server.web.request import login_required, render, required_user
 
 routes = web.RouteTableDef()
-MAPS = {"sessions", "unmet"}
+MAPS = ("sessions", "unmet", "rights")
 PALETTES = {
     "sessions": ("#f1f5fb", "#c6dbef", "#6baed6", "#3182bd", "#08519c", "#08306b"),
     "unmet": ("#fdf3ea", "#fdd0a2", "#fd8d3c", "#e6550d", "#a63603", "#7f2704"),
+    "rights": ("#f2f9f1", "#c7e9c0", "#74c476", "#31a354", "#006d2c", "#00441b"),
 }
 NO_DATA = "#d9d9d9"
+SUPPRESSED = "url(#map-suppressed)"  # a hatching (``_map.html``): a count too small to publish
+# Where each map's figures are also given as a table (the map's accessible alternative).
+MAP_TABLES = {"sessions": "departements", "unmet": "departements", "rights": "droits-departements"}
 OVERSEAS = ("971", "972", "973", "974", "976")
 INSET_TOP = 600  # the overseas boxes go below the metropolitan map
 INSET_WIDTH = 114
@@ -80,11 +93,27 @@ async def load_report(request: web.Request, filters: Filters) -> Report:
         return await build_report(db, user.association_id, filters)
 
 
-def _rate_title(dep: DepartementFigures, kind: str) -> str:
-    count = dep.sessions if kind == "sessions" else dep.unmet
-    rate = dep.sessions_rate if kind == "sessions" else dep.unmet_rate
-    what = _("accompagnements") if kind == "sessions" else _("demandes non satisfaites")
+def _map_count(report: Report, dep: DepartementFigures, kind: str) -> int:
+    if kind == "sessions":
+        return dep.sessions
+    if kind == "unmet":
+        return dep.unmet
+    return report.rights.departements.get(dep.code, Counter())[RIGHTS_UNCLAIMED]
+
+
+def _rate_title(dep: DepartementFigures, kind: str, count: int, small: int | None) -> str:
+    what = {
+        "sessions": _("accompagnements"),
+        "unmet": _("demandes non satisfaites"),
+        "rights": _("droits potentiels non réclamés"),
+    }[kind]
     values = {"name": dep.name, "code": dep.code, "n": french_number(count), "what": what}
+    if small is not None and 0 < count < small:
+        return _("%(name)s (%(code)s) : moins de %(small)s %(what)s (non publié)") % {
+            **values,
+            "small": small,
+        }
+    rate = dep.rate(count)
     if rate is None:
         return _("%(name)s (%(code)s) : %(n)s %(what)s, population inconnue") % values
     return _("%(name)s (%(code)s) : %(rate)s %(what)s pour 100 000 habitants (%(n)s)") % {
@@ -93,22 +122,27 @@ def _rate_title(dep: DepartementFigures, kind: str) -> str:
     }
 
 
-def build_map(report: Report, kind: str) -> dict[str, Any]:
-    """The choropleth: metropolitan paths, overseas insets, quantile legend."""
+def build_map(report: Report, kind: str, small: int) -> dict[str, Any]:
+    """The choropleth: metropolitan paths, overseas insets, quantile legend. The rights
+    checks' map hides small counts (hatched), as their tables do."""
     palette = PALETTES[kind]
-    rates = {
-        d.code: (d.sessions_rate if kind == "sessions" else d.unmet_rate)
-        for d in report.departements
-    }
+    hide = small if kind == "rights" else None
+    counts = {d.code: _map_count(report, d, kind) for d in report.departements}
+    rates: dict[str, float | None] = {}
+    for dep in report.departements:
+        n = counts[dep.code]
+        rates[dep.code] = None if hide is not None and 0 < n < hide else dep.rate(n)
     bounds = quantile_classes(r for r in rates.values() if r is not None)
     by_code = {d.code: d for d in report.departements}
 
     def area(dep: DepartementFigures, d: str | None, x: int = 0, y: int = 0) -> Area:
+        n = counts[dep.code]
+        title = _rate_title(dep, kind, n, hide)
+        if hide is not None and 0 < n < hide:
+            return Area(dep.code, dep.name, d, SUPPRESSED, False, title, x, y)
         cls = class_of(rates.get(dep.code), bounds)
         fill = NO_DATA if cls is None else palette[cls]
-        return Area(
-            dep.code, dep.name, d, fill, cls is not None and cls >= 4, _rate_title(dep, kind), x, y
-        )
+        return Area(dep.code, dep.name, d, fill, cls is not None and cls >= 4, title, x, y)
 
     paths = [area(by_code[p.code], p.d) for p in geo.map_paths() if p.code in by_code]
     insets = [
@@ -123,10 +157,19 @@ def build_map(report: Report, kind: str) -> dict[str, Any]:
         legend.append((palette[i], text))
         low = bound
     legend.append((NO_DATA, _("population inconnue")))
+    if hide is not None:
+        legend.append((SUPPRESSED, _("moins de %(n)s (non publié)") % {"n": hide}))
     x0, y0, width, _height = (float(v) for v in geo.map_view_box().split())
     view_box = f"{x0:g} {y0:g} {width:g} {INSET_TOP + INSET_HEIGHT + 6 - y0:g}"
+    titles = {
+        "sessions": _("Accompagnements pour 100 000 habitants, par département"),
+        "unmet": _("Demandes non satisfaites pour 100 000 habitants, par département"),
+        "rights": _("Droits potentiels non réclamés pour 100 000 habitants, par département"),
+    }
     return {
         "kind": kind,
+        "title": titles[kind],
+        "table": MAP_TABLES[kind],
         "paths": paths,
         "insets": insets,
         "legend": legend,
@@ -141,7 +184,26 @@ def _bars(rows: list[tuple[str, int]]) -> list[tuple[str, int, float]]:
     return [(label, n, (100.0 * n / top) if top else 0.0) for label, n in rows]
 
 
-def page_context(report: Report, map_kind: str) -> dict[str, Any]:
+def published_text(value: int | str | float | None) -> str:
+    """A published figure for the page: a count in French, or "< N" as is."""
+    return value if isinstance(value, str) else french_number(value)
+
+
+def percent_text(value: float | None) -> str:
+    """12,5 % (narrow no-break space), or "—" when not published."""
+    return "—" if value is None else f"{french_number(value)}\u202f%"
+
+
+def euros_text(value: int | None) -> str:
+    """An estimated monthly total: "environ 12 000 €", or "—" when not published."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0 €"
+    return _("environ %(n)s €") % {"n": french_number(value)}
+
+
+def page_context(report: Report, map_kind: str, small: int) -> dict[str, Any]:
     """What the dashboard template shows, computed once here."""
     f = report.filters
     sessions = report.totals[SESSIONS]
@@ -196,16 +258,33 @@ def page_context(report: Report, map_kind: str) -> dict[str, Any]:
         ),
         "unknown": report.unknown,
         "ranking": report.ranking()[:20],
-        "map": build_map(report, map_kind),
+        "map": build_map(report, map_kind, small),
         "vault": report.vault,
         "vault_volumes": vault_volume_rows(report),
         "vault_categories": _bars([(label, n) for _code, label, n in vault_category_rows(report)]),
         "vault_departements": vault_departement_rows(report),
+        **_rights_context(report, small),
         "map_kind": map_kind,
         **_form_context(f),
-        "tables": TABLES,
+        "tables": {**TABLES, **rights_figures.TABLES},
         "number": french_number,
         "query": lambda **changes: "?" + urlencode(f.query(**changes)),
+    }
+
+
+def _rights_context(report: Report, small: int) -> dict[str, Any]:
+    """The rights checks' section: published figures only (small counts read "< N")."""
+    section = rights_figures.publish(report, small)
+    return {
+        "rights": section,
+        "rights_benefits": rights_figures.page_order(section.benefits),
+        "rights_departements": rights_figures.page_order(
+            d for d in section.departements if d.any_check
+        ),
+        "small_count": small,
+        "published": published_text,
+        "percent": percent_text,
+        "euros": euros_text,
     }
 
 
@@ -222,6 +301,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     map_kind = request.query.get("carte", "sessions")
     if map_kind not in MAPS:
         map_kind = "sessions"
+    small = request.app[SETTINGS_KEY].stats_small_count
     try:
         filters = filters_or_error(request)
     except FilterError as exc:
@@ -233,7 +313,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         }
         return render(request, "stats/dashboard.html", context, status=status_of(exc))
     report = await load_report(request, filters)
-    context = page_context(report, map_kind)
+    context = page_context(report, map_kind, small)
     context.update({"error": None, "form": filters.query()})
     return render(request, "stats/dashboard.html", context)
 
@@ -244,15 +324,21 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     """One table of the dashboard as CSV; counts below the threshold read "< N". Unusable
     filters get the French error page (the error middleware renders the FilterError)."""
     table = request.query.get("table", "departements")
-    if table not in TABLES:
+    tables = {**TABLES, **rights_figures.TABLES}
+    if table not in tables:
         raise FilterError(
             "invalid_filters",
-            _("Tableau inconnu : choisissez parmi %(t)s.") % {"t": ", ".join(TABLES)},
+            _("Tableau inconnu : choisissez parmi %(t)s.") % {"t": ", ".join(tables)},
             "table",
         )
     filters = filters_or_error(request)
     report = await load_report(request, filters)
-    header, rows = export_table(report, table, request.app[SETTINGS_KEY].stats_small_count)
+    small = request.app[SETTINGS_KEY].stats_small_count
+    if table in rights_figures.TABLES:
+        section = rights_figures.publish(report, small)
+        header, rows = rights_figures.export_table(section, table)
+    else:
+        header, rows = export_table(report, table, small)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
