@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from server.rights.engine import RightsEngine
 from server.settings import Settings
-from server.store.models import HandoffSheet, RightsCheck, Role
+from server.store.models import HandoffSheet, RightsCheck, Role, StatEvent
 from tests.conftest import (
     Account,
     Running,
@@ -283,6 +283,10 @@ async def test_the_benefits_put_on_the_sheet_are_read_by_the_person_with_amounts
             token,
         )
         assert status == 200 and data["check"]["on_sheet"] and not data["check"]["show_amounts"]
+        # Put on the sheet, the check is settled: counted once in the statistics.
+        async with running.sessionmaker() as db:
+            kinds = list(await db.scalars(select(StatEvent.kind)))
+        assert kinds.count("rights_checked") == 1 and "rights_unclaimed" in kinds
         await end_assistance(http, running, session_id)
         status, page = await file_sheet(
             http, running, f"/assistance/{session_id}/fiche", next_steps="Demander le RSA."
