@@ -608,6 +608,25 @@ async def get_for_staff(db: AsyncSession, sheet_id: str, user: User) -> HandoffS
     return None
 
 
+async def editable_sheet(db: AsyncSession, sheet_id: str, user: User) -> HandoffSheet | None:
+    """A sheet this account may edit (the rule of its form: the session's volunteer or the
+    sheet's filer, the call-back's volunteer), not purged; None otherwise (no existence leak)."""
+    if user.role not in STAFF or not sheet_id or len(sheet_id) > ID_MAX:
+        return None
+    sheet = await db.get(HandoffSheet, sheet_id)
+    if sheet is None or sheet.purged_at is not None:
+        return None
+    if sheet.association_id != user.association_id:
+        return None
+    if sheet.assistance_session_id is not None:
+        subject = await subject_for_session(db, sheet.assistance_session_id, user)
+    elif sheet.callback_id is not None:
+        subject = await subject_for_callback(db, sheet.callback_id, user)
+    else:
+        subject = None
+    return sheet if subject is not None else None
+
+
 async def set_sharing(db: AsyncSession, sheet_id: str, shared: bool, now: datetime) -> None:
     """The beneficiary gives or withdraws their agreement that later volunteers read it."""
     await begin_write(db)

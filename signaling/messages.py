@@ -412,6 +412,56 @@ class VaultSuggest(_Message):
     photo: MessageId
 
 
+MAX_RIGHTS_ITEMS = 40
+MAX_RIGHTS_LINES = 20
+MAX_RIGHTS_TEXT = 200
+MAX_RIGHTS_REASON = 400
+RightsText = Annotated[str, StringConstraints(max_length=MAX_RIGHTS_TEXT)]
+
+
+class RightsItem(_Message):
+    """One question of the rights form and its answer, as the volunteer's page shows them."""
+
+    q: RightsText
+    a: RightsText
+
+
+class RightsForm(_Message):
+    """The rights form as filled so far (issue 16), shown read-only on the person's page: the
+    questions the skip logic shows, in order, with their answers in words."""
+
+    t: Literal["rights-form"] = "rights-form"
+    items: Annotated[list[RightsItem], Field(max_length=MAX_RIGHTS_ITEMS)]
+
+
+class RightsLine(_Message):
+    """One benefit of the result, in the words of the volunteer's page."""
+
+    label: RightsText
+    verdict: Literal["likely", "unlikely", "check"]
+    text: RightsText  # "Probablement éligible — environ 569 € par mois"
+    reason: Annotated[str, StringConstraints(max_length=MAX_RIGHTS_REASON)]
+    url: Annotated[str, StringConstraints(max_length=300, pattern=r"^https://[^\s]+$")]
+    where: RightsText
+    received: bool
+
+
+class RightsResult(_Message):
+    """The result of the rights check, shown on the person's page: the source line (month and
+    OpenFisca-France version), the estimate notice, one line per benefit."""
+
+    t: Literal["rights-result"] = "rights-result"
+    source: RightsText
+    notice: Annotated[str, StringConstraints(max_length=MAX_RIGHTS_REASON)]
+    lines: Annotated[list[RightsLine], Field(max_length=MAX_RIGHTS_LINES)]
+
+
+class RightsClose(_Message):
+    """The volunteer stopped showing the rights form: the person's page hides it."""
+
+    t: Literal["rights-close"] = "rights-close"
+
+
 _DATACHANNEL_MODELS = (
     Pointer,
     Highlight,
@@ -423,6 +473,9 @@ _DATACHANNEL_MODELS = (
     DocChunk,
     DocEnd,
     VaultSuggest,
+    RightsForm,
+    RightsResult,
+    RightsClose,
 )
 DataChannelMessage: TypeAlias = Annotated[
     Pointer
@@ -434,7 +487,10 @@ DataChannelMessage: TypeAlias = Annotated[
     | DocStart
     | DocChunk
     | DocEnd
-    | VaultSuggest,
+    | VaultSuggest
+    | RightsForm
+    | RightsResult
+    | RightsClose,
     Field(discriminator="t"),
 ]
 _DATACHANNEL: TypeAdapter[DataChannelMessage] = TypeAdapter(DataChannelMessage)

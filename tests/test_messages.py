@@ -541,6 +541,9 @@ def test_datachannel_types_are_those_of_the_protocol() -> None:
         "doc-chunk",
         "doc-end",
         "vault-suggest",
+        "rights-form",
+        "rights-result",
+        "rights-close",
     )
 
 

@@ -157,13 +157,14 @@ async def test_the_room_page_loads_every_module_at_once_through_its_import_map(
 
 def test_what_a_page_script_imports_at_once_is_what_it_imports_dynamically() -> None:
     """SOON (server/web/assets.py) names exactly the page script's immediate dynamic imports
-    (photo.js, loaded on the first photo only, and room-vault.js, loaded when the person shows
-    a document of their vault, stay out)."""
+    (photo.js, loaded on the first photo only, room-vault.js, loaded when the person shows
+    a document of their vault, and rights-view.js, loaded when the volunteer shows a rights
+    check, stay out)."""
     for entry, modules in SOON.items():
         source = (STATIC_DIR / entry).read_text()
         dynamic = {f"js/{spec.removeprefix('./')}" for spec in DYNAMIC_IMPORT.findall(source)}
         assert set(modules) <= dynamic
-        assert dynamic - set(modules) == {"js/photo.js", "js/room-vault.js"}
+        assert dynamic - set(modules) == {"js/photo.js", "js/room-vault.js", "js/rights-view.js"}
 
 
 # --- The room, in Chromium --------------------------------------------------------------------

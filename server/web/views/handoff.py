@@ -18,6 +18,7 @@ from server.handoff import SheetForm, SheetInvalid, Subject
 from server.i18n import N_, _
 from server.passes import QUEUE_COOKIE
 from server.ratelimit import RATELIMIT_KEY
+from server.rights import display
 from server.runtime import SESSIONMAKER_KEY, SETTINGS_KEY
 from server.settings import Settings
 from server.store.models import AssistanceSession, HandoffSheet, Role, utcnow
@@ -96,15 +97,26 @@ def _back_url(request: web.Request, subject: Subject) -> str:
     return url_for(request, "dashboard" if subject.session is not None else "callbacks")
 
 
+def _rights_url(request: web.Request, subject: Subject, sheet: HandoffSheet | None) -> str | None:
+    """Where the sheet form's rights check lives (issue 16): the filed sheet's, else the
+    session's; a call-back's sheet has one once filed."""
+    if sheet is not None:
+        return url_for(request, "rights-sheet-form", sheet_id=sheet.id)
+    if subject.session is not None:
+        return url_for(request, "rights-session-form", session_id=subject.session.id)
+    return None
+
+
 def _form_page(
     request: web.Request,
     subject: Subject,
     values: SheetForm,
     *,
-    editing: bool,
+    sheet: HandoffSheet | None,
     errors: Mapping[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
+    editing = sheet is not None
     settings = request.app[SETTINGS_KEY]
     today = _today(settings)
     context = {
@@ -128,6 +140,7 @@ def _form_page(
         "has_contact": bool(subject.phone or subject.email),
         # What the beneficiary's device used (a visio session only), as stored: issue 14.
         "data_used": data_used.describe(subject.session) if subject.session else None,
+        "rights_url": _rights_url(request, subject, sheet),
     }
     return render(request, "handoff/form.html", context, status)
 
@@ -160,9 +173,9 @@ async def _show_form(request: web.Request, subject: Subject) -> web.Response:
     if sheet is not None and sheet.purged_at is not None:
         raise _not_found()
     if sheet is not None:
-        return _form_page(request, subject, SheetForm.of(sheet), editing=True)
+        return _form_page(request, subject, SheetForm.of(sheet), sheet=sheet)
     return _form_page(
-        request, subject, SheetForm(postal_code=subject.postal_code or ""), editing=False
+        request, subject, SheetForm(postal_code=subject.postal_code or ""), sheet=None
     )
 
 
@@ -171,11 +184,11 @@ async def _submit(request: web.Request, subject: Subject) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     values = _read(form)
     async with request.app[SESSIONMAKER_KEY]() as db:
-        editing = await handoff.sheet_for(db, subject) is not None
+        sheet = await handoff.sheet_for(db, subject)
     try:
         clean = values.validated(_today(settings))
     except SheetInvalid as exc:
-        return _form_page(request, subject, values, editing=editing, errors=exc.errors, status=400)
+        return _form_page(request, subject, values, sheet=sheet, errors=exc.errors, status=400)
     try:
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             saved = await handoff.save(
@@ -236,8 +249,10 @@ async def _staff_page(request: web.Request, sheet: HandoffSheet, back: str) -> w
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY]() as db:
         name = await handoff.association_name(db, sheet.association_id)
+        rights = await display.sheet_rights(db, sheet)
     context = {
         "sheet": handoff.view(sheet, settings.timezone, name),
+        "rights": rights,
         "audience": "staff",
         "share_action": None,
         "back_url": back,
@@ -326,8 +341,10 @@ def _reader(find: SheetFinder) -> Callable[[web.Request], Awaitable[web.StreamRe
         settings = request.app[SETTINGS_KEY]
         async with request.app[SESSIONMAKER_KEY]() as db:
             name = await handoff.association_name(db, sheet.association_id)
+            rights = await display.sheet_rights(db, sheet)
         context = {
             "sheet": handoff.view(sheet, settings.timezone, name),
+            "rights": rights,
             "audience": "beneficiary",
             "share_action": url_for(request, f"{_route_name(request)}-share", **request.match_info),
             "shared_now": request.query.get("partage"),

@@ -259,6 +259,12 @@ function onMessage(role, msg, peer) {
     drawHighlight(msg);
   } else if (role === "volunteer" && msg.t === "vault-suggest" && sentPhotos.has(msg.photo)) {
     vaultModule().then((vault) => vault.suggestPhoto(sentPhotos.get(msg.photo))).catch(vaultFailed);
+  } else if (role === "volunteer" && msg.t.startsWith("rights-")) {
+    // The rights check the volunteer shows (issue 16): its script comes with the first one.
+    import("./rights-view.js").then((view) => view.receive(msg)).catch((err) => {
+      console.warn("visio-permanence: the rights view did not load", err);
+      notify(t("conn_load"));
+    });
   }
 }
 

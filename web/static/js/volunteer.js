@@ -38,6 +38,8 @@ const ui = {
   notice: $("notice"),
   dataModeForm: $("data-mode-form"),
   dataModeState: $("data-mode-state"),
+  grid: $("room-grid"),
+  rightsOpen: $("rights-open"),
 };
 
 let signaling = null;
@@ -139,7 +141,10 @@ function benePeer() {
         playAudio();
       }
     })
-    .on("open", sendDataMode) // a fresh or reloaded page starts in "normal": say it again
+    .on("open", () => {
+      sendDataMode(); // a fresh or reloaded page starts in "normal": say it again
+      rights?.resend(); // and shows nothing of the rights check
+    })
     .on("message", (msg) => {
       if (msg.t === "data-mode") onDataModeApplied(msg);
       else if (isChat(msg)) showChat(ui.chatLog, beneName || t("beneficiary"), msg);
@@ -254,6 +259,36 @@ const inbox = new Receiver((file) => {
   received.add(file);
   announce(t(file.kind === "doc" ? "doc_received" : "photo_received"));
 });
+
+// --- Rights check (issue 16): its script and form are fetched on the first press -----------
+
+let rights = null;
+
+async function openRights() {
+  ui.rightsOpen.disabled = true;
+  try {
+    rights ??= await import("./rights.js");
+    await rights.openRights({
+      partsUrl: config.rights_url,
+      container: $("rights-parts"),
+      share: ended ? null : send,
+      onOpen() {
+        show(ui.rightsOpen, false);
+        ui.grid?.classList.add("rights-open");
+      },
+      onClose() {
+        show(ui.rightsOpen, true);
+        ui.grid?.classList.remove("rights-open");
+        ui.rightsOpen.focus();
+      },
+    });
+  } catch (err) {
+    console.warn("visio-permanence: the rights check did not load", err);
+    notify(t("rights_load_error"));
+  } finally {
+    ui.rightsOpen.disabled = false;
+  }
+}
 
 // --- Pointer mode ---------------------------------------------------------------------------
 
@@ -413,6 +448,7 @@ function finish() {
   mic.stop();
   signaling?.close();
   received.clear(); // what the person showed was for the session only
+  rights?.stopSharing();
   ui.photosEmpty.textContent = t("received_ended");
   show(ui.photosEmpty, true);
   setStatus("ended");
@@ -438,6 +474,7 @@ on(ui.layer, "pointercancel", () => {
   drag = null;
 });
 on(ui.mic, "click", mic.toggle);
+on(ui.rightsOpen, "click", openRights);
 on(ui.sound, "click", playAudio);
 if (ui.dataModeForm) {
   on(ui.dataModeForm, "change", chooseDataMode);
