@@ -102,6 +102,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     Benchmark("stats", "bench.stats", "Statistics dashboard and API over 1M sessions"),
     Benchmark("vault", "bench.vault_upload", "Vault: server CPU per MB uploaded and downloaded"),
+    Benchmark(
+        "rights",
+        "bench.rights",
+        "Rights check: OpenFisca-France pool vs a bare script, cold, warm, memory, event loop",
+        timeout_s=900.0,
+    ),
     Benchmark("login", "bench.login_flood", "Signalling latency under a login flood (50/s)"),
     Benchmark(
         "combined",
