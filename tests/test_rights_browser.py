@@ -145,6 +145,13 @@ async def test_the_volunteer_checks_rights_in_the_room_and_the_person_reads_them
     await expect(lines).to_contain_text("Revenu de solidarité active (RSA)")
     await expect(lines).to_contain_text(amount)
     await expect(ben.locator("#rights-view-notice")).to_contain_text("C'est une estimation")
+    # What is probably not due: folded for the volunteer, not listed for the person.
+    await expect(vol.locator("#rights-others-summary")).to_have_text(
+        "Probablement pas : 11 autres aides"
+    )
+    await expect(vol.locator('#rights-lines li[data-code="af"]')).to_have_count(0)
+    await expect(vol.locator('#rights-lines-others li[data-code="af"]')).to_have_count(1)
+    await expect(lines).not_to_contain_text("Allocations familiales")
     await assert_accessible(ben, "room, rights shown by the volunteer")
 
     # On the handoff sheet, with the amounts: the person agrees.

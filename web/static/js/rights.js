@@ -5,7 +5,7 @@
 // their fields, then the result; it puts the benefits to claim on the handoff sheet, and in the
 // room shows the form and the result to the person over the data channel (`rights-form`,
 // `rights-result`, `rights-close`: signaling/PROTOCOL.md).
-import { $, on, show, el, t, config, announce } from "./common.js";
+import { $, on, show, el, t, tn, config, announce } from "./common.js";
 
 const MAX_CHILDREN_INPUTS = 10;
 const MAX_ITEMS = 40;
@@ -362,7 +362,13 @@ function showResult({ check, view: words }) {
   if (!words) return;
   view = words;
   ui.source.textContent = words.source;
-  ui.lines.replaceChildren(...words.lines.map(resultLine));
+  // What to talk about first (probably due, to check); the rest folded under one line.
+  const main = words.lines.filter((line) => line.verdict !== "unlikely");
+  const others = words.lines.filter((line) => line.verdict === "unlikely");
+  ui.lines.replaceChildren(...(main.length ? main.map(resultLine) : [el("li", {}, t("rights_nothing"))]));
+  $("rights-lines-others").replaceChildren(...others.map(resultLine));
+  $("rights-others-summary").textContent = tn("rights_others", others.length);
+  show($("rights-others"), others.length > 0);
   showSheetState(check);
   show(ui.result, true);
   if (sharing) sendAll();
@@ -437,7 +443,8 @@ function resultMessage() {
     t: "rights-result",
     source: cut(view.source),
     notice: String(view.notice).slice(0, 400),
-    lines: view.lines.slice(0, 20).map((line) => ({
+    // The person sees what to ask for (or check), not the list of what is probably not due.
+    lines: view.lines.filter((line) => line.verdict !== "unlikely").slice(0, 20).map((line) => ({
       label: cut(line.label),
       verdict: line.verdict,
       text: cut(line.received ? `${line.verdict_text} (${t("rights_received")})` : line.verdict_text),
