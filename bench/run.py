@@ -156,6 +156,9 @@ def server_environment(data_dir: Path, port: int) -> dict[str, str]:
             # The login flood sends each attempt from its own address (X-Forwarded-For); the
             # other benchmarks send no such header and count as 127.0.0.1 as before.
             f"{PREFIX}TRUST_PROXY": "true",
+            # The rights check's pool is measured by its own benchmark (bench/rights.py, in
+            # process); here it would only add its start-up CPU to the other figures.
+            f"{PREFIX}RIGHTS_WORKERS": "0",
         }
     )
     env["PYTHONUNBUFFERED"] = "1"

@@ -51,6 +51,9 @@ class ServeProcess:
                 f"{PREFIX}BASE_URL": self.url,
                 f"{PREFIX}SECRET_KEY": "process-test-secret-" + "k" * 32,
                 f"{PREFIX}LOG_LEVEL": "INFO",
+                # An OpenFisca pool per server process would cost each start seconds of CPU;
+                # the rights tests share one in-process pool (conftest `rights_engine`).
+                f"{PREFIX}RIGHTS_WORKERS": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -164,6 +164,7 @@ async def pg_running(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Running]
             "PERMANENCE_SECRET_KEY": "test-secret-key-" + "x" * 32,
             "PERMANENCE_BASE_URL": f"http://127.0.0.1:{port}",
             "PERMANENCE_LOG_LEVEL": "WARNING",
+            "PERMANENCE_RIGHTS_WORKERS": "0",  # as the other tests (conftest `settings`)
         }
     )
     app = create_app(settings)

@@ -95,6 +95,7 @@ def settings(database_url: str, tmp_path: Path, redis_server: RedisServer) -> It
             "PERMANENCE_REDIS_URL": redis_server.url,
             "PERMANENCE_METRICS_TOKEN": METRICS_TOKEN,
             "PERMANENCE_LOG_LEVEL": "WARNING",
+            "PERMANENCE_RIGHTS_WORKERS": "0",  # as the other tests (conftest `settings`)
         }
     )
 

@@ -49,6 +49,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             "PERMANENCE_BASE_URL": f"http://127.0.0.1:{port}",
             "PERMANENCE_TRUST_PROXY": "true",
             "PERMANENCE_LOG_LEVEL": "WARNING",
+            "PERMANENCE_RIGHTS_WORKERS": "0",  # as the other tests (conftest `settings`)
         }
     )
 

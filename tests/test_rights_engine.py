@@ -21,6 +21,7 @@ import time
 from datetime import date
 from typing import Any
 
+import aiohttp
 import pytest
 
 from server.rights import checks
@@ -28,6 +29,9 @@ from server.rights.answers import Adult, Answers, AnswersInvalid, parse_answers,
 from server.rights.benefits import BENEFITS, Verdict
 from server.rights.engine import EngineUnavailable, RightsEngine
 from server.rights.results import BenefitResult, interpret, variables
+from server.runtime import RIGHTS_KEY
+from server.settings import Settings
+from tests.conftest import serve
 
 JUNE_2025 = date(2025, 6, 1)
 
@@ -473,3 +477,54 @@ def test_every_benefit_is_computed_by_a_variable_of_the_model(openfisca: Any) ->
         assert variable is not None, benefit.variable
         assert variable.entity.key == benefit.entity, benefit.code
         assert variable.definition_period.value == benefit.period.value, benefit.code
+
+
+async def test_a_pool_that_did_its_share_is_renewed_without_failing_a_check(
+    rights_engine: RightsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers' memory grows with their checks: after TASKS_PER_WORKER each the pool is
+    replaced by fresh forks, and checks in flight meanwhile still get their answers."""
+    await rights_engine.start()
+    monkeypatch.setattr("server.rights.engine.TASKS_PER_WORKER", 2)
+    engine = RightsEngine(1)
+    try:
+        await engine.start()
+        first_pids = set(engine.worker_pids())
+        answers = household(adult(40))
+        outs = await asyncio.gather(
+            *(
+                engine.calculate(situation(answers, JUNE_2025), variables(JUNE_2025))
+                for _ in range(3)
+            )
+        )
+        assert all(out["values"]["rsa"][0] > 500 for out in outs)
+        assert engine.started == 2
+        out = await engine.calculate(situation(answers, JUNE_2025), variables(JUNE_2025))
+        assert out["pid"] not in first_pids
+    finally:
+        await engine.close()
+
+
+async def test_the_app_starts_its_own_pool_with_the_server_and_stops_it_with_it(
+    settings: Settings, rights_engine: RightsEngine
+) -> None:
+    """RIGHTS_WORKERS > 0: the pool starts with the application (the server listens while it
+    warms: /readyz says so), answers, and its processes end with the application."""
+    await rights_engine.start()  # the fork server is warm: this pool only forks
+    async with serve(settings.model_copy(update={"rights_workers": 1})) as running:
+        engine = running.app[RIGHTS_KEY]
+        assert engine is not rights_engine
+        await engine.start()
+        async with aiohttp.ClientSession() as http, http.get(running.url("/readyz")) as resp:
+            assert (await resp.json())["rights"] == "ok"
+        results = await results_for(engine, household(adult(40)), JUNE_2025)
+        assert results["rsa"].amount == 569
+        pids = engine.worker_pids()
+        assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    async with serve(settings) as running:  # RIGHTS_WORKERS=0
+        assert RIGHTS_KEY not in running.app
+        async with aiohttp.ClientSession() as http, http.get(running.url("/readyz")) as resp:
+            assert (await resp.json())["rights"] == "off"

@@ -38,6 +38,10 @@ from server.rights import compute
 log = logging.getLogger(__name__)
 
 PRELOAD = "server.rights.preload"
+# A worker's memory grows with the checks it computes (OpenFisca's caches: 181 MB USS after 9
+# checks, 229 MB after 33, BENCHMARKS.md "Rights check"); after this many checks per worker the
+# pool is replaced by fresh forks of the warm fork server, which cost milliseconds.
+TASKS_PER_WORKER = 50
 
 
 class EngineUnavailable(DomainError):
@@ -93,6 +97,7 @@ class RightsEngine:
         # loop (the tests share one engine between their loops).
         self._warm: list[Future[dict[str, Any]]] = []
         self._in_flight = 0
+        self._done = 0  # checks the current pool answered
         self._closed = False
         self.started = 0  # pools started (1 + replacements): tests, metrics
         self.cold_seconds: float | None = None  # how long the first pool took to be ready
@@ -108,9 +113,12 @@ class RightsEngine:
             # preload module (the model, warm) before forking any worker.
             context.set_forkserver_preload([PRELOAD])
         started = time.perf_counter()
+        # Not ``max_tasks_per_child``: with it Python 3.11's pool hangs once a worker has done
+        # its share (measured); ``_recycle`` replaces the whole pool instead.
         executor = self._executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=context
         )
+        self._done = 0
         self.started += 1
         warm = self._warm = [executor.submit(compute.ready) for _ in range(self.workers)]
 
@@ -178,6 +186,16 @@ class RightsEngine:
         RIGHTS_POOL_RESTARTS.inc()
         self._start_pool()
 
+    def _recycle(self) -> None:
+        """Replace a pool that has done its share of checks by a fresh one (forked warm); the
+        old one finishes what it holds and exits."""
+        old = self._executor
+        if old is None or self._closed or self._start_method != "forkserver":
+            return
+        self._start_pool()
+        old.shutdown(wait=False)
+        log.info("rights engine: pool renewed after %d checks", self.workers * TASKS_PER_WORKER)
+
     # -- work ------------------------------------------------------------------------------
 
     async def calculate(
@@ -225,6 +243,10 @@ class RightsEngine:
                 raise _failed() from exc
             RIGHTS_CHECKS.labels("ok").inc()
             RIGHTS_CHECK_SECONDS.observe(time.perf_counter() - started)
+            if executor is self._executor:
+                self._done += 1
+                if self._done >= self.workers * TASKS_PER_WORKER:
+                    self._recycle()
             return out
         except EngineUnavailable as exc:
             if exc.code == "rights_failed":
