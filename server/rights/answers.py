@@ -5,8 +5,9 @@ The form (``web/static/js/rights.js``) asks, with skip logic: alone or in a coup
 age, activity, average monthly resources over the last three months (net salary, unemployment
 benefit, pension) and recognised disability rate; the children's ages; the housing (tenant,
 social housing, owner, hosted free, homeless), the rent, the postal code and commune; the
-benefits the household already receives. A person alone without children answers 12 questions,
-a couple with children about 15.
+benefits the household already receives. A person alone without children answers 12 questions
+(the commune is chosen by itself when the postal code has one); a couple adds the partner's six,
+and each child its age.
 
 Amounts are euros per month, net. Ages are whole years. Nothing here is stored beyond the check
 (``server/rights/checks.py`` says for how long).
