@@ -62,7 +62,7 @@ def _warm_up(tax_benefit_system: Any) -> None:
 # Workers run at a lower priority than the web process: a check may take a second longer when
 # the machine is busy, a room's signalling must not wait for it (the event loop keeps its lag
 # under 20 ms while checks run: tests/test_rights_engine.py).
-NICENESS = 10
+NICENESS = 19
 
 _system: Any = None
 load_seconds: float | None = None
