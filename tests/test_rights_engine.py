@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from server.rights import checks
@@ -34,6 +38,7 @@ from server.settings import Settings
 from tests.conftest import serve
 
 JUNE_2025 = date(2025, 6, 1)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def adult(age: int, activity: str = "inactif", **amounts: Any) -> Adult:
@@ -529,3 +534,36 @@ async def test_the_app_starts_its_own_pool_with_the_server_and_stops_it_with_it(
         assert RIGHTS_KEY not in running.app
         async with aiohttp.ClientSession() as http, http.get(running.url("/readyz")) as resp:
             assert (await resp.json())["rights"] == "off"
+
+
+def test_a_server_killed_without_a_shutdown_takes_its_pool_with_it(tmp_path: Path) -> None:
+    """SIGKILL (out of memory, a hard stop): the fork server and the workers must not live on,
+    holding hundreds of MB for nobody."""
+    script = (
+        "import asyncio, os, sys\n"
+        "from server.rights.engine import RightsEngine\n"
+        "async def main():\n"
+        "    engine = RightsEngine(2)\n"
+        "    await engine.start()\n"
+        "    print(' '.join(map(str, engine.worker_pids())), flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    path = tmp_path / "server_like.py"
+    path.write_text(script)
+    with subprocess.Popen(
+        [sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            workers = [int(pid) for pid in process.stdout.readline().split()]
+            assert len(workers) == 2
+            fork_server = psutil.Process(workers[0]).ppid()
+            assert psutil.Process(fork_server).ppid() == process.pid
+            assert psutil.Process(workers[1]).ppid() == fork_server
+            pool = [fork_server, *workers]
+        finally:
+            process.kill()
+    _gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pool], timeout=10)
+    assert alive == [], f"still running after their server died: {alive}"

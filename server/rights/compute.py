@@ -12,7 +12,10 @@ Values cross the process boundary as plain Python: a dict of variable → float 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import signal
 import time
 from collections.abc import Sequence
 from datetime import date
@@ -54,6 +57,32 @@ NICENESS = 19
 
 _system: Any = None
 load_seconds: float | None = None
+_watching: int | None = None  # the process that asked to die with its parent
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies: the fork server with the server
+    process that started it, each worker with the fork server. A pool's processes otherwise
+    outlive a server killed without a shutdown (SIGKILL, out of memory), holding their memory
+    for ever: each child keeps the fork server alive, and the workers wait on a queue whose
+    writing end they hold themselves. Once per process (the setting is not inherited by a
+    fork); silently nothing where ``prctl`` does not exist.
+
+    A parent that died before the request cannot send the signal any more: a worker forked
+    from the fork server knows its parent (the value of ``_watching`` it inherited) and leaves
+    at once if it is gone."""
+    global _watching
+    pid = os.getpid()
+    if _watching == pid:
+        return
+    parent = _watching if _watching is not None else os.getppid()
+    _watching = pid
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def version() -> str:
@@ -64,6 +93,7 @@ def version() -> str:
 def system() -> Any:
     """The tax-benefit system of this process, loaded (and warmed) on first use."""
     global _system, load_seconds
+    die_with_parent()
     if _system is None:
         with contextlib.suppress(OSError):
             os.nice(NICENESS)  # once: the workers forked from a warm fork server inherit it

@@ -110,13 +110,15 @@ class RightsEngine:
         context = multiprocessing.get_context(self._start_method)
         if self._start_method == "forkserver":
             # One fork server per Python process, started by the first pool: it imports the
-            # preload module (the model, warm) before forking any worker.
+            # preload module (the model, warm) before forking any worker. It dies with the
+            # thread that started it (compute.die_with_parent): start pools from the event
+            # loop's thread, never from a short-lived one.
             context.set_forkserver_preload([PRELOAD])
         started = time.perf_counter()
         # Not ``max_tasks_per_child``: with it Python 3.11's pool hangs once a worker has done
         # its share (measured); ``_recycle`` replaces the whole pool instead.
         executor = self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=context
+            max_workers=self.workers, mp_context=context, initializer=compute.die_with_parent
         )
         self._done = 0
         self.started += 1
