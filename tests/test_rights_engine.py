@@ -15,6 +15,7 @@ Hand-checked figures (the scales in force in June 2025, from the legal texts):
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -407,22 +408,6 @@ async def test_a_worker_killed_mid_check_gives_a_french_error_and_the_pool_recov
     assert not set(rights_engine.worker_pids()) & set(pids)
 
 
-async def test_cold_start_a_check_sent_before_the_pool_is_warm_waits_for_it() -> None:
-    """A pool started from nothing (spawn: no warm fork server), asked at once."""
-    engine = RightsEngine(1, start_method="spawn", timeout=90)
-    try:
-        engine.start_in_background()
-        assert not engine.ready
-        results = await results_for(engine, household(adult(40)), JUNE_2025)
-        assert results["rsa"].amount == 569
-        assert engine.ready and engine.cold_seconds is not None and engine.cold_seconds > 1
-    finally:
-        await engine.close()
-    with pytest.raises(EngineUnavailable) as caught:
-        await engine.calculate({}, [])
-    assert caught.value.code == "rights_off"
-
-
 async def test_ten_checks_at_once_are_right_and_leave_the_event_loop_free(
     rights_engine: RightsEngine,
 ) -> None:
@@ -536,16 +521,30 @@ async def test_the_app_starts_its_own_pool_with_the_server_and_stops_it_with_it(
             assert (await resp.json())["rights"] == "off"
 
 
-def test_a_server_killed_without_a_shutdown_takes_its_pool_with_it(tmp_path: Path) -> None:
-    """SIGKILL (out of memory, a hard stop): the fork server and the workers must not live on,
-    holding hundreds of MB for nobody."""
+def test_cold_start_then_a_server_killed_without_a_shutdown_takes_its_pool_with_it(
+    tmp_path: Path,
+) -> None:
+    """A server process from nothing (its own fork server, the model loaded in it): a check
+    sent before the pool is warm waits for it and is right; then SIGKILL (out of memory, a hard
+    stop): the fork server and the workers must not live on, holding hundreds of MB for
+    nobody."""
     script = (
-        "import asyncio, os, sys\n"
+        "import asyncio, json\n"
+        "from datetime import date\n"
+        "from server.rights.answers import Adult, Answers, situation\n"
         "from server.rights.engine import RightsEngine\n"
+        "from server.rights.results import variables\n"
         "async def main():\n"
         "    engine = RightsEngine(2)\n"
-        "    await engine.start()\n"
-        "    print(' '.join(map(str, engine.worker_pids())), flush=True)\n"
+        "    engine.start_in_background()\n"
+        "    warm_at_once = engine.ready\n"
+        "    month = date(2025, 6, 1)\n"
+        "    alone = Answers((Adult(40, 'inactif', 0.0, 0.0, 0.0, 'none'),), (), 'hosted',\n"
+        "                    None, '75011', '75056', ())\n"
+        "    out = await engine.calculate(situation(alone, month), variables(month))\n"
+        "    print(json.dumps({'warm_at_once': warm_at_once, 'rsa': out['values']['rsa'][0],\n"
+        "                      'cold_seconds': engine.cold_seconds,\n"
+        "                      'workers': engine.worker_pids()}), flush=True)\n"
         "    await asyncio.sleep(120)\n"
         "if __name__ == '__main__':\n"
         "    asyncio.run(main())\n"
@@ -557,7 +556,11 @@ def test_a_server_killed_without_a_shutdown_takes_its_pool_with_it(tmp_path: Pat
     ) as process:
         try:
             assert process.stdout is not None
-            workers = [int(pid) for pid in process.stdout.readline().split()]
+            report = json.loads(process.stdout.readline())
+            assert report["warm_at_once"] is False
+            assert report["rsa"] == pytest.approx(646.52 - 77.58, abs=0.01)
+            assert report["cold_seconds"] > 1  # the model was loaded from nothing
+            workers = report["workers"]
             assert len(workers) == 2
             fork_server = psutil.Process(workers[0]).ppid()
             assert psutil.Process(fork_server).ppid() == process.pid
@@ -567,3 +570,20 @@ def test_a_server_killed_without_a_shutdown_takes_its_pool_with_it(tmp_path: Pat
             process.kill()
     _gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pool], timeout=10)
     assert alive == [], f"still running after their server died: {alive}"
+
+
+async def test_a_pool_never_started_or_closed_says_the_check_is_off(
+    rights_engine: RightsEngine,
+) -> None:
+    never = RightsEngine(1)
+    with pytest.raises(EngineUnavailable) as caught:
+        await never.calculate({}, [])
+    assert caught.value.code == "rights_off"
+    assert "pas disponible" in caught.value.message
+    await rights_engine.start()  # a warm fork server: the next pool only forks
+    closed = RightsEngine(1)
+    await closed.start()
+    await closed.close()
+    with pytest.raises(EngineUnavailable) as caught:
+        await closed.calculate({}, [])
+    assert caught.value.code == "rights_off"

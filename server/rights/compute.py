@@ -52,8 +52,10 @@ def _warm_up(tax_benefit_system: Any) -> None:
 
 # Workers run at a lower priority than the web process: a check may take a second longer when
 # the machine is busy, a room's signalling must not wait for it (the event loop keeps its lag
-# under 20 ms while checks run: tests/test_rights_engine.py).
-NICENESS = 19
+# under 20 ms while checks run: tests/test_rights_engine.py). 10, as the password-hashing threads
+# (server/accounts.py): about a tenth of the web process's share of a busy core. 19 would starve
+# the checks themselves on a busy node, for a lag already within its target at 10.
+NICENESS = 10
 
 _system: Any = None
 load_seconds: float | None = None
