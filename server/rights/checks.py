@@ -21,7 +21,6 @@ Calling the model takes seconds: ``evaluate`` runs it outside any database trans
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -35,8 +34,6 @@ from server.rights.benefits import amount_band
 from server.rights.engine import RightsEngine
 from server.rights.results import BenefitResult, interpret, variables
 from server.store.models import AssistanceSession, HandoffSheet, RightsCheck, utcnow
-
-log = logging.getLogger(__name__)
 
 SETTLE_AFTER = timedelta(hours=1)
 UNFILED_HOURS = 24

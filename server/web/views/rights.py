@@ -225,10 +225,10 @@ async def _check(request: web.Request) -> web.StreamResponse:
         if not await request.app[RATELIMIT_KEY].hit(CHECKS_PER_VOLUNTEER, str(user.id)):
             raise RightsRefused("rate_limited", _(TOO_MANY), kind=Kind.RATE_LIMITED)
         body = await _json_body(request)
-        # Impossible answers are said at once, whether the engine runs here or not.
-        rights_answers.parse_answers(body.get("answers"))
         engine = request.app.get(RIGHTS_KEY)
         if engine is None:
+            # Impossible answers are said first, whether the engine runs here or not.
+            rights_answers.parse_answers(body.get("answers"))
             raise EngineUnavailable("rights_off", _(OFF))
         # Seconds in the pool: outside any transaction.
         evaluation = await checks.evaluate(engine, body.get("answers"), _today(request))
