@@ -72,9 +72,15 @@ test: lint typecheck pytest
 bench: setup system-deps
 	$(BIN)/python -m bench.run
 
-messages: $(BIN)/.installed ## extract French messages into the catalogue template
+# The catalogues (Babel locales; server/i18n.py LANGUAGES names them). French is the source.
+CATALOGUES := fr en ar fa_AF uk ro es
+
+messages: $(BIN)/.installed ## extract the messages into the templates, then update every catalogue
 	$(BIN)/pybabel extract -F babel.cfg -o server/locale/messages.pot --no-location --sort-output .
-	test -f server/locale/fr/LC_MESSAGES/messages.po || $(BIN)/pybabel init -i server/locale/messages.pot -d server/locale -l fr
+	$(BIN)/pybabel extract -F babel-beneficiary.cfg -o server/locale/beneficiary.pot --no-location --sort-output .
+	@for catalogue in $(CATALOGUES); do \
+	  test -f server/locale/$$catalogue/LC_MESSAGES/messages.po \
+	  || $(BIN)/pybabel init -i server/locale/messages.pot -d server/locale -l $$catalogue; done
 	$(BIN)/pybabel update -i server/locale/messages.pot -d server/locale --no-fuzzy-matching
 
 clean:

@@ -35,7 +35,7 @@ from server.contact import ContactKind, proven_contact
 from server.dropin import places as dropin
 from server.errors import DomainError, Kind
 from server.geo import normalize_postal_code
-from server.i18n import DEFAULT_LOCALE, _
+from server.i18n import _, babel_locale
 from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.rights import checks as rights_checks
 from server.settings import Settings
@@ -786,7 +786,7 @@ class SheetView:
 
 
 def _day(value: date) -> str:
-    return format_date(value, "EEEE d MMMM y", locale=DEFAULT_LOCALE)
+    return format_date(value, "EEEE d MMMM y", locale=babel_locale())
 
 
 def view(sheet: HandoffSheet, timezone: str, association: str = "") -> SheetView:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_datetime
 
 from server.availability import AvailabilityError, zone
-from server.i18n import DEFAULT_LOCALE, N_, _
+from server.i18n import N_, _, babel_locale
 from server.integers import parse_int
 from server.settings import DEFAULT_TIMEZONE
 
@@ -47,13 +47,13 @@ def zone_label(name: str) -> str:
 
 def day_label(day: date) -> str:
     """A local day in French, capitalised for a heading: "Mardi 2 mars 2027"."""
-    text = format_date(day, "EEEE d MMMM y", locale=DEFAULT_LOCALE)
+    text = format_date(day, "EEEE d MMMM y", locale=babel_locale())
     return text[:1].upper() + text[1:]
 
 
 def hour_label(moment: datetime, tz: ZoneInfo) -> str:
     """An instant as local hours and minutes, e.g. "14:30"."""
-    return format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE)
+    return format_datetime(moment, "HH:mm", tzinfo=tz, locale=babel_locale())
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -83,7 +83,7 @@ class When:
         except AvailabilityError:  # a stored zone this system no longer knows
             tz, zone_name = ZoneInfo(DEFAULT_TIMEZONE), DEFAULT_TIMEZONE
         return cls(
-            day=format_datetime(moment, "EEEE d MMMM y", tzinfo=tz, locale=DEFAULT_LOCALE),
-            time=format_datetime(moment, "HH:mm", tzinfo=tz, locale=DEFAULT_LOCALE),
+            day=format_datetime(moment, "EEEE d MMMM y", tzinfo=tz, locale=babel_locale()),
+            time=format_datetime(moment, "HH:mm", tzinfo=tz, locale=babel_locale()),
             zone=zone_label(zone_name),
         )

@@ -16,7 +16,7 @@ from typing import Any
 from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.i18n import DEFAULT_LOCALE, N_, _
+from server.i18n import N_, _, babel_locale
 from server.rights import checks
 from server.rights.benefits import BENEFITS, Period, Verdict
 from server.rights.results import REASONS, BenefitResult
@@ -86,7 +86,7 @@ def period_text(period: str) -> str:
         month = date.fromisoformat(period + "-01")
     except ValueError:
         return ""
-    return format_date(month, "MMMM y", locale=DEFAULT_LOCALE)
+    return format_date(month, "MMMM y", locale=babel_locale())
 
 
 def reason_text(result: BenefitResult) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -141,6 +142,21 @@ class User(Base):
     association: Mapped[Association] = relationship(lazy="raise_on_sql")
 
 
+class UserLanguage(Base):
+    """A language a volunteer speaks besides French (server/i18n.py codes), as they declared it
+    on their profile: the queue and the booking match people who asked for it."""
+
+    __tablename__ = "user_languages"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+
+    # "Who speaks Arabic here": the booking's slot filter and the wait estimate read it.
+    __table_args__ = (Index("ix_user_languages_language_user", "language", "user_id"),)
+
+
 class LoginSession(Base):
     """A logged-in browser. The cookie holds a random token; only its SHA-256 is stored."""
 
@@ -199,6 +215,9 @@ class AssistanceSession(Base):
         default=SessionStatus.WAITING,
     )
     beneficiary_name: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The language the beneficiary's page was in when they entered (server/i18n.py code): the
+    # handoff sheet's link is sent in it.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
     # The person_key (server/handoff.py) of the contact the beneficiary proved they read: they
     # came through the join link marked for that phone (SMS) or address (e-mail). Only then are
     # their earlier sheets linked: anyone can book with someone else's number.
@@ -268,6 +287,10 @@ class StatEvent(Base):
     autonomy: Mapped[str | None] = mapped_column(String(20), default=None)
     # The volunteer who helped (volunteers' load); volunteers are staff, not beneficiaries.
     volunteer_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The language a person used (server/i18n.py code) on demand events (queued, booked, call-back
+    # asked) and their outcomes; `language_wanted` when they asked for a volunteer speaking it.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
+    language_wanted: Mapped[bool | None] = mapped_column(Boolean, default=None)
 
 
 # -- Booking ------------------------------------------------------------------------------------
@@ -373,6 +396,10 @@ class Appointment(Base):
     description: Mapped[str | None] = mapped_column(Text, default=None)
     needs: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     display_timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
+    # The language the booking was made in (server/i18n.py code): its messages are written in
+    # it. `language_wanted`: the person asked for a volunteer who speaks it.
+    language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
+    language_wanted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     booked_via: Mapped[str] = mapped_column(String(20), default="public")  # public|referrer|api
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     manage_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -476,6 +503,7 @@ class WaitlistEntry(Base):
     email: Mapped[str | None] = mapped_column(String(254), default=None)
     earlier_than: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
+    language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -528,6 +556,10 @@ class QueueEntry(Base):
     motif_id: Mapped[int | None] = mapped_column(ForeignKey("motifs.id"), default=None)
     first_name: Mapped[str | None] = mapped_column(String(40), default=None)
     postal_code: Mapped[str | None] = mapped_column(String(5), default=None)
+    # The language of the person's pages (server/i18n.py code); `language_wanted`: they asked
+    # for a volunteer who speaks it (server/dropin/places.py says how "take next" uses it).
+    language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
+    language_wanted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # Keyed hash of the client's address key (IPv4, or IPv6 /64), never the address: live
     # places per client are capped (server/fair_use.py), across server nodes.
@@ -610,6 +642,8 @@ class CallbackRequest(Base):
     windows: Mapped[list[str]] = mapped_column(JSON, default=list)
     message: Mapped[str | None] = mapped_column(Text, default=None)
     display_timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE)
+    # The language the request was made in: its acknowledgement and visio link are written in it.
+    language: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
     cancel_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[CallbackStatus] = mapped_column(
         Enum(

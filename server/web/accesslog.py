@@ -47,6 +47,7 @@ PUBLIC_PARAMETERS: dict[str, str] = {
     "sheet_id": "handoff sheet id: staff page, login checked (the beneficiary's link is a token)",
     "booking_id": "appointment id in the partner API, bearer token checked",
     "motif_id": "public motif number on the booking pages",
+    "code": "a language code of the switch (server/i18n.py)",
     "user_id": "account number on coordinator pages, login checked",
     "token_id": "API token number (not the token) on the referrer's page, login checked",
     "availability_id": "availability number on coordinator pages, login checked",

@@ -13,9 +13,8 @@ import jinja2
 from aiohttp import web
 from babel.dates import format_datetime
 
-from server import geo
+from server import geo, i18n
 from server.events import Dispatcher, OutboxWritten
-from server.i18n import DEFAULT_LOCALE, translations
 from server.logs import configure_logging
 from server.notify import Notifier
 from server.ratelimit import RATELIMIT_KEY, ratelimit_ctx
@@ -33,6 +32,7 @@ from server.tokens import grouped_code
 from server.web.accesslog import redaction, redaction_ctx
 from server.web.assets import ASSETS_KEY, WEB_DIR, Assets
 from server.web.error_reports import error_reports_ctx
+from server.web.language import language
 from server.web.middlewares import authentication, compression, error_pages, security_headers
 from server.web.observability import observe, setup_observability
 from server.web.routes import setup_routes
@@ -57,7 +57,7 @@ def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], st
     def local_time(value: datetime | None, pattern: str = "HH:mm") -> str:
         if value is None:
             return ""
-        return format_datetime(value, pattern, tzinfo=zone, locale=DEFAULT_LOCALE)
+        return format_datetime(value, pattern, tzinfo=zone, locale=i18n.babel_locale())
 
     return local_time
 
@@ -95,7 +95,11 @@ def setup_templates(app: web.Application) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.install_gettext_translations(translations(), newstyle=True)  # type: ignore[attr-defined]
+    # The current language's catalogue at each call (server/i18n.py): a helped person's page in
+    # their language, every other page in French.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n.gettext, i18n.ngettext, newstyle=True
+    )
     assets = app[ASSETS_KEY]
     env.globals["static_url"] = assets.url
     env.globals["module_tags"] = assets.module_tags
@@ -116,7 +120,9 @@ def warm_up(app: web.Application) -> None:
     env = aiohttp_jinja2.get_env(app)
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)
-    format_datetime(datetime.now(ZoneInfo("UTC")), "EEEE d MMMM y HH:mm", locale=DEFAULT_LOCALE)
+    for lang in i18n.LANGUAGES:
+        i18n.translations(lang.catalogue)
+        format_datetime(datetime.now(ZoneInfo("UTC")), "EEEE d MMMM y HH:mm", locale=lang.catalogue)
     geo.map_paths()
     geo.departements()
     app[ASSETS_KEY].script_src()  # hashes every module once
@@ -161,6 +167,7 @@ def create_app(settings: Settings) -> web.Application:
             redaction,
             security_headers,
             compression,
+            language,
             error_pages,
             authentication,
         ],

@@ -22,6 +22,7 @@ from server.runtime import (
 )
 from server.web.accesslog import logged_target
 from server.web.assets import ASSETS_KEY
+from server.web.language import template_context
 from server.web.request import (
     CSRF_SEED_KEY,
     CSRF_SEED_NEW_KEY,
@@ -187,6 +188,7 @@ def _error_page(
         "message": message,
         "user": request.get(USER_KEY),
         "csrf_token": csrf_for(request),
+        **template_context(request),
     }
     response = aiohttp_jinja2.render_template("errors/error.html", request, context)
     response.set_status(status)

@@ -20,6 +20,7 @@ from server.runtime import SETTINGS_KEY
 from server.store.models import Role, User
 from server.tokens import constant_time_equal, csrf_token
 from server.web.forms import read_form
+from server.web.language import template_context
 
 USER_KEY: web.RequestKey[User] = web.RequestKey("user", User)
 LOGIN_TOKEN_KEY: web.RequestKey[str] = web.RequestKey("login_token", str)
@@ -185,6 +186,7 @@ def render(
 ) -> web.Response:
     """Render a page with the common context (user, CSRF token)."""
     base = {"user": current_user(request), "csrf_token": csrf_for(request)}
+    base.update(template_context(request))
     base.update(context)
     return aiohttp_jinja2.render_template(template, request, base, status=status)
 

@@ -22,6 +22,7 @@ from server.web.views import (
     health,
     home,
     join,
+    language_switch,
     motifs,
     notifications,
     referrers,
@@ -34,6 +35,7 @@ from server.web.views import (
 CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"}
 VIEW_MODULES = (
     home,
+    language_switch,
     health,
     auth,
     assistance,
