@@ -95,10 +95,14 @@ async def record(
     outcome: str | None = None,
     autonomy: str | None = None,
     volunteer_id: int | None = None,
+    language: str | None = None,
+    language_wanted: bool | None = None,
 ) -> StatEvent:
     """Add one event in the caller's transaction. Without a session, the caller says which
     association and channel it belongs to. The département comes from a postal code, or is
-    given as one when the caller already has it (never both). The rollups
+    given as one when the caller already has it (never both). ``language`` is the code of the
+    language the person used (server/i18n.py), ``language_wanted`` whether they asked for a
+    volunteer speaking it: on demand events and their outcomes. The rollups
     (server/stats/rollups.py) are updated when the event is flushed, in the same transaction
     (``maintain_rollups``)."""
     if reason is not None and len(reason) > 20:
@@ -120,6 +124,8 @@ async def record(
         outcome=outcome,
         autonomy=autonomy,
         volunteer_id=volunteer_id,
+        language=language,
+        language_wanted=language_wanted,
     )
     db.add(event)
     return event
