@@ -378,13 +378,18 @@ async def peer_joined(
     role: PeerRole,
     sid: str,
     beneficiary_name: str | None = None,
+    *,
+    language: str | None = None,
 ) -> str | None:
-    """Mark a peer as present; returns the sid it replaces (a reload or another device)."""
+    """Mark a peer as present; returns the sid it replaces (a reload or another device). The
+    beneficiary's language is kept: their handoff sheet's link is sent in it."""
     previous = sid_of(session, role)
     set_sid(session, role, sid)
     if role is PeerRole.BENEFICIARY:
         if beneficiary_name:
             session.beneficiary_name = beneficiary_name
+        if language:
+            session.language = language
         if session.beneficiary_joined_at is None:
             session.beneficiary_joined_at = utcnow()
             await record(db, EventKind.BENEFICIARY_JOINED, session)

@@ -34,7 +34,7 @@ from server.contact import (
     proven_link,
 )
 from server.errors import DomainError, Kind
-from server.i18n import N_, _
+from server.i18n import DEFAULT_LOCALE, N_, _, stored_language, use_language
 from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.notify.outbox import Channel
 from server.settings import DEFAULT_PHONE_REGIONS, Settings
@@ -208,9 +208,11 @@ async def submit(
     now: datetime,
     *,
     sms_budget: SmsBudget | None,
+    language: str = DEFAULT_LOCALE,
 ) -> Submitted:
     """Record a validated request and its acknowledgement, or return the pending one for this
-    phone (a second click or a second visit never makes two requests)."""
+    phone (a second click or a second visit never makes two requests). ``language``: the
+    person's page's, in which every message to them is written."""
     await _lock_pair(db, association.id, form.phone)
     existing = await db.scalar(
         select(CallbackRequest)
@@ -235,6 +237,7 @@ async def submit(
         windows=list(form.windows),
         message=form.message or None,
         display_timezone=settings.timezone,
+        language=stored_language(language).code,
         cancel_token_hash=sha256_hex(token),
         status=CallbackStatus.OPEN,
         created_at=now,
@@ -242,9 +245,10 @@ async def submit(
     db.add(request)
     await db.flush()
     await _count(db, EventKind.CALLBACK_REQUESTED, request)
-    await _acknowledge(
-        db, SmsGate.of(settings, sms_budget), settings, request, association, token, now
-    )
+    with use_language(request.language):
+        await _acknowledge(
+            db, SmsGate.of(settings, sms_budget), settings, request, association, token, now
+        )
     return Submitted(request, token)
 
 
@@ -515,6 +519,7 @@ async def _count(db: AsyncSession, kind: EventKind, request: CallbackRequest, **
         channel=CHANNEL,
         motif_id=request.motif_id,
         postal_code=request.postal_code,
+        language=request.language,
         **facts,
     )
 
@@ -583,7 +588,26 @@ async def send_visio_link(
     that phone or address: server/handoff.py)."""
     request = await _held(db, volunteer, callback_id)
     session = await assist.create_session(db, settings, volunteer, channel=CHANNEL)
+    session.language = request.language
     request.assistance_session_id = session.id
+    with use_language(request.language):
+        await _send_visio_link(db, settings, request, session, sms_budget=sms_budget, now=now)
+    await _log(db, request, volunteer, "visio_link", now)
+    request.attempt_count += 1
+    await _resolve(db, request, "visio_link", now)
+    await db.flush()
+    return session
+
+
+async def _send_visio_link(
+    db: AsyncSession,
+    settings: Settings,
+    request: CallbackRequest,
+    session: AssistanceSession,
+    *,
+    sms_budget: SmsBudget | None,
+    now: datetime,
+) -> None:
     link = assist.link_for(settings, session)
     secret = settings.secret_key.get_secret_value()
     email_link = proven_link(link, secret, session.id, "email", request.email)
@@ -617,11 +641,6 @@ async def send_visio_link(
         % {"association": association.name, "link": sms_link, "code": code},
         send_after=now,
     )
-    await _log(db, request, volunteer, "visio_link", now)
-    request.attempt_count += 1
-    await _resolve(db, request, "visio_link", now)
-    await db.flush()
-    return session
 
 
 # -- Expiry -----------------------------------------------------------------------------------

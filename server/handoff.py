@@ -35,7 +35,7 @@ from server.contact import ContactKind, proven_contact
 from server.dropin import places as dropin
 from server.errors import DomainError, Kind
 from server.geo import normalize_postal_code
-from server.i18n import _, babel_locale
+from server.i18n import _, babel_locale, use_language
 from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.rights import checks as rights_checks
 from server.settings import Settings
@@ -242,6 +242,17 @@ class Subject:
         for source in (self.appointment, self.queue_entry, self.callback):
             if source is not None and source.postal_code:
                 return source.postal_code
+        return None
+
+    @property
+    def language(self) -> str | None:
+        """The language the person's page was in during the session, else the one they booked,
+        queued or asked to be called in: their sheet's link is written in it."""
+        if self.session is not None and self.session.language:
+            return self.session.language
+        for source in (self.appointment, self.queue_entry, self.callback):
+            if source is not None:
+                return source.language
         return None
 
     @property
@@ -508,10 +519,24 @@ async def _send_link(
     now: datetime,
 ) -> bool:
     """Send the person their sheet's link by SMS and/or e-mail, when we know how to reach them
-    (the link only: what was done stays behind it); whether it is on its way."""
-    phone, email = subject.phone, subject.email
-    if not phone and not email:
+    (the link only: what was done stays behind it), in their language; whether it is on its
+    way."""
+    if not subject.phone and not subject.email:
         return False
+    with use_language(subject.language):
+        return await _send_link_now(db, gate, settings, subject, sheet, token, now)
+
+
+async def _send_link_now(
+    db: AsyncSession,
+    gate: SmsGate,
+    settings: Settings,
+    subject: Subject,
+    sheet: HandoffSheet,
+    token: str,
+    now: datetime,
+) -> bool:
+    phone, email = subject.phone, subject.email
     association = await db.get_one(Association, subject.association_id)
     link = read_url(settings, token)
     first_name = subject.first_name

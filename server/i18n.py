@@ -57,6 +57,9 @@ FRENCH = BY_CODE[DEFAULT_LOCALE]
 # Stored codes are short: the longest is "fa-AF".
 CODE_MAX_CHARS = 8
 
+# The switch's cookie: the person's choice, which wins over their browser's preference.
+LANGUAGE_COOKIE = "lang"
+
 _current: ContextVar[Language] = ContextVar("language", default=FRENCH)
 
 
@@ -115,6 +118,12 @@ def _quality(parameters: list[str]) -> float | None:
         quality = float(value)
         return quality if quality <= 1 else None
     return 1.0
+
+
+def preferred(chosen: str | None, accept_language: str | None) -> Language:
+    """A helped person's language: the one they chose (the switch's cookie), else the best for
+    their browser's ``Accept-Language``."""
+    return language(chosen) or negotiate(accept_language)
 
 
 # Primary subtags that name one of our languages under another code.

@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist as domain
-from server import data_used, room_vault, text
+from server import data_used, i18n, passes, room_vault, text
 from server.cluster import Absences, ClusterUnavailable
 from server.events import AccountRevoked, Dispatcher, PeerRevoked, RoomEnded
 from server.metrics import SIGNALING_RELAYED, SOCKETS_REVOKED
@@ -124,6 +124,8 @@ class _Arrival:
     name: str | None
     user_id: int | None = None
     login_id: int | None = None
+    # The beneficiary's language (their page's: the switch's cookie, else their browser's).
+    language: str | None = None
 
 
 class AssistNamespace(socketio.AsyncNamespace):
@@ -185,8 +187,12 @@ class AssistNamespace(socketio.AsyncNamespace):
                 )
             except Refused as exc:
                 raise refuse(exc.code, exc.message) from None
-        name = clean_name(auth.get("name")) if access.user_id is None else None
-        return _Arrival(access.session, access.role, name, access.user_id, access.login_id)
+        if access.user_id is not None:
+            return _Arrival(access.session, access.role, None, access.user_id, access.login_id)
+        chosen = passes.cookie(self.app[SETTINGS_KEY], request.cookies, i18n.LANGUAGE_COOKIE)
+        lang = i18n.preferred(chosen, request.headers.get("Accept-Language"))
+        name = clean_name(auth.get("name"))
+        return _Arrival(access.session, access.role, name, language=lang.code)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """Authenticate, register the peer in the database, join the session room."""
@@ -219,7 +225,9 @@ class AssistNamespace(socketio.AsyncNamespace):
                     await cluster.rooms.add(session.id, role.value, sid, arrival.user_id)
                 if arrival.user_id is not None and arrival.login_id is not None:
                     self.logins.add(sid, arrival.user_id, arrival.login_id)
-                previous = await domain.peer_joined(db, session, role, sid, arrival.name)
+                previous = await domain.peer_joined(
+                    db, session, role, sid, arrival.name, language=arrival.language
+                )
                 peers = self._peers_of(session, exclude=sid)
                 status = session.status.value
                 beneficiary_name = session.beneficiary_name

@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import booking, links
 from server.contact import ContactKind, proven_link
-from server.i18n import _
+from server.i18n import _, use_language
 from server.ics import appointment_ics
 from server.notify import outbox
 from server.notify.deliver import Delivery, SmsBudget, SmsGate, deliver
 from server.notify.outbox import Attachment, Channel, appointment_key
 from server.settings import Settings
-from server.store.models import Appointment, Association, Motif
+from server.store.models import Appointment, Association, Motif, WaitlistEntry
 from server.timezones import When
 from server.tokens import grouped_code
 
@@ -114,7 +114,21 @@ async def appointment_booked(
 ) -> Delivery:
     """The confirmation (with the .ics) and the reminders still ahead, in the booking's
     transaction. After a move (`replaces`), a second .ics removes the old time from the
-    person's calendar. What became of the confirmation (its SMS may be withheld)."""
+    person's calendar. What became of the confirmation (its SMS may be withheld). Written in
+    the language the booking was made in."""
+    with use_language(booked.appointment.language):
+        return await _appointment_booked(db, settings, booked, now, replaces, sms_budget=sms_budget)
+
+
+async def _appointment_booked(
+    db: AsyncSession,
+    settings: Settings,
+    booked: booking.Booked,
+    now: datetime,
+    replaces: Appointment | None,
+    *,
+    sms_budget: SmsBudget | None,
+) -> Delivery:
     appointment = booked.appointment
     gate = SmsGate.of(settings, sms_budget)
     motif_name, association_name = booked.motif_name, booked.association_name
@@ -203,49 +217,62 @@ async def appointment_cancelled(
     notify_person: bool = True,
     sms_budget: SmsBudget | None,
 ) -> None:
-    """Drop pending reminders, tell the person (unless moved) and the waitlist, in the cancel's
-    transaction."""
+    """Drop pending reminders, tell the person (unless moved, in their booking's language) and
+    the waitlist, in the cancel's transaction."""
     gate = SmsGate.of(settings, sms_budget)
     await outbox.cancel_for_appointment(db, appointment.id, "confirmation", "reminder")
     motif_name, association_name = await _names(db, appointment)
-    when = When.of(appointment.starts_at, appointment.display_timezone)
     if notify_person:
-        book_url = links.BOOKING.url(settings, {"a": appointment.association_id})
-        calendar = Attachment(
-            ICS_FILENAME,
-            "text/calendar; method=CANCEL",
-            ics_for(settings, appointment, motif_name, book_url, cancelled=True),
-        )
-        hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
-        text = _(
-            "Votre rendez-vous du %(day)s à %(time)s (%(zone)s) est annulé.\n\n"
-            "Pour prendre un autre rendez-vous :\n%(url)s\n\n%(association)s"
-        ) % {
-            "day": when.day,
-            "time": when.time,
-            "zone": when.zone,
-            "url": book_url,
-            "association": association_name,
-        }
-        await deliver(
-            db,
-            gate=gate,
-            appointment_id=appointment.id,
-            key=_keys(appointment.id, "cancellation"),
-            email=appointment.email,
-            phone=appointment.phone,
-            subject=_("Rendez-vous annulé : %(day)s à %(time)s")
-            % {"day": when.day, "time": when.time},
-            body=f"{hello}\n\n{text}\n",
-            sms=_(
-                "Votre rendez-vous visio du %(day)s à %(time)s est annulé. "
-                "Autre rendez-vous : %(url)s"
+        with use_language(appointment.language):
+            await _tell_cancelled(
+                db, gate, settings, appointment, now, motif_name, association_name
             )
-            % {"day": when.day, "time": when.time, "url": book_url},
-            send_after=now,
-            attachments=(calendar,),
-        )
     await slot_freed(db, gate, settings, appointment, motif_name, now)
+
+
+async def _tell_cancelled(
+    db: AsyncSession,
+    gate: SmsGate,
+    settings: Settings,
+    appointment: Appointment,
+    now: datetime,
+    motif_name: str,
+    association_name: str,
+) -> None:
+    when = When.of(appointment.starts_at, appointment.display_timezone)
+    book_url = links.BOOKING.url(settings, {"a": appointment.association_id})
+    calendar = Attachment(
+        ICS_FILENAME,
+        "text/calendar; method=CANCEL",
+        ics_for(settings, appointment, motif_name, book_url, cancelled=True),
+    )
+    hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
+    text = _(
+        "Votre rendez-vous du %(day)s à %(time)s (%(zone)s) est annulé.\n\n"
+        "Pour prendre un autre rendez-vous :\n%(url)s\n\n%(association)s"
+    ) % {
+        "day": when.day,
+        "time": when.time,
+        "zone": when.zone,
+        "url": book_url,
+        "association": association_name,
+    }
+    await deliver(
+        db,
+        gate=gate,
+        appointment_id=appointment.id,
+        key=_keys(appointment.id, "cancellation"),
+        email=appointment.email,
+        phone=appointment.phone,
+        subject=_("Rendez-vous annulé : %(day)s à %(time)s") % {"day": when.day, "time": when.time},
+        body=f"{hello}\n\n{text}\n",
+        sms=_(
+            "Votre rendez-vous visio du %(day)s à %(time)s est annulé. Autre rendez-vous : %(url)s"
+        )
+        % {"day": when.day, "time": when.time, "url": book_url},
+        send_after=now,
+        attachments=(calendar,),
+    )
 
 
 async def slot_freed(
@@ -256,7 +283,8 @@ async def slot_freed(
     motif_name: str,
     now: datetime,
 ) -> list[int]:
-    """Tell the first people on the waitlist that this appointment's time is free again."""
+    """Tell the first people on the waitlist that this appointment's time is free again, each
+    in the language they joined it in."""
     entries = await booking.waitlist_candidates_for_freed_slot(db, appointment, now=now)
     marked = set(await booking.mark_waitlist_notified(db, [e.id for e in entries], now))
     url = links.BOOKING_SLOTS.url(
@@ -265,28 +293,41 @@ async def slot_freed(
     for entry in entries:
         if entry.id not in marked:
             continue  # a concurrent cancellation told this person already
-        when = When.of(appointment.starts_at, entry.timezone)  # in the reader's own zone
-        text = _(
-            "Une place s'est libérée (%(motif)s) le %(day)s à %(time)s (%(zone)s).\n"
-            "Elle est à la première personne qui la prend :\n%(url)s"
-        ) % {"motif": motif_name, "day": when.day, "time": when.time, "zone": when.zone, "url": url}
-        await deliver(
-            db,
-            gate=gate,
-            appointment_id=appointment.id,
-            key=_keys(appointment.id, "waitlist", str(entry.id)),
-            email=entry.email,
-            phone=entry.phone,
-            subject=_("Une place s'est libérée le %(day)s") % {"day": when.day},
-            body=_("Bonjour %(name)s,") % {"name": entry.first_name} + f"\n\n{text}\n",
-            sms=_(
-                "Une place de rendez-vous visio s'est libérée le %(day)s à %(time)s "
-                "(%(zone)s) : %(url)s"
-            )
-            % {"day": when.day, "time": when.time, "zone": when.zone, "url": url},
-            send_after=now,
-        )
+        with use_language(entry.language):
+            await _tell_freed(db, gate, appointment, entry, motif_name, url, now)
     return sorted(marked)
+
+
+async def _tell_freed(
+    db: AsyncSession,
+    gate: SmsGate,
+    appointment: Appointment,
+    entry: WaitlistEntry,
+    motif_name: str,
+    url: str,
+    now: datetime,
+) -> None:
+    when = When.of(appointment.starts_at, entry.timezone)  # in the reader's own zone
+    text = _(
+        "Une place s'est libérée (%(motif)s) le %(day)s à %(time)s (%(zone)s).\n"
+        "Elle est à la première personne qui la prend :\n%(url)s"
+    ) % {"motif": motif_name, "day": when.day, "time": when.time, "zone": when.zone, "url": url}
+    await deliver(
+        db,
+        gate=gate,
+        appointment_id=appointment.id,
+        key=_keys(appointment.id, "waitlist", str(entry.id)),
+        email=entry.email,
+        phone=entry.phone,
+        subject=_("Une place s'est libérée le %(day)s") % {"day": when.day},
+        body=_("Bonjour %(name)s,") % {"name": entry.first_name} + f"\n\n{text}\n",
+        sms=_(
+            "Une place de rendez-vous visio s'est libérée le %(day)s à %(time)s "
+            "(%(zone)s) : %(url)s"
+        )
+        % {"day": when.day, "time": when.time, "zone": when.zone, "url": url},
+        send_after=now,
+    )
 
 
 async def appointment_moved(

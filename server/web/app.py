@@ -12,6 +12,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from babel.dates import format_datetime
+from markupsafe import Markup
 
 from server import geo, i18n
 from server.events import Dispatcher, OutboxWritten
@@ -62,6 +63,12 @@ def local_time_filter(settings: Settings) -> Callable[[datetime | None, str], st
     return local_time
 
 
+def left_to_right(value: object) -> Markup:
+    """Jinja filter: a code, phone number or address kept left-to-right inside a sentence,
+    whatever the page's direction (``<bdi dir="ltr">``, escaped)."""
+    return Markup('<bdi dir="ltr">%s</bdi>') % value
+
+
 def photo_limits() -> dict[str, Any]:
     """The data channel's photo limits for the room pages' scripts; signaling/messages.py
     validates them (its PhotoStart model holds the allowed types)."""
@@ -106,6 +113,7 @@ def setup_templates(app: web.Application) -> None:
     env.globals["prefetch_tags"] = assets.prefetch_tags
     env.globals["code_digits"] = app[SETTINGS_KEY].code_digits
     env.filters["grouped_code"] = grouped_code
+    env.filters["ltr"] = left_to_right
     env.globals["photo_limits"] = photo_limits()
     env.globals["doc_limits"] = document_limits(app[SETTINGS_KEY])
     env.filters["local_time"] = local_time_filter(app[SETTINGS_KEY])

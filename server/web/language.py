@@ -15,7 +15,7 @@ from server import i18n, passes
 from server.i18n import Language
 from server.runtime import SETTINGS_KEY
 
-COOKIE = "lang"
+COOKIE = i18n.LANGUAGE_COOKIE
 COOKIE_SECONDS = 365 * 24 * 3600
 LANGUAGE_KEY = web.RequestKey("language", Language)
 
@@ -87,8 +87,8 @@ def is_beneficiary_request(request: web.Request) -> bool:
 
 def chosen_language(request: web.Request) -> Language:
     """The person's language: the switch's cookie, else their browser's preference."""
-    chosen = i18n.language(passes.cookie(request.app[SETTINGS_KEY], request.cookies, COOKIE))
-    return chosen or i18n.negotiate(request.headers.get("Accept-Language"))
+    chosen = passes.cookie(request.app[SETTINGS_KEY], request.cookies, COOKIE)
+    return i18n.preferred(chosen, request.headers.get("Accept-Language"))
 
 
 def request_language(request: web.Request) -> Language:

@@ -36,6 +36,7 @@ from server.store.models import (
 from server.timezones import When
 from server.tokens import sha256_hex
 from server.web import pressure
+from server.web.language import request_language
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -232,7 +233,13 @@ async def submit(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         association = await db.get_one(Association, association.id)
         done = await callback_requests.submit(
-            db, settings, association, clean, utcnow(), sms_budget=limiter
+            db,
+            settings,
+            association,
+            clean,
+            utcnow(),
+            sms_budget=limiter,
+            language=request_language(request).code,
         )
     await pressure.spend(request, "callback_requests")
     if done.cancel_token is None:
