@@ -36,7 +36,7 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 	touch $@
 
 compile-messages: $(BIN)/.installed
-	$(BIN)/pybabel compile --use-fuzzy -d server/locale -D messages --statistics 2>/dev/null || true
+	$(BIN)/pybabel -q compile --use-fuzzy -d server/locale -D messages
 
 setup: $(BIN)/.installed web/node_modules/.installed compile-messages
 

@@ -40,7 +40,7 @@ REASONS: dict[str, str] = {
     "aah_likely": N_(
         "Le taux d'incapacité et les ressources indiqués ouvrent probablement ce droit."
     ),
-    "aah_no_rate": N_("Il faut un taux d'incapacité d'au moins 50 % reconnu par la MDPH."),
+    "aah_no_rate": N_("La MDPH doit reconnaître un taux d'incapacité d'au moins 50 %."),
     "aah_rsdae": N_(
         "Entre 50 et 79 %, la MDPH doit aussi reconnaître une difficulté durable d'accès à "
         "l'emploi."
