@@ -66,9 +66,9 @@ async def beneficiary_pages(running: Running) -> Pages:
                 select(Association).where(Association.id == place.association_id)
             )
             assert found is not None
-            form = CallbackForm(phone="06 98 76 54 32", first_name="Olena").validated(
-                running.settings.timezone, set()
-            )
+            form = CallbackForm(
+                phone="06 98 76 54 32", first_name="Olena", windows=("any",)
+            ).validated(running.settings.timezone, set())
             done = await callback_requests.submit(
                 db,
                 running.settings,

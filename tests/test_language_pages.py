@@ -17,10 +17,12 @@ from tests.test_i18n_catalogues import LOCALE, TRANSLATED
 
 # French messages long enough to be recognised in a page, and without placeholders (a filled-in
 # message no longer reads as its msgid).
+with (LOCALE / "messages.pot").open("rb") as _pot:
+    _CATALOGUE = read_po(_pot)
 _FRENCH = sorted(
     {
         str(message.id)
-        for message in read_po((LOCALE / "messages.pot").open("rb"))
+        for message in _CATALOGUE
         if isinstance(message.id, str)
         and len(message.id) >= 18
         and "%" not in message.id
