@@ -56,11 +56,19 @@ def _header_bytes(response: aiohttp.ClientResponse) -> int:
 
 
 async def fetch(
-    http: aiohttp.ClientSession, url: str, kind: str, encoding: str, redirects: bool = False
+    http: aiohttp.ClientSession,
+    url: str,
+    kind: str,
+    encoding: str,
+    redirects: bool = False,
+    language: str | None = None,
 ) -> Fetched:
-    """GET ``url`` asking for ``encoding``; count the body exactly as it arrived."""
+    """GET ``url`` asking for ``encoding`` (and a page in ``language``, as a browser set to it
+    asks); count the body exactly as it arrived."""
     result = Fetched(url=url, kind=kind, encoding=encoding)
     headers = {"Accept-Encoding": encoding}
+    if language:
+        headers["Accept-Language"] = language
     async with http.get(url, headers=headers, allow_redirects=redirects) as response:
         body = await response.read()
         result.status = response.status
@@ -181,18 +189,28 @@ async def crawl(
     return {"fetched": fetched, "external": external, "lazy": lazy, "uncounted": uncounted}
 
 
-async def first_load(server_url: str, join_token: str, encoding: str) -> dict[str, Any]:
+async def first_load(
+    server_url: str, join_token: str, encoding: str, language: str | None = None
+) -> dict[str, Any]:
     """`/j/<token>` (the room, with the pass cookie), then its scripts and stylesheets."""
-    return await page_first_load(server_url, f"/j/{join_token}", encoding, "/j/<token>")
+    return await page_first_load(
+        server_url, f"/j/{join_token}", encoding, "/j/<token>", language=language
+    )
 
 
 async def page_first_load(
-    server_url: str, path: str, encoding: str, shown: str | None = None
+    server_url: str,
+    path: str,
+    encoding: str,
+    shown: str | None = None,
+    *,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """A page, then its scripts and stylesheets (`shown`: the path as errors name it)."""
+    """A page, then its scripts and stylesheets (`shown`: the path as errors name it), from a
+    browser set to ``language`` if given."""
     jar = aiohttp.CookieJar(unsafe=True)  # unsafe: accept cookies from 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar, auto_decompress=False) as http:
-        page = await fetch(http, f"{server_url}{path}", "document", encoding)
+        page = await fetch(http, f"{server_url}{path}", "document", encoding, language=language)
         if page.status != 200:
             snippet = " ".join(page.text.split())[:160]
             name = shown or path

@@ -102,8 +102,8 @@ class Chromium:
     ) -> Page:
         """A page in a fresh context (own cookies), emulating `device` if given; its console
         errors go to `errors`, the URL of every request it makes to `requests`."""
-        context_options = {**(self.device(device) if device else {}), **options}
-        context: BrowserContext = await self.browser.new_context(locale="fr-FR", **context_options)
+        context_options = {"locale": "fr-FR", **(self.device(device) if device else {}), **options}
+        context: BrowserContext = await self.browser.new_context(**context_options)
         page = await context.new_page()
         if errors is not None:
             collect_console_errors(page, errors)

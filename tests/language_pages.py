@@ -17,6 +17,7 @@ from server.ratelimit import RATELIMIT_KEY
 from server.store.models import Association, utcnow
 from tests.conftest import Running, browser_session, create_assistance, login, make_account
 from tests.test_booking_pages import book, make_place, slot_times
+from tests.test_dropin import open_all_week
 from tests.test_handoff import end_assistance, file_sheet, join_as_beneficiary
 
 SHEET_LINK = re.compile(r"/fiche/([A-Za-z0-9_-]{20,})")
@@ -81,6 +82,7 @@ async def beneficiary_pages(running: Running) -> Pages:
         paths["callback-manage"] = f"/rappel/annuler/{done.cancel_token}"
 
         account = await make_account(running, "langues@example.org")
+        await open_all_week(running, account)  # the drop-in queue is open, day and night
         await login(volunteer, running, account)
         session_id = await create_assistance(volunteer, running)
         beneficiary = await browser_session()
