@@ -7,10 +7,20 @@ import re
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from server import i18n
-from server.store.models import Role
-from tests.conftest import Account, Running, login, make_account
+from server.store.models import (
+    AssistanceSession,
+    CallbackRequest,
+    CallbackStatus,
+    OutboxMessage,
+    Role,
+)
+from tests.conftest import Account, Running, browser_session, login, make_account
+from tests.test_callbacks import ask, make_request, post_form, reload, staff
+from tests.test_callbacks import place as callbacks_place
+from tests.test_handoff import end_assistance, file_sheet, join_as_beneficiary
 
 
 @pytest.mark.parametrize(
@@ -133,3 +143,84 @@ async def test_an_unknown_address_answers_in_the_persons_language(
     async with http.get(running.url("/nowhere"), headers={"Accept-Language": "en"}) as resp:
         assert resp.status == 404
         assert _html_lang(await resp.text()) == ("en", "ltr")
+
+
+async def _outbox(running: Running) -> list[OutboxMessage]:
+    async with running.sessionmaker() as db:
+        return list(await db.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def test_a_call_back_is_acknowledged_and_its_visio_link_sent_in_the_persons_language(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    association_id, _motif = await callbacks_place(running)
+    async with http.get(running.url("/langue/es"), allow_redirects=False):
+        pass
+    status, _page, _url = await ask(http, running, association_id)
+    assert status == 200
+    async with running.sessionmaker() as db:
+        request = (await db.scalars(select(CallbackRequest))).one()
+    assert request.language == "es"
+    with i18n.use_language("es"):
+        acknowledged = i18n.gettext("Votre demande de rappel")
+        waiting = i18n.gettext("Votre lien pour l'assistance en visio")
+    assert acknowledged != "Votre demande de rappel"
+    assert [m.subject for m in await _outbox(running) if m.channel == "email"] == [acknowledged]
+    sms = [m.body for m in await _outbox(running) if m.channel == "sms"]
+    assert sms and "demande de rappel enregistrée" not in sms[0]
+
+    volunteer = await staff(running, "benevole@example.org")
+    try:
+        resp = await post_form(volunteer, running, "/rappels", f"/rappels/{request.id}/prendre")
+        assert resp.status == 303
+        resp = await post_form(
+            volunteer, running, f"/rappels/{request.id}", f"/rappels/{request.id}/visio"
+        )
+        assert resp.status == 303
+    finally:
+        await volunteer.close()
+    subjects = [m.subject for m in await _outbox(running) if m.channel == "email"]
+    assert subjects[-1] == waiting
+    async with running.sessionmaker() as db:
+        session = await db.get_one(
+            AssistanceSession, (await reload(running, request.id)).assistance_session_id
+        )
+    assert session.language == "es"  # the sheet's link will be written in Spanish too
+
+
+async def test_the_sheet_link_is_sent_in_the_language_of_the_persons_room(
+    running: Running, volunteer: Account
+) -> None:
+    request = await make_request(running, volunteer.user.association_id)
+    async with running.sessionmaker.begin() as db:
+        stored = await db.get_one(CallbackRequest, request.id)
+        stored.language = "uk"
+        stored.status = CallbackStatus.CLAIMED
+        stored.claimed_by_id = volunteer.user.id
+    http = await browser_session()
+    try:
+        await login(http, running, volunteer)
+        resp = await post_form(
+            http, running, f"/rappels/{request.id}", f"/rappels/{request.id}/visio"
+        )
+        assert resp.status == 303
+        session_id = resp.headers["Location"].rsplit("/", 1)[-1]
+        beneficiary = await browser_session()
+        try:
+            # The person's page is in Ukrainian: their socket says so, the session keeps it.
+            async with beneficiary.get(running.url("/langue/uk"), allow_redirects=False):
+                pass
+            await join_as_beneficiary(beneficiary, running, session_id)
+        finally:
+            await beneficiary.close()
+        await end_assistance(http, running, session_id)
+        status, _page = await file_sheet(http, running, f"/assistance/{session_id}/fiche")
+        assert status in (200, 303)
+    finally:
+        await http.close()
+    with i18n.use_language("uk"):
+        sms = i18n.gettext(
+            "%(association)s : ce qui a été fait et la suite, sur votre fiche : %(link)s"
+        )
+    said = max(re.split(r"%\(\w+\)s", sms), key=len).strip()
+    assert "fiche" not in said and said in (await _outbox(running))[-1].body

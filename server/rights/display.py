@@ -72,6 +72,7 @@ class CheckView:
             "notice": self.notice,
             "source": self.source,
             "show_amounts": self.show_amounts,
+            "received_text": _(RECEIVED),
         }
 
 

@@ -23,8 +23,10 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from limits import parse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import geo, handoff
+from server import geo, handoff, i18n
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -33,7 +35,7 @@ from server.rights import checks, display
 from server.rights.benefits import BENEFITS
 from server.rights.engine import EngineUnavailable
 from server.runtime import RIGHTS_KEY, SESSIONMAKER_KEY, SETTINGS_KEY
-from server.store.models import RightsCheck, Role, User
+from server.store.models import AssistanceSession, RightsCheck, Role, User
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, login_required, render, required_user, url_for
 
@@ -130,9 +132,29 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _answer(check: RightsCheck) -> dict[str, Any]:
-    """What the form shows of a stored check: the check, and its words for the volunteer."""
-    return {"check": checks.check_json(check), "view": display.check_view(check).to_json()}
+def _answer(check: RightsCheck, person_language: str | None = None) -> dict[str, Any]:
+    """What the form shows of a stored check: the check, its words for the volunteer, and in a
+    session whose person reads another language, the same words in theirs (what "Montrer à la
+    personne" sends them)."""
+    answer = {"check": checks.check_json(check), "view": display.check_view(check).to_json()}
+    if person_language and person_language != i18n.DEFAULT_LOCALE:
+        with i18n.use_language(person_language):
+            answer["person_view"] = display.check_view(check).to_json()
+    return answer
+
+
+async def _person_language(db: AsyncSession, target: Target) -> str | None:
+    """The language of the session's person (their page's), None for a sheet's check."""
+    if target.kind != "session":
+        return None
+    return await db.scalar(
+        select(AssistanceSession.language).where(AssistanceSession.id == target.id)
+    )
+
+
+async def _language_of(request: web.Request, target: Target) -> str | None:
+    async with request.app[SESSIONMAKER_KEY]() as db:
+        return await _person_language(db, target)
 
 
 async def _stored_check(request: web.Request, target: Target) -> RightsCheck | None:
@@ -163,7 +185,7 @@ async def _form_parts(request: web.Request) -> web.StreamResponse:
             "sheet": url_for(request, prefix + "-put", **parts),
             "communes": url_for(request, "rights-communes"),
         },
-        "stored": _answer(stored) if stored is not None else None,
+        "stored": _answer(stored, await _language_of(request, target)) if stored else None,
     }
     context = {
         "rights": config,
@@ -243,14 +265,16 @@ async def _check(request: web.Request) -> web.StreamResponse:
                 check = await checks.save_for_session(
                     db, session, user.id, evaluation, keep_answers=keep
                 )
+                person_language = session.language
             else:
+                person_language = None
                 sheet = await handoff.editable_sheet(db, target.id, user)
                 if sheet is None:
                     raise _not_found()
                 check = await checks.save_for_sheet(
                     db, sheet, user.id, evaluation, keep_answers=keep
                 )
-            answer = _answer(check)
+            answer = _answer(check, person_language)
     except DomainError as exc:
         response = _refusal(exc)
         if exc.kind is Kind.RATE_LIMITED:
@@ -294,7 +318,7 @@ async def _put_on_sheet(request: web.Request) -> web.StreamResponse:
             if check is None:
                 raise RightsRefused("no_check", _(NO_CHECK), kind=Kind.CONFLICT)
             await checks.set_on_sheet(db, check, on_sheet=on_sheet, show_amounts=show_amounts)
-            answer = _answer(check)
+            answer = _answer(check, await _person_language(db, target))
     except DomainError as exc:
         return _refusal(exc)
     return _json(answer)

@@ -19,6 +19,7 @@ let ui = null;
 let sharing = false;
 let shareTimer = 0;
 let view = null; // the last result in words (the server's `view`)
+let personView = null; // the same in the person's language (`person_view`), if not French
 let communesFor = ""; // the postal code the commune list was filled for
 
 // The form's parts in the page (fetched once; a failed fetch is tried again next time).
@@ -358,9 +359,10 @@ async function submit(event) {
   $("rights-result-title").focus();
 }
 
-function showResult({ check, view: words }) {
+function showResult({ check, view: words, person_view: theirs }) {
   if (!words) return;
   view = words;
+  personView = theirs ?? null;
   ui.source.textContent = words.source;
   // What to talk about first (probably due, to check); the rest folded under one line.
   const main = words.lines.filter((line) => line.verdict !== "unlikely");
@@ -438,16 +440,18 @@ function formItems() {
   return items;
 }
 
+// The result as the person reads it: in their language when the server gave it (`person_view`).
 function resultMessage() {
+  const words = personView ?? view;
   return {
     t: "rights-result",
-    source: cut(view.source),
-    notice: String(view.notice).slice(0, 400),
+    source: cut(words.source),
+    notice: String(words.notice).slice(0, 400),
     // The person sees what to ask for (or check), not the list of what is probably not due.
-    lines: view.lines.filter((line) => line.verdict !== "unlikely").slice(0, 20).map((line) => ({
+    lines: words.lines.filter((line) => line.verdict !== "unlikely").slice(0, 20).map((line) => ({
       label: cut(line.label),
       verdict: line.verdict,
-      text: cut(line.received ? `${line.verdict_text} (${t("rights_received")})` : line.verdict_text),
+      text: cut(line.received ? `${line.verdict_text} (${words.received_text})` : line.verdict_text),
       reason: String(line.reason).slice(0, 400),
       url: line.apply_url,
       where: cut(line.apply_label),
