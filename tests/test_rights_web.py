@@ -15,9 +15,11 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from server import i18n
+from server.rights import display
 from server.rights.engine import RightsEngine
 from server.settings import Settings
-from server.store.models import HandoffSheet, RightsCheck, Role, StatEvent
+from server.store.models import AssistanceSession, HandoffSheet, RightsCheck, Role, StatEvent
 from tests.conftest import (
     Account,
     Running,
@@ -112,6 +114,8 @@ async def test_a_reference_household_probably_gets_the_rsa_with_its_amount_and_w
     running = rights_running
     volunteer = await make_account(running, "camille@example.org")
     http, session_id, token = await room(running, volunteer)
+    async with running.sessionmaker.begin() as db:  # the person's page is in Arabic
+        (await db.get_one(AssistanceSession, session_id)).language = "ar"
     async with http:
         # The form's parts come with the room's first press.
         status, parts = await get(http, running, f"/assistance/{session_id}/droits")
@@ -135,6 +139,14 @@ async def test_a_reference_household_probably_gets_the_rsa_with_its_amount_and_w
         assert "OpenFisca-France " + data["check"]["model_version"] in data["view"]["source"]
         # Probably due first.
         assert data["view"]["lines"][0]["verdict"] == "likely"
+        # What "Montrer à la personne" sends: the same lines, in the person's language.
+        theirs = data["person_view"]
+        with i18n.use_language("ar"):
+            assert theirs["notice"] == i18n.gettext(display.NOTICE) != display.NOTICE
+            assert theirs["received_text"] == i18n.gettext(display.RECEIVED)
+        assert [x["code"] for x in theirs["lines"]] == [x["code"] for x in data["view"]["lines"]]
+        rsa_words = next(x for x in theirs["lines"] if x["code"] == "rsa")["verdict_text"]
+        assert rsa_words != words["verdict_text"] and str(rsa["amount"]) in rsa_words
         # The communes of a postal code, for the form's list.
         async with http.get(running.url("/droits/communes?cp=75011")) as resp:
             assert await resp.json() == {"communes": [{"code": "75056", "name": "Paris"}]}
