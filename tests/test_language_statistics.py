@@ -165,7 +165,9 @@ async def test_page_csv_and_api_show_the_language_table_with_small_counts_hidden
     async with http.get(running.url("/stats"), params=PERIOD) as resp:
         assert resp.status == 200
         page = html.unescape(await resp.text())
-    table = page[page.index('id="languages"') : page.index("</table>", page.index('id="languages"'))]
+    table = page[
+        page.index('id="languages"') : page.index("</table>", page.index('id="languages"'))
+    ]
     assert 'Arabe (<bdi lang="ar" dir="rtl">العربية</bdi>)' in table
     assert "Ukrainien (<bdi" in table and "Français</th>" in table
 
@@ -222,7 +224,7 @@ async def test_demo_history_gives_a_plausible_share_of_languages(
     association_id = coordinator.user.association_id
     now = datetime(2025, 12, 31, 12, tzinfo=ZoneInfo("UTC"))
     async with running.sessionmaker.begin() as db:
-        await synthetic.generate(db, running.settings, association_id, 1500, now=now)
+        await synthetic.generate(db, running.settings, association_id, 1000, days=90, now=now)
     report = await _report(running, association_id)
     figures = report.languages
     assert set(figures) == set(i18n.CODES)
