@@ -102,7 +102,7 @@ class LanguageRow:
 
     @property
     def label(self) -> str:
-        """"Arabe (العربية)", "Français", or the code of a language we do not know."""
+        """The label in tables: « Arabe (العربية) », « Français », or an unknown code as is."""
         return f"{self.name} ({self.own_name})" if self.own_name else self.name
 
 
