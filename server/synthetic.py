@@ -33,6 +33,12 @@ Some sessions include a rights check (issue 16): one ``rights_checked`` and one
 as ``server/rights/tally.py`` records them (coded facts only). Checks are more frequent
 on social, housing, family and money sessions, and find more in the under-served départements.
 
+Each person's booking, queue and call-back steps carry the language of the pages they used
+(issue 17): mostly French, then Arabic, Dari, Ukrainian, English, Romanian and Spanish; about
+two in five of the others asked for a volunteer speaking it. Among the demand left unmet the
+other languages are more frequent, and more of them asked for their language (fewer
+volunteers speak it). Drawn from a generator of their own, like the vault's.
+
 Every synthetic event carries a ``session_id`` starting with MARKER, so that existing synthetic
 history can be found (``has_history``) and replaced (``delete_history``) without touching real
 events.
@@ -125,6 +131,14 @@ RIGHTS_BANDS: dict[str, dict[str | None, int]] = {
     "aspa": {"200_400": 30, "400_800": 50, "800_plus": 20},
     "ars": {"lt50": 60, "50_100": 40},  # a yearly ~420 € per child counted for a twelfth
 }
+
+# The language of the pages a person used (server/i18n.py codes), and how often someone who
+# used another language than French asked for a volunteer speaking it; unmet demand has more
+# of the other languages, more often asked for.
+LANGUAGES = {"fr": 82, "ar": 6, "fa-AF": 3, "uk": 3, "en": 2, "ro": 2, "es": 2}
+LANGUAGE_WANTED_SHARE = 0.4
+UNMET_OTHER_LANGUAGES = 1.6  # weight factor of the languages other than French
+UNMET_LANGUAGE_WANTED_SHARE = 0.55
 
 THEMES = {
     "social_sante": 30,
@@ -306,6 +320,8 @@ COLUMNS = (
     "outcome",
     "autonomy",
     "volunteer_id",
+    "language",
+    "language_wanted",
 )
 Row = tuple[Any, ...]  # the values of COLUMNS
 
@@ -436,12 +452,34 @@ def allocate(total: int, weights: Sequence[float]) -> list[int]:
     return counts
 
 
+Speaker = tuple[str, bool]  # a person's language code, and whether they asked for it
+
+
+class _Speakers:
+    """The language of each person, from a generator of its own (the rest of the history is
+    the same with or without languages)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.helped = _Choice(LANGUAGES)
+        others = {code: w * UNMET_OTHER_LANGUAGES for code, w in LANGUAGES.items() if code != "fr"}
+        self.unhelped = _Choice({"fr": LANGUAGES["fr"], **others})
+
+    def __call__(self, unmet: bool = False) -> Speaker:
+        """A person's language and whether they asked for a volunteer speaking it (never for
+        French: the pages offer it for the other languages only)."""
+        code = (self.unhelped if unmet else self.helped)(self.rng)
+        share = UNMET_LANGUAGE_WANTED_SHARE if unmet else LANGUAGE_WANTED_SHARE
+        return code, code != "fr" and self.rng.random() < share
+
+
 def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
     """Every event of the history, day by day (so that rows arrive nearly in time order, which
     keeps the occurred_at index warm): the sessions held, then the demand left unmet."""
     draws = _Draws()
     vault_rng = random.Random(f"vault-{ctx.association_id}-{sessions}")
     rights_rng = random.Random(f"rights-{ctx.association_id}-{sessions}")
+    speakers = _Speakers(random.Random(f"language-{ctx.association_id}-{sessions}"))
     held = allocate(sessions, ctx.day_weights)
     missed = allocate(round(sessions * UNMET_PER_SESSION), ctx.day_weights)
     index = unmet_index = 0
@@ -450,14 +488,15 @@ def _events(rng: random.Random, ctx: _Context, sessions: int) -> Iterator[Row]:
         for _ in range(held[day]):
             start = _office_time(rng, draws, midnight)
             sid = f"{MARKER}{index:09d}"
-            rows = list(_session(rng, ctx, draws, sid, start, month))
+            rows = list(_session(rng, ctx, draws, sid, start, month, speakers))
             yield from rows
             yield from _vault(vault_rng, ctx, sid, start)
             yield from _rights(rights_rng, ctx, draws, rows[-1])
             index += 1
         for _ in range(missed[day]):
             when = _office_time(rng, draws, midnight)
-            yield from _unmet(rng, ctx, draws, f"{MARKER}u{unmet_index:09d}", when)
+            sid = f"{MARKER}u{unmet_index:09d}"
+            yield from _unmet(rng, ctx, draws, sid, when, speakers(unmet=True))
             unmet_index += 1
 
 
@@ -467,9 +506,16 @@ def _office_time(rng: random.Random, draws: _Draws, midnight: datetime) -> datet
 
 
 def _session(
-    rng: random.Random, ctx: _Context, draws: _Draws, sid: str, start: datetime, month: int
+    rng: random.Random,
+    ctx: _Context,
+    draws: _Draws,
+    sid: str,
+    start: datetime,
+    month: int,
+    speakers: _Speakers,
 ) -> Iterator[Row]:
-    """The events of one session held on ``channel``, ending with its handoff sheet."""
+    """The events of one session held on ``channel``, ending with its handoff sheet; the
+    steps of the person's demand carry their language."""
     assoc = ctx.association_id
     channel = draws.channel(rng)
     dep = _departement(rng, ctx.served)
@@ -487,28 +533,56 @@ def _session(
     if channel == "appointment":
         booked = start - timedelta(days=rng.randint(1, 20), minutes=rng.randint(0, 600))
         via = draws.booked_via(rng)
-        yield _row(assoc, K.APPOINTMENT_BOOKED, booked, sid, via, motif=motif, dep=dep)
+        speaker = speakers()
+        yield _row(
+            assoc, K.APPOINTMENT_BOOKED, booked, sid, via, motif=motif, dep=dep, lang=speaker
+        )
         # Some other bookings were cancelled or missed.
         missed = rng.random()
         if missed < APPOINTMENT_CANCELLED + APPOINTMENT_NO_SHOW:
             other_sid = sid.replace(MARKER, MARKER + "a", 1)
-            yield _row(assoc, K.APPOINTMENT_BOOKED, booked, other_sid, "public", motif=motif)
+            other_person = speakers()
+            yield _row(
+                assoc,
+                K.APPOINTMENT_BOOKED,
+                booked,
+                other_sid,
+                "public",
+                motif=motif,
+                lang=other_person,
+            )
             if missed < APPOINTMENT_CANCELLED:
                 cancelled = booked + (start - booked) * rng.random()
-                yield _row(assoc, K.APPOINTMENT_CANCELLED, cancelled, other_sid, None)
+                yield _row(
+                    assoc, K.APPOINTMENT_CANCELLED, cancelled, other_sid, None, lang=other_person
+                )
             else:
                 no_show = start + timedelta(minutes=20)
-                yield _row(assoc, K.NO_SHOW, no_show, other_sid, channel)
+                yield _row(assoc, K.NO_SHOW, no_show, other_sid, channel, lang=other_person)
     elif channel == "drop_in":
         wait = int(rng.expovariate(1 / 600)) + 20
         joined = start - timedelta(seconds=wait)
-        yield _row(assoc, K.QUEUE_JOINED, joined, sid, channel, motif=motif, dep=dep)
-        yield _row(assoc, K.QUEUE_TAKEN, start, sid, channel, motif=motif, duration=wait, dep=dep)
+        speaker = speakers()
+        yield _row(assoc, K.QUEUE_JOINED, joined, sid, channel, motif=motif, dep=dep, lang=speaker)
+        yield _row(
+            assoc,
+            K.QUEUE_TAKEN,
+            start,
+            sid,
+            channel,
+            motif=motif,
+            duration=wait,
+            dep=dep,
+            lang=speaker,
+        )
         yield _row(assoc, K.SESSION_CREATED, start, sid, channel)
     elif channel == "callback":
         age = int(rng.expovariate(1 / 86400)) + 600
         asked = start - timedelta(seconds=age)
-        yield _row(assoc, K.CALLBACK_REQUESTED, asked, sid, channel, motif=motif, dep=dep)
+        speaker = speakers()
+        yield _row(
+            assoc, K.CALLBACK_REQUESTED, asked, sid, channel, motif=motif, dep=dep, lang=speaker
+        )
         if rng.random() < 0.3:
             tried = asked + (start - asked) / 2
             yield _row(
@@ -520,6 +594,7 @@ def _session(
                 motif=motif,
                 reason="no_answer",
                 dep=dep,
+                lang=speaker,
             )
         yield _row(
             assoc,
@@ -531,6 +606,7 @@ def _session(
             reason="visio_link",
             duration=age,
             dep=dep,
+            lang=speaker,
         )
         yield _row(assoc, K.SESSION_CREATED, start, sid, channel)
     else:
@@ -619,20 +695,21 @@ def _rights(rng: random.Random, ctx: _Context, draws: _Draws, sheet: Row) -> Ite
 
 
 def _unmet(
-    rng: random.Random, ctx: _Context, draws: _Draws, sid: str, when: datetime
+    rng: random.Random, ctx: _Context, draws: _Draws, sid: str, when: datetime, speaker: Speaker
 ) -> Iterator[Row]:
-    """One person who found no help, more often where permanences are lacking."""
+    """One person who found no help, more often where permanences are lacking; each of their
+    steps carries their language."""
     assoc = ctx.association_id
     dep = _departement(rng, ctx.unmet)
     motif = ctx.motif_of_theme.get(draws.theme(rng))
     kind = draws.unmet_kind(rng)
     if kind == "no_slot_found":
-        yield _row(assoc, K.NO_SLOT_FOUND, when, sid, None, dep=dep)
+        yield _row(assoc, K.NO_SLOT_FOUND, when, sid, None, dep=dep, lang=speaker)
     elif kind == "queue_left":
         wait = int(rng.expovariate(1 / 900)) + 30
         left = when + timedelta(seconds=wait)
         reason = draws.left_reason(rng)
-        yield _row(assoc, K.QUEUE_JOINED, when, sid, "drop_in", motif=motif, dep=dep)
+        yield _row(assoc, K.QUEUE_JOINED, when, sid, "drop_in", motif=motif, dep=dep, lang=speaker)
         yield _row(
             assoc,
             K.QUEUE_LEFT,
@@ -643,10 +720,13 @@ def _unmet(
             reason=reason,
             duration=wait,
             dep=dep,
+            lang=speaker,
         )
     else:
         reason = draws.expired_reason(rng)
-        yield _row(assoc, K.CALLBACK_REQUESTED, when, sid, "callback", motif=motif, dep=dep)
+        yield _row(
+            assoc, K.CALLBACK_REQUESTED, when, sid, "callback", motif=motif, dep=dep, lang=speaker
+        )
         if reason == "unreachable":
             for attempt in range(3):
                 yield _row(
@@ -658,6 +738,7 @@ def _unmet(
                     motif=motif,
                     reason="no_answer",
                     dep=dep,
+                    lang=speaker,
                 )
             age = 3 * 86400
         else:
@@ -673,6 +754,7 @@ def _unmet(
             reason=reason,
             duration=age,
             dep=dep,
+            lang=speaker,
         )
 
 
@@ -705,8 +787,10 @@ def _row(
     outcome: str | None = None,
     autonomy: str | None = None,
     volunteer: int | None = None,
+    lang: Speaker | None = None,
 ) -> Row:
-    """One stat_events row, the values of COLUMNS in order."""
+    """One stat_events row, the values of COLUMNS in order (``lang``: the person's language
+    and whether they asked for it, on the steps of their demand)."""
     return (
         occurred_at,
         kind.value,
@@ -724,4 +808,6 @@ def _row(
         outcome,
         autonomy,
         volunteer,
+        lang[0] if lang else None,
+        lang[1] if lang else None,
     )

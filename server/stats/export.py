@@ -4,16 +4,17 @@ count goes through ``display.shown`` (small counts read "< N")."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from server import taxonomy
+from server import i18n, taxonomy
 from server.i18n import N_, _
 from server.integers import parse_int
 from server.stats.display import period_label, published_rate, shown
 from server.stats.events import EventKind
 from server.stats.filters import Filters
-from server.stats.queries import DepartementFigures, Report
+from server.stats.queries import DepartementFigures, LanguageFigures, Report
 from server.stats.rollups import CHANNELS, DEMAND_KINDS, DURATION_BUCKETS, SESSIONS, UNMET
 
 TABLES: dict[str, str] = {
@@ -26,6 +27,7 @@ TABLES: dict[str, str] = {
     "volunteers": N_("Charge des bénévoles"),
     "departements": N_("Par département"),
     "ranking": N_("Où ouvrir une permanence"),
+    "languages": N_("Par langue"),
     "vault": N_("Coffre-fort : par période"),
     "vault_categories": N_("Coffre-fort : documents par type"),
     "vault_departements": N_("Coffre-fort : par département"),
@@ -37,6 +39,17 @@ VAULT_COLUMNS: tuple[tuple[str, EventKind], ...] = (
     ("documents_shown", EventKind.VAULT_DOCUMENT_SHOWN),
     ("vaults_deleted", EventKind.VAULT_DELETED),
 )
+# Every language of the beneficiary's side (server/i18n.py LANGUAGES) named in French; the
+# tables add its own name: "Arabe (العربية)".
+LANGUAGE_NAMES: dict[str, str] = {
+    "fr": N_("Français"),
+    "en": N_("Anglais"),
+    "ar": N_("Arabe"),
+    "fa-AF": N_("Dari"),
+    "uk": N_("Ukrainien"),
+    "ro": N_("Roumain"),
+    "es": N_("Espagnol"),
+}
 _FACET_TABLES = {
     "organisations": ("org", taxonomy.ORGANISATIONS),
     "outcomes": ("outcome", taxonomy.OUTCOMES),
@@ -75,6 +88,53 @@ def volunteer_rows(report: Report) -> list[tuple[str, str, int]]:
         ((vid, report.volunteer_names.get(vid, "#" + vid), n) for vid, n in counts.items()),
         key=lambda row: (-row[2], row[1]),
     )
+
+
+@dataclass(frozen=True)
+class LanguageRow:
+    """One line of the language table: the language named in French and in itself."""
+
+    code: str
+    name: str  # in French
+    own_name: str | None  # named in itself, when that differs (None for French, unknown codes)
+    rtl: bool
+    figures: LanguageFigures
+
+    @property
+    def label(self) -> str:
+        """The label in tables: « Arabe (العربية) », « Français », or an unknown code as is."""
+        return f"{self.name} ({self.own_name})" if self.own_name else self.name
+
+
+def language_rows(report: Report) -> list[LanguageRow]:
+    """Every language of the beneficiary's side in the switch's order, counted or not, then
+    any other code found in the events (a language since removed)."""
+    rows = []
+    for language in i18n.LANGUAGES:
+        name = _(LANGUAGE_NAMES.get(language.code, language.code))
+        own = None if language.name == name else language.name
+        figures = report.languages.get(language.code) or LanguageFigures(language.code)
+        rows.append(LanguageRow(language.code, name, own, language.rtl, figures))
+    rows += [
+        LanguageRow(code, code, None, False, figures)
+        for code, figures in sorted(report.languages.items())
+        if code not in i18n.BY_CODE
+    ]
+    return rows
+
+
+_LANGUAGE_FIELDS = (
+    "demand",
+    "demand_language_wanted",
+    UNMET,
+    "unmet_language_wanted",
+)
+
+
+def _language_counts(figures: LanguageFigures, small: int) -> list[int | str]:
+    """A language's published counts, in the order of ``_LANGUAGE_FIELDS``."""
+    counts = (figures.demand, figures.demand_wanted, figures.unmet, figures.unmet_wanted)
+    return [shown(n, small) for n in counts]
 
 
 def vault_volume_rows(report: Report) -> list[tuple[str, list[int]]]:
@@ -194,6 +254,11 @@ def _table(report: Report, table: str, small: int) -> tuple[list[str], list[list
         return ["volunteer_id", "name", "sessions"], [
             [vid, name, shown(n, small)] for vid, name, n in volunteer_rows(report)
         ]
+    if table == "languages":
+        return ["language", "label", *_LANGUAGE_FIELDS], [
+            [row.code, row.label, *_language_counts(row.figures, small)]
+            for row in language_rows(report)
+        ]
     # The départements' columns are those of the API, "code" named "departement".
     header = ["departement", *_DEPARTEMENT_FIELDS[1:]]
     lines = report.ranking() if table == "ranking" else [*report.departements, report.unknown]
@@ -291,4 +356,12 @@ def report_json(report: Report, small: int) -> dict[str, Any]:
             _departement_json(d, small) for d in [*report.departements, report.unknown]
         ],
         "ranking": [_departement_json(d, small) for d in report.ranking()],
+        "languages": [
+            {
+                "code": row.code,
+                "label": row.label,
+                **dict(zip(_LANGUAGE_FIELDS, _language_counts(row.figures, small), strict=True)),
+            }
+            for row in language_rows(report)
+        ],
     }

@@ -22,6 +22,9 @@ from server.stats.rollups import (
     CHANNELS,
     DEMAND_KINDS,
     DEP_KINDS,
+    LANGUAGE_DIM,
+    LANGUAGE_DIMS,
+    LANGUAGE_KINDS,
     MONTHLY,
     RIGHTS_PREFIX,
     ROLLUPS,
@@ -62,6 +65,23 @@ class DepartementFigures:
     def unmet_rate(self) -> float | None:
         """Unmet demand per 100,000 inhabitants."""
         return self.rate(self.unmet)
+
+
+@dataclass
+class LanguageFigures:
+    """Demand and unmet demand of the people who used one language (an event without a
+    language counts as French), and of those who asked for a volunteer speaking it."""
+
+    code: str
+    demand: int = 0
+    demand_wanted: int = 0
+    unmet: int = 0
+    unmet_wanted: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        """Nobody asked for help in this language in the period."""
+        return not (self.demand or self.unmet)
 
 
 @dataclass
@@ -113,6 +133,7 @@ class Report:
     volunteer_names: dict[str, str] = field(default_factory=dict)
     departements: list[DepartementFigures] = field(default_factory=list)
     unknown: DepartementFigures = field(default_factory=lambda: DepartementFigures("", "", None))
+    languages: dict[str, LanguageFigures] = field(default_factory=dict)  # code -> figures
     vault: VaultFigures = field(default_factory=VaultFigures)
     rights: RightsFigures = field(default_factory=RightsFigures)
 
@@ -303,9 +324,38 @@ async def build_report(db: AsyncSession, association_id: int, filters: Filters) 
         else:
             line.demand += int(count)
     report.departements = list(by_code.values())
+    report.languages = await _language_figures(db, association_id, filters, tiers)
     report.vault = await _vault_figures(db, association_id, filters)
     report.rights = await _rights_figures(db, association_id, filters)
     return report
+
+
+async def _language_figures(
+    db: AsyncSession, association_id: int, filters: Filters, tiers: list[tuple[Table, Any]]
+) -> dict[str, LanguageFigures]:
+    """Demand and unmet demand by language for the filters (channel and theme apply, as to
+    the départements), from the ``lang`` and ``lang_want`` rows."""
+    statements = [
+        select(table.c.dim, table.c.value, table.c.kind, func.sum(table.c.count))
+        .where(*_where(table, association_id, filters, LANGUAGE_DIMS), period)
+        .where(table.c.kind.in_(LANGUAGE_KINDS))
+        .group_by(table.c.dim, table.c.value, table.c.kind)
+        for table, period in tiers
+    ]
+    figures: dict[str, LanguageFigures] = {}
+    for dim, code, kind, count in await db.execute(_union(statements)):
+        line = figures.setdefault(code, LanguageFigures(code))
+        wanted = dim != LANGUAGE_DIM
+        if kind == UNMET:
+            if wanted:
+                line.unmet_wanted += int(count)
+            else:
+                line.unmet += int(count)
+        elif wanted:
+            line.demand_wanted += int(count)
+        else:
+            line.demand += int(count)
+    return figures
 
 
 async def _vault_figures(db: AsyncSession, association_id: int, filters: Filters) -> VaultFigures:

@@ -40,6 +40,9 @@ from server.stats.rollups import (
     CHECK_FOUND,
     KEY_COLUMNS,
     KIND_CHANNELS,
+    LANGUAGE_DIM,
+    LANGUAGE_KINDS,
+    LANGUAGE_WANTED_DIM,
     LONGEST_BUCKET,
     MONTHLY,
     NONE,
@@ -55,6 +58,7 @@ from server.stats.rollups import (
     UNMET_CALLBACK_REASONS,
     UNMET_KINDS,
     UNMET_QUEUE_REASONS,
+    UNSPECIFIED_LANGUAGE,
 )
 from server.store.engine import begin_write
 from server.store.models import StatEvent
@@ -127,7 +131,8 @@ def _bucket_sql() -> Any:
 def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime) -> Any:
     """stat_events grouped by what the rollups keep, with the derived columns computed in SQL:
     local day, dashboard channel, derived kind (``rollups.derived_kind``), duration bucket,
-    benefit; facts no key uses are nulled."""
+    benefit, language (``rollups.language_of``) and whether it was asked for (1, else NULL);
+    facts no key uses are nulled."""
     e = StatEvent
     kind = e.kind
     sheet = kind == SESSIONS
@@ -153,6 +158,7 @@ def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime)
         ),
         else_=null(),
     )
+    by_language = or_(kind.in_(LANGUAGE_KINDS), derived == UNMET)
     keys = {
         "association_id": func.coalesce(e.association_id, 0),
         "day": _local_day_sql(dialect, zone, first, last),
@@ -171,6 +177,15 @@ def _facts_select(dialect: str, zone: ZoneInfo, first: datetime, last: datetime)
         "autonomy": case((sheet, func.substr(e.autonomy, 1, 40))),
         "volunteer": case((sheet, cast(e.volunteer_id, Text))),
         "bucket": case((sheet, _bucket_sql())),
+        "language": case(
+            (
+                by_language,
+                func.substr(
+                    func.coalesce(func.nullif(e.language, NONE), UNSPECIFIED_LANGUAGE), 1, 40
+                ),
+            )
+        ),
+        "wanted": case((and_(by_language, e.language_wanted.is_(True)), 1)),
     }
     columns = [expr.label(name) for name, expr in keys.items()]
     return select(
@@ -230,6 +245,11 @@ def _expand_statements() -> list[str]:
             f" OR substr(f.kind, 1, {len(RIGHTS_BAND)}) = '{RIGHTS_BAND}')",
         ),
         "benefit": ("f.benefit", "f.benefit IS NOT NULL"),
+        LANGUAGE_DIM: ("f.language", f"f.kind IN ({_sql_list(LANGUAGE_KINDS)})"),
+        LANGUAGE_WANTED_DIM: (
+            "f.language",
+            f"f.kind IN ({_sql_list(LANGUAGE_KINDS)}) AND f.wanted = 1",
+        ),
         "outcome": ("f.outcome", f"f.kind = '{SESSIONS}' AND f.outcome <> ''"),
         "autonomy": ("f.autonomy", f"f.kind = '{SESSIONS}' AND f.autonomy <> ''"),
         "vol": ("f.volunteer", f"f.kind = '{SESSIONS}' AND f.volunteer IS NOT NULL"),
@@ -273,7 +293,8 @@ async def _create_temporary(db: Executor, dialect: str) -> None:
             " kind VARCHAR(40), channel VARCHAR(20), derived VARCHAR(40), theme VARCHAR(30),"
             " themes TEXT, benefit VARCHAR(40), organisations TEXT, departement VARCHAR(3),"
             " outcome VARCHAR(40), autonomy VARCHAR(40), volunteer VARCHAR(40),"
-            " bucket VARCHAR(10), n BIGINT, duration BIGINT)"
+            " bucket VARCHAR(10), language VARCHAR(40), wanted INTEGER, n BIGINT,"
+            " duration BIGINT)"
         )
     )
     for name, field_sql in ((_FACT_THEMES, "th VARCHAR(30)"), (_FACT_ORGS, "org VARCHAR(40)")):
@@ -442,9 +463,9 @@ async def rebuild_month(
     await db.execute(
         text(
             f"INSERT INTO {_FACTS} (association_id, day, kind, channel, derived, theme, themes,"  # noqa: S608
-            " benefit, departement, n, duration) SELECT association_id, day, derived, channel,"
-            " NULL, theme, themes, benefit, departement, n, duration"
-            f" FROM {_FACTS} WHERE derived IS NOT NULL"
+            " benefit, departement, language, wanted, n, duration) SELECT association_id, day,"
+            " derived, channel, NULL, theme, themes, benefit, departement, language, wanted, n,"
+            f" duration FROM {_FACTS} WHERE derived IS NOT NULL"
         )
     )
     if dialect == "postgresql":

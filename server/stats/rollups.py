@@ -14,9 +14,12 @@ would be as big as the events). The key is::
   was given, "99" when it could not be placed) for the kinds the map counts (``DEP_KINDS``), the
   vault's kinds (``VAULT_KINDS``: their own section of the page) and the rights checks' kinds
   (``RIGHTS_KINDS`` and the band kinds; ``is_placed`` says which), ``benefit``/benefit code on
-  the unclaimed rights and their band kinds, and, on sheets only, ``outcome``, ``autonomy``,
-  ``org`` (one row per organisation), ``vol`` (volunteer id) and ``dur`` (duration bucket). No
-  key exists that no query reads.
+  the unclaimed rights and their band kinds, ``lang``/language code (server/i18n.py; an event
+  without one, recorded before languages existed, counts as French) on demand and unmet demand
+  (``LANGUAGE_KINDS``), and ``lang_want``/language code on the same kinds for the people who
+  asked for a volunteer speaking their language (``language_wanted``), and, on sheets only,
+  ``outcome``, ``autonomy``, ``org`` (one row per organisation), ``vol`` (volunteer id) and
+  ``dur`` (duration bucket). No key exists that no query reads.
 - ``channel`` and ``theme`` are written twice: the event's own value ("" for none) and ``'*'``
   ("all"). An unfiltered query reads only the ``'*'`` rows, a filtered one only its value: no
   double counting, and the rows read stay few (about kinds × départements per day).
@@ -68,7 +71,7 @@ from sqlalchemy import Table, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.i18n import N_
+from server.i18n import FRENCH, N_
 from server.stats.events import EventKind
 from server.store.models import StatEvent, StatRollup, StatRollupMonthly
 
@@ -141,6 +144,13 @@ CHECK_NONE = "none"
 RIGHTS_KINDS = (RIGHTS_CHECKED, RIGHTS_FOUND, RIGHTS_UNCLAIMED)
 RIGHTS_EVENT_KINDS = (RIGHTS_CHECKED, RIGHTS_UNCLAIMED)  # the recorded ones (theme = benefit)
 PLACED_KINDS = (*DEP_KINDS, *VAULT_KINDS, *RIGHTS_KINDS)  # kinds with a row per département
+# Demand and unmet demand by language: the kinds with ``lang`` rows (and ``lang_want`` rows for
+# the people who asked for a volunteer speaking their language).
+LANGUAGE_KINDS = (*DEMAND_KINDS, UNMET)
+LANGUAGE_DIM = "lang"
+LANGUAGE_WANTED_DIM = "lang_want"
+LANGUAGE_DIMS = (LANGUAGE_DIM, LANGUAGE_WANTED_DIM)
+UNSPECIFIED_LANGUAGE = FRENCH.code  # events recorded before languages existed
 ROLLUPS: Table = StatRollup.__table__  # type: ignore[assignment]
 MONTHLY: Table = StatRollupMonthly.__table__  # type: ignore[assignment]
 KEY_COLUMNS = ("association_id", "dim", "channel", "theme", "day", "kind", "value")
@@ -185,6 +195,11 @@ def is_placed(kind: str) -> bool:
     return kind in PLACED_KINDS or kind.startswith(RIGHTS_BAND)
 
 
+def language_of(code: str | None) -> str:
+    """The language an event counts under: its code, French when it has none."""
+    return (code or UNSPECIFIED_LANGUAGE)[:40]
+
+
 def duration_bucket(seconds: int | None) -> str | None:
     """The duration class of a session (None without a duration)."""
     if seconds is None:
@@ -209,6 +224,8 @@ _FACT_COLUMNS = (  # the StatEvent columns the rollup keys depend on
     "reason",
     "volunteer_id",
     "duration_seconds",
+    "language",
+    "language_wanted",
 )
 
 
@@ -220,7 +237,8 @@ def _strings(values: object) -> tuple[str, ...]:
 
 def _keys(event: Mapping[str, Any], zone: ZoneInfo) -> Iterator[Key]:
     """The rollup keys one event (its ``_FACT_COLUMNS``) adds to. Only the keys some query
-    reads: sheet facets on sheets, départements on the kinds the map and ranking count."""
+    reads: sheet facets on sheets, départements on the kinds the map and ranking count,
+    languages on demand and unmet demand."""
     occurred: datetime = event["occurred_at"]
     day = occurred.astimezone(zone).date()
     kind: str = event["kind"]
@@ -244,6 +262,11 @@ def _keys(event: Mapping[str, Any], zone: ZoneInfo) -> Iterator[Key]:
             dims.append(("dep", event["departement"] or NONE))
         if benefit is not None:
             dims.append(("benefit", benefit))
+        if counted in LANGUAGE_KINDS:
+            language = language_of(event["language"])
+            dims.append((LANGUAGE_DIM, language))
+            if event["language_wanted"]:
+                dims.append((LANGUAGE_WANTED_DIM, language))
         if counted == SESSIONS:
             if event["outcome"]:
                 dims.append(("outcome", event["outcome"][:40]))

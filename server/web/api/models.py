@@ -640,6 +640,22 @@ class Departement(BaseModel):
     unmet_per_100k: Rate
 
 
+class LanguageDemand(BaseModel):
+    """Demand and unmet demand of the people who used one language on the beneficiary's pages
+    (events recorded before languages existed count as French)."""
+
+    code: str = Field(description="Language code (BCP 47), e.g. fr, ar, fa-AF")
+    label: str = Field(examples=["Arabe (العربية)"])
+    demand: Count = Field(description="Appointments booked, queue places, call-backs asked")
+    demand_language_wanted: Count = Field(
+        description="Of the demand, people who asked for a volunteer speaking their language"
+    )
+    unmet: Count
+    unmet_language_wanted: Count = Field(
+        description="Of the unmet demand, people who asked for a volunteer speaking their language"
+    )
+
+
 Share = Annotated[
     float | None,
     Field(
@@ -717,6 +733,9 @@ class StatisticsReport(BaseModel):
     departements: list[Departement]
     ranking: list[Departement] = Field(
         description="Where to open a permanence: highest unmet demand per 100k first"
+    )
+    languages: list[LanguageDemand] = Field(
+        description="Every language of the beneficiary's pages in order, counted or not"
     )
     rights: RightsReport
 

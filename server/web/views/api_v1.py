@@ -444,7 +444,8 @@ async def cancel_booking(request: web.Request, path: m.BookingPath) -> m.Booking
         description="Sessions (handoff sheets), demand and unmet demand (left the queue, "
         "call-backs expired or wrong number, searches without a slot) by period, channel, "
         "theme, organisation, outcome, autonomy, duration, volunteer and département, with "
-        "rates per 100,000 inhabitants; and the rights checks' benefits probably due and not "
+        "rates per 100,000 inhabitants; demand and unmet demand by language (and how many "
+        "asked for a volunteer speaking it); and the rights checks' benefits probably due and not "
         "received (droits potentiels non réclamés) by benefit and by département, with an "
         "estimated monthly total. Default period: the last 12 calendar months; at most 5 "
         "years. API tokens belong to referrers and never see statistics.",

@@ -24,11 +24,13 @@ from server.stats.display import (
     median_bucket,
     period_label,
     quantile_classes,
+    shown,
 )
 from server.stats.export import (
     TABLES,
     export_table,
     facet_rows,
+    language_rows,
     theme_rows,
     vault_category_rows,
     vault_departement_rows,
@@ -258,6 +260,7 @@ def page_context(report: Report, map_kind: str, small: int) -> dict[str, Any]:
         ),
         "unknown": report.unknown,
         "ranking": report.ranking()[:20],
+        "languages": _language_lines(report, small),
         "map": build_map(report, map_kind, small),
         "vault": report.vault,
         "vault_volumes": vault_volume_rows(report),
@@ -270,6 +273,27 @@ def page_context(report: Report, map_kind: str, small: int) -> dict[str, Any]:
         "number": french_number,
         "query": lambda **changes: "?" + urlencode(f.query(**changes)),
     }
+
+
+def _language_lines(report: Report, small: int) -> list[dict[str, Any]]:
+    """The language table as published, on the page too (small counts read "< N"): a rare
+    language in a small association could point at one person."""
+    lines = []
+    for row in language_rows(report):
+        f = row.figures
+        lines.append(
+            {
+                "code": row.code,
+                "name": row.name,
+                "own_name": row.own_name,
+                "dir": "rtl" if row.rtl else "ltr",
+                "counts": [
+                    published_text(shown(n, small))
+                    for n in (f.demand, f.demand_wanted, f.unmet, f.unmet_wanted)
+                ],
+            }
+        )
+    return lines
 
 
 def _rights_context(report: Report, small: int) -> dict[str, Any]:
