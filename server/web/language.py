@@ -79,6 +79,10 @@ BENEFICIARY_ROUTES: frozenset[str] = frozenset(
 )
 
 
+# Routes that answer with the room itself (server/web/views/join.py enter_session).
+_ROOM_ENTRANCES = frozenset({"join-link", "code-submit", "dropin-enter"})
+
+
 def is_beneficiary_request(request: web.Request) -> bool:
     """True for a helped person's page (or an address nobody routes)."""
     name = request.match_info.route.name
@@ -146,6 +150,10 @@ def template_context(request: web.Request) -> dict[str, Any]:
 def _here(request: web.Request) -> str:
     """Where the switch comes back to: this page, or for a page answering a form, the page the
     form was on (a POST address has no page to come back to)."""
+    if request.match_info.route.name in _ROOM_ENTRANCES:
+        # The room, entered by its link or code: it is at /b from then on (the page's script
+        # puts /b in the address bar), and the link's secret stays out of the switch's links.
+        return str(request.app.router["beneficiary-room"].url_for())
     if request.method == "GET":
         return request.path_qs
     referer = request.headers.get("Referer", "")
