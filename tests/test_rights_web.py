@@ -120,6 +120,12 @@ async def test_a_reference_household_probably_gets_the_rsa_with_its_amount_and_w
         # The form's parts come with the room's first press.
         status, parts = await get(http, running, f"/assistance/{session_id}/droits")
         assert status == 200 and 'id="rights-form"' in parts and "Vérifier les droits" in parts
+        # The same form in the person's language, to name what they are shown.
+        assert f"/assistance/{session_id}/droits?pour=personne" in parts
+        status, theirs = await get(http, running, f"/assistance/{session_id}/droits?pour=personne")
+        with i18n.use_language("ar"):
+            locataire = i18n.gettext("Locataire (logement privé)")
+        assert status == 200 and locataire in theirs and "Locataire (logement privé)" not in theirs
         status, data = await post_json(
             http,
             running,

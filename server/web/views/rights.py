@@ -169,23 +169,43 @@ async def _stored_check(request: web.Request, target: Target) -> RightsCheck | N
 
 
 async def _form_parts(request: web.Request) -> web.StreamResponse:
-    """The form and its French strings, for rights.js (a 404 page if not this account's)."""
+    """The form and its French strings, for rights.js (a 404 page if not this account's).
+    ``?pour=personne``: the same form in the language of the session's person, from which
+    rights.js names the questions and answers it shows them (never displayed to the volunteer)."""
     target = _target(request)
     try:
         await _check_access(request, target, required_user(request))
     except RightsRefused as exc:
         raise web.HTTPNotFound(text=exc.message, content_type="text/plain") from None
+    person_language = await _language_of(request, target)
+    theirs = person_language if person_language != i18n.DEFAULT_LOCALE else None
+    if request.query.get("pour") == "personne":
+        with i18n.use_language(theirs):
+            return _form_page(request, target, None, None)
     stored = await _stored_check(request, target)
+    return _form_page(request, target, stored, theirs)
+
+
+def _form_page(
+    request: web.Request,
+    target: Target,
+    stored: RightsCheck | None,
+    person_language: str | None,
+) -> web.Response:
     prefix, parts = target.route
+    urls = {
+        "check": url_for(request, prefix + "-check", **parts),
+        "sheet": url_for(request, prefix + "-put", **parts),
+        "communes": url_for(request, "rights-communes"),
+    }
+    if person_language:
+        form_url = url_for(request, prefix + "-form", **parts)
+        urls["person_form"] = f"{form_url}?pour=personne"
     config = {
         "available": request.app.get(RIGHTS_KEY) is not None,
         "context": target.kind,
-        "urls": {
-            "check": url_for(request, prefix + "-check", **parts),
-            "sheet": url_for(request, prefix + "-put", **parts),
-            "communes": url_for(request, "rights-communes"),
-        },
-        "stored": _answer(stored, await _language_of(request, target)) if stored else None,
+        "urls": urls,
+        "stored": _answer(stored, person_language) if stored else None,
     }
     context = {
         "rights": config,

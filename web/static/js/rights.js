@@ -21,6 +21,10 @@ let shareTimer = 0;
 let view = null; // the last result in words (the server's `view`)
 let personView = null; // the same in the person's language (`person_view`), if not French
 let communesFor = ""; // the postal code the commune list was filled for
+// The same form in the person's language (a detached document, never shown here), when they
+// read another language than French: what they are shown names questions and answers with it.
+let theirs = null;
+let theirsLoading = null;
 
 // The form's parts in the page (fetched once; a failed fetch is tried again next time).
 async function ready(partsUrl, container) {
@@ -415,7 +419,53 @@ async function putOnSheet(onSheet) {
 
 const cut = (text) => String(text ?? "").trim().slice(0, MAX_TEXT);
 
-// The questions shown now, in order, with their answers in words (as the volunteer sees them).
+// The form in the person's language (rights/_form.html rendered in it), fetched once when
+// the result is first shown to them; null for a French reader or if it cannot be had.
+async function loadTheirs() {
+  if (theirs || !rc?.urls.person_form) return;
+  theirsLoading ??= (async () => {
+    try {
+      const response = await fetch(rc.urls.person_form, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const data = JSON.parse(doc.getElementById("vp-rights")?.textContent ?? "null");
+      theirs = { doc, i18n: data?.i18n ?? {} };
+    } catch {
+      theirs = null; // the person then reads the volunteer's words
+    } finally {
+      theirsLoading = null;
+    }
+  })();
+  await theirsLoading;
+}
+
+// Words of the form for the person: from their language's copy when there is one.
+function said(key, vars = {}) {
+  const text = theirs?.i18n[key];
+  return text ? text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m)) : t(key, vars);
+}
+const textOf = (node) => node?.textContent.trim() ?? "";
+function labelFor(control) {
+  if (control.id.startsWith("rights-child-")) {
+    return said("rights_child_age", { n: Number(control.id.slice("rights-child-".length)) + 1 });
+  }
+  const label = `label[for="${control.id}"]`;
+  return textOf(theirs?.doc.querySelector(label)) || textOf(ui.form.querySelector(label));
+}
+function legendOf(fieldset) {
+  return textOf(theirs?.doc.getElementById(fieldset.id)?.querySelector("legend")) || textOf(fieldset.querySelector("legend"));
+}
+function choiceText(fieldset, input) {
+  const same = theirs?.doc.getElementById(fieldset.id)?.querySelector(`input[value="${CSS.escape(input.value)}"]`);
+  return textOf(same?.parentElement) || textOf(input.parentElement);
+}
+function optionText(select) {
+  const same = theirs?.doc.getElementById(select.id)?.querySelector(`option[value="${CSS.escape(select.value)}"]`);
+  return textOf(same) || textOf(select.selectedOptions[0]);
+}
+
+// The questions shown now, in order, with their answers in words, in the person's language
+// when the server gave the form in it (else as the volunteer sees them).
 function formItems() {
   const items = [];
   for (const control of ui.form.querySelectorAll("[data-path]")) {
@@ -423,18 +473,18 @@ function formItems() {
     let question;
     let answer;
     if (control.localName === "fieldset") {
-      question = control.querySelector("legend")?.textContent;
-      const checked = [...control.querySelectorAll("input:checked")].map((input) => input.parentElement.textContent.trim());
-      answer = checked.length ? checked.join(", ") : control.id === "rights-received" ? t("rights_none") : "";
+      question = legendOf(control);
+      const checked = [...control.querySelectorAll("input:checked")].map((input) => choiceText(control, input));
+      answer = checked.length ? checked.join(", ") : control.id === "rights-received" ? said("rights_none") : "";
     } else {
-      question = ui.form.querySelector(`label[for="${control.id}"]`)?.textContent;
+      question = labelFor(control);
       answer = control.localName === "select"
-        ? (control.value ? control.selectedOptions[0]?.textContent : "")
+        ? (control.value ? optionText(control) : "")
         : control.value.trim() && `${control.value.trim()}${control.closest(".rights-euros") ? " €" : ""}`;
     }
     // "La personne · Âge", "Son conjoint ou sa conjointe · Âge".
-    const adult = control.closest("[id^='rights-adult-']")?.querySelector("legend")?.textContent;
-    if (adult) question = `${adult} · ${question}`;
+    const adult = control.closest("[id^='rights-adult-']");
+    if (adult) question = `${legendOf(adult)} · ${question}`;
     items.push({ q: cut(question), a: cut(answer || "—") });
   }
   return items;
@@ -472,9 +522,10 @@ function shareSoon() {
   shareTimer = setTimeout(() => options.share({ t: "rights-form", items: formItems() }), 400);
 }
 
-function toggleShare() {
+async function toggleShare() {
   if (!options.share) return;
   if (!sharing) {
+    await loadTheirs();
     if (!sendAll()) {
       ui.shareState.textContent = t("rights_not_connected");
       return;
