@@ -345,10 +345,10 @@ class Settings(BaseSettings):
         ge=0,
         le=24 * 60,
         description="During their first N minutes in the drop-in queue, a person who asked for "
-        "a volunteer speaking their language is given by \"Prendre le suivant\" only to "
+        'a volunteer speaking their language is given by "Prendre le suivant" only to '
         "volunteers who speak it; after N minutes, to anyone, and before everyone who waited "
-        "less (nobody waits more than N minutes behind people matched by language). 0: no "
-        "reserved time, the language only breaks ties.",
+        "less (nobody waits more than N minutes behind people matched by language). 0: first "
+        "come, first served (the ask is only shown).",
     )
     callback_flag_hours: int = Field(
         24,

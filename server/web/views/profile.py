@@ -32,9 +32,7 @@ def language_choices() -> list[tuple[str, str]]:
     ]
 
 
-def _page(
-    request: web.Request, spoken: list[str], status: int = 200, **extra: Any
-) -> web.Response:
+def _page(request: web.Request, spoken: list[str], status: int = 200, **extra: Any) -> web.Response:
     context = {"options": language_choices(), "spoken": spoken, "error": None, **extra}
     return render(request, "profile/profile.html", context, status)
 
