@@ -9,7 +9,7 @@ import html
 import aiohttp
 import pytest
 
-from server import accounts
+from server import accounts, i18n
 from server.accounts import AccountError
 from server.store.models import Role, User
 from tests.conftest import Account, Running, browser_session, csrf_from, login, make_account
@@ -140,3 +140,9 @@ async def test_a_coordinator_declares_their_own_languages_too(
     await login(http, running, coordinator)
     assert (await _save(http, running, ["fa-AF"])).status == 303
     assert await spoken(running, coordinator) == ["fa-AF"]
+
+
+def test_every_language_but_french_can_be_declared_by_its_french_name() -> None:
+    """A language added to server/i18n.py needs its French name in accounts.SPOKEN_NAMES."""
+    assert tuple(lang.code for lang in i18n.LANGUAGES if lang.code != "fr") == accounts.SPEAKABLE
+    assert accounts.language_name("fa-AF") == "dari"

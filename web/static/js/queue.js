@@ -67,7 +67,7 @@ function row(person, index) {
 }
 
 // "Demande un bénévole parlant arabe", marked when this volunteer speaks it (as the page
-// rendered without this script: web/templates/_language_wanted.html).
+// rendered without this script: web/templates/dropin/_language_badge.html).
 function languageBadge(person) {
   const mine = (config.languages ?? []).includes(person.language);
   const badge = document.createElement("span");
