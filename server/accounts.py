@@ -10,7 +10,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,11 +22,21 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import text
-from server.errors import DomainError
+from server import i18n, text
+from server.errors import DomainError, Kind
 from server.events import AccountRevoked, publish
+from server.i18n import N_
 from server.metrics import PASSWORD_HASH_SECONDS
-from server.store.models import Association, Invitation, LoginSession, Partner, Role, User, utcnow
+from server.store.models import (
+    Association,
+    Invitation,
+    LoginSession,
+    Partner,
+    Role,
+    User,
+    UserLanguage,
+    utcnow,
+)
 from server.tokens import sha256_hex
 
 _hasher = PasswordHasher()
@@ -519,3 +529,82 @@ async def reactivate(db: AsyncSession, coordinator: User, user_id: int) -> User 
     if result.scalar_one_or_none() is None:
         return None
     return await db.get(User, user_id)
+
+
+# -- The languages volunteers speak ----------------------------------------------------------
+
+# Every language of the beneficiary's side but French (everyone here speaks French), by the
+# name a French page gives it, in lower case as in "Demande un bénévole parlant arabe".
+SPOKEN_NAMES: dict[str, str] = {
+    "en": N_("anglais"),
+    "ar": N_("arabe"),
+    "fa-AF": N_("dari"),
+    "uk": N_("ukrainien"),
+    "ro": N_("roumain"),
+    "es": N_("espagnol"),
+}
+# In the order of the language switch (server/i18n.py LANGUAGES).
+SPEAKABLE: tuple[str, ...] = tuple(
+    lang.code for lang in i18n.LANGUAGES if lang.code in SPOKEN_NAMES
+)
+
+
+def language_name(code: str) -> str:
+    """The French name of a language a volunteer may speak ("arabe"), the code itself for
+    one we do not list."""
+    from server.i18n import _
+
+    name = SPOKEN_NAMES.get(code)
+    return _(name) if name is not None else code
+
+
+def _order(codes: Iterable[str]) -> list[str]:
+    wanted = set(codes)
+    return [code for code in SPEAKABLE if code in wanted]
+
+
+async def languages_of(db: AsyncSession, user_id: int) -> list[str]:
+    """The codes of the languages this account declared, in the switch's order."""
+    rows = await db.scalars(select(UserLanguage.language).where(UserLanguage.user_id == user_id))
+    return _order(rows)
+
+
+async def languages_by_user(db: AsyncSession, user_ids: Collection[int]) -> dict[int, list[str]]:
+    """The languages of several accounts at once (every id is a key, with [] if none)."""
+    found: dict[int, list[str]] = {user_id: [] for user_id in user_ids}
+    if not found:
+        return found
+    rows = await db.execute(
+        select(UserLanguage.user_id, UserLanguage.language).where(
+            UserLanguage.user_id.in_(list(found))
+        )
+    )
+    for user_id, code in rows:
+        found[user_id].append(code)
+    return {user_id: _order(codes) for user_id, codes in found.items()}
+
+
+async def set_languages(db: AsyncSession, user: User, codes: Iterable[str]) -> list[str]:
+    """Replace the languages a volunteer or coordinator speaks besides French: codes of
+    ``SPEAKABLE``. An unknown code refuses the whole change (nothing stored)."""
+    from server.i18n import _
+
+    if user.role not in MEMBER_ROLES or not user.is_active:
+        raise AccountError(
+            "not_a_volunteer",
+            _("Seuls les bénévoles déclarent les langues qu'ils parlent."),
+            kind=Kind.FORBIDDEN,
+        )
+    chosen: set[str] = set()
+    for raw in codes:
+        lang = i18n.language(raw)
+        if lang is None or lang.code not in SPOKEN_NAMES:
+            raise AccountError(
+                "unknown_language", _("Cette langue n'est pas dans la liste."), "languages"
+            )
+        chosen.add(lang.code)
+    await db.execute(delete(UserLanguage).where(UserLanguage.user_id == user.id))
+    for code in _order(chosen):
+        db.add(UserLanguage(user_id=user.id, language=code))
+    await db.flush()
+    return _order(chosen)

@@ -33,6 +33,7 @@ from server import text
 from server.errors import DomainError
 from server.events import OpeningChanged, publish
 from server.i18n import _
+from server.matching import speaks
 from server.motifs import duration_for
 from server.settings import DEFAULT_TIMEZONE, Settings
 from server.stats.events import EventKind, record
@@ -257,10 +258,12 @@ async def search(
     range_end: datetime,
     *,
     with_booked: bool = True,
+    language: str | None = None,
 ) -> Offers:
     """Every start in [range_start, range_end): three queries, then computed in Python.
     Without ``with_booked``, two: who offers each start, bookings ignored (``free`` is then
-    ``offered``; a booking checks who is busy under the write lock itself)."""
+    ``offered``; a booking checks who is busy under the write lock itself). With
+    ``language``, only the volunteers who declared it (server/matching.py)."""
     if range_end <= range_start:
         return Offers()
     rows = await _permanences(
@@ -269,6 +272,7 @@ async def search(
         range_start,
         range_end,
         _offering(settings.timezone, range_start, range_end),
+        language,
     )
     if not rows:
         return Offers()
@@ -352,10 +356,12 @@ async def _permanences(
     start: datetime,
     end: datetime,
     offering: ColumnElement[bool] | None = None,
+    language: str | None = None,
 ) -> Sequence[Row[int, int, time, time, str, date | None, date | None]]:
     """The weekly permanences of the association's active volunteers valid around [start, end)
     (a day of margin each side: local days straddle UTC ones), those that can offer a start
-    in the range if ``offering`` says which (``_offering``)."""
+    in the range if ``offering`` says which (``_offering``), of the volunteers who speak
+    ``language`` if given."""
     first_day = (start - timedelta(days=1)).date()
     last_day = (end + timedelta(days=1)).date()
     result = await db.execute(
@@ -375,6 +381,7 @@ async def _permanences(
             User.role.in_(_AVAILABILITY_ROLES),
             *_validity_meets(first_day, last_day),
             *([] if offering is None else [offering]),
+            *([] if language is None else [speaks(Availability.volunteer_id, language)]),
         )
     )
     return result.all()
@@ -440,8 +447,10 @@ async def find_slots(
     now: datetime,
     *,
     tz: tzinfo | None = None,
+    language: str | None = None,
 ) -> list[Slot]:
-    """Bookable slots of `days` local days from `start` (days counted in `tz`, default TIMEZONE)."""
+    """Bookable slots of `days` local days from `start` (days counted in `tz`, default
+    TIMEZONE); with ``language``, only those of volunteers who speak it."""
     if not 0 < days <= MAX_SEARCH_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_SEARCH_DAYS}, got {days}")
     if now.tzinfo is None:
@@ -451,7 +460,9 @@ async def find_slots(
     range_start = max(local_midnight(start, tz), earliest)
     range_end = min(local_midnight(start + timedelta(days=days), tz), latest + UNIT)
     duration = duration_for(motif, kind)
-    offers = await search(db, settings, association_id, duration, range_start, range_end)
+    offers = await search(
+        db, settings, association_id, duration, range_start, range_end, language=language
+    )
     return [
         Slot(moment, moment + duration, capacity)
         for moment, capacity in offers.free_starts()
@@ -469,12 +480,23 @@ def slots_by_day(slots: Iterable[Slot], tz: tzinfo) -> list[tuple[date, list[Slo
 
 
 async def note_no_slot_found(
-    db: AsyncSession, association_id: int, postal_code: str | None = None
+    db: AsyncSession,
+    association_id: int,
+    postal_code: str | None = None,
+    *,
+    language: str | None = None,
+    language_wanted: bool | None = None,
 ) -> None:
     """Count a search that found nothing (unmet demand), without any personal data: only the
-    département of the optional postal code is kept."""
+    département of the optional postal code, the language of the page and whether the person
+    asked for a volunteer speaking it are kept."""
     await record(
-        db, EventKind.NO_SLOT_FOUND, association_id=association_id, postal_code=postal_code
+        db,
+        EventKind.NO_SLOT_FOUND,
+        association_id=association_id,
+        postal_code=postal_code,
+        language=language,
+        language_wanted=language_wanted,
     )
 
 

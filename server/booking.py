@@ -4,6 +4,12 @@ No double booking: an appointment holds one AppointmentUnit row per UNIT_MINUTES
 plus buffer, and the (volunteer_id, unit_start) primary key refuses a second holder on every
 database. `book()` tries the free volunteers one after the other, each in a SAVEPOINT, and moves
 on when the insert of the units hits that key.
+
+A person who asked for a volunteer speaking their language (``LanguageChoice``,
+server/matching.py) is offered the slots of the volunteers who declared it
+(``availability.find_slots(language=…)``), and `book()` tries those volunteers first: the
+appointment goes to one of them whenever one is free at that time, else to anyone free then
+(the pages offer every slot, and say so, when no speaker has one).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from server.contact import ContactError, ContactInfo, normalize_phone
 from server.errors import DomainError, Kind
 from server.events import RoomEnded, publish
 from server.i18n import N_, _
+from server.matching import FRENCH_ONLY, LanguageChoice
 from server.motifs import duration_for, get_motif
 from server.settings import Settings
 from server.stats.events import EventKind, record
@@ -46,6 +53,7 @@ from server.store.models import (
     Role,
     SessionStatus,
     User,
+    UserLanguage,
     VisitKind,
     WaitlistEntry,
 )
@@ -183,6 +191,20 @@ async def _least_loaded_first(
     return sorted(ids, key=lambda volunteer_id: counts.get(volunteer_id, 0))
 
 
+async def _speakers_first(db: AsyncSession, volunteer_ids: list[int], language: str) -> list[int]:
+    """The same volunteers, those who speak ``language`` first (each group keeps its order)."""
+    speakers = set(
+        await db.scalars(
+            select(UserLanguage.user_id).where(
+                UserLanguage.user_id.in_(volunteer_ids), UserLanguage.language == language
+            )
+        )
+    )
+    return [v for v in volunteer_ids if v in speakers] + [
+        v for v in volunteer_ids if v not in speakers
+    ]
+
+
 async def _holding_units(
     db: AsyncSession, volunteer_ids: Iterable[int], units: list[datetime]
 ) -> set[int]:
@@ -216,11 +238,13 @@ async def book(
     referrer: User | None = None,
     now: datetime,
     motif: Motif | None = None,
+    language: LanguageChoice = FRENCH_ONLY,
 ) -> Booked:
     """Book a visit at `starts_at` with a free volunteer, in the caller's transaction.
 
     ``motif``: the motif ``motif_id`` when the caller already read it in this transaction
-    (it is not read again)."""
+    (it is not read again). ``language``: the language the booking is made in (its messages
+    use it) and whether the person asked for a volunteer speaking it (tried first)."""
     if motif is not None and (motif.id != motif_id or motif.association_id != association_id):
         raise ValueError("motif must be the association's motif motif_id")
     if referrer is not None and (
@@ -245,6 +269,7 @@ async def book(
         manage_token=secrets.token_urlsafe(32),
         event=EventKind.APPOINTMENT_BOOKED,
         motif=motif,
+        language=language,
     )
 
 
@@ -263,6 +288,7 @@ async def _book(
     manage_token: str,
     event: EventKind,
     motif: Motif | None = None,
+    language: LanguageChoice = FRENCH_ONLY,
 ) -> Booked:
     if starts_at.tzinfo is None or now.tzinfo is None:
         raise ValueError("starts_at and now must be timezone-aware")
@@ -318,6 +344,8 @@ async def _book(
             "starts_at",
         )
     candidates = await _least_loaded_first(db, settings, offered, starts_at)
+    if language.wanted:
+        candidates = await _speakers_first(db, candidates, language.language)
     accounts = {
         user.id: user for user in await db.scalars(select(User).where(User.id.in_(candidates)))
     }
@@ -348,6 +376,8 @@ async def _book(
                 description=contact.description,
                 needs=contact.needs.as_json(),
                 display_timezone=contact.timezone,
+                language=language.language,
+                language_wanted=language.wanted,
                 booked_via=via,
                 referrer_id=referrer_id,
                 manage_token_hash=sha256_hex(manage_token),
@@ -384,7 +414,14 @@ async def _book(
         _fit_session_to_appointment(settings, session, appointment)
         appointment.assistance_session_id = session.id
         await db.flush()
-        stat = await record(db, event, session, postal_code=appointment.postal_code)
+        stat = await record(
+            db,
+            event,
+            session,
+            postal_code=appointment.postal_code,
+            language=appointment.language,
+            language_wanted=appointment.language_wanted,
+        )
         if event is EventKind.APPOINTMENT_BOOKED:
             stat.channel = via
     assert session.code_salt is not None  # create_session always assigns a code
@@ -466,7 +503,12 @@ async def _cancel_booked(db: AsyncSession, appointment: Appointment, now: dateti
     await begin_write(db)
     async with db.begin_nested():
         await _close(db, appointment, now)
-        stat = await record(db, EventKind.APPOINTMENT_CANCELLED)
+        stat = await record(
+            db,
+            EventKind.APPOINTMENT_CANCELLED,
+            language=appointment.language,
+            language_wanted=appointment.language_wanted,
+        )
         stat.association_id = appointment.association_id
         stat.session_id = appointment.assistance_session_id
 
@@ -498,6 +540,7 @@ async def reschedule(
             now=now,
             manage_token=secrets.token_urlsafe(32),
             event=EventKind.APPOINTMENT_RESCHEDULED,
+            language=LanguageChoice.of(old.language, old.language_wanted),
         )
         await _close(db, old, now)
         old.moved_to_id = booked.appointment.id
@@ -578,7 +621,12 @@ async def mark_no_show(
     )
     if changed.scalar_one_or_none() is None:
         raise BookingError("not_booked", _("Ce rendez-vous n'est plus prévu."))
-    stat = await record(db, EventKind.NO_SHOW)
+    stat = await record(
+        db,
+        EventKind.NO_SHOW,
+        language=appointment.language,
+        language_wanted=appointment.language_wanted,
+    )
     stat.association_id = appointment.association_id
     stat.session_id = appointment.assistance_session_id
     return appointment
@@ -597,8 +645,11 @@ async def join_waitlist(
     earlier_than: datetime | None = None,
     manage_token: str | None = None,
     now: datetime,
+    language: LanguageChoice = FRENCH_ONLY,
 ) -> WaitlistEntry:
-    """Ask to be told when a slot frees up (before `earlier_than`, or before one's booking)."""
+    """Ask to be told when a slot frees up (before `earlier_than`, or before one's booking).
+    ``language``: the language of the page (the message is written in it); through a manage
+    link, the booking's."""
     motif = await get_motif(db, association_id, motif_id)
     if motif is None or not motif.is_active:
         raise BookingError(
@@ -621,6 +672,7 @@ async def join_waitlist(
         if existing is not None:
             return existing
         contact = ContactInfo.of(appointment)
+        language = LanguageChoice.of(appointment.language, appointment.language_wanted)
     contact = _validated(contact, settings)
     entry = WaitlistEntry(
         association_id=association_id,
@@ -631,11 +683,17 @@ async def join_waitlist(
         email=contact.email,
         earlier_than=earlier_than,
         timezone=contact.timezone or settings.timezone,
+        language=language.language,
         created_at=now,
     )
     db.add(entry)
     await db.flush()
-    stat = await record(db, EventKind.WAITLIST_JOINED)
+    stat = await record(
+        db,
+        EventKind.WAITLIST_JOINED,
+        language=language.language,
+        language_wanted=language.wanted,
+    )
     stat.association_id = association_id
     return entry
 

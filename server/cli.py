@@ -58,6 +58,10 @@ DEMO_PERMANENCES: dict[str, tuple[tuple[int, time, time, str], ...]] = {
     ),
 }
 
+# Languages the demo volunteers speak besides French (their profile): Sami takes the people who
+# ask for Arabic or English first in the queue, and gets their bookings.
+DEMO_LANGUAGES: dict[str, tuple[str, ...]] = {"observateur@demo.invalid": ("ar", "en")}
+
 
 def alembic_config(settings: Settings) -> Config:
     """Alembic configuration pointing at our migrations and the configured database."""
@@ -181,7 +185,8 @@ async def _purge(settings: Settings, dry_run: bool) -> retention.PurgeReport:
 
 
 async def _demo_booking_setup(db: AsyncSession, association_id: int) -> None:
-    """Motifs, the volunteers' permanences and the referrer's partner; nothing twice."""
+    """Motifs, the volunteers' permanences and languages, the referrer's partner; nothing
+    twice (what was edited since is kept)."""
     await motifs.ensure_default_motifs(db, association_id)
     partner = await accounts.get_or_create_partner(db, association_id, DEMO_PARTNER)
     everyone = await db.scalars(select(User).where(User.association_id == association_id))
@@ -190,6 +195,8 @@ async def _demo_booking_setup(db: AsyncSession, association_id: int) -> None:
             user.partner_id = partner.id
         if user.email in DEMO_PERMANENCES:
             await _demo_permanences(db, user)
+        if user.email in DEMO_LANGUAGES and not await accounts.languages_of(db, user.id):
+            await accounts.set_languages(db, user, DEMO_LANGUAGES[user.email])
 
 
 async def _demo_permanences(db: AsyncSession, volunteer: User) -> None:
@@ -233,6 +240,8 @@ def print_demo(settings: Settings, logins: list[tuple[str, str, Role, str]]) -> 
     )
     queue, callbacks = links.QUEUE.url(settings), links.CALLBACKS.url(settings)
     print(f"  File (bénévoles) :    {queue}   Rappels : {callbacks}")
+    print("  Sami (observateur@demo.invalid) parle arabe et anglais : il prend d'abord les")
+    print("      personnes qui demandent un bénévole parlant leur langue (/langue/ar, puis /aide)")
     print(f"  Statistiques (coordination) : {links.STATS.url(settings)}")
     vault, trustee = links.VAULT.url(settings), links.TRUSTEE.url(settings)
     print(f"  Coffre-fort (bénéficiaire) : {vault}   Personne de confiance : {trustee}")

@@ -340,6 +340,16 @@ class Settings(BaseSettings):
         description="Handling time per person assumed for the wait estimate until enough "
         "drop-in sessions have ended to measure it.",
     )
+    queue_language_minutes: int = Field(
+        10,
+        ge=0,
+        le=24 * 60,
+        description="During their first N minutes in the drop-in queue, a person who asked for "
+        'a volunteer speaking their language is given by "Prendre le suivant" only to '
+        "volunteers who speak it; after N minutes, to anyone, and before everyone who waited "
+        "less (nobody waits more than N minutes behind people matched by language). 0: first "
+        "come, first served (the ask is only shown).",
+    )
     callback_flag_hours: int = Field(
         24,
         gt=0,

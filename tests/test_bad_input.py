@@ -170,7 +170,7 @@ async def test_unparseable_form_bodies_get_the_french_400_page_on_every_post_rou
     assert not failures, "\n".join(failures)
     assert answered_400["visitor"] >= PUBLIC_FORMS
     # The staff's forms too (the coordinator's pages, the referrer's tokens).
-    assert {"/motifs", "/disponibilites", "/benevoles"} <= answered_400["coordinator"]
+    assert {"/motifs", "/disponibilites", "/benevoles", "/profil"} <= answered_400["coordinator"]
     assert "/mes-jetons" in answered_400["referrer"]
 
 

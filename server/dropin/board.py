@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server import accounts
 from server.availability import Opening
 from server.cluster import PREFIX, REDIS_ERRORS, Node, outage, texts
 from server.dropin import places
@@ -324,6 +325,12 @@ class QueueBoard:
                     "waited_seconds": max(0, int((now - person.queued_at).total_seconds())),
                     "reserved_for_id": person.reserved_for_id,
                     "connected": person.connected,
+                    # The language they asked a volunteer to speak: its code (each page marks
+                    # it when its volunteer speaks it) and its French name, else None.
+                    "language": person.language,
+                    "language_name": accounts.language_name(person.language)
+                    if person.language
+                    else None,
                 }
                 for person in snap.waiting
             ],
@@ -339,38 +346,87 @@ class QueueBoard:
         async with self.sessionmaker() as db:
             snap = await places.snapshot(db, association_id)
             facts = await self.facts(db, association_id)
-            ids = await places.waiting_ids(db, association_id) if pages else []
+            order = await places.waiting_order(db, association_id) if pages else []
+            wanted = {language for entry_id, language in order if language and entry_id in pages}
+            speakers = await self._speakers(db, volunteers, wanted)
         positions = [
-            (entry_id, self.position_view(index + 1, len(ids), len(volunteers), facts))
-            for index, entry_id in enumerate(ids)
+            (
+                entry_id,
+                self.position_view(
+                    index + 1,
+                    len(order),
+                    len(volunteers),
+                    facts,
+                    language,
+                    speakers.get(language, 0) if language else 0,
+                ),
+            )
+            for index, (entry_id, language) in enumerate(order)
             if entry_id in pages
         ]
         return self.volunteer_view(snap, facts, volunteers, now), positions
 
+    @staticmethod
+    async def _speakers(
+        db: AsyncSession, volunteers: list[tuple[int, str]], languages: set[str]
+    ) -> dict[str, int]:
+        """How many of the volunteers on duty speak each of ``languages`` (read only when
+        someone waiting asked for one)."""
+        if not languages or not volunteers:
+            return {}
+        spoken = await accounts.languages_by_user(db, [user_id for user_id, _name in volunteers])
+        return {
+            language: sum(language in codes for codes in spoken.values()) for language in languages
+        }
+
     def position_view(
-        self, position: int, total: int, volunteers: int, facts: Facts
+        self,
+        position: int,
+        total: int,
+        volunteers: int,
+        facts: Facts,
+        language: str | None = None,
+        speakers: int = 0,
     ) -> dict[str, Any]:
-        """What a waiting page shows: place, estimate, and whether to offer a call-back."""
-        estimate = places.estimate_minutes(position, volunteers, facts.handling_minutes)
+        """What a waiting page shows: place, estimate, and whether to offer a call-back. For
+        someone who asked for a volunteer speaking ``language``, the estimate counts the
+        ``speakers`` of it on duty (``language_only``), within the starvation guard
+        (``places.estimate_for_language``)."""
+        language_only = False
+        if language is None:
+            estimate = places.estimate_minutes(position, volunteers, facts.handling_minutes)
+        else:
+            estimate, language_only = places.estimate_for_language(
+                self.settings, position, speakers, volunteers, facts.handling_minutes
+            )
         is_open = facts.opening.is_open
         return {
             "position": position,
             "total": total,
             "estimate_minutes": estimate,
+            "language_only": language_only,
             "open": is_open,
             "offer_callback": places.offers_callback(self.settings, estimate) or not is_open,
         }
 
     async def position_for(self, association_id: int, entry_id: str) -> dict[str, Any] | None:
         """One waiting page's current position (on connect and for the page itself)."""
+        volunteers = await self.presence.volunteers(association_id)
         async with self.sessionmaker() as db:
             facts = await self.facts(db, association_id)
             place = await places.place_of(db, association_id, entry_id)
-        if place is None:
-            return None
-        position, total = place
-        volunteers = len(await self.presence.volunteers(association_id))
-        return self.position_view(position, total, volunteers, facts)
+            if place is None:
+                return None
+            position, total, language = place
+            speakers = await self._speakers(db, volunteers, {language} if language else set())
+        return self.position_view(
+            position,
+            total,
+            len(volunteers),
+            facts,
+            language,
+            speakers.get(language, 0) if language else 0,
+        )
 
     async def estimate_for_newcomer(self, db: AsyncSession, association_id: int) -> int:
         """The wait someone joining now should expect."""

@@ -5,6 +5,20 @@ Taking someone is an atomic claim in the database: a conditional ``UPDATE … WH
 the database write lock on SQLite), so two volunteers clicking together never get the same person
 and nobody is skipped. The browser of a waiting person holds a random token (only its SHA-256 is
 stored); their place is kept while their page is connected and for a grace time after it drops.
+
+Matching by language ("Prendre le suivant", ``take_next``). A person whose page was in another
+language than French may ask for a volunteer who speaks it (``language_wanted``). With N =
+QUEUE_LANGUAGE_MINUTES:
+
+- during their first N minutes of waiting, such a person is given by "Prendre le suivant" only to
+  a volunteer who declared their language; after N minutes, to anyone. A volunteer may still
+  take them from the list (``take``) at any time;
+- volunteer V gets, in this order: someone transferred to V (as before); else, among the people
+  V may take, whoever has waited N minutes or more, longest first (the starvation guard); else
+  the person waiting longest who asked for a language V speaks; else the person waiting
+  longest. So a match jumps ahead of earlier people only while they have waited less than N
+  minutes: nobody waits more than N minutes behind people matched by language, and a volunteer
+  without the language still gets everyone else, in order.
 """
 
 from __future__ import annotations
@@ -19,7 +33,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Update, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assist, fair_use
@@ -34,6 +60,7 @@ from server.events import (
     publish,
 )
 from server.i18n import _
+from server.matching import FRENCH_ONLY, LanguageChoice, speaks
 from server.settings import Settings
 from server.stats.events import EventKind, record
 from server.store.engine import begin_write
@@ -95,6 +122,8 @@ class Waiting:
     queued_at: datetime
     reserved_for_id: int | None
     connected: bool
+    # The language they asked a volunteer to speak (a code of server/i18n.py), or None.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +141,20 @@ async def _count(
     session: AssistanceSession | None = None,
     **facts: Any,
 ) -> None:
-    """One statistics event about a queue place: motif and département, never who it was."""
+    """One statistics event about a queue place: motif, département and language, never who it
+    was."""
     if session is None:
         facts.update(association_id=entry.association_id, channel=CHANNEL)
-    await record(db, kind, session, motif_id=entry.motif_id, postal_code=entry.postal_code, **facts)
+    await record(
+        db,
+        kind,
+        session,
+        motif_id=entry.motif_id,
+        postal_code=entry.postal_code,
+        language=entry.language,
+        language_wanted=entry.language_wanted,
+        **facts,
+    )
 
 
 def new_token() -> str:
@@ -153,10 +192,12 @@ async def join(
     now: datetime,
     *,
     client: str | None = None,
+    language: LanguageChoice = FRENCH_ONLY,
 ) -> Joined:
     """Add someone at the end of the queue; refused when closed or full (a call-back is
     offered), or when their client (``client``: the keyed hash of its address key) already
-    holds QUEUE_MAX_PER_CLIENT places waiting in this queue."""
+    holds QUEUE_MAX_PER_CLIENT places waiting in this queue. ``language``: the language of
+    their page and whether they asked for a volunteer speaking it."""
     await begin_write(db)  # the count and the insert see the same queue on SQLite too
     state = await opening(db, association_id, now)
     if not state.is_open:
@@ -185,6 +226,8 @@ async def join(
         motif_id=motif_id,
         first_name=first_name,
         postal_code=postal_code,
+        language=language.language,
+        language_wanted=language.wanted,
         token_hash=sha256_hex(token),
         client_key_hash=client,
         status=QueueStatus.WAITING,
@@ -309,6 +352,24 @@ async def waiting_ids(db: AsyncSession, association_id: int) -> list[str]:
     return list(rows)
 
 
+def _wanted_language() -> ColumnElement[Any]:
+    """SQL: the language a waiting person asked a volunteer to speak, NULL if none."""
+    return case((QueueEntry.language_wanted, QueueEntry.language), else_=null())
+
+
+async def waiting_order(db: AsyncSession, association_id: int) -> list[tuple[str, str | None]]:
+    """The people waiting, first in line first: (id, the language they asked for or None)."""
+    rows = await db.execute(
+        select(QueueEntry.id, _wanted_language())
+        .where(
+            QueueEntry.association_id == association_id,
+            QueueEntry.status == QueueStatus.WAITING,
+        )
+        .order_by(QueueEntry.queued_at, QueueEntry.id)
+    )
+    return [(entry_id, language) for entry_id, language in rows]
+
+
 async def handling_minutes(db: AsyncSession, settings: Settings, association_id: int) -> float:
     """Typical minutes a volunteer spends per drop-in person: the median of the recent ones, or
     the configured assumption until there are enough."""
@@ -346,6 +407,28 @@ def estimate_minutes(position: int, volunteers: int, handling: float) -> int:
     return max(5, 5 * math.ceil(raw / 5))
 
 
+def estimate_for_language(
+    settings: Settings,
+    position: int,
+    speakers: int,
+    volunteers: int,
+    handling: float,
+) -> tuple[int, bool]:
+    """Expected wait of someone at ``position`` who asked for a language that ``speakers`` of
+    the ``volunteers`` on duty speak: counted with those speakers only, and whether it was
+    (True). It is capped by the starvation guard: after QUEUE_LANGUAGE_MINUTES anyone may take
+    them, so they never wait much longer than that plus the wait of the queue itself (False:
+    the cap was used, the estimate counts every volunteer)."""
+    only_speakers = estimate_minutes(position, speakers, handling) if speakers else None
+    guard = max(
+        5 * math.ceil(settings.queue_language_minutes / 5),
+        estimate_minutes(position, volunteers, handling),
+    )
+    if only_speakers is not None and only_speakers <= guard:
+        return only_speakers, True
+    return guard, False
+
+
 def offers_callback(settings: Settings, estimate: int) -> bool:
     """Past the threshold, the waiting page offers to be called back instead."""
     return estimate > settings.queue_callback_minutes
@@ -367,6 +450,7 @@ async def snapshot(
             QueueEntry.queued_at,
             QueueEntry.reserved_for_id,
             QueueEntry.waiting_sid.is_not(None),
+            _wanted_language(),
             func.count().over(),
         )
         .outerjoin(Motif, Motif.id == QueueEntry.motif_id)
@@ -386,20 +470,33 @@ async def snapshot(
             queued_at=queued_at,
             reserved_for_id=reserved_for_id,
             connected=bool(connected),
+            language=language,
         )
-        for entry_id, first_name, motif, queued_at, reserved_for_id, connected, _total in found
+        for (
+            entry_id,
+            first_name,
+            motif,
+            queued_at,
+            reserved_for_id,
+            connected,
+            language,
+            _total,
+        ) in found
     ]
     total = found[0][-1] if found else 0
     return Snapshot(waiting, int(total))
 
 
-async def place_of(db: AsyncSession, association_id: int, entry_id: str) -> tuple[int, int] | None:
-    """(position, total) of one waiting person, or None if they no longer wait."""
-    ids = await waiting_ids(db, association_id)
-    try:
-        return ids.index(entry_id) + 1, len(ids)
-    except ValueError:
-        return None
+async def place_of(
+    db: AsyncSession, association_id: int, entry_id: str
+) -> tuple[int, int, str | None] | None:
+    """(position, total, the language they asked for or None) of one waiting person, or None
+    if they no longer wait."""
+    order = await waiting_order(db, association_id)
+    for index, (waiting_id, language) in enumerate(order):
+        if waiting_id == entry_id:
+            return index + 1, len(order), language
+    return None
 
 
 async def state_of(db: AsyncSession, association_id: int, now: datetime) -> Opening:
@@ -419,18 +516,40 @@ def _check_volunteer(volunteer: User) -> None:
         )
 
 
-def _first_waiting(reserved: bool, dialect: str) -> Select[str]:
-    """The id of the person waiting longest among those reserved for the volunteer
-    (``reserved``) or among those reserved for nobody: one row read from an index in queue
-    order, whatever the length of the queue."""
+class Tier(enum.Enum):
+    """The groups "Prendre le suivant" looks in, in this order (see the module's docstring)."""
+
+    RESERVED = "reserved"  # transferred to this volunteer
+    OVERDUE = "overdue"  # waited QUEUE_LANGUAGE_MINUTES or more: anyone's, first
+    MATCHED = "matched"  # asked for a language this volunteer speaks
+    ANYONE = "anyone"  # everyone else this volunteer may take
+
+
+def _they_speak_it() -> ColumnElement[bool]:
+    """SQL: the taking volunteer (``p_volunteer``) declared the person's language."""
+    return speaks(bindparam("p_volunteer", type_=QueueEntry.taken_by_id.type), QueueEntry.language)
+
+
+def _tier_condition(tier: Tier) -> ColumnElement[bool]:
+    unreserved = QueueEntry.reserved_for_id.is_(None)
+    if tier is Tier.RESERVED:
+        return QueueEntry.reserved_for_id == bindparam("p_volunteer")
+    if tier is Tier.OVERDUE:
+        return and_(unreserved, QueueEntry.queued_at <= bindparam("p_overdue"))
+    if tier is Tier.MATCHED:
+        return and_(unreserved, QueueEntry.language_wanted.is_(True), _they_speak_it())
+    return and_(unreserved, or_(QueueEntry.language_wanted.is_(False), _they_speak_it()))
+
+
+def _first_waiting(tier: Tier, dialect: str) -> Select[str]:
+    """The id of the person waiting longest in one ``tier`` for the volunteer: rows read from
+    an index in queue order, the first that fits (the language test is an index probe)."""
     query = (
         select(QueueEntry.id)
         .where(
             QueueEntry.association_id == bindparam("p_association"),
             QueueEntry.status == QueueStatus.WAITING,
-            QueueEntry.reserved_for_id == bindparam("p_volunteer")
-            if reserved
-            else QueueEntry.reserved_for_id.is_(None),
+            _tier_condition(tier),
         )
         .order_by(QueueEntry.queued_at, QueueEntry.id)
         .limit(1)
@@ -443,16 +562,14 @@ def _first_waiting(reserved: bool, dialect: str) -> Select[str]:
 @functools.cache
 def _claim_statement(dialect: str, named: bool) -> Update:
     """The claiming UPDATE … RETURNING, built once per dialect with bound parameters
-    (``p_association``, ``p_volunteer``, ``p_now``, and ``p_entry`` when ``named``): building
-    it on every take cost about 1 ms of the take's CPU."""
+    (``p_association``, ``p_volunteer``, ``p_now``; ``p_entry`` when ``named``, else
+    ``p_overdue``): building it on every take cost about 1 ms of the take's CPU."""
     if named:
         target: ColumnElement[Any] = bindparam("p_entry", type_=QueueEntry.id.type)
     else:
-        # Someone transferred to this volunteer comes first, then the longest waiting.
-        target = func.coalesce(
-            _first_waiting(True, dialect).scalar_subquery(),
-            _first_waiting(False, dialect).scalar_subquery(),
-        )
+        # The first tier that has someone (COALESCE stops at the first non-NULL on both
+        # databases, so a tier found locks nothing further down).
+        target = func.coalesce(*(_first_waiting(tier, dialect).scalar_subquery() for tier in Tier))
     return (
         update(QueueEntry)
         .where(
@@ -479,7 +596,11 @@ def _claim_statement(dialect: str, named: bool) -> Update:
 
 
 async def _claim(
-    db: AsyncSession, volunteer: User, now: datetime, entry_id: str | None
+    db: AsyncSession,
+    volunteer: User,
+    now: datetime,
+    entry_id: str | None,
+    overdue: datetime | None = None,
 ) -> QueueEntry | None:
     """Atomically mark one waiting person as taken by this volunteer, in one statement; their
     row (read by the same statement), or None."""
@@ -490,6 +611,8 @@ async def _claim(
     }
     if entry_id is not None:
         params["p_entry"] = entry_id
+    else:
+        params["p_overdue"] = overdue
     statement = _claim_statement(db.get_bind().dialect.name, entry_id is not None)
     claimed: QueueEntry | None = await db.scalar(statement, params)
     return claimed
@@ -514,23 +637,27 @@ async def _open_room(
 async def take_next(
     db: AsyncSession, settings: Settings, volunteer: User, now: datetime
 ) -> QueueEntry | None:
-    """Take the person waiting longest (or one transferred to this volunteer); None if nobody
-    waits. Never the same person as another volunteer taking at the same moment."""
+    """The next person for this volunteer (the module's docstring gives the rule: transfers,
+    then people who waited QUEUE_LANGUAGE_MINUTES, then a match of language, then the longest
+    waiting); None if nobody waits that they may take now. One statement claims them: never
+    the same person as another volunteer taking at the same moment, on any node."""
     _check_volunteer(volunteer)
     await begin_write(db)
+    overdue = now - timedelta(minutes=settings.queue_language_minutes)
     for _attempt in range(CLAIM_ATTEMPTS):
-        claimed = await _claim(db, volunteer, now, None)
+        claimed = await _claim(db, volunteer, now, None, overdue)
         if claimed is not None:
             return await _open_room(db, settings, volunteer, claimed, now)
         # On PostgreSQL the row picked was taken by another transaction in between, or every
         # row was locked by other takes (SKIP LOCKED): try again while someone still waits.
-        if not await _anyone_for(db, volunteer):
+        if not await _anyone_for(db, volunteer, overdue):
             return None
     return None
 
 
-async def _anyone_for(db: AsyncSession, volunteer: User) -> bool:
-    """Whether someone waits that this volunteer may take (an index probe, not a count)."""
+async def _anyone_for(db: AsyncSession, volunteer: User, overdue: datetime) -> bool:
+    """Whether someone waits that this volunteer may take next (an index probe, not a
+    count): reserved for them, or for nobody and not kept for speakers of another language."""
     return bool(
         await db.scalar(
             select(
@@ -539,8 +666,15 @@ async def _anyone_for(db: AsyncSession, volunteer: User) -> bool:
                     QueueEntry.association_id == volunteer.association_id,
                     QueueEntry.status == QueueStatus.WAITING,
                     or_(
-                        QueueEntry.reserved_for_id.is_(None),
                         QueueEntry.reserved_for_id == volunteer.id,
+                        and_(
+                            QueueEntry.reserved_for_id.is_(None),
+                            or_(
+                                QueueEntry.language_wanted.is_(False),
+                                QueueEntry.queued_at <= overdue,
+                                speaks(volunteer.id, QueueEntry.language),
+                            ),
+                        ),
                     ),
                 )
                 .exists()

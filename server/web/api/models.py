@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
-from server import taxonomy, text
+from server import i18n, taxonomy, text
 from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX
 from server.i18n import _
 from server.stats.filters import MAX_DATE, MIN_DATE
@@ -182,6 +182,20 @@ Channel = TypeAliasType(
                 "type": "string",
                 "enum": ["", *CHANNELS],
                 "description": "How people reached a volunteer; empty: every channel",
+            }
+        ),
+    ],
+)
+LanguageCode = TypeAliasType(
+    "LanguageCode",
+    Annotated[
+        str,
+        PlainValidator(_one_of(dict.fromkeys(i18n.CODES), "languages")),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": ["", *i18n.CODES],
+                "description": "A language of the beneficiary's side (BCP 47 code); empty: French",
             }
         ),
     ],
@@ -385,6 +399,18 @@ class BookingRequest(BaseModel):
         None, description="The beneficiary's zone: times in the messages, and the phone's region"
     )
     needs: Needs | None = None
+    language: LanguageCode | None = Field(
+        None,
+        description="The language the beneficiary reads: the confirmation and the reminders "
+        "are written in it. Empty or null: French.",
+        examples=["ar"],
+    )
+    language_wanted: bool = Field(
+        False,
+        description="The beneficiary asks for a volunteer who speaks `language`: the "
+        "appointment goes to one of them when one is free at `starts_at`, else to anyone free "
+        "then. Ignored for French.",
+    )
 
     input_errors: ClassVar[dict[str, ErrorText]] = {
         "motif_id": _always("invalid_motif", lambda: _("Motif inconnu.")),
@@ -409,6 +435,8 @@ class BookingRequest(BaseModel):
         "description": _description_error,
         "timezone": _always("invalid_timezone", lambda: _("Fuseau horaire inconnu.")),
         "needs": _always("invalid_needs", lambda: _("Réponse invalide.")),
+        "language": _always("invalid_language", lambda: _("Langue inconnue.")),
+        "language_wanted": _always("invalid_language_wanted", lambda: _("Réponse invalide.")),
         "": _always(
             "missing_contact",
             lambda: _(

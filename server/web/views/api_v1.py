@@ -27,6 +27,7 @@ from server import api_tokens, availability, booking, links, motifs
 from server.contact import ContactInfo, Needs
 from server.errors import DomainError, Kind
 from server.i18n import _
+from server.matching import LanguageChoice
 from server.notify import appointments as notifications
 from server.passes import LOGIN_COOKIE, secure_cookie_name
 from server.ratelimit import RATELIMIT_KEY, Rule
@@ -380,6 +381,7 @@ async def create_booking(request: web.Request, body: m.BookingRequest) -> m.Book
             referrer=user,
             now=now,
             motif=motif,
+            language=LanguageChoice.of(body.language or None, body.language_wanted),
         )
         await _fold_stamp(request, db)
         await notifications.appointment_booked(

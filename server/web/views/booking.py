@@ -21,6 +21,7 @@ from server.contact import DESCRIPTION_MAX, FIRST_NAME_MAX, LANGUAGE_MAX, Contac
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.integers import parse_int, typed_digits
+from server.matching import FRENCH, LanguageChoice
 from server.motifs import get_motif, list_motifs
 from server.notify import appointments as notifications
 from server.notify import outbox
@@ -40,6 +41,7 @@ from server.store.models import (
 from server.timezones import ZONES, When, parse_timestamp, safe_zone
 from server.tokens import sha256_hex
 from server.web import pressure
+from server.web.language import request_language
 from server.web.middlewares import status_of
 from server.web.request import check_csrf, client_key, current_user, render, see_other, url_for
 
@@ -61,6 +63,8 @@ TOO_MANY = N_("Trop de demandes depuis cette connexion. Attendez un peu puis ré
 # French names, which are read when the English one is missing.
 FROM, OLD_FROM = "from", "depuis"
 KIND, OLD_KIND = "kind", "type"
+# The box "a volunteer who speaks my language" (a query parameter from the slots step on).
+LANGUAGE_WANTED = "language_wanted"
 
 routes = web.RouteTableDef()
 
@@ -133,6 +137,21 @@ def _start_day(raw: object, today: date) -> date:
     return min(max(day, today), today + timedelta(days=MAX_DATE_OFFSET_DAYS))
 
 
+def _language(request: web.Request, values: Mapping[str, Any]) -> LanguageChoice:
+    """The page's language, and whether the person ticked the box (ignored in French)."""
+    return LanguageChoice.of(request_language(request).code, values.get(LANGUAGE_WANTED))
+
+
+def _language_context(request: web.Request, language: LanguageChoice) -> dict[str, Any]:
+    """What the slots and form pages need of the language box: whether to show it, its state,
+    and the query parameter that carries it from page to page (``lw``, to merge into links)."""
+    return {
+        "ask_language": request_language(request).code != FRENCH,
+        "language_wanted": language.wanted,
+        "lw": {LANGUAGE_WANTED: "1"} if language.wanted else {},
+    }
+
+
 def _query(**values: object) -> str:
     return "?" + urlencode({k: v for k, v in values.items() if v is not None and v != ""})
 
@@ -191,22 +210,34 @@ async def _find(
     kind: VisitKind,
     tz: str,
     now: datetime,
-) -> tuple[date, list[availability.Slot]]:
+    language: str | None = None,
+) -> tuple[date, list[availability.Slot], bool]:
+    """The first day shown and the slots from it; with ``language``, those of the volunteers
+    who speak it, else (none in these days) every slot and True: "nobody speaks it here"."""
     settings = request.app[SETTINGS_KEY]
     today = now.astimezone(availability.zone(tz)).date()
     first = _start_day(_param(request.query, FROM, OLD_FROM), today)
-    slots = await availability.find_slots(
-        db,
-        settings,
-        association.id,
-        motif,
-        kind,
-        first,
-        DAYS_SHOWN,
-        now,
-        tz=availability.zone(tz),
-    )
-    return first, slots
+
+    async def find(only: str | None) -> list[availability.Slot]:
+        return await availability.find_slots(
+            db,
+            settings,
+            association.id,
+            motif,
+            kind,
+            first,
+            DAYS_SHOWN,
+            now,
+            tz=availability.zone(tz),
+            language=only,
+        )
+
+    if language is not None:
+        slots = await find(language)
+        if slots:
+            return first, slots, False
+        return first, await find(None), True
+    return first, await find(None), False
 
 
 # The declared link's path, with the id constrained.
@@ -217,17 +248,24 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
     kind = _kind(_param(request.query, KIND, OLD_KIND))
     now = utcnow()
     settings = request.app[SETTINGS_KEY]
+    language = _language(request, request.query)
     async with request.app[SESSIONMAKER_KEY]() as db:
         association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, int(request.match_info["motif_id"]))
-        first, slots = await _find(request, db, association, motif, kind, tz, now)
+        first, slots, no_speaker = await _find(
+            request, db, association, motif, kind, tz, now, language.wanted_language
+        )
     today = now.astimezone(availability.zone(tz)).date()
     if not slots and first == today:
         # Unmet demand is counted once per search, on its first page: "voir plus tard" pages
         # past the last permanence are browsing, not a new person without a slot.
         async with request.app[SESSIONMAKER_KEY].begin() as db:
             await availability.note_no_slot_found(
-                db, association.id, postal_code=_postal_code(request) or None
+                db,
+                association.id,
+                postal_code=_postal_code(request) or None,
+                language=language.language,
+                language_wanted=language.wanted,
             )
     last_bookable = now + timedelta(days=settings.booking_horizon_days)
     after = first + timedelta(days=DAYS_SHOWN)
@@ -249,6 +287,8 @@ async def slots_page(request: web.Request) -> web.StreamResponse:
         "query": _query,
         "form": {},
         "error": None,
+        "no_speaker": no_speaker and bool(slots),
+        **_language_context(request, language),
     }
     return render(request, "booking/slots.html", context)
 
@@ -268,7 +308,8 @@ async def form_page(request: web.Request) -> web.StreamResponse:
         association = await public_association(request, db, request.query.get("a"))
         motif = await _motif(db, association, int(request.match_info["motif_id"]))
     challenge = None if _referrer(request) else await pressure.challenge_for(request, "bookings")
-    return _form(request, association, motif, kind, tz, starts_at, {}, None, challenge)
+    form = {LANGUAGE_WANTED: request.query.get(LANGUAGE_WANTED, "")}
+    return _form(request, association, motif, kind, tz, starts_at, form, None, challenge)
 
 
 def _form(
@@ -296,6 +337,7 @@ def _form(
         "honeypot": HONEYPOT,
         "query": _query,
         "pow": challenge,
+        **_language_context(request, _language(request, form)),
     }
     return render(request, "booking/form.html", context, 200 if error is None else status_of(error))
 
@@ -379,6 +421,7 @@ async def submit_booking(request: web.Request) -> web.StreamResponse:
                 via="referrer" if referrer is not None else "public",
                 referrer=referrer,
                 now=now,
+                language=_language(request, form),
             )
             if referrer is None:
                 await fair_use.hold_booking(db, settings, booked.appointment, client, now)
@@ -418,6 +461,8 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
         "query": _query,
         "form": {key: str(form.get(key, ""))[:300] for key in ("first_name", "phone", "email")},
         "error": None,
+        "no_speaker": False,
+        **_language_context(request, _language(request, form)),
     }
     if form.get(HONEYPOT):
         context["error"] = _("Votre demande n'a pas pu être enregistrée.")
@@ -434,6 +479,7 @@ async def submit_waitlist(request: web.Request) -> web.StreamResponse:
                 motif_id=motif.id,
                 contact=_contact(form, tz),
                 now=utcnow(),
+                language=_language(request, form),
             )
     except BookingError as exc:
         context["error"] = exc.message
@@ -595,15 +641,21 @@ async def move_page(request: web.Request) -> web.StreamResponse:
             association = await db.get_one(Association, appointment.association_id)
             motif = await db.get_one(Motif, appointment.motif_id)
             tz = _reading_zone(request, appointment.display_timezone)
-            first, slots = await _find(
-                request, db, association, motif, appointment.kind, tz, utcnow()
+            first, slots, no_speaker = await _find(
+                request, db, association, motif, appointment.kind, tz, utcnow(), _asked(appointment)
             )
-            return _move(request, appointment, motif, tz, first, slots, None)
+            return _move(request, appointment, motif, tz, first, slots, None, no_speaker=no_speaker)
     if appointment.status == AppointmentStatus.CANCELLED:
         error = _("Ce rendez-vous est déjà annulé.")
     else:
         error = _("Ce rendez-vous est passé : il ne peut plus être changé.")
     return await _refuse(request, error)
+
+
+def _asked(appointment: Appointment) -> str | None:
+    """The language a booking asked its volunteer to speak, if it did: a move offers the
+    times of those volunteers first, like the booking did."""
+    return LanguageChoice.of(appointment.language, appointment.language_wanted).wanted_language
 
 
 def _move(
@@ -615,6 +667,8 @@ def _move(
     slots: list[availability.Slot],
     error: str | None,
     status: int = 200,
+    *,
+    no_speaker: bool = False,
 ) -> web.Response:
     token = request.match_info["token"]
     after = first + timedelta(days=DAYS_SHOWN)
@@ -626,6 +680,7 @@ def _move(
         "later": after.isoformat(),
         "base": url_for(request, links.BOOKING_MANAGE.name, token=token),
         "error": error,
+        "no_speaker": no_speaker and bool(slots),
     }
     return render(request, "booking/move.html", context, status)
 
@@ -664,11 +719,13 @@ async def move(request: web.Request) -> web.StreamResponse:
             association = await db.get_one(Association, appointment.association_id)
             motif = await db.get_one(Motif, appointment.motif_id)
             tz = _reading_zone(request, appointment.display_timezone)
-            first, slots = await _find(
-                request, db, association, motif, appointment.kind, tz, utcnow()
+            first, slots, no_speaker = await _find(
+                request, db, association, motif, appointment.kind, tz, utcnow(), _asked(appointment)
             )
         # 409 whatever the reason, as on the manage page: the appointment stays where it was.
-        return _move(request, appointment, motif, tz, first, slots, exc.message, 409)
+        return _move(
+            request, appointment, motif, tz, first, slots, exc.message, 409, no_speaker=no_speaker
+        )
     raise _to_manage(request, token, "confirme")
 
 

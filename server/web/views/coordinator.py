@@ -1,4 +1,5 @@
-"""Coordinator pages: list, invite, deactivate and reactivate volunteers, change their role."""
+"""Coordinator pages: list (with the languages each speaks), invite, deactivate and reactivate
+volunteers, change their role."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ async def _page(request: web.Request, status: int = 200, **extra: object) -> web
     coordinator = required_user(request)
     async with request.app[SESSIONMAKER_KEY]() as db:
         members = await accounts.list_members(db, coordinator.association_id)
-    return render(request, "coordinator/volunteers.html", {"members": members, **extra}, status)
+        spoken = await accounts.languages_by_user(db, [member.id for member in members])
+    languages = {
+        member_id: [accounts.language_name(code) for code in codes]
+        for member_id, codes in spoken.items()
+    }
+    context = {"members": members, "languages": languages, **extra}
+    return render(request, "coordinator/volunteers.html", context, status)
 
 
 @routes.get("/benevoles", name="volunteers")

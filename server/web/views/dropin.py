@@ -18,13 +18,14 @@ from multidict import MultiMapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import fair_use, links, passes
+from server import accounts, fair_use, links, passes
 from server.contact import ContactError, clean_first_name
 from server.dropin import places as dropin
 from server.dropin.places import QueueError
 from server.errors import DomainError, Kind
 from server.i18n import N_, _
 from server.integers import parse_int
+from server.matching import FRENCH, LanguageChoice
 from server.metrics import QUEUE_REMOVED_IN_BULK
 from server.motifs import get_motif, list_motifs
 from server.passes import QUEUE_COOKIE
@@ -42,6 +43,7 @@ from server.store.models import (
 from server.timezones import When
 from server.web import pressure
 from server.web.forms import read_form
+from server.web.language import request_language
 from server.web.middlewares import status_of
 from server.web.request import (
     check_csrf,
@@ -97,9 +99,11 @@ async def _help_context(
         "waiting": waiting,
         "estimate": estimate,
         "offer_callback": dropin.offers_callback(settings, estimate),
-        "form": {"motif": "", "first_name": "", "postal_code": ""},
+        "form": {"motif": "", "first_name": "", "postal_code": "", "language_wanted": ""},
         "error": None,
         "pow": challenge,
+        # The box "a volunteer who speaks my language", on pages in another language only.
+        "ask_language": request_language(request).code != FRENCH,
     }
 
 
@@ -147,7 +151,9 @@ async def join(request: web.Request) -> web.StreamResponse:
         "first_name": str(form.get("first_name", ""))[:100],
         "postal_code": str(form.get("postal_code", ""))[:20],
         "motif": str(form.get("motif", ""))[:10],
+        "language_wanted": "1" if form.get("language_wanted") else "",
     }
+    language = LanguageChoice.of(request_language(request).code, typed["language_wanted"])
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         entry = await _my_entry(request, db)
         if entry is not None and entry.status == QueueStatus.WAITING:
@@ -179,6 +185,7 @@ async def join(request: web.Request) -> web.StreamResponse:
                 _clean_postal_code(typed["postal_code"]),
                 utcnow(),
                 client=fair_use.client_hash(settings.secret_key.get_secret_value(), client),
+                language=language,
             )
         except DomainError as exc:  # the queue's refusals, and a missing proof of work
             pressure.count_refusal(exc)
@@ -225,6 +232,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
         association_id = entry.association_id
         motif = await get_motif(db, association_id, entry.motif_id) if entry.motif_id else None
         first_name = entry.first_name
+        language_wanted = entry.language_wanted
     position = await request.app[BOARD_KEY].position_for(association_id, entry.id)
     context = {
         "position": position,
@@ -232,6 +240,7 @@ async def waiting_page(request: web.Request) -> web.StreamResponse:
         "first_name": first_name,
         "grace_seconds": settings.queue_grace_seconds,
         "association_id": association_id,
+        "language_wanted": language_wanted,
     }
     return render(request, "dropin/waiting.html", context)
 
@@ -298,13 +307,16 @@ async def _queue_page(
     async with request.app[SESSIONMAKER_KEY]() as db:
         volunteers = await _volunteers(db, user.association_id)
         mine = await _mine(db, user)
+        spoken = await accounts.languages_of(db, user.id)
     context = {
         "queue": queue,
         "volunteers": [v for v in volunteers if v.id != user.id],
         "names": {v.id: v.name for v in volunteers},
         "mine": mine,
         "error": error,
-        "config": {"user_id": user.id},
+        "spoken": spoken,
+        # The page marks the people who asked for a language this volunteer speaks.
+        "config": {"user_id": user.id, "languages": spoken},
     }
     return render(request, "dropin/queue.html", context, status)
 

@@ -41,6 +41,7 @@ function row(person, index) {
   node.querySelector(".name").textContent = person.first_name || "—";
   const motif = node.querySelector(".motif");
   motif.textContent = person.motif || t("unknown");
+  if (person.language) motif.append(" ", languageBadge(person));
   if (person.reserved_for_id) {
     node.classList.add("is-reserved");
     const mine = person.reserved_for_id === config.user_id;
@@ -63,6 +64,18 @@ function row(person, index) {
     }
   }
   return node;
+}
+
+// "Demande un bénévole parlant arabe", marked when this volunteer speaks it (as the page
+// rendered without this script: web/templates/dropin/_language_badge.html).
+function languageBadge(person) {
+  const mine = (config.languages ?? []).includes(person.language);
+  const badge = document.createElement("span");
+  badge.className = "badge language-badge";
+  badge.dataset.language = person.language;
+  if (mine) badge.dataset.state = "connected";
+  badge.textContent = t("language", { language: person.language_name ?? person.language }) + (mine ? ` · ${t("language_mine")}` : "");
+  return badge;
 }
 
 function waitedNow(cell) {

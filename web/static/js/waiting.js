@@ -12,6 +12,7 @@ const ui = {
   turn: $("turn"),
   section: $("waiting"),
   leave: $("leave-form"),
+  languageNote: $("language-note"), // only for someone who asked for their language
 };
 let audio = null;
 let entering = false;
@@ -47,6 +48,7 @@ function onPosition(msg) {
   if (entering) return;
   ui.position.textContent = msg.position === 1 ? t("position_1") : t("position_n", { position: msg.position });
   ui.estimate.textContent = t("estimate", { minutes: msg.estimate_minutes });
+  if (ui.languageNote) show(ui.languageNote, Boolean(msg.language_only));
   if (!msg.open) ui.callbackText.textContent = t("closed");
   show(ui.callback, Boolean(msg.offer_callback));
 }
