@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server import i18n, text
 from server.errors import DomainError, Kind
 from server.events import AccountRevoked, publish
-from server.i18n import N_
 from server.metrics import PASSWORD_HASH_SECONDS
 from server.store.models import (
     Association,
@@ -536,12 +535,7 @@ async def reactivate(db: AsyncSession, coordinator: User, user_id: int) -> User 
 # Every language of the beneficiary's side but French (everyone here speaks French), by the
 # name a French page gives it, in lower case as in "Demande un bénévole parlant arabe".
 SPOKEN_NAMES: dict[str, str] = {
-    "en": N_("anglais"),
-    "ar": N_("arabe"),
-    "fa-AF": N_("dari"),
-    "uk": N_("ukrainien"),
-    "ro": N_("roumain"),
-    "es": N_("espagnol"),
+    lang.code: lang.french for lang in i18n.LANGUAGES if lang.code != i18n.DEFAULT_LOCALE
 }
 # In the order of the language switch (server/i18n.py LANGUAGES).
 SPEAKABLE: tuple[str, ...] = tuple(

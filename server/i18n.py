@@ -20,6 +20,13 @@ from pathlib import Path
 from babel.support import NullTranslations, Translations
 
 LOCALE_DIR = Path(__file__).parent / "locale"
+
+
+def N_(message: str) -> str:
+    """Mark a message for extraction; it is translated later, where it is shown."""
+    return message
+
+
 DEFAULT_LOCALE = "fr"
 
 
@@ -27,11 +34,13 @@ DEFAULT_LOCALE = "fr"
 class Language:
     """One language of the beneficiary's side. ``code`` is what we store, put in URLs and in
     ``lang`` (BCP 47); ``catalogue`` names the Babel/CLDR locale (its directory under
-    ``server/locale``); ``name`` is the language named in itself, as the switch shows it."""
+    ``server/locale``); ``name`` is the language named in itself, as the switch shows it;
+    ``french`` its French name, as volunteers' and coordinators' pages say it (through gettext)."""
 
     code: str
     catalogue: str
     name: str
+    french: str
     rtl: bool = False
 
     @property
@@ -43,13 +52,13 @@ class Language:
 # The order of the language switch. Dari is Afghan Persian: CLDR has no "prs" locale, so its
 # catalogue and dates are fa_AF, and pages say lang="fa-AF" (what screen readers and fonts know).
 LANGUAGES: tuple[Language, ...] = (
-    Language("fr", "fr", "Français"),
-    Language("en", "en", "English"),
-    Language("ar", "ar", "العربية", rtl=True),
-    Language("fa-AF", "fa_AF", "دری", rtl=True),
-    Language("uk", "uk", "Українська"),
-    Language("ro", "ro", "Română"),
-    Language("es", "es", "Español"),
+    Language("fr", "fr", "Français", N_("français")),
+    Language("en", "en", "English", N_("anglais")),
+    Language("ar", "ar", "العربية", N_("arabe"), rtl=True),
+    Language("fa-AF", "fa_AF", "دری", N_("dari"), rtl=True),
+    Language("uk", "uk", "Українська", N_("ukrainien")),
+    Language("ro", "ro", "Română", N_("roumain")),
+    Language("es", "es", "Español", N_("espagnol")),
 )
 BY_CODE: dict[str, Language] = {language.code: language for language in LANGUAGES}
 CODES: tuple[str, ...] = tuple(BY_CODE)
@@ -179,11 +188,6 @@ def gettext(message: str) -> str:
 def ngettext(singular: str, plural: str, n: int) -> str:
     """Translate a message with a plural form into the current language."""
     return translations(_current.get().catalogue).ngettext(singular, plural, n)
-
-
-def N_(message: str) -> str:
-    """Mark a message for extraction; it is translated later, where it is shown."""
-    return message
 
 
 _ = gettext

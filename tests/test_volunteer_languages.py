@@ -143,6 +143,6 @@ async def test_a_coordinator_declares_their_own_languages_too(
 
 
 def test_every_language_but_french_can_be_declared_by_its_french_name() -> None:
-    """A language added to server/i18n.py needs its French name in accounts.SPOKEN_NAMES."""
+    """Every language of server/i18n.py but French is declared by its French name."""
     assert tuple(lang.code for lang in i18n.LANGUAGES if lang.code != "fr") == accounts.SPEAKABLE
     assert accounts.language_name("fa-AF") == "dari"

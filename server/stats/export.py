@@ -41,15 +41,7 @@ VAULT_COLUMNS: tuple[tuple[str, EventKind], ...] = (
 )
 # Every language of the beneficiary's side (server/i18n.py LANGUAGES) named in French; the
 # tables add its own name: "Arabe (العربية)".
-LANGUAGE_NAMES: dict[str, str] = {
-    "fr": N_("Français"),
-    "en": N_("Anglais"),
-    "ar": N_("Arabe"),
-    "fa-AF": N_("Dari"),
-    "uk": N_("Ukrainien"),
-    "ro": N_("Roumain"),
-    "es": N_("Espagnol"),
-}
+LANGUAGE_NAMES: dict[str, str] = {lang.code: lang.french for lang in i18n.LANGUAGES}
 _FACET_TABLES = {
     "organisations": ("org", taxonomy.ORGANISATIONS),
     "outcomes": ("outcome", taxonomy.OUTCOMES),
@@ -111,7 +103,7 @@ def language_rows(report: Report) -> list[LanguageRow]:
     any other code found in the events (a language since removed)."""
     rows = []
     for language in i18n.LANGUAGES:
-        name = _(LANGUAGE_NAMES.get(language.code, language.code))
+        name = _(LANGUAGE_NAMES.get(language.code, language.code)).capitalize()
         own = None if language.name == name else language.name
         figures = report.languages.get(language.code) or LanguageFigures(language.code)
         rows.append(LanguageRow(language.code, name, own, language.rtl, figures))
