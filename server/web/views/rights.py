@@ -237,7 +237,7 @@ HOUSING_LABELS = (
 DISABILITY_LABELS = (
     ("lt50", N_("Moins de 50 %")),
     ("50_79", N_("De 50 à 79 %")),
-    ("80_plus", N_("80 % ou plus")),
+    ("80_plus", N_("Au moins 80 %")),
 )
 
 
