@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
-from server import accounts, api_tokens, availability
+from server import accounts, api_tokens, availability, i18n
 from server.dropin import places as dropin
 from server.matching import FRENCH_ONLY, LanguageChoice
 from server.motifs import ensure_default_motifs
@@ -47,7 +47,13 @@ PARIS = ZoneInfo("Europe/Paris")
 N = 10  # QUEUE_LANGUAGE_MINUTES, the default
 ARABIC = LanguageChoice.of("ar", True)
 SLOT_LINK = re.compile(r"/reserver\?[^\"]*?t=(\d+)")
-NO_SPEAKER = "Aucun bénévole qui parle votre langue n'est libre sur ces 14 jours."
+with i18n.use_language("ar"):  # what the Arabic page says
+    NO_SPEAKER = html.escape(
+        i18n.gettext(
+            "Aucun bénévole qui parle votre langue n'est libre sur ces 14 jours. "
+            "Voici tous les horaires."
+        )
+    )
 
 
 @pytest.fixture
