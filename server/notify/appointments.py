@@ -134,6 +134,9 @@ async def _appointment_booked(
     motif_name, association_name = booked.motif_name, booked.association_name
     when, details = _details(settings, booked, motif_name, association_name)
     hello = _("Bonjour %(name)s,") % {"name": appointment.first_name}
+    # Outside the f-strings below: Babel does not see a call inside an f-string.
+    confirmed = _("Votre rendez-vous en visio est confirmé.")
+    reminding = _("Nous vous rappelons votre rendez-vous en visio.")
     email_join, sms_join = (
         _join_url(settings, booked, "email"),
         _join_url(settings, booked, "phone"),
@@ -162,7 +165,7 @@ async def _appointment_booked(
         phone=appointment.phone,
         subject=_("Rendez-vous confirmé le %(day)s à %(time)s")
         % {"day": when.day, "time": when.time},
-        body=f"{hello}\n\n{_('Votre rendez-vous en visio est confirmé.')}\n\n{details}\n",
+        body=f"{hello}\n\n{confirmed}\n\n{details}\n",
         sms=_(
             "Rendez-vous visio confirmé le %(day)s à %(time)s. "
             "Lien (15 min avant) : %(join)s Code : %(code)s. Annuler ou changer : %(manage)s"
@@ -191,7 +194,7 @@ async def _appointment_booked(
             phone=appointment.phone,
             subject=_("Rappel : rendez-vous le %(day)s à %(time)s")
             % {"day": when.day, "time": when.time},
-            body=f"{hello}\n\n{_('Nous vous rappelons votre rendez-vous en visio.')}\n\n"
+            body=f"{hello}\n\n{reminding}\n\n"
             f"{details}\n",
             sms=_(
                 "Rappel : rendez-vous visio le %(day)s à %(time)s. "
