@@ -189,8 +189,10 @@ class Settings(BaseSettings):
     )
     budget_sms: str = Field(
         "2000/day",
-        description="Global budget of SMS sent (cost); past it no SMS leaves, e-mail is used "
-        "where given, and an alert is raised.",
+        description="Global budget of SMS sent, counted in the parts the provider bills (160 "
+        "GSM characters, or 70 in Unicode: Arabic, Dari, Ukrainian, Romanian; a longer message is "
+        "several parts); past it no SMS leaves, e-mail is used where given, and an alert is "
+        "raised.",
     )
     budget_vault_upload_mb: str = Field(
         "20000/day",

@@ -20,6 +20,8 @@ from sqlalchemy import func, select
 
 from server.metrics import REGISTRY
 from server.notify.deliver import SmsGate, Withheld, deliver
+from server.notify.sms import sms_parts
+from server.ratelimit import RATELIMIT_KEY
 from server.settings import DEFAULT_PHONE_REGIONS, Settings, SettingsError, load_settings
 from server.store.models import (
     Appointment,
@@ -239,13 +241,24 @@ async def test_one_number_gets_a_capped_number_of_sms_a_day_across_every_flow(
 async def test_past_the_global_sms_budget_no_sms_is_written_and_an_alert_is_raised(
     settings: Settings, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A booking two days ahead writes three SMS: its confirmation and two reminders.
-    async with served(settings, budget_sms="3/day") as running:
+    # A booking two days ahead writes three SMS: its confirmation and two reminders. The budget
+    # counts the parts the provider bills (a long confirmation is two), then the rest of the
+    # day's budget goes elsewhere.
+    async with served(settings, budget_sms="12/day") as running:
         place = await make_place(running, volunteers=2)
         t = (await slot_times(http, running, place))[0]
         status, page, _url = await book(http, running, place, t, email="")
         assert status == 200 and WITHHELD_NOTICE not in page
         assert len((await sms_to(running, VICTIM))["live"]) == 3
+        async with running.sessionmaker() as db:
+            bodies = list(
+                await db.scalars(
+                    select(OutboxMessage.body).where(OutboxMessage.recipient == VICTIM)
+                )
+            )
+        spent = sum(sms_parts(body) for body in bodies)
+        assert 3 < spent <= 12  # the confirmation, with its links, is more than one part
+        assert await running.app[RATELIMIT_KEY].spend("sms", 12 - spent)
 
         before = sample("permanence_budget_exceeded_total", family="sms")
         with caplog.at_level(logging.WARNING):
@@ -309,3 +322,23 @@ def test_phone_regions_are_checked_when_the_settings_load() -> None:
     for wrong in ("FR,XX", ""):
         with pytest.raises(SettingsError, match="PHONE_REGIONS"):
             load_settings({**base, "PERMANENCE_PHONE_REGIONS": wrong})
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),  # then parts of 153
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("é à è ù " * 20, 1),  # French accents are in the GSM alphabet
+        ("€" * 80, 1),  # an extension character takes two septets: 160
+        ("€" * 81, 2),
+        ("ș" * 70, 1),  # Romanian's comma-below letters are not: UCS-2, 70 a part
+        ("ș" * 71, 2),  # then parts of 67
+        ("موعد" * 34, 3),  # 136 Arabic letters
+        ("Вашу відеозустріч підтверджено. " * 2, 1),
+    ],
+)
+def test_a_message_is_billed_as_the_parts_it_is_cut_into(text: str, parts: int) -> None:
+    assert sms_parts(text) == parts

@@ -194,8 +194,7 @@ async def _appointment_booked(
             phone=appointment.phone,
             subject=_("Rappel : rendez-vous le %(day)s à %(time)s")
             % {"day": when.day, "time": when.time},
-            body=f"{hello}\n\n{reminding}\n\n"
-            f"{details}\n",
+            body=f"{hello}\n\n{reminding}\n\n{details}\n",
             sms=_(
                 "Rappel : rendez-vous visio le %(day)s à %(time)s. "
                 "Lien (15 min avant) : %(join)s Code : %(code)s"

@@ -37,6 +37,7 @@ from server.contact import can_receive_sms, in_regions
 from server.metrics import SMS_WITHHELD
 from server.notify import outbox
 from server.notify.outbox import Attachment, Channel
+from server.notify.sms import sms_parts
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,16 +89,18 @@ class SmsGate:
         end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
         return start, end
 
-    async def check(self, db: AsyncSession, phone: str, send_after: datetime) -> Withheld | None:
+    async def check(
+        self, db: AsyncSession, phone: str, send_after: datetime, parts: int = 1
+    ) -> Withheld | None:
         """None if one more SMS to ``phone`` due at ``send_after`` may be written (and then
-        counts it against the global budget); else why not."""
+        counts its ``parts`` against the global budget: what the provider bills); else why not."""
         if not in_regions(phone, self.regions):
             return Withheld.REGION
         await outbox.hold_recipient(db, phone)
         start, end = self.day_of(send_after)
         if await outbox.sms_count(db, phone, start, end) >= self.per_recipient_per_day:
             return Withheld.RECIPIENT_CAP
-        if self.budget is not None and not await self.budget.spend("sms"):
+        if self.budget is not None and not await self.budget.spend("sms", parts):
             return Withheld.BUDGET
         return None
 
@@ -151,7 +154,7 @@ async def deliver(
     if await outbox.exists(db, sms_key):
         # Written already (idempotent): neither counted nor spent again.
         return Delivery(email=bool(email), sms=True)
-    withheld = await gate.check(db, phone, send_after)
+    withheld = await gate.check(db, phone, send_after, sms_parts(sms))
     if withheld is not None:
         SMS_WITHHELD.labels(withheld.value).inc()
         # The kind of notice, never the number: ``appointment:<id>:confirmation:sms``.

@@ -37,6 +37,12 @@ GSM7 = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
     "\f^{}\\[~]|€"
 )
+# The extension table: each of these takes two septets (an escape, then the character).
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+# One part holds 160 GSM septets or 70 UCS-2 units; a longer message is cut into parts of 153 or
+# 67 (the rest is the header that joins them again), each billed as one SMS.
+_SINGLE = {False: 160, True: 70}
+_PART = {False: 153, True: 67}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,19 @@ def international_digits(number: str) -> str:
 def needs_unicode(text: str) -> bool:
     """Whether the text has characters outside the GSM 7-bit alphabet (ê, ç, ’, œ…)."""
     return any(char not in GSM7 for char in text)
+
+
+def sms_parts(text: str) -> int:
+    """How many SMS a text is sent (and billed) as: French fits GSM 7-bit (é, è, à are in it),
+    Arabic, Dari, Ukrainian and Romanian (ș, ț, ă) go as UCS-2, two and a half times shorter."""
+    unicode = needs_unicode(text)
+    if unicode:
+        units = len(text.encode("utf-16-le")) // 2
+    else:
+        units = len(text) + sum(char in GSM7_EXTENSION for char in text)
+    if units <= _SINGLE[unicode]:
+        return 1
+    return -(-units // _PART[unicode])
 
 
 def _masked(number: str) -> str:
