@@ -2,7 +2,9 @@
 warm OpenFisca-France pool: computing in the room and from a filed sheet, French refusals that
 store nothing, who may check whose rights, the check off (no engine), the benefits put on the
 handoff sheet and read by the person through their link (amounts only if they agreed), and the
-answers forgotten at the session's end unless kept."""
+answers forgotten at the session's end unless kept. A test that computes runs on one database
+(the model's seconds, not the database, are its cost): SQLite, and PostgreSQL for the check made
+from a filed sheet; the others run on both."""
 
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ def line(data: dict[str, Any], code: str) -> dict[str, Any]:
     return next(item for item in data["view"]["lines"] if item["code"] == code)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # computes: one database
 async def test_a_reference_household_probably_gets_the_rsa_with_its_amount_and_where_to_apply(
     rights_running: Running,
 ) -> None:
@@ -279,6 +282,7 @@ async def test_nobody_but_the_volunteer_of_the_session_or_sheet_checks_or_reads_
     assert [(c.id, c.updated_at, c.on_sheet) for c in await stored(running)] == before
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # computes: one database
 async def test_the_benefits_put_on_the_sheet_are_read_by_the_person_with_amounts_only_if_agreed(
     rights_running: Running,
 ) -> None:
@@ -350,6 +354,7 @@ async def test_the_benefits_put_on_the_sheet_are_read_by_the_person_with_amounts
             assert "Aides à demander" not in page
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # computes: one database
 async def test_a_check_made_from_the_sheet_after_the_session_belongs_to_the_sheet(
     rights_running: Running,
 ) -> None:
@@ -383,6 +388,7 @@ async def test_a_check_made_from_the_sheet_after_the_session_belongs_to_the_shee
     assert check.handoff_sheet_id == sheet.id
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # computes: one database
 @pytest.mark.parametrize("keep", [False, True])
 async def test_the_answers_are_forgotten_when_the_session_ends_unless_the_person_agreed(
     rights_running: Running, keep: bool
