@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import jsonschema
+import pytest
 from sqlalchemy import inspect as schema_of
 from sqlalchemy import select
 
@@ -218,6 +219,7 @@ async def test_page_csv_and_api_show_the_language_table_with_small_counts_hidden
     jsonschema.validate(body, {**response_schema, "components": document["components"]})
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # a year of history: one database
 async def test_demo_history_gives_a_plausible_share_of_languages(
     running: Running, coordinator: Account
 ) -> None:

@@ -4,6 +4,7 @@ in a cookie; staff pages stay French."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -17,10 +18,15 @@ from server.store.models import (
     OutboxMessage,
     Role,
 )
+from server.vault.retention import add_months
 from tests.conftest import Account, Running, browser_session, login, make_account
 from tests.test_callbacks import ask, make_request, post_form, reload, staff
 from tests.test_callbacks import place as callbacks_place
 from tests.test_handoff import end_assistance, file_sheet, join_as_beneficiary
+from tests.test_vault_retention import make as make_vault
+from tests.test_vault_retention import notices as vault_notices
+from tests.test_vault_retention import purge as vault_purge
+from tests.test_vault_retention import set_last_used
 
 
 @pytest.mark.parametrize(
@@ -224,3 +230,20 @@ async def test_the_sheet_link_is_sent_in_the_language_of_the_persons_room(
         )
     said = max(re.split(r"%\(\w+\)s", sms), key=len).strip()
     assert "fiche" not in said and said in (await _outbox(running))[-1].body
+
+
+async def test_a_vaults_retention_notice_is_written_in_the_language_its_contact_was_given_in(
+    running: Running, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(running.url("/langue/ro"), allow_redirects=False):
+        pass
+    made = await make_vault(running, http)  # its contact given on a Romanian page
+    last_used = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
+    await set_last_used(running, made, last_used)
+    deadline = add_months(last_used, running.settings.vault_retention_months)
+    report = await vault_purge(running, deadline - timedelta(days=29))
+    assert report.counts["vault_notices"] == 1
+    with i18n.use_language("ro"):
+        subject = i18n.gettext("Votre coffre-fort numérique sera bientôt supprimé")
+    assert subject != "Votre coffre-fort numérique sera bientôt supprimé"
+    assert [m.subject for m in await vault_notices(running) if m.channel == "email"] == [subject]

@@ -837,6 +837,8 @@ class Vault(Base):
     # Optional, given by the person only so that they are told before a retention deletion.
     contact_phone: Mapped[str | None] = mapped_column(String(20), default=None)
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # The language of the page the contact was given on: the retention notices are written in it.
+    contact_language: Mapped[str | None] = mapped_column(String(8), default=None)
     # Retention notices already sent for the current period of inactivity (0, 1 or 2), and
     # when the last one was written: the vault is kept at least 7 days after it.
     notices_sent: Mapped[int] = mapped_column(Integer, default=0)

@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import links
-from server.i18n import _
+from server.i18n import _, use_language
 from server.notify.deliver import SmsBudget, SmsGate, deliver
 from server.settings import Settings
 from server.store.engine import begin_write
@@ -114,7 +114,15 @@ def _deletion_due(settings: Settings, now: datetime) -> ColumnElement[bool]:
 async def _notify(
     db: AsyncSession, settings: Settings, gate: SmsGate, vault: Vault, now: datetime, last: bool
 ) -> None:
-    """Write one retention notice (the first, or the last) to the outbox; mark it on the vault."""
+    """Write one retention notice (the first, or the last) to the outbox, in the language the
+    contact was given in; mark it on the vault."""
+    with use_language(vault.contact_language):
+        await _write_notice(db, settings, gate, vault, now, last)
+
+
+async def _write_notice(
+    db: AsyncSession, settings: Settings, gate: SmsGate, vault: Vault, now: datetime, last: bool
+) -> None:
     when = deletion_date(vault, settings, now, last)
     day = when.astimezone(ZoneInfo(settings.timezone)).strftime("%d/%m/%Y")
     months = settings.vault_retention_months

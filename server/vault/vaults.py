@@ -19,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server import taxonomy
+from server import i18n, taxonomy
 from server.contact import (
     ContactError,
     can_receive_sms,
@@ -322,9 +322,15 @@ async def overview(db: AsyncSession, settings: Settings, vault: Vault) -> dict[s
 
 
 async def set_contact(
-    db: AsyncSession, settings: Settings, vault: Vault, phone: object, email: object
+    db: AsyncSession,
+    settings: Settings,
+    vault: Vault,
+    phone: object,
+    email: object,
+    language: str | None = None,
 ) -> Vault:
-    """Keep (or, both empty, forget) the phone and e-mail the retention notices go to."""
+    """Keep (or, both empty, forget) the phone and e-mail the retention notices go to, and the
+    language they are written in (the page's)."""
     for value, field in ((phone, "phone"), (email, "email")):
         if value is not None and not isinstance(value, str):
             raise _bad(f"invalid_{field}", field)
@@ -346,6 +352,8 @@ async def set_contact(
     await begin_write(db)
     vault.contact_phone = clean_phone
     vault.contact_email = clean_email
+    has_contact = clean_phone is not None or clean_email is not None
+    vault.contact_language = i18n.stored_language(language).code if has_contact else None
     return vault
 
 

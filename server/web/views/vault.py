@@ -32,6 +32,7 @@ from server.vault import vaults
 from server.vault.context import origin_of, session_of_token
 from server.vault.storage import BlobMissing, Storages
 from server.vault.vaults import VaultError
+from server.web.language import request_language
 from server.web.request import client_key, render, url_for
 
 routes = web.RouteTableDef()
@@ -246,7 +247,14 @@ async def contact(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     async with request.app[SESSIONMAKER_KEY].begin() as db:
         vault = await db.get_one(Vault, vault.id)
-        await vaults.set_contact(db, settings, vault, body.get("phone"), body.get("email"))
+        await vaults.set_contact(
+            db,
+            settings,
+            vault,
+            body.get("phone"),
+            body.get("email"),
+            request_language(request).code,
+        )
     return _json({"vault": vaults.vault_json(vault, settings)})
 
 
