@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from server import i18n
 from server.store.models import Appointment, OutboxMessage
-from tests.browser import Chromium, assert_accessible, chromium_with_devices, screenshot
+from tests.browser import AXE_JS, Chromium, assert_accessible, chromium_with_devices, screenshot
 from tests.conftest import Running
 from tests.language_pages import beneficiary_pages
 from tests.test_booking_pages import make_place
@@ -67,6 +67,8 @@ async def _every_page(
     errors: list[str] = []
     # The browser's own language: the first visit follows it, without any choice made.
     page = await chrome.page("Pixel 7", errors=errors, locale=language.code)
+    # axe-core in every document of this context as it opens (one script, not one upload each).
+    await page.context.add_init_script(path=str(AXE_JS))
     for name, path in paths.items():
         await page.goto(running.url(path))
         await _check_page(page, language, name)

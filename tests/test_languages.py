@@ -80,6 +80,7 @@ def _html_lang(html: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # pages only: one database
 async def test_a_first_visit_follows_the_browser_and_the_switch_keeps_the_choice(
     running: Running, http: aiohttp.ClientSession
 ) -> None:
@@ -111,6 +112,7 @@ async def test_a_first_visit_follows_the_browser_and_the_switch_keeps_the_choice
 @pytest.mark.parametrize(
     "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "aide", "/a\r\nX: y"]
 )
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # pages only: one database
 async def test_the_switch_never_leaves_the_site(
     running: Running, http: aiohttp.ClientSession, target: str
 ) -> None:
@@ -121,6 +123,7 @@ async def test_the_switch_never_leaves_the_site(
         assert resp.headers["Location"] == "/"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # pages only: one database
 async def test_an_unknown_language_is_a_plain_not_found(
     running: Running, http: aiohttp.ClientSession
 ) -> None:
@@ -143,6 +146,7 @@ async def test_staff_pages_stay_french_whatever_the_browser_says(
             assert 'class="lang-switch"' not in html
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # pages only: one database
 async def test_an_unknown_address_answers_in_the_persons_language(
     running: Running, http: aiohttp.ClientSession
 ) -> None:
