@@ -65,7 +65,7 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 pytest: setup system-deps
-	$(BIN)/pytest -n 3 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

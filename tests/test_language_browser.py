@@ -19,12 +19,10 @@ from tests.test_booking_pages import make_place
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=15_000)
 
-# French, the source, is checked page by page with axe by the other browser tests
-# (tests/test_templates.py opens every page none of them opens).
 GROUPS = {
     "rtl": ("ar", "fa-AF"),
     "ltr-1": ("en", "uk"),
-    "ltr-2": ("ro", "es"),
+    "ltr-2": ("ro", "es", "fr"),
 }
 
 
