@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,15 @@ def test_demo_prints_logins_and_can_run_twice(migrated: Path) -> None:
     assert "benevole@demo.invalid" in first.stdout and "coordination@demo.invalid" in first.stdout
     second = _run(migrated, "demo")
     assert second.returncode == 0, second.stderr
+    # A demo volunteer speaks Arabic and English (issue 17): said, and on their profile.
+    assert "observateur@demo.invalid) parle arabe et anglais" in second.stdout
+    database = next((migrated / "var").glob("*.sqlite3"))
+    with closing(sqlite3.connect(database)) as db:
+        spoken = db.execute(
+            "SELECT language FROM user_languages JOIN users ON users.id = user_id"
+            " WHERE email = 'observateur@demo.invalid' ORDER BY language"
+        ).fetchall()
+    assert spoken == [("ar",), ("en",)]
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
