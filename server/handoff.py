@@ -521,46 +521,34 @@ async def _send_link(
     """Send the person their sheet's link by SMS and/or e-mail, when we know how to reach them
     (the link only: what was done stays behind it), in their language; whether it is on its
     way."""
-    if not subject.phone and not subject.email:
+    phone, email = subject.phone, subject.email
+    if not phone and not email:
         return False
     with use_language(subject.language):
-        return await _send_link_now(db, gate, settings, subject, sheet, token, now)
-
-
-async def _send_link_now(
-    db: AsyncSession,
-    gate: SmsGate,
-    settings: Settings,
-    subject: Subject,
-    sheet: HandoffSheet,
-    token: str,
-    now: datetime,
-) -> bool:
-    phone, email = subject.phone, subject.email
-    association = await db.get_one(Association, subject.association_id)
-    link = read_url(settings, token)
-    first_name = subject.first_name
-    hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
-    delivery = await deliver(
-        db,
-        gate=gate,
-        phone=phone,
-        email=email,
-        key=lambda channel: f"sheet:{sheet.id}:{channel.value}",
-        subject=_("Votre fiche : ce qui a été fait et la suite"),
-        body=f"{hello}\n\n"
-        + _(
-            "Merci d'être venu(e). Votre fiche dit ce qui a été fait avec le bénévole et ce "
-            "qu'il reste à faire. Vous pouvez la lire et l'imprimer ici :\n%(link)s\n\n"
-            "%(association)s"
+        association = await db.get_one(Association, subject.association_id)
+        link = read_url(settings, token)
+        first_name = subject.first_name
+        hello = _("Bonjour %(name)s,") % {"name": first_name} if first_name else _("Bonjour,")
+        delivery = await deliver(
+            db,
+            gate=gate,
+            phone=phone,
+            email=email,
+            key=lambda channel: f"sheet:{sheet.id}:{channel.value}",
+            subject=_("Votre fiche : ce qui a été fait et la suite"),
+            body=f"{hello}\n\n"
+            + _(
+                "Merci d'être venu(e). Votre fiche dit ce qui a été fait avec le bénévole et ce "
+                "qu'il reste à faire. Vous pouvez la lire et l'imprimer ici :\n%(link)s\n\n"
+                "%(association)s"
+            )
+            % {"association": association.name, "link": link}
+            + "\n",
+            sms=_("%(association)s : ce qui a été fait et la suite, sur votre fiche : %(link)s")
+            % {"association": association.name, "link": link},
+            send_after=now,
         )
-        % {"association": association.name, "link": link}
-        + "\n",
-        sms=_("%(association)s : ce qui a été fait et la suite, sur votre fiche : %(link)s")
-        % {"association": association.name, "link": link},
-        send_after=now,
-    )
-    return delivery.reaches
+        return delivery.reaches
 
 
 # -- Reading ------------------------------------------------------------------------------------

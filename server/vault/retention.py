@@ -117,58 +117,52 @@ async def _notify(
     """Write one retention notice (the first, or the last) to the outbox, in the language the
     contact was given in; mark it on the vault."""
     with use_language(vault.contact_language):
-        await _write_notice(db, settings, gate, vault, now, last)
-
-
-async def _write_notice(
-    db: AsyncSession, settings: Settings, gate: SmsGate, vault: Vault, now: datetime, last: bool
-) -> None:
-    when = deletion_date(vault, settings, now, last)
-    day = when.astimezone(ZoneInfo(settings.timezone)).strftime("%d/%m/%Y")
-    months = settings.vault_retention_months
-    link = links.VAULT.url(settings)
-    stage = NOTICE_DAYS[-1] if last else NOTICE_DAYS[0]
-    values = {"date": day, "link": link}
-    unused = _("Votre coffre-fort numérique n'a pas été ouvert depuis %(months)d mois.") % {
-        "months": months
-    }
-    body = (
-        _("Bonjour,")
-        + "\n\n"
-        + unused
-        + " "
-        + _(
-            "Il sera supprimé le %(date)s, avec tous vos documents.\n\n"
-            "Pour le garder, ouvrez-le avant cette date, sur votre appareil habituel "
-            "ou avec votre code de secours :\n%(link)s\n\n"
-            "Si vous n'en avez plus besoin, vous n'avez rien à faire."
+        when = deletion_date(vault, settings, now, last)
+        day = when.astimezone(ZoneInfo(settings.timezone)).strftime("%d/%m/%Y")
+        months = settings.vault_retention_months
+        link = links.VAULT.url(settings)
+        stage = NOTICE_DAYS[-1] if last else NOTICE_DAYS[0]
+        values = {"date": day, "link": link}
+        unused = _("Votre coffre-fort numérique n'a pas été ouvert depuis %(months)d mois.") % {
+            "months": months
+        }
+        body = (
+            _("Bonjour,")
+            + "\n\n"
+            + unused
+            + " "
+            + _(
+                "Il sera supprimé le %(date)s, avec tous vos documents.\n\n"
+                "Pour le garder, ouvrez-le avant cette date, sur votre appareil habituel "
+                "ou avec votre code de secours :\n%(link)s\n\n"
+                "Si vous n'en avez plus besoin, vous n'avez rien à faire."
+            )
+            % values
+            + "\n"
         )
-        % values
-        + "\n"
-    )
-    sms = (
-        _(
-            "Votre coffre-fort numérique sera supprimé le %(date)s avec vos documents. "
-            "Pour le garder, ouvrez-le avant : %(link)s"
+        sms = (
+            _(
+                "Votre coffre-fort numérique sera supprimé le %(date)s avec vos documents. "
+                "Pour le garder, ouvrez-le avant : %(link)s"
+            )
+            % values
         )
-        % values
-    )
-    await deliver(
-        db,
-        gate=gate,
-        phone=vault.contact_phone,
-        email=vault.contact_email,
-        # One key per notice of one period of inactivity: a new period gets new keys.
-        key=lambda channel: (
-            f"vault:{vault.id}:retention:{vault.last_used_at:%Y%m%dT%H%M%S}:{stage}:{channel.value}"
-        ),
-        subject=_("Votre coffre-fort numérique sera bientôt supprimé"),
-        body=body,
-        sms=sms,
-        send_after=now,
-    )
-    vault.notices_sent = len(NOTICE_DAYS) if last else 1
-    vault.notified_at = now
+        await deliver(
+            db,
+            gate=gate,
+            phone=vault.contact_phone,
+            email=vault.contact_email,
+            # One key per notice of one period of inactivity: a new period gets new keys.
+            key=lambda channel: (
+                f"vault:{vault.id}:retention:{vault.last_used_at:%Y%m%dT%H%M%S}:{stage}:{channel.value}"
+            ),
+            subject=_("Votre coffre-fort numérique sera bientôt supprimé"),
+            body=body,
+            sms=sms,
+            send_after=now,
+        )
+        vault.notices_sent = len(NOTICE_DAYS) if last else 1
+        vault.notified_at = now
 
 
 async def _in_chunks(
